@@ -1,0 +1,248 @@
+//! The common header of fileipc's fixed-size state files, and their race-free creation.
+//!
+//! Every state file (mutex, semaphore, queue control file) starts with the same 64-byte
+//! header, so that a file of one primitive opened as another is recognised and named:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `b"FILEIPC\0"` |
+//! | 8 | 4 | kind (little-endian u32, see [`Kind`]) |
+//! | 12 | 4 | format version of that kind |
+//! | 16 | 4 | length of the mapped state region in bytes |
+//! | 20 | 44 | reserved, zero |
+//!
+//! The rest of the region belongs to the kind; see `docs/FORMAT.md`.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoResultExt, Result};
+use crate::sys::{self, Open, SharedMap};
+
+pub(crate) const MAGIC: [u8; 8] = *b"FILEIPC\0";
+pub(crate) const HEADER_LEN: usize = 64;
+
+/// Default mode of state files: only their owner may read or write them.
+pub(crate) const DEFAULT_MODE: u32 = 0o600;
+
+/// What a state file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    Mutex = 1,
+    Semaphore = 2,
+    Queue = 3,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Mutex => "fileipc mutex file",
+            Kind::Semaphore => "fileipc semaphore file",
+            Kind::Queue => "fileipc queue control file",
+        }
+    }
+
+    fn from_u32(v: u32) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Mutex,
+            2 => Kind::Semaphore,
+            3 => Kind::Queue,
+            _ => return None,
+        })
+    }
+}
+
+/// The layout a caller expects: kind, version and region length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub(crate) kind: Kind,
+    pub(crate) version: u32,
+    pub(crate) len: usize,
+}
+
+/// An open, validated and mapped state file.
+#[derive(Debug)]
+pub(crate) struct StateFile {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) map: SharedMap,
+    /// Whether this call created the file.
+    pub(crate) created: bool,
+}
+
+/// Opens the state file at `path`, creating it if missing. A new file is written in full
+/// (header, then `init` fills the bytes after the header) under a temporary name in the
+/// same directory and linked into place only if nothing exists there yet, so no process
+/// ever sees a half-initialised file, and two racing creators agree on one.
+pub(crate) fn open_or_create(
+    path: &Path,
+    layout: Layout,
+    mode: u32,
+    init: impl FnOnce(&mut [u8]),
+) -> Result<StateFile> {
+    let mut init = Some(init);
+    loop {
+        match sys::open_state_file(path, Open::Existing) {
+            Ok(file) => return validate(path, file, layout, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("open", path, e)),
+        }
+        let Some(init) = init.take() else {
+            // We created one, lost the race, and the winner's file vanished again.
+            return Err(Error::io(
+                "open",
+                path,
+                std::io::Error::other("file keeps disappearing while being opened"),
+            ));
+        };
+        let mut region = vec![0u8; layout.len];
+        region[..8].copy_from_slice(&MAGIC);
+        region[8..12].copy_from_slice(&(layout.kind as u32).to_le_bytes());
+        region[12..16].copy_from_slice(&layout.version.to_le_bytes());
+        region[16..20].copy_from_slice(&(layout.len as u32).to_le_bytes());
+        init(&mut region[HEADER_LEN..]);
+
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(mode))
+            .tempfile_in(dir)
+            .at("create", path)?;
+        // The creation mode was filtered by the umask; apply the mode asked for.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .at("chmod", path)?;
+        tmp.write_all(&region).at("write", path)?;
+        match tmp.persist_noclobber(path) {
+            Ok(file) => return validate(path, file, layout, true),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create", path, e.error)),
+        }
+    }
+}
+
+fn validate(path: &Path, file: File, layout: Layout, created: bool) -> Result<StateFile> {
+    let expected = layout.kind.name();
+    let size = file.metadata().at("stat", path)?.len();
+    let mut header = [0u8; HEADER_LEN];
+    let n = read_prefix(&file, &mut header).at("read", path)?;
+    if n < HEADER_LEN || header[..8] != MAGIC {
+        let detail = if size == 0 {
+            "the file is empty".to_owned()
+        } else {
+            "no fileipc header".to_owned()
+        };
+        return Err(Error::format(path, expected, detail));
+    }
+    let kind = u32::from_le_bytes(header[8..12].try_into().unwrap());
+    let version = u32::from_le_bytes(header[12..16].try_into().unwrap());
+    let len = u32::from_le_bytes(header[16..20].try_into().unwrap()) as usize;
+    match Kind::from_u32(kind) {
+        Some(k) if k == layout.kind => {}
+        Some(k) => return Err(Error::format(path, expected, format!("it is a {}", k.name()))),
+        None => return Err(Error::format(path, expected, format!("unknown kind {kind}"))),
+    }
+    if version != layout.version {
+        return Err(Error::format(
+            path,
+            expected,
+            format!(
+                "format version {version}, this library reads version {}",
+                layout.version
+            ),
+        ));
+    }
+    if len != layout.len || size < layout.len as u64 {
+        return Err(Error::format(
+            path,
+            expected,
+            format!(
+                "region of {len} bytes in a file of {size}, expected {}",
+                layout.len
+            ),
+        ));
+    }
+    let map = SharedMap::new(&file, layout.len).at("mmap", path)?;
+    Ok(StateFile {
+        path: path.to_owned(),
+        file,
+        map,
+        created,
+    })
+}
+
+fn read_prefix(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Layout = Layout {
+        kind: Kind::Mutex,
+        version: 1,
+        len: 4096,
+    };
+
+    #[test]
+    fn create_then_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m");
+        let a = open_or_create(&p, L, 0o600, |r| r[0] = 7).unwrap();
+        assert!(a.created);
+        let b = open_or_create(&p, L, 0o600, |_| panic!("must not init twice")).unwrap();
+        assert!(!b.created);
+        assert_eq!(b.map.u32(HEADER_LEN).load(std::sync::atomic::Ordering::Relaxed), 7);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn refuses_other_kind_garbage_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m");
+        open_or_create(&p, L, 0o600, |_| {}).unwrap();
+        let sem = Layout { kind: Kind::Semaphore, ..L };
+        let e = open_or_create(&p, sem, 0o600, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("it is a fileipc mutex file"), "{e}");
+
+        let g = dir.path().join("garbage");
+        std::fs::write(&g, b"hello world").unwrap();
+        let e = open_or_create(&g, L, 0o600, |_| {}).unwrap_err();
+        assert!(matches!(e, Error::Format { .. }), "{e}");
+        assert_eq!(std::fs::read(&g).unwrap(), b"hello world");
+
+        let l = dir.path().join("link");
+        std::os::unix::fs::symlink(&g, &l).unwrap();
+        let e = open_or_create(&l, L, 0o600, |_| {}).unwrap_err();
+        assert!(matches!(e, Error::Symlink { .. }), "{e}");
+    }
+
+    #[test]
+    fn refuses_other_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m");
+        open_or_create(&p, L, 0o600, |_| {}).unwrap();
+        let v2 = Layout { version: 2, ..L };
+        let e = open_or_create(&p, v2, 0o600, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("format version 1"), "{e}");
+    }
+}

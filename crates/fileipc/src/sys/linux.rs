@@ -1,0 +1,145 @@
+//! Linux backend: futexes on shared mappings, inotify, `/proc` start times.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::inotify;
+use rustix::io::Errno;
+use rustix::thread::futex;
+
+use super::{remaining, timespec};
+
+pub(super) const NAME: &str = "linux (futex, inotify)";
+pub(super) const START_TIME_UNSUPPORTED: bool = false;
+
+/// Sleeps while `*word == expected`, until woken by [`futex_wake`], until `deadline`,
+/// or spuriously. Callers re-check their condition in a loop. The futex is *shared*
+/// (no `FUTEX_PRIVATE_FLAG`): its waiters and wakers live in different processes.
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let ts = match remaining(deadline) {
+        Some(d) if d.is_zero() => return Ok(()),
+        Some(d) => Some(timespec(d)),
+        None => None,
+    };
+    match futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()) {
+        Ok(()) | Err(Errno::AGAIN | Errno::INTR | Errno::TIMEDOUT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Wakes up to `n` waiters sleeping on `word`; returns how many were woken.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> io::Result<usize> {
+    futex::wake(word, futex::Flags::empty(), n).map_err(Into::into)
+}
+
+/// Start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`); `None` if there is no such process or it is a zombie.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything, including
+    // ") "; the fields after it start after the *last* ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?; // field 3
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // Fields 4..=21 come next; field 22 is the start time.
+    fields.nth(18)?.parse().ok()
+}
+
+/// Watches one directory for names created in it or moved into it.
+#[derive(Debug)]
+pub(crate) struct DirWatch {
+    fd: OwnedFd,
+    dir: PathBuf,
+}
+
+impl DirWatch {
+    /// Starts watching `dir`. Events that happen after this call are not missed.
+    pub(crate) fn new(dir: &Path) -> io::Result<DirWatch> {
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        inotify::add_watch(
+            &fd,
+            dir,
+            inotify::WatchFlags::CREATE
+                | inotify::WatchFlags::MOVED_TO
+                | inotify::WatchFlags::ONLYDIR
+                | inotify::WatchFlags::DELETE_SELF
+                | inotify::WatchFlags::MOVE_SELF,
+        )?;
+        Ok(DirWatch {
+            fd,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Sleeps until an entry named `name` may have appeared in the directory, the
+    /// directory itself went away, or `deadline` passes. Returns `Ok(true)` if an
+    /// event for `name` (or for the directory) arrived, `Ok(false)` on timeout or any
+    /// other wake-up; the caller re-checks the file system either way.
+    pub(crate) fn wait(&self, name: &OsStr, deadline: Option<Instant>) -> io::Result<bool> {
+        loop {
+            if self.drain(name)? {
+                return Ok(true);
+            }
+            let ts = match remaining(deadline) {
+                Some(d) if d.is_zero() => return Ok(false),
+                Some(d) => Some(timespec(d)),
+                None => None,
+            };
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) => return Ok(false),
+                Ok(_) | Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads all pending events; true if one concerned `name` or the directory itself.
+    fn drain(&self, name: &OsStr) -> io::Result<bool> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(self.fd.as_fd(), &mut buf);
+        let mut hit = false;
+        loop {
+            match reader.next() {
+                Ok(ev) => {
+                    let flags = ev.events();
+                    if flags.intersects(
+                        inotify::ReadFlags::QUEUE_OVERFLOW
+                            | inotify::ReadFlags::DELETE_SELF
+                            | inotify::ReadFlags::MOVE_SELF
+                            | inotify::ReadFlags::IGNORED,
+                    ) {
+                        hit = true;
+                    } else if let Some(n) = ev.file_name() {
+                        if n.to_bytes() == name.as_bytes() {
+                            hit = true;
+                        }
+                    }
+                }
+                Err(Errno::AGAIN) => return Ok(hit),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The watched directory.
+    #[allow(dead_code)]
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

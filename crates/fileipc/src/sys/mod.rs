@@ -1,0 +1,304 @@
+//! The operating-system layer: the only module that talks to the kernel.
+//!
+//! The primitives above are written against the small, safe contract below. Each item
+//! is implemented once for all Unix systems (in this file, on top of `rustix` and the
+//! standard library) unless the kernel offers something better, in which case a
+//! backend file provides it. The backend is selected here and nowhere else:
+//!
+//! | need | contract | Linux (`linux.rs`) | portable (`portable.rs`) |
+//! |---|---|---|---|
+//! | wait on a shared word with a deadline | [`futex_wait`] returns when the word may have changed, at the deadline, or spuriously | `FUTEX_WAIT` (shared, never `PRIVATE`) | sleeps with exponential back-off, 50 us to 2 ms |
+//! | wake waiters of a shared word | [`futex_wake`] | `FUTEX_WAKE` | nothing to do |
+//! | watch a directory for a name to appear | [`DirWatch`] | inotify | polls the name with back-off |
+//! | identify a process across PID reuse | [`ProcessId`] | PID + start time from `/proc/PID/stat` | PID only (recycling not detected) |
+//!
+//! Common to all Unix systems (this file): whole-file `flock` locks owned by an open file
+//! description ([`try_lock_exclusive`], [`lock_exclusive`], [`unlock`]), opening state
+//! files without following symbolic links ([`open_state_file`]), and mapping a file
+//! shared between processes ([`SharedMap`]).
+//!
+//! The `force-portable` cargo feature selects the portable backend on Linux too, so
+//! CI runs the code a platform without futexes or inotify would run. A macOS port adds a
+//! `macos.rs` backend (`os_sync_wait_on_address`, kqueue `EVFILT_VNODE`,
+//! `proc_pidinfo` start time) and changes nothing above this module.
+//!
+//! # Safety
+//!
+//! The one unsafe operation in the crate lives in [`SharedMap`]: viewing bytes of a
+//! `MAP_SHARED` mapping as atomics. It is sound because the mapping outlives every
+//! reference handed out (they borrow the map), offsets are checked for bounds and
+//! alignment, and every process touches those bytes only through atomic operations.
+//! What no user-space code can prevent is another process truncating the file under the
+//! mapping, which turns an access into `SIGBUS`; state files are created `0600` and
+//! checked at open so only their owner can do that.
+
+#![allow(unsafe_code)]
+#![allow(clippy::disallowed_methods)]
+
+#[cfg_attr(
+    all(target_os = "linux", not(feature = "force-portable")),
+    path = "linux.rs"
+)]
+#[cfg_attr(
+    not(all(target_os = "linux", not(feature = "force-portable"))),
+    path = "portable.rs"
+)]
+mod imp;
+
+pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Instant;
+
+use rustix::fs::{FlockOperation, OFlags};
+
+/// The name of the backend in use, for diagnostics (`fileipc stat`, benchmarks).
+pub const BACKEND: &str = imp::NAME;
+
+/// Time left until `deadline`, `None` meaning "no deadline"; zero once it has passed.
+pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+fn timespec(d: std::time::Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Opening files
+
+/// How [`open_state_file`] may open a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Open {
+    /// The file must exist.
+    Existing,
+    /// Create it with this mode if it is missing.
+    CreateWithMode(u32),
+}
+
+/// Opens `path` read-write, never following a symbolic link at its last component
+/// (`O_NOFOLLOW`: a link there fails with `ELOOP`), close-on-exec, and checks that what
+/// was opened is a regular file.
+pub(crate) fn open_state_file(path: &Path, how: Open) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true)
+        .write(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32);
+    if let Open::CreateWithMode(mode) = how {
+        opts.create(true).mode(mode);
+    }
+    let file = opts.open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Whether an error from opening is the refusal of `O_NOFOLLOW` to follow a link.
+pub(crate) fn is_symlink_refusal(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Whether `file` is still the file named `path` (same device and inode). A lock
+/// taken on a file that was meanwhile unlinked or replaced protects nothing.
+pub(crate) fn is_same_file(file: &File, path: &Path) -> io::Result<bool> {
+    let a = file.metadata()?;
+    match std::fs::symlink_metadata(path) {
+        Ok(b) => Ok(a.dev() == b.dev() && a.ino() == b.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Whole-file locks (flock): owned by the open file description, released by the kernel
+// when the last descriptor of it is closed, including when its process is killed.
+
+/// Takes an exclusive lock if it is free; `Ok(false)` if another description holds it.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    flock_nb(file, FlockOperation::NonBlockingLockExclusive)
+}
+
+/// Takes a shared lock if no exclusive lock is held; `Ok(false)` otherwise.
+pub(crate) fn try_lock_shared(file: &File) -> io::Result<bool> {
+    flock_nb(file, FlockOperation::NonBlockingLockShared)
+}
+
+fn flock_nb(file: &File, op: FlockOperation) -> io::Result<bool> {
+    loop {
+        match rustix::fs::flock(file, op) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Takes an exclusive lock, sleeping in the kernel until it is free. Use only where the
+/// wait is known to be short (a holder's critical section of a few instructions).
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    loop {
+        match rustix::fs::flock(file, FlockOperation::LockExclusive) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map_err(Into::into),
+        }
+    }
+}
+
+/// Releases a lock taken by any of the functions above.
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    rustix::fs::flock(file, FlockOperation::Unlock).map_err(Into::into)
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared mappings
+
+/// A file mapped `MAP_SHARED`, read-write, whose bytes other processes see and change.
+///
+/// All access goes through atomics ([`SharedMap::u32`], [`SharedMap::u64`]) or through
+/// whole-slice copies made while the caller holds a lock that excludes writers
+/// ([`SharedMap::read_at`], [`SharedMap::write_at`]).
+#[derive(Debug)]
+pub(crate) struct SharedMap {
+    raw: memmap2::MmapRaw,
+}
+
+impl SharedMap {
+    /// Maps the first `len` bytes of `file`, which must be at least that long.
+    pub(crate) fn new(file: &File, len: usize) -> io::Result<SharedMap> {
+        let raw = memmap2::MmapOptions::new().len(len).map_raw(file)?;
+        Ok(SharedMap { raw })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    fn check(&self, offset: usize, size: usize, align: usize) {
+        assert!(
+            offset % align == 0 && offset.checked_add(size).is_some_and(|e| e <= self.len()),
+            "sys::SharedMap access out of bounds or misaligned: offset {offset} size {size}"
+        );
+    }
+
+    /// The 32-bit atomic word at `offset` (must be 4-byte aligned and in bounds).
+    pub(crate) fn u32(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4, 4);
+        // SAFETY: (1) the range is inside the mapping and 4-aligned (checked above; the
+        // mapping itself is page-aligned); (2) the mapping lives as long as `self`, which
+        // the returned reference borrows; (3) `AtomicU32` has the size and alignment of
+        // `u32` and may be shared between threads and, over MAP_SHARED memory, between
+        // processes; every accessor of these bytes uses atomic operations.
+        unsafe { &*self.raw.as_mut_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    /// The 64-bit atomic word at `offset` (must be 8-byte aligned and in bounds).
+    pub(crate) fn u64(&self, offset: usize) -> &AtomicU64 {
+        self.check(offset, 8, 8);
+        // SAFETY: as for `u32` above, with 8-byte size and alignment.
+        unsafe { &*self.raw.as_mut_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// Copies `buf.len()` bytes out of the mapping at `offset`. The caller must hold a
+    /// lock that keeps writers of this range out, or accept (and verify, e.g. with a
+    /// checksum) a torn read; either way the copy itself is not undefined behaviour
+    /// because it is done with volatile byte reads.
+    pub(crate) fn read_at(&self, offset: usize, buf: &mut [u8]) {
+        self.check(offset, buf.len(), 1);
+        let base = self.raw.as_ptr();
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: `offset + i` is in bounds (checked above) and the mapping is alive;
+            // a volatile read of a byte another process may be writing yields some byte
+            // value, never undefined behaviour, since no Rust reference to it exists.
+            *b = unsafe { base.add(offset + i).read_volatile() };
+        }
+    }
+
+    /// Copies `data` into the mapping at `offset`, under the same rules as `read_at`.
+    pub(crate) fn write_at(&self, offset: usize, data: &[u8]) {
+        self.check(offset, data.len(), 1);
+        let base = self.raw.as_mut_ptr();
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: in bounds (checked above), mapping alive and writable (mapped
+            // read-write); no Rust reference to these bytes exists, so a volatile write
+            // races only at the hardware level, which the caller's lock or checksum covers.
+            unsafe { base.add(offset + i).write_volatile(*b) };
+        }
+    }
+
+    /// Flushes the mapping to storage (`msync`), for durable modes.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        self.raw.flush()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+/// A process, identified so that a recycled PID is not mistaken for it: its PID and the
+/// time it started (in clock ticks since boot on Linux; 0 where unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    /// The process ID.
+    pub pid: u32,
+    /// When the process started, in an OS-specific unit; 0 if unknown.
+    pub start: u64,
+}
+
+impl ProcessId {
+    /// The calling process.
+    pub fn current() -> ProcessId {
+        let pid = std::process::id();
+        ProcessId {
+            pid,
+            start: process_start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Looks up process `pid`; `None` if no such process exists now.
+    pub fn of_pid(pid: u32) -> Option<ProcessId> {
+        if !pid_exists(pid) {
+            return None;
+        }
+        Some(ProcessId {
+            pid,
+            start: process_start_time(pid).unwrap_or(0),
+        })
+    }
+
+    /// Whether this very process (same PID, same start time) is still running.
+    /// A zombie counts as dead: it holds nothing any more.
+    pub fn is_alive(&self) -> bool {
+        if self.pid == 0 || !pid_exists(self.pid) {
+            return false;
+        }
+        match process_start_time(self.pid) {
+            Some(start) => self.start == 0 || start == self.start,
+            None => imp::START_TIME_UNSUPPORTED && pid_exists(self.pid),
+        }
+    }
+}
+
+fn pid_exists(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(p) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::PERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// The calling thread's kernel thread ID (for diagnostics).
+pub(crate) fn thread_id() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}

@@ -1,0 +1,95 @@
+//! Portable backend for Unix systems without a supported kernel wait primitive.
+//!
+//! Waits poll with exponential back-off from 50 us to 2 ms. This is the code a platform
+//! without futexes or inotify runs; Linux runs it too with the `force-portable` feature.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::remaining;
+
+pub(super) const NAME: &str = "portable (polling)";
+pub(super) const START_TIME_UNSUPPORTED: bool = true;
+
+const FIRST_NAP: Duration = Duration::from_micros(50);
+const LONGEST_NAP: Duration = Duration::from_millis(2);
+
+fn nap(deadline: Option<Instant>, nap: Duration) {
+    let d = match remaining(deadline) {
+        Some(left) => left.min(nap),
+        None => nap,
+    };
+    std::thread::sleep(d);
+}
+
+/// Returns after one short sleep if `*word == expected`; callers loop and re-check.
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    // Back off longer the longer the word stays unchanged: keyed on a per-thread
+    // counter that resets whenever the caller observes a change.
+    thread_local!(static NAP: std::cell::Cell<(usize, u32, Duration)> =
+        const { std::cell::Cell::new((0, 0, FIRST_NAP)) });
+    let key = word as *const AtomicU32 as usize;
+    let d = NAP.with(|c| {
+        let (k, v, d) = c.get();
+        let d = if k == key && v == expected { (d * 2).min(LONGEST_NAP) } else { FIRST_NAP };
+        c.set((key, expected, d));
+        d
+    });
+    if word.load(Ordering::Acquire) == expected {
+        nap(deadline, d);
+    }
+    Ok(())
+}
+
+/// Nothing to wake: waiters poll.
+pub(crate) fn futex_wake(_word: &AtomicU32, _n: u32) -> io::Result<usize> {
+    Ok(0)
+}
+
+/// Unknown here: liveness falls back to the PID alone.
+pub(crate) fn process_start_time(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// Polls a directory for a name.
+#[derive(Debug)]
+pub(crate) struct DirWatch {
+    dir: PathBuf,
+}
+
+impl DirWatch {
+    pub(crate) fn new(dir: &Path) -> io::Result<DirWatch> {
+        let meta = std::fs::metadata(dir)?;
+        if !meta.is_dir() {
+            return Err(io::Error::other("not a directory"));
+        }
+        Ok(DirWatch { dir: dir.to_owned() })
+    }
+
+    pub(crate) fn wait(&self, name: &OsStr, deadline: Option<Instant>) -> io::Result<bool> {
+        let path = self.dir.join(name);
+        let mut d = FIRST_NAP;
+        loop {
+            if std::fs::symlink_metadata(&path).is_ok() {
+                return Ok(true);
+            }
+            if remaining(deadline).is_some_and(|r| r.is_zero()) {
+                return Ok(false);
+            }
+            nap(deadline, d);
+            d = (d * 2).min(LONGEST_NAP);
+        }
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

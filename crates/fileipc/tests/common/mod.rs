@@ -1,0 +1,193 @@
+//! Shared harness for the cross-process integration tests.
+//!
+//! A test spawns children by re-running its own test binary with only the
+//! `child_process_entry` test selected and the role in the environment. Each test file
+//! that spawns children has this entry point:
+//!
+//! ```ignore
+//! #[test]
+//! fn child_process_entry() {
+//!     common::child_main(|role, args| match role {
+//!         "locker" => locker(&args),
+//!         other => panic!("unknown role {other}"),
+//!     });
+//! }
+//! ```
+//!
+//! In a normal run `child_main` returns at once (no role is set). A child speaks to its
+//! parent with [`say`], one line at a time; the parent reads those lines with
+//! [`Proc::expect_line`], bounded by a timeout, so a hung child fails the test instead of
+//! hanging it. Every `Proc` is SIGKILLed when dropped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+const ROLE_VAR: &str = "FILEIPC_TEST_ROLE";
+const ARGS_VAR: &str = "FILEIPC_TEST_ARGS";
+const PREFIX: &str = "@@ ";
+
+/// Generous bound for anything a test waits on: long enough for a loaded 2-core CI
+/// machine, short enough that a hang fails the run.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// In a child (role set in the environment): runs `dispatch(role, args)` and exits the
+/// process with status 0, or 101 if it panicked. In the parent: returns at once.
+pub fn child_main(dispatch: impl FnOnce(&str, Vec<String>)) {
+    let Ok(role) = std::env::var(ROLE_VAR) else {
+        return;
+    };
+    let args: Vec<String> = std::env::var(ARGS_VAR)
+        .unwrap_or_default()
+        .split('\x1f')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(&role, args)));
+    std::io::stdout().flush().ok();
+    std::process::exit(if r.is_ok() { 0 } else { 101 });
+}
+
+/// In a child: sends one line to the parent.
+pub fn say(msg: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{PREFIX}{msg}").unwrap();
+    out.flush().unwrap();
+}
+
+/// A child process running one role of the current test binary.
+pub struct Proc {
+    pub pid: u32,
+    lines: Receiver<String>,
+    exit: Receiver<ExitStatus>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Starts `role` with `args` in a new process.
+    pub fn spawn(role: &str, args: &[&str]) -> Proc {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .args(["child_process_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .env(ROLE_VAR, role)
+            .env(ARGS_VAR, args.join("\x1f"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let stdout = child.stdout.take().unwrap();
+        let (ltx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(msg) = line.strip_prefix(PREFIX) {
+                    if ltx.send(msg.to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let (etx, exit) = channel();
+        std::thread::spawn(move || {
+            if let Ok(st) = child.wait() {
+                let _ = etx.send(st);
+            }
+        });
+        Proc { pid, lines, exit, status: None }
+    }
+
+    /// The next line the child said, waiting at most `timeout`; panics on timeout or if
+    /// the child exited without saying one.
+    pub fn expect_line(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => l,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("child {} said nothing within {timeout:?}", self.pid)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("child {} exited without saying a line", self.pid)
+            }
+        }
+    }
+
+    /// Waits for a line equal to `want`, panicking on anything else or on timeout.
+    pub fn expect(&mut self, want: &str) {
+        let got = self.expect_line(PATIENCE);
+        assert_eq!(got, want, "child {} said {got:?}, expected {want:?}", self.pid);
+    }
+
+    /// The next line if one is already there.
+    pub fn try_line(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+
+    /// Sends SIGKILL (no effect if it already exited).
+    pub fn kill(&self) {
+        signal(self.pid, rustix::process::Signal::KILL);
+    }
+
+    /// Waits at most `timeout` for the child to exit; panics on timeout.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(st) = self.status {
+            return st;
+        }
+        match self.exit.recv_timeout(timeout) {
+            Ok(st) => {
+                self.status = Some(st);
+                st
+            }
+            Err(_) => panic!("child {} still running after {timeout:?}", self.pid),
+        }
+    }
+
+    /// Waits for the child and asserts that it exited with status 0.
+    pub fn wait_success(&mut self) {
+        let st = self.wait(PATIENCE);
+        assert!(st.success(), "child {} failed: {st}", self.pid);
+    }
+
+    /// Kills the child and waits until the kernel has reaped it, so everything it held
+    /// (descriptors, locks) is released when this returns.
+    pub fn kill_and_reap(&mut self) -> ExitStatus {
+        self.kill();
+        self.wait(PATIENCE)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill();
+            let _ = self.exit.recv_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+/// A fresh temporary directory for one test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("fileipc-test-").tempdir().unwrap()
+}
+
+/// Calls `f` until it returns true or `timeout` passes; panics on timeout. For
+/// observing state another process changes, never as a delay.
+pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut nap = Duration::from_micros(100);
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
