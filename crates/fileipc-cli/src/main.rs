@@ -1,14 +1,40 @@
 //! The `fileipc` command: a thin shell over the `fileipc` library.
+//!
+//! Exit codes: 0 success; 1 timeout, not acquired, not found, or a check that is false;
+//! 2 usage error; 3 any other error, with a one-line message on stderr naming the path
+//! and the cause. `run` subcommands pass the command's exit code through.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod args;
 mod bench;
+mod cmd;
+mod run;
+
+use args::Wait;
 
 /// Inter-process communication through the file system, from the shell.
+///
+/// Every primitive is named by a path; Rust programs using the `fileipc` library on the
+/// same path see the same queue, lock, semaphore, event, pid file or store.
 #[derive(Debug, Parser)]
-#[command(name = "fileipc", version, about)]
+#[command(
+    name = "fileipc",
+    version,
+    about,
+    after_help = "Examples:\n  \
+        fileipc queue send /tmp/jobs 'resize a.png'\n  \
+        fileipc queue recv /tmp/jobs --timeout 2s\n  \
+        fileipc mutex run /tmp/backup.lock -- rsync -a src/ dst/\n  \
+        fileipc sem run /tmp/pool --initial 4 -- ./work.sh item\n  \
+        fileipc event wait /tmp/ready --forever\n  \
+        fileipc demo\n\n\
+        Exit codes: 0 success, 1 timeout/not found/false, 2 usage error, 3 other error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,24 +42,336 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A message queue in a directory.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// A counting semaphore in a file.
+    #[command(subcommand)]
+    Sem(SemCmd),
+    /// A mutex in a file.
+    #[command(subcommand)]
+    Mutex(MutexCmd),
+    /// A shared key-value store (SQLite, values are JSON).
+    #[command(subcommand)]
+    Kv(KvCmd),
+    /// A pid file guarding a single instance.
+    #[command(subcommand)]
+    Pidfile(PidfileCmd),
+    /// An event: set while the file exists.
+    #[command(subcommand)]
+    Event(EventCmd),
+    /// What PATH is and its live state.
+    #[command(after_help = "Example:\n  fileipc stat /tmp/jobs --json")]
+    Stat {
+        /// Any fileipc path (or any path at all).
+        path: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run all six primitives together across real worker processes.
+    #[command(after_help = "Example:\n  cargo run --release -- demo")]
+    Demo,
     /// Measure every primitive beside its baseline.
     Bench(bench::BenchArgs),
     /// Internal: a benchmark worker process.
     #[command(name = "__bench-worker", hide = true)]
     BenchWorker(bench::WorkerArgs),
+    /// Internal: a demo worker process.
+    #[command(name = "__demo-worker", hide = true)]
+    DemoWorker(cmd::demo::WorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCmd {
+    /// Send messages: each MSG, or one message per line of stdin.
+    #[command(after_help = "Examples:\n  fileipc queue send /tmp/jobs 'job 1' 'job 2'\n  \
+        ls *.png | fileipc queue send /tmp/jobs")]
+    Send {
+        /// The queue directory (created if missing).
+        dir: PathBuf,
+        /// Messages; none: one message per line of standard input.
+        msg: Vec<OsString>,
+    },
+    /// Receive messages and print each followed by a newline; exit 1 if none came.
+    #[command(after_help = "Examples:\n  fileipc queue recv /tmp/jobs --timeout 2s\n  \
+        fileipc queue recv /tmp/jobs --forever -n 10\n  fileipc queue recv /tmp/jobs --all")]
+    Recv {
+        /// The queue directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        wait: Wait,
+        /// Receive up to COUNT messages, waiting for each until the time is up.
+        #[arg(short = 'n', long, value_name = "COUNT", conflicts_with = "all")]
+        count: Option<u64>,
+        /// Wait for a first message, then take every message queued.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print the number of pending messages.
+    #[command(after_help = "Example:\n  fileipc queue count /tmp/jobs")]
+    Count {
+        /// The queue directory.
+        dir: PathBuf,
+    },
+    /// Remove every pending message.
+    #[command(after_help = "Example:\n  fileipc queue clear /tmp/jobs")]
+    Clear {
+        /// The queue directory.
+        dir: PathBuf,
+    },
+    /// Remove the queue directory.
+    #[command(after_help = "Example:\n  fileipc queue destroy /tmp/jobs")]
+    Destroy {
+        /// The queue directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct SemOpts {
+    /// The semaphore file (created with the initial value if missing).
+    path: PathBuf,
+    /// Permits of a new semaphore.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    initial: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum SemCmd {
+    /// Take a permit and keep it after exit (give it back with `release`); exit 1 on timeout.
+    #[command(after_help = "Example:\n  fileipc sem acquire /tmp/pool --initial 3 --timeout 10s")]
+    Acquire {
+        #[command(flatten)]
+        sem: SemOpts,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Give a permit back.
+    #[command(after_help = "Example:\n  fileipc sem release /tmp/pool")]
+    Release {
+        #[command(flatten)]
+        sem: SemOpts,
+    },
+    /// Print the number of free permits.
+    #[command(after_help = "Example:\n  fileipc sem value /tmp/pool")]
+    Value {
+        #[command(flatten)]
+        sem: SemOpts,
+    },
+    /// Run CMD holding one permit; exit 1 if none came in time.
+    #[command(after_help = "Example (at most 4 at once):\n  \
+        for f in *.wav; do fileipc sem run /tmp/enc --initial 4 --forever -- flac \"$f\" & done; wait")]
+    Run {
+        #[command(flatten)]
+        sem: SemOpts,
+        #[command(flatten)]
+        wait: Wait,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MutexCmd {
+    /// Run CMD holding the mutex, like flock(1); exit 1 if it was not free in time.
+    #[command(after_help = "Example:\n  fileipc mutex run /tmp/backup.lock --timeout 0 -- ./backup.sh")]
+    Run {
+        /// The mutex file (created if missing).
+        path: PathBuf,
+        #[command(flatten)]
+        wait: Wait,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<OsString>,
+    },
+    /// Exit 0 if locked, 1 if free.
+    #[command(after_help = "Example:\n  fileipc mutex status /tmp/backup.lock && echo busy")]
+    Status {
+        /// The mutex file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KvCmd {
+    /// Print the JSON value of KEY; exit 1 if absent.
+    #[command(after_help = "Example:\n  fileipc kv get /tmp/state counter")]
+    Get {
+        /// The store file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// Set KEY to a JSON value.
+    #[command(after_help = "Examples:\n  fileipc kv set /tmp/state status '\"running\"'\n  \
+        fileipc kv set /tmp/state config '{\"workers\": 4}'")]
+    Set {
+        /// The store file (created if missing).
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The value, as JSON (a string needs its quotes: '"text"').
+        json: String,
+    },
+    /// Delete KEY; exit 1 if it was absent.
+    #[command(after_help = "Example:\n  fileipc kv delete /tmp/state status")]
+    Delete {
+        /// The store file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// Add DELTA (default 1) to an integer KEY atomically and print the new value.
+    #[command(after_help = "Example:\n  fileipc kv incr /tmp/state jobs_done")]
+    Incr {
+        /// The store file (created if missing).
+        path: PathBuf,
+        /// The key (created at 0).
+        key: String,
+        /// The amount to add.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Print every key, one per line.
+    #[command(after_help = "Example:\n  fileipc kv keys /tmp/state")]
+    Keys {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// Delete every key.
+    #[command(after_help = "Example:\n  fileipc kv clear /tmp/state")]
+    Clear {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// Print everything as one JSON object.
+    #[command(after_help = "Example:\n  fileipc kv dump /tmp/state | jq .")]
+    Dump {
+        /// The store file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PidfileCmd {
+    /// Run CMD holding PATH; exit 1 if a live owner holds it.
+    #[command(after_help = "Example (crontab):\n  \
+        */5 * * * * fileipc pidfile run /tmp/sync.pid -- /usr/local/bin/sync-mail")]
+    Run {
+        /// The pid file.
+        path: PathBuf,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<OsString>,
+    },
+    /// Print the owner's PID; exit 0 if it is alive, 1 if not (or no file).
+    #[command(after_help = "Example:\n  fileipc pidfile check /tmp/sync.pid")]
+    Check {
+        /// The pid file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventCmd {
+    /// Set the event (create the file).
+    #[command(after_help = "Example:\n  fileipc event set /tmp/ready")]
+    Set {
+        /// The event file.
+        path: PathBuf,
+    },
+    /// Clear the event (remove the file).
+    #[command(after_help = "Example:\n  fileipc event clear /tmp/ready")]
+    Clear {
+        /// The event file.
+        path: PathBuf,
+    },
+    /// Print "set" or "clear"; exit 0 if set, 1 if clear.
+    #[command(after_help = "Example:\n  fileipc event status /tmp/ready")]
+    Status {
+        /// The event file.
+        path: PathBuf,
+    },
+    /// Wait until the event is set; exit 0 when set, 1 on timeout.
+    #[command(after_help = "Example:\n  fileipc event wait /tmp/ready --timeout 30s && ./start.sh")]
+    Wait {
+        /// The event file.
+        path: PathBuf,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+/// Exit status 1: the operation ran, and its answer is "no" (timeout, absent, false).
+pub(crate) const NO: ExitCode = ExitCode::FAILURE;
+
+/// 0 for true, 1 for false.
+pub(crate) fn yes(b: bool) -> ExitCode {
+    if b { ExitCode::SUCCESS } else { NO }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Bench(a) => bench::run(a),
-        Command::BenchWorker(a) => bench::worker(a),
-    };
-    match result {
+    match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
+            // One line: the cause chain joined; the library's messages name the path.
             eprintln!("fileipc: {e:#}");
-            ExitCode::from(3)
+            if e.is::<cmd::Usage>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(3)
+            }
         }
     }
 }
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    use cmd::*;
+    match command {
+        Command::Queue(c) => match c {
+            QueueCmd::Send { dir, msg } => queue::send(&dir, msg),
+            QueueCmd::Recv { dir, wait, count, all } => queue::recv(&dir, wait.limit(), count, all),
+            QueueCmd::Count { dir } => queue::count(&dir),
+            QueueCmd::Clear { dir } => queue::clear(&dir),
+            QueueCmd::Destroy { dir } => queue::destroy(&dir),
+        },
+        Command::Sem(c) => match c {
+            SemCmd::Acquire { sem, wait } => sem::acquire(&sem.path, sem.initial, wait.limit()),
+            SemCmd::Release { sem } => sem::release(&sem.path, sem.initial),
+            SemCmd::Value { sem } => sem::value(&sem.path, sem.initial),
+            SemCmd::Run { sem, wait, cmd } => sem::run(&sem.path, sem.initial, wait.limit(), &cmd),
+        },
+        Command::Mutex(c) => match c {
+            MutexCmd::Run { path, wait, cmd } => mutex::run(&path, wait.limit(), &cmd),
+            MutexCmd::Status { path } => mutex::status(&path),
+        },
+        Command::Kv(c) => match c {
+            KvCmd::Get { path, key } => kv::get(&path, &key),
+            KvCmd::Set { path, key, json } => kv::set(&path, &key, &json),
+            KvCmd::Delete { path, key } => kv::delete(&path, &key),
+            KvCmd::Incr { path, key, delta } => kv::incr(&path, &key, delta),
+            KvCmd::Keys { path } => kv::keys(&path),
+            KvCmd::Clear { path } => kv::clear(&path),
+            KvCmd::Dump { path } => kv::dump(&path),
+        },
+        Command::Pidfile(c) => match c {
+            PidfileCmd::Run { path, cmd } => pidfile::run(&path, &cmd),
+            PidfileCmd::Check { path } => pidfile::check(&path),
+        },
+        Command::Event(c) => match c {
+            EventCmd::Set { path } => event::set(&path),
+            EventCmd::Clear { path } => event::clear(&path),
+            EventCmd::Status { path } => event::status(&path),
+            EventCmd::Wait { path, wait } => event::wait(&path, wait.limit()),
+        },
+        Command::Stat { path, json } => stat::stat(&path, json),
+        Command::Demo => demo::run(),
+        Command::DemoWorker(a) => demo::worker(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchWorker(a) => bench::worker(a),
+    }
+}
+

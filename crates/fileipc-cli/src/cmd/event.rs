@@ -1,0 +1,32 @@
+//! `fileipc event ...`
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use fileipc::Event;
+
+pub(crate) fn set(path: &Path) -> anyhow::Result<ExitCode> {
+    Event::open(path)?.set()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn clear(path: &Path) -> anyhow::Result<ExitCode> {
+    Event::open(path)?.clear()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn status(path: &Path) -> anyhow::Result<ExitCode> {
+    let set = Event::open(path)?.is_set()?;
+    println!("{}", if set { "set" } else { "clear" });
+    Ok(crate::yes(set))
+}
+
+pub(crate) fn wait(path: &Path, limit: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let e = Event::open(path)?;
+    let set = match limit {
+        Some(t) => e.wait_timeout(t)?,
+        None => e.wait_forever()?,
+    };
+    Ok(crate::yes(set))
+}

@@ -1,0 +1,32 @@
+//! `fileipc mutex ...`
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use fileipc::Mutex;
+
+pub(crate) fn run(path: &Path, limit: Option<Duration>, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
+    let m = Mutex::open(path)?;
+    let locked = match limit {
+        Some(t) => m.lock_timeout(t)?,
+        None => {
+            m.lock_forever()?;
+            true
+        }
+    };
+    if !locked {
+        eprintln!("fileipc: {}: still locked after {limit:?}", path.display());
+        return Ok(crate::NO);
+    }
+    let result = crate::run::run(cmd);
+    m.unlock()?;
+    result
+}
+
+pub(crate) fn status(path: &Path) -> anyhow::Result<ExitCode> {
+    let locked = Mutex::open(path)?.is_locked()?;
+    println!("{}", if locked { "locked" } else { "free" });
+    Ok(crate::yes(locked))
+}

@@ -1,0 +1,59 @@
+//! `fileipc sem ...`
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use fileipc::Semaphore;
+
+fn deadline(limit: Option<Duration>) -> Option<Instant> {
+    limit.and_then(|l| Instant::now().checked_add(l))
+}
+
+/// A permit taken from the shell must outlive this process (the script gives it back
+/// later with `release`), so it is taken detached: not recorded against our PID, and so
+/// not reclaimed when we exit.
+pub(crate) fn acquire(path: &Path, initial: u32, limit: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let s = Semaphore::open(path, initial)?;
+    let got = s.acquire_detached_deadline(deadline(limit))?;
+    if !got {
+        eprintln!("fileipc: {}: no permit free after {limit:?}", path.display());
+    }
+    Ok(crate::yes(got))
+}
+
+pub(crate) fn release(path: &Path, initial: u32) -> anyhow::Result<ExitCode> {
+    Semaphore::open(path, initial)?.release()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn value(path: &Path, initial: u32) -> anyhow::Result<ExitCode> {
+    println!("{}", Semaphore::open(path, initial)?.value()?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Holds one permit, owned by this process, while `cmd` runs: if this process is killed
+/// the permit comes back to the others.
+pub(crate) fn run(
+    path: &Path,
+    initial: u32,
+    limit: Option<Duration>,
+    cmd: &[OsString],
+) -> anyhow::Result<ExitCode> {
+    let s = Semaphore::open(path, initial)?;
+    let got = match limit {
+        Some(t) => s.acquire_timeout(t)?,
+        None => {
+            s.acquire_forever()?;
+            true
+        }
+    };
+    if !got {
+        eprintln!("fileipc: {}: no permit free after {limit:?}", path.display());
+        return Ok(crate::NO);
+    }
+    let result = crate::run::run(cmd);
+    s.release()?;
+    result
+}
