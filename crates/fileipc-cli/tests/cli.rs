@@ -1,0 +1,476 @@
+//! Drives every `fileipc` subcommand as a real process, with its exit codes, and checks
+//! that the shell and the library see the same primitives.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fileipc::{Event, MessageQueue, Mutex, PidFile, Semaphore, SharedData};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fileipc"))
+}
+
+fn fileipc(args: &[&str]) -> Output {
+    bin().args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn fileipc_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert_eq!(code(&o), 0, "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("fileipc-cli-").tempdir().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Polls `f` (observing another process's effect, not as a delay) until true; panics
+/// after `PATIENCE`.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(start.elapsed() < PATIENCE, "child still running");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn kill(pid: u32) {
+    let p = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+}
+
+#[test]
+fn queue_commands_and_exit_codes() {
+    let d = tmp();
+    let q = d.path().join("q");
+    ok(fileipc(&["queue", "send", s(&q), "one", "two"]));
+    ok(fileipc_stdin(&["queue", "send", s(&q)], b"three\nfour\n"));
+    assert_eq!(ok(fileipc(&["queue", "count", s(&q)])), "4\n");
+    assert_eq!(ok(fileipc(&["queue", "recv", s(&q)])), "one\n");
+    assert_eq!(ok(fileipc(&["queue", "recv", s(&q), "-n", "2"])), "two\nthree\n");
+    assert_eq!(ok(fileipc(&["queue", "recv", s(&q), "--all"])), "four\n");
+    let empty = fileipc(&["queue", "recv", s(&q), "--timeout", "100"]);
+    assert_eq!(code(&empty), 1, "{}", stderr(&empty));
+    assert_eq!(stdout(&empty), "");
+    ok(fileipc(&["queue", "send", s(&q), "x"]));
+    ok(fileipc(&["queue", "clear", s(&q)]));
+    assert_eq!(ok(fileipc(&["queue", "count", s(&q)])), "0\n");
+    ok(fileipc(&["queue", "destroy", s(&q)]));
+    assert!(!q.exists());
+}
+
+#[test]
+fn queue_shell_and_library_interoperate() {
+    let d = tmp();
+    let q = d.path().join("spool");
+    ok(fileipc(&["queue", "send", s(&q), "from the shell"]));
+    let lib = MessageQueue::open(&q).unwrap();
+    let m = lib.recv_timeout(PATIENCE).unwrap().unwrap();
+    assert_eq!(&m[..], b"from the shell");
+    lib.send("from rust").unwrap();
+    assert_eq!(ok(fileipc(&["queue", "recv", s(&q)])), "from rust\n");
+
+    // A blocked shell receiver is woken by a library send.
+    let mut child = bin()
+        .args(["queue", "recv", s(&q), "--forever"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lib.send("wake up").unwrap();
+    let out = wait_exit(&mut child);
+    assert!(out.success());
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut text).unwrap();
+    assert_eq!(text, "wake up\n");
+}
+
+#[test]
+fn queue_path_that_is_a_file_is_an_error() {
+    let d = tmp();
+    let f = d.path().join("file");
+    std::fs::write(&f, "hello").unwrap();
+    let o = fileipc(&["queue", "send", s(&f), "x"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains(s(&f)), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert_eq!(std::fs::read(&f).unwrap(), b"hello");
+}
+
+#[test]
+fn mutex_run_and_status() {
+    let d = tmp();
+    let m = d.path().join("m");
+    let out = ok(fileipc(&["mutex", "run", s(&m), "--", "sh", "-c", "echo inside"]));
+    assert_eq!(out, "inside\n");
+    let st = fileipc(&["mutex", "status", s(&m)]);
+    assert_eq!(code(&st), 1);
+    // Exit code passes through.
+    let o = fileipc(&["mutex", "run", s(&m), "--", "sh", "-c", "exit 7"]);
+    assert_eq!(code(&o), 7);
+
+    let lib = Mutex::open(&m).unwrap();
+    assert!(lib.try_lock().unwrap());
+    assert_eq!(code(&fileipc(&["mutex", "status", s(&m)])), 0);
+    let busy = fileipc(&["mutex", "run", s(&m), "--timeout", "50", "--", "true"]);
+    assert_eq!(code(&busy), 1, "{}", stderr(&busy));
+    lib.unlock().unwrap();
+    assert_eq!(code(&fileipc(&["mutex", "status", s(&m)])), 1);
+}
+
+#[test]
+fn mutex_run_releases_when_cmd_is_killed() {
+    let d = tmp();
+    let m = d.path().join("m");
+    let pidf = d.path().join("cmd.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
+    let mut guard = bin()
+        .args(["mutex", "run", s(&m), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let lib = Mutex::open(&m).unwrap();
+    eventually("the command to start", || {
+        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert!(lib.is_locked().unwrap());
+    let cmd_pid: u32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    kill(cmd_pid);
+    let st = wait_exit(&mut guard);
+    assert_eq!(st.code(), Some(128 + 9));
+    assert!(lib.lock_timeout(PATIENCE).unwrap());
+    lib.unlock().unwrap();
+}
+
+#[test]
+fn mutex_run_releases_when_fileipc_is_killed() {
+    let d = tmp();
+    let m = d.path().join("m");
+    let pidf = d.path().join("cmd.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
+    let mut guard = bin()
+        .args(["mutex", "run", s(&m), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let lib = Mutex::open(&m).unwrap();
+    eventually("the command to start", || {
+        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert!(lib.is_locked().unwrap());
+    kill(guard.id());
+    wait_exit(&mut guard);
+    assert!(lib.lock_timeout(PATIENCE).unwrap());
+    lib.unlock().unwrap();
+    // The command went down with its guard instead of running on unprotected.
+    let cmd_pid: u32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    eventually("the orphaned command to die", || {
+        !Path::new(&format!("/proc/{cmd_pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{cmd_pid}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true)
+    });
+}
+
+#[test]
+fn sem_commands() {
+    let d = tmp();
+    let p = d.path().join("sem");
+    assert_eq!(ok(fileipc(&["sem", "value", s(&p), "--initial", "2"])), "2\n");
+    ok(fileipc(&["sem", "acquire", s(&p)]));
+    // A permit taken from the shell outlives the process that took it.
+    assert_eq!(ok(fileipc(&["sem", "value", s(&p)])), "1\n");
+    ok(fileipc(&["sem", "acquire", s(&p)]));
+    let none = fileipc(&["sem", "acquire", s(&p), "--timeout", "50"]);
+    assert_eq!(code(&none), 1, "{}", stderr(&none));
+    ok(fileipc(&["sem", "release", s(&p)]));
+    ok(fileipc(&["sem", "release", s(&p)]));
+    assert_eq!(ok(fileipc(&["sem", "value", s(&p)])), "2\n");
+    let lib = Semaphore::open(&p, 2).unwrap();
+    assert_eq!(lib.value().unwrap(), 2);
+    let out = ok(fileipc(&["sem", "run", s(&p), "--", "sh", "-c", "echo hi"]));
+    assert_eq!(out, "hi\n");
+    assert_eq!(lib.value().unwrap(), 2);
+}
+
+#[test]
+fn sem_run_releases_when_fileipc_is_killed() {
+    let d = tmp();
+    let p = d.path().join("sem");
+    let pidf = d.path().join("cmd.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
+    let lib = Semaphore::open(&p, 1).unwrap();
+    let mut guard = bin()
+        .args(["sem", "run", s(&p), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    eventually("the command to start", || {
+        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(lib.value().unwrap(), 0);
+    kill(guard.id());
+    wait_exit(&mut guard);
+    assert!(lib.acquire_timeout(PATIENCE).unwrap());
+    lib.release().unwrap();
+}
+
+#[test]
+fn sem_run_releases_when_cmd_is_killed() {
+    let d = tmp();
+    let p = d.path().join("sem");
+    let pidf = d.path().join("cmd.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
+    let lib = Semaphore::open(&p, 1).unwrap();
+    let mut guard = bin()
+        .args(["sem", "run", s(&p), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    eventually("the command to start", || {
+        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let cmd_pid: u32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    kill(cmd_pid);
+    assert_eq!(wait_exit(&mut guard).code(), Some(137));
+    assert_eq!(lib.value().unwrap(), 1);
+}
+
+#[test]
+fn kv_commands() {
+    let d = tmp();
+    let p = d.path().join("kv");
+    ok(fileipc(&["kv", "set", s(&p), "name", r#""fileipc""#]));
+    ok(fileipc(&["kv", "set", s(&p), "cfg", r#"{"workers": 4, "tags": ["a", "b"]}"#]));
+    assert_eq!(ok(fileipc(&["kv", "get", s(&p), "name"])), "\"fileipc\"\n");
+    assert_eq!(code(&fileipc(&["kv", "get", s(&p), "missing"])), 1);
+    assert_eq!(ok(fileipc(&["kv", "incr", s(&p), "n"])), "1\n");
+    assert_eq!(ok(fileipc(&["kv", "incr", s(&p), "n", "41"])), "42\n");
+    assert_eq!(ok(fileipc(&["kv", "incr", s(&p), "n", "-2"])), "40\n");
+    let keys = ok(fileipc(&["kv", "keys", s(&p)]));
+    let mut keys: Vec<&str> = keys.lines().collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["cfg", "n", "name"]);
+    let dump: serde_json::Value = serde_json::from_str(&ok(fileipc(&["kv", "dump", s(&p)]))).unwrap();
+    assert_eq!(dump["cfg"]["workers"], 4);
+    assert_eq!(dump["n"], 40);
+    let lib = SharedData::open(&p).unwrap();
+    assert_eq!(lib.get::<String>("name").unwrap().as_deref(), Some("fileipc"));
+    lib.set("from_rust", &[1, 2, 3]).unwrap();
+    assert_eq!(ok(fileipc(&["kv", "get", s(&p), "from_rust"])), "[1,2,3]\n");
+    ok(fileipc(&["kv", "delete", s(&p), "name"]));
+    assert_eq!(code(&fileipc(&["kv", "delete", s(&p), "name"])), 1);
+    ok(fileipc(&["kv", "clear", s(&p)]));
+    assert_eq!(ok(fileipc(&["kv", "keys", s(&p)])), "");
+
+    let bad = fileipc(&["kv", "set", s(&p), "k", "not json"]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("not JSON"), "{}", stderr(&bad));
+}
+
+#[test]
+fn pidfile_commands() {
+    let d = tmp();
+    let p = d.path().join("app.pid");
+    assert_eq!(code(&fileipc(&["pidfile", "check", s(&p)])), 1);
+    let out = ok(fileipc(&["pidfile", "run", s(&p), "--", "sh", "-c", "echo running"]));
+    assert_eq!(out, "running\n");
+    assert!(!p.exists(), "pidfile run removes its file");
+
+    let mut lib = PidFile::open(&p).unwrap();
+    assert!(lib.create().unwrap());
+    let check = fileipc(&["pidfile", "check", s(&p)]);
+    assert_eq!(code(&check), 0);
+    assert_eq!(stdout(&check), format!("{}\n", std::process::id()));
+    let refused = fileipc(&["pidfile", "run", s(&p), "--", "true"]);
+    assert_eq!(code(&refused), 1);
+    assert!(stderr(&refused).contains("already running"), "{}", stderr(&refused));
+    lib.remove().unwrap();
+}
+
+#[test]
+fn pidfile_check_reports_a_dead_owner() {
+    let d = tmp();
+    let p = d.path().join("app.pid");
+    let pidf = d.path().join("cmd.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
+    let mut guard = bin()
+        .args(["pidfile", "run", s(&p), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    eventually("the command to start", || {
+        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let check = fileipc(&["pidfile", "check", s(&p)]);
+    assert_eq!(code(&check), 0);
+    assert_eq!(stdout(&check), format!("{}\n", guard.id()));
+    kill(guard.id());
+    wait_exit(&mut guard);
+    let stale = fileipc(&["pidfile", "check", s(&p)]);
+    assert_eq!(code(&stale), 1, "{}", stdout(&stale));
+}
+
+#[test]
+fn event_commands() {
+    let d = tmp();
+    let p = d.path().join("ready");
+    let st = fileipc(&["event", "status", s(&p)]);
+    assert_eq!((code(&st), stdout(&st).as_str()), (1, "clear\n"));
+    assert_eq!(code(&fileipc(&["event", "wait", s(&p), "--timeout", "50"])), 1);
+    let mut waiter = bin()
+        .args(["event", "wait", s(&p), "--forever"])
+        .spawn()
+        .unwrap();
+    Event::open(&p).unwrap().set().unwrap();
+    assert!(wait_exit(&mut waiter).success());
+    assert_eq!(ok(fileipc(&["event", "status", s(&p)])), "set\n");
+    ok(fileipc(&["event", "clear", s(&p)]));
+    assert!(!p.exists());
+    ok(fileipc(&["event", "set", s(&p)]));
+    assert!(Event::open(&p).unwrap().is_set().unwrap());
+}
+
+#[test]
+fn stat_reports_every_kind() {
+    let d = tmp();
+    let q = d.path().join("q");
+    MessageQueue::open(&q).unwrap().send("x").unwrap();
+    let m = d.path().join("m");
+    Mutex::open(&m).unwrap();
+    let sem = d.path().join("sem");
+    Semaphore::open(&sem, 3).unwrap();
+    let kv = d.path().join("kv");
+    SharedData::open(&kv).unwrap().set("a", &1).unwrap();
+    let pid = d.path().join("pid");
+    let mut pf = PidFile::open(&pid).unwrap();
+    assert!(pf.create().unwrap());
+    let ev = d.path().join("ev");
+    Event::open(&ev).unwrap().set().unwrap();
+    let other = d.path().join("other");
+    std::fs::write(&other, "just a file").unwrap();
+
+    for (path, kind) in [
+        (&q, "queue"),
+        (&m, "mutex"),
+        (&sem, "semaphore"),
+        (&kv, "kv"),
+        (&pid, "pidfile"),
+        (&ev, "event"),
+        (&other, "other"),
+        (&d.path().join("missing"), "missing"),
+    ] {
+        let text = ok(fileipc(&["stat", s(path)]));
+        assert!(text.contains(s(path)), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(fileipc(&["stat", s(path), "--json"]))).unwrap();
+        assert_eq!(json["kind"], kind, "{json}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(fileipc(&["stat", s(&q), "--json"]))).unwrap();
+    assert_eq!(json["count"], 1, "{json}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(fileipc(&["stat", s(&sem), "--json"]))).unwrap();
+    assert_eq!(json["value"], 3, "{json}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(fileipc(&["stat", s(&pid), "--json"]))).unwrap();
+    assert_eq!(json["pid"], std::process::id(), "{json}");
+    assert_eq!(json["alive"], true, "{json}");
+    pf.remove().unwrap();
+}
+
+#[test]
+fn usage_errors_exit_2_without_panicking() {
+    let d = tmp();
+    for args in [
+        &["queue", "send"][..],
+        &["queue", "recv"],
+        &["sem", "value", "/tmp/x", "--initial", "-3"],
+        &["mutex", "run", "/tmp/x"],
+        &["kv", "set", "/tmp/x", "k"],
+        &["event", "wait", "/tmp/x", "--timeout", "soon"],
+        &["nonsense"],
+    ] {
+        let o = fileipc(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    let _ = d;
+}
+
+#[test]
+fn every_help_has_an_example() {
+    let top = ok(fileipc(&["--help"]));
+    assert!(top.contains("Examples:"), "{top}");
+    for sub in [
+        &["queue", "send"][..],
+        &["queue", "recv"],
+        &["queue", "count"],
+        &["queue", "clear"],
+        &["queue", "destroy"],
+        &["sem", "acquire"],
+        &["sem", "release"],
+        &["sem", "value"],
+        &["sem", "run"],
+        &["mutex", "run"],
+        &["mutex", "status"],
+        &["kv", "get"],
+        &["kv", "set"],
+        &["kv", "delete"],
+        &["kv", "incr"],
+        &["kv", "keys"],
+        &["kv", "clear"],
+        &["kv", "dump"],
+        &["pidfile", "run"],
+        &["pidfile", "check"],
+        &["event", "set"],
+        &["event", "clear"],
+        &["event", "status"],
+        &["event", "wait"],
+        &["stat"],
+        &["demo"],
+    ] {
+        let mut args = sub.to_vec();
+        args.push("--help");
+        let text = ok(fileipc(&args));
+        assert!(text.contains("Example"), "{sub:?} --help has no example:\n{text}");
+    }
+}
+
