@@ -25,6 +25,7 @@ pub use error::{Error, Result};
 // mutex:
 // semaphore:
 // event:
+pub use event::{Event, EventOptions};
 // pidfile:
 // queue:
 // shared_data:
