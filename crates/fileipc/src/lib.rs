@@ -27,6 +27,7 @@ pub use error::{Error, Result};
 // event:
 pub use event::{Event, EventOptions};
 // pidfile:
+pub use pidfile::{PidFile, PidFileOptions, PidStatus};
 // queue:
 // shared_data:
 
