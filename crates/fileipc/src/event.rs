@@ -392,10 +392,10 @@ impl Event {
             None => self.new_watch()?,
         };
         let result = self.wait_with(&mut watch, deadline);
-        if result.is_ok() {
-            if let Ok(mut slot) = self.watch.lock() {
-                slot.get_or_insert(watch);
-            }
+        if result.is_ok()
+            && let Ok(mut slot) = self.watch.lock()
+        {
+            slot.get_or_insert(watch);
         }
         result
     }

@@ -440,11 +440,9 @@ impl PidFile {
                 return Err(Error::io("stat", &self.path, e));
             }
         };
-        if ours {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                self.owned = Some(file);
-                return Err(Error::io("remove", &self.path, e));
-            }
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            self.owned = Some(file);
+            return Err(Error::io("remove", &self.path, e));
         }
         drop(file); // releases the lock
         Ok(())
@@ -515,10 +513,10 @@ impl PidFile {
 impl Drop for PidFile {
     /// An owning handle removes its file (if it is still the file at the path).
     fn drop(&mut self) {
-        if let Some(file) = self.owned.take() {
-            if sys::is_same_file(&file, &self.path).unwrap_or(false) {
-                let _ = std::fs::remove_file(&self.path);
-            }
+        if let Some(file) = self.owned.take()
+            && sys::is_same_file(&file, &self.path).unwrap_or(false)
+        {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
