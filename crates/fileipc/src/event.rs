@@ -13,6 +13,13 @@
 //! `set`, however briefly the event stayed set (the portable polling backend, which can
 //! only look, may miss an event set and cleared between two looks).
 //!
+//! A handle keeps the watch of its last wait for the next one: closing an inotify
+//! instance waits for an RCU grace period (measured: a short wait costs ~0.5 ms with a
+//! fresh watch, ~0.1 ms with the kept one). So each handle that has waited holds one
+//! inotify instance (a descriptor) until it is dropped; Linux allows 128 instances per
+//! user by default (`fs.inotify.max_user_instances`), so programs waiting on hundreds of
+//! events at once should raise that limit or share handles.
+//!
 //! [`set`]: Event::set
 //! [`clear`]: Event::clear
 //! [`is_set`]: Event::is_set
@@ -384,12 +391,10 @@ impl Event {
         // inotify instance is cheap but destroying one waits for an RCU grace period.
         let cached = self.watch.lock().map(|mut w| w.take()).unwrap_or(None);
         let mut watch = match cached {
-            Some(w) => {
-                // Events queued since the last wait are about earlier sets.
-                w.discard().at("watch the directory of", &self.path)?;
-                w
-            }
-            None => self.new_watch()?,
+            // Events queued since the last wait are about earlier sets; drop them. If
+            // the directory went away meanwhile, the watch is dead: watch the new one.
+            Some(w) if w.discard().at("watch the directory of", &self.path)? => w,
+            _ => self.new_watch()?,
         };
         let result = self.wait_with(&mut watch, deadline);
         if result.is_ok()

@@ -16,6 +16,7 @@ fn child_process_entry() {
         "waiter" => waiter(&args),
         "set_with_umask" => set_with_umask(&args),
         "bench_waiter" => bench_waiter(&args),
+        "rewatch" => rewatch(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -26,6 +27,22 @@ fn waiter(args: &[String]) {
     say("ready");
     let ms: u64 = args[1].parse().unwrap();
     let got = e.wait_timeout(Duration::from_millis(ms)).unwrap();
+    say(format!("woke {got}"));
+}
+
+/// Waits briefly on `args[0]` (the handle keeps its watch), says "cached", waits for
+/// the event `args[1]`, then waits on `args[0]` again and says what that returned.
+fn rewatch(args: &[String]) {
+    let e = Event::open(&args[0]).unwrap();
+    assert!(!e.wait_timeout(Duration::from_millis(1)).unwrap());
+    say("cached");
+    assert!(
+        Event::open(&args[1])
+            .unwrap()
+            .wait_timeout(PATIENCE)
+            .unwrap()
+    );
+    let got = e.wait_timeout(PATIENCE).unwrap();
     say(format!("woke {got}"));
 }
 
@@ -53,15 +70,25 @@ fn sh(cmd: &str, arg: &Path) {
 /// Waits until process `pid` has an inotify watch armed (Linux backend only; the
 /// portable backend polls, and a set is seen whenever it happens).
 fn wait_until_watching(pid: u32) {
+    wait_until_watching_n(pid, 1);
+}
+
+/// Waits until process `pid` has `n` live inotify watches.
+fn wait_until_watching_n(pid: u32, n: usize) {
     if cfg!(feature = "force-portable") || !cfg!(target_os = "linux") {
         return;
     }
-    common::eventually(PATIENCE, "the child to arm its inotify watch", || {
+    common::eventually(PATIENCE, "the child to arm its inotify watches", || {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
             return false;
         };
-        dir.flatten()
-            .any(|f| std::fs::read_to_string(f.path()).is_ok_and(|s| s.contains("inotify wd:")))
+        let watches: usize = dir
+            .flatten()
+            .map(|f| {
+                std::fs::read_to_string(f.path()).map_or(0, |s| s.matches("inotify wd:").count())
+            })
+            .sum();
+        watches >= n
     });
 }
 
@@ -161,6 +188,29 @@ fn set_then_immediate_clear_still_wakes_waiter() {
     child.expect("woke true");
     child.wait_success();
     assert!(!e.is_set().unwrap());
+}
+
+/// Regression: a handle's kept watch dies with its directory; a later wait on the
+/// re-created directory must watch the new one, not sleep on the dead one.
+#[test]
+fn kept_watch_is_renewed_when_the_directory_is_recreated() {
+    let dir = common::tempdir();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let p = sub.join("ev");
+    let go = dir.path().join("go");
+    let mut child = Proc::spawn("rewatch", &[p.to_str().unwrap(), go.to_str().unwrap()]);
+    child.expect("cached");
+    std::fs::remove_dir(&sub).unwrap();
+    std::fs::create_dir(&sub).unwrap();
+    Event::open(&go).unwrap().set().unwrap();
+    // A live watch on the new `sub` (the one on the old `sub` died with it; the `go`
+    // handle is gone). A child still sleeping on the dead watch would say "woke false"
+    // after a minute instead.
+    wait_until_watching(child.pid);
+    Event::open(&p).unwrap().set().unwrap();
+    child.expect("woke true");
+    child.wait_success();
 }
 
 #[test]

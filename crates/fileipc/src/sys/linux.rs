@@ -173,9 +173,10 @@ impl DirWatch {
         }
     }
 
-    /// Drops every event queued so far (stale events from before a new wait).
-    pub(crate) fn discard(&self) -> io::Result<()> {
-        self.scan(OsStr::new("")).map(drop)
+    /// Drops every event queued so far (stale events from before a new wait); `false`
+    /// if one said the directory went away, so the watch is dead and must be replaced.
+    pub(crate) fn discard(&self) -> io::Result<bool> {
+        Ok(self.scan(OsStr::new(""))? != Some(super::DirEvent::Gone))
     }
 
     /// Reads all pending events; the most telling one: the name appeared (even if the

@@ -131,8 +131,8 @@ impl DirWatch {
         }
     }
 
-    /// Nothing is queued when polling.
-    pub(crate) fn discard(&self) -> io::Result<()> {
-        Ok(())
+    /// Nothing is queued when polling, and each poll looks at the directory anew.
+    pub(crate) fn discard(&self) -> io::Result<bool> {
+        Ok(true)
     }
 }
