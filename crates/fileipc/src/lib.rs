@@ -87,7 +87,9 @@ pub use error::{Error, Result};
 // mutex:
 // semaphore:
 // event:
+pub use event::{Event, EventOptions};
 // pidfile:
+pub use pidfile::{PidFile, PidFileOptions, PidStatus};
 // queue:
 // shared_data:
 
