@@ -1,7 +1,69 @@
 //! Inter-process communication through the file system.
 //!
-//! (The crate documentation essay — Design, Process death, Security — is written in
-//! `docs` once the primitives land.)
+//! Six primitives, each named by a path, for processes on one machine that must talk,
+//! wait for each other or share a little state: [`MessageQueue`], [`Mutex`],
+//! [`Semaphore`], [`Event`], [`PidFile`] and [`SharedData`]. They implement the
+//! `@stdlib/ipc` module of the Hemlock language, made correct under concurrency and
+//! robust to processes that die at any instant.
+//!
+//! ```no_run
+//! use fileipc::{Mutex, MessageQueue};
+//!
+//! # fn main() -> fileipc::Result<()> {
+//! let jobs = MessageQueue::open("/tmp/jobs")?;
+//! jobs.send("resize photo.png")?;
+//!
+//! let lock = Mutex::open("/tmp/jobs.lock")?;
+//! if lock.lock()? {              // waits at most DEFAULT_TIMEOUT (5 s)
+//!     // ... critical section ...
+//!     lock.unlock()?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Design
+//!
+//! State lives in small files mapped into every process that opens them, so the common
+//! path of every operation is a few atomic instructions on shared memory; the kernel is
+//! called only to sleep and to wake. Waits are kernel-assisted: a futex on a word of the
+//! mapping (woken only when someone sleeps), `flock` for locks the kernel must release
+//! when their holder dies, inotify for events created from the shell. Nothing polls in
+//! the common path. The operating-system layer is one private module (`sys`) with a
+//! small safe contract; everything else is portable. The formats are versioned and
+//! documented in `docs/FORMAT.md`.
+//!
+//! # When a process dies
+//!
+//! A process can be killed with `SIGKILL` between any two instructions. Every primitive
+//! is built so that this corrupts nothing and loses nothing that was acknowledged:
+//!
+//! - a [`Mutex`] is an `flock` on the lock file: the kernel releases it when the holder's
+//!   last descriptor closes, and a waiter takes it over at once;
+//! - a [`Semaphore`] records which process (PID and start time, so a recycled PID is
+//!   not mistaken for it) holds which permits; waiters reclaim the permits of the dead;
+//! - a [`MessageQueue`] publishes every change with one final store after the data is in
+//!   place, and its internal locks are repaired by the next process when their owner died;
+//!   a message is lost only if a consumer died after taking it, before it returned;
+//! - a [`PidFile`] is locked for its owner's lifetime, so a stale file is taken over and a
+//!   recycled PID never reads as "already running";
+//! - [`SharedData`] is SQLite in WAL mode: a transaction is wholly there or wholly absent.
+//!
+//! # Security
+//!
+//! The locks are advisory: they exclude processes that use them, not others. State files
+//! are created with mode `0600` (PID files `0644`) unless a `mode` option says otherwise,
+//! are never opened through a symbolic link (`O_NOFOLLOW`), and a file holding anything
+//! but what the primitive expects is refused with an error naming the path. In a shared
+//! directory such as `/tmp`, prefer paths inside a directory only you can write: a
+//! predictable name there can be taken by another user first (you will get an error,
+//! never their file).
+//!
+//! # Platforms
+//!
+//! Linux is the tested platform. Other Unix systems run the portable backend (the same
+//! code with polling waits), which Linux CI also runs through the `force-portable`
+//! feature.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,7 +87,9 @@ pub use error::{Error, Result};
 // mutex:
 // semaphore:
 // event:
+pub use event::{Event, EventOptions};
 // pidfile:
+pub use pidfile::{PidFile, PidFileOptions, PidStatus};
 // queue:
 // shared_data:
 

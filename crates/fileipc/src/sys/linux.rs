@@ -143,3 +143,81 @@ impl DirWatch {
         &self.dir
     }
 }
+
+// --- added for Event
+
+impl DirWatch {
+    /// Sleeps until an entry named `name` is created in (or moved into) the directory,
+    /// the directory goes away, events are lost, or `deadline` passes; says which. Events
+    /// queued before the call count: call [`DirWatch::discard`] first to ignore them.
+    pub(crate) fn wait_for(
+        &self,
+        name: &OsStr,
+        deadline: Option<Instant>,
+    ) -> io::Result<super::DirEvent> {
+        loop {
+            if let Some(ev) = self.scan(name)? {
+                return Ok(ev);
+            }
+            let ts = match remaining(deadline) {
+                Some(d) if d.is_zero() => return Ok(super::DirEvent::TimedOut),
+                Some(d) => Some(timespec(d)),
+                None => None,
+            };
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) => return Ok(super::DirEvent::TimedOut),
+                Ok(_) | Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Drops every event queued so far (stale events from before a new wait); `false`
+    /// if one said the directory went away, so the watch is dead and must be replaced.
+    pub(crate) fn discard(&self) -> io::Result<bool> {
+        Ok(self.scan(OsStr::new(""))? != Some(super::DirEvent::Gone))
+    }
+
+    /// Reads all pending events; the most telling one: the name appeared (even if the
+    /// directory went away after), else the directory is gone, else events were lost.
+    fn scan(&self, name: &OsStr) -> io::Result<Option<super::DirEvent>> {
+        use super::DirEvent::{Appeared, Gone, Lost};
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(self.fd.as_fd(), &mut buf);
+        let mut found = None;
+        loop {
+            match reader.next() {
+                Ok(ev) => {
+                    let flags = ev.events();
+                    let this = if flags.intersects(
+                        inotify::ReadFlags::DELETE_SELF
+                            | inotify::ReadFlags::MOVE_SELF
+                            | inotify::ReadFlags::IGNORED
+                            | inotify::ReadFlags::UNMOUNT,
+                    ) {
+                        Some(Gone)
+                    } else if flags.contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+                        Some(Lost)
+                    } else if !name.is_empty()
+                        && ev
+                            .file_name()
+                            .is_some_and(|n| n.to_bytes() == name.as_bytes())
+                    {
+                        Some(Appeared)
+                    } else {
+                        None
+                    };
+                    found = match (found, this) {
+                        (Some(Appeared), _) | (_, Some(Appeared)) => Some(Appeared),
+                        (Some(Gone), _) | (_, Some(Gone)) => Some(Gone),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Err(Errno::AGAIN) => return Ok(found),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

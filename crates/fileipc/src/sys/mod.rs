@@ -288,7 +288,10 @@ impl ProcessId {
 }
 
 fn pid_exists(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     match rustix::process::test_kill_process(p) {
@@ -301,4 +304,58 @@ fn pid_exists(pid: u32) -> bool {
 /// The calling thread's kernel thread ID (for diagnostics).
 pub(crate) fn thread_id() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+// --- added for Event and PidFile
+
+/// Why [`DirWatch::wait_for`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirEvent {
+    /// An entry with the name was created in (or moved into) the directory since the
+    /// watch started or since the last call; it may be gone again already. The portable
+    /// backend reports this only when it sees the entry exist.
+    Appeared,
+    /// The watched directory was deleted or moved away; the watch is dead.
+    Gone,
+    /// Events were lost (the kernel queue overflowed): the caller must re-check.
+    #[allow(
+        dead_code,
+        reason = "only a notifying backend can lose events; polling cannot"
+    )]
+    Lost,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Creates `path` as a new, empty regular file and opens it read-write, close-on-exec.
+/// Fails with `AlreadyExists` if any entry is there, a symbolic link included (`O_EXCL`
+/// never follows one). The file gets exactly `mode`: it is `fchmod`ed after creation,
+/// since the umask filters the mode given to `open`.
+pub(crate) fn create_new_file(path: &Path, mode: u32) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+        .open(path)?;
+    rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(mode))?;
+    Ok(file)
+}
+
+/// Opens an existing `path` without following a symbolic link at its last component
+/// (`ELOOP`, see [`is_symlink_refusal`]), without blocking on a FIFO (`O_NONBLOCK`),
+/// close-on-exec; read-only, or read-write if `write`. Does not check the file type:
+/// callers `fstat` the result.
+pub(crate) fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+}
+
+/// The effective user ID of the calling process.
+pub(crate) fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }

@@ -38,7 +38,11 @@ pub(crate) fn futex_wait(
     let key = word as *const AtomicU32 as usize;
     let d = NAP.with(|c| {
         let (k, v, d) = c.get();
-        let d = if k == key && v == expected { (d * 2).min(LONGEST_NAP) } else { FIRST_NAP };
+        let d = if k == key && v == expected {
+            (d * 2).min(LONGEST_NAP)
+        } else {
+            FIRST_NAP
+        };
         c.set((key, expected, d));
         d
     });
@@ -70,7 +74,9 @@ impl DirWatch {
         if !meta.is_dir() {
             return Err(io::Error::other("not a directory"));
         }
-        Ok(DirWatch { dir: dir.to_owned() })
+        Ok(DirWatch {
+            dir: dir.to_owned(),
+        })
     }
 
     pub(crate) fn wait(&self, name: &OsStr, deadline: Option<Instant>) -> io::Result<bool> {
@@ -91,5 +97,42 @@ impl DirWatch {
     #[allow(dead_code)]
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+// --- added for Event
+
+impl DirWatch {
+    /// Polls, with the back-off above, until an entry named `name` exists in the
+    /// directory, the directory is gone, or `deadline` passes. An entry created and
+    /// removed again between two polls is not seen: only kernel notification sees those.
+    pub(crate) fn wait_for(
+        &self,
+        name: &OsStr,
+        deadline: Option<Instant>,
+    ) -> io::Result<super::DirEvent> {
+        let path = self.dir.join(name);
+        let mut d = FIRST_NAP;
+        loop {
+            match std::fs::symlink_metadata(&path) {
+                Ok(_) => return Ok(super::DirEvent::Appeared),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !std::fs::metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
+                        return Ok(super::DirEvent::Gone);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if remaining(deadline).is_some_and(|r| r.is_zero()) {
+                return Ok(super::DirEvent::TimedOut);
+            }
+            nap(deadline, d);
+            d = (d * 2).min(LONGEST_NAP);
+        }
+    }
+
+    /// Nothing is queued when polling, and each poll looks at the directory anew.
+    pub(crate) fn discard(&self) -> io::Result<bool> {
+        Ok(true)
     }
 }

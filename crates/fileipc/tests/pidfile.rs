@@ -1,0 +1,347 @@
+//! PidFile across real processes: issue 2, points 11, 12, 13 and 14.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::{PATIENCE, Proc, say};
+use fileipc::{Error, Event, PidFile, PidFileOptions, PidStatus};
+
+#[test]
+fn child_process_entry() {
+    common::child_main(|role, args| match role {
+        "owner" => owner(&args),
+        "create_with_umask" => create_with_umask(&args),
+        other => panic!("unknown role {other}"),
+    });
+}
+
+/// Tries to own `args[0]`, says the result, then holds on until the event `args[1]` is
+/// set (or the patience runs out) and exits normally, dropping the handle.
+fn owner(args: &[String]) {
+    let mut p = PidFile::open(&args[0]).unwrap();
+    let got = p.create().unwrap();
+    say(format!("created {got}"));
+    let done = Event::open(&args[1]).unwrap();
+    assert!(done.wait_timeout(PATIENCE).unwrap());
+    say("exiting");
+}
+
+/// Creates `args[0]` with the default mode under umask 077, says its mode, removes it.
+fn create_with_umask(args: &[String]) {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let mut p = PidFile::open(&args[0]).unwrap();
+    assert!(p.create().unwrap());
+    say(format!("{:o}", mode_of(Path::new(&args[0]))));
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn create_is_false_while_a_live_process_owns_it_and_its_pid_stays_readable() {
+    let dir = common::tempdir();
+    let p = dir.path().join("app.pid");
+    let done = dir.path().join("done");
+    let mut child = Proc::spawn("owner", &[s(&p), s(&done)]);
+    child.expect("created true");
+    let want = format!("{}\n", child.pid);
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), want);
+
+    let mut mine = PidFile::open(&p).unwrap();
+    for _ in 0..3 {
+        assert!(!mine.create().unwrap());
+        // Never truncated or rewritten by the failed attempt.
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), want);
+    }
+    assert!(!mine.is_owner().unwrap());
+    assert_eq!(mine.read().unwrap(), Some(child.pid));
+    assert_eq!(
+        mine.status().unwrap(),
+        PidStatus::Running {
+            pid: Some(child.pid)
+        }
+    );
+
+    // The owner exits normally: its handle's drop removes the file.
+    Event::open(&done).unwrap().set().unwrap();
+    child.expect("exiting");
+    child.wait_success();
+    assert!(!p.exists(), "an owner's drop must remove the file");
+    assert_eq!(mine.read().unwrap(), None);
+    assert!(mine.create().unwrap());
+    assert_eq!(mine.read().unwrap(), Some(std::process::id()));
+}
+
+#[test]
+fn a_sigkilled_owners_stale_file_is_taken_over() {
+    let dir = common::tempdir();
+    let p = dir.path().join("app.pid");
+    let done = dir.path().join("done");
+    let mut child = Proc::spawn("owner", &[s(&p), s(&done)]);
+    child.expect("created true");
+    child.kill_and_reap();
+    // The file stays, naming the dead owner, but nobody holds its lock any more.
+    let probe = PidFile::open(&p).unwrap();
+    assert_eq!(
+        probe.status().unwrap(),
+        PidStatus::Stale {
+            pid: Some(child.pid)
+        }
+    );
+
+    let mut mine = PidFile::open(&p).unwrap();
+    assert!(mine.create().unwrap());
+    assert!(mine.is_owner().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+    assert_eq!(
+        probe.status().unwrap(),
+        PidStatus::Running {
+            pid: Some(std::process::id())
+        }
+    );
+}
+
+/// Liveness is the lock, not the PID: a file naming a live process (PID 1 always
+/// runs) that does not hold the lock is stale.
+#[test]
+fn a_recycled_pid_never_reads_as_running() {
+    let dir = common::tempdir();
+    let p = dir.path().join("app.pid");
+    std::fs::write(&p, "1\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut mine = PidFile::open(&p).unwrap();
+    assert_eq!(mine.status().unwrap(), PidStatus::Stale { pid: Some(1) });
+    assert!(mine.create().unwrap());
+    assert_eq!(mine.read().unwrap(), Some(std::process::id()));
+}
+
+#[test]
+fn exactly_one_of_racing_processes_owns_it() {
+    let dir = common::tempdir();
+    let p = dir.path().join("app.pid");
+    let done = dir.path().join("done");
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("owner", &[s(&p), s(&done)]))
+        .collect();
+    let winners: Vec<u32> = kids
+        .iter_mut()
+        .filter_map(|k| (k.expect_line(PATIENCE) == "created true").then_some(k.pid))
+        .collect();
+    assert_eq!(winners.len(), 1, "owners: {winners:?}");
+    assert_eq!(PidFile::open(&p).unwrap().read().unwrap(), Some(winners[0]));
+    Event::open(&done).unwrap().set().unwrap();
+    for k in &mut kids {
+        k.expect("exiting");
+        k.wait_success();
+    }
+    assert!(!p.exists());
+    // No temporary file is left behind by the losers.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1); // "done"
+}
+
+#[test]
+fn handles_in_one_process_exclude_each_other() {
+    let dir = common::tempdir();
+    let p = dir.path().join("app.pid");
+    let mut a = PidFile::open(&p).unwrap();
+    let mut b = PidFile::open(&p).unwrap();
+    assert!(a.create().unwrap());
+    assert!(
+        a.create().unwrap(),
+        "the owner creating again is still the owner"
+    );
+    assert!(!b.create().unwrap());
+    assert!(a.is_owner().unwrap() && !b.is_owner().unwrap());
+    a.remove().unwrap();
+    assert!(b.create().unwrap());
+}
+
+#[test]
+fn a_symlink_is_refused_and_its_target_untouched() {
+    let dir = common::tempdir();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "do not truncate me\n").unwrap();
+    let p = dir.path().join("app.pid");
+    std::os::unix::fs::symlink(&target, &p).unwrap();
+    let mut h = PidFile::open(&p).unwrap();
+    let e = h.create().unwrap_err();
+    assert!(matches!(e, Error::Symlink { .. }), "{e}");
+    assert_eq!(e.path(), p);
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "do not truncate me\n"
+    );
+    assert!(matches!(h.read().unwrap_err(), Error::Symlink { .. }));
+    assert!(matches!(h.status().unwrap_err(), Error::Symlink { .. }));
+
+    // A dangling link: its target is not created either.
+    let missing = dir.path().join("missing");
+    let q = dir.path().join("other.pid");
+    std::os::unix::fs::symlink(&missing, &q).unwrap();
+    assert!(matches!(
+        PidFile::open(&q).unwrap().create().unwrap_err(),
+        Error::Symlink { .. }
+    ));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn read_is_none_when_absent_and_an_error_naming_the_path_on_garbage() {
+    let dir = common::tempdir();
+    let p = dir.path().join("app.pid");
+    let h = PidFile::open(&p).unwrap();
+    assert_eq!(h.read().unwrap(), None);
+    std::fs::write(&p, "4242 \n").unwrap();
+    assert_eq!(h.read().unwrap(), Some(4242));
+    for garbage in ["hello\n", "42 43\n", "-5\n", "FILEIPC\0"] {
+        std::fs::write(&p, garbage).unwrap();
+        let e = h.read().unwrap_err();
+        assert!(matches!(e, Error::Format { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(s(&p)) && msg.contains("PID file"), "{msg}");
+    }
+    // create() on garbage owned by nobody: a stale file, taken over.
+    let mut mine = PidFile::open(&p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(mine.create().unwrap());
+    assert_eq!(mine.read().unwrap(), Some(std::process::id()));
+}
+
+#[test]
+fn remove_only_when_owning_and_drop_removes() {
+    let dir = common::tempdir();
+    let p = dir.path().join("app.pid");
+    let done = dir.path().join("done");
+    let mut child = Proc::spawn("owner", &[s(&p), s(&done)]);
+    child.expect("created true");
+    let mut other = PidFile::open(&p).unwrap();
+    let e = other.remove().unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    assert!(!other.create().unwrap());
+    assert!(
+        other.remove().is_err(),
+        "a failed create does not make an owner"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        format!("{}\n", child.pid)
+    );
+    Event::open(&done).unwrap().set().unwrap();
+    child.wait_success();
+    assert!(!p.exists());
+
+    let mut h = PidFile::open(&p).unwrap();
+    assert!(h.create().unwrap());
+    h.remove().unwrap();
+    assert!(!p.exists());
+    assert!(!h.is_owner().unwrap());
+    assert!(matches!(h.remove().unwrap_err(), Error::Invalid { .. }));
+
+    {
+        let mut h = PidFile::open(&p).unwrap();
+        assert!(h.create().unwrap());
+        assert!(p.exists());
+    }
+    assert!(!p.exists(), "dropping an owning handle removes the file");
+
+    // An owner whose file was replaced behind its back removes nothing of the
+    // newcomer's.
+    let mut h = PidFile::open(&p).unwrap();
+    assert!(h.create().unwrap());
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, "1\n").unwrap();
+    assert!(!h.is_owner().unwrap());
+    h.remove().unwrap();
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "1\n");
+}
+
+#[test]
+fn modes_are_exact() {
+    let dir = common::tempdir();
+    let p = dir.path().join("app.pid");
+    // Default 0644 even under umask 077 (in a child: the umask is per process).
+    let mut child = Proc::spawn("create_with_umask", &[s(&p)]);
+    child.expect("644");
+    child.wait_success();
+    assert!(!p.exists());
+
+    let mut h = PidFileOptions::new().mode(0o600).open(&p).unwrap();
+    assert!(h.create().unwrap());
+    assert_eq!(mode_of(&p), 0o600);
+    drop(h);
+
+    // A stale file taken over gets the mode asked for.
+    std::fs::write(&p, "1\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut h = PidFile::open(&p).unwrap();
+    assert!(h.create().unwrap());
+    assert_eq!(mode_of(&p), 0o644);
+}
+
+#[test]
+fn suspicious_stale_files_are_refused() {
+    let dir = common::tempdir();
+
+    // Not a regular file.
+    let fifo = dir.path().join("fifo.pid");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = PidFile::open(&fifo).unwrap().create().unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e}");
+    let sub = dir.path().join("dir.pid");
+    std::fs::create_dir(&sub).unwrap();
+    let e = PidFile::open(&sub).unwrap().create().unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e}");
+
+    // Writable by group or others beyond the mode asked for.
+    let p = dir.path().join("loose.pid");
+    std::fs::write(&p, "1\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = PidFile::open(&p).unwrap().create().unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    assert!(e.to_string().contains("writable by"), "{e}");
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "1\n");
+    // ... unless the caller asked for that mode (a group shares it).
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let mut shared = PidFileOptions::new().mode(0o664).open(&p).unwrap();
+    assert!(shared.create().unwrap());
+    drop(shared);
+
+    // Owned by another user (testable when running as root).
+    if rustix::process::geteuid().is_root() {
+        let q = dir.path().join("theirs.pid");
+        std::fs::write(&q, "1\n").unwrap();
+        std::os::unix::fs::chown(&q, Some(65534), Some(65534)).unwrap();
+        let e = PidFile::open(&q).unwrap().create().unwrap_err();
+        assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        assert_eq!(std::fs::metadata(&q).unwrap().uid(), 65534);
+        assert_eq!(std::fs::read_to_string(&q).unwrap(), "1\n");
+    }
+}
+
+#[test]
+fn missing_directory_is_an_error_naming_the_path() {
+    let dir = common::tempdir();
+    let p = dir.path().join("nope").join("app.pid");
+    let mut h = PidFile::open(&p).unwrap();
+    let e = h.create().unwrap_err();
+    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound), "{e}");
+    assert_eq!(e.path(), p);
+    assert_eq!(h.read().unwrap(), None);
+}
