@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
-use fileipc::PidFile;
+use fileipc::{PidFile, PidStatus};
 
 pub(crate) fn run(path: &Path, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
     let mut p = PidFile::open(path)?;
@@ -21,11 +21,19 @@ pub(crate) fn run(path: &Path, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let p = PidFile::open(path)?;
-    let Some(pid) = p.read()? else {
-        eprintln!("fileipc: {}: no pid file", path.display());
-        return Ok(crate::NO);
-    };
-    println!("{pid}");
-    Ok(crate::yes(PidFile::is_running(path)?))
+    match PidFile::open(path)?.status()? {
+        PidStatus::Absent => {
+            eprintln!("fileipc: {}: no pid file", path.display());
+            Ok(crate::NO)
+        }
+        PidStatus::Running { pid } => {
+            println!("{pid}");
+            Ok(ExitCode::SUCCESS)
+        }
+        PidStatus::Stale { pid } => {
+            println!("{pid}");
+            eprintln!("fileipc: {}: PID {pid} is not running (stale file)", path.display());
+            Ok(crate::NO)
+        }
+    }
 }
