@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod robust;
 mod state;
 pub(crate) mod sys;
 
@@ -27,6 +28,10 @@ pub use error::{Error, Result};
 // event:
 // pidfile:
 // queue:
+pub use queue::{
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEGMENT_SIZE, MESSAGE_SIZE_LIMIT, Message, MessageQueue,
+    QueueOptions, QueueStats,
+};
 // shared_data:
 
 /// How long the blocking calls without a timeout in their name (`lock`, `acquire`,
