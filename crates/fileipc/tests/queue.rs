@@ -222,7 +222,12 @@ fn four_producers_four_consumers_exactly_once() {
         c.expect("ready");
     }
     let mut producers: Vec<_> = (0..4)
-        .map(|p| Proc::spawn("send_numbered", &[arg(&dir), &p.to_string(), &per.to_string()]))
+        .map(|p| {
+            Proc::spawn(
+                "send_numbered",
+                &[arg(&dir), &p.to_string(), &per.to_string()],
+            )
+        })
         .collect();
     for p in &mut producers {
         p.expect("ready");
@@ -254,7 +259,10 @@ fn four_producers_four_consumers_exactly_once() {
         }
     }
     assert_eq!(seen.len() as u64, 4 * per, "messages lost");
-    assert!(seen.values().all(|&n| n == 1), "a message was received twice");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a message was received twice"
+    );
     assert_eq!(q.count().unwrap(), 0);
     assert!(q.is_empty().unwrap());
 }
@@ -280,7 +288,13 @@ fn sigkill_storm_loses_nothing_acknowledged_and_duplicates_nothing() {
         .map(|i| {
             let file = t.path().join(format!("slot{i}"));
             std::fs::write(&file, if i < 2 { &[0u8; 8][..] } else { &[][..] }).unwrap();
-            Slot { proc: None, file, next: 0, kills: 0, done: false }
+            Slot {
+                proc: None,
+                file,
+                next: 0,
+                kills: 0,
+                done: false,
+            }
         })
         .collect();
     let mut inc = 0u64;
@@ -304,7 +318,10 @@ fn sigkill_storm_loses_nothing_acknowledged_and_duplicates_nothing() {
                 ],
             ));
         } else {
-            slots[s].proc = Some(Proc::spawn("storm_consumer", &[arg(&dir), arg(&slots[s].file)]));
+            slots[s].proc = Some(Proc::spawn(
+                "storm_consumer",
+                &[arg(&dir), arg(&slots[s].file)],
+            ));
         }
     };
     for s in 0..4 {
@@ -334,7 +351,10 @@ fn sigkill_storm_loses_nothing_acknowledged_and_duplicates_nothing() {
         if slots[0].done && slots[1].done {
             break;
         }
-        assert!(began.elapsed() < Duration::from_secs(120), "storm did not finish");
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "storm did not finish"
+        );
         std::thread::sleep(Duration::from_millis(2 + next_rand() % 6));
         let s = (next_rand() % 4) as usize;
         if slots[s].done {
@@ -370,7 +390,9 @@ fn sigkill_storm_loses_nothing_acknowledged_and_duplicates_nothing() {
     let mut seen: HashMap<u64, u32> = HashMap::new();
     for s in 2..4 {
         for c in std::fs::read(&slots[s].file).unwrap().chunks_exact(8) {
-            *seen.entry(u64::from_le_bytes(c.try_into().unwrap())).or_default() += 1;
+            *seen
+                .entry(u64::from_le_bytes(c.try_into().unwrap()))
+                .or_default() += 1;
         }
     }
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
@@ -394,14 +416,20 @@ fn sigkill_storm_loses_nothing_acknowledged_and_duplicates_nothing() {
         began.elapsed()
     );
     assert!(acked_total >= total, "{acked_total} < {total}");
-    assert!(missing <= consumer_kills, "{missing} acknowledged messages lost");
+    assert!(
+        missing <= consumer_kills,
+        "{missing} acknowledged messages lost"
+    );
     assert!(kills >= 10, "only {kills} kills happened");
     // The queue still opens and works, in a fresh process, and nothing is left.
     assert_eq!(q.count().unwrap(), 0);
     let mut p = Proc::spawn("send_one", &[arg(&dir), "after the storm"]);
     p.expect("sent");
     p.wait_success();
-    assert_eq!(q.recv_timeout(PATIENCE).unwrap().unwrap(), "after the storm");
+    assert_eq!(
+        q.recv_timeout(PATIENCE).unwrap().unwrap(),
+        "after the storm"
+    );
     assert_eq!(q.count().unwrap(), 0);
 }
 
@@ -448,7 +476,11 @@ fn recv_timeout_returns_none_at_the_timeout() {
         over.push(e - timeout);
     }
     over.sort();
-    assert!(over[2] <= Duration::from_millis(20), "median overshoot {:?}", over[2]);
+    assert!(
+        over[2] <= Duration::from_millis(20),
+        "median overshoot {:?}",
+        over[2]
+    );
     let s = Instant::now();
     assert!(q.try_recv().unwrap().is_none());
     assert!(q.recv_timeout(Duration::ZERO).unwrap().is_none());
@@ -480,8 +512,16 @@ fn blocked_receiver_in_another_process_wakes_on_send() {
     p.wait_success();
     lat.sort();
     eprintln!("wake latencies: {lat:?}");
-    assert!(lat[rounds / 2] < Duration::from_millis(5), "median {:?}", lat[rounds / 2]);
-    assert!(lat[rounds - 1] < Duration::from_millis(100), "max {:?}", lat[rounds - 1]);
+    assert!(
+        lat[rounds / 2] < Duration::from_millis(5),
+        "median {:?}",
+        lat[rounds / 2]
+    );
+    assert!(
+        lat[rounds - 1] < Duration::from_millis(100),
+        "max {:?}",
+        lat[rounds - 1]
+    );
 }
 
 /// Issue 3, point 6: count and is_empty are exact when quiescent.
@@ -506,7 +546,10 @@ fn count_and_is_empty_are_exact_when_quiescent() {
     assert_eq!(q.count().unwrap(), 0);
     assert!(q.is_empty().unwrap());
     let s = q.stats().unwrap();
-    assert_eq!((s.sent, s.received, s.head, s.tail), (1000, 1000, s.tail, s.tail));
+    assert_eq!(
+        (s.sent, s.received, s.head, s.tail),
+        (1000, 1000, s.tail, s.tail)
+    );
 }
 
 /// Issue 3, point 6: clear() while another process sends: what is received afterwards is
@@ -599,7 +642,10 @@ fn disk_use_follows_the_backlog() {
     }
     let s = q.stats().unwrap();
     max_disk = max_disk.max(s.bytes_on_disk);
-    eprintln!("{through} bytes through; at most {max_disk} bytes on disk; {} segments", s.segments);
+    eprintln!(
+        "{through} bytes through; at most {max_disk} bytes on disk; {} segments",
+        s.segments
+    );
     assert!(s.count == 8);
     assert!(max_disk < 2 * seg, "{max_disk} bytes on disk");
     assert!(s.segments <= 2);
@@ -623,7 +669,10 @@ fn oversize_messages_are_refused_before_writing() {
     let small = QueueOptions::new().max_message_size(10).open(&dir).unwrap();
     let tail = small.stats().unwrap().tail;
     assert!(matches!(small.send([0u8; 11]), Err(Error::Invalid { .. })));
-    assert!(matches!(small.send_all(["ok", "this one is too long"]), Err(Error::Invalid { .. })));
+    assert!(matches!(
+        small.send_all(["ok", "this one is too long"]),
+        Err(Error::Invalid { .. })
+    ));
     assert_eq!(small.stats().unwrap().tail, tail);
     assert!(small.is_empty().unwrap());
     small.send([0u8; 10]).unwrap();
@@ -641,14 +690,22 @@ fn corrupt_records_are_reported_and_skipped() {
     for m in ["message0", "message1", "message2", "message3", "message4"] {
         q.send(m).unwrap();
     }
-    let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
     // Flip a payload byte of message1 (record at 40, payload at 72).
     f.write_at(b"X", 72 + 3).unwrap();
     // Flip the length field of message3's header (record at 120, length at 128).
     f.write_at(&[0xff], 128).unwrap();
     assert_eq!(q.recv().unwrap().unwrap(), "message0");
     match q.recv() {
-        Err(Error::Corrupt { path, offset, detail }) => {
+        Err(Error::Corrupt {
+            path,
+            offset,
+            detail,
+        }) => {
             assert_eq!(path, seg);
             assert_eq!(offset, 40);
             assert!(detail.contains("checksum"), "{detail}");
@@ -672,7 +729,10 @@ fn corrupt_records_are_reported_and_skipped() {
     f.write_at(b"Z", tail - 80 + 32).unwrap(); // payload of a2
     let got = q.recv_many(10, Duration::from_secs(1)).unwrap();
     assert_eq!(got.len(), 1);
-    assert!(matches!(q.recv_many(10, Duration::ZERO), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        q.recv_many(10, Duration::ZERO),
+        Err(Error::Corrupt { .. })
+    ));
     let rest = q.recv_many(10, Duration::ZERO).unwrap();
     assert_eq!(got[0], "a1");
     assert_eq!(rest.len(), 1);
@@ -689,7 +749,10 @@ fn non_queue_directories_and_unknown_versions_are_refused() {
     std::fs::write(other.join("notes.txt"), "mine").unwrap();
     let e = MessageQueue::open(&other).unwrap_err();
     assert!(matches!(e, Error::Format { .. }), "{e}");
-    assert!(e.to_string().contains("not a fileipc queue directory"), "{e}");
+    assert!(
+        e.to_string().contains("not a fileipc queue directory"),
+        "{e}"
+    );
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
 
     let file = t.path().join("plain-file");
@@ -698,13 +761,19 @@ fn non_queue_directories_and_unknown_versions_are_refused() {
 
     let dir = t.path().join("q");
     MessageQueue::open(&dir).unwrap().send("kept").unwrap();
-    let ctl = OpenOptions::new().write(true).open(dir.join("control")).unwrap();
+    let ctl = OpenOptions::new()
+        .write(true)
+        .open(dir.join("control"))
+        .unwrap();
     ctl.write_at(&99u32.to_le_bytes(), 12).unwrap();
     let e = MessageQueue::open(&dir).unwrap_err();
     assert!(matches!(e, Error::Format { .. }), "{e}");
     assert!(e.to_string().contains("format version 99"), "{e}");
     ctl.write_at(&1u32.to_le_bytes(), 12).unwrap();
-    assert_eq!(MessageQueue::open(&dir).unwrap().recv().unwrap().unwrap(), "kept");
+    assert_eq!(
+        MessageQueue::open(&dir).unwrap().recv().unwrap().unwrap(),
+        "kept"
+    );
 
     let empty = t.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
@@ -739,7 +808,9 @@ fn handles_are_send_and_sync_and_threads_share_one() {
                 })
             })
             .collect();
-        r.into_iter().flat_map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        r.into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
     });
     let mut sorted = got.clone();
     sorted.sort();

@@ -64,7 +64,11 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// How long an idle receiver spins before it sleeps: a cross-CPU futex wake-up costs
 /// ~45 us on the reference machine, a send on another CPU shows up in well under 1 us.
-const SPIN: Duration = Duration::from_micros(30);
+/// (Spinning that long rides out a sender's page fault or short preemption, which a
+/// futex sleep and wake would turn into two context switches.)
+const SPIN: Duration = Duration::from_micros(100);
+/// Pure spinning before the spin loop starts yielding the CPU between checks.
+const SPIN_BEFORE_YIELD: Duration = Duration::from_micros(5);
 
 /// Records a send commits per lock hold in [`MessageQueue::send_all`].
 const BATCH: usize = 256;
@@ -508,7 +512,9 @@ impl MessageQueue {
     fn repair_consumer(&self) {
         let jh = self.a64(control::C_JOURNAL_HEAD).load(Ordering::Relaxed);
         if self.a64(control::HEAD).load(Ordering::Relaxed) == jh {
-            let jr = self.a64(control::C_JOURNAL_RECEIVED).load(Ordering::Relaxed);
+            let jr = self
+                .a64(control::C_JOURNAL_RECEIVED)
+                .load(Ordering::Relaxed);
             self.a64(control::RECEIVED).store(jr, Ordering::Relaxed);
         }
     }
@@ -820,7 +826,11 @@ impl MessageQueue {
                 detail: format!(
                     "damaged record header; skipped {} bytes to {}",
                     next - head,
-                    if seq.is_some() { "the next valid record" } else { "the end of the log" }
+                    if seq.is_some() {
+                        "the next valid record"
+                    } else {
+                        "the end of the log"
+                    }
                 ),
             });
             received = seq.unwrap_or(received + 1);
@@ -848,7 +858,9 @@ impl MessageQueue {
         let head = self.a64(control::HEAD);
         let tail = self.a64(control::TAIL);
         let ready = || tail.load(Ordering::SeqCst) != head.load(Ordering::SeqCst);
-        // Spin: a message sent from another CPU shows up within a microsecond.
+        // Spin: a message sent from another CPU shows up within a microsecond. After the
+        // first few microseconds, yield between checks: if the sender shares our CPU
+        // (a loaded machine), spinning would only keep it from running.
         let spin_start = Instant::now();
         let mut i = 0u32;
         loop {
@@ -858,8 +870,12 @@ impl MessageQueue {
             i += 1;
             if i % 64 == 0 {
                 let now = Instant::now();
-                if now.duration_since(spin_start) >= SPIN || deadline.is_some_and(|d| now >= d) {
+                let spun = now.duration_since(spin_start);
+                if spun >= SPIN || deadline.is_some_and(|d| now >= d) {
                     break;
+                }
+                if spun >= SPIN_BEFORE_YIELD {
+                    std::thread::yield_now();
                 }
             }
             std::hint::spin_loop();

@@ -77,7 +77,8 @@ impl Header {
         if b[0..4] != MAGIC {
             return None;
         }
-        let le32 = |r: std::ops::Range<usize>| u32::from_le_bytes(b[r].try_into().unwrap_or([0; 4]));
+        let le32 =
+            |r: std::ops::Range<usize>| u32::from_le_bytes(b[r].try_into().unwrap_or([0; 4]));
         if le32(24..28) != header_crc(b, pos) {
             return None;
         }

@@ -288,7 +288,10 @@ impl ProcessId {
 }
 
 fn pid_exists(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     match rustix::process::test_kill_process(p) {
