@@ -238,8 +238,7 @@ fn main() {
     let dir = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
     let mqname = format!("/fileipc-bench-{}", std::process::id());
     println!(
-        "fileipc MessageQueue vs POSIX mq, 64-byte messages, {n} messages, {rounds} ping-pong rounds, backend {}",
-        "futex"
+        "fileipc MessageQueue vs POSIX mq, 64-byte messages, {n} messages, {rounds} ping-pong rounds"
     );
 
     // QUEUE_BENCH_ONLY=11|pp|44 runs one section.

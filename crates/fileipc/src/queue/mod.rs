@@ -359,7 +359,7 @@ impl MessageQueue {
             ));
         }
         let s = opts.segment_size;
-        if s % 4096 != 0 || !(64 << 10..=1 << 30).contains(&s) {
+        if !s.is_multiple_of(4096) || !(64 << 10..=1 << 30).contains(&s) {
             return Err(Error::invalid(
                 dir,
                 format!("segment_size {s} is not a multiple of 4096 between 64 KiB and 1 GiB"),
@@ -411,7 +411,7 @@ impl MessageQueue {
                 continue;
             }
             let seg_size = ctl.u64(control::SEGMENT_SIZE).load(Ordering::Relaxed);
-            if seg_size % 4096 != 0 || !(64 << 10..=1 << 30).contains(&seg_size) {
+            if !seg_size.is_multiple_of(4096) || !(64 << 10..=1 << 30).contains(&seg_size) {
                 return Err(Error::format(
                     &ctl_path,
                     control::LAYOUT.kind.name(),
@@ -868,7 +868,7 @@ impl MessageQueue {
                 return Ok(true);
             }
             i += 1;
-            if i % 64 == 0 {
+            if i.is_multiple_of(64) {
                 let now = Instant::now();
                 let spun = now.duration_since(spin_start);
                 if spun >= SPIN || deadline.is_some_and(|d| now >= d) {
@@ -1326,10 +1326,10 @@ fn resync(cache: &mut SegmentCache, from: u64, tail: u64) -> Result<(u64, Option
     while p + HEADER as u64 <= tail {
         let mut hb = [0u8; HEADER];
         cache.read(p, &mut hb)?;
-        if let Some(h) = Header::decode(&hb, p) {
-            if record_size(h.len as usize) <= tail - p {
-                return Ok((p, Some(h.seq)));
-            }
+        if let Some(h) = Header::decode(&hb, p)
+            && record_size(h.len as usize) <= tail - p
+        {
+            return Ok((p, Some(h.seq)));
         }
         p += 8;
     }

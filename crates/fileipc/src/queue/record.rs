@@ -50,7 +50,8 @@ fn header_crc(b: &[u8; HEADER], pos: u64) -> u32 {
 }
 
 impl Header {
-    /// A header for `payload`, to be written at log position `pos`.
+    /// A header for `payload` (the send path builds it from a precomputed checksum).
+    #[cfg(test)]
     pub(crate) fn for_payload(payload: &[u8], seq: u64) -> Header {
         Header {
             len: payload.len() as u32,

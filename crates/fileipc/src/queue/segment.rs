@@ -56,10 +56,6 @@ impl SegmentCache {
         }
     }
 
-    pub(crate) fn size(&self) -> u64 {
-        self.size
-    }
-
     /// The mapping of segment `k`, opening (and maybe creating) it on first use.
     /// `Ok(None)` only in [`Missing::Skip`] mode for a file that is gone.
     fn get(&mut self, k: u64) -> Result<Option<&SharedMap>> {
