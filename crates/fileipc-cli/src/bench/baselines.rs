@@ -213,7 +213,10 @@ struct FutexChan {
 
 impl QueueEnd for FutexChan {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        let head: [u8; 12] = msg.get(..12).and_then(|h| h.try_into().ok()).unwrap_or([0; 12]);
+        let head: [u8; 12] = msg
+            .get(..12)
+            .and_then(|h| h.try_into().ok())
+            .unwrap_or([0; 12]);
         let (p, s) = head.split_at(4);
         self.shm
             .u32(4)
@@ -387,7 +390,9 @@ impl Sqlite {
         c.busy_timeout(Duration::from_secs(10))?;
         c.pragma_update(None, "journal_mode", "WAL")?;
         c.pragma_update(None, "synchronous", "NORMAL")?;
-        c.execute_batch("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
+        c.execute_batch(
+            "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )?;
         Ok(Sqlite(c))
     }
 }
@@ -418,7 +423,9 @@ impl Kv for Sqlite {
     }
 
     fn get(&mut self, key: &str) -> Result<Option<serde_json::Value>> {
-        let mut st = self.0.prepare_cached("SELECT value FROM kv WHERE key = ?1")?;
+        let mut st = self
+            .0
+            .prepare_cached("SELECT value FROM kv WHERE key = ?1")?;
         let mut rows = st.query([key])?;
         match rows.next()? {
             Some(row) => {

@@ -104,7 +104,10 @@ mod tests {
             assert!(b >= last || v == 1 << 20, "bucket order at {v}");
             last = b;
             let mid = value(b);
-            assert!((mid - v as f64).abs() <= (v as f64) * 0.04 + 1.0, "{v} -> {mid}");
+            assert!(
+                (mid - v as f64).abs() <= (v as f64) * 0.04 + 1.0,
+                "{v} -> {mid}"
+            );
         }
     }
 

@@ -62,8 +62,10 @@ pub(crate) enum Which {
 
 /// Options of `fileipc bench`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  fileipc bench all\n  fileipc bench queue --dir /dev/shm\n  \
-                        fileipc bench all --quick --json")]
+#[command(
+    after_help = "Examples:\n  fileipc bench all\n  fileipc bench queue --dir /dev/shm\n  \
+                        fileipc bench all --quick --json"
+)]
 pub(crate) struct BenchArgs {
     /// The workloads to run.
     #[arg(value_enum, default_value_t = Which::All)]
@@ -404,11 +406,7 @@ pub(crate) struct Setup {
 /// `fileipc bench`.
 pub(crate) fn run(args: BenchArgs) -> Result<ExitCode> {
     let base_dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    ensure!(
-        base_dir.is_dir(),
-        "{}: not a directory",
-        base_dir.display()
-    );
+    ensure!(base_dir.is_dir(), "{}: not a directory", base_dir.display());
     let root = base_dir.join(format!("fileipc-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let result = run_in(&args, &root);
@@ -611,8 +609,14 @@ struct Common<'a> {
 fn compute(kind: Kind, specs: &[Spec], outs: &[Out], may_cap: bool) -> Result<Sample> {
     let mut s = Sample::new();
     let span = |outs: &[&Out]| -> Result<f64> {
-        let t0 = outs.iter().map(|o| o.num("t0")).collect::<Result<Vec<_>>>()?;
-        let t1 = outs.iter().map(|o| o.num("t1")).collect::<Result<Vec<_>>>()?;
+        let t0 = outs
+            .iter()
+            .map(|o| o.num("t0"))
+            .collect::<Result<Vec<_>>>()?;
+        let t1 = outs
+            .iter()
+            .map(|o| o.num("t1"))
+            .collect::<Result<Vec<_>>>()?;
         let (a, b) = (
             t0.into_iter().min().unwrap_or(0),
             t1.into_iter().max().unwrap_or(0),
@@ -635,7 +639,10 @@ fn compute(kind: Kind, specs: &[Spec], outs: &[Out], may_cap: bool) -> Result<Sa
                 }
             }
             if capped {
-                ensure!(may_cap, "a consumer gave up waiting: {got} of {sent} received");
+                ensure!(
+                    may_cap,
+                    "a consumer gave up waiting: {got} of {sent} received"
+                );
                 ensure!(got <= sent && got > 0, "received {got} of {sent}");
             } else {
                 ensure!(got == sent, "sent {sent} messages but received {got}");
@@ -659,7 +666,10 @@ fn compute(kind: Kind, specs: &[Spec], outs: &[Out], may_cap: bool) -> Result<Sa
         }
         Kind::LockContended | Kind::KvIncr => {
             let total: u64 = outs.iter().map(|o| o.num("ops")).sum::<Result<_>>()?;
-            let max = outs.iter().map(|o| o.num("max")).collect::<Result<Vec<_>>>()?;
+            let max = outs
+                .iter()
+                .map(|o| o.num("max"))
+                .collect::<Result<Vec<_>>>()?;
             let max = max.into_iter().max().unwrap_or(0);
             ensure!(
                 max == total,
@@ -773,7 +783,12 @@ fn run_group(common: &Common<'_>, specs: &[Spec]) -> Result<Vec<Out>> {
         }
         for (i, c) in children.iter_mut().enumerate() {
             let st = c.wait()?;
-            ensure!(st.success(), "worker {} ({}) failed: {st}", i, specs[i].role);
+            ensure!(
+                st.success(),
+                "worker {} ({}) failed: {st}",
+                i,
+                specs[i].role
+            );
         }
         outs.into_iter()
             .enumerate()

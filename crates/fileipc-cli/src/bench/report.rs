@@ -143,7 +143,11 @@ fn row(
         ratio,
         goal: g.map(Goal::text),
         met,
-        better: if m.higher_is_better { "higher" } else { "lower" },
+        better: if m.higher_is_better {
+            "higher"
+        } else {
+            "lower"
+        },
         fs: setup.fs.clone(),
     }
 }
@@ -159,7 +163,11 @@ pub(super) fn rows(setup: &Setup, results: &[(&Workload, PerContender)]) -> Vec<
             let o = ours.map(|(_, s)| series(s, m)).unwrap_or_default();
             for (c, samples) in per.iter().filter(|(c, _)| !c.ours) {
                 let b = series(samples, m);
-                let o = if o.is_empty() { vec![None; b.len()] } else { o.clone() };
+                let o = if o.is_empty() {
+                    vec![None; b.len()]
+                } else {
+                    o.clone()
+                };
                 out.push(row(setup, bench.clone(), m, &o, c.label.to_owned(), &b));
             }
         }

@@ -284,7 +284,7 @@ impl Shm {
 
     /// The 32-bit word at byte `offset` (a multiple of 4 inside the mapping).
     pub(crate) fn u32(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len, "bad shm offset");
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len, "bad shm offset");
         // SAFETY: in bounds and aligned (checked above; the mapping is page-aligned); the
         // reference borrows `self`, which keeps the mapping alive; all access is atomic.
         unsafe { &*self.ptr.add(offset).cast::<AtomicU32>() }
@@ -292,7 +292,7 @@ impl Shm {
 
     /// The 64-bit word at byte `offset` (a multiple of 8 inside the mapping).
     pub(crate) fn u64(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len, "bad shm offset");
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len, "bad shm offset");
         // SAFETY: as for `u32`.
         unsafe { &*self.ptr.add(offset).cast::<AtomicU64>() }
     }
@@ -430,7 +430,11 @@ impl Inotify {
         let c = cpath(dir)?;
         // SAFETY: `c` is NUL-terminated; `fd` is an inotify descriptor.
         check(unsafe {
-            libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO)
+            libc::inotify_add_watch(
+                fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::IN_CREATE | libc::IN_MOVED_TO,
+            )
         })?;
         Ok(Inotify {
             fd,

@@ -111,7 +111,10 @@ fn ready_go(a: &WorkerArgs, env: &Env) -> Result<u64> {
     }
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    ensure!(line.trim() == "go", "expected go from the harness, got {line:?}");
+    ensure!(
+        line.trim() == "go",
+        "expected go from the harness, got {line:?}"
+    );
     let t0 = now_ns();
     env.deadline.set(t0 + a.cap_ms * 1_000_000);
     Ok(t0)
@@ -129,7 +132,11 @@ fn frame(buf: &mut [u8], producer: u32, seq: u64) {
 }
 
 fn parse_frame(buf: &[u8]) -> Result<(u32, u64)> {
-    ensure!(buf.len() >= 12, "message of {} bytes is too short", buf.len());
+    ensure!(
+        buf.len() >= 12,
+        "message of {} bytes is too short",
+        buf.len()
+    );
     let p = u32::from_le_bytes(buf[..4].try_into()?);
     let s = u64::from_le_bytes(buf[4..12].try_into()?);
     Ok((p, s))
@@ -338,7 +345,10 @@ fn lock_handoff(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
             if v >= want {
                 return Ok(());
             }
-            ensure!(now_ns() < give_up, "hand-off peer stuck at state {v}, want {want}");
+            ensure!(
+                now_ns() < give_up,
+                "hand-off peer stuck at state {v}, want {want}"
+            );
             sys::futex_wait(state, v, Some(Duration::from_millis(100)));
         }
     };
@@ -445,10 +455,7 @@ fn kv_single(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
             kv.set(&k, &value(done))?;
         } else {
             let v = kv.get(&k)?.with_context(|| format!("{k} missing"))?;
-            ensure!(
-                v.get("payload").is_some(),
-                "{k}: unexpected value {v}"
-            );
+            ensure!(v.get("payload").is_some(), "{k}: unexpected value {v}");
         }
         done += 1;
         if done % 16 == 0 && now_ns() >= env.deadline.get() {
@@ -505,7 +512,10 @@ fn event(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
             if v >= want {
                 return Ok(());
             }
-            ensure!(now_ns() < give_up, "event peer stuck at state {v}, want {want}");
+            ensure!(
+                now_ns() < give_up,
+                "event peer stuck at state {v}, want {want}"
+            );
             sys::futex_wait(state, v, Some(Duration::from_millis(100)));
         }
     };
