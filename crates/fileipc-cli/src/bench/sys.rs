@@ -284,7 +284,10 @@ impl Shm {
 
     /// The 32-bit word at byte `offset` (a multiple of 4 inside the mapping).
     pub(crate) fn u32(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len, "bad shm offset");
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= self.len,
+            "bad shm offset"
+        );
         // SAFETY: in bounds and aligned (checked above; the mapping is page-aligned); the
         // reference borrows `self`, which keeps the mapping alive; all access is atomic.
         unsafe { &*self.ptr.add(offset).cast::<AtomicU32>() }
@@ -292,7 +295,10 @@ impl Shm {
 
     /// The 64-bit word at byte `offset` (a multiple of 8 inside the mapping).
     pub(crate) fn u64(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len, "bad shm offset");
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "bad shm offset"
+        );
         // SAFETY: as for `u32`.
         unsafe { &*self.ptr.add(offset).cast::<AtomicU64>() }
     }
