@@ -69,6 +69,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod robust;
 mod state;
 pub(crate) mod sys;
 
@@ -91,6 +92,10 @@ pub use event::{Event, EventOptions};
 // pidfile:
 pub use pidfile::{PidFile, PidFileOptions, PidStatus};
 // queue:
+pub use queue::{
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEGMENT_SIZE, MESSAGE_SIZE_LIMIT, Message, MessageQueue,
+    QueueOptions, QueueStats,
+};
 // shared_data:
 
 /// How long the blocking calls without a timeout in their name (`lock`, `acquire`,

@@ -1,19 +1,819 @@
-//! `fileipc bench`: every primitive beside its baseline, measured in one run.
+//! `fileipc bench`: every primitive beside its baselines, measured in one run.
+//!
+//! Layout:
+//! - `mod.rs` (this file): the workloads, their contenders, and the harness that runs
+//!   them in rounds (A B C, A B C, ...), each run in fresh worker processes;
+//! - `workers.rs`: the worker processes (`fileipc __bench-worker`), one loop per workload,
+//!   written once against the traits of `api.rs`;
+//! - `baselines.rs`: the baselines behind those traits (POSIX mq, pipes, futex, flock,
+//!   POSIX semaphores, SQLite, inotify, and the seed's designs);
+//! - `ours.rs`: the `fileipc` primitives behind the same traits (see "The plug-in point");
+//! - `report.rs`: medians, ratios, goals, the table and the JSON lines;
+//! - `hist.rs`: latency histograms; `sys.rs`: the raw system calls.
+//!
+//! Every run gets a fresh directory under `--dir` and fresh POSIX IPC names, so nothing
+//! carries over between runs. Workers validate what they do (every message received once
+//! and in per-producer order, a lock's shared counter never losing an increment, every
+//! increment of the store counted) and a failure aborts the benchmark with the reason.
 
-use std::process::ExitCode;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+mod api;
+mod baselines;
+mod hist;
+mod report;
+mod sys;
+mod workers;
+
+// The plug-in point. While the primitives are not merged, `ours` is a stub whose
+// AVAILABLE is false, and every "ours" figure is reported as not measured. Once they are,
+// replace the next line by `mod ours;` (bench/ours.rs implements the traits of api.rs
+// with fileipc's public API) and nothing else changes.
+#[path = "ours_stub.rs"]
+mod ours;
+
+pub(crate) use workers::{WorkerArgs, worker};
+
+use hist::Hist;
+use report::Row;
+
+/// Which workloads to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Which {
+    /// Message queues: throughput, ping-pong, durable.
+    Queue,
+    /// Mutex: uncontended pair, 4-process contention, hand-off.
+    Mutex,
+    /// Semaphore: uncontended pair, hand-off.
+    Semaphore,
+    /// SharedData: set, get, contended increments.
+    Kv,
+    /// Event: set-to-wake latency.
+    Event,
+    /// Everything.
+    All,
+}
 
 /// Options of `fileipc bench`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {}
-
-/// Arguments of the hidden worker role the benchmark re-executes itself in.
-#[derive(Debug, clap::Args)]
-pub(crate) struct WorkerArgs {}
-
-pub(crate) fn run(_args: BenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+#[command(
+    after_help = "Examples:\n  fileipc bench all\n  fileipc bench queue --dir /dev/shm\n  \
+                        fileipc bench all --quick --json"
+)]
+pub(crate) struct BenchArgs {
+    /// The workloads to run.
+    #[arg(value_enum, default_value_t = Which::All)]
+    which: Which,
+    /// Tiny counts and 3 rounds: a smoke test that finishes in seconds.
+    #[arg(long)]
+    quick: bool,
+    /// One JSON object per result line on stdout (the environment goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Directory on the file system to measure (default: the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Rounds per workload (default 5, or 3 with --quick); medians are taken over rounds.
+    #[arg(long)]
+    rounds: Option<usize>,
 }
 
-pub(crate) fn worker(_args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+/// What one contender of a workload runs as: a label for the report and the worker
+/// implementation name.
+#[derive(Debug, Clone, Copy)]
+struct Contender {
+    label: &'static str,
+    imp: &'static str,
+    ours: bool,
+}
+
+const fn ours(imp: &'static str) -> Contender {
+    Contender {
+        label: "ours",
+        imp,
+        ours: true,
+    }
+}
+
+const fn base(label: &'static str, imp: &'static str) -> Contender {
+    Contender {
+        label,
+        imp,
+        ours: false,
+    }
+}
+
+/// A measured quantity of a workload.
+#[derive(Debug, Clone, Copy)]
+struct Metric {
+    /// Key in a run's measurements.
+    key: &'static str,
+    /// Appended to the workload name to name the result line ("" for the main one).
+    suffix: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+}
+
+const fn rate(unit: &'static str) -> Metric {
+    Metric {
+        key: "rate",
+        suffix: "",
+        unit,
+        higher_is_better: true,
+    }
+}
+
+const fn lat(key: &'static str, suffix: &'static str, unit: &'static str) -> Metric {
+    Metric {
+        key,
+        suffix,
+        unit,
+        higher_is_better: false,
+    }
+}
+
+/// The shape of a workload: which worker processes a run spawns and how its figures are
+/// computed from their reports.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// P producers and C consumers on one queue; messages/s from first send to last receive.
+    Flow { p: u32, c: u32, size: usize },
+    /// Round trips through two queues between two processes; median RTT.
+    PingPong { size: usize },
+    /// P producers of a durable queue, no consumer; messages/s.
+    Durable { p: u32 },
+    /// One process, lock + unlock pairs; ns per pair.
+    LockPair,
+    /// 4 processes in tight lock/unlock cycles; cycles/s, p50 and p99 wait.
+    LockContended,
+    /// Unlock-to-acquire hand-off between two processes; median latency.
+    Handoff,
+    /// One process, `set` or `get` over 1,000 keys; ops/s.
+    KvSingle { role: &'static str },
+    /// 4 processes incrementing one key; ops/s, p50 and p99 latency.
+    KvIncr,
+    /// Set-to-wake latency between two processes; median.
+    EventWake,
+}
+
+#[derive(Debug)]
+struct Workload {
+    group: Which,
+    name: &'static str,
+    kind: Kind,
+    contenders: Vec<Contender>,
+    metrics: Vec<Metric>,
+    /// (operations per process, time cap in ms) for a full and a quick run.
+    full: (u64, u64),
+    quick: (u64, u64),
+}
+
+fn workloads() -> Vec<Workload> {
+    use Which::*;
+    let mut w = Vec::new();
+    let q = |name, kind, full, quick| Workload {
+        group: Queue,
+        name,
+        kind,
+        contenders: vec![
+            ours("ours"),
+            base("posix_mq", "posix_mq"),
+            base("pipe", "pipe"),
+            base("seed_files", "seed_files"),
+        ],
+        metrics: vec![rate("msg/s")],
+        full,
+        quick,
+    };
+    w.push(q(
+        "queue.1p1c.64B",
+        Kind::Flow {
+            p: 1,
+            c: 1,
+            size: 64,
+        },
+        (300_000, 700),
+        (2_000, 100),
+    ));
+    w.push(q(
+        "queue.1p1c.4KiB",
+        Kind::Flow {
+            p: 1,
+            c: 1,
+            size: 4096,
+        },
+        (100_000, 700),
+        (1_000, 100),
+    ));
+    w.push(q(
+        "queue.4p4c.64B",
+        Kind::Flow {
+            p: 4,
+            c: 4,
+            size: 64,
+        },
+        (75_000, 700),
+        (500, 100),
+    ));
+    w.push(q(
+        "queue.4p4c.4KiB",
+        Kind::Flow {
+            p: 4,
+            c: 4,
+            size: 4096,
+        },
+        (25_000, 700),
+        (250, 100),
+    ));
+    w.push(Workload {
+        group: Queue,
+        name: "queue.pingpong.64B",
+        kind: Kind::PingPong { size: 64 },
+        contenders: vec![
+            ours("ours"),
+            base("posix_mq", "posix_mq"),
+            base("pipe", "pipe"),
+            base("futex", "futex"),
+        ],
+        metrics: vec![lat("p50", "", "us")],
+        full: (20_000, 1000),
+        quick: (200, 100),
+    });
+    for (name, p) in [("queue.durable.1p.64B", 1), ("queue.durable.4p.64B", 4)] {
+        w.push(Workload {
+            group: Queue,
+            name,
+            kind: Kind::Durable { p },
+            contenders: vec![ours("ours_durable"), base("fdatasync", "fdatasync")],
+            metrics: vec![rate("msg/s")],
+            full: (1_000_000, 700),
+            quick: (1_000_000, 60),
+        });
+    }
+    w.push(Workload {
+        group: Mutex,
+        name: "mutex.uncontended",
+        kind: Kind::LockPair,
+        contenders: vec![
+            ours("ours_mutex"),
+            base("flock", "flock"),
+            base("posix_sem", "posix_sem"),
+            base("seed_file", "seed_file"),
+        ],
+        metrics: vec![lat("ns", "", "ns/pair")],
+        full: (200_000, 400),
+        quick: (2_000, 50),
+    });
+    // p99 over all acquisitions hides a starved process (it contributes few samples):
+    // the longest single wait and the fairness (fewest / most cycles of a process) show it.
+    let contended = vec![
+        rate("cycles/s"),
+        lat("p50", ".wait_p50", "us"),
+        lat("p99", ".wait_p99", "us"),
+        lat("max", ".wait_max", "us"),
+        Metric {
+            key: "fair",
+            suffix: ".fairness",
+            unit: "min/max",
+            higher_is_better: true,
+        },
+    ];
+    w.push(Workload {
+        group: Mutex,
+        name: "mutex.contended4",
+        kind: Kind::LockContended,
+        contenders: vec![
+            ours("ours_mutex"),
+            base("flock", "flock"),
+            base("posix_sem", "posix_sem"),
+        ],
+        metrics: contended,
+        full: (u64::MAX, 600),
+        quick: (u64::MAX, 60),
+    });
+    w.push(Workload {
+        group: Mutex,
+        name: "mutex.handoff",
+        kind: Kind::Handoff,
+        contenders: vec![
+            ours("ours_mutex"),
+            base("posix_sem_pingpong", "sem_pingpong"),
+            base("flock", "flock"),
+            base("posix_sem", "posix_sem"),
+        ],
+        metrics: vec![lat("p50", "", "us")],
+        full: (200, 1000),
+        quick: (10, 200),
+    });
+    w.push(Workload {
+        group: Semaphore,
+        name: "semaphore.uncontended",
+        kind: Kind::LockPair,
+        contenders: vec![
+            ours("ours_sem"),
+            base("flock", "flock"),
+            base("posix_sem", "posix_sem"),
+        ],
+        metrics: vec![lat("ns", "", "ns/pair")],
+        full: (200_000, 400),
+        quick: (2_000, 50),
+    });
+    w.push(Workload {
+        group: Semaphore,
+        name: "semaphore.handoff",
+        kind: Kind::Handoff,
+        contenders: vec![
+            ours("ours_sem"),
+            base("posix_sem_pingpong", "sem_pingpong"),
+            base("posix_sem", "posix_sem"),
+        ],
+        metrics: vec![lat("p50", "", "us")],
+        full: (200, 1000),
+        quick: (10, 200),
+    });
+    let kv = || {
+        vec![
+            ours("ours"),
+            base("sqlite", "sqlite"),
+            base("seed_json", "seed_json"),
+        ]
+    };
+    w.push(Workload {
+        group: Kv,
+        name: "kv.set",
+        kind: Kind::KvSingle { role: "kv-set" },
+        contenders: kv(),
+        metrics: vec![rate("ops/s")],
+        full: (20_000, 500),
+        quick: (200, 50),
+    });
+    w.push(Workload {
+        group: Kv,
+        name: "kv.get",
+        kind: Kind::KvSingle { role: "kv-get" },
+        contenders: kv(),
+        metrics: vec![rate("ops/s")],
+        full: (200_000, 500),
+        quick: (500, 50),
+    });
+    w.push(Workload {
+        group: Kv,
+        name: "kv.incr4",
+        kind: Kind::KvIncr,
+        contenders: kv(),
+        metrics: vec![
+            rate("ops/s"),
+            lat("p50", ".p50", "us"),
+            lat("p99", ".p99", "us"),
+        ],
+        full: (u64::MAX, 700),
+        quick: (u64::MAX, 60),
+    });
+    w.push(Workload {
+        group: Event,
+        name: "event.wake",
+        kind: Kind::EventWake,
+        contenders: vec![
+            ours("ours"),
+            base("inotify", "inotify"),
+            base("poll10ms", "poll10ms"),
+        ],
+        metrics: vec![lat("p50", "", "us")],
+        full: (200, 1000),
+        quick: (8, 200),
+    });
+    w
+}
+
+/// Facts about the run, printed with the results.
+#[derive(Debug)]
+pub(crate) struct Setup {
+    root: PathBuf,
+    fs: String,
+    /// POSIX mq capacity by message size.
+    mq_depth: [(usize, usize); 2],
+    mq_note: String,
+    rounds: usize,
+    quick: bool,
+}
+
+/// `fileipc bench`.
+pub(crate) fn run(args: BenchArgs) -> Result<ExitCode> {
+    let base_dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    ensure!(base_dir.is_dir(), "{}: not a directory", base_dir.display());
+    let root = base_dir.join(format!("fileipc-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let result = run_in(&args, &root);
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+fn run_in(args: &BenchArgs, root: &Path) -> Result<ExitCode> {
+    let rlimit = sys::raise_mq_rlimit(64 << 20);
+    let mq_depth = [(64, probe_mq_depth(64)), (4096, probe_mq_depth(4096))];
+    let mq_note = format!(
+        "mq_maxmsg {} for 64 B, {} for 4 KiB messages (msg_max {}, RLIMIT_MSGQUEUE {} bytes)",
+        mq_depth[0].1,
+        mq_depth[1].1,
+        sys::mq_msg_max(),
+        rlimit
+    );
+    let setup = Setup {
+        root: root.to_path_buf(),
+        fs: sys::fs_type(root),
+        mq_depth,
+        mq_note,
+        rounds: args.rounds.unwrap_or(if args.quick { 3 } else { 5 }).max(1),
+        quick: args.quick,
+    };
+    let selected: Vec<Workload> = workloads()
+        .into_iter()
+        .filter(|w| args.which == Which::All || w.group == args.which)
+        .collect();
+    report::print_header(&setup, args.json, ours::AVAILABLE);
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for w in &selected {
+        eprint!("{:<24}", w.name);
+        let t = Instant::now();
+        let per = measure(&setup, w).with_context(|| format!("workload {}", w.name))?;
+        eprintln!(" {:>6.1} s", t.elapsed().as_secs_f64());
+        results.push((w, per));
+    }
+    let rows: Vec<Row> = report::rows(&setup, &results);
+    report::print(&rows, args.json)?;
+    eprintln!(
+        "total {:.1} s; ratio = median over rounds of ours/baseline in the same round",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The POSIX mq capacity to use for messages of `size` bytes: the largest of 256, 128,
+/// ... 10 that `msg_max` and `RLIMIT_MSGQUEUE` allow (this harness changes no sysctl; as
+/// root, `echo 256 > /proc/sys/fs/mqueue/msg_max` lets the baseline use deeper queues).
+fn probe_mq_depth(size: usize) -> usize {
+    let msg_max = sys::mq_msg_max();
+    let name = format!("/fileipc-bench-probe-{}", std::process::id());
+    for depth in [256, 128, 64, 32, 16, 10] {
+        if depth > msg_max && depth > 10 {
+            continue;
+        }
+        let ok = sys::Mq::open(&name, depth, size.max(16)).is_ok();
+        sys::Mq::unlink(&name);
+        if ok {
+            return depth;
+        }
+    }
+    msg_max.min(10)
+}
+
+/// Measurements of one contender in one round: metric key -> value.
+type Sample = std::collections::BTreeMap<&'static str, f64>;
+
+/// Per contender, its samples over the rounds (`None` where not measured).
+type PerContender = Vec<(Contender, Vec<Option<Sample>>)>;
+
+/// Runs every round of a workload: contenders alternate within each round, and the
+/// starting contender rotates from round to round so none always goes first.
+fn measure(setup: &Setup, w: &Workload) -> Result<PerContender> {
+    let mut per: PerContender = w
+        .contenders
+        .iter()
+        .map(|c| (*c, vec![None; setup.rounds]))
+        .collect();
+    let k = per.len();
+    for round in 0..setup.rounds {
+        for i in 0..k {
+            let idx = (i + round) % k;
+            let c = per[idx].0;
+            if c.ours && !ours::AVAILABLE {
+                continue;
+            }
+            let s = run_once(setup, w, c, round)
+                .with_context(|| format!("{} ({}), round {}", c.label, c.imp, round + 1))?;
+            per[idx].1[round] = Some(s);
+            eprint!(".");
+        }
+    }
+    Ok(per)
+}
+
+/// One worker process to spawn.
+#[derive(Debug, Clone)]
+struct Spec {
+    role: &'static str,
+    id: u32,
+    producers: u32,
+    consumers: u32,
+}
+
+fn spec(role: &'static str, id: u32, producers: u32, consumers: u32) -> Spec {
+    Spec {
+        role,
+        id,
+        producers,
+        consumers,
+    }
+}
+
+/// A worker's result line, parsed.
+#[derive(Debug, Default)]
+struct Out {
+    kv: std::collections::BTreeMap<String, String>,
+}
+
+impl Out {
+    fn num(&self, key: &str) -> Result<u64> {
+        self.kv
+            .get(key)
+            .with_context(|| format!("worker result lacks {key}"))?
+            .parse()
+            .with_context(|| format!("worker result {key} is not a number"))
+    }
+
+    fn hist(&self) -> Result<Hist> {
+        Hist::decode(self.kv.get("hist").context("worker result lacks hist")?)
+    }
+}
+
+static RUN_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One run of one contender: fresh directory, fresh names, fresh processes.
+fn run_once(setup: &Setup, w: &Workload, c: Contender, round: usize) -> Result<Sample> {
+    let seq = RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = format!("fileipc-bench-{}-{seq}", std::process::id());
+    let dir = setup.root.join(format!("{}-{}-{round}", w.name, c.label));
+    std::fs::create_dir_all(&dir)?;
+    let (mut n, cap_ms) = if setup.quick { w.quick } else { w.full };
+    if let (Kind::Flow { p, .. }, "seed_files") = (w.kind, c.imp) {
+        // Each of its receives lists the whole directory: a backlog of thousands would
+        // take minutes to drain. A few hundred messages measure it well enough.
+        n = n.min(if setup.quick { 60 } else { 600 }) / u64::from(p);
+    }
+    let size = match w.kind {
+        Kind::Flow { size, .. } | Kind::PingPong { size } => size,
+        _ => 64,
+    };
+    let imp = c.imp;
+    let specs: Vec<Spec> = match w.kind {
+        Kind::Flow { p, c, .. } => (0..p)
+            .map(|i| spec("q-send", i, p, c))
+            .chain((0..c).map(|i| spec("q-recv", i, p, c)))
+            .collect(),
+        Kind::PingPong { .. } => vec![spec("q-ping", 0, 1, 1), spec("q-pong", 0, 1, 1)],
+        Kind::Durable { p } => (0..p).map(|i| spec("q-send", i, p, 0)).collect(),
+        Kind::LockPair => vec![spec("lock-unc", 0, 1, 0)],
+        Kind::LockContended => (0..4).map(|i| spec("lock-cont", i, 4, 0)).collect(),
+        Kind::Handoff if imp == "sem_pingpong" => {
+            vec![spec("sem-pingpong", 0, 2, 0), spec("sem-pingpong", 1, 2, 0)]
+        }
+        Kind::Handoff => vec![spec("lock-handoff", 0, 2, 0), spec("lock-handoff", 1, 2, 0)],
+        Kind::KvSingle { role } => vec![spec(role, 0, 1, 0)],
+        Kind::KvIncr => (0..4).map(|i| spec("kv-incr", i, 4, 0)).collect(),
+        Kind::EventWake => vec![spec("event", 0, 2, 0), spec("event", 1, 2, 0)],
+    };
+    let common = Common {
+        imp,
+        dir: &dir,
+        tag: &tag,
+        size,
+        depth: if size > 64 {
+            setup.mq_depth[1].1
+        } else {
+            setup.mq_depth[0].1
+        },
+        n,
+        cap_ms,
+    };
+    let outs = run_group(&common, &specs);
+    baselines::unlink_names(&tag);
+    let _ = std::fs::remove_dir_all(&dir);
+    let outs = outs?;
+    compute(w.kind, &specs, &outs, c.imp == "seed_files")
+}
+
+/// Arguments every worker of a run gets.
+struct Common<'a> {
+    imp: &'a str,
+    dir: &'a Path,
+    tag: &'a str,
+    size: usize,
+    depth: usize,
+    n: u64,
+    cap_ms: u64,
+}
+
+/// Turns the workers' reports into the workload's figures, validating them.
+fn compute(kind: Kind, specs: &[Spec], outs: &[Out], may_cap: bool) -> Result<Sample> {
+    let mut s = Sample::new();
+    let span = |outs: &[&Out]| -> Result<f64> {
+        let t0 = outs
+            .iter()
+            .map(|o| o.num("t0"))
+            .collect::<Result<Vec<_>>>()?;
+        let t1 = outs
+            .iter()
+            .map(|o| o.num("t1"))
+            .collect::<Result<Vec<_>>>()?;
+        let (a, b) = (
+            t0.into_iter().min().unwrap_or(0),
+            t1.into_iter().max().unwrap_or(0),
+        );
+        ensure!(b > a, "empty measurement interval");
+        Ok((b - a) as f64 / 1e9)
+    };
+    let all: Vec<&Out> = outs.iter().collect();
+    match kind {
+        Kind::Flow { .. } => {
+            let mut sent = 0;
+            let mut got = 0;
+            let mut capped = false;
+            for (sp, o) in specs.iter().zip(outs) {
+                if sp.role == "q-send" {
+                    sent += o.num("sent")?;
+                } else {
+                    got += o.num("got")?;
+                    capped |= o.num("capped")? == 1;
+                }
+            }
+            if capped {
+                ensure!(
+                    may_cap,
+                    "a consumer gave up waiting: {got} of {sent} received"
+                );
+                ensure!(got <= sent && got > 0, "received {got} of {sent}");
+            } else {
+                ensure!(got == sent, "sent {sent} messages but received {got}");
+            }
+            s.insert("rate", got as f64 / span(&all)?);
+        }
+        Kind::Durable { .. } => {
+            let sent: u64 = outs.iter().map(|o| o.num("sent")).sum::<Result<_>>()?;
+            ensure!(sent > 0, "no message sent");
+            s.insert("rate", sent as f64 / span(&all)?);
+        }
+        Kind::LockPair => {
+            let ops = outs[0].num("ops")?;
+            ensure!(ops > 0, "no operation done");
+            s.insert("ns", span(&all)? * 1e9 / ops as f64);
+        }
+        Kind::KvSingle { .. } => {
+            let ops = outs[0].num("ops")?;
+            ensure!(ops > 0, "no operation done");
+            s.insert("rate", ops as f64 / span(&all)?);
+        }
+        Kind::LockContended | Kind::KvIncr => {
+            let total: u64 = outs.iter().map(|o| o.num("ops")).sum::<Result<_>>()?;
+            let max = outs
+                .iter()
+                .map(|o| o.num("max"))
+                .collect::<Result<Vec<_>>>()?;
+            let max = max.into_iter().max().unwrap_or(0);
+            ensure!(
+                max == total,
+                "{total} increments done under exclusion, but the counter reached {max} \
+                 (lost or duplicated updates)"
+            );
+            let mut h = Hist::default();
+            for o in outs {
+                h.merge(&o.hist()?);
+            }
+            let per: Vec<u64> = outs.iter().map(|o| o.num("ops")).collect::<Result<_>>()?;
+            let (lo, hi) = (
+                per.iter().copied().min().unwrap_or(0),
+                per.iter().copied().max().unwrap_or(1),
+            );
+            s.insert("rate", total as f64 / span(&all)?);
+            s.insert("p50", h.quantile(0.5).unwrap_or(f64::NAN) / 1e3);
+            s.insert("p99", h.quantile(0.99).unwrap_or(f64::NAN) / 1e3);
+            s.insert("max", h.quantile(1.0).unwrap_or(f64::NAN) / 1e3);
+            s.insert("fair", lo as f64 / hi.max(1) as f64);
+        }
+        Kind::PingPong { .. } | Kind::Handoff | Kind::EventWake => {
+            let mut h = Hist::default();
+            for o in outs {
+                if o.kv.contains_key("hist") {
+                    h.merge(&o.hist()?);
+                }
+            }
+            ensure!(h.count() > 0, "no latency sample");
+            s.insert("p50", h.quantile(0.5).unwrap_or(f64::NAN) / 1e3);
+        }
+    }
+    Ok(s)
+}
+
+/// Spawns the workers, waits until all are ready, starts them together, and collects
+/// their result lines. Any failure or hang (bounded by the cap plus a margin) kills them.
+fn run_group(common: &Common<'_>, specs: &[Spec]) -> Result<Vec<Out>> {
+    let exe = std::env::current_exe().context("locating the fileipc binary")?;
+    let mut children: Vec<Child> = Vec::new();
+    let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
+    let result = (|| -> Result<Vec<Out>> {
+        for (i, sp) in specs.iter().enumerate() {
+            let mut child = Command::new(&exe)
+                .arg("__bench-worker")
+                .args(["--role", sp.role, "--imp", common.imp, "--tag", common.tag])
+                .arg("--dir")
+                .arg(common.dir)
+                .args(["--size", &common.size.to_string()])
+                .args(["--depth", &common.depth.to_string()])
+                .args(["--n", &common.n.to_string()])
+                .args(["--cap-ms", &common.cap_ms.to_string()])
+                .args(["--id", &sp.id.to_string()])
+                .args(["--producers", &sp.producers.to_string()])
+                .args(["--consumers", &sp.consumers.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("spawning {}", exe.display()))?;
+            let stdout = child.stdout.take().context("worker stdout")?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    match line {
+                        Ok(l) => {
+                            if tx.send((i, Some(l))).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let _ = tx.send((i, None));
+            });
+            children.push(child);
+        }
+        let setup_deadline = Instant::now() + Duration::from_secs(60);
+        let mut ready = vec![false; specs.len()];
+        while ready.iter().any(|r| !r) {
+            let (i, line) = recv_until(&rx, setup_deadline, "workers to get ready")?;
+            match line.as_deref() {
+                Some("ready") => ready[i] = true,
+                Some(other) => bail!("worker {i} said {other:?} before ready"),
+                None => bail!("worker {} ({}) exited during setup", i, specs[i].role),
+            }
+        }
+        for c in &mut children {
+            let stdin = c.stdin.as_mut().context("worker stdin")?;
+            stdin.write_all(b"go\n")?;
+            stdin.flush()?;
+        }
+        let run_deadline = Instant::now() + Duration::from_millis(common.cap_ms * 3 + 30_000);
+        let mut outs: Vec<Option<Out>> = specs.iter().map(|_| None).collect();
+        let mut open = specs.len();
+        while open > 0 {
+            let (i, line) = recv_until(&rx, run_deadline, "workers to finish")?;
+            match line {
+                Some(l) if l.starts_with("result") => {
+                    let mut o = Out::default();
+                    for tok in l.split_ascii_whitespace().skip(1) {
+                        if let Some((k, v)) = tok.split_once('=') {
+                            o.kv.insert(k.to_owned(), v.to_owned());
+                        }
+                    }
+                    outs[i] = Some(o);
+                }
+                Some(other) => bail!("worker {i} printed {other:?}"),
+                None => open -= 1,
+            }
+        }
+        for (i, c) in children.iter_mut().enumerate() {
+            let st = c.wait()?;
+            ensure!(
+                st.success(),
+                "worker {} ({}) failed: {st}",
+                i,
+                specs[i].role
+            );
+        }
+        outs.into_iter()
+            .enumerate()
+            .map(|(i, o)| o.with_context(|| format!("worker {i} printed no result")))
+            .collect()
+    })();
+    if result.is_err() {
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    result
+}
+
+fn recv_until<T>(rx: &mpsc::Receiver<T>, deadline: Instant, what: &str) -> Result<T> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(left) {
+        Ok(v) => Ok(v),
+        Err(mpsc::RecvTimeoutError::Timeout) => bail!("timed out waiting for {what}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => bail!("lost the workers"),
+    }
 }

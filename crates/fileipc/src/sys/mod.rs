@@ -359,3 +359,93 @@ pub(crate) fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
 pub(crate) fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
+
+// --- added for queue
+//
+// Bulk copies in and out of a mapping (the byte-wise volatile loops above cost about a
+// nanosecond per byte, too slow for megabyte payloads), flushing part of a mapping, and
+// the liveness of a lock owner identified by its thread ID.
+
+impl SharedMap {
+    /// Copies `buf.len()` bytes out of the mapping at `offset` with one `memcpy`.
+    ///
+    /// The caller must know, from its protocol, that no other thread or process writes
+    /// this range during the copy (for the queue: the bytes lie below a committed tail,
+    /// which no producer writes again). A hostile process that writes anyway can only
+    /// make the copy hold unexpected bytes, which the caller verifies with a checksum.
+    pub(crate) fn copy_out(&self, offset: usize, buf: &mut [u8]) {
+        self.check(offset, buf.len(), 1);
+        // SAFETY: (1) `offset..offset + buf.len()` lies inside the mapping (checked
+        // above), which lives as long as `self`; (2) `buf` is a distinct, exclusively
+        // borrowed heap or stack buffer, so the ranges cannot overlap; (3) no Rust
+        // reference to the mapped bytes exists (all other access is through atomics on
+        // other offsets or through these raw copies), and by the caller's protocol no
+        // writer touches the range while it is copied.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.raw.as_ptr().add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            );
+        }
+    }
+
+    /// Copies `data` into the mapping at `offset` with one `memcpy`. The caller must hold
+    /// the lock that makes it the only writer of this range, and no reader may read the
+    /// range before the caller publishes it (for the queue: the bytes lie beyond the
+    /// committed tail until the producer's release store of the new tail).
+    pub(crate) fn copy_in(&self, offset: usize, data: &[u8]) {
+        self.check(offset, data.len(), 1);
+        // SAFETY: (1) in bounds (checked above) of a read-write mapping alive as long as
+        // `self`; (2) `data` is an ordinary Rust slice, never part of this mapping's range
+        // being written (the queue copies from user buffers), so no overlap; (3) the
+        // caller is the only writer of the range and readers wait for its publication.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.raw.as_mut_ptr().add(offset),
+                data.len(),
+            );
+        }
+    }
+
+    /// Writes the pages holding `offset..offset + len` to storage and waits (`msync`
+    /// with `MS_SYNC`, which on Linux also syncs the block allocation of a sparse file).
+    pub(crate) fn flush_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.check(offset, len, 1);
+        if len == 0 {
+            return Ok(());
+        }
+        self.raw.flush_range(offset, len)
+    }
+}
+
+/// Whether the thread `tid` that took a lock is still running. `ident` is what the owner
+/// recorded about itself with [`owner_ident`] (0 if it was killed before recording it):
+/// when it names `tid`, the start time must match too, so a recycled thread ID is not
+/// mistaken for the owner. A zombie counts as dead.
+pub(crate) fn owner_alive(tid: u32, ident: u64) -> bool {
+    if tid == 0 {
+        return false;
+    }
+    if imp::START_TIME_UNSUPPORTED {
+        return pid_exists(tid);
+    }
+    match process_start_time(tid) {
+        None => false,
+        Some(start) => (ident >> 32) as u32 != tid || ident as u32 == start as u32,
+    }
+}
+
+/// The identity the calling thread records as a lock owner: its thread ID in the high
+/// half and the low 32 bits of its start time in the low half. Computed once per thread.
+/// (A child created by `fork` without `exec` inherits its parent's cached value; locks
+/// stay exclusive, but owner-death detection then watches the parent thread.)
+pub(crate) fn owner_ident() -> u64 {
+    thread_local!(static IDENT: u64 = {
+        let tid = thread_id();
+        let start = if imp::START_TIME_UNSUPPORTED { 0 } else { process_start_time(tid).unwrap_or(0) };
+        (u64::from(tid) << 32) | (start & 0xffff_ffff)
+    });
+    IDENT.with(|v| *v)
+}

@@ -1,0 +1,484 @@
+//! The raw system calls the baselines are made of: POSIX message queues and named
+//! semaphores, futexes on a shared mapping, `flock`, inotify, `statfs`, the monotonic clock.
+//!
+//! The library keeps its system calls in `fileipc::sys`; the benchmark's baselines are
+//! *by definition* raw system calls written outside the library, so they live here, in the
+//! one module of the CLI crate that may use `unsafe`.
+//!
+//! # Safety
+//!
+//! Every unsafe block is a foreign call into libc with arguments that are valid for the
+//! duration of the call (NUL-terminated names kept alive in `CString`s, buffers borrowed
+//! from slices of the stated length), or, in [`Shm`], the view of a `MAP_SHARED` mapping
+//! as atomics: the mapping lives as long as the `Shm` that hands out the references,
+//! offsets are bounds- and alignment-checked, and every process touches those bytes only
+//! through atomic operations.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine, so
+/// timestamps taken in different processes can be subtracted.
+pub(crate) fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul in name"))
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul in path"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// POSIX message queues
+
+/// A POSIX message queue descriptor (`mq_open(3)`), closed on drop.
+#[derive(Debug)]
+pub(crate) struct Mq {
+    mqd: libc::mqd_t,
+    msgsize: usize,
+}
+
+impl Mq {
+    /// Opens (creating if missing) the queue `name` ("/..."), with room for `maxmsg`
+    /// messages of `msgsize` bytes when it is created.
+    pub(crate) fn open(name: &str, maxmsg: usize, msgsize: usize) -> io::Result<Mq> {
+        let cname = cstr(name)?;
+        // SAFETY: mq_attr is a plain C struct; all-zero is a valid value.
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        attr.mq_maxmsg = maxmsg as libc::c_long;
+        attr.mq_msgsize = msgsize as libc::c_long;
+        // SAFETY: `cname` is NUL-terminated and `attr` valid for the call; the variadic
+        // mode and attr arguments are the ones O_CREAT requires.
+        let mqd = unsafe {
+            libc::mq_open(
+                cname.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC,
+                0o600 as libc::mode_t,
+                &mut attr as *mut libc::mq_attr,
+            )
+        };
+        if mqd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above; `attr` is written by the call.
+        check(unsafe { libc::mq_getattr(mqd, &mut attr) })?;
+        Ok(Mq {
+            mqd,
+            msgsize: attr.mq_msgsize as usize,
+        })
+    }
+
+    /// `mq_send`, retried on `EINTR`.
+    pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
+        loop {
+            // SAFETY: `msg` is a valid buffer of `msg.len()` bytes.
+            let r = unsafe { libc::mq_send(self.mqd, msg.as_ptr().cast(), msg.len(), 0) };
+            match check(r) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other.map(drop),
+            }
+        }
+    }
+
+    /// `mq_receive` into `buf` (resized to the queue's message size), retried on `EINTR`.
+    pub(crate) fn recv(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.resize(self.msgsize, 0);
+        loop {
+            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes, which is at
+            // least the queue's message size as mq_receive requires.
+            let r = unsafe {
+                libc::mq_receive(
+                    self.mqd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    std::ptr::null_mut(),
+                )
+            };
+            if r >= 0 {
+                buf.truncate(r as usize);
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// `mq_unlink`; a missing name is not an error.
+    pub(crate) fn unlink(name: &str) {
+        if let Ok(c) = cstr(name) {
+            // SAFETY: `c` is NUL-terminated.
+            unsafe { libc::mq_unlink(c.as_ptr()) };
+        }
+    }
+}
+
+impl Drop for Mq {
+    fn drop(&mut self) {
+        // SAFETY: `mqd` is an open descriptor owned by this value.
+        unsafe { libc::mq_close(self.mqd) };
+    }
+}
+
+/// The system's `msg_max` (the largest `mq_maxmsg` an unprivileged process may ask for).
+pub(crate) fn mq_msg_max() -> usize {
+    std::fs::read_to_string("/proc/sys/fs/mqueue/msg_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10)
+}
+
+/// Raises `RLIMIT_MSGQUEUE` (bytes of message queues per user) to `bytes` if this process
+/// may; returns the limit in force afterwards.
+pub(crate) fn raise_mq_rlimit(bytes: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_MSGQUEUE, &mut lim) };
+    if lim.rlim_cur < bytes {
+        let want = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: lim.rlim_max.max(bytes),
+        };
+        // SAFETY: `want` is a valid rlimit; failure (not privileged) leaves the old one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MSGQUEUE, &want) } == 0 {
+            lim = want;
+        }
+    }
+    lim.rlim_cur
+}
+
+// ---------------------------------------------------------------------------------------
+// POSIX named semaphores
+
+/// A POSIX named semaphore (`sem_open(3)`), closed on drop.
+#[derive(Debug)]
+pub(crate) struct NamedSem(*mut libc::sem_t);
+
+impl NamedSem {
+    /// Opens (creating with `initial` if missing) the semaphore `name` ("/...").
+    pub(crate) fn open(name: &str, initial: u32) -> io::Result<NamedSem> {
+        let cname = cstr(name)?;
+        // SAFETY: `cname` is NUL-terminated; mode and value are the variadic arguments
+        // O_CREAT requires.
+        let s = unsafe {
+            libc::sem_open(
+                cname.as_ptr(),
+                libc::O_CREAT,
+                0o600 as libc::c_uint,
+                initial as libc::c_uint,
+            )
+        };
+        if s == libc::SEM_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(NamedSem(s))
+    }
+
+    /// `sem_wait`, retried on `EINTR`.
+    pub(crate) fn wait(&self) -> io::Result<()> {
+        loop {
+            // SAFETY: `self.0` is a semaphore returned by sem_open and not yet closed.
+            match check(unsafe { libc::sem_wait(self.0) }) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other.map(drop),
+            }
+        }
+    }
+
+    /// `sem_post`.
+    pub(crate) fn post(&self) -> io::Result<()> {
+        // SAFETY: `self.0` is a semaphore returned by sem_open and not yet closed.
+        check(unsafe { libc::sem_post(self.0) }).map(drop)
+    }
+
+    /// `sem_unlink`; a missing name is not an error.
+    pub(crate) fn unlink(name: &str) {
+        if let Ok(c) = cstr(name) {
+            // SAFETY: `c` is NUL-terminated.
+            unsafe { libc::sem_unlink(c.as_ptr()) };
+        }
+    }
+}
+
+impl Drop for NamedSem {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from sem_open and is closed exactly once, here.
+        unsafe { libc::sem_close(self.0) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A shared mapping of a file, seen as atomic words, and futexes on them
+
+/// A file mapped `MAP_SHARED`, read and written only through atomics.
+#[derive(Debug)]
+pub(crate) struct Shm {
+    ptr: *mut u8,
+    len: usize,
+    _file: File,
+}
+
+impl Shm {
+    /// Opens (creating if missing, growing to `len` bytes, zero-filled) and maps `path`.
+    pub(crate) fn open(path: &Path, len: usize) -> io::Result<Shm> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if file.metadata()?.len() < len as u64 {
+            file.set_len(len as u64)?;
+        }
+        // SAFETY: mapping `len` bytes of a file we just sized to at least `len`; the
+        // kernel picks the address; the result is checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Shm {
+            ptr: ptr.cast(),
+            len,
+            _file: file,
+        })
+    }
+
+    /// The 32-bit word at byte `offset` (a multiple of 4 inside the mapping).
+    pub(crate) fn u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= self.len,
+            "bad shm offset"
+        );
+        // SAFETY: in bounds and aligned (checked above; the mapping is page-aligned); the
+        // reference borrows `self`, which keeps the mapping alive; all access is atomic.
+        unsafe { &*self.ptr.add(offset).cast::<AtomicU32>() }
+    }
+
+    /// The 64-bit word at byte `offset` (a multiple of 8 inside the mapping).
+    pub(crate) fn u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "bad shm offset"
+        );
+        // SAFETY: as for `u32`.
+        unsafe { &*self.ptr.add(offset).cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `open`; no reference outlives
+        // `self` because they all borrow it.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// `FUTEX_WAIT` (shared, not `PRIVATE`: the waker is another process) while `word` holds
+/// `expected`, for at most `timeout`. Returns on wake, mismatch, signal or timeout.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid aligned u32 for the call; `tsp` is null or points to a
+    // timespec that outlives the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            tsp,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+/// `FUTEX_WAKE` (shared) of up to `n` waiters of `word`.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+    // SAFETY: `word` is a valid aligned u32 for the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Files: flock, FIFOs, statfs
+
+/// `flock(2)` with `LOCK_EX` (`exclusive`) or `LOCK_SH`, blocking, retried on `EINTR`.
+pub(crate) fn flock_lock(file: &File, exclusive: bool) -> io::Result<()> {
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    loop {
+        // SAFETY: plain syscall on an fd owned by `file`.
+        match check(unsafe { libc::flock(file.as_raw_fd(), op) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// `flock(2)` with `LOCK_UN`.
+pub(crate) fn flock_unlock(file: &File) -> io::Result<()> {
+    // SAFETY: plain syscall on an fd owned by `file`.
+    check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) }).map(drop)
+}
+
+/// `mkfifo(3)` with mode 0600; an existing path is not an error.
+pub(crate) fn mkfifo(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is NUL-terminated.
+    match check(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// The name of the file system holding `path`, from `statfs(2)`'s `f_type`.
+pub(crate) fn fs_type(path: &Path) -> String {
+    let Ok(c) = cpath(path) else {
+        return "unknown".into();
+    };
+    // SAFETY: statfs is a plain C struct; all-zero is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` writable for the call.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return "unknown".into();
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64 as u32;
+    match magic {
+        0xEF53 => "ext4".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        0x6969 => "nfs".into(),
+        0xF2F5_2010 => "f2fs".into(),
+        0x2FC1_2FC1 => "zfs".into(),
+        0x6573_5546 => "fuse".into(),
+        0x0102_1997 => "9p".into(),
+        other => format!("0x{other:x}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// inotify
+
+/// An inotify instance watching one directory.
+#[derive(Debug)]
+pub(crate) struct Inotify {
+    fd: File,
+    buf: Vec<u8>,
+}
+
+impl Inotify {
+    /// Watches `dir` for names created or moved in (`IN_CREATE | IN_MOVED_TO`).
+    pub(crate) fn watch_dir(dir: &Path) -> io::Result<Inotify> {
+        // SAFETY: plain syscall; the returned fd is checked and then owned by a File.
+        let fd = check(unsafe { libc::inotify_init1(libc::IN_CLOEXEC) })?;
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd: File = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        let c = cpath(dir)?;
+        // SAFETY: `c` is NUL-terminated; `fd` is an inotify descriptor.
+        check(unsafe {
+            libc::inotify_add_watch(
+                fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::IN_CREATE | libc::IN_MOVED_TO,
+            )
+        })?;
+        Ok(Inotify {
+            fd,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Blocks until events arrive; returns the names they carry.
+    pub(crate) fn read_names(&mut self) -> io::Result<Vec<Vec<u8>>> {
+        let n = loop {
+            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes.
+            let r = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                )
+            };
+            if r >= 0 {
+                break r as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        let mut names = Vec::new();
+        let head = std::mem::size_of::<libc::inotify_event>();
+        let mut off = 0;
+        while off + head <= n {
+            // The name length is the last u32 of the fixed header (wd, mask, cookie, len).
+            let len_bytes: [u8; 4] = self.buf[off + 12..off + 16].try_into().unwrap_or([0; 4]);
+            let len = u32::from_ne_bytes(len_bytes) as usize;
+            let name = &self.buf[off + head..(off + head + len).min(n)];
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            names.push(name[..end].to_vec());
+            off += head + len;
+        }
+        Ok(names)
+    }
+}

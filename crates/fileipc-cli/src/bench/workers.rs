@@ -1,0 +1,562 @@
+//! The worker processes: `fileipc __bench-worker --role ROLE --imp IMPL ...`.
+//!
+//! A worker opens its implementation, prints `ready`, waits for `go` on stdin (so all the
+//! workers of a run start together), runs its loop, and prints one `result k=v ...` line.
+//! Times are CLOCK_MONOTONIC nanoseconds, comparable across processes. The same loop times
+//! every implementation of a workload; only the object behind the trait differs.
+
+use std::cell::Cell;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use super::baselines::{Env, open_event, open_kv, open_lock, open_queue};
+use super::hist::Hist;
+use super::sys::{self, NamedSem, Shm, now_ns};
+
+/// Arguments of the hidden worker role the benchmark re-executes itself in.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// What this process does (q-send, q-recv, q-ping, q-pong, lock-unc, lock-cont,
+    /// lock-handoff, sem-pingpong, kv-set, kv-get, kv-incr, event).
+    #[arg(long)]
+    role: String,
+    /// The implementation under test (ours, posix_mq, pipe, flock, sqlite, ...).
+    #[arg(long)]
+    imp: String,
+    /// The run's private directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Prefix of the run's POSIX IPC names.
+    #[arg(long)]
+    tag: String,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// POSIX mq capacity.
+    #[arg(long, default_value_t = 10)]
+    depth: usize,
+    /// Operations (messages, cycles, samples) to do at most.
+    #[arg(long, default_value_t = 1000)]
+    n: u64,
+    /// Time cap in milliseconds after `go`.
+    #[arg(long, default_value_t = 1000)]
+    cap_ms: u64,
+    /// This worker's index among its peers of the same role.
+    #[arg(long, default_value_t = 0)]
+    id: u32,
+    /// Number of producer (or contending) processes.
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    /// Number of consumer processes.
+    #[arg(long, default_value_t = 1)]
+    consumers: u32,
+}
+
+/// The result line a worker prints, built up key by key.
+#[derive(Debug, Default)]
+struct Report(String);
+
+impl Report {
+    fn put(&mut self, key: &str, v: impl std::fmt::Display) -> &mut Self {
+        self.0.push_str(&format!(" {key}={v}"));
+        self
+    }
+}
+
+/// Runs one worker role; the exit code is 0 when it printed its result.
+pub(crate) fn worker(a: WorkerArgs) -> Result<std::process::ExitCode> {
+    let env = Env {
+        dir: a.dir.clone(),
+        tag: a.tag.clone(),
+        size: a.size,
+        depth: a.depth,
+        consumers: a.consumers,
+        deadline: Rc::new(Cell::new(u64::MAX)),
+    };
+    let mut rep = Report::default();
+    let role = a.role.as_str();
+    match role {
+        "q-send" => q_send(&a, &env, &mut rep),
+        "q-recv" => q_recv(&a, &env, &mut rep),
+        "q-ping" => q_ping(&a, &env, &mut rep),
+        "q-pong" => q_pong(&a, &env, &mut rep),
+        "lock-unc" => lock_uncontended(&a, &env, &mut rep),
+        "lock-cont" => lock_contended(&a, &env, &mut rep),
+        "lock-handoff" => lock_handoff(&a, &env, &mut rep),
+        "sem-pingpong" => sem_pingpong(&a, &env, &mut rep),
+        "kv-set" | "kv-get" => kv_single(&a, &env, &mut rep),
+        "kv-incr" => kv_incr(&a, &env, &mut rep),
+        "event" => event(&a, &env, &mut rep),
+        other => bail!("unknown worker role {other:?}"),
+    }
+    .with_context(|| format!("worker {role} {} #{}", a.imp, a.id))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "result{}", rep.0)?;
+    out.flush()?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Tells the harness this worker is set up, and waits for the start signal. Returns the
+/// start time and sets the polling deadline `cap_ms` after it.
+fn ready_go(a: &WorkerArgs, env: &Env) -> Result<u64> {
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready")?;
+        out.flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    ensure!(
+        line.trim() == "go",
+        "expected go from the harness, got {line:?}"
+    );
+    let t0 = now_ns();
+    env.deadline.set(t0 + a.cap_ms * 1_000_000);
+    Ok(t0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Queues
+
+/// Producer id marking a stop frame.
+const STOP: u32 = u32::MAX;
+
+fn frame(buf: &mut [u8], producer: u32, seq: u64) {
+    buf[..4].copy_from_slice(&producer.to_le_bytes());
+    buf[4..12].copy_from_slice(&seq.to_le_bytes());
+}
+
+fn parse_frame(buf: &[u8]) -> Result<(u32, u64)> {
+    ensure!(
+        buf.len() >= 12,
+        "message of {} bytes is too short",
+        buf.len()
+    );
+    let p = u32::from_le_bytes(buf[..4].try_into()?);
+    let s = u64::from_le_bytes(buf[4..12].try_into()?);
+    Ok((p, s))
+}
+
+/// Sends `n` messages (or until the cap), then its share of the consumers' stop frames.
+fn q_send(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut q = open_queue(&a.imp, env, "q")?;
+    let mut msg = vec![0x5a_u8; a.size.max(12)];
+    let t0 = ready_go(a, env)?;
+    let deadline = env.deadline.get();
+    let mut sent = 0;
+    while sent < a.n {
+        if sent % 16 == 0 && now_ns() >= deadline {
+            break;
+        }
+        frame(&mut msg, a.id, sent);
+        q.send(&msg)?;
+        sent += 1;
+    }
+    let t1 = now_ns();
+    for c in 0..a.consumers {
+        if c % a.producers == a.id {
+            frame(&mut msg, STOP, 0);
+            q.send(&msg)?;
+        }
+    }
+    rep.put("t0", t0).put("t1", t1).put("sent", sent);
+    Ok(())
+}
+
+/// Receives until a stop frame, checking every frame. (Producers stop at the cap; the
+/// consumers drain what was sent. Only a polling design gives up, when it finds nothing
+/// after the cap.)
+fn q_recv(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut q = open_queue(&a.imp, env, "q")?;
+    let mut buf = Vec::with_capacity(a.size.max(12));
+    let mut last = vec![None::<u64>; a.producers as usize];
+    let t0 = ready_go(a, env)?;
+    let (mut got, mut t1, mut capped) = (0u64, t0, false);
+    loop {
+        buf.clear();
+        buf.resize(a.size.max(12), 0);
+        if !q.recv(&mut buf)? {
+            capped = true;
+            break;
+        }
+        ensure!(
+            buf.len() == a.size.max(12),
+            "received {} bytes, sent {}",
+            buf.len(),
+            a.size.max(12)
+        );
+        let (p, s) = parse_frame(&buf)?;
+        if p == STOP {
+            break;
+        }
+        let slot = last
+            .get_mut(p as usize)
+            .with_context(|| format!("message from unknown producer {p}"))?;
+        ensure!(
+            slot.is_none_or(|l| s > l),
+            "producer {p}: message {s} after {slot:?} (out of order or duplicate)"
+        );
+        *slot = Some(s);
+        got += 1;
+        t1 = now_ns();
+    }
+    rep.put("t0", t0)
+        .put("t1", t1)
+        .put("got", got)
+        .put("capped", u8::from(capped));
+    Ok(())
+}
+
+/// Round trips: send on `ping`, wait for the answer on `pong`.
+fn q_ping(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut ping = open_queue(&a.imp, env, "ping")?;
+    let mut pong = open_queue(&a.imp, env, "pong")?;
+    let mut msg = vec![0x5a_u8; a.size.max(12)];
+    let mut buf = Vec::with_capacity(msg.len());
+    let mut hist = Hist::default();
+    ready_go(a, env)?;
+    let warmup = (a.n / 10).clamp(1, 1000);
+    let mut i = 0;
+    while i < warmup + a.n {
+        frame(&mut msg, 0, i);
+        buf.clear();
+        buf.resize(msg.len(), 0);
+        let t = now_ns();
+        ping.send(&msg)?;
+        ensure!(pong.recv(&mut buf)?, "no answer within the timeout");
+        let rtt = now_ns() - t;
+        if i >= warmup {
+            hist.add(rtt);
+        }
+        i += 1;
+        if i % 16 == 0 && now_ns() >= env.deadline.get() {
+            break;
+        }
+    }
+    frame(&mut msg, STOP, 0);
+    ping.send(&msg)?;
+    rep.put("samples", hist.count()).put("hist", hist.encode());
+    Ok(())
+}
+
+/// Answers each `ping` on `pong` until a stop frame.
+fn q_pong(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut ping = open_queue(&a.imp, env, "ping")?;
+    let mut pong = open_queue(&a.imp, env, "pong")?;
+    let mut buf = Vec::with_capacity(a.size.max(12));
+    ready_go(a, env)?;
+    let mut answered = 0u64;
+    loop {
+        buf.clear();
+        buf.resize(a.size.max(12), 0);
+        ensure!(ping.recv(&mut buf)?, "no ping within the timeout");
+        if parse_frame(&buf)?.0 == STOP {
+            break;
+        }
+        pong.send(&buf)?;
+        answered += 1;
+    }
+    rep.put("answered", answered);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Locks
+
+/// Lock + unlock pairs in one process, nobody else around.
+fn lock_uncontended(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut l = open_lock(&a.imp, env)?;
+    let start = ready_go(a, env)?;
+    // Warm-up: a tenth of the count, at most a fifth of the time cap.
+    let warm_until = start + a.cap_ms * 200_000;
+    for i in 0..(a.n / 10).clamp(1, 10_000) {
+        l.lock()?;
+        l.unlock()?;
+        if i % 16 == 15 && now_ns() >= warm_until {
+            break;
+        }
+    }
+    env.deadline.set(now_ns() + a.cap_ms * 1_000_000);
+    let t0 = now_ns();
+    let mut done = 0;
+    while done < a.n {
+        l.lock()?;
+        l.unlock()?;
+        done += 1;
+        if done % 64 == 0 && now_ns() >= env.deadline.get() {
+            break;
+        }
+    }
+    let t1 = now_ns();
+    rep.put("t0", t0).put("t1", t1).put("ops", done);
+    Ok(())
+}
+
+/// Tight lock / increment a shared counter / unlock cycles against the other workers until
+/// the cap; records the wait for each acquisition and the highest counter value written.
+fn lock_contended(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut l = open_lock(&a.imp, env)?;
+    let shm = Shm::open(&env.dir.join("counter.shm"), 64)?;
+    let counter = shm.u64(0);
+    let mut hist = Hist::default();
+    let t0 = ready_go(a, env)?;
+    let deadline = env.deadline.get();
+    let (mut cycles, mut max) = (0u64, 0u64);
+    loop {
+        let t = now_ns();
+        l.lock()?;
+        hist.add(now_ns() - t);
+        // Deliberately not atomic as a read-modify-write: if the lock fails to exclude,
+        // increments get lost and the final check (max == total cycles) fails.
+        let v = counter.load(Ordering::Relaxed) + 1;
+        counter.store(v, Ordering::Relaxed);
+        max = max.max(v);
+        l.unlock()?;
+        cycles += 1;
+        if cycles >= a.n || now_ns() >= deadline {
+            break;
+        }
+    }
+    let t1 = now_ns();
+    rep.put("t0", t0)
+        .put("t1", t1)
+        .put("ops", cycles)
+        .put("max", max)
+        .put("hist", hist.encode());
+    Ok(())
+}
+
+/// Unlock-to-acquire hand-off between two processes, alternating roles each iteration:
+/// the holder locks, lets the waiter block in `lock`, sleeps 1 ms (so the waiter is asleep
+/// in the kernel), stamps the time and unlocks; the waiter stamps when it gets the lock.
+/// The coordination (a futex word in a shared file) is outside the measured interval.
+fn lock_handoff(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut l = open_lock(&a.imp, env)?;
+    let shm = Shm::open(&env.dir.join("handoff.shm"), 64)?;
+    let (state, stamp) = (shm.u32(0), shm.u64(8));
+    let mut hist = Hist::default();
+    ready_go(a, env)?;
+    let wait_for = |want: u32| -> Result<()> {
+        let give_up = now_ns() + 10_000_000_000;
+        loop {
+            // Peers only move the state forward, and may move it past `want`.
+            let v = state.load(Ordering::Acquire);
+            if v >= want {
+                return Ok(());
+            }
+            ensure!(
+                now_ns() < give_up,
+                "hand-off peer stuck at state {v}, want {want}"
+            );
+            sys::futex_wait(state, v, Some(Duration::from_millis(100)));
+        }
+    };
+    let advance = |to: u32| {
+        state.store(to, Ordering::Release);
+        sys::futex_wake(state, 1);
+    };
+    let warmup = 2;
+    let total = a.n + warmup;
+    let mut k = 0u64;
+    while k < total {
+        let base = (k as u32).wrapping_mul(3);
+        if (k % 2) as u32 == a.id {
+            wait_for(base)?;
+            l.lock()?;
+            advance(base + 1);
+            wait_for(base + 2)?;
+            std::thread::sleep(Duration::from_millis(1));
+            stamp.store(now_ns(), Ordering::Release);
+            l.unlock()?;
+        } else {
+            wait_for(base + 1)?;
+            advance(base + 2);
+            l.lock()?;
+            let t = now_ns();
+            let lat = t.saturating_sub(stamp.load(Ordering::Acquire));
+            if k >= warmup {
+                hist.add(lat);
+            }
+            l.unlock()?;
+            // Both peers stop after the same iteration: decide here and publish it.
+            let stop = k + 1 >= total || now_ns() >= env.deadline.get();
+            shm.u32(4).store(u32::from(stop), Ordering::Release);
+            advance(base + 3);
+            if stop {
+                break;
+            }
+        }
+        if (k % 2) as u32 == a.id {
+            wait_for(base + 3)?;
+            if shm.u32(4).load(Ordering::Acquire) == 1 {
+                break;
+            }
+        }
+        k += 1;
+    }
+    rep.put("samples", hist.count()).put("hist", hist.encode());
+    Ok(())
+}
+
+/// The reference for hand-off: two POSIX named semaphores bounced between two processes;
+/// the sample is half a round trip.
+fn sem_pingpong(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let sa = NamedSem::open(&format!("/{}-a", env.tag), 0)?;
+    let sb = NamedSem::open(&format!("/{}-b", env.tag), 0)?;
+    let mut hist = Hist::default();
+    ready_go(a, env)?;
+    let warmup = (a.n / 10).clamp(1, 1000);
+    // Fixed count on both sides (no cap) so the two stay in step.
+    for i in 0..warmup + a.n {
+        if a.id == 0 {
+            let t = now_ns();
+            sa.post()?;
+            sb.wait()?;
+            if i >= warmup {
+                hist.add((now_ns() - t) / 2);
+            }
+        } else {
+            sa.wait()?;
+            sb.post()?;
+        }
+    }
+    rep.put("samples", hist.count()).put("hist", hist.encode());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Key-value
+
+/// The keys of the kv workloads.
+fn key(i: u64) -> String {
+    format!("key{:04}", i % 1000)
+}
+
+/// A JSON value that serialises to exactly 64 bytes.
+fn value(i: u64) -> serde_json::Value {
+    let mut v = serde_json::json!({"id": i % 1_000_000, "payload": ""});
+    let len = serde_json::to_string(&v).map(|s| s.len()).unwrap_or(0);
+    v["payload"] = "x".repeat(64usize.saturating_sub(len)).into();
+    v
+}
+
+/// Single-process `set` or `get` over 1,000 keys (the store filled beforehand).
+fn kv_single(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut kv = open_kv(&a.imp, env)?;
+    let entries: Vec<_> = (0..1000).map(|i| (key(i), value(i))).collect();
+    kv.fill(&entries)?;
+    ready_go(a, env)?;
+    let t0 = now_ns();
+    let mut done = 0;
+    while done < a.n {
+        let k = key(done);
+        if a.role == "kv-set" {
+            kv.set(&k, &value(done))?;
+        } else {
+            let v = kv.get(&k)?.with_context(|| format!("{k} missing"))?;
+            ensure!(v.get("payload").is_some(), "{k}: unexpected value {v}");
+        }
+        done += 1;
+        if done % 16 == 0 && now_ns() >= env.deadline.get() {
+            break;
+        }
+    }
+    let t1 = now_ns();
+    rep.put("t0", t0).put("t1", t1).put("ops", done);
+    Ok(())
+}
+
+/// Contended `increment` of one key by several processes, with per-operation latency.
+fn kv_incr(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut kv = open_kv(&a.imp, env)?;
+    let mut hist = Hist::default();
+    let t0 = ready_go(a, env)?;
+    let deadline = env.deadline.get();
+    let (mut ops, mut max) = (0u64, 0i64);
+    while ops < a.n {
+        let t = now_ns();
+        let v = kv.increment("counter", 1)?;
+        hist.add(now_ns() - t);
+        max = max.max(v);
+        ops += 1;
+        if now_ns() >= deadline {
+            break;
+        }
+    }
+    let t1 = now_ns();
+    rep.put("t0", t0)
+        .put("t1", t1)
+        .put("ops", ops)
+        .put("max", max)
+        .put("hist", hist.encode());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+/// Set-to-wake latency: worker 0 waits, worker 1 sets 1 ms after the waiter is armed,
+/// stamping the time just before `set`.
+fn event(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
+    let mut ev = open_event(&a.imp, env)?;
+    let shm = Shm::open(&env.dir.join("event.shm"), 64)?;
+    let (state, stamp, stop) = (shm.u32(0), shm.u64(8), shm.u32(4));
+    let mut hist = Hist::default();
+    ready_go(a, env)?;
+    let wait_for = |want: u32| -> Result<()> {
+        let give_up = now_ns() + 10_000_000_000;
+        loop {
+            // Peers only move the state forward, and may move it past `want`.
+            let v = state.load(Ordering::Acquire);
+            if v >= want {
+                return Ok(());
+            }
+            ensure!(
+                now_ns() < give_up,
+                "event peer stuck at state {v}, want {want}"
+            );
+            sys::futex_wait(state, v, Some(Duration::from_millis(100)));
+        }
+    };
+    let advance = |to: u32| {
+        state.store(to, Ordering::Release);
+        sys::futex_wake(state, 1);
+    };
+    let warmup = 2;
+    let mut k = 0u32;
+    loop {
+        let base = k.wrapping_mul(2);
+        if a.id == 0 {
+            ev.clear()?;
+            advance(base + 1);
+            ensure!(ev.wait()?, "event wait timed out");
+            let t = now_ns();
+            if u64::from(k) >= warmup {
+                hist.add(t.saturating_sub(stamp.load(Ordering::Acquire)));
+            }
+            let done = u64::from(k) + 1 >= a.n + warmup || t >= env.deadline.get();
+            stop.store(u32::from(done), Ordering::Release);
+            advance(base + 2);
+            if done {
+                break;
+            }
+        } else {
+            wait_for(base + 1)?;
+            std::thread::sleep(Duration::from_millis(1));
+            stamp.store(now_ns(), Ordering::Release);
+            ev.set()?;
+            wait_for(base + 2)?;
+            if stop.load(Ordering::Acquire) == 1 {
+                break;
+            }
+        }
+        k += 1;
+    }
+    rep.put("samples", hist.count()).put("hist", hist.encode());
+    Ok(())
+}

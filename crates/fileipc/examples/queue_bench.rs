@@ -1,0 +1,353 @@
+//! MessageQueue throughput and latency beside a POSIX message queue, in one run.
+//!
+//! ```text
+//! cargo run --release --example queue_bench [-- MESSAGES]
+//! ```
+//!
+//! Every figure is between real processes (this program runs itself again in a role):
+//! 1 producer / 1 consumer throughput with 64-byte messages, ping-pong round trip through
+//! two queues, and 4 producers / 4 consumers aggregate throughput. The POSIX queues use
+//! the default attributes an unprivileged user gets (at most 10 messages of 64 bytes
+//! here: `/proc/sys/fs/mqueue/msg_max`).
+
+// The POSIX mq baseline calls libc directly; fileipc itself has no unsafe code here.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fileipc::MessageQueue;
+
+const MSG: usize = 64;
+
+// --- POSIX mq (baseline) ------------------------------------------------------------
+
+struct Mq {
+    fd: libc::mqd_t,
+}
+
+impl Mq {
+    fn open(name: &str, create: bool) -> Mq {
+        let c = CString::new(name).unwrap();
+        let mut attr: libc::mq_attr = {
+            // SAFETY: mq_attr is a plain C struct of integers; all-zero is a valid value.
+            unsafe { std::mem::zeroed() }
+        };
+        attr.mq_maxmsg = 10;
+        attr.mq_msgsize = MSG as _;
+        let flags = libc::O_RDWR | if create { libc::O_CREAT } else { 0 };
+        // SAFETY: `c` is a valid NUL-terminated string; `attr` lives across the call; the
+        // variadic mode and attribute arguments are what mq_open expects with O_CREAT.
+        let fd = unsafe { libc::mq_open(c.as_ptr(), flags, 0o600 as libc::c_uint, &mut attr) };
+        assert!(
+            fd >= 0,
+            "mq_open {name}: {}",
+            std::io::Error::last_os_error()
+        );
+        Mq { fd }
+    }
+
+    fn unlink(name: &str) {
+        let c = CString::new(name).unwrap();
+        // SAFETY: valid NUL-terminated string.
+        unsafe { libc::mq_unlink(c.as_ptr()) };
+    }
+
+    fn send(&self, buf: &[u8]) {
+        // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is an open queue.
+        let r = unsafe { libc::mq_send(self.fd, buf.as_ptr().cast(), buf.len(), 0) };
+        assert_eq!(r, 0, "mq_send: {}", std::io::Error::last_os_error());
+    }
+
+    fn recv(&self, buf: &mut [u8; MSG]) -> usize {
+        // SAFETY: `buf` is valid for writes of MSG bytes, the queue's message size.
+        let r = unsafe {
+            libc::mq_receive(self.fd, buf.as_mut_ptr().cast(), MSG, std::ptr::null_mut())
+        };
+        assert!(r >= 0, "mq_receive: {}", std::io::Error::last_os_error());
+        r as usize
+    }
+}
+
+impl Drop for Mq {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is an open queue descriptor, closed once.
+        unsafe { libc::mq_close(self.fd) };
+    }
+}
+
+// --- roles --------------------------------------------------------------------------
+
+fn wait_go() {
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+fn role(args: &[String]) {
+    let n: u64 = args[3].parse().unwrap();
+    let target = &args[2];
+    let msg = [7u8; MSG];
+    match args[1].as_str() {
+        "mq-prod" => {
+            let q = Mq::open(target, false);
+            wait_go();
+            for _ in 0..n {
+                q.send(&msg);
+            }
+        }
+        "mq-cons" => {
+            let q = Mq::open(target, false);
+            wait_go();
+            let mut b = [0u8; MSG];
+            for _ in 0..n {
+                q.recv(&mut b);
+            }
+        }
+        "mq-echo" => {
+            let a = Mq::open(&format!("{target}a"), false);
+            let b = Mq::open(&format!("{target}b"), false);
+            wait_go();
+            let mut buf = [0u8; MSG];
+            for _ in 0..n {
+                let k = a.recv(&mut buf);
+                b.send(&buf[..k]);
+            }
+        }
+        "q-prod" => {
+            let q = MessageQueue::open(target).unwrap();
+            wait_go();
+            for _ in 0..n {
+                q.send(msg).unwrap();
+            }
+        }
+        "q-prod-batch" => {
+            let q = MessageQueue::open(target).unwrap();
+            wait_go();
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(64);
+                q.send_all((0..k).map(|_| msg)).unwrap();
+                left -= k;
+            }
+        }
+        "q-cons" => {
+            let q = MessageQueue::open(target).unwrap();
+            wait_go();
+            for _ in 0..n {
+                q.recv_forever().unwrap();
+            }
+        }
+        "q-cons-batch" => {
+            let q = MessageQueue::open(target).unwrap();
+            wait_go();
+            let mut got = 0;
+            while got < n {
+                got += q
+                    .recv_many((n - got).min(64) as usize, Duration::from_secs(60))
+                    .unwrap()
+                    .len() as u64;
+            }
+        }
+        "q-cons-any" => {
+            // Receives until an empty STOP message.
+            let q = MessageQueue::open(target).unwrap();
+            wait_go();
+            while !q.recv_forever().unwrap().is_empty() {}
+        }
+        "q-echo" => {
+            let a = MessageQueue::open(format!("{target}/a")).unwrap();
+            let b = MessageQueue::open(format!("{target}/b")).unwrap();
+            wait_go();
+            for _ in 0..n {
+                let m = a.recv_forever().unwrap();
+                b.send(&m).unwrap();
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+struct Kid {
+    child: Child,
+}
+
+fn spawn(role: &str, target: &str, n: u64) -> Kid {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([role, target, &n.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Kid { child }
+}
+
+impl Kid {
+    fn go(&mut self) {
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+    }
+    fn join(mut self) {
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// Runs the given children (started and ready), says go to all, and times until all exit.
+fn timed(mut kids: Vec<Kid>, after_go: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    for k in &mut kids {
+        k.go();
+    }
+    after_go();
+    for k in kids {
+        k.join();
+    }
+    t.elapsed()
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64() / 1e6
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 {
+        return role(&args);
+    }
+    let n: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let rounds = (n / 10).max(1000);
+    let tmp = tempfile::Builder::new()
+        .prefix("queue-bench-")
+        .tempdir()
+        .unwrap();
+    let dir = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
+    let mqname = format!("/fileipc-bench-{}", std::process::id());
+    println!(
+        "fileipc MessageQueue vs POSIX mq, 64-byte messages, {n} messages, {rounds} ping-pong rounds"
+    );
+
+    // QUEUE_BENCH_ONLY=11|pp|44 runs one section.
+    let only = std::env::var("QUEUE_BENCH_ONLY").unwrap_or_default();
+    let run = |s: &str| only.is_empty() || only == s;
+    let mut q11 = f64::NAN;
+    if run("11") {
+        // 1P/1C throughput.
+        Mq::unlink(&mqname);
+        let keep = Mq::open(&mqname, true);
+        let mq11 = rate(
+            n,
+            timed(
+                vec![spawn("mq-cons", &mqname, n), spawn("mq-prod", &mqname, n)],
+                || {},
+            ),
+        );
+        drop(keep);
+        Mq::unlink(&mqname);
+        let d = dir("q11");
+        MessageQueue::open(&d).unwrap();
+        q11 = rate(
+            n,
+            timed(vec![spawn("q-cons", &d, n), spawn("q-prod", &d, n)], || {}),
+        );
+        let d = dir("q11b");
+        MessageQueue::open(&d).unwrap();
+        let q11b = rate(
+            n,
+            timed(
+                vec![spawn("q-cons-batch", &d, n), spawn("q-prod-batch", &d, n)],
+                || {},
+            ),
+        );
+        println!(
+            "1P/1C throughput   POSIX mq {mq11:6.3} M msg/s | queue send/recv {q11:6.3} M msg/s ({:.2}x) | queue send_all/recv_many(64) {q11b:6.3} M msg/s ({:.2}x)",
+            q11 / mq11,
+            q11b / mq11
+        );
+    }
+
+    if run("pp") {
+        // Ping-pong round trip.
+        let (a, b) = (format!("{mqname}a"), format!("{mqname}b"));
+        Mq::unlink(&a);
+        Mq::unlink(&b);
+        let (qa, qb) = (Mq::open(&a, true), Mq::open(&b, true));
+        let echo = spawn("mq-echo", &mqname, rounds);
+        let mut buf = [0u8; MSG];
+        let mq_rtt = timed(vec![echo], || {
+            for _ in 0..rounds {
+                qa.send(&[1u8; MSG]);
+                qb.recv(&mut buf);
+            }
+        }) / rounds as u32;
+        drop((qa, qb));
+        Mq::unlink(&a);
+        Mq::unlink(&b);
+        let d = dir("pp");
+        std::fs::create_dir(&d).unwrap();
+        let (qa, qb) = (
+            MessageQueue::open(format!("{d}/a")).unwrap(),
+            MessageQueue::open(format!("{d}/b")).unwrap(),
+        );
+        let echo = spawn("q-echo", &d, rounds);
+        let q_rtt = timed(vec![echo], || {
+            for _ in 0..rounds {
+                qa.send([1u8; MSG]).unwrap();
+                qb.recv_forever().unwrap();
+            }
+        }) / rounds as u32;
+        println!(
+            "ping-pong RTT      POSIX mq {:6.2} us       | queue {:6.2} us ({:.2}x)",
+            mq_rtt.as_secs_f64() * 1e6,
+            q_rtt.as_secs_f64() * 1e6,
+            q_rtt.as_secs_f64() / mq_rtt.as_secs_f64()
+        );
+    }
+
+    if run("44") {
+        // 4P/4C aggregate.
+        let per = n / 4;
+        Mq::unlink(&mqname);
+        let keep = Mq::open(&mqname, true);
+        let mut kids: Vec<Kid> = (0..4).map(|_| spawn("mq-cons", &mqname, per)).collect();
+        kids.extend((0..4).map(|_| spawn("mq-prod", &mqname, per)));
+        let mq44 = rate(4 * per, timed(kids, || {}));
+        drop(keep);
+        Mq::unlink(&mqname);
+        let d = dir("q44");
+        let q = MessageQueue::open(&d).unwrap();
+        let mut cons: Vec<Kid> = (0..4).map(|_| spawn("q-cons-any", &d, 0)).collect();
+        let mut prods: Vec<Kid> = (0..4).map(|_| spawn("q-prod", &d, per)).collect();
+        let t = Instant::now();
+        for k in cons.iter_mut().chain(prods.iter_mut()) {
+            k.go();
+        }
+        for k in prods {
+            k.join();
+        }
+        q.send_all([[0u8; 0]; 4]).unwrap();
+        for k in cons {
+            k.join();
+        }
+        let q44 = rate(4 * per, t.elapsed());
+        println!(
+            "4P/4C aggregate    POSIX mq {mq44:6.3} M msg/s | queue {q44:6.3} M msg/s ({:.2}x of queue 1P/1C, {:.2}x of POSIX mq 4P/4C)",
+            q44 / q11,
+            q44 / mq44
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! The queue's control file: a fixed 4 KiB region mapped by every handle.
+//!
+//! Fields are grouped by who writes them, each group on its own 128-byte block so that
+//! producers and consumers do not bounce one cache line between CPUs. Offsets below are
+//! from the start of the file (the common 64-byte state header comes first).
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::robust::RobustLock;
+use crate::state::{Kind, Layout};
+use crate::sys::SharedMap;
+
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const LEN: usize = 4096;
+pub(crate) const LAYOUT: Layout = Layout {
+    kind: Kind::Queue,
+    version: VERSION,
+    len: LEN,
+};
+
+// Configuration, written once at creation.
+pub(crate) const SEGMENT_SIZE: usize = 64;
+/// 1 once `destroy` began: every handle refuses to work.
+pub(crate) const DESTROYED: usize = 72;
+
+// Producer block (under the producer lock).
+pub(crate) const P_LOCK: usize = 128;
+pub(crate) const P_OWNER: usize = 136;
+pub(crate) const TAIL: usize = 144;
+pub(crate) const SENT: usize = 152;
+pub(crate) const P_JOURNAL_TAIL: usize = 160;
+pub(crate) const P_JOURNAL_SENT: usize = 168;
+
+// Consumer block (under the consumer lock).
+pub(crate) const C_LOCK: usize = 256;
+pub(crate) const C_OWNER: usize = 264;
+pub(crate) const HEAD: usize = 272;
+pub(crate) const RECEIVED: usize = 280;
+pub(crate) const C_JOURNAL_HEAD: usize = 288;
+pub(crate) const C_JOURNAL_RECEIVED: usize = 296;
+/// Every segment with an index below this was removed.
+pub(crate) const REMOVED_BELOW: usize = 304;
+
+// Wake-up block.
+pub(crate) const DOORBELL: usize = 384;
+/// Receivers asleep beyond the 64 slots of the waiter mask (rarely non-zero).
+pub(crate) const WAITERS: usize = 388;
+/// Bit `i` set: waiter slot `i` is taken by a sleeping (or about to sleep) receiver.
+pub(crate) const WAIT_MASK: usize = 392;
+/// 64 slots of 8 bytes: the owner ident of the receiver in each taken slot.
+pub(crate) const WAIT_SLOTS: usize = 1024;
+
+// Group commit block (durable mode).
+pub(crate) const S_LOCK: usize = 512;
+pub(crate) const S_OWNER: usize = 520;
+pub(crate) const SYNCED: usize = 528;
+
+/// Typed access to the mapped control region.
+#[derive(Debug)]
+pub(crate) struct Control {
+    pub(crate) map: SharedMap,
+}
+
+impl Control {
+    pub(crate) fn u64(&self, off: usize) -> &AtomicU64 {
+        self.map.u64(off)
+    }
+    pub(crate) fn u32(&self, off: usize) -> &AtomicU32 {
+        self.map.u32(off)
+    }
+    pub(crate) fn producer_lock(&self) -> RobustLock<'_> {
+        RobustLock::new(self.u32(P_LOCK), self.u64(P_OWNER))
+    }
+    pub(crate) fn consumer_lock(&self) -> RobustLock<'_> {
+        RobustLock::new(self.u32(C_LOCK), self.u64(C_OWNER))
+    }
+    pub(crate) fn sync_lock(&self) -> RobustLock<'_> {
+        RobustLock::new(self.u32(S_LOCK), self.u64(S_OWNER))
+    }
+}
+
+/// Fills a new control region (the bytes after the common header).
+pub(crate) fn init(region: &mut [u8], segment_size: u64) {
+    let off = SEGMENT_SIZE - crate::state::HEADER_LEN;
+    region[off..off + 8].copy_from_slice(&segment_size.to_le_bytes());
+}

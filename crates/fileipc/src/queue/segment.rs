@@ -1,0 +1,178 @@
+//! Segment files: the log's bytes `[k*S, (k+1)*S)` live in `seg-<k as 16 hex digits>.log`,
+//! created sparse at their full size `S` and mapped shared.
+//!
+//! Each side of a handle (producer, consumer, syncer) keeps its own small cache of mapped
+//! segments, so the common path touches no file system call at all.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoResultExt, Result};
+use crate::sys::{self, Open, SharedMap};
+
+/// The file name of segment `k`.
+pub(crate) fn name(k: u64) -> String {
+    format!("seg-{k:016x}.log")
+}
+
+/// The segment index of a file name, if it is a segment's.
+pub(crate) fn parse_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+pub(crate) fn path(dir: &Path, k: u64) -> PathBuf {
+    dir.join(name(k))
+}
+
+/// What to do when a segment file is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// Create it (producers: the segment lies at or beyond the tail).
+    Create { mode: u32, durable: bool },
+    /// It is an error (consumers: the bytes were committed, so the file must exist).
+    Fail,
+    /// Skip it (the syncer: consumers may have removed it meanwhile).
+    Skip,
+}
+
+#[derive(Debug)]
+pub(crate) struct SegmentCache {
+    dir: PathBuf,
+    size: u64,
+    missing: Missing,
+    maps: Vec<(u64, SharedMap)>,
+}
+
+impl SegmentCache {
+    pub(crate) fn new(dir: &Path, size: u64, missing: Missing) -> SegmentCache {
+        SegmentCache {
+            dir: dir.to_owned(),
+            size,
+            missing,
+            maps: Vec::new(),
+        }
+    }
+
+    /// The mapping of segment `k`, opening (and maybe creating) it on first use.
+    /// `Ok(None)` only in [`Missing::Skip`] mode for a file that is gone.
+    fn get(&mut self, k: u64) -> Result<Option<&SharedMap>> {
+        if let Some(i) = self.maps.iter().position(|(j, _)| *j == k) {
+            return Ok(Some(&self.maps[i].1));
+        }
+        let path = path(&self.dir, k);
+        let how = match self.missing {
+            Missing::Create { mode, .. } => Open::CreateWithMode(mode),
+            _ => Open::Existing,
+        };
+        let file = match sys::open_state_file(&path, how) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.missing == Missing::Skip => {
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let len = file.metadata().at("stat", &path)?.len();
+        if len < self.size {
+            match self.missing {
+                Missing::Create { durable, .. } => {
+                    file.set_len(self.size).at("truncate", &path)?;
+                    if durable {
+                        // The new name must survive a power loss along with its data.
+                        file.sync_all().at("fsync", &path)?;
+                        std::fs::File::open(&self.dir)
+                            .and_then(|d| d.sync_all())
+                            .at("fsync", &self.dir)?;
+                    }
+                }
+                _ => {
+                    return Err(Error::Corrupt {
+                        path,
+                        offset: len,
+                        detail: format!("segment file is {len} bytes, expected {}", self.size),
+                    });
+                }
+            }
+        }
+        let map = SharedMap::new(&file, self.size as usize).at("mmap", &path)?;
+        // Keep the cache small: a handle works on one or two segments at a time (more
+        // only while a message larger than a segment is copied).
+        if self.maps.len() >= 8 {
+            self.maps.remove(0);
+        }
+        self.maps.push((k, map));
+        Ok(self.maps.last().map(|(_, m)| m))
+    }
+
+    /// Forgets the mappings of segments below `k`.
+    pub(crate) fn retain_from(&mut self, k: u64) {
+        if self.maps.iter().any(|(j, _)| *j < k) {
+            self.maps.retain(|(j, _)| *j >= k);
+        }
+    }
+
+    /// Copies `data` into the log at position `pos`, across segment boundaries.
+    pub(crate) fn write(&mut self, mut pos: u64, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let (k, off) = (pos / self.size, (pos % self.size) as usize);
+            let n = data.len().min(self.size as usize - off);
+            if let Some(map) = self.get(k)? {
+                map.copy_in(off, &data[..n]);
+            }
+            data = &data[n..];
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies log bytes at `pos` into `buf`, across segment boundaries.
+    pub(crate) fn read(&mut self, mut pos: u64, mut buf: &mut [u8]) -> Result<()> {
+        while !buf.is_empty() {
+            let (k, off) = (pos / self.size, (pos % self.size) as usize);
+            let n = buf.len().min(self.size as usize - off);
+            let (now, rest) = buf.split_at_mut(n);
+            match self.get(k)? {
+                Some(map) => map.copy_out(off, now),
+                None => now.fill(0),
+            }
+            buf = rest;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the log range `[from, to)` to storage (segments already removed are skipped).
+    pub(crate) fn flush(&mut self, mut from: u64, to: u64) -> Result<()> {
+        while from < to {
+            let (k, off) = (from / self.size, (from % self.size) as usize);
+            let n = (to - from).min(self.size - off as u64) as usize;
+            let dir = self.dir.clone();
+            if let Some(map) = self.get(k)? {
+                map.flush_range(off, n).at("msync", &path(&dir, k))?;
+            }
+            from += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The path and in-segment offset of log position `pos`, for error messages.
+    pub(crate) fn locate(&self, pos: u64) -> (PathBuf, u64) {
+        (path(&self.dir, pos / self.size), pos % self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(name(0), "seg-0000000000000000.log");
+        assert_eq!(name(0xab), "seg-00000000000000ab.log");
+        assert_eq!(parse_name(&name(12345)), Some(12345));
+        assert_eq!(parse_name("seg-12.log"), None);
+        assert_eq!(parse_name("control"), None);
+    }
+}

@@ -1,0 +1,274 @@
+//! A robust inter-process lock on a word of a shared mapping, for short critical sections.
+//!
+//! The lock word holds the owner's kernel thread ID (bits 0..30) and a `CONTENDED` bit
+//! (bit 31) set by anyone who goes to sleep on it; a second word (the *ident*, u64) holds
+//! what the owner recorded about itself (thread ID and start time, see
+//! [`sys::owner_ident`]) so a recycled thread ID is not taken for the owner.
+//!
+//! - lock: `CAS 0 -> tid` (the fast path, no system call); on failure, spin briefly
+//!   (the holder is expected to leave within a microsecond), yield a few times (on a
+//!   2-CPU machine the holder may be preempted), then set `CONTENDED` and sleep on the
+//!   word with `futex_wait` in slices of [`SLICE`].
+//! - unlock: `swap(0)`; only if `CONTENDED` was set, `futex_wake` one sleeper.
+//! - owner death: when a slice passes and the word still holds the same owner, the waiter
+//!   asks the OS whether that thread is alive ([`sys::owner_alive`]); if not, it takes the
+//!   lock over with a CAS from that exact value and is told so ([`Acquired::TakenOver`]),
+//!   so that it repairs whatever the dead owner left half done before relying on it.
+//!
+//! Callers keep critical sections short and make them repairable: every critical section
+//! publishes its effect with one final store (see the queue's crash-consistency argument
+//! in `docs/FORMAT.md`).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// Set in the lock word when a thread sleeps (or is about to sleep) on it.
+const CONTENDED: u32 = 1 << 31;
+const TID_MASK: u32 = !CONTENDED;
+
+/// How long a waiter sleeps before checking whether the holder died. A holder's critical
+/// section is a few hundred nanoseconds; a slice this long passing with the same holder
+/// means it was preempted for long or killed.
+pub(crate) const SLICE: Duration = Duration::from_millis(2);
+
+/// How the lock was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// Released by its previous owner (or never held): the protected state is consistent.
+    Normal,
+    /// Taken from an owner that died holding it: the caller must repair the state.
+    TakenOver,
+}
+
+/// A lock word and its owner ident, both in a shared mapping.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RobustLock<'a> {
+    word: &'a AtomicU32,
+    ident: &'a AtomicU64,
+}
+
+fn me() -> (u32, u64) {
+    let ident = sys::owner_ident();
+    ((ident >> 32) as u32 & TID_MASK, ident)
+}
+
+impl<'a> RobustLock<'a> {
+    pub(crate) fn new(word: &'a AtomicU32, ident: &'a AtomicU64) -> RobustLock<'a> {
+        RobustLock { word, ident }
+    }
+
+    /// Takes the lock if it is free right now, or if its owner is dead.
+    #[allow(dead_code, reason = "for primitives that poll a lock")]
+    pub(crate) fn try_lock(&self) -> Option<Acquired> {
+        let (tid, ident) = me();
+        if self
+            .word
+            .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.ident.store(ident, Ordering::Relaxed);
+            return Some(Acquired::Normal);
+        }
+        let v = self.word.load(Ordering::Relaxed);
+        if v != 0 && self.holder_dead(v) {
+            return self.take_over(v, tid, ident);
+        }
+        None
+    }
+
+    /// Takes the lock, waiting until `deadline` (`None`: without limit). `None` only on
+    /// timeout.
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Option<Acquired> {
+        let (tid, ident) = me();
+        if self
+            .word
+            .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.ident.store(ident, Ordering::Relaxed);
+            return Some(Acquired::Normal);
+        }
+        self.lock_slow(tid, ident, deadline)
+    }
+
+    #[cold]
+    fn lock_slow(&self, tid: u32, ident: u64, deadline: Option<Instant>) -> Option<Acquired> {
+        // Phase 1: spin, then yield, while the word is held without sleepers.
+        for i in 0..100u32 {
+            let v = self.word.load(Ordering::Relaxed);
+            if v == 0 {
+                if self
+                    .word
+                    .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.ident.store(ident, Ordering::Relaxed);
+                    return Some(Acquired::Normal);
+                }
+                continue;
+            }
+            if v & CONTENDED != 0 {
+                break;
+            }
+            if i < 80 {
+                for _ in 0..(1 << (i / 16).min(4)) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        // Phase 2: sleep on the word in slices, checking the holder's life between them.
+        let mut last_seen = 0u32;
+        let mut seen_since: Option<Instant> = None;
+        loop {
+            let v = self.word.load(Ordering::Relaxed);
+            if v == 0 {
+                // Others may still sleep: take it as contended so our unlock wakes one.
+                if self
+                    .word
+                    .compare_exchange(0, tid | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.ident.store(ident, Ordering::Relaxed);
+                    return Some(Acquired::Normal);
+                }
+                continue;
+            }
+            if v & CONTENDED == 0
+                && self
+                    .word
+                    .compare_exchange(v, v | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let v = v | CONTENDED;
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return None;
+            }
+            if v & TID_MASK != last_seen & TID_MASK {
+                last_seen = v;
+                seen_since = Some(now);
+            } else if seen_since.is_some_and(|s| now.duration_since(s) >= SLICE) {
+                // The same owner for a whole slice: is it still alive?
+                if self.holder_dead(v) {
+                    if let Some(a) = self.take_over(v, tid | CONTENDED, ident) {
+                        return Some(a);
+                    }
+                    continue;
+                }
+                seen_since = Some(now);
+            }
+            let slice_end = now + SLICE;
+            let until = match deadline {
+                Some(d) if d < slice_end => d,
+                _ => slice_end,
+            };
+            // Errors of futex_wait (none expected besides those it retries) only end the
+            // sleep early; the loop re-checks.
+            let _ = sys::futex_wait(self.word, v, Some(until));
+        }
+    }
+
+    fn holder_dead(&self, v: u32) -> bool {
+        let ident = self.ident.load(Ordering::Relaxed);
+        // Re-read the word: the ident must belong to the owner we judge.
+        let tid = v & TID_MASK;
+        !sys::owner_alive(tid, ident) && self.word.load(Ordering::Relaxed) & TID_MASK == tid
+    }
+
+    fn take_over(&self, v: u32, new: u32, ident: u64) -> Option<Acquired> {
+        match self
+            .word
+            .compare_exchange(v, new, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                self.ident.store(ident, Ordering::Relaxed);
+                Some(Acquired::TakenOver)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Whether some thread holds the lock now (a snapshot).
+    pub(crate) fn is_held(&self) -> bool {
+        self.word.load(Ordering::Relaxed) != 0
+    }
+
+    /// If the lock is held by a thread that no longer runs, takes it over (for the
+    /// caller to repair and unlock) instead of waiting a slice for it.
+    pub(crate) fn take_if_abandoned(&self) -> Option<Acquired> {
+        let v = self.word.load(Ordering::Relaxed);
+        if v != 0 && self.holder_dead(v) {
+            let (tid, ident) = me();
+            return self.take_over(v, tid | (v & CONTENDED), ident);
+        }
+        None
+    }
+
+    /// Releases the lock; the caller must hold it.
+    pub(crate) fn unlock(&self) {
+        if self.word.swap(0, Ordering::Release) & CONTENDED != 0 {
+            // A failed wake leaves the sleeper to its slice timeout: nothing to report.
+            let _ = sys::futex_wake(self.word, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_unlock_and_take_over_a_dead_owner() {
+        let w = AtomicU32::new(0);
+        let id = AtomicU64::new(0);
+        let l = RobustLock::new(&w, &id);
+        assert_eq!(l.try_lock(), Some(Acquired::Normal));
+        assert!(l.is_held());
+        // Held by a live thread (ourselves): try_lock fails, take_if_abandoned too.
+        assert_eq!(l.try_lock(), None);
+        assert_eq!(l.take_if_abandoned(), None);
+        l.unlock();
+        assert!(!l.is_held());
+
+        // A thread ID that cannot exist (above pid_max) stands for a dead owner.
+        w.store(0x3fff_fff0, Ordering::Relaxed);
+        id.store(0, Ordering::Relaxed);
+        let t = Instant::now();
+        assert_eq!(l.lock(None), Some(Acquired::TakenOver));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        l.unlock();
+        assert_eq!(w.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn lock_times_out_behind_a_live_owner() {
+        let w = AtomicU32::new(0);
+        let id = AtomicU64::new(0);
+        let l = RobustLock::new(&w, &id);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (tx2, rx2) = std::sync::mpsc::channel::<()>();
+            let (w, id) = (&w, &id);
+            s.spawn(move || {
+                let l = RobustLock::new(w, id);
+                assert_eq!(l.lock(None), Some(Acquired::Normal));
+                tx.send(()).unwrap();
+                rx2.recv().unwrap();
+                l.unlock();
+            });
+            rx.recv().unwrap();
+            let d = Instant::now() + Duration::from_millis(20);
+            assert_eq!(l.lock(Some(d)), None);
+            assert!(Instant::now() >= d);
+            tx2.send(()).unwrap();
+            assert_eq!(l.lock(None), Some(Acquired::Normal));
+            l.unlock();
+        });
+    }
+}

@@ -1,0 +1,899 @@
+//! MessageQueue across real processes: FIFO, exactly-once, SIGKILL safety, persistence,
+//! timeouts and wake-ups, count/clear/destroy, disk space, bad input (issue 3).
+//!
+//! Message counts default to the issue's figures; `FILEIPC_QUEUE_SCALE` (a percentage,
+//! default 100) scales them, e.g. `FILEIPC_QUEUE_SCALE=1000` for a longer soak.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, Proc, say};
+use fileipc::{Error, MessageQueue, QueueOptions};
+
+fn scaled(n: u64) -> u64 {
+    let pct: u64 = std::env::var("FILEIPC_QUEUE_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    (n * pct / 100).max(1)
+}
+
+fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+#[test]
+fn child_process_entry() {
+    common::child_main(|role, args| match role {
+        "send_numbered" => send_numbered(&args),
+        "send_payloads" => send_payloads(&args),
+        "consume_to_file" => consume_to_file(&args),
+        "storm_producer" => storm_producer(&args),
+        "storm_consumer" => storm_consumer(&args),
+        "recv_all" => recv_all(&args),
+        "wake_probe" => wake_probe(&args),
+        "blocked_recv" => blocked_recv(&args),
+        "send_one" => send_one(&args),
+        "hold_locks_and_hang" => hold_locks_and_hang(&args),
+        other => panic!("unknown role {other}"),
+    });
+}
+
+// --- child roles --------------------------------------------------------------------
+
+/// args: dir, producer id, count. Sends "id:seq" for seq in 0..count.
+fn send_numbered(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let id: u64 = args[1].parse().unwrap();
+    let n: u64 = args[2].parse().unwrap();
+    say("ready");
+    for i in 0..n {
+        q.send(((id << 32) | i).to_le_bytes()).unwrap();
+    }
+    say("sent");
+}
+
+fn payloads() -> Vec<Vec<u8>> {
+    let mut big = vec![0u8; 1 << 20];
+    for (i, b) in big.iter_mut().enumerate() {
+        *b = (i * 7 + i / 4096) as u8;
+    }
+    vec![
+        vec![],
+        b"x".to_vec(),
+        big,
+        b"nul\0inside\0\xff\xfe invalid utf-8 \xc3\x28".to_vec(),
+        vec![0u8; 7],
+        (0..=255u8).collect(),
+    ]
+}
+
+/// args: dir, count. Sends the special payloads, then "0".."count-1".
+fn send_payloads(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let n: u64 = args[1].parse().unwrap();
+    for p in payloads() {
+        q.send(&p).unwrap();
+    }
+    for i in 0..n {
+        q.send(i.to_string()).unwrap();
+    }
+    say("sent");
+}
+
+/// args: dir, out file. Receives u64 ids until an 8-byte all-ones STOP, appending
+/// each id to the out file.
+fn consume_to_file(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&args[1]).unwrap());
+    say("ready");
+    loop {
+        let m = q.recv_forever().unwrap();
+        let id = u64::from_le_bytes(m[..].try_into().unwrap());
+        if id == u64::MAX {
+            break;
+        }
+        out.write_all(&id.to_le_bytes()).unwrap();
+    }
+    out.flush().unwrap();
+    say("done");
+}
+
+/// args: dir, ack file, incarnation, first seq, last seq (exclusive). After each send
+/// returns, records the seq in the ack file (8 bytes at offset 0).
+fn storm_producer(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let ack = OpenOptions::new().write(true).open(&args[1]).unwrap();
+    let inc: u64 = args[2].parse().unwrap();
+    let first: u64 = args[3].parse().unwrap();
+    let last: u64 = args[4].parse().unwrap();
+    for seq in first..last {
+        q.send(((inc << 32) | seq).to_le_bytes()).unwrap();
+        ack.write_at(&(seq + 1).to_le_bytes(), 0).unwrap();
+    }
+    say("finished");
+}
+
+/// args: dir, log file. Appends every received id (8 bytes) to the log, one write each.
+fn storm_consumer(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let mut log = OpenOptions::new().append(true).open(&args[1]).unwrap();
+    loop {
+        let m = q.recv_forever().unwrap();
+        if &m[..] == b"STOP" {
+            break;
+        }
+        log.write_all(&m).unwrap();
+    }
+    say("stopped");
+}
+
+/// args: dir. Receives until empty, says each message's length and crc, then "end".
+fn recv_all(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    while let Some(m) = q.try_recv().unwrap() {
+        say(String::from_utf8_lossy(&m));
+    }
+    say("end");
+}
+
+/// args: dir, rounds. Blocks in recv; each message carries the sender's clock; says the
+/// wake latency in ns.
+fn wake_probe(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let rounds: u32 = args[1].parse().unwrap();
+    for _ in 0..rounds {
+        let m = q.recv_timeout(PATIENCE).unwrap().expect("a message");
+        let sent = u64::from_le_bytes(m[..].try_into().unwrap());
+        say(now_ns().saturating_sub(sent));
+    }
+}
+
+/// args: dir. Blocks in recv without limit; says what it got back.
+fn blocked_recv(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    say("ready");
+    match q.recv_forever() {
+        Ok(m) => say(format!("message {m:?}")),
+        Err(Error::Destroyed { .. }) => say("destroyed"),
+        Err(e) => say(format!("error {e}")),
+    }
+    match q.send("after") {
+        Err(Error::Destroyed { .. }) => say("send destroyed"),
+        other => say(format!("send {other:?}")),
+    }
+}
+
+/// args: dir, text.
+fn send_one(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    q.send(&args[1]).unwrap();
+    say("sent");
+}
+
+/// args: dir. Sends one message, then plays a process killed inside both critical
+/// sections: writes its thread ID into the producer and consumer lock words of the
+/// control file (offsets 128 and 256, see docs/FORMAT.md) and a journal claiming a commit
+/// whose counter store never happened, then waits to be killed.
+fn hold_locks_and_hang(args: &[String]) {
+    let dir = Path::new(&args[0]);
+    let q = MessageQueue::open(dir).unwrap();
+    q.send("before").unwrap();
+    let tail = q.stats().unwrap().tail;
+    drop(q);
+    let ctl = OpenOptions::new()
+        .write(true)
+        .open(dir.join("control"))
+        .unwrap();
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    // Producer journal: "committed tail == current tail, sent should be 1" while the
+    // stored `sent` says 0 (a kill between the tail store and the counter store).
+    ctl.write_at(&tail.to_le_bytes(), 160).unwrap();
+    ctl.write_at(&1u64.to_le_bytes(), 168).unwrap();
+    ctl.write_at(&0u64.to_le_bytes(), 152).unwrap();
+    ctl.write_at(&tid.to_le_bytes(), 128).unwrap();
+    ctl.write_at(&tid.to_le_bytes(), 256).unwrap();
+    say("holding");
+    std::thread::sleep(PATIENCE);
+}
+
+// --- tests --------------------------------------------------------------------------
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Issue 3, point 1: one producer's order, and exact payloads, across processes.
+#[test]
+fn fifo_and_payloads_round_trip_between_processes() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let n = scaled(5_000);
+    let mut p = Proc::spawn("send_payloads", &[arg(&dir), &n.to_string()]);
+    let q = MessageQueue::open(&dir).unwrap();
+    for want in payloads() {
+        let got = q.recv_timeout(PATIENCE).unwrap().expect("payload");
+        assert_eq!(got.len(), want.len());
+        assert!(*got == *want, "payload of {} bytes differs", want.len());
+    }
+    for i in 0..n {
+        let got = q.recv_timeout(PATIENCE).unwrap().expect("numbered message");
+        assert_eq!(got.to_str().unwrap(), i.to_string());
+    }
+    p.expect("sent");
+    p.wait_success();
+    assert_eq!(q.count().unwrap(), 0);
+    assert!(q.try_recv().unwrap().is_none());
+}
+
+/// Issue 3, point 2: 4 producer processes x 50,000 and 4 consumer processes.
+#[test]
+fn four_producers_four_consumers_exactly_once() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let per = scaled(50_000);
+    let q = MessageQueue::open(&dir).unwrap();
+    let outs: Vec<_> = (0..4).map(|c| t.path().join(format!("c{c}"))).collect();
+    let mut consumers: Vec<_> = outs
+        .iter()
+        .map(|o| Proc::spawn("consume_to_file", &[arg(&dir), arg(o)]))
+        .collect();
+    for c in &mut consumers {
+        c.expect("ready");
+    }
+    let mut producers: Vec<_> = (0..4)
+        .map(|p| {
+            Proc::spawn(
+                "send_numbered",
+                &[arg(&dir), &p.to_string(), &per.to_string()],
+            )
+        })
+        .collect();
+    for p in &mut producers {
+        p.expect("ready");
+    }
+    for p in &mut producers {
+        p.expect("sent");
+        p.wait_success();
+    }
+    for _ in 0..4 {
+        q.send(u64::MAX.to_le_bytes()).unwrap();
+    }
+    for c in &mut consumers {
+        c.expect("done");
+        c.wait_success();
+    }
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for o in &outs {
+        let bytes = std::fs::read(o).unwrap();
+        // Within one consumer, each producer's messages come in send order.
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        for c in bytes.chunks_exact(8) {
+            let id = u64::from_le_bytes(c.try_into().unwrap());
+            let (p, i) = (id >> 32, id & 0xffff_ffff);
+            if let Some(&prev) = last.get(&p) {
+                assert!(i > prev, "producer {p}: {i} after {prev}");
+            }
+            last.insert(p, i);
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len() as u64, 4 * per, "messages lost");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a message was received twice"
+    );
+    assert_eq!(q.count().unwrap(), 0);
+    assert!(q.is_empty().unwrap());
+}
+
+/// Issue 3, point 3: SIGKILL a random producer or consumer every few milliseconds while
+/// 200,000 messages flow; restart the killed role.
+#[test]
+fn sigkill_storm_loses_nothing_acknowledged_and_duplicates_nothing() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let total = scaled(200_000);
+    let quota = total / 2;
+    let q = MessageQueue::open(&dir).unwrap();
+
+    struct Slot {
+        proc: Option<Proc>,
+        file: std::path::PathBuf,
+        next: u64, // producers: first seq of the running incarnation
+        kills: u32,
+        done: bool,
+    }
+    let mut slots: Vec<Slot> = (0..4)
+        .map(|i| {
+            let file = t.path().join(format!("slot{i}"));
+            std::fs::write(&file, if i < 2 { &[0u8; 8][..] } else { &[][..] }).unwrap();
+            Slot {
+                proc: None,
+                file,
+                next: 0,
+                kills: 0,
+                done: false,
+            }
+        })
+        .collect();
+    let mut inc = 0u64;
+    // The producer of incarnation `inc` in slot `s` sends seq values offset by the
+    // slot's quota range, so each slot keeps its own ack file.
+    let mut incs: Vec<(u64, usize, u64, u64)> = Vec::new(); // (inc, slot, first, acked end)
+    let start = |slots: &mut Vec<Slot>, s: usize, inc: &mut u64, incs: &mut Vec<_>| {
+        if s < 2 {
+            let acked = read_ack(&slots[s].file);
+            slots[s].next = acked;
+            *inc += 1;
+            incs.push((*inc, s, acked, acked));
+            slots[s].proc = Some(Proc::spawn(
+                "storm_producer",
+                &[
+                    arg(&dir),
+                    arg(&slots[s].file),
+                    &inc.to_string(),
+                    &acked.to_string(),
+                    &quota.to_string(),
+                ],
+            ));
+        } else {
+            slots[s].proc = Some(Proc::spawn(
+                "storm_consumer",
+                &[arg(&dir), arg(&slots[s].file)],
+            ));
+        }
+    };
+    for s in 0..4 {
+        start(&mut slots, s, &mut inc, &mut incs);
+    }
+    // A cheap deterministic random sequence (no extra dependency).
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next_rand = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let began = Instant::now();
+    let mut kills = 0;
+    loop {
+        // Producers that finished their quota leave the game.
+        for slot in slots.iter_mut().take(2).filter(|s| !s.done) {
+            let p = slot.proc.as_mut().unwrap();
+            if let Some(l) = p.try_line() {
+                assert_eq!(l, "finished");
+                p.wait_success();
+                slot.done = true;
+            }
+        }
+        if slots[0].done && slots[1].done {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "storm did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(2 + next_rand() % 6));
+        let s = (next_rand() % 4) as usize;
+        if slots[s].done {
+            continue;
+        }
+        let mut p = slots[s].proc.take().unwrap();
+        p.kill_and_reap();
+        kills += 1;
+        slots[s].kills += 1;
+        if s < 2 {
+            // Record how far the killed incarnation got (acks are monotone in the file).
+            let acked = read_ack(&slots[s].file);
+            if let Some(e) = incs.iter_mut().rev().find(|e| e.1 == s) {
+                e.3 = acked;
+            }
+        }
+        start(&mut slots, s, &mut inc, &mut incs);
+    }
+    // The last incarnation of each producer slot finished: it acked up to the quota.
+    for (s, slot) in slots.iter().enumerate().take(2) {
+        let last = incs.iter_mut().rev().find(|e| e.1 == s).unwrap();
+        last.3 = read_ack(&slot.file);
+        assert_eq!(last.3, quota);
+    }
+    // Let the consumers drain the queue, then stop them.
+    common::eventually(PATIENCE, "the queue to drain", || q.is_empty().unwrap());
+    q.send_all(["STOP", "STOP"]).unwrap();
+    for slot in &mut slots[2..] {
+        let p = slot.proc.as_mut().unwrap();
+        p.expect("stopped");
+        p.wait_success();
+    }
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    for slot in &slots[2..] {
+        for c in std::fs::read(&slot.file).unwrap().chunks_exact(8) {
+            *seen
+                .entry(u64::from_le_bytes(c.try_into().unwrap()))
+                .or_default() += 1;
+        }
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "received more than once: {dups:?}");
+    // Every acknowledged message was received, except at most one per consumer kill.
+    let mut missing = 0u64;
+    let mut acked_total = 0u64;
+    for &(inc, _, first, end) in &incs {
+        for seq in first..end {
+            acked_total += 1;
+            if !seen.contains_key(&((inc << 32) | seq)) {
+                missing += 1;
+            }
+        }
+    }
+    let consumer_kills = u64::from(slots[2].kills + slots[3].kills);
+    eprintln!(
+        "storm: {kills} kills ({consumer_kills} consumers), {acked_total} acknowledged, \
+         {} received, {missing} missing, {:?}",
+        seen.len(),
+        began.elapsed()
+    );
+    assert!(acked_total >= total, "{acked_total} < {total}");
+    assert!(
+        missing <= consumer_kills,
+        "{missing} acknowledged messages lost"
+    );
+    assert!(kills >= 3, "only {kills} kills happened");
+    // The queue still opens and works, in a fresh process, and nothing is left.
+    assert_eq!(q.count().unwrap(), 0);
+    let mut p = Proc::spawn("send_one", &[arg(&dir), "after the storm"]);
+    p.expect("sent");
+    p.wait_success();
+    assert_eq!(
+        q.recv_timeout(PATIENCE).unwrap().unwrap(),
+        "after the storm"
+    );
+    assert_eq!(q.count().unwrap(), 0);
+}
+
+fn read_ack(p: &Path) -> u64 {
+    let b = std::fs::read(p).unwrap();
+    u64::from_le_bytes(b[..8].try_into().unwrap())
+}
+
+/// Issue 3, point 3: locks held by a killed process are taken over and repaired: a send
+/// and a receive in the survivor complete within a bounded time, and count() is exact.
+#[test]
+fn locks_of_a_killed_holder_are_taken_over_and_repaired() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    // Opened before the kill, so the takeover happens in the lock's wait loop (open
+    // itself would take over abandoned locks at once).
+    let q = MessageQueue::open(&dir).unwrap();
+    let mut p = Proc::spawn("hold_locks_and_hang", &[arg(&dir)]);
+    p.expect("holding");
+    p.kill_and_reap();
+    let s = Instant::now();
+    q.send("after").unwrap();
+    assert_eq!(q.recv_timeout(PATIENCE).unwrap().unwrap(), "before");
+    assert_eq!(
+        q.count().unwrap(),
+        1,
+        "sent was not repaired from the journal"
+    );
+    assert_eq!(q.recv_timeout(PATIENCE).unwrap().unwrap(), "after");
+    eprintln!("takeovers done in {:?}", s.elapsed());
+    // Two takeovers, each after at most a few 2 ms slices; generous for a loaded machine.
+    assert!(
+        s.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        s.elapsed()
+    );
+    assert_eq!(q.count().unwrap(), 0);
+    let st = q.stats().unwrap();
+    assert_eq!((st.sent, st.received), (2, 2));
+}
+
+/// Issue 3, point 4: messages survive every process exiting.
+#[test]
+fn messages_persist_after_all_processes_exit() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let n = 100;
+    let mut p = Proc::spawn("send_payloads", &[arg(&dir), &n.to_string()]);
+    p.expect("sent");
+    p.wait_success();
+    let mut r = Proc::spawn("recv_all", &[arg(&dir)]);
+    for _ in payloads() {
+        r.expect_line(PATIENCE);
+    }
+    for i in 0..n {
+        r.expect(&i.to_string());
+    }
+    r.expect("end");
+    r.wait_success();
+    assert!(MessageQueue::open(&dir).unwrap().is_empty().unwrap());
+}
+
+/// Issue 3, point 5: `recv_timeout` on an empty queue returns `None` at the timeout.
+/// Each try must not return early; the median of five must be within 20 ms of the
+/// timeout (a single try on a loaded 2-CPU machine can be descheduled for longer).
+#[test]
+fn recv_timeout_returns_none_at_the_timeout() {
+    let t = common::tempdir();
+    let q = MessageQueue::open(t.path().join("q")).unwrap();
+    let timeout = Duration::from_millis(100);
+    let mut over = Vec::new();
+    for _ in 0..5 {
+        let s = Instant::now();
+        assert!(q.recv_timeout(timeout).unwrap().is_none());
+        let e = s.elapsed();
+        assert!(e >= timeout, "returned after {e:?}, before the timeout");
+        over.push(e - timeout);
+    }
+    over.sort();
+    assert!(
+        over[2] <= Duration::from_millis(20),
+        "median overshoot {:?}",
+        over[2]
+    );
+    let s = Instant::now();
+    assert!(q.try_recv().unwrap().is_none());
+    assert!(q.recv_timeout(Duration::ZERO).unwrap().is_none());
+    assert!(s.elapsed() < Duration::from_millis(100));
+}
+
+/// Issue 3, point 5: a receiver blocked in another process wakes after a send. The
+/// child measures send-to-wake latency with the shared monotonic clock; we assert it
+/// is bounded (each under 100 ms, median under 5 ms even in a debug build on a loaded
+/// machine) and print the figures; the sub-millisecond goal is checked in release by
+/// the benchmark.
+#[test]
+fn blocked_receiver_in_another_process_wakes_on_send() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let q = MessageQueue::open(&dir).unwrap();
+    let rounds = 7;
+    let mut p = Proc::spawn("wake_probe", &[arg(&dir), &rounds.to_string()]);
+    let mut lat = Vec::new();
+    for _ in 0..rounds {
+        // Wait until the child is asleep in recv (not merely spinning).
+        common::eventually(PATIENCE, "the receiver to sleep", || {
+            q.stats().unwrap().waiting_consumers == 1
+        });
+        q.send(now_ns().to_le_bytes()).unwrap();
+        let ns: u64 = p.expect_line(PATIENCE).parse().unwrap();
+        lat.push(Duration::from_nanos(ns));
+    }
+    p.wait_success();
+    lat.sort();
+    eprintln!("wake latencies: {lat:?}");
+    assert!(
+        lat[rounds / 2] < Duration::from_millis(5),
+        "median {:?}",
+        lat[rounds / 2]
+    );
+    assert!(
+        lat[rounds - 1] < Duration::from_millis(100),
+        "max {:?}",
+        lat[rounds - 1]
+    );
+}
+
+/// Issue 3, point 6: count and is_empty are exact when quiescent.
+#[test]
+fn count_and_is_empty_are_exact_when_quiescent() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let q = MessageQueue::open(&dir).unwrap();
+    assert_eq!(q.count().unwrap(), 0);
+    assert!(q.is_empty().unwrap());
+    let mut p = Proc::spawn("send_numbered", &[arg(&dir), "1", "1000"]);
+    p.expect("ready");
+    p.expect("sent");
+    p.wait_success();
+    assert_eq!(q.count().unwrap(), 1000);
+    assert!(!q.is_empty().unwrap());
+    for i in 0..250 {
+        assert!(q.try_recv().unwrap().is_some(), "message {i}");
+    }
+    assert_eq!(q.count().unwrap(), 750);
+    assert_eq!(q.recv_many(1000, Duration::ZERO).unwrap().len(), 750);
+    assert_eq!(q.count().unwrap(), 0);
+    assert!(q.is_empty().unwrap());
+    let s = q.stats().unwrap();
+    assert_eq!(
+        (s.sent, s.received, s.head, s.tail),
+        (1000, 1000, s.tail, s.tail)
+    );
+}
+
+/// Issue 3, point 6: clear() while another process sends: what is received afterwards is
+/// exactly the messages sent after the cut, each once (no half-cleared state).
+#[test]
+fn clear_is_atomic_with_respect_to_concurrent_senders() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let q = MessageQueue::open(&dir).unwrap();
+    let n = scaled(20_000);
+    let mut p = Proc::spawn("send_numbered", &[arg(&dir), "0", &n.to_string()]);
+    p.expect("ready");
+    // Clear while the producer is (most likely) in the middle of its stream.
+    common::eventually(PATIENCE, "some messages", || q.count().unwrap() >= n / 4);
+    q.clear().unwrap();
+    p.expect("sent");
+    p.wait_success();
+    let mut got = Vec::new();
+    while let Some(m) = q.try_recv().unwrap() {
+        got.push(u64::from_le_bytes(m[..].try_into().unwrap()));
+    }
+    assert!(!got.is_empty() || q.count().unwrap() == 0);
+    if let Some(&first) = got.first() {
+        let want: Vec<u64> = (first..n).collect();
+        assert_eq!(got, want, "received after clear: not a contiguous suffix");
+        assert!(first >= n / 4, "clear kept messages sent before it");
+    }
+    assert_eq!(q.count().unwrap(), 0);
+    q.clear().unwrap();
+    q.send("x").unwrap();
+    q.clear().unwrap();
+    assert!(q.is_empty().unwrap());
+}
+
+/// Issue 3, point 6: destroy() removes the directory; a receiver blocked in another
+/// process and any later use get `Error::Destroyed`.
+#[test]
+fn destroy_removes_the_directory_and_other_handles_get_destroyed() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let q = MessageQueue::open(&dir).unwrap();
+    q.send("gone soon").unwrap();
+    q.clear().unwrap();
+    let other = MessageQueue::open(&dir).unwrap();
+    let mut p = Proc::spawn("blocked_recv", &[arg(&dir)]);
+    p.expect("ready");
+    common::eventually(PATIENCE, "the receiver to sleep", || {
+        q.stats().unwrap().waiting_consumers == 1
+    });
+    q.destroy().unwrap();
+    assert!(!dir.exists());
+    p.expect("destroyed");
+    p.expect("send destroyed");
+    p.wait_success();
+    assert!(matches!(other.send("x"), Err(Error::Destroyed { .. })));
+    assert!(matches!(other.try_recv(), Err(Error::Destroyed { .. })));
+    assert!(matches!(other.count(), Err(Error::Destroyed { .. })));
+    assert!(matches!(q.destroy(), Err(Error::Destroyed { .. })));
+    assert!(!dir.exists(), "a destroyed handle recreated the directory");
+    // The path can hold a new queue afterwards.
+    let fresh = MessageQueue::open(&dir).unwrap();
+    assert!(fresh.is_empty().unwrap());
+}
+
+/// Issue 3, point 7: after 2 GiB pass through with under 1 MiB pending, the directory
+/// holds under 2 segments' worth of disk. The whole 2 GiB runs by default (64 KiB
+/// messages, about 10 s in a debug build); `FILEIPC_QUEUE_SCALE` scales it.
+#[test]
+fn disk_use_follows_the_backlog() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let q = MessageQueue::open(&dir).unwrap();
+    let seg = q.stats().unwrap().segment_size;
+    let msg = vec![0x5au8; 64 << 10];
+    let total = scaled(2 << 30);
+    let mut through = 0u64;
+    let mut max_disk = 0;
+    let mut i = 0u64;
+    // Keep 8 messages (512 KiB) pending.
+    while through < total {
+        q.send(&msg).unwrap();
+        if i >= 8 {
+            assert_eq!(q.try_recv().unwrap().unwrap().len(), msg.len());
+            through += msg.len() as u64;
+        }
+        i += 1;
+        if i % 1024 == 0 {
+            max_disk = max_disk.max(q.stats().unwrap().bytes_on_disk);
+        }
+    }
+    let s = q.stats().unwrap();
+    max_disk = max_disk.max(s.bytes_on_disk);
+    eprintln!(
+        "{through} bytes through; at most {max_disk} bytes on disk; {} segments",
+        s.segments
+    );
+    assert!(s.count == 8);
+    assert!(max_disk < 2 * seg, "{max_disk} bytes on disk");
+    assert!(s.segments <= 2);
+}
+
+/// Issue 3, point 8: oversize messages are refused and nothing is written.
+#[test]
+fn oversize_messages_are_refused_before_writing() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let q = MessageQueue::open(&dir).unwrap();
+    let big = vec![1u8; fileipc::DEFAULT_MAX_MESSAGE_SIZE + 1];
+    let e = q.send(&big).unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    assert!(e.to_string().contains("over the maximum"), "{e}");
+    assert_eq!(q.stats().unwrap().tail, 0);
+    // The maximum itself is fine.
+    q.send(&big[1..]).unwrap();
+    assert_eq!(q.recv().unwrap().unwrap().len(), big.len() - 1);
+
+    let small = QueueOptions::new().max_message_size(10).open(&dir).unwrap();
+    let tail = small.stats().unwrap().tail;
+    assert!(matches!(small.send([0u8; 11]), Err(Error::Invalid { .. })));
+    assert!(matches!(
+        small.send_all(["ok", "this one is too long"]),
+        Err(Error::Invalid { .. })
+    ));
+    assert_eq!(small.stats().unwrap().tail, tail);
+    assert!(small.is_empty().unwrap());
+    small.send([0u8; 10]).unwrap();
+}
+
+/// Issue 3, point 8: flipped bytes are reported with path and offset, never returned as
+/// data, and the valid records after them are still delivered.
+#[test]
+fn corrupt_records_are_reported_and_skipped() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let q = MessageQueue::open(&dir).unwrap();
+    let seg = dir.join("seg-0000000000000000.log");
+    // Records of 32-byte header + 8-byte payload = 40 bytes each.
+    for m in ["message0", "message1", "message2", "message3", "message4"] {
+        q.send(m).unwrap();
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
+    // Flip a payload byte of message1 (record at 40, payload at 72).
+    f.write_at(b"X", 72 + 3).unwrap();
+    // Flip the length field of message3's header (record at 120, length at 128).
+    f.write_at(&[0xff], 128).unwrap();
+    assert_eq!(q.recv().unwrap().unwrap(), "message0");
+    match q.recv() {
+        Err(Error::Corrupt {
+            path,
+            offset,
+            detail,
+        }) => {
+            assert_eq!(path, seg);
+            assert_eq!(offset, 40);
+            assert!(detail.contains("checksum"), "{detail}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(q.recv().unwrap().unwrap(), "message2");
+    match q.recv() {
+        Err(e @ Error::Corrupt { .. }) => {
+            assert_eq!(e.path(), seg);
+            assert!(e.to_string().contains("offset 120"), "{e}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(q.recv().unwrap().unwrap(), "message4");
+    assert!(q.try_recv().unwrap().is_none());
+    assert_eq!(q.count().unwrap(), 0);
+    // A batch stops before a damaged record and reports it on the next call.
+    q.send_all(["a1", "a2", "a3"]).unwrap();
+    let tail = q.stats().unwrap().tail;
+    f.write_at(b"Z", tail - 80 + 32).unwrap(); // payload of a2
+    let got = q.recv_many(10, Duration::from_secs(1)).unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(matches!(
+        q.recv_many(10, Duration::ZERO),
+        Err(Error::Corrupt { .. })
+    ));
+    let rest = q.recv_many(10, Duration::ZERO).unwrap();
+    assert_eq!(got[0], "a1");
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0], "a3");
+}
+
+/// Issue 3, point 8: a directory that is not a queue, or a queue of an unknown version,
+/// is refused with a clear error (and left untouched).
+#[test]
+fn non_queue_directories_and_unknown_versions_are_refused() {
+    let t = common::tempdir();
+    let other = t.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let e = MessageQueue::open(&other).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e}");
+    assert!(
+        e.to_string().contains("not a fileipc queue directory"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+
+    let file = t.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    assert!(MessageQueue::open(&file).is_err());
+
+    let dir = t.path().join("q");
+    MessageQueue::open(&dir).unwrap().send("kept").unwrap();
+    let ctl = OpenOptions::new()
+        .write(true)
+        .open(dir.join("control"))
+        .unwrap();
+    ctl.write_at(&99u32.to_le_bytes(), 12).unwrap();
+    let e = MessageQueue::open(&dir).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e}");
+    assert!(e.to_string().contains("format version 99"), "{e}");
+    ctl.write_at(&1u32.to_le_bytes(), 12).unwrap();
+    assert_eq!(
+        MessageQueue::open(&dir).unwrap().recv().unwrap().unwrap(),
+        "kept"
+    );
+
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(MessageQueue::open(&empty).unwrap().is_empty().unwrap());
+}
+
+#[test]
+fn handles_are_send_and_sync_and_threads_share_one() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<MessageQueue>();
+    let t = common::tempdir();
+    let q = MessageQueue::open(t.path().join("q")).unwrap();
+    let n = 2_000u64;
+    let got = std::thread::scope(|s| {
+        for k in 0..2u64 {
+            let q = &q;
+            s.spawn(move || {
+                for i in 0..n {
+                    q.send(((k << 32) | i).to_le_bytes()).unwrap();
+                }
+            });
+        }
+        let r: Vec<_> = (0..2)
+            .map(|_| {
+                let q = &q;
+                s.spawn(move || {
+                    let mut v = Vec::new();
+                    while let Some(m) = q.recv_timeout(Duration::from_secs(2)).unwrap() {
+                        v.push(u64::from_le_bytes(m[..].try_into().unwrap()));
+                    }
+                    v
+                })
+            })
+            .collect();
+        r.into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len() as u64, 2 * n);
+    assert_eq!(got.len() as u64, 2 * n);
+}
+
+#[test]
+fn durable_mode_round_trips_and_shares_syncs() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let q = QueueOptions::new().durable(true).open(&dir).unwrap();
+    std::thread::scope(|s| {
+        for k in 0..4 {
+            let q = &q;
+            s.spawn(move || {
+                for i in 0..50 {
+                    q.send(format!("{k}:{i}")).unwrap();
+                }
+            });
+        }
+    });
+    q.send_all(["x", "y"]).unwrap();
+    assert_eq!(q.count().unwrap(), 202);
+    assert_eq!(q.recv_many(1000, Duration::ZERO).unwrap().len(), 202);
+}
