@@ -84,64 +84,6 @@ impl DirWatch {
             dir: dir.to_owned(),
         })
     }
-
-    /// Sleeps until an entry named `name` may have appeared in the directory, the
-    /// directory itself went away, or `deadline` passes. Returns `Ok(true)` if an
-    /// event for `name` (or for the directory) arrived, `Ok(false)` on timeout or any
-    /// other wake-up; the caller re-checks the file system either way.
-    pub(crate) fn wait(&self, name: &OsStr, deadline: Option<Instant>) -> io::Result<bool> {
-        loop {
-            if self.drain(name)? {
-                return Ok(true);
-            }
-            let ts = match remaining(deadline) {
-                Some(d) if d.is_zero() => return Ok(false),
-                Some(d) => Some(timespec(d)),
-                None => None,
-            };
-            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Ok(false),
-                Ok(_) | Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Reads all pending events; true if one concerned `name` or the directory itself.
-    fn drain(&self, name: &OsStr) -> io::Result<bool> {
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(self.fd.as_fd(), &mut buf);
-        let mut hit = false;
-        loop {
-            match reader.next() {
-                Ok(ev) => {
-                    let flags = ev.events();
-                    if flags.intersects(
-                        inotify::ReadFlags::QUEUE_OVERFLOW
-                            | inotify::ReadFlags::DELETE_SELF
-                            | inotify::ReadFlags::MOVE_SELF
-                            | inotify::ReadFlags::IGNORED,
-                    ) {
-                        hit = true;
-                    } else if let Some(n) = ev.file_name() {
-                        if n.to_bytes() == name.as_bytes() {
-                            hit = true;
-                        }
-                    }
-                }
-                Err(Errno::AGAIN) => return Ok(hit),
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// The watched directory.
-    #[allow(dead_code)]
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 // --- added for Event

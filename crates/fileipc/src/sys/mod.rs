@@ -184,7 +184,8 @@ impl SharedMap {
 
     fn check(&self, offset: usize, size: usize, align: usize) {
         assert!(
-            offset % align == 0 && offset.checked_add(size).is_some_and(|e| e <= self.len()),
+            offset.is_multiple_of(align)
+                && offset.checked_add(size).is_some_and(|e| e <= self.len()),
             "sys::SharedMap access out of bounds or misaligned: offset {offset} size {size}"
         );
     }
