@@ -288,7 +288,10 @@ impl ProcessId {
 }
 
 fn pid_exists(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     match rustix::process::test_kill_process(p) {
@@ -301,4 +304,28 @@ fn pid_exists(pid: u32) -> bool {
 /// The calling thread's kernel thread ID (for diagnostics).
 pub(crate) fn thread_id() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+// --- added for shared_data
+
+/// Creates `path` as a new regular file (failing with `AlreadyExists` if anything is
+/// there, a symbolic link included), read-write, close-on-exec, and gives it exactly
+/// `mode` (`fchmod` after creation, so the umask does not filter it).
+pub(crate) fn create_new_state_file(path: &Path, mode: u32) -> io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(file)
+}
+
+/// The device and inode numbers of an open file: its identity in this boot.
+pub(crate) fn file_id(file: &File) -> io::Result<(u64, u64)> {
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
 }
