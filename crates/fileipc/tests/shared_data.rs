@@ -361,6 +361,21 @@ fn type_mismatch_names_key_and_type() {
     d.set("big", &i64::MAX).unwrap();
     assert!(matches!(d.increment("big", 1), Err(Error::Value { .. })));
     assert_eq!(d.get::<i64>("big").unwrap(), Some(i64::MAX));
+    assert_eq!(d.increment("big", -1).unwrap(), i64::MAX - 1);
+    d.set("small", &i64::MIN).unwrap();
+    assert!(matches!(d.increment("small", -1), Err(Error::Value { .. })));
+    assert_eq!(d.increment("small", 1).unwrap(), i64::MIN + 1);
+    d.set("float", &5.0).unwrap();
+    assert!(matches!(d.increment("float", 1), Err(Error::Value { .. })));
+    d.set("u64", &u64::MAX).unwrap();
+    assert!(matches!(d.increment("u64", 1), Err(Error::Value { .. })));
+    // Integer text another program wrote in a non-canonical way still counts.
+    let conn = rusqlite::Connection::open(d.path()).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute("INSERT INTO kv VALUES ('odd', ' 7 ')", [])
+        .unwrap();
+    assert_eq!(d.increment("odd", 2).unwrap(), 9);
+    assert_eq!(d.get_json("odd").unwrap().as_deref(), Some("9"));
 }
 
 /// The directory's entries and their contents.
