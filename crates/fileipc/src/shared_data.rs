@@ -775,7 +775,16 @@ impl Drop for SharedData {
             std::mem::forget(inner);
             return;
         }
-        drop(inner);
+        if let Some(inner) = inner {
+            // Closing the last connection checkpoints and deletes the WAL under SQLite's
+            // exclusive lock; under ours too, so that no writer meets that lock busy.
+            // (Not when this thread holds it already: it would wait for itself.)
+            let locked = !in_write(self.lock_id) && lock_writers(&inner.lock).is_ok();
+            drop(inner.conn);
+            if locked {
+                let _ = sys::unlock(&inner.lock);
+            }
+        }
         registry_release(self.store_id);
     }
 }
@@ -802,19 +811,9 @@ impl Drop for WriteLock<'_> {
     }
 }
 
-/// Takes the writers' lock: a few polite attempts that yield the CPU (a holder on this
-/// CPU finishes its short transaction), then a kernel wait woken at release.
+/// Takes the writers' lock, sleeping in the kernel until the holder releases it (or
+/// its process dies); the kernel wakes waiters at the release.
 fn lock_writers(lock: &File) -> io::Result<()> {
-    let spins: u32 = std::env::var("KV_SPINS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    for _ in 0..spins {
-        if sys::try_lock_exclusive(lock)? {
-            return Ok(());
-        }
-        std::thread::yield_now();
-    }
     sys::lock_exclusive(lock)
 }
 
@@ -966,6 +965,26 @@ impl Transaction<'_> {
     pub fn increment(&self, key: &str, by: i64) -> Result<i64> {
         check_key(self.ops.path, key)?;
         self.ops.increment(key, by)
+    }
+
+    /// As [`SharedData::compare_and_swap`], inside the transaction.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedData::compare_and_swap`].
+    pub fn compare_and_swap<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        expected: Option<&T>,
+        new: &T,
+    ) -> Result<bool> {
+        check_key(self.ops.path, key)?;
+        let expected = match expected {
+            Some(e) => Some(to_value(self.ops.path, key, e)?),
+            None => None,
+        };
+        let new = encode(self.ops.path, key, new)?;
+        self.ops.compare_and_swap(key, expected.as_ref(), &new)
     }
 
     /// As [`SharedData::dump`], inside the transaction.
@@ -1342,9 +1361,12 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Sqlite {
             path: path.to_owned(),
-            source: rusqlite::Error::InvalidParameterName(format!(
-                "could not switch to WAL mode (journal mode is {mode})"
-            )),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(format!(
+                    "could not switch to WAL mode (journal mode is {mode})"
+                )),
+            ),
         });
     }
     Ok(())
