@@ -613,16 +613,7 @@ impl SharedData {
     /// ```
     pub fn increment(&self, key: &str, by: i64) -> Result<i64> {
         check_key(&self.path, key)?;
-        self.write(false, |ops| match ops.increment_in_sql(key, by)? {
-            Some(v) => Ok(v),
-            None => {
-                // Not a canonical integer, or overflow: let serde decide, or explain.
-                ops.exec("BEGIN IMMEDIATE")?;
-                let v = ops.increment(key, by)?;
-                ops.exec("COMMIT")?;
-                Ok(v)
-            }
-        })
+        self.write(true, |ops| ops.increment(key, by))
     }
 
     /// Atomically stores `new` under `key` if the current value equals `expected`
@@ -1133,35 +1124,6 @@ impl Ops<'_> {
         })?;
         self.put(key, &new.to_string())?;
         Ok(new)
-    }
-
-    /// Increments in one statement if the stored value is the canonical text of an
-    /// `i64` and the sum does not overflow; `None` (and nothing changed) otherwise.
-    fn increment_in_sql(&self, key: &str, by: i64) -> Result<Option<i64>> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO kv (key, value) VALUES (?1, CAST(?2 AS TEXT)) \
-                 ON CONFLICT (key) DO UPDATE \
-                   SET value = CAST(CAST(value AS INTEGER) + ?2 AS TEXT) \
-                   WHERE CAST(CAST(value AS INTEGER) AS TEXT) = value \
-                     AND CASE WHEN ?2 >= 0 \
-                         THEN CAST(value AS INTEGER) <= 9223372036854775807 - ?2 \
-                         ELSE CAST(value AS INTEGER) >= (-9223372036854775807 - 1) - ?2 END \
-                 RETURNING CAST(value AS INTEGER)",
-            )
-            .map_err(|e| self.sq(e))?;
-        let mut rows = st
-            .query(rusqlite::params![key, by])
-            .map_err(|e| self.sq(e))?;
-        let v = match rows.next().map_err(|e| self.sq(e))? {
-            Some(row) => Some(row.get(0).map_err(|e| self.sq(e))?),
-            None => None,
-        };
-        // Step to the end: in autocommit mode the commit happens (and reports any
-        // error) at that last step, not when the statement is reset.
-        while rows.next().map_err(|e| self.sq(e))?.is_some() {}
-        Ok(v)
     }
 
     fn compare_and_swap(&self, key: &str, expected: Option<&Value>, new: &str) -> Result<bool> {
