@@ -344,6 +344,39 @@ fn main() {
         );
         return;
     }
+    if args.first().map(String::as_str) == Some("op") {
+        // One operation in a loop, for profiling: op ours|bare get|set N
+        let n: usize = args[3].parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<String> = (0..KEYS).map(key).collect();
+        let values: Vec<Value> = (0..KEYS).map(value).collect();
+        if args[1] == "ours" {
+            let d = SharedData::open(dir.path().join("s")).unwrap();
+            for i in 0..KEYS {
+                d.set(&keys[i], &values[i]).unwrap();
+            }
+            for i in 0..n {
+                if args[2] == "get" {
+                    std::hint::black_box(d.get::<Value>(&keys[i % KEYS]).unwrap());
+                } else {
+                    d.set(&keys[i % KEYS], &values[(i + 1) % KEYS]).unwrap();
+                }
+            }
+        } else {
+            let c = bare_open(&dir.path().join("s"));
+            for i in 0..KEYS {
+                bare_set(&c, &keys[i], &values[i]);
+            }
+            for i in 0..n {
+                if args[2] == "get" {
+                    std::hint::black_box(bare_get(&c, &keys[i % KEYS]));
+                } else {
+                    bare_set(&c, &keys[i % KEYS], &values[(i + 1) % KEYS]);
+                }
+            }
+        }
+        return;
+    }
     let quick = args.first().map(String::as_str) == Some("QUICK");
     let (sets, gets, slow, incs) = if quick {
         (2_000, 20_000, 200, 500)
