@@ -20,6 +20,7 @@ fn child_process_entry() {
         "check_values" => check_values(&args[0]),
         "increment" => increment(&args[0], args[1].parse().unwrap()),
         "update" => update(&args[0], args[1].parse().unwrap()),
+        "reader" => reader(&args[0], args[1].parse().unwrap()),
         "killed_in_tx" => killed_in_tx(&args[0]),
         "tx_loop" => tx_loop(&args[0]),
         "example" => example(&args[0], args[1].parse().unwrap(), args[2].parse().unwrap()),
@@ -192,19 +193,42 @@ fn update(path: &str, n: i64) {
     say("done");
 }
 
+/// Reads the counter while writers run: it never goes back and no read fails.
+fn reader(path: &str, until: i64) {
+    let d = SharedData::open(path).unwrap();
+    say("ready");
+    let mut last = 0;
+    let mut reads = 0u64;
+    while last < until {
+        let v = d.get::<i64>("counter").expect("get failed").unwrap_or(0);
+        assert!(v >= last, "counter went back from {last} to {v}");
+        last = v;
+        reads += 1;
+    }
+    say(format!("read {reads}"));
+}
+
+/// Four writers (and a reader) on one store. The store does not exist before: the
+/// children race to create it.
 fn contend(role: &str) {
     let dir = common::tempdir();
     let path = store_path(&dir);
-    let d = SharedData::open(&path).unwrap();
     let n = PER_CHILD.to_string();
+    let total = (4 * PER_CHILD).to_string();
     let mut kids: Vec<Proc> = (0..4).map(|_| Proc::spawn(role, &[&path, &n])).collect();
+    let mut watcher = Proc::spawn("reader", &[&path, &total]);
     for k in &mut kids {
         k.expect("ready");
     }
+    watcher.expect("ready");
     for k in &mut kids {
         k.expect("done");
         k.wait_success();
     }
+    let reads = watcher.expect_line(PATIENCE);
+    assert!(reads.starts_with("read "), "{reads}");
+    watcher.wait_success();
+    let d = SharedData::open(&path).unwrap();
     assert_eq!(d.get::<i64>("counter").unwrap(), Some(4 * PER_CHILD));
 }
 
