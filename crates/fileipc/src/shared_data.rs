@@ -768,9 +768,12 @@ impl Drop for SharedData {
         }
         if let Some(inner) = inner {
             // Closing the last connection checkpoints and deletes the WAL under SQLite's
-            // exclusive lock; under ours too, so that no writer meets that lock busy.
-            // (Not when this thread holds it already: it would wait for itself.)
-            let locked = !in_write(self.lock_id) && lock_writers(&inner.lock).is_ok();
+            // exclusive lock; under ours too if it is free, so that no writer meets that
+            // lock busy. Never wait for it here (a stopped writer would hang the drop, and
+            // this thread may hold it already): if it is taken, SQLite's busy handler
+            // covers the rare overlap.
+            let locked = !in_write(self.lock_id)
+                && sys::try_lock_exclusive(&inner.lock).unwrap_or(false);
             drop(inner.conn);
             if locked {
                 let _ = sys::unlock(&inner.lock);
