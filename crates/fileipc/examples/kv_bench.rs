@@ -387,15 +387,26 @@ fn main() {
         .prefix("fileipc-kv-bench-")
         .tempdir()
         .unwrap();
+    std::fs::create_dir(dir.path().join("r0")).unwrap();
     println!(
         "SharedData benchmark: {KEYS} keys, 64-byte JSON values, backend {}, {} CPUs",
         "sqlite WAL + flock",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!();
-    println!("single process        |      set ops/s |      get ops/s");
-    println!("----------------------|----------------|---------------");
-    let rows = single(dir.path(), sets, gets, slow);
+    println!("single process (best of 3)       |    set ops/s |    get ops/s");
+    println!("---------------------------------|--------------|-------------");
+    // Three rounds on fresh files; each figure is the best of the three, which filters
+    // out other load on the machine (the rounds interleave the contenders).
+    let mut rows = single(&dir.path().join("r0"), sets, gets, slow);
+    for r in 1..3 {
+        let sub = dir.path().join(format!("r{r}"));
+        std::fs::create_dir(&sub).unwrap();
+        for (best, new) in rows.iter_mut().zip(single(&sub, sets, gets, slow)) {
+            best.set = best.set.max(new.set);
+            best.get = best.get.max(new.get);
+        }
+    }
     for r in &rows {
         println!("{:<32} | {:>12.0} | {:>12.0}", r.name, r.set, r.get);
     }

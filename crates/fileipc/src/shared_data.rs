@@ -772,8 +772,8 @@ impl Drop for SharedData {
             // lock busy. Never wait for it here (a stopped writer would hang the drop, and
             // this thread may hold it already): if it is taken, SQLite's busy handler
             // covers the rare overlap.
-            let locked = !in_write(self.lock_id)
-                && sys::try_lock_exclusive(&inner.lock).unwrap_or(false);
+            let locked =
+                !in_write(self.lock_id) && sys::try_lock_exclusive(&inner.lock).unwrap_or(false);
             drop(inner.conn);
             if locked {
                 let _ = sys::unlock(&inner.lock);
