@@ -97,6 +97,7 @@ pub use queue::{
     QueueOptions, QueueStats,
 };
 // shared_data:
+pub use shared_data::{SharedData, SharedDataOptions, Transaction};
 
 /// How long the blocking calls without a timeout in their name (`lock`, `acquire`,
 /// `wait`, `recv`) wait before giving up, as in the original `@stdlib/ipc`: 5 seconds.

@@ -450,3 +450,11 @@ pub(crate) fn owner_ident() -> u64 {
     });
     IDENT.with(|v| *v)
 }
+
+// --- added for shared_data
+
+/// The device and inode numbers of an open file: its identity in this boot.
+pub(crate) fn file_id(file: &File) -> io::Result<(u64, u64)> {
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
