@@ -23,6 +23,7 @@ pub use error::{Error, Result};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:
+pub use mutex::{Mutex, MutexBuilder, MutexGuard, MutexHolder};
 // semaphore:
 // event:
 // pidfile:

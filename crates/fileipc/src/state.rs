@@ -147,8 +147,20 @@ fn validate(path: &Path, file: File, layout: Layout, created: bool) -> Result<St
     let len = u32::from_le_bytes(header[16..20].try_into().unwrap()) as usize;
     match Kind::from_u32(kind) {
         Some(k) if k == layout.kind => {}
-        Some(k) => return Err(Error::format(path, expected, format!("it is a {}", k.name()))),
-        None => return Err(Error::format(path, expected, format!("unknown kind {kind}"))),
+        Some(k) => {
+            return Err(Error::format(
+                path,
+                expected,
+                format!("it is a {}", k.name()),
+            ));
+        }
+        None => {
+            return Err(Error::format(
+                path,
+                expected,
+                format!("unknown kind {kind}"),
+            ));
+        }
     }
     if version != layout.version {
         return Err(Error::format(
@@ -210,7 +222,12 @@ mod tests {
         assert!(a.created);
         let b = open_or_create(&p, L, 0o600, |_| panic!("must not init twice")).unwrap();
         assert!(!b.created);
-        assert_eq!(b.map.u32(HEADER_LEN).load(std::sync::atomic::Ordering::Relaxed), 7);
+        assert_eq!(
+            b.map
+                .u32(HEADER_LEN)
+                .load(std::sync::atomic::Ordering::Relaxed),
+            7
+        );
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -220,7 +237,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m");
         open_or_create(&p, L, 0o600, |_| {}).unwrap();
-        let sem = Layout { kind: Kind::Semaphore, ..L };
+        let sem = Layout {
+            kind: Kind::Semaphore,
+            ..L
+        };
         let e = open_or_create(&p, sem, 0o600, |_| {}).unwrap_err();
         assert!(e.to_string().contains("it is a fileipc mutex file"), "{e}");
 

@@ -288,7 +288,10 @@ impl ProcessId {
 }
 
 fn pid_exists(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     match rustix::process::test_kill_process(p) {
@@ -301,4 +304,18 @@ fn pid_exists(pid: u32) -> bool {
 /// The calling thread's kernel thread ID (for diagnostics).
 pub(crate) fn thread_id() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+// --- added for Mutex and Semaphore
+
+/// Milliseconds of `CLOCK_MONOTONIC`, a clock every process of the machine reads the same
+/// way (unlike [`Instant`], whose value cannot be shared), so a deadline stored in a
+/// shared mapping means the same moment to all of them. Wraps after 49 days; compare
+/// values with wrapping arithmetic only.
+pub(crate) fn monotonic_millis() -> u32 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let ms = (ts.tv_sec as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(ts.tv_nsec as u64 / 1_000_000);
+    ms as u32
 }

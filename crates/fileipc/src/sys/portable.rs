@@ -38,7 +38,11 @@ pub(crate) fn futex_wait(
     let key = word as *const AtomicU32 as usize;
     let d = NAP.with(|c| {
         let (k, v, d) = c.get();
-        let d = if k == key && v == expected { (d * 2).min(LONGEST_NAP) } else { FIRST_NAP };
+        let d = if k == key && v == expected {
+            (d * 2).min(LONGEST_NAP)
+        } else {
+            FIRST_NAP
+        };
         c.set((key, expected, d));
         d
     });
@@ -70,7 +74,9 @@ impl DirWatch {
         if !meta.is_dir() {
             return Err(io::Error::other("not a directory"));
         }
-        Ok(DirWatch { dir: dir.to_owned() })
+        Ok(DirWatch {
+            dir: dir.to_owned(),
+        })
     }
 
     pub(crate) fn wait(&self, name: &OsStr, deadline: Option<Instant>) -> io::Result<bool> {

@@ -71,7 +71,13 @@ impl Proc {
     pub fn spawn(role: &str, args: &[&str]) -> Proc {
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(exe)
-            .args(["child_process_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .args([
+                "child_process_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
             .env(ROLE_VAR, role)
             .env(ARGS_VAR, args.join("\x1f"))
             .stdin(Stdio::null())
@@ -98,7 +104,12 @@ impl Proc {
                 let _ = etx.send(st);
             }
         });
-        Proc { pid, lines, exit, status: None }
+        Proc {
+            pid,
+            lines,
+            exit,
+            status: None,
+        }
     }
 
     /// The next line the child said, waiting at most `timeout`; panics on timeout or if
@@ -118,7 +129,11 @@ impl Proc {
     /// Waits for a line equal to `want`, panicking on anything else or on timeout.
     pub fn expect(&mut self, want: &str) {
         let got = self.expect_line(PATIENCE);
-        assert_eq!(got, want, "child {} said {got:?}, expected {want:?}", self.pid);
+        assert_eq!(
+            got, want,
+            "child {} said {got:?}, expected {want:?}",
+            self.pid
+        );
     }
 
     /// The next line if one is already there.
@@ -177,7 +192,10 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) {
 
 /// A fresh temporary directory for one test.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("fileipc-test-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("fileipc-test-")
+        .tempdir()
+        .unwrap()
 }
 
 /// Calls `f` until it returns true or `timeout` passes; panics on timeout. For
@@ -186,7 +204,10 @@ pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     let mut nap = Duration::from_micros(100);
     while !f() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(nap);
         nap = (nap * 2).min(Duration::from_millis(20));
     }
