@@ -25,6 +25,7 @@ pub use error::{Error, Result};
 // mutex:
 pub use mutex::{Mutex, MutexBuilder, MutexGuard, MutexHolder};
 // semaphore:
+pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphorePermit};
 // event:
 // pidfile:
 // queue:

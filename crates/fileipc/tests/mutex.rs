@@ -330,7 +330,13 @@ fn refuses_symlinks_garbage_and_other_kinds() {
     let e = Mutex::open(&empty).unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
 
-    // SEMAPHORE-KIND-CHECK
+    let sem = dir.path().join("sem");
+    fileipc::Semaphore::open(&sem, 1).unwrap();
+    let e = Mutex::open(&sem).unwrap_err();
+    assert!(
+        e.to_string().contains("it is a fileipc semaphore file"),
+        "{e}"
+    );
 
     let d = dir.path().join("a-directory");
     std::fs::create_dir(&d).unwrap();
