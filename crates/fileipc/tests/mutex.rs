@@ -17,6 +17,7 @@ fn child_process_entry() {
         "holder" => holder(&args),
         "waiter" => waiter(&args),
         "drop-holder" => drop_holder(&args),
+        "contender" => contender(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -341,4 +342,224 @@ fn refuses_symlinks_garbage_and_other_kinds() {
     let d = dir.path().join("a-directory");
     std::fs::create_dir(&d).unwrap();
     assert!(Mutex::open(&d).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements (issue 2 point 4, issue 6 goals), not assertions. Run with
+// `cargo test --release -p fileipc --test mutex -- --ignored --nocapture measure`.
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+/// Nanoseconds per call of `f`, over `n` calls.
+fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+/// Baseline: one raw `flock(LOCK_EX|LOCK_NB)` + `flock(LOCK_UN)` pair.
+#[allow(clippy::disallowed_methods)] // the baseline is the raw system call
+fn raw_flock_pair(f: &std::fs::File) {
+    use rustix::fs::{FlockOperation, flock};
+    flock(f, FlockOperation::NonBlockingLockExclusive).unwrap();
+    flock(f, FlockOperation::Unlock).unwrap();
+}
+
+/// Hand-off latency: thread A holds the lock through one handle, thread B blocks in
+/// `lock_timeout` through another; A unlocks at t0, B returns at t1. Median of t1 - t0
+/// in microseconds. Beside it the floor: the same protocol over a bare futex word.
+#[allow(clippy::disallowed_methods)] // the baseline is the raw futex
+fn handoff_us(path: &Path, rounds: usize, bare_futex: bool) -> f64 {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+    use std::sync::{Barrier, Mutex as StdMutex};
+    let a = Mutex::open(path).unwrap();
+    let b = Mutex::open(path).unwrap();
+    let word = AtomicU32::new(0);
+    let t0 = AtomicU64::new(0);
+    let parked = AtomicU32::new(0);
+    let barrier = Barrier::new(2);
+    let out = StdMutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            for _ in 0..rounds {
+                if !bare_futex {
+                    a.lock_forever().unwrap();
+                }
+                barrier.wait();
+                // Wait until B is registered, then give it time to fall asleep.
+                while parked.load(SeqCst) == 0 && (bare_futex || a.waiting() == 0) {
+                    std::hint::spin_loop();
+                }
+                let spin = std::time::Instant::now();
+                while spin.elapsed() < Duration::from_micros(300) {
+                    std::hint::spin_loop();
+                }
+                t0.store(mono_ns(), SeqCst);
+                if bare_futex {
+                    word.store(1, SeqCst);
+                    rustix::thread::futex::wake(&word, rustix::thread::futex::Flags::empty(), 1)
+                        .unwrap();
+                } else {
+                    a.unlock().unwrap();
+                }
+                barrier.wait();
+            }
+        });
+        sc.spawn(|| {
+            for _ in 0..rounds {
+                barrier.wait();
+                if bare_futex {
+                    parked.store(1, SeqCst);
+                    while word.load(SeqCst) == 0 {
+                        let _ = rustix::thread::futex::wait(
+                            &word,
+                            rustix::thread::futex::Flags::empty(),
+                            0,
+                            None,
+                        );
+                    }
+                } else {
+                    assert!(b.lock_timeout(PATIENCE).unwrap());
+                }
+                let t1 = mono_ns();
+                out.lock()
+                    .unwrap()
+                    .push((t1 - t0.load(SeqCst)) as f64 / 1000.0);
+                if bare_futex {
+                    word.store(0, SeqCst);
+                    parked.store(0, SeqCst);
+                } else {
+                    b.unlock().unwrap();
+                }
+                barrier.wait();
+            }
+        });
+    });
+    median(&mut out.into_inner().unwrap())
+}
+
+/// Child: `n` cycles of lock / tiny critical section / unlock, through our mutex or a
+/// raw blocking flock; prints p50 and p99 of the time spent waiting for the lock (us).
+#[allow(clippy::disallowed_methods)] // the baseline is the raw system call
+fn contender(args: &[String]) {
+    use rustix::fs::{FlockOperation, flock};
+    let n: usize = args[2].parse().unwrap();
+    let m = Mutex::open(&args[0]).unwrap();
+    let raw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&args[0])
+        .unwrap();
+    let ours = args[1] == "ours";
+    let mut waits = Vec::with_capacity(n);
+    say("ready");
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        if ours {
+            m.lock_forever().unwrap();
+        } else {
+            flock(&raw, FlockOperation::LockExclusive).unwrap();
+        }
+        waits.push(t.elapsed().as_secs_f64() * 1e6);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_micros(2) {
+            std::hint::spin_loop();
+        }
+        if ours {
+            m.unlock().unwrap();
+        } else {
+            flock(&raw, FlockOperation::Unlock).unwrap();
+        }
+    }
+    let total = start.elapsed().as_secs_f64();
+    let p50 = percentile(&mut waits, 0.5);
+    let p99 = percentile(&mut waits, 0.99);
+    let max = percentile(&mut waits, 1.0);
+    say(format!("{p50} {p99} {max} {total}"));
+}
+
+fn contended(path: &Path, which: &str, n: usize) -> (f64, f64, f64, f64) {
+    let p = path.to_str().unwrap();
+    let ns = n.to_string();
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("contender", &[p, which, &ns]))
+        .collect();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    let (mut p50, mut p99, mut max, mut total) = (Vec::new(), Vec::new(), 0f64, 0f64);
+    for k in &mut kids {
+        let line = k.expect_line(PATIENCE);
+        let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        p50.push(v[0]);
+        p99.push(v[1]);
+        max = max.max(v[2]);
+        total = total.max(v[3]);
+        k.wait_success();
+    }
+    let cycles_per_s = (4 * n) as f64 / total;
+    (
+        median(&mut p50),
+        p99.into_iter().fold(0.0, f64::max),
+        max,
+        cycles_per_s,
+    )
+}
+
+#[test]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+fn measure_mutex() {
+    let dir = common::tempdir();
+    let path = dir.path().join("lock");
+    let m = Mutex::open(&path).unwrap();
+    let raw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let n = 200_000;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        base.push(per_call(n, || raw_flock_pair(&raw)));
+        ours.push(per_call(n, || {
+            assert!(m.try_lock().unwrap());
+            m.unlock().unwrap();
+        }));
+    }
+    let (o, b) = (median(&mut ours), median(&mut base));
+    println!(
+        "mutex uncontended lock+unlock: ours {o:.0} ns, raw flock pair {b:.0} ns, ratio {:.2} (goal <= 1.5)",
+        o / b
+    );
+
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        base.push(handoff_us(&path, 300, true));
+        ours.push(handoff_us(&path, 300, false));
+    }
+    let (o, b) = (median(&mut ours), median(&mut base));
+    println!(
+        "mutex hand-off unlock->acquire median: ours {o:.1} us, bare futex wake {b:.1} us, ratio {:.2} (issue 2: < 100 us)",
+        o / b
+    );
+
+    for round in 0..2 {
+        for which in ["ours", "flock"] {
+            let (p50, p99, max, rate) = contended(&path, which, 20_000);
+            println!(
+                "mutex contended 4 procs round {round} {which:5}: {rate:.0} cycles/s, wait p50 {p50:.1} us, p99 {p99:.1} us, max {max:.0} us (goal p99 <= 10000 us)"
+            );
+        }
+    }
 }
