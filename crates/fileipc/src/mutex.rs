@@ -554,7 +554,7 @@ impl Mutex {
     pub fn guard_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_>>> {
         Ok(self
             .lock_timeout(timeout)?
-            .then_some(MutexGuard { mutex: self }))
+            .then(|| MutexGuard { mutex: self }))
     }
 
     /// [`lock_deadline`](Mutex::lock_deadline) returning a guard; `None` at the deadline.
@@ -576,7 +576,7 @@ impl Mutex {
     pub fn guard_deadline(&self, deadline: Instant) -> Result<Option<MutexGuard<'_>>> {
         Ok(self
             .lock_deadline(deadline)?
-            .then_some(MutexGuard { mutex: self }))
+            .then(|| MutexGuard { mutex: self }))
     }
 
     /// [`try_lock`](Mutex::try_lock) returning a guard; `None` if the lock is taken.
@@ -598,7 +598,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_guard(&self) -> Result<Option<MutexGuard<'_>>> {
-        Ok(self.try_lock()?.then_some(MutexGuard { mutex: self }))
+        Ok(self.try_lock()?.then(|| MutexGuard { mutex: self }))
     }
 
     /// [`lock_forever`](Mutex::lock_forever) returning a guard.
@@ -979,6 +979,19 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<Mutex>();
         check::<MutexGuard<'_>>();
+    }
+
+    /// Regression: a guard built eagerly for a failed attempt and dropped at once
+    /// unlocked the lock the handle held.
+    #[test]
+    fn failed_try_guard_does_not_unlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mutex::open(dir.path().join("m")).unwrap();
+        let g = m.try_guard().unwrap().unwrap();
+        assert!(m.try_guard().unwrap().is_none());
+        assert!(m.guard_timeout(Duration::from_millis(1)).unwrap().is_none());
+        assert!(m.is_locked().unwrap());
+        g.unlock().unwrap();
     }
 
     #[test]

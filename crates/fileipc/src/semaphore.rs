@@ -45,6 +45,10 @@ const LEN: usize = 4096;
 /// How many processes can hold permits at the same time.
 pub(crate) const MAX_HOLDERS: usize = (LEN - SLOTS) / SLOT_LEN;
 
+// The table starts after the fixed fields and fits the file; the docs promise 248 slots.
+const _: () = assert!(SLOTS >= HIGH + 4 && SLOTS + MAX_HOLDERS * SLOT_LEN <= LEN);
+const _: () = assert!(MAX_HOLDERS == 248);
+
 const LAYOUT: Layout = Layout {
     kind: Kind::Semaphore,
     version: VERSION,
@@ -496,7 +500,7 @@ impl Semaphore {
     pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
             .acquire_timeout(timeout)?
-            .then_some(SemaphorePermit { sem: self }))
+            .then(|| SemaphorePermit { sem: self }))
     }
 
     /// [`acquire_deadline`](Semaphore::acquire_deadline) returning a permit guard.
@@ -518,7 +522,7 @@ impl Semaphore {
     pub fn permit_deadline(&self, deadline: Instant) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
             .acquire_deadline(deadline)?
-            .then_some(SemaphorePermit { sem: self }))
+            .then(|| SemaphorePermit { sem: self }))
     }
 
     /// [`try_acquire`](Semaphore::try_acquire) returning a permit guard.
@@ -540,7 +544,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
-        Ok(self.try_acquire()?.then_some(SemaphorePermit { sem: self }))
+        Ok(self.try_acquire()?.then(|| SemaphorePermit { sem: self }))
     }
 
     /// [`acquire_forever`](Semaphore::acquire_forever) returning a permit guard.
@@ -872,13 +876,6 @@ mod tests {
     }
 
     #[test]
-    fn table_fits_the_file() {
-        assert!(SLOTS >= HIGH + 4);
-        assert_eq!(MAX_HOLDERS, 248);
-        assert!(SLOTS + MAX_HOLDERS * SLOT_LEN <= LEN);
-    }
-
-    #[test]
     fn semaphore_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Semaphore>();
@@ -930,6 +927,25 @@ mod tests {
         s.owner(7).store(0, Ordering::SeqCst);
         assert!(s.try_acquire().unwrap());
         assert_eq!(word_pid(s.owner(7).load(Ordering::SeqCst)), s.me.pid);
+    }
+
+    /// Regression: a permit built eagerly for a failed attempt and dropped at once
+    /// released a permit the process held.
+    #[test]
+    fn failed_try_permit_does_not_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 1).unwrap();
+        let p = s.try_permit().unwrap().unwrap();
+        assert!(s.try_permit().unwrap().is_none());
+        assert!(
+            s.permit_timeout(Duration::from_millis(1))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(s.held().unwrap(), 1);
+        assert_eq!(s.value().unwrap(), 0);
+        p.release().unwrap();
+        assert_eq!(s.value().unwrap(), 1);
     }
 
     #[test]
