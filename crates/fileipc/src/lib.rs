@@ -86,7 +86,9 @@ pub use error::{Error, Result};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:
+pub use mutex::{Mutex, MutexBuilder, MutexGuard, MutexHolder};
 // semaphore:
+pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphorePermit};
 // event:
 pub use event::{Event, EventOptions};
 // pidfile:

@@ -458,3 +458,17 @@ pub(crate) fn file_id(file: &File) -> io::Result<(u64, u64)> {
     let m = file.metadata()?;
     Ok((m.dev(), m.ino()))
 }
+
+// --- added for Mutex and Semaphore
+
+/// Milliseconds of `CLOCK_MONOTONIC`, a clock every process of the machine reads the same
+/// way (unlike [`Instant`], whose value cannot be shared), so a deadline stored in a
+/// shared mapping means the same moment to all of them. Wraps after 49 days; compare
+/// values with wrapping arithmetic only.
+pub(crate) fn monotonic_millis() -> u32 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let ms = (ts.tv_sec as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(ts.tv_nsec as u64 / 1_000_000);
+    ms as u32
+}
