@@ -389,8 +389,7 @@ fn main() {
         .unwrap();
     std::fs::create_dir(dir.path().join("r0")).unwrap();
     println!(
-        "SharedData benchmark: {KEYS} keys, 64-byte JSON values, backend {}, {} CPUs",
-        "sqlite WAL + flock",
+        "SharedData benchmark: {KEYS} keys, 64-byte JSON values, backend sqlite WAL + flock, {} CPUs",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!();

@@ -101,6 +101,10 @@ pub use queue::{
 // shared_data:
 pub use shared_data::{SharedData, SharedDataOptions, Transaction};
 
+/// The wait backend in use: `"linux (futex, inotify)"`, or `"portable (polling)"` on
+/// systems without a kernel-assisted one (and with the `force-portable` feature).
+pub const WAIT_BACKEND: &str = sys::BACKEND;
+
 /// How long the blocking calls without a timeout in their name (`lock`, `acquire`,
 /// `wait`, `recv`) wait before giving up, as in the original `@stdlib/ipc`: 5 seconds.
 /// Each has a `_timeout` form taking any duration and a `_forever` form without limit.

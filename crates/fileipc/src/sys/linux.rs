@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use rustix::fs::inotify;
 use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::{remaining, timespec};
+use super::remaining;
 
 pub(super) const NAME: &str = "linux (futex, inotify)";
 pub(super) const START_TIME_UNSUPPORTED: bool = false;
@@ -63,7 +63,6 @@ pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
 #[derive(Debug)]
 pub(crate) struct DirWatch {
     fd: OwnedFd,
-    dir: PathBuf,
 }
 
 impl DirWatch {
@@ -79,10 +78,7 @@ impl DirWatch {
                 | inotify::WatchFlags::DELETE_SELF
                 | inotify::WatchFlags::MOVE_SELF,
         )?;
-        Ok(DirWatch {
-            fd,
-            dir: dir.to_owned(),
-        })
+        Ok(DirWatch { fd })
     }
 }
 
@@ -161,5 +157,12 @@ impl DirWatch {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+fn timespec(d: std::time::Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
     }
 }
