@@ -86,7 +86,9 @@ pub use error::{Error, Result};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:
+pub use mutex::{Mutex, MutexBuilder, MutexGuard, MutexHolder};
 // semaphore:
+pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphorePermit};
 // event:
 pub use event::{Event, EventOptions};
 // pidfile:
@@ -97,6 +99,11 @@ pub use queue::{
     QueueOptions, QueueStats,
 };
 // shared_data:
+pub use shared_data::{SharedData, SharedDataOptions, Transaction};
+
+/// The wait backend in use: `"linux (futex, inotify)"`, or `"portable (polling)"` on
+/// systems without a kernel-assisted one (and with the `force-portable` feature).
+pub const WAIT_BACKEND: &str = sys::BACKEND;
 
 /// How long the blocking calls without a timeout in their name (`lock`, `acquire`,
 /// `wait`, `recv`) wait before giving up, as in the original `@stdlib/ipc`: 5 seconds.

@@ -1,1 +1,976 @@
-//! Being written.
+//! A counting semaphore shared by processes through a file.
+//!
+//! # Design
+//!
+//! The file holds a `capacity` (the initial value plus every release made by a process
+//! that held no permit) and a table of holders: one slot per process holding permits,
+//! naming it by PID *and start time* and counting its permits. The value is
+//! `capacity - sum(held)`. Permits belong to a process: all its threads and handles
+//! share its slot, and when it dies its permits come back.
+//!
+//! Taking a permit (and claiming a slot, raising the capacity, reclaiming a dead
+//! process's slot) happens in a short critical section under an exclusive `flock` on
+//! the file, plus an in-process lock for threads sharing a handle. Returning a permit
+//! needs no lock: a process's slot is written only by that process (or, once it is dead,
+//! by a reclaimer), and its owner and count live in one 64-bit word changed by one
+//! compare-and-swap. Every change is a single store of one word, so a process killed
+//! between any two stores leaves a consistent table (see `docs/FORMAT.md`).
+//!
+//! Waiters sleep on a futex doorbell (a sequence number plus a count of waiters, rung by
+//! every release) in bounded slices of 10 ms. A dead holder cannot ring, so every slice
+//! a waiter checks the holders' liveness and reclaims the permits of dead ones, waking
+//! the other waiters: a killed holder's permits come back within about one slice.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, IoResultExt, Result};
+use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
+use crate::sys::{self, ProcessId};
+
+/// How long a waiter sleeps before it checks for dead holders on its own.
+const SLICE: Duration = Duration::from_millis(10);
+
+// The layout of a semaphore file (version 1), offsets from the start of the file; see
+// docs/FORMAT.md.
+const VERSION: u32 = 1;
+const SEQ: usize = HEADER_LEN; // u32 doorbell, incremented by every release
+const WAITERS: usize = HEADER_LEN + 4; // u32 registered waiters
+const CAPACITY: usize = HEADER_LEN + 8; // u32 initial + releases without holding
+const HIGH: usize = HEADER_LEN + 12; // u32 slots in use are below this index
+const SLOTS: usize = 128; // the holder table
+const SLOT_LEN: usize = 16; // u64 owner pid << 32 | held, u64 owner start time
+const LEN: usize = 4096;
+/// How many processes can hold permits at the same time.
+pub(crate) const MAX_HOLDERS: usize = (LEN - SLOTS) / SLOT_LEN;
+
+// The table starts after the fixed fields and fits the file; the docs promise 248 slots.
+const _: () = assert!(SLOTS >= HIGH + 4 && SLOTS + MAX_HOLDERS * SLOT_LEN <= LEN);
+const _: () = assert!(MAX_HOLDERS == 248);
+
+const LAYOUT: Layout = Layout {
+    kind: Kind::Semaphore,
+    version: VERSION,
+    len: LEN,
+};
+
+// --- The slot's owner word (pure logic, unit-tested below): 0 = free slot.
+
+fn word(pid: u32, held: u32) -> u64 {
+    (u64::from(pid) << 32) | u64::from(held)
+}
+
+fn word_pid(w: u64) -> u32 {
+    (w >> 32) as u32
+}
+
+fn word_held(w: u64) -> u32 {
+    w as u32
+}
+
+/// The owner word after returning one permit: the slot is freed with the last one.
+fn word_after_release(w: u64) -> u64 {
+    if word_held(w) <= 1 { 0 } else { w - 1 }
+}
+
+/// The value of a semaphore of `capacity` whose holders hold `held` in all.
+fn value_of(capacity: u32, held: u64) -> u32 {
+    u64::from(capacity).saturating_sub(held) as u32
+}
+
+/// What a scan of the holder table found.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Permits held in all.
+    held: u64,
+    /// This process's slot and its owner word.
+    mine: Option<(usize, u64)>,
+    /// The first free slot below the high-water mark.
+    free: Option<usize>,
+    /// The high-water mark (clamped to the table).
+    high: usize,
+}
+
+/// Options for opening a [`Semaphore`]: `Semaphore::builder().mode(0o660).open(path, 3)`.
+#[derive(Debug, Clone)]
+pub struct SemaphoreBuilder {
+    mode: u32,
+}
+
+impl Default for SemaphoreBuilder {
+    fn default() -> SemaphoreBuilder {
+        SemaphoreBuilder {
+            mode: state::DEFAULT_MODE,
+        }
+    }
+}
+
+impl SemaphoreBuilder {
+    /// The permission bits the file is created with if it does not exist yet (default
+    /// `0o600`, owner only; `0o660` lets a group share it).
+    pub fn mode(&mut self, mode: u32) -> &mut SemaphoreBuilder {
+        self.mode = mode & 0o7777;
+        self
+    }
+
+    /// Opens the semaphore at `path`, creating it with `initial` permits if it is
+    /// missing. An existing semaphore keeps its state; `initial` is then ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be created or opened, [`Error::Symlink`] if a
+    /// symbolic link stands at `path`, [`Error::Format`] if the file is not a fileipc
+    /// semaphore file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::builder().mode(0o660).open(&path, 2)?;
+    /// assert_eq!(s.value()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(&self, path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
+        let state = state::open_or_create(path.as_ref(), LAYOUT, self.mode, |region| {
+            let at = CAPACITY - HEADER_LEN;
+            region[at..at + 4].copy_from_slice(&initial.to_le_bytes());
+        })?;
+        Ok(Semaphore {
+            state,
+            mode: self.mode,
+            me: ProcessId::current(),
+            local: std::sync::Mutex::new(()),
+        })
+    }
+}
+
+/// A counting semaphore between processes, named by a file path.
+///
+/// [`acquire`](Semaphore::acquire) takes a permit, waiting while none is left;
+/// [`release`](Semaphore::release) returns one. Permits belong to the calling
+/// *process*, not to the handle or thread: any thread may release a permit another
+/// thread of the process acquired, dropping a handle does not return permits, and a
+/// process that dies gets its permits returned for it (noticed by waiters within about
+/// 10 ms, and by every [`value`](Semaphore::value)). A release by a process that holds
+/// no permit adds one to the semaphore (signalling). At most 248 processes can hold
+/// permits at the same time.
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("my_sem");
+/// use fileipc::Semaphore;
+///
+/// let sem = Semaphore::open(&path, 3)?;
+/// assert_eq!(sem.value()?, 3);
+/// sem.acquire()?;
+/// assert_eq!(sem.value()?, 2);
+/// if sem.try_acquire()? {
+///     println!("got permit");
+///     sem.release()?;
+/// }
+/// sem.release()?;
+/// assert_eq!(sem.value()?, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Semaphore {
+    state: StateFile,
+    mode: u32,
+    me: ProcessId,
+    /// Excludes the threads sharing this handle from the critical section (the `flock`
+    /// belongs to the open file description, which they share).
+    local: std::sync::Mutex<()>,
+}
+
+impl Semaphore {
+    /// Opens the semaphore at `path`, creating it (mode `0o600`) with `initial`
+    /// permits if it is missing. An existing semaphore keeps its state.
+    ///
+    /// # Errors
+    ///
+    /// As [`SemaphoreBuilder::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let a = fileipc::Semaphore::open(&path, 3)?;
+    /// let b = fileipc::Semaphore::open(&path, 10)?; // already exists: stays at 3
+    /// assert_eq!(b.value()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
+        SemaphoreBuilder::default().open(path, initial)
+    }
+
+    /// Options for opening a semaphore (the creation mode).
+    pub fn builder() -> SemaphoreBuilder {
+        SemaphoreBuilder::default()
+    }
+
+    /// A new handle on the same path (opened again, with the same options). Permits are
+    /// the process's, so it shares them with this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`SemaphoreBuilder::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let a = fileipc::Semaphore::open(&path, 1)?;
+    /// let b = a.try_clone()?;
+    /// assert!(a.try_acquire()?);
+    /// assert!(!b.try_acquire()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Semaphore> {
+        SemaphoreBuilder { mode: self.mode }.open(&self.state.path, 0)
+    }
+
+    /// The path of the semaphore file.
+    pub fn path(&self) -> &Path {
+        &self.state.path
+    }
+
+    /// Takes a permit, waiting at most [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT)
+    /// (5 s); `false` if none became free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a system call on the file fails; [`Error::Invalid`] if the
+    /// holder table is full (more than 248 processes hold permits at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// assert!(s.acquire()?);
+    /// s.release()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire(&self) -> Result<bool> {
+        self.acquire_timeout(crate::DEFAULT_TIMEOUT)
+    }
+
+    /// Takes a permit, waiting at most `timeout`; `false` if none became free. A
+    /// timeout too large to represent waits forever.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// use std::time::Duration;
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// assert!(s.acquire_timeout(Duration::from_millis(100))?);
+    /// assert!(!s.acquire_timeout(Duration::from_millis(20))?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.acquire_until(crate::deadline_after(timeout))
+    }
+
+    /// Takes a permit, waiting until `deadline` at most; `false` if none became free.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// use std::time::{Duration, Instant};
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// assert!(s.acquire_deadline(Instant::now() + Duration::from_secs(1))?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_deadline(&self, deadline: Instant) -> Result<bool> {
+        self.acquire_until(Some(deadline))
+    }
+
+    /// Takes a permit, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// s.acquire_forever()?;
+    /// assert_eq!(s.value()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_forever(&self) -> Result<()> {
+        self.acquire_until(None).map(drop)
+    }
+
+    /// Takes a permit if one is free now; `false` otherwise. When none is free, first
+    /// returns the permits of holders that died.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// assert!(s.try_acquire()?);
+    /// assert!(!s.try_acquire()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<bool> {
+        if self.take(false)? {
+            return Ok(true);
+        }
+        self.take(true)
+    }
+
+    /// Returns a permit: one this process holds if it holds any, otherwise adds one to
+    /// the semaphore (so a process can signal another). Wakes a waiter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the process holds no permit and the value would pass
+    /// `u32::MAX`; [`Error::Io`] if a system call on the file fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 0)?;
+    /// s.release()?; // signalling: nobody held a permit
+    /// assert_eq!(s.value()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        // Fast path, no lock: return a permit from this process's slot.
+        if !self.return_own()? {
+            self.critical(|| {
+                // This process may have acquired meanwhile (another thread or handle).
+                if self.return_own()? {
+                    return Ok(());
+                }
+                let cap = self.capacity().load(Ordering::SeqCst);
+                if cap == u32::MAX {
+                    return Err(Error::invalid(
+                        self.path(),
+                        "release would raise the semaphore past u32::MAX",
+                    ));
+                }
+                self.capacity().store(cap + 1, Ordering::SeqCst);
+                Ok(())
+            })?;
+        }
+        self.ring(1);
+        Ok(())
+    }
+
+    /// The number of permits free now, after returning those of holders that died.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a system call on the file fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 3)?;
+    /// assert_eq!(s.value()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn value(&self) -> Result<u32> {
+        let (reclaimed, value) = self.critical(|| {
+            let reclaimed = self.reclaim_dead();
+            let scan = self.scan();
+            Ok((
+                reclaimed,
+                value_of(self.capacity().load(Ordering::SeqCst), scan.held),
+            ))
+        })?;
+        if reclaimed > 0 {
+            self.ring(u32::MAX);
+        }
+        Ok(value)
+    }
+
+    /// How many permits the calling process holds (through any handle or thread).
+    ///
+    /// # Errors
+    ///
+    /// None at present; the `Result` leaves room for checks of the file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 3)?;
+    /// s.acquire()?;
+    /// s.acquire()?;
+    /// assert_eq!(s.held()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn held(&self) -> Result<u32> {
+        Ok(self.scan().mine.map_or(0, |(_, w)| word_held(w)))
+    }
+
+    /// How many threads (of any process) are registered as waiting, for diagnostics.
+    /// Approximate: a waiter killed while waiting stays counted, which costs later
+    /// releases one spare wake-up call each but is otherwise harmless.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 3)?;
+    /// assert_eq!(s.waiting(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn waiting(&self) -> u32 {
+        self.waiters().load(Ordering::Relaxed)
+    }
+
+    /// [`acquire`](Semaphore::acquire) returning a permit that is released when
+    /// dropped; `None` at the timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// if let Some(permit) = s.permit()? {
+    ///     assert_eq!(s.value()?, 0);
+    ///     permit.release()?;
+    /// }
+    /// assert_eq!(s.value()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
+        self.permit_timeout(crate::DEFAULT_TIMEOUT)
+    }
+
+    /// [`acquire_timeout`](Semaphore::acquire_timeout) returning a permit guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let p = s.permit_timeout(std::time::Duration::from_secs(1))?;
+    /// assert!(p.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<SemaphorePermit<'_>>> {
+        Ok(self
+            .acquire_timeout(timeout)?
+            .then(|| SemaphorePermit { sem: self }))
+    }
+
+    /// [`acquire_deadline`](Semaphore::acquire_deadline) returning a permit guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    /// assert!(s.permit_deadline(deadline)?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permit_deadline(&self, deadline: Instant) -> Result<Option<SemaphorePermit<'_>>> {
+        Ok(self
+            .acquire_deadline(deadline)?
+            .then(|| SemaphorePermit { sem: self }))
+    }
+
+    /// [`try_acquire`](Semaphore::try_acquire) returning a permit guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let p = s.try_permit()?.expect("one is free");
+    /// assert!(s.try_permit()?.is_none());
+    /// drop(p);
+    /// assert_eq!(s.value()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
+        Ok(self.try_acquire()?.then(|| SemaphorePermit { sem: self }))
+    }
+
+    /// [`acquire_forever`](Semaphore::acquire_forever) returning a permit guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let p = s.permit_forever()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permit_forever(&self) -> Result<SemaphorePermit<'_>> {
+        self.acquire_forever()?;
+        Ok(SemaphorePermit { sem: self })
+    }
+
+    // --- internals
+
+    fn seq(&self) -> &AtomicU32 {
+        self.state.map.u32(SEQ)
+    }
+    fn waiters(&self) -> &AtomicU32 {
+        self.state.map.u32(WAITERS)
+    }
+    fn capacity(&self) -> &AtomicU32 {
+        self.state.map.u32(CAPACITY)
+    }
+    fn high(&self) -> &AtomicU32 {
+        self.state.map.u32(HIGH)
+    }
+    fn owner(&self, slot: usize) -> &AtomicU64 {
+        self.state.map.u64(SLOTS + slot * SLOT_LEN)
+    }
+    fn start(&self, slot: usize) -> &AtomicU64 {
+        self.state.map.u64(SLOTS + slot * SLOT_LEN + 8)
+    }
+
+    fn is_me(&self, slot: usize, w: u64) -> bool {
+        word_pid(w) == self.me.pid && self.start(slot).load(Ordering::Acquire) == self.me.start
+    }
+
+    /// Runs `f` in the critical section: this handle's threads excluded by `local`,
+    /// other handles and processes by an exclusive `flock` on the file (released by the
+    /// kernel if this process dies inside).
+    fn critical<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _local = self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = &self.state.file;
+        if !sys::try_lock_exclusive(file).at("lock", self.path())? {
+            sys::lock_exclusive(file).at("lock", self.path())?;
+        }
+        let r = f();
+        let u = sys::unlock(file).at("unlock", self.path());
+        let v = r?;
+        u?;
+        Ok(v)
+    }
+
+    /// Reads the holder table. Loads are `SeqCst`: see `acquire_until`.
+    fn scan(&self) -> Scan {
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let mut s = Scan {
+            high,
+            ..Scan::default()
+        };
+        for i in 0..high {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            if w == 0 {
+                s.free.get_or_insert(i);
+                continue;
+            }
+            s.held += u64::from(word_held(w));
+            if s.mine.is_none() && self.is_me(i, w) {
+                s.mine = Some((i, w));
+            }
+        }
+        s
+    }
+
+    /// Returns one permit from this process's slot, if it has one; `false` otherwise.
+    /// Lock-free: only this process writes its slot while it lives.
+    fn return_own(&self) -> Result<bool> {
+        loop {
+            let Some((i, w)) = self.scan().mine else {
+                return Ok(false);
+            };
+            if word_held(w) == 0 {
+                return Ok(false);
+            }
+            let new = word_after_release(w);
+            if self
+                .owner(i)
+                .compare_exchange(w, new, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// One attempt to take a permit in the critical section; with `reclaim`, first
+    /// returns the permits of dead holders (and wakes waiters if there were any).
+    fn take(&self, reclaim: bool) -> Result<bool> {
+        let (got, reclaimed) = self.critical(|| {
+            let reclaimed = if reclaim { self.reclaim_dead() } else { 0 };
+            Ok((self.take_locked()?, reclaimed))
+        })?;
+        if reclaimed > 0 {
+            self.ring(u32::MAX);
+        }
+        Ok(got)
+    }
+
+    /// Takes a permit if the value is positive; in the critical section.
+    fn take_locked(&self) -> Result<bool> {
+        let scan = self.scan();
+        if value_of(self.capacity().load(Ordering::SeqCst), scan.held) == 0 {
+            return Ok(false);
+        }
+        // Our own slot: only this process changes it outside the critical section
+        // (returning permits), hence the compare-and-swap.
+        if let Some((i, mut w)) = scan.mine {
+            loop {
+                match self
+                    .owner(i)
+                    .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    Ok(_) => return Ok(true),
+                    Err(now) if word_pid(now) == self.me.pid => w = now,
+                    // Freed by our own last release meanwhile: claim a slot afresh.
+                    Err(_) => break,
+                }
+            }
+        }
+        let scan = self.scan();
+        let slot = match scan.free {
+            Some(i) => i,
+            None if scan.high < MAX_HOLDERS => {
+                // Raise the high-water mark first: a crash right after leaves an
+                // empty slot in range, which is harmless.
+                self.owner(scan.high).store(0, Ordering::SeqCst);
+                self.high().store(scan.high as u32 + 1, Ordering::SeqCst);
+                scan.high
+            }
+            None => {
+                return Err(Error::invalid(
+                    self.path(),
+                    format!("holder table full: {MAX_HOLDERS} processes already hold permits"),
+                ));
+            }
+        };
+        // Claim: the start time first, then owner and count in one store.
+        self.start(slot).store(self.me.start, Ordering::SeqCst);
+        self.owner(slot)
+            .store(word(self.me.pid, 1), Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Frees the slots of processes that are no longer running (PID and start time
+    /// checked, zombies count as dead); in the critical section. Returns the number of
+    /// permits returned.
+    fn reclaim_dead(&self) -> u64 {
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let mut reclaimed = 0;
+        for i in 0..high {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            if w == 0 || self.is_me(i, w) {
+                continue;
+            }
+            let who = ProcessId {
+                pid: word_pid(w),
+                start: self.start(i).load(Ordering::SeqCst),
+            };
+            if !who.is_alive()
+                && self
+                    .owner(i)
+                    .compare_exchange(w, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                reclaimed += u64::from(word_held(w));
+            }
+        }
+        reclaimed
+    }
+
+    /// Increments the doorbell and wakes up to `n` sleepers if anyone waits.
+    fn ring(&self, n: u32) {
+        self.seq().fetch_add(1, Ordering::SeqCst);
+        if self.waiters().load(Ordering::SeqCst) > 0 {
+            let _ = sys::futex_wake(self.seq(), n);
+        }
+    }
+
+    /// The waiting side of the doorbell.
+    ///
+    /// No wake-up can be lost. The waiter (1) registers (`waiters += 1`), then in each
+    /// round (2) reads `seq` as `s`, (3) scans the table and finds the value 0, and (4)
+    /// sleeps only while `seq == s`. A releaser (a) changes the table (its own slot by
+    /// compare-and-swap, or the capacity in the critical section), (b) increments `seq`,
+    /// (c) reads `waiters` and wakes one sleeper if it is not zero. All these accesses
+    /// are sequentially consistent. If (3) saw the table before (a), then (2) precedes
+    /// (b): either (b) precedes (4) and the kernel refuses to sleep, or the waiter is
+    /// queued before (b), and (c), which follows (1), sees it and wakes a sleeper. A
+    /// dead holder cannot ring: every [`SLICE`] the waiter reclaims dead holders' slots.
+    fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        if self.take(false)? {
+            return Ok(true);
+        }
+        self.waiters().fetch_add(1, Ordering::SeqCst);
+        let mut woken = false;
+        let r = self.wait_loop(deadline, &mut woken);
+        let _ = self
+            .waiters()
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1));
+        if woken && !matches!(r, Ok(true)) {
+            // We may have taken a wake-up meant for a release: pass it on.
+            let _ = sys::futex_wake(self.seq(), 1);
+        }
+        r
+    }
+
+    fn wait_loop(&self, deadline: Option<Instant>, woken: &mut bool) -> Result<bool> {
+        // The first round reclaims dead holders at once: the fast path did not.
+        let mut reclaim = true;
+        let mut next_reclaim = Instant::now() + SLICE;
+        loop {
+            let s = self.seq().load(Ordering::SeqCst);
+            if self.take(reclaim)? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(false);
+            }
+            let until = match deadline {
+                Some(d) if d < next_reclaim => d,
+                _ => next_reclaim,
+            };
+            sys::futex_wait(self.seq(), s, Some(until)).at("wait", self.path())?;
+            *woken = self.seq().load(Ordering::SeqCst) != s;
+            let now = Instant::now();
+            reclaim = now >= next_reclaim;
+            if reclaim {
+                next_reclaim = now + SLICE;
+            }
+        }
+    }
+}
+
+/// A permit of a [`Semaphore`], released when dropped.
+///
+/// Made by [`Semaphore::permit`] and its variants. Dropping ignores errors; use
+/// [`release`](SemaphorePermit::release) to see them.
+#[must_use = "the permit is released as soon as the guard is dropped"]
+#[clippy::has_significant_drop]
+#[derive(Debug)]
+pub struct SemaphorePermit<'a> {
+    sem: &'a Semaphore,
+}
+
+impl SemaphorePermit<'_> {
+    /// Releases the permit, reporting errors (dropping the guard ignores them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::release`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let p = s.permit_forever()?;
+    /// p.release()?;
+    /// assert_eq!(s.value()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release(self) -> Result<()> {
+        let s = self.sem;
+        std::mem::forget(self);
+        s.release()
+    }
+
+    /// The semaphore this permit belongs to.
+    pub fn semaphore(&self) -> &Semaphore {
+        self.sem
+    }
+}
+
+impl Drop for SemaphorePermit<'_> {
+    fn drop(&mut self) {
+        let _ = self.sem.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_word() {
+        let w = word(4242, 3);
+        assert_eq!(word_pid(w), 4242);
+        assert_eq!(word_held(w), 3);
+        assert_eq!(word_after_release(w), word(4242, 2));
+        assert_eq!(word_after_release(word(4242, 1)), 0);
+        assert_eq!(
+            word_after_release(word(u32::MAX, u32::MAX)),
+            word(u32::MAX, u32::MAX - 1)
+        );
+        assert_eq!(word(0, 0), 0);
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(value_of(3, 0), 3);
+        assert_eq!(value_of(3, 3), 0);
+        assert_eq!(value_of(3, 7), 0); // a damaged table never underflows
+        assert_eq!(value_of(u32::MAX, 1), u32::MAX - 1);
+    }
+
+    #[test]
+    fn semaphore_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Semaphore>();
+        check::<SemaphorePermit<'_>>();
+    }
+
+    #[test]
+    fn dead_slot_is_reclaimed_and_recycled_pid_is_not_mine() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 3).unwrap();
+        // A slot of a process that does not exist, and one with our PID but another
+        // start time (a recycled PID): both are dead holders.
+        s.high().store(2, Ordering::SeqCst);
+        s.start(0).store(1, Ordering::SeqCst);
+        s.owner(0).store(word(u32::MAX - 7, 1), Ordering::SeqCst);
+        s.start(1)
+            .store(s.me.start.wrapping_add(1), Ordering::SeqCst);
+        s.owner(1).store(word(s.me.pid, 2), Ordering::SeqCst);
+        assert_eq!(s.held().unwrap(), 0);
+        let v = s.value().unwrap();
+        if cfg!(all(target_os = "linux", not(feature = "force-portable"))) {
+            assert_eq!(v, 3);
+        } else {
+            // Without start times the recycled PID looks alive.
+            assert_eq!(v, 1);
+        }
+        assert_eq!(s.owner(0).load(Ordering::SeqCst), 0);
+        assert!(s.try_acquire().unwrap());
+        assert_eq!(s.held().unwrap(), 1);
+    }
+
+    #[test]
+    fn full_table_is_a_clear_error() {
+        let Some(init) = ProcessId::of_pid(1) else {
+            return; // no process 1 to stand for a live holder
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 1000).unwrap();
+        s.high().store(MAX_HOLDERS as u32, Ordering::SeqCst);
+        for i in 0..MAX_HOLDERS {
+            s.start(i).store(init.start, Ordering::SeqCst);
+            s.owner(i).store(word(1, 1), Ordering::SeqCst);
+        }
+        assert_eq!(s.value().unwrap(), 1000 - MAX_HOLDERS as u32);
+        let e = s.try_acquire().unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("holder table full"), "{e}");
+        // A slot freed by its holder is reused.
+        s.owner(7).store(0, Ordering::SeqCst);
+        assert!(s.try_acquire().unwrap());
+        assert_eq!(word_pid(s.owner(7).load(Ordering::SeqCst)), s.me.pid);
+    }
+
+    /// Regression: a permit built eagerly for a failed attempt and dropped at once
+    /// released a permit the process held.
+    #[test]
+    fn failed_try_permit_does_not_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 1).unwrap();
+        let p = s.try_permit().unwrap().unwrap();
+        assert!(s.try_permit().unwrap().is_none());
+        assert!(
+            s.permit_timeout(Duration::from_millis(1))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(s.held().unwrap(), 1);
+        assert_eq!(s.value().unwrap(), 0);
+        p.release().unwrap();
+        assert_eq!(s.value().unwrap(), 1);
+    }
+
+    #[test]
+    fn threads_share_the_process_permits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Semaphore::open(dir.path().join("s"), 2).unwrap());
+        let inside = std::sync::Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (s, inside) = (s.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..300 {
+                        let p = s.permit_forever().unwrap();
+                        assert!(inside.fetch_add(1, Ordering::SeqCst) < 2);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        p.release().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.value().unwrap(), 2);
+        assert_eq!(s.held().unwrap(), 0);
+        assert_eq!(s.waiting(), 0);
+    }
+}

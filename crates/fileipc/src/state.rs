@@ -69,8 +69,6 @@ pub(crate) struct StateFile {
     pub(crate) path: PathBuf,
     pub(crate) file: File,
     pub(crate) map: SharedMap,
-    /// Whether this call created the file.
-    pub(crate) created: bool,
 }
 
 /// Opens the state file at `path`, creating it if missing. A new file is written in full
@@ -86,7 +84,7 @@ pub(crate) fn open_or_create(
     let mut init = Some(init);
     loop {
         match sys::open_state_file(path, Open::Existing) {
-            Ok(file) => return validate(path, file, layout, false),
+            Ok(file) => return validate(path, file, layout),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("open", path, e)),
         }
@@ -122,14 +120,14 @@ pub(crate) fn open_or_create(
             .at("chmod", path)?;
         tmp.write_all(&region).at("write", path)?;
         match tmp.persist_noclobber(path) {
-            Ok(file) => return validate(path, file, layout, true),
+            Ok(file) => return validate(path, file, layout),
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io("create", path, e.error)),
         }
     }
 }
 
-fn validate(path: &Path, file: File, layout: Layout, created: bool) -> Result<StateFile> {
+fn validate(path: &Path, file: File, layout: Layout) -> Result<StateFile> {
     let expected = layout.kind.name();
     let size = file.metadata().at("stat", path)?.len();
     let mut header = [0u8; HEADER_LEN];
@@ -187,7 +185,6 @@ fn validate(path: &Path, file: File, layout: Layout, created: bool) -> Result<St
         path: path.to_owned(),
         file,
         map,
-        created,
     })
 }
 
@@ -218,10 +215,8 @@ mod tests {
     fn create_then_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m");
-        let a = open_or_create(&p, L, 0o600, |r| r[0] = 7).unwrap();
-        assert!(a.created);
+        open_or_create(&p, L, 0o600, |r| r[0] = 7).unwrap();
         let b = open_or_create(&p, L, 0o600, |_| panic!("must not init twice")).unwrap();
-        assert!(!b.created);
         assert_eq!(
             b.map
                 .u32(HEADER_LEN)

@@ -695,7 +695,7 @@ fn disk_use_follows_the_backlog() {
             through += msg.len() as u64;
         }
         i += 1;
-        if i % 1024 == 0 {
+        if i.is_multiple_of(1024) {
             max_disk = max_disk.max(q.stats().unwrap().bytes_on_disk);
         }
     }

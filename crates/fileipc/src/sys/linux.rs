@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use rustix::fs::inotify;
 use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::{remaining, timespec};
+use super::remaining;
 
 pub(super) const NAME: &str = "linux (futex, inotify)";
 pub(super) const START_TIME_UNSUPPORTED: bool = false;
@@ -63,7 +63,6 @@ pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
 #[derive(Debug)]
 pub(crate) struct DirWatch {
     fd: OwnedFd,
-    dir: PathBuf,
 }
 
 impl DirWatch {
@@ -79,68 +78,7 @@ impl DirWatch {
                 | inotify::WatchFlags::DELETE_SELF
                 | inotify::WatchFlags::MOVE_SELF,
         )?;
-        Ok(DirWatch {
-            fd,
-            dir: dir.to_owned(),
-        })
-    }
-
-    /// Sleeps until an entry named `name` may have appeared in the directory, the
-    /// directory itself went away, or `deadline` passes. Returns `Ok(true)` if an
-    /// event for `name` (or for the directory) arrived, `Ok(false)` on timeout or any
-    /// other wake-up; the caller re-checks the file system either way.
-    pub(crate) fn wait(&self, name: &OsStr, deadline: Option<Instant>) -> io::Result<bool> {
-        loop {
-            if self.drain(name)? {
-                return Ok(true);
-            }
-            let ts = match remaining(deadline) {
-                Some(d) if d.is_zero() => return Ok(false),
-                Some(d) => Some(timespec(d)),
-                None => None,
-            };
-            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Ok(false),
-                Ok(_) | Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Reads all pending events; true if one concerned `name` or the directory itself.
-    fn drain(&self, name: &OsStr) -> io::Result<bool> {
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(self.fd.as_fd(), &mut buf);
-        let mut hit = false;
-        loop {
-            match reader.next() {
-                Ok(ev) => {
-                    let flags = ev.events();
-                    if flags.intersects(
-                        inotify::ReadFlags::QUEUE_OVERFLOW
-                            | inotify::ReadFlags::DELETE_SELF
-                            | inotify::ReadFlags::MOVE_SELF
-                            | inotify::ReadFlags::IGNORED,
-                    ) {
-                        hit = true;
-                    } else if let Some(n) = ev.file_name() {
-                        if n.to_bytes() == name.as_bytes() {
-                            hit = true;
-                        }
-                    }
-                }
-                Err(Errno::AGAIN) => return Ok(hit),
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// The watched directory.
-    #[allow(dead_code)]
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+        Ok(DirWatch { fd })
     }
 }
 
@@ -219,5 +157,12 @@ impl DirWatch {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+fn timespec(d: std::time::Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
     }
 }

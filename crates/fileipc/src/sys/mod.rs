@@ -57,18 +57,11 @@ use std::time::Instant;
 use rustix::fs::{FlockOperation, OFlags};
 
 /// The name of the backend in use, for diagnostics (`fileipc stat`, benchmarks).
-pub const BACKEND: &str = imp::NAME;
+pub(crate) const BACKEND: &str = imp::NAME;
 
 /// Time left until `deadline`, `None` meaning "no deadline"; zero once it has passed.
 pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
-}
-
-fn timespec(d: std::time::Duration) -> rustix::time::Timespec {
-    rustix::time::Timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: i64::from(d.subsec_nanos()),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -184,7 +177,8 @@ impl SharedMap {
 
     fn check(&self, offset: usize, size: usize, align: usize) {
         assert!(
-            offset % align == 0 && offset.checked_add(size).is_some_and(|e| e <= self.len()),
+            offset.is_multiple_of(align)
+                && offset.checked_add(size).is_some_and(|e| e <= self.len()),
             "sys::SharedMap access out of bounds or misaligned: offset {offset} size {size}"
         );
     }
@@ -206,38 +200,6 @@ impl SharedMap {
         // SAFETY: as for `u32` above, with 8-byte size and alignment.
         unsafe { &*self.raw.as_mut_ptr().add(offset).cast::<AtomicU64>() }
     }
-
-    /// Copies `buf.len()` bytes out of the mapping at `offset`. The caller must hold a
-    /// lock that keeps writers of this range out, or accept (and verify, e.g. with a
-    /// checksum) a torn read; either way the copy itself is not undefined behaviour
-    /// because it is done with volatile byte reads.
-    pub(crate) fn read_at(&self, offset: usize, buf: &mut [u8]) {
-        self.check(offset, buf.len(), 1);
-        let base = self.raw.as_ptr();
-        for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: `offset + i` is in bounds (checked above) and the mapping is alive;
-            // a volatile read of a byte another process may be writing yields some byte
-            // value, never undefined behaviour, since no Rust reference to it exists.
-            *b = unsafe { base.add(offset + i).read_volatile() };
-        }
-    }
-
-    /// Copies `data` into the mapping at `offset`, under the same rules as `read_at`.
-    pub(crate) fn write_at(&self, offset: usize, data: &[u8]) {
-        self.check(offset, data.len(), 1);
-        let base = self.raw.as_mut_ptr();
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: in bounds (checked above), mapping alive and writable (mapped
-            // read-write); no Rust reference to these bytes exists, so a volatile write
-            // races only at the hardware level, which the caller's lock or checksum covers.
-            unsafe { base.add(offset + i).write_volatile(*b) };
-        }
-    }
-
-    /// Flushes the mapping to storage (`msync`), for durable modes.
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        self.raw.flush()
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -246,16 +208,16 @@ impl SharedMap {
 /// A process, identified so that a recycled PID is not mistaken for it: its PID and the
 /// time it started (in clock ticks since boot on Linux; 0 where unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ProcessId {
+pub(crate) struct ProcessId {
     /// The process ID.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// When the process started, in an OS-specific unit; 0 if unknown.
-    pub start: u64,
+    pub(crate) start: u64,
 }
 
 impl ProcessId {
     /// The calling process.
-    pub fn current() -> ProcessId {
+    pub(crate) fn current() -> ProcessId {
         let pid = std::process::id();
         ProcessId {
             pid,
@@ -264,7 +226,8 @@ impl ProcessId {
     }
 
     /// Looks up process `pid`; `None` if no such process exists now.
-    pub fn of_pid(pid: u32) -> Option<ProcessId> {
+    #[cfg(test)]
+    pub(crate) fn of_pid(pid: u32) -> Option<ProcessId> {
         if !pid_exists(pid) {
             return None;
         }
@@ -276,7 +239,7 @@ impl ProcessId {
 
     /// Whether this very process (same PID, same start time) is still running.
     /// A zombie counts as dead: it holds nothing any more.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         if self.pid == 0 || !pid_exists(self.pid) {
             return false;
         }
@@ -448,4 +411,26 @@ pub(crate) fn owner_ident() -> u64 {
         (u64::from(tid) << 32) | (start & 0xffff_ffff)
     });
     IDENT.with(|v| *v)
+}
+
+// --- added for shared_data
+
+/// The device and inode numbers of an open file: its identity in this boot.
+pub(crate) fn file_id(file: &File) -> io::Result<(u64, u64)> {
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+// --- added for Mutex and Semaphore
+
+/// Milliseconds of `CLOCK_MONOTONIC`, a clock every process of the machine reads the same
+/// way (unlike [`Instant`], whose value cannot be shared), so a deadline stored in a
+/// shared mapping means the same moment to all of them. Wraps after 49 days; compare
+/// values with wrapping arithmetic only.
+pub(crate) fn monotonic_millis() -> u32 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let ms = (ts.tv_sec as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(ts.tv_nsec as u64 / 1_000_000);
+    ms as u32
 }

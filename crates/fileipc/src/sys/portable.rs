@@ -78,26 +78,6 @@ impl DirWatch {
             dir: dir.to_owned(),
         })
     }
-
-    pub(crate) fn wait(&self, name: &OsStr, deadline: Option<Instant>) -> io::Result<bool> {
-        let path = self.dir.join(name);
-        let mut d = FIRST_NAP;
-        loop {
-            if std::fs::symlink_metadata(&path).is_ok() {
-                return Ok(true);
-            }
-            if remaining(deadline).is_some_and(|r| r.is_zero()) {
-                return Ok(false);
-            }
-            nap(deadline, d);
-            d = (d * 2).min(LONGEST_NAP);
-        }
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 // --- added for Event

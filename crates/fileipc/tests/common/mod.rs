@@ -91,10 +91,10 @@ impl Proc {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(msg) = line.strip_prefix(PREFIX) {
-                    if ltx.send(msg.to_owned()).is_err() {
-                        break;
-                    }
+                if let Some(msg) = line.strip_prefix(PREFIX)
+                    && ltx.send(msg.to_owned()).is_err()
+                {
+                    break;
                 }
             }
         });

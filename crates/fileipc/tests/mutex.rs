@@ -1,0 +1,565 @@
+//! Mutex across real processes and threads (issue 2, points 1-3 and 14).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{PATIENCE, Proc, say};
+use fileipc::{Error, Mutex};
+
+#[test]
+fn child_process_entry() {
+    common::child_main(|role, args| match role {
+        "counter" => counter(&args),
+        "holder" => holder(&args),
+        "waiter" => waiter(&args),
+        "drop-holder" => drop_holder(&args),
+        "contender" => contender(&args),
+        other => panic!("unknown role {other}"),
+    });
+}
+
+/// Nanoseconds of CLOCK_MONOTONIC, comparable between processes.
+fn mono_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Adds one to the decimal number in `path` by reading and rewriting the file: a
+/// read-modify-write that loses updates unless callers exclude each other.
+fn bump(path: &Path) {
+    let n: u64 = std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(path, format!("{}\n", n + 1)).unwrap();
+}
+
+fn read_counter(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Child: `n` lock/increment/unlock cycles, through every locking entry point.
+fn counter(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    let file = Path::new(&args[1]);
+    let n: u32 = args[2].parse().unwrap();
+    say("ready");
+    for i in 0..n {
+        match i % 4 {
+            0 => {
+                assert!(m.lock_timeout(PATIENCE).unwrap());
+                bump(file);
+                m.unlock().unwrap();
+            }
+            1 => {
+                let g = m.guard_forever().unwrap();
+                bump(file);
+                drop(g);
+            }
+            2 => {
+                if !m.try_lock().unwrap() {
+                    assert!(m.lock_timeout(PATIENCE).unwrap());
+                }
+                bump(file);
+                m.unlock().unwrap();
+            }
+            _ => {
+                let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+                bump(file);
+                g.unlock().unwrap();
+            }
+        }
+    }
+    say("done");
+}
+
+/// Child: takes the lock, reports, and holds it until killed.
+fn holder(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    assert!(m.lock().unwrap());
+    say("locked");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Child: finds the lock taken, then waits for it and reports when it got it.
+fn waiter(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    assert!(!m.try_lock().unwrap(), "the holder should hold the lock");
+    say("busy");
+    assert!(m.lock_timeout(PATIENCE).unwrap());
+    let t = mono_ns();
+    say(format!("locked {t}"));
+    m.unlock().unwrap();
+}
+
+/// Child: locks, then once the file `args[1]` exists drops the handle (without
+/// unlocking) and keeps running.
+fn drop_holder(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    assert!(m.lock().unwrap());
+    say("locked");
+    let go = Path::new(&args[1]);
+    common::eventually(PATIENCE, "the go file", || go.exists());
+    drop(m);
+    say("dropped");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Point 1: 4 processes x 5,000 cycles on a counter file end at exactly 20,000.
+#[test]
+fn four_processes_count_exactly() {
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    let file = dir.path().join("counter");
+    std::fs::write(&file, "0\n").unwrap();
+    let (l, f) = (lock.to_str().unwrap(), file.to_str().unwrap());
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("counter", &[l, f, "5000"]))
+        .collect();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    for k in &mut kids {
+        k.expect("done");
+        k.wait_success();
+    }
+    assert_eq!(read_counter(&file), 20_000);
+    assert!(!Mutex::open(&lock).unwrap().is_locked().unwrap());
+}
+
+/// Point 1, threads: threads sharing one handle and threads with their own (cloned)
+/// handles, plus a child process, all exclude each other.
+#[test]
+fn threads_sharing_and_cloning_handles_exclude_each_other() {
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    let file = dir.path().join("counter");
+    std::fs::write(&file, "0\n").unwrap();
+    let mut kid = Proc::spawn(
+        "counter",
+        &[lock.to_str().unwrap(), file.to_str().unwrap(), "1000"],
+    );
+    let shared = Arc::new(Mutex::open(&lock).unwrap());
+    let mut threads = Vec::new();
+    for i in 0..6 {
+        let m = if i % 2 == 0 {
+            Arc::clone(&shared)
+        } else {
+            Arc::new(shared.try_clone().unwrap())
+        };
+        let file = file.clone();
+        threads.push(std::thread::spawn(move || {
+            for _ in 0..500 {
+                let g = m.guard_timeout(PATIENCE).unwrap().expect("lock in time");
+                bump(&file);
+                drop(g);
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    kid.expect("ready");
+    kid.expect("done");
+    kid.wait_success();
+    assert_eq!(read_counter(&file), 6 * 500 + 1000);
+}
+
+/// Point 2: SIGKILL the holder; a blocked waiter gets the lock within 100 ms of the
+/// kill. Measured from the kill to the moment `lock_timeout` returned in the waiter
+/// (both on CLOCK_MONOTONIC). Design bound: one 10 ms wait slice plus scheduling; the
+/// 100 ms the issue demands leaves room for a loaded CI machine.
+#[test]
+fn killed_holder_releases_within_100ms() {
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    let l = lock.to_str().unwrap();
+    let mut holder = Proc::spawn("holder", &[l]);
+    holder.expect("locked");
+    let m = Mutex::open(&lock).unwrap();
+    assert!(m.is_locked().unwrap());
+    assert_eq!(m.holder().unwrap().map(|h| h.pid), Some(holder.pid));
+    let mut waiter = Proc::spawn("waiter", &[l]);
+    waiter.expect("busy");
+    // Kill only once the waiter is blocked in the wait loop (registered as a waiter),
+    // so that this measures the dead-holder path, not a fresh lock attempt.
+    common::eventually(PATIENCE, "the waiter to register", || m.waiting() == 1);
+    let killed_at = mono_ns();
+    holder.kill();
+    let line = waiter.expect_line(PATIENCE);
+    let got_at: u64 = line.strip_prefix("locked ").unwrap().parse().unwrap();
+    waiter.wait_success();
+    let after = Duration::from_nanos(got_at.saturating_sub(killed_at));
+    eprintln!("waiter got the lock {after:?} after the kill");
+    assert!(
+        got_at > killed_at,
+        "waiter got the lock before the holder died"
+    );
+    assert!(after < Duration::from_millis(100), "took {after:?}");
+    holder.wait(PATIENCE);
+    assert!(!m.is_locked().unwrap());
+    assert_eq!(m.holder().unwrap(), None);
+}
+
+/// Point 2, other half: a killed holder's lock is free for a `try_lock` at once
+/// (kernel-released, not a timeout guess).
+#[test]
+fn killed_holder_lock_is_free_immediately() {
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    let mut holder = Proc::spawn("holder", &[lock.to_str().unwrap()]);
+    holder.expect("locked");
+    let m = Mutex::open(&lock).unwrap();
+    assert!(!m.try_lock().unwrap());
+    holder.kill_and_reap();
+    assert!(m.try_lock().unwrap());
+    assert_eq!(m.holder().unwrap().map(|h| h.pid), Some(std::process::id()));
+    m.unlock().unwrap();
+}
+
+/// Point 3: unlocking without holding is an error naming the path.
+#[test]
+fn unlock_without_holding_is_an_error() {
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    let a = Mutex::open(&lock).unwrap();
+    let b = Mutex::open(&lock).unwrap();
+    let e = a.unlock().unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    assert_eq!(e.path(), lock);
+    assert!(e.to_string().contains("does not hold"), "{e}");
+    assert!(a.lock().unwrap());
+    // Another handle (in the same process) does not hold it either.
+    assert!(matches!(b.unlock(), Err(Error::Invalid { .. })));
+    a.unlock().unwrap();
+    assert!(matches!(a.unlock(), Err(Error::Invalid { .. })));
+    // A guard's consuming unlock reports the error if the lock was released behind it.
+    let g = a.try_guard().unwrap().unwrap();
+    a.unlock().unwrap();
+    assert!(g.unlock().is_err());
+}
+
+/// Point 3: dropping a handle that holds the lock releases it, in this process and in
+/// another one (which keeps running).
+#[test]
+fn dropping_a_holding_handle_releases() {
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    let a = Mutex::open(&lock).unwrap();
+    let b = Mutex::open(&lock).unwrap();
+    assert!(a.try_lock().unwrap());
+    assert!(!b.try_lock().unwrap());
+    drop(a);
+    assert!(b.try_lock().unwrap());
+    b.unlock().unwrap();
+
+    let go = dir.path().join("go");
+    let mut kid = Proc::spawn(
+        "drop-holder",
+        &[lock.to_str().unwrap(), go.to_str().unwrap()],
+    );
+    kid.expect("locked");
+    assert!(!b.try_lock().unwrap());
+    std::fs::write(&go, b"").unwrap();
+    kid.expect("dropped");
+    assert!(b.try_lock().unwrap());
+    b.unlock().unwrap();
+}
+
+/// Timeouts: a held lock makes the other handle's lock_timeout return false, not err.
+#[test]
+fn lock_timeout_returns_false_while_held_elsewhere() {
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    let mut holder = Proc::spawn("holder", &[lock.to_str().unwrap()]);
+    holder.expect("locked");
+    let m = Mutex::open(&lock).unwrap();
+    assert!(!m.try_lock().unwrap());
+    assert!(!m.lock_timeout(Duration::from_millis(30)).unwrap());
+    assert!(!m.lock_deadline(std::time::Instant::now()).unwrap());
+    assert!(m.try_guard().unwrap().is_none());
+    assert!(m.is_locked().unwrap());
+}
+
+/// Point 14: mode 0600 by default, the builder's mode otherwise.
+#[test]
+fn lock_file_mode() {
+    let dir = common::tempdir();
+    let p = dir.path().join("lock");
+    Mutex::open(&p).unwrap();
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let q = dir.path().join("group");
+    Mutex::builder().mode(0o660).open(&q).unwrap();
+    let mode = std::fs::metadata(&q).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+/// Point 14: symlinks, garbage and other primitives' files are refused, untouched.
+#[test]
+fn refuses_symlinks_garbage_and_other_kinds() {
+    let dir = common::tempdir();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, b"keep me").unwrap();
+    let link = dir.path().join("lock");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let e = Mutex::open(&link).unwrap_err();
+    assert!(matches!(e, Error::Symlink { .. }), "{e}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+
+    let e = Mutex::open(&target).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e}");
+    assert!(e.to_string().contains("not a fileipc mutex file"), "{e}");
+    assert_eq!(e.path(), target);
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let e = Mutex::open(&empty).unwrap_err();
+    assert!(e.to_string().contains("empty"), "{e}");
+
+    let sem = dir.path().join("sem");
+    fileipc::Semaphore::open(&sem, 1).unwrap();
+    let e = Mutex::open(&sem).unwrap_err();
+    assert!(
+        e.to_string().contains("it is a fileipc semaphore file"),
+        "{e}"
+    );
+
+    let d = dir.path().join("a-directory");
+    std::fs::create_dir(&d).unwrap();
+    assert!(Mutex::open(&d).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements (issue 2 point 4, issue 6 goals), not assertions. Run with
+// `cargo test --release -p fileipc --test mutex -- --ignored --nocapture measure`.
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+/// Nanoseconds per call of `f`, over `n` calls.
+fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+/// Baseline: one raw `flock(LOCK_EX|LOCK_NB)` + `flock(LOCK_UN)` pair.
+#[allow(clippy::disallowed_methods)] // the baseline is the raw system call
+fn raw_flock_pair(f: &std::fs::File) {
+    use rustix::fs::{FlockOperation, flock};
+    flock(f, FlockOperation::NonBlockingLockExclusive).unwrap();
+    flock(f, FlockOperation::Unlock).unwrap();
+}
+
+/// Hand-off latency: thread A holds the lock through one handle, thread B blocks in
+/// `lock_timeout` through another; A unlocks at t0, B returns at t1. Median of t1 - t0
+/// in microseconds. Beside it the floor: the same protocol over a bare futex word.
+#[allow(clippy::disallowed_methods)] // the baseline is the raw futex
+fn handoff_us(path: &Path, rounds: usize, bare_futex: bool) -> f64 {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+    use std::sync::{Barrier, Mutex as StdMutex};
+    let a = Mutex::open(path).unwrap();
+    let b = Mutex::open(path).unwrap();
+    let word = AtomicU32::new(0);
+    let t0 = AtomicU64::new(0);
+    let parked = AtomicU32::new(0);
+    let barrier = Barrier::new(2);
+    let out = StdMutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            for _ in 0..rounds {
+                if !bare_futex {
+                    a.lock_forever().unwrap();
+                }
+                barrier.wait();
+                // Wait until B is registered, then give it time to fall asleep.
+                while parked.load(SeqCst) == 0 && (bare_futex || a.waiting() == 0) {
+                    std::hint::spin_loop();
+                }
+                let spin = std::time::Instant::now();
+                while spin.elapsed() < Duration::from_micros(300) {
+                    std::hint::spin_loop();
+                }
+                t0.store(mono_ns(), SeqCst);
+                if bare_futex {
+                    word.store(1, SeqCst);
+                    rustix::thread::futex::wake(&word, rustix::thread::futex::Flags::empty(), 1)
+                        .unwrap();
+                } else {
+                    a.unlock().unwrap();
+                }
+                barrier.wait();
+            }
+        });
+        sc.spawn(|| {
+            for _ in 0..rounds {
+                barrier.wait();
+                if bare_futex {
+                    parked.store(1, SeqCst);
+                    while word.load(SeqCst) == 0 {
+                        let _ = rustix::thread::futex::wait(
+                            &word,
+                            rustix::thread::futex::Flags::empty(),
+                            0,
+                            None,
+                        );
+                    }
+                } else {
+                    assert!(b.lock_timeout(PATIENCE).unwrap());
+                }
+                let t1 = mono_ns();
+                out.lock()
+                    .unwrap()
+                    .push((t1 - t0.load(SeqCst)) as f64 / 1000.0);
+                if bare_futex {
+                    word.store(0, SeqCst);
+                    parked.store(0, SeqCst);
+                } else {
+                    b.unlock().unwrap();
+                }
+                barrier.wait();
+            }
+        });
+    });
+    median(&mut out.into_inner().unwrap())
+}
+
+/// Child: `n` cycles of lock / tiny critical section / unlock, through our mutex or a
+/// raw blocking flock; prints p50 and p99 of the time spent waiting for the lock (us).
+#[allow(clippy::disallowed_methods)] // the baseline is the raw system call
+fn contender(args: &[String]) {
+    use rustix::fs::{FlockOperation, flock};
+    let n: usize = args[2].parse().unwrap();
+    let m = Mutex::open(&args[0]).unwrap();
+    let raw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&args[0])
+        .unwrap();
+    let ours = args[1] == "ours";
+    let mut waits = Vec::with_capacity(n);
+    say("ready");
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        if ours {
+            m.lock_forever().unwrap();
+        } else {
+            flock(&raw, FlockOperation::LockExclusive).unwrap();
+        }
+        waits.push(t.elapsed().as_secs_f64() * 1e6);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_micros(2) {
+            std::hint::spin_loop();
+        }
+        if ours {
+            m.unlock().unwrap();
+        } else {
+            flock(&raw, FlockOperation::Unlock).unwrap();
+        }
+    }
+    let total = start.elapsed().as_secs_f64();
+    let p50 = percentile(&mut waits, 0.5);
+    let p99 = percentile(&mut waits, 0.99);
+    let max = percentile(&mut waits, 1.0);
+    say(format!("{p50} {p99} {max} {total}"));
+}
+
+fn contended(path: &Path, which: &str, n: usize) -> (f64, f64, f64, f64) {
+    let p = path.to_str().unwrap();
+    let ns = n.to_string();
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("contender", &[p, which, &ns]))
+        .collect();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    let (mut p50, mut p99, mut max, mut total) = (Vec::new(), Vec::new(), 0f64, 0f64);
+    for k in &mut kids {
+        let line = k.expect_line(PATIENCE);
+        let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        p50.push(v[0]);
+        p99.push(v[1]);
+        max = max.max(v[2]);
+        total = total.max(v[3]);
+        k.wait_success();
+    }
+    let cycles_per_s = (4 * n) as f64 / total;
+    (
+        median(&mut p50),
+        p99.into_iter().fold(0.0, f64::max),
+        max,
+        cycles_per_s,
+    )
+}
+
+#[test]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+fn measure_mutex() {
+    let dir = common::tempdir();
+    let path = dir.path().join("lock");
+    let m = Mutex::open(&path).unwrap();
+    let raw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let n = 200_000;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        base.push(per_call(n, || raw_flock_pair(&raw)));
+        ours.push(per_call(n, || {
+            assert!(m.try_lock().unwrap());
+            m.unlock().unwrap();
+        }));
+    }
+    let (o, b) = (median(&mut ours), median(&mut base));
+    println!(
+        "mutex uncontended lock+unlock: ours {o:.0} ns, raw flock pair {b:.0} ns, ratio {:.2} (goal <= 1.5)",
+        o / b
+    );
+
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        base.push(handoff_us(&path, 300, true));
+        ours.push(handoff_us(&path, 300, false));
+    }
+    let (o, b) = (median(&mut ours), median(&mut base));
+    println!(
+        "mutex hand-off unlock->acquire median: ours {o:.1} us, bare futex wake {b:.1} us, ratio {:.2} (issue 2: < 100 us)",
+        o / b
+    );
+
+    for round in 0..2 {
+        for which in ["ours", "flock"] {
+            let (p50, p99, max, rate) = contended(&path, which, 20_000);
+            println!(
+                "mutex contended 4 procs round {round} {which:5}: {rate:.0} cycles/s, wait p50 {p50:.1} us, p99 {p99:.1} us, max {max:.0} us (goal p99 <= 10000 us)"
+            );
+        }
+    }
+}
