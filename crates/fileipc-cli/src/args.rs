@@ -6,6 +6,7 @@ use std::time::Duration;
 /// number with a unit: `250ms`, `2s`, `1.5m`, `1h`) or `--forever`. Neither: the
 /// library's default of 5 seconds.
 #[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
 pub(crate) struct Wait {
     /// How long to wait: milliseconds (`500`) or a value with a unit (`250ms`, `2s`, `1m`).
     #[arg(long, short = 't', value_name = "T", value_parser = parse_duration, conflicts_with = "forever")]

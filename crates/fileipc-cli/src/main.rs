@@ -85,8 +85,10 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum QueueCmd {
     /// Send messages: each MSG, or one message per line of stdin.
-    #[command(after_help = "Examples:\n  fileipc queue send /tmp/jobs 'job 1' 'job 2'\n  \
-        ls *.png | fileipc queue send /tmp/jobs")]
+    #[command(
+        after_help = "Examples:\n  fileipc queue send /tmp/jobs 'job 1' 'job 2'\n  \
+        ls *.png | fileipc queue send /tmp/jobs"
+    )]
     Send {
         /// The queue directory (created if missing).
         dir: PathBuf,
@@ -94,8 +96,10 @@ enum QueueCmd {
         msg: Vec<OsString>,
     },
     /// Receive messages and print each followed by a newline; exit 1 if none came.
-    #[command(after_help = "Examples:\n  fileipc queue recv /tmp/jobs --timeout 2s\n  \
-        fileipc queue recv /tmp/jobs --forever -n 10\n  fileipc queue recv /tmp/jobs --all")]
+    #[command(
+        after_help = "Examples:\n  fileipc queue recv /tmp/jobs --timeout 2s\n  \
+        fileipc queue recv /tmp/jobs --forever -n 10\n  fileipc queue recv /tmp/jobs --all"
+    )]
     Recv {
         /// The queue directory.
         dir: PathBuf,
@@ -176,7 +180,9 @@ enum SemCmd {
 #[derive(Debug, Subcommand)]
 enum MutexCmd {
     /// Run CMD holding the mutex, like flock(1); exit 1 if it was not free in time.
-    #[command(after_help = "Example:\n  fileipc mutex run /tmp/backup.lock --timeout 0 -- ./backup.sh")]
+    #[command(
+        after_help = "Example:\n  fileipc mutex run /tmp/backup.lock --timeout 0 -- ./backup.sh"
+    )]
     Run {
         /// The mutex file (created if missing).
         path: PathBuf,
@@ -205,8 +211,10 @@ enum KvCmd {
         key: String,
     },
     /// Set KEY to a JSON value.
-    #[command(after_help = "Examples:\n  fileipc kv set /tmp/state status '\"running\"'\n  \
-        fileipc kv set /tmp/state config '{\"workers\": 4}'")]
+    #[command(
+        after_help = "Examples:\n  fileipc kv set /tmp/state status '\"running\"'\n  \
+        fileipc kv set /tmp/state config '{\"workers\": 4}'"
+    )]
     Set {
         /// The store file (created if missing).
         path: PathBuf,
@@ -333,7 +341,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Queue(c) => match c {
             QueueCmd::Send { dir, msg } => queue::send(&dir, msg),
-            QueueCmd::Recv { dir, wait, count, all } => queue::recv(&dir, wait.limit(), count, all),
+            QueueCmd::Recv {
+                dir,
+                wait,
+                count,
+                all,
+            } => queue::recv(&dir, wait.limit(), count, all),
             QueueCmd::Count { dir } => queue::count(&dir),
             QueueCmd::Clear { dir } => queue::clear(&dir),
             QueueCmd::Destroy { dir } => queue::destroy(&dir),
@@ -374,4 +387,3 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::BenchWorker(a) => bench::worker(a),
     }
 }
-

@@ -55,9 +55,7 @@ fn die_with_parent(cmd: &mut Command) {
     // getppid) through rustix, which neither allocates nor takes locks.
     unsafe {
         cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(
-                rustix::process::Signal::KILL,
-            ))?;
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             // The parent may have died before prctl took effect.
             if rustix::process::getppid() != Some(parent) {
                 return Err(std::io::Error::other("parent exited"));

@@ -44,12 +44,21 @@ fn stderr(o: &Output) -> String {
 
 #[track_caller]
 fn ok(o: Output) -> String {
-    assert_eq!(code(&o), 0, "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    assert_eq!(
+        code(&o),
+        0,
+        "stdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
 fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("fileipc-cli-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("fileipc-cli-")
+        .tempdir()
+        .unwrap()
 }
 
 fn s(p: &Path) -> &str {
@@ -90,7 +99,10 @@ fn queue_commands_and_exit_codes() {
     ok(fileipc_stdin(&["queue", "send", s(&q)], b"three\nfour\n"));
     assert_eq!(ok(fileipc(&["queue", "count", s(&q)])), "4\n");
     assert_eq!(ok(fileipc(&["queue", "recv", s(&q)])), "one\n");
-    assert_eq!(ok(fileipc(&["queue", "recv", s(&q), "-n", "2"])), "two\nthree\n");
+    assert_eq!(
+        ok(fileipc(&["queue", "recv", s(&q), "-n", "2"])),
+        "two\nthree\n"
+    );
     assert_eq!(ok(fileipc(&["queue", "recv", s(&q), "--all"])), "four\n");
     let empty = fileipc(&["queue", "recv", s(&q), "--timeout", "100"]);
     assert_eq!(code(&empty), 1, "{}", stderr(&empty));
@@ -143,7 +155,15 @@ fn queue_path_that_is_a_file_is_an_error() {
 fn mutex_run_and_status() {
     let d = tmp();
     let m = d.path().join("m");
-    let out = ok(fileipc(&["mutex", "run", s(&m), "--", "sh", "-c", "echo inside"]));
+    let out = ok(fileipc(&[
+        "mutex",
+        "run",
+        s(&m),
+        "--",
+        "sh",
+        "-c",
+        "echo inside",
+    ]));
     assert_eq!(out, "inside\n");
     let st = fileipc(&["mutex", "status", s(&m)]);
     assert_eq!(code(&st), 1);
@@ -175,7 +195,11 @@ fn mutex_run_releases_when_cmd_is_killed() {
         std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
     });
     assert!(lib.is_locked().unwrap());
-    let cmd_pid: u32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    let cmd_pid: u32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     kill(cmd_pid);
     let st = wait_exit(&mut guard);
     assert_eq!(st.code(), Some(128 + 9));
@@ -203,7 +227,11 @@ fn mutex_run_releases_when_fileipc_is_killed() {
     assert!(lib.lock_timeout(PATIENCE).unwrap());
     lib.unlock().unwrap();
     // The command went down with its guard instead of running on unprotected.
-    let cmd_pid: u32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    let cmd_pid: u32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     eventually("the orphaned command to die", || {
         !Path::new(&format!("/proc/{cmd_pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{cmd_pid}/stat"))
@@ -216,7 +244,10 @@ fn mutex_run_releases_when_fileipc_is_killed() {
 fn sem_commands() {
     let d = tmp();
     let p = d.path().join("sem");
-    assert_eq!(ok(fileipc(&["sem", "value", s(&p), "--initial", "2"])), "2\n");
+    assert_eq!(
+        ok(fileipc(&["sem", "value", s(&p), "--initial", "2"])),
+        "2\n"
+    );
     ok(fileipc(&["sem", "acquire", s(&p)]));
     // A permit taken from the shell outlives the process that took it.
     assert_eq!(ok(fileipc(&["sem", "value", s(&p)])), "1\n");
@@ -268,7 +299,11 @@ fn sem_run_releases_when_cmd_is_killed() {
     eventually("the command to start", || {
         std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
     });
-    let cmd_pid: u32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    let cmd_pid: u32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     kill(cmd_pid);
     assert_eq!(wait_exit(&mut guard).code(), Some(137));
     assert_eq!(lib.value().unwrap(), 1);
@@ -279,7 +314,13 @@ fn kv_commands() {
     let d = tmp();
     let p = d.path().join("kv");
     ok(fileipc(&["kv", "set", s(&p), "name", r#""fileipc""#]));
-    ok(fileipc(&["kv", "set", s(&p), "cfg", r#"{"workers": 4, "tags": ["a", "b"]}"#]));
+    ok(fileipc(&[
+        "kv",
+        "set",
+        s(&p),
+        "cfg",
+        r#"{"workers": 4, "tags": ["a", "b"]}"#,
+    ]));
     assert_eq!(ok(fileipc(&["kv", "get", s(&p), "name"])), "\"fileipc\"\n");
     assert_eq!(code(&fileipc(&["kv", "get", s(&p), "missing"])), 1);
     assert_eq!(ok(fileipc(&["kv", "incr", s(&p), "n"])), "1\n");
@@ -289,11 +330,15 @@ fn kv_commands() {
     let mut keys: Vec<&str> = keys.lines().collect();
     keys.sort_unstable();
     assert_eq!(keys, ["cfg", "n", "name"]);
-    let dump: serde_json::Value = serde_json::from_str(&ok(fileipc(&["kv", "dump", s(&p)]))).unwrap();
+    let dump: serde_json::Value =
+        serde_json::from_str(&ok(fileipc(&["kv", "dump", s(&p)]))).unwrap();
     assert_eq!(dump["cfg"]["workers"], 4);
     assert_eq!(dump["n"], 40);
     let lib = SharedData::open(&p).unwrap();
-    assert_eq!(lib.get::<String>("name").unwrap().as_deref(), Some("fileipc"));
+    assert_eq!(
+        lib.get::<String>("name").unwrap().as_deref(),
+        Some("fileipc")
+    );
     lib.set("from_rust", &[1, 2, 3]).unwrap();
     assert_eq!(ok(fileipc(&["kv", "get", s(&p), "from_rust"])), "[1,2,3]\n");
     ok(fileipc(&["kv", "delete", s(&p), "name"]));
@@ -311,7 +356,15 @@ fn pidfile_commands() {
     let d = tmp();
     let p = d.path().join("app.pid");
     assert_eq!(code(&fileipc(&["pidfile", "check", s(&p)])), 1);
-    let out = ok(fileipc(&["pidfile", "run", s(&p), "--", "sh", "-c", "echo running"]));
+    let out = ok(fileipc(&[
+        "pidfile",
+        "run",
+        s(&p),
+        "--",
+        "sh",
+        "-c",
+        "echo running",
+    ]));
     assert_eq!(out, "running\n");
     assert!(!p.exists(), "pidfile run removes its file");
 
@@ -322,7 +375,11 @@ fn pidfile_commands() {
     assert_eq!(stdout(&check), format!("{}\n", std::process::id()));
     let refused = fileipc(&["pidfile", "run", s(&p), "--", "true"]);
     assert_eq!(code(&refused), 1);
-    assert!(stderr(&refused).contains("already running"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("already running"),
+        "{}",
+        stderr(&refused)
+    );
     lib.remove().unwrap();
 }
 
@@ -354,7 +411,10 @@ fn event_commands() {
     let p = d.path().join("ready");
     let st = fileipc(&["event", "status", s(&p)]);
     assert_eq!((code(&st), stdout(&st).as_str()), (1, "clear\n"));
-    assert_eq!(code(&fileipc(&["event", "wait", s(&p), "--timeout", "50"])), 1);
+    assert_eq!(
+        code(&fileipc(&["event", "wait", s(&p), "--timeout", "50"])),
+        1
+    );
     let mut waiter = bin()
         .args(["event", "wait", s(&p), "--forever"])
         .spawn()
@@ -470,7 +530,9 @@ fn every_help_has_an_example() {
         let mut args = sub.to_vec();
         args.push("--help");
         let text = ok(fileipc(&args));
-        assert!(text.contains("Example"), "{sub:?} --help has no example:\n{text}");
+        assert!(
+            text.contains("Example"),
+            "{sub:?} --help has no example:\n{text}"
+        );
     }
 }
-

@@ -88,7 +88,7 @@ pub use error::{Error, Result};
 // mutex:
 pub use mutex::{Mutex, MutexBuilder, MutexGuard, MutexHolder};
 // semaphore:
-pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphorePermit};
+pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphoreHolder, SemaphorePermit};
 // event:
 pub use event::{Event, EventOptions};
 // pidfile:

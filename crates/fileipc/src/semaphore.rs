@@ -389,6 +389,88 @@ impl Semaphore {
         Ok(())
     }
 
+    /// Turns one permit the calling process holds into a permit no process holds: it
+    /// stays taken after this process exits, until some process calls
+    /// [`release`](Semaphore::release). This is what a shell script needs when one
+    /// command takes a permit and a later one gives it back (`fileipc sem acquire`).
+    ///
+    /// Returns `false` (and changes nothing) if the process holds no permit. If the
+    /// process dies during the call, the permit is returned as for any dead holder.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a system call on the file fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 2)?;
+    /// assert!(s.try_acquire()?);
+    /// assert!(s.detach()?);
+    /// assert_eq!((s.held()?, s.value()?), (0, 1));
+    /// s.release()?; // any process may give it back
+    /// assert_eq!(s.value()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn detach(&self) -> Result<bool> {
+        self.critical(|| {
+            // Our slot first, then the capacity: a death between the two stores leaves
+            // the permit with nobody, as if we had died holding it (reclaimed), never a
+            // permit lost for good.
+            if !self.return_own()? {
+                return Ok(false);
+            }
+            let cap = self.capacity().load(Ordering::SeqCst);
+            self.capacity()
+                .store(cap.saturating_sub(1), Ordering::SeqCst);
+            Ok(true)
+        })
+    }
+
+    /// The processes holding permits now, as recorded in the holder table (permits taken
+    /// with [`detach`](Semaphore::detach) belong to no process and are not listed). A
+    /// holder listed with `alive: false` died; its permits return at the next
+    /// [`value`](Semaphore::value) or wait.
+    ///
+    /// # Errors
+    ///
+    /// None at present; the `Result` leaves room for checks of the file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 3)?;
+    /// s.acquire()?;
+    /// let h = s.holders()?;
+    /// assert_eq!((h[0].pid, h[0].permits, h[0].alive), (std::process::id(), 1, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn holders(&self) -> Result<Vec<SemaphoreHolder>> {
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let mut out = Vec::new();
+        for i in 0..high {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            if w == 0 || word_held(w) == 0 {
+                continue;
+            }
+            let who = ProcessId {
+                pid: word_pid(w),
+                start: self.start(i).load(Ordering::SeqCst),
+            };
+            out.push(SemaphoreHolder {
+                pid: who.pid,
+                start_time: who.start,
+                permits: word_held(w),
+                alive: who.is_alive(),
+            });
+        }
+        Ok(out)
+    }
+
     /// The number of permits free now, after returning those of holders that died.
     ///
     /// # Errors
@@ -800,6 +882,20 @@ impl Semaphore {
             }
         }
     }
+}
+
+/// A process holding permits of a [`Semaphore`] (see [`Semaphore::holders`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SemaphoreHolder {
+    /// The holder's process ID.
+    pub pid: u32,
+    /// When that process started (clock ticks since boot on Linux, 0 where unknown).
+    pub start_time: u64,
+    /// How many permits it holds.
+    pub permits: u32,
+    /// Whether that very process (PID and start time) is still running.
+    pub alive: bool,
 }
 
 /// A permit of a [`Semaphore`], released when dropped.

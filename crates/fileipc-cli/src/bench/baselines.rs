@@ -385,7 +385,22 @@ pub(crate) fn open_kv(imp: &str, env: &Env) -> Result<Box<dyn Kv>> {
 struct Sqlite(rusqlite::Connection);
 
 impl Sqlite {
+    /// Opens (and on first use sets up) the database. Several workers set up the same
+    /// new file at once, and switching to WAL can report "database is locked" without
+    /// going through the busy handler, so setup is retried for a while.
     fn open(path: &Path) -> Result<Sqlite> {
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Sqlite::try_open(path) {
+                Err(e) if std::time::Instant::now() < give_up && is_busy(&e) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<Sqlite> {
         let c = rusqlite::Connection::open(path)?;
         c.busy_timeout(Duration::from_secs(10))?;
         c.pragma_update(None, "journal_mode", "WAL")?;
@@ -395,6 +410,14 @@ impl Sqlite {
         )?;
         Ok(Sqlite(c))
     }
+}
+
+fn is_busy(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 impl Kv for Sqlite {

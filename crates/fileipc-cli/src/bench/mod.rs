@@ -31,11 +31,7 @@ mod report;
 mod sys;
 mod workers;
 
-// The plug-in point. While the primitives are not merged, `ours` is a stub whose
-// AVAILABLE is false, and every "ours" figure is reported as not measured. Once they are,
-// replace the next line by `mod ours;` (bench/ours.rs implements the traits of api.rs
-// with fileipc's public API) and nothing else changes.
-#[path = "ours_stub.rs"]
+// Our side of every workload: fileipc's public API behind the traits of `api.rs`.
 mod ours;
 
 pub(crate) use workers::{WorkerArgs, worker};

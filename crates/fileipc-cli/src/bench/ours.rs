@@ -1,10 +1,4 @@
 //! The `fileipc` primitives behind the benchmark's traits.
-//!
-//! NOT COMPILED until the primitives are merged: `bench/mod.rs` declares
-//! `#[path = "ours_stub.rs"] mod ours;`. To enable, change that line to `mod ours;`.
-//! Written against the public APIs fixed by issues 2, 3 and 4; the one name those issues
-//! leave open (the durable-queue option, marked `ADJUST` below) must be matched to the
-//! merged code.
 
 use std::path::Path;
 
@@ -40,7 +34,6 @@ impl QueueEnd for Queue {
 /// The queue in directory `dir`; `durable` asks for fsync-per-send with group commit.
 pub(crate) fn queue(dir: &Path, durable: bool) -> Result<Box<dyn QueueEnd>> {
     let q = if durable {
-        // ADJUST: issue 3 names the option only by example (`QueueOptions::durable(true)`).
         fileipc::QueueOptions::default().durable(true).open(dir)?
     } else {
         MessageQueue::open(dir)?

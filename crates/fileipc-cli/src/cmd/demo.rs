@@ -101,10 +101,17 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     println!("fileipc demo in {}", p.dir.display());
 
     let mut pid = PidFile::open(p.pidfile())?;
-    ensure!(pid.create()?, "another demo holds {}", p.pidfile().display());
+    ensure!(
+        pid.create()?,
+        "another demo holds {}",
+        p.pidfile().display()
+    );
     let mut second = PidFile::open(p.pidfile())?;
     ensure!(!second.create()?, "the pid file let a second owner in");
-    println!("  pid file   {} guards this run (a second instance is refused)", p.pidfile().display());
+    println!(
+        "  pid file   {} guards this run (a second instance is refused)",
+        p.pidfile().display()
+    );
 
     let start = Event::open(p.start())?;
     let jobs = MessageQueue::open(p.jobs())?;
@@ -181,7 +188,10 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         for rec in data.chunks_exact(8) {
             let producer = u32::from_le_bytes(rec[..4].try_into()?);
             let seq = u32::from_le_bytes(rec[4..].try_into()?);
-            ensure!(producer < PRODUCERS && seq < PER_PRODUCER, "a message that was never sent");
+            ensure!(
+                producer < PRODUCERS && seq < PER_PRODUCER,
+                "a message that was never sent"
+            );
             seen[(producer * PER_PRODUCER + seq) as usize] += 1;
             received += 1;
         }
@@ -206,7 +216,11 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
 
     let rate = received as f64 / elapsed.as_secs_f64();
     println!();
-    println!("  messages moved       {received} in {:.2} s ({:.0} msg/s end to end)", elapsed.as_secs_f64(), rate);
+    println!(
+        "  messages moved       {received} in {:.2} s ({:.0} msg/s end to end)",
+        elapsed.as_secs_f64(),
+        rate
+    );
     if let (Some(first), Some(last)) = (wakes.first(), wakes.last()) {
         println!(
             "  start event wake-up  {} workers woke {:.0}-{:.0} us after set()",
@@ -215,19 +229,30 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
             *last as f64 / 1e3
         );
     }
-    println!("  queue round trip     median {:.1} us (ping-pong through two queues)", rtt / 1e3);
+    println!(
+        "  queue round trip     median {:.1} us (ping-pong through two queues)",
+        rtt / 1e3
+    );
     println!("  shared counter       {counter} (mutex-guarded read-modify-write)");
     let ok = lost == 0 && dup == 0 && received == total && counter == total;
     println!(
         "  check                {} lost, {} duplicated, counter {} -> {}",
         lost,
         dup,
-        if counter == total { "matches" } else { "MISMATCH" },
+        if counter == total {
+            "matches"
+        } else {
+            "MISMATCH"
+        },
         if ok { "OK" } else { "FAILED" }
     );
     pid.remove()?;
     drop(tmp);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 fn ping_pong(p: &Paths) -> anyhow::Result<f64> {
@@ -238,7 +263,10 @@ fn ping_pong(p: &Paths) -> anyhow::Result<f64> {
     for i in 0..PINGS + 20 {
         let t = Instant::now();
         ping.send(b"ping")?;
-        ensure!(pong.recv_timeout(Duration::from_secs(5))?.is_some(), "the echo worker did not answer");
+        ensure!(
+            pong.recv_timeout(Duration::from_secs(5))?.is_some(),
+            "the echo worker did not answer"
+        );
         if i >= 20 {
             rtts.push(t.elapsed().as_nanos() as f64);
         }
@@ -262,7 +290,10 @@ pub(crate) fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn wait_start(p: &Paths, id: u32) -> anyhow::Result<()> {
-    ensure!(Event::open(p.start())?.wait_timeout(Duration::from_secs(30))?, "no start signal");
+    ensure!(
+        Event::open(p.start())?.wait_timeout(Duration::from_secs(30))?,
+        "no start signal"
+    );
     std::fs::write(p.woke(id), now_ns().to_string())?;
     Ok(())
 }
@@ -295,7 +326,10 @@ fn consumer(p: &Paths, id: u32) -> anyhow::Result<()> {
         ensure!(!batch.is_empty(), "consumer {id}: no message for 30 s");
         let mut stops = 0;
         let mut n = 0u64;
-        ensure!(pool.acquire_timeout(Duration::from_secs(30))?, "no permit for 30 s");
+        ensure!(
+            pool.acquire_timeout(Duration::from_secs(30))?,
+            "no permit for 30 s"
+        );
         for m in &batch {
             if &m[..] == b"STOP" {
                 stops += 1;
@@ -306,7 +340,10 @@ fn consumer(p: &Paths, id: u32) -> anyhow::Result<()> {
         }
         pool.release()?;
         if n > 0 {
-            ensure!(lock.lock_timeout(Duration::from_secs(30))?, "mutex not free for 30 s");
+            ensure!(
+                lock.lock_timeout(Duration::from_secs(30))?,
+                "mutex not free for 30 s"
+            );
             let count: u64 = state.get("processed")?.unwrap_or(0);
             state.set("processed", &(count + n))?;
             lock.unlock()?;

@@ -50,6 +50,9 @@ pub(crate) fn clear(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn dump(path: &Path) -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::Value::from(SharedData::open(path)?.dump()?));
+    println!(
+        "{}",
+        serde_json::Value::from(SharedData::open(path)?.dump()?)
+    );
     Ok(ExitCode::SUCCESS)
 }

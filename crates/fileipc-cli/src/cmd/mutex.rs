@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use fileipc::Mutex;
 
-pub(crate) fn run(path: &Path, limit: Option<Duration>, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    path: &Path,
+    limit: Option<Duration>,
+    cmd: &[OsString],
+) -> anyhow::Result<ExitCode> {
     let m = Mutex::open(path)?;
     let locked = match limit {
         Some(t) => m.lock_timeout(t)?,

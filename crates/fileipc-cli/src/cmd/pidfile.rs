@@ -27,12 +27,20 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(crate::NO)
         }
         PidStatus::Running { pid } => {
-            println!("{pid}");
+            match pid {
+                Some(pid) => println!("{pid}"),
+                None => println!("?"),
+            }
             Ok(ExitCode::SUCCESS)
         }
-        PidStatus::Stale { pid } => {
+        status => {
+            let pid = status.pid();
+            let pid = pid.map_or("?".to_owned(), |p| p.to_string());
             println!("{pid}");
-            eprintln!("fileipc: {}: PID {pid} is not running (stale file)", path.display());
+            eprintln!(
+                "fileipc: {}: PID {pid} is not running (stale file)",
+                path.display()
+            );
             Ok(crate::NO)
         }
     }

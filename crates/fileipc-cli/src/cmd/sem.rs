@@ -14,11 +14,26 @@ fn deadline(limit: Option<Duration>) -> Option<Instant> {
 /// A permit taken from the shell must outlive this process (the script gives it back
 /// later with `release`), so it is taken detached: not recorded against our PID, and so
 /// not reclaimed when we exit.
-pub(crate) fn acquire(path: &Path, initial: u32, limit: Option<Duration>) -> anyhow::Result<ExitCode> {
+pub(crate) fn acquire(
+    path: &Path,
+    initial: u32,
+    limit: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
     let s = Semaphore::open(path, initial)?;
-    let got = s.acquire_detached_deadline(deadline(limit))?;
-    if !got {
-        eprintln!("fileipc: {}: no permit free after {limit:?}", path.display());
+    let got = match deadline(limit) {
+        Some(d) => s.acquire_deadline(d)?,
+        None => {
+            s.acquire_forever()?;
+            true
+        }
+    };
+    if got {
+        s.detach()?;
+    } else {
+        eprintln!(
+            "fileipc: {}: no permit free after {limit:?}",
+            path.display()
+        );
     }
     Ok(crate::yes(got))
 }
@@ -50,7 +65,10 @@ pub(crate) fn run(
         }
     };
     if !got {
-        eprintln!("fileipc: {}: no permit free after {limit:?}", path.display());
+        eprintln!(
+            "fileipc: {}: no permit free after {limit:?}",
+            path.display()
+        );
         return Ok(crate::NO);
     }
     let result = crate::run::run(cmd);

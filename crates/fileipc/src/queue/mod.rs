@@ -383,12 +383,13 @@ impl MessageQueue {
             };
             if !exists {
                 // Only an empty directory becomes a queue (a racing creator's temporary
-                // control file does not count).
+                // control file does not count, nor its control file if it appeared since
+                // we looked: open_or_create then opens it).
                 let stray = fs::read_dir(dir)
                     .at("read directory", dir)?
                     .filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .find(|n| !(n.starts_with(".control.") && n.ends_with(".tmp")));
+                    .find(|n| n != CONTROL && !(n.starts_with(".control.") && n.ends_with(".tmp")));
                 if let Some(name) = stray {
                     return Err(Error::format(
                         dir,
