@@ -20,7 +20,7 @@ use fileipc::{Event, MessageQueue, Mutex, PidFile, Semaphore, SharedData};
 
 const PRODUCERS: u32 = 2;
 const CONSUMERS: u32 = 3;
-const PER_PRODUCER: u32 = 100_000;
+const PER_PRODUCER: u32 = 500_000;
 const POOL: u32 = 2;
 const BATCH: usize = 512;
 const PINGS: usize = 200;
@@ -61,6 +61,9 @@ impl Paths {
     }
     fn pong(&self) -> PathBuf {
         self.dir.join("pong")
+    }
+    fn ready(&self) -> PathBuf {
+        self.dir.join("ready")
     }
     fn pool(&self) -> PathBuf {
         self.dir.join("pool")
@@ -116,6 +119,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     let start = Event::open(p.start())?;
     let jobs = MessageQueue::open(p.jobs())?;
     Semaphore::open(p.pool(), POOL)?;
+    let ready = Semaphore::open(p.ready(), 0)?;
     SharedData::open(p.state())?.set("processed", &0u64)?;
 
     let mut workers = Vec::new();
@@ -138,6 +142,14 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let state = SharedData::open(p.state())?;
+    // Every worker signals the `ready` semaphore just before it waits for the start
+    // event; once all have, one set() starts them together.
+    for _ in 0..PRODUCERS + CONSUMERS {
+        ensure!(
+            ready.acquire_timeout(Duration::from_secs(30))?,
+            "the workers did not get ready within 30 s"
+        );
+    }
     let set_at = now_ns();
     start.set()?;
     let t0 = Instant::now();
@@ -290,8 +302,10 @@ pub(crate) fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn wait_start(p: &Paths, id: u32) -> anyhow::Result<()> {
+    let start = Event::open(p.start())?;
+    Semaphore::open(p.ready(), 0)?.release()?;
     ensure!(
-        Event::open(p.start())?.wait_timeout(Duration::from_secs(30))?,
+        start.wait_timeout(Duration::from_secs(30))?,
         "no start signal"
     );
     std::fs::write(p.woke(id), now_ns().to_string())?;
