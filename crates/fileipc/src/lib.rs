@@ -86,9 +86,9 @@ pub use error::{Error, Result};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:
-pub use mutex::{Mutex, MutexBuilder, MutexGuard, MutexHolder};
+pub use mutex::{Mutex, MutexOptions, MutexGuard, MutexHolder};
 // semaphore:
-pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphoreHolder, SemaphorePermit};
+pub use semaphore::{Semaphore, SemaphoreOptions, SemaphoreHolder, SemaphorePermit};
 // event:
 pub use event::{Event, EventOptions};
 // pidfile:

@@ -131,25 +131,25 @@ enum Attempt {
     Barred,
 }
 
-/// Options for opening a [`Mutex`]: `Mutex::builder().mode(0o660).open(path)`.
+/// Options for opening a [`Mutex`]: `Mutex::options().mode(0o660).open(path)`.
 #[derive(Debug, Clone)]
-pub struct MutexBuilder {
+pub struct MutexOptions {
     mode: u32,
 }
 
-impl Default for MutexBuilder {
-    fn default() -> MutexBuilder {
-        MutexBuilder {
+impl Default for MutexOptions {
+    fn default() -> MutexOptions {
+        MutexOptions {
             mode: state::DEFAULT_MODE,
         }
     }
 }
 
-impl MutexBuilder {
+impl MutexOptions {
     /// The permission bits the lock file is created with if it does not exist yet
     /// (default `0o600`, owner only; `0o660` lets a group share it). An existing file
     /// keeps its mode.
-    pub fn mode(&mut self, mode: u32) -> &mut MutexBuilder {
+    pub fn mode(&mut self, mode: u32) -> &mut MutexOptions {
         self.mode = mode & 0o7777;
         self
     }
@@ -167,7 +167,7 @@ impl MutexBuilder {
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// # let path = dir.path().join("lock");
-    /// let m = fileipc::Mutex::builder().mode(0o660).open(&path)?;
+    /// let m = fileipc::Mutex::options().mode(0o660).open(&path)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Mutex> {
@@ -241,7 +241,7 @@ impl Mutex {
     ///
     /// # Errors
     ///
-    /// As [`MutexBuilder::open`].
+    /// As [`MutexOptions::open`].
     ///
     /// # Examples
     ///
@@ -253,12 +253,12 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Mutex> {
-        MutexBuilder::default().open(path)
+        MutexOptions::default().open(path)
     }
 
     /// Options for opening a mutex (the creation mode).
-    pub fn builder() -> MutexBuilder {
-        MutexBuilder::default()
+    pub fn options() -> MutexOptions {
+        MutexOptions::default()
     }
 
     /// A new, independent handle on the same path (opened again, with the same
@@ -266,7 +266,7 @@ impl Mutex {
     ///
     /// # Errors
     ///
-    /// As [`MutexBuilder::open`].
+    /// As [`MutexOptions::open`].
     ///
     /// # Examples
     ///
@@ -280,7 +280,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_clone(&self) -> Result<Mutex> {
-        MutexBuilder { mode: self.mode }.open(&self.state.path)
+        MutexOptions { mode: self.mode }.open(&self.state.path)
     }
 
     /// The path of the lock file.

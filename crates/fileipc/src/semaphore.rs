@@ -92,24 +92,24 @@ struct Scan {
     high: usize,
 }
 
-/// Options for opening a [`Semaphore`]: `Semaphore::builder().mode(0o660).open(path, 3)`.
+/// Options for opening a [`Semaphore`]: `Semaphore::options().mode(0o660).open(path, 3)`.
 #[derive(Debug, Clone)]
-pub struct SemaphoreBuilder {
+pub struct SemaphoreOptions {
     mode: u32,
 }
 
-impl Default for SemaphoreBuilder {
-    fn default() -> SemaphoreBuilder {
-        SemaphoreBuilder {
+impl Default for SemaphoreOptions {
+    fn default() -> SemaphoreOptions {
+        SemaphoreOptions {
             mode: state::DEFAULT_MODE,
         }
     }
 }
 
-impl SemaphoreBuilder {
+impl SemaphoreOptions {
     /// The permission bits the file is created with if it does not exist yet (default
     /// `0o600`, owner only; `0o660` lets a group share it).
-    pub fn mode(&mut self, mode: u32) -> &mut SemaphoreBuilder {
+    pub fn mode(&mut self, mode: u32) -> &mut SemaphoreOptions {
         self.mode = mode & 0o7777;
         self
     }
@@ -128,7 +128,7 @@ impl SemaphoreBuilder {
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// # let path = dir.path().join("sem");
-    /// let s = fileipc::Semaphore::builder().mode(0o660).open(&path, 2)?;
+    /// let s = fileipc::Semaphore::options().mode(0o660).open(&path, 2)?;
     /// assert_eq!(s.value()?, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -192,7 +192,7 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// As [`SemaphoreBuilder::open`].
+    /// As [`SemaphoreOptions::open`].
     ///
     /// # Examples
     ///
@@ -205,12 +205,12 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
-        SemaphoreBuilder::default().open(path, initial)
+        SemaphoreOptions::default().open(path, initial)
     }
 
     /// Options for opening a semaphore (the creation mode).
-    pub fn builder() -> SemaphoreBuilder {
-        SemaphoreBuilder::default()
+    pub fn options() -> SemaphoreOptions {
+        SemaphoreOptions::default()
     }
 
     /// A new handle on the same path (opened again, with the same options). Permits are
@@ -218,7 +218,7 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// As [`SemaphoreBuilder::open`].
+    /// As [`SemaphoreOptions::open`].
     ///
     /// # Examples
     ///
@@ -232,7 +232,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_clone(&self) -> Result<Semaphore> {
-        SemaphoreBuilder { mode: self.mode }.open(&self.state.path, 0)
+        SemaphoreOptions { mode: self.mode }.open(&self.state.path, 0)
     }
 
     /// The path of the semaphore file.

@@ -303,7 +303,7 @@ fn lock_file_mode() {
     let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let q = dir.path().join("group");
-    Mutex::builder().mode(0o660).open(&q).unwrap();
+    Mutex::options().mode(0o660).open(&q).unwrap();
     let mode = std::fs::metadata(&q).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
 }

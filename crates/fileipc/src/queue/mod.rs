@@ -348,6 +348,22 @@ impl MessageQueue {
         MessageQueue::open_with(dir.as_ref(), &QueueOptions::default())
     }
 
+    /// Options for opening a queue (the same as [`QueueOptions::new`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let q = fileipc::MessageQueue::options()
+    ///     .durable(true)
+    ///     .mode(0o660)
+    ///     .open(dir.path().join("q"))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn options() -> QueueOptions {
+        QueueOptions::new()
+    }
+
     fn open_with(dir: &Path, opts: &QueueOptions) -> Result<MessageQueue> {
         if opts.max_message_size > MESSAGE_SIZE_LIMIT {
             return Err(Error::invalid(
