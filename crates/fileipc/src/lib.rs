@@ -101,6 +101,11 @@ pub use queue::{
 // shared_data:
 pub use shared_data::{SharedData, SharedDataOptions, Transaction};
 
+// The README's examples are compiled as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The wait backend in use: `"linux (futex, inotify)"`, or `"portable (polling)"` on
 /// systems without a kernel-assisted one (and with the `force-portable` feature).
 pub const WAIT_BACKEND: &str = sys::BACKEND;
