@@ -536,3 +536,33 @@ fn every_help_has_an_example() {
         );
     }
 }
+
+#[test]
+fn run_forwards_sigterm_to_the_command_and_releases() {
+    let d = tmp();
+    let m = d.path().join("m");
+    let ready = d.path().join("ready");
+    // The command reports TERM through its exit status, so forwarding is observable.
+    let script = format!(
+        "trap 'exit 42' TERM; touch {}; while :; do sleep 0.01; done",
+        s(&ready)
+    );
+    let mut guard = bin()
+        .args(["mutex", "run", s(&m), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    eventually("the command to start", || ready.exists());
+    let p = rustix::process::Pid::from_raw(guard.id() as i32).unwrap();
+    rustix::process::kill_process(p, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(wait_exit(&mut guard).code(), Some(42));
+    assert!(!Mutex::open(&m).unwrap().is_locked().unwrap());
+}
+
+#[test]
+fn demo_runs_and_checks_itself() {
+    let o = fileipc(&["demo"]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), 0, "{out}\n{}", stderr(&o));
+    assert!(out.contains("0 lost, 0 duplicated"), "{out}");
+    assert!(out.contains("-> OK"), "{out}");
+}
