@@ -59,7 +59,7 @@ pub const MESSAGE_SIZE_LIMIT: usize = u32::MAX as usize - 64;
 
 /// How long a sleeping receiver waits before re-checking the queue on its own. A send
 /// rings the doorbell, so this only bounds the delay after a sender was killed between
-/// publishing a message and ringing (and rescues waiters from a dead waiter slot).
+/// publishing a message and ringing.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// How long an idle receiver spins before it sleeps: a cross-CPU futex wake-up costs
@@ -640,7 +640,7 @@ impl MessageQueue {
             cache.retain_from(end / self.seg_size);
             end
         };
-        self.ring(1);
+        self.ring();
         if self.durable {
             self.sync_to(end)?;
         }
@@ -701,7 +701,7 @@ impl MessageQueue {
                 cache.retain_from(tail / self.seg_size);
                 end = tail;
             }
-            self.ring(chunk.len() as u32);
+            self.ring();
         }
         if self.durable && !items.is_empty() {
             self.sync_to(end)?;
@@ -739,26 +739,37 @@ impl MessageQueue {
         Ok(())
     }
 
-    /// Wakes up to `n` sleeping receivers, if there are any.
+    /// Wakes the sleeping receivers, if there are any, once per sleep: the first send
+    /// after receivers went to sleep rings, the sends after it (while the woken receivers
+    /// get a CPU) make no system call.
     ///
-    /// No lost wake-up: a receiver (1) registers in the waiter mask, (2) reads the
-    /// doorbell, (3) re-reads the tail, and sleeps only if the tail showed nothing new and
-    /// the doorbell still holds the value of (2). A sender (a) stores the tail, then
-    /// (b) reads the waiter mask. All four are SeqCst, so in their single total order
-    /// either (a) precedes (3) — the receiver sees the message and does not sleep — or
-    /// (3) precedes (a), hence (1) precedes (b): the sender sees the waiter, and its
-    /// doorbell increment (c) comes after (2), so the receiver's futex_wait either sees
-    /// the changed doorbell and returns at once, or is already asleep and is woken.
-    fn ring(&self, n: u32) {
-        let mask = self.a64(control::WAIT_MASK).load(Ordering::SeqCst);
-        let overflow = self.a32(control::WAITERS).load(Ordering::SeqCst);
-        if mask == 0 && overflow == 0 {
+    /// The doorbell word holds an epoch (bits 1..32) and a *sleepers* bit (bit 0). No lost
+    /// wake-up: a receiver (1) sets the sleepers bit (or sees it set) in the doorbell,
+    /// (2) re-reads the tail, and sleeps only if the tail showed nothing new and the
+    /// doorbell still holds the value of (1). A sender (a) stores the tail, then (b) reads
+    /// the doorbell and, if the sleepers bit is set, moves it to the next epoch with the
+    /// bit clear and wakes every sleeper. All are SeqCst, so in their single total order
+    /// either (a) precedes (2) — the receiver sees the message and does not sleep — or
+    /// (2) precedes (a), hence (1) precedes (b): the sender reads the value of (1) or a
+    /// later one. If it reads (1)'s value, it advances the doorbell and wakes; if a later
+    /// one, another sender advanced the doorbell after (1). Either way the receiver's
+    /// `futex_wait` sees a changed word and returns at once, or is already asleep and is
+    /// woken.
+    fn ring(&self) {
+        let bell = self.a32(control::DOORBELL);
+        let v = bell.load(Ordering::SeqCst);
+        if v & SLEEPERS == 0 {
             return;
         }
-        let bell = self.a32(control::DOORBELL);
-        bell.fetch_add(1, Ordering::SeqCst);
-        // A failed wake leaves the receiver to its WAIT_SLICE timeout.
-        let _ = sys::futex_wake(bell, n.max(1));
+        // Only senders clear the bit: if the exchange fails, another sender advanced the
+        // epoch and wakes everyone who slept on it.
+        if bell
+            .compare_exchange(v, next_epoch(v), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            // A failed wake leaves the receivers to their WAIT_SLICE timeout.
+            let _ = sys::futex_wake(bell, u32::MAX);
+        }
     }
 
     // --- receiving ----------------------------------------------------------------------
@@ -883,7 +894,13 @@ impl MessageQueue {
         // Sleep: register as a waiter, then re-check (see `ring` for the ordering).
         let slot = self.register_waiter();
         let bell = self.a32(control::DOORBELL);
-        let b = bell.load(Ordering::SeqCst);
+        let mut b = bell.load(Ordering::SeqCst);
+        while b & SLEEPERS == 0 {
+            match bell.compare_exchange(b, b | SLEEPERS, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => b |= SLEEPERS,
+                Err(v) => b = v,
+            }
+        }
         let mut woke = ready();
         if !woke && !self.destroyed() {
             let now = Instant::now();
@@ -897,7 +914,7 @@ impl MessageQueue {
                 woke = ready();
                 if r.is_ok() && !woke && Instant::now() >= slice_end {
                     // A whole slice without a ring: clear the registrations of waiters
-                    // that died asleep, so senders stop ringing for them.
+                    // that died asleep (they count only in `stats`).
                     self.reap_dead_waiters(slot);
                 }
                 if let Err(e) = r {
@@ -1256,7 +1273,7 @@ impl MessageQueue {
             self.a32(control::DESTROYED).store(1, Ordering::SeqCst);
         }
         let bell = self.a32(control::DOORBELL);
-        bell.fetch_add(1, Ordering::SeqCst);
+        let _ = bell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(next_epoch(v)));
         let _ = sys::futex_wake(bell, u32::MAX);
         remove_queue_files(&self.dir)?;
         fs::remove_dir(&self.dir).at("remove directory", &self.dir)
@@ -1308,6 +1325,15 @@ impl MessageQueue {
                 + self.a32(control::WAITERS).load(Ordering::Relaxed),
         })
     }
+}
+
+/// The doorbell's sleepers bit: set by a receiver about to sleep, cleared by the send that
+/// wakes it.
+const SLEEPERS: u32 = 1;
+
+/// The doorbell value of the epoch after `v`, with the sleepers bit clear.
+fn next_epoch(v: u32) -> u32 {
+    (v & !SLEEPERS).wrapping_add(2)
 }
 
 /// The lock calls above wait without a deadline, so they never time out.
