@@ -62,13 +62,18 @@ pub const MESSAGE_SIZE_LIMIT: usize = u32::MAX as usize - 64;
 /// publishing a message and ringing.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 
-/// How long an idle receiver spins before it sleeps: a cross-CPU futex wake-up costs
-/// ~45 us on the reference machine, a send on another CPU shows up in well under 1 us.
-/// (Spinning that long rides out a sender's page fault or short preemption, which a
+/// How long an idle receiver keeps checking before it sleeps: a cross-CPU futex wake-up
+/// costs ~45 us on the reference machine, a send on another CPU shows up in well under
+/// 1 us. (Checking that long rides out a sender's page fault or short preemption, which a
 /// futex sleep and wake would turn into two context switches.)
 const SPIN: Duration = Duration::from_micros(100);
-/// Pure spinning before the spin loop starts yielding the CPU between checks.
-const SPIN_BEFORE_YIELD: Duration = Duration::from_micros(5);
+/// The most an idle receiver spins without yielding the CPU, before the yielding phase.
+/// The actual budget is learned per thread (see [`SpinBudget`]).
+const SPIN_BEFORE_YIELD_MAX: u32 = 5_000;
+/// Above the uncontended cost of a `sched_yield` (0.6 us here) and below what handing
+/// the CPU to another process and getting it back costs (two context switches plus the
+/// other's work, 2 us and more): a yield that took longer gave the CPU away.
+const YIELD_HANDED_OFF: Duration = Duration::from_micros(2);
 
 /// Records a send commits per lock hold in [`MessageQueue::send_all`].
 const BATCH: usize = 256;
@@ -869,28 +874,37 @@ impl MessageQueue {
         let head = self.a64(control::HEAD);
         let tail = self.a64(control::TAIL);
         let ready = || tail.load(Ordering::SeqCst) != head.load(Ordering::SeqCst);
-        // Spin: a message sent from another CPU shows up within a microsecond. After the
-        // first few microseconds, yield between checks: if the sender shares our CPU
-        // (a loaded machine), spinning would only keep it from running.
+        // Spin, then yield between checks. Spinning pays when the sender runs on another
+        // CPU (its message shows up within a microsecond), and only steals time from it
+        // when it waits for our CPU: then yielding at once lets it run. Which case holds
+        // is learned from how recent waits ended (see `SpinBudget`).
         let spin_start = Instant::now();
+        let spin_ns = SPIN_BUDGET.with(|b| b.get());
+        let mut handed_off = false;
         let mut i = 0u32;
         loop {
             if ready() {
+                SPIN_BUDGET.with(|b| b.learn(handed_off));
                 return Ok(true);
             }
             i += 1;
-            if i.is_multiple_of(64) {
+            let yielding = i.is_multiple_of(64) || spin_ns == 0;
+            if yielding {
                 let now = Instant::now();
                 let spun = now.duration_since(spin_start);
                 if spun >= SPIN || deadline.is_some_and(|d| now >= d) {
                     break;
                 }
-                if spun >= SPIN_BEFORE_YIELD {
+                if spun.as_nanos() >= u128::from(spin_ns) {
                     std::thread::yield_now();
+                    if now.elapsed() >= YIELD_HANDED_OFF {
+                        handed_off = true;
+                    }
                 }
             }
             std::hint::spin_loop();
         }
+        SPIN_BUDGET.with(|b| b.learn(handed_off));
         // Sleep: register as a waiter, then re-check (see `ring` for the ordering).
         let slot = self.register_waiter();
         let bell = self.a32(control::DOORBELL);
@@ -1324,6 +1338,33 @@ impl MessageQueue {
             waiting_consumers: mask.count_ones()
                 + self.a32(control::WAITERS).load(Ordering::Relaxed),
         })
+    }
+}
+
+/// How long a receiver spins before it starts yielding, learned from its recent waits
+/// (like the adaptive spinning of mutexes): dropped to zero by a wait in which a yield
+/// handed the CPU to another process (the sender shares our CPU, or the machine is
+/// oversubscribed: spinning would only keep others from running), doubled back up to
+/// [`SPIN_BEFORE_YIELD_MAX`] by a wait that ended while spinning or while yields
+/// returned at once (the sender runs elsewhere: spinning costs nobody).
+struct SpinBudget(std::cell::Cell<u32>);
+
+thread_local!(static SPIN_BUDGET: SpinBudget = const {
+    SpinBudget(std::cell::Cell::new(SPIN_BEFORE_YIELD_MAX))
+});
+
+impl SpinBudget {
+    fn get(&self) -> u32 {
+        self.0.get()
+    }
+
+    fn learn(&self, handed_off: bool) {
+        let b = self.0.get();
+        self.0.set(if handed_off {
+            0
+        } else {
+            (b.max(128) * 2).min(SPIN_BEFORE_YIELD_MAX)
+        });
     }
 }
 
