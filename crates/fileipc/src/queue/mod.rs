@@ -627,6 +627,9 @@ impl MessageQueue {
         let crc = crc32fast::hash(data);
         let end = {
             let mut cache = lock_cache(&self.producer);
+            // Take the page faults of the write before the lock, not while holding it.
+            let tail = self.a64(control::TAIL).load(Ordering::Relaxed);
+            cache.prefault(tail, tail + record_size(data.len()));
             let Some(held) = self.lock_producer(None)? else {
                 unreachable_timeout()?
             };
