@@ -787,6 +787,12 @@ impl MessageQueue {
     /// messages before it are returned first), and it is consumed when reported, so the
     /// next call goes on with the records after it.
     fn take(&self, max: usize, out: &mut Vec<Message>, deadline: Option<Instant>) -> Result<usize> {
+        // Nothing committed beyond the head: nothing to take, no need for the lock.
+        if self.a64(control::HEAD).load(Ordering::Acquire)
+            >= self.a64(control::TAIL).load(Ordering::Acquire)
+        {
+            return Ok(0);
+        }
         let mut cache = lock_cache(&self.consumer);
         let Some(held) = self.lock_consumer(deadline)? else {
             return Ok(0);
