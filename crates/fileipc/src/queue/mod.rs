@@ -786,7 +786,7 @@ impl MessageQueue {
     /// A damaged record is reported as an error only when it is the first one met (the
     /// messages before it are returned first), and it is consumed when reported, so the
     /// next call goes on with the records after it.
-    fn take(&self, max: usize, out: &mut Vec<Message>, deadline: Option<Instant>) -> Result<usize> {
+    fn take(&self, max: usize, out: &mut impl Sink, deadline: Option<Instant>) -> Result<usize> {
         // Nothing committed beyond the head: nothing to take, no need for the lock.
         if self.a64(control::HEAD).load(Ordering::Acquire)
             >= self.a64(control::TAIL).load(Ordering::Acquire)
@@ -1013,16 +1013,16 @@ impl MessageQueue {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
-        let mut out = Vec::with_capacity(1);
+        let mut out = None;
         self.recv_many_until(1, deadline, &mut out)?;
-        Ok(out.pop())
+        Ok(out)
     }
 
     fn recv_many_until(
         &self,
         max: usize,
         deadline: Option<Instant>,
-        out: &mut Vec<Message>,
+        out: &mut impl Sink,
     ) -> Result<usize> {
         if max == 0 {
             return Ok(0);
@@ -1145,9 +1145,9 @@ impl MessageQueue {
     /// ```
     pub fn try_recv(&self) -> Result<Option<Message>> {
         self.check_destroyed()?;
-        let mut out = Vec::with_capacity(1);
+        let mut out = None;
         self.take(1, &mut out, None)?;
-        Ok(out.pop())
+        Ok(out)
     }
 
     /// Receives up to `max` messages under one lock hold, waiting at most `timeout` for
@@ -1374,6 +1374,24 @@ impl SpinBudget {
         } else {
             (b.max(128) * 2).min(SPIN_BEFORE_YIELD_MAX)
         });
+    }
+}
+
+/// Where [`MessageQueue::take`] puts the messages it takes: a vector, or for a single
+/// receive an `Option` (no vector to allocate per message).
+trait Sink {
+    fn push(&mut self, m: Message);
+}
+
+impl Sink for Vec<Message> {
+    fn push(&mut self, m: Message) {
+        Vec::push(self, m);
+    }
+}
+
+impl Sink for Option<Message> {
+    fn push(&mut self, m: Message) {
+        *self = Some(m);
     }
 }
 
