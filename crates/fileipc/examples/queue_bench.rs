@@ -403,12 +403,20 @@ fn main() {
     // QUEUE_BENCH_ONLY=11|pp|44 runs one section (44 runs 11 too: its reference).
     let only = std::env::var("QUEUE_BENCH_ONLY").unwrap_or_default();
     let run = |s: &str| only.is_empty() || only == s;
+    // Other users of the machine change every figure: say how busy it was.
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into())
+    };
+    println!("load average before: {}", load());
     let mut all = Vec::new();
     for i in 0..reps {
         println!("run {}:", i + 1);
         all.push(one_round(n, rounds, tmp.path(), &mqname, &run));
     }
     let med = |f: &dyn Fn(&Round) -> f64| median(&mut all.iter().map(f).collect::<Vec<_>>());
+    println!("load average after: {}", load());
     println!("medians of {reps} runs (ratios: median of the per-run ratios):");
     if run("11") || run("44") {
         println!(
