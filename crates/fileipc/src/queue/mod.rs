@@ -16,8 +16,9 @@
 //! new tail. A receive copies the record at the head out of the mapping, checks it, and
 //! consumes it with a single store of the new head. Segments are removed once the head
 //! passes their end, so disk use follows the backlog. A receiver with nothing to do spins
-//! a few microseconds, then sleeps on the doorbell; a sender rings it only when someone
-//! sleeps. See `docs/FORMAT.md` for the formats and the crash-consistency argument.
+//! (for a budget learned from its recent waits) and yields, then sleeps on the doorbell;
+//! a sender rings it only when someone sleeps, once per sleep. See `docs/FORMAT.md` for
+//! the formats and the crash-consistency argument.
 //!
 //! # Process death
 //!
