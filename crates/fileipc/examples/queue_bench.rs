@@ -1,14 +1,16 @@
 //! MessageQueue throughput and latency beside a POSIX message queue, in one run.
 //!
 //! ```text
-//! cargo run --release --example queue_bench [-- MESSAGES]
+//! cargo run --release --example queue_bench [-- MESSAGES [RUNS]]
 //! ```
 //!
 //! Every figure is between real processes (this program runs itself again in a role):
 //! 1 producer / 1 consumer throughput with 64-byte messages, ping-pong round trip through
-//! two queues, and 4 producers / 4 consumers aggregate throughput. The POSIX queues use
-//! the default attributes an unprivileged user gets (at most 10 messages of 64 bytes
-//! here: `/proc/sys/fs/mqueue/msg_max`).
+//! two queues, and 4 producers / 4 consumers aggregate throughput. Each run measures every
+//! figure beside its baseline (the machine drifts between runs); the summary gives the
+//! medians over RUNS runs (default 3). The POSIX queues use the default attributes an
+//! unprivileged user gets (at most 10 messages of 64 bytes here:
+//! `/proc/sys/fs/mqueue/msg_max`).
 
 // The POSIX mq baseline calls libc directly; fileipc itself has no unsafe code here.
 #![allow(unsafe_code)]
@@ -221,52 +223,79 @@ fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64() / 1e6
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() == 4 {
-        return role(&args);
-    }
-    let n: u64 = args
-        .get(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
-    let rounds = (n / 10).max(1000);
-    let tmp = tempfile::Builder::new()
-        .prefix("queue-bench-")
-        .tempdir()
-        .unwrap();
-    let dir = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
-    let mqname = format!("/fileipc-bench-{}", std::process::id());
-    println!(
-        "fileipc MessageQueue vs POSIX mq, 64-byte messages, {n} messages, {rounds} ping-pong rounds"
-    );
+/// Queue 1P/1C throughput (M msg/s) through a new queue in `d`.
+fn q11_rate(n: u64, d: &str) -> f64 {
+    MessageQueue::open(d).unwrap();
+    rate(
+        n,
+        timed(vec![spawn("q-cons", d, n), spawn("q-prod", d, n)], || {}),
+    )
+}
 
-    // QUEUE_BENCH_ONLY=11|pp|44 runs one section.
-    let only = std::env::var("QUEUE_BENCH_ONLY").unwrap_or_default();
-    let run = |s: &str| only.is_empty() || only == s;
-    let mut q11 = f64::NAN;
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One round's figures (rates in M msg/s, round trips in us); NaN for a skipped section.
+#[derive(Clone, Copy)]
+struct Round {
+    mq11: f64,
+    q11: f64,
+    q11b: f64,
+    mq_rtt: f64,
+    q_rtt: f64,
+    mq44: f64,
+    q44: f64,
+    /// Queue 1P/1C measured right before and right after the 4P/4C run (mean), so that
+    /// the ratio of the two sees the same machine load.
+    q11_ref: f64,
+}
+
+fn one_round(
+    n: u64,
+    rounds: u64,
+    tmp: &std::path::Path,
+    mqname: &str,
+    run: &dyn Fn(&str) -> bool,
+) -> Round {
+    let dir = |name: &str| {
+        let p = tmp.join(name);
+        let _ = std::fs::remove_dir_all(&p);
+        p.to_string_lossy().into_owned()
+    };
+    let mut r = Round {
+        mq11: f64::NAN,
+        q11: f64::NAN,
+        q11b: f64::NAN,
+        mq_rtt: f64::NAN,
+        q_rtt: f64::NAN,
+        mq44: f64::NAN,
+        q44: f64::NAN,
+        q11_ref: f64::NAN,
+    };
     if run("11") {
         // 1P/1C throughput.
-        Mq::unlink(&mqname);
-        let keep = Mq::open(&mqname, true);
-        let mq11 = rate(
+        Mq::unlink(mqname);
+        let keep = Mq::open(mqname, true);
+        r.mq11 = rate(
             n,
             timed(
-                vec![spawn("mq-cons", &mqname, n), spawn("mq-prod", &mqname, n)],
+                vec![spawn("mq-cons", mqname, n), spawn("mq-prod", mqname, n)],
                 || {},
             ),
         );
         drop(keep);
-        Mq::unlink(&mqname);
-        let d = dir("q11");
-        MessageQueue::open(&d).unwrap();
-        q11 = rate(
-            n,
-            timed(vec![spawn("q-cons", &d, n), spawn("q-prod", &d, n)], || {}),
-        );
+        Mq::unlink(mqname);
+        r.q11 = q11_rate(n, &dir("q11"));
         let d = dir("q11b");
         MessageQueue::open(&d).unwrap();
-        let q11b = rate(
+        r.q11b = rate(
             n,
             timed(
                 vec![spawn("q-cons-batch", &d, n), spawn("q-prod-batch", &d, n)],
@@ -274,9 +303,12 @@ fn main() {
             ),
         );
         println!(
-            "1P/1C throughput   POSIX mq {mq11:6.3} M msg/s | queue send/recv {q11:6.3} M msg/s ({:.2}x) | queue send_all/recv_many(64) {q11b:6.3} M msg/s ({:.2}x)",
-            q11 / mq11,
-            q11b / mq11
+            "  1P/1C throughput   POSIX mq {:6.3} M msg/s | queue send/recv {:6.3} M msg/s ({:.2}x) | send_all/recv_many(64) {:6.3} M msg/s ({:.2}x)",
+            r.mq11,
+            r.q11,
+            r.q11 / r.mq11,
+            r.q11b,
+            r.q11b / r.mq11
         );
     }
 
@@ -286,7 +318,7 @@ fn main() {
         Mq::unlink(&a);
         Mq::unlink(&b);
         let (qa, qb) = (Mq::open(&a, true), Mq::open(&b, true));
-        let echo = spawn("mq-echo", &mqname, rounds);
+        let echo = spawn("mq-echo", mqname, rounds);
         let mut buf = [0u8; MSG];
         let mq_rtt = timed(vec![echo], || {
             for _ in 0..rounds {
@@ -310,24 +342,21 @@ fn main() {
                 qb.recv_forever().unwrap();
             }
         }) / rounds as u32;
+        r.mq_rtt = mq_rtt.as_secs_f64() * 1e6;
+        r.q_rtt = q_rtt.as_secs_f64() * 1e6;
         println!(
-            "ping-pong RTT      POSIX mq {:6.2} us       | queue {:6.2} us ({:.2}x)",
-            mq_rtt.as_secs_f64() * 1e6,
-            q_rtt.as_secs_f64() * 1e6,
-            q_rtt.as_secs_f64() / mq_rtt.as_secs_f64()
+            "  ping-pong RTT      POSIX mq {:6.2} us       | queue {:6.2} us ({:.2}x)",
+            r.mq_rtt,
+            r.q_rtt,
+            r.q_rtt / r.mq_rtt
         );
     }
 
     if run("44") {
-        // 4P/4C aggregate.
+        // 4P/4C aggregate, between two queue 1P/1C runs (A B A): the machine's load
+        // drifts within seconds, and the goal compares these two.
         let per = n / 4;
-        Mq::unlink(&mqname);
-        let keep = Mq::open(&mqname, true);
-        let mut kids: Vec<Kid> = (0..4).map(|_| spawn("mq-cons", &mqname, per)).collect();
-        kids.extend((0..4).map(|_| spawn("mq-prod", &mqname, per)));
-        let mq44 = rate(4 * per, timed(kids, || {}));
-        drop(keep);
-        Mq::unlink(&mqname);
+        let q11_before = q11_rate(n, &dir("q11r1"));
         let d = dir("q44");
         let q = MessageQueue::open(&d).unwrap();
         let mut cons: Vec<Kid> = (0..4).map(|_| spawn("q-cons-any", &d, 0)).collect();
@@ -343,11 +372,88 @@ fn main() {
         for k in cons {
             k.join();
         }
-        let q44 = rate(4 * per, t.elapsed());
+        r.q44 = rate(4 * per, t.elapsed());
+        let q11_after = q11_rate(n, &dir("q11r2"));
+        r.q11_ref = (q11_before + q11_after) / 2.0;
+        Mq::unlink(mqname);
+        let keep = Mq::open(mqname, true);
+        let mut kids: Vec<Kid> = (0..4).map(|_| spawn("mq-cons", mqname, per)).collect();
+        kids.extend((0..4).map(|_| spawn("mq-prod", mqname, per)));
+        r.mq44 = rate(4 * per, timed(kids, || {}));
+        drop(keep);
+        Mq::unlink(mqname);
         println!(
-            "4P/4C aggregate    POSIX mq {mq44:6.3} M msg/s | queue {q44:6.3} M msg/s ({:.2}x of queue 1P/1C, {:.2}x of POSIX mq 4P/4C)",
-            q44 / q11,
-            q44 / mq44
+            "  4P/4C aggregate    POSIX mq {:6.3} M msg/s | queue {:6.3} M msg/s ({:.2}x of queue 1P/1C run just before and after: {q11_before:.3}, {q11_after:.3}; {:.2}x of POSIX mq 4P/4C)",
+            r.mq44,
+            r.q44,
+            r.q44 / r.q11_ref,
+            r.q44 / r.mq44
+        );
+    }
+    r
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 {
+        return role(&args);
+    }
+    let n: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let rounds = (n / 10).max(1000);
+    let tmp = tempfile::Builder::new()
+        .prefix("queue-bench-")
+        .tempdir()
+        .unwrap();
+    let mqname = format!("/fileipc-bench-{}", std::process::id());
+    println!(
+        "fileipc MessageQueue vs POSIX mq, 64-byte messages, {n} messages, {rounds} ping-pong rounds, {reps} runs"
+    );
+    // QUEUE_BENCH_ONLY=11|pp|44 runs one section.
+    let only = std::env::var("QUEUE_BENCH_ONLY").unwrap_or_default();
+    let run = |s: &str| only.is_empty() || only == s;
+    // Other users of the machine change every figure: say how busy it was.
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into())
+    };
+    println!("load average before: {}", load());
+    let mut all = Vec::new();
+    for i in 0..reps {
+        println!("run {}:", i + 1);
+        all.push(one_round(n, rounds, tmp.path(), &mqname, &run));
+    }
+    let med = |f: &dyn Fn(&Round) -> f64| median(&mut all.iter().map(f).collect::<Vec<_>>());
+    println!("load average after: {}", load());
+    println!("medians of {reps} runs (ratios: median of the per-run ratios):");
+    if run("11") {
+        println!(
+            "1P/1C throughput   POSIX mq {:6.3} M msg/s | queue {:6.3} M msg/s | ratio {:.2}x (goal >= 2) | batched ratio {:.2}x",
+            med(&|r| r.mq11),
+            med(&|r| r.q11),
+            med(&|r| r.q11 / r.mq11),
+            med(&|r| r.q11b / r.mq11)
+        );
+    }
+    if run("pp") {
+        println!(
+            "ping-pong RTT      POSIX mq {:6.2} us       | queue {:6.2} us       | ratio {:.2}x (goal <= 1.5)",
+            med(&|r| r.mq_rtt),
+            med(&|r| r.q_rtt),
+            med(&|r| r.q_rtt / r.mq_rtt)
+        );
+    }
+    if run("44") {
+        println!(
+            "4P/4C aggregate    POSIX mq {:6.3} M msg/s | queue {:6.3} M msg/s | {:.2}x of queue 1P/1C around it (goal >= 1) | {:.2}x of POSIX mq 4P/4C",
+            med(&|r| r.mq44),
+            med(&|r| r.q44),
+            med(&|r| r.q44 / r.q11_ref),
+            med(&|r| r.q44 / r.mq44)
         );
     }
 }

@@ -5,10 +5,10 @@
 //! what the owner recorded about itself (thread ID and start time, see
 //! [`sys::owner_ident`]) so a recycled thread ID is not taken for the owner.
 //!
-//! - lock: `CAS 0 -> tid` (the fast path, no system call); on failure, spin briefly
-//!   (the holder is expected to leave within a microsecond), yield a few times (on a
-//!   2-CPU machine the holder may be preempted), then set `CONTENDED` and sleep on the
-//!   word with `futex_wait` in slices of [`SLICE`].
+//! - lock: `CAS 0 -> tid` (the fast path, no system call); on failure, spin about 2 us
+//!   (a running holder leaves within a microsecond), yield a few times (on a 2-CPU
+//!   machine the holder may be preempted, waiting for our CPU), then set `CONTENDED` and
+//!   sleep on the word with `futex_wait` in slices of [`SLICE`].
 //! - unlock: `swap(0)`; only if `CONTENDED` was set, `futex_wake` one sleeper.
 //! - owner death: when a slice passes and the word still holds the same owner, the waiter
 //!   asks the OS whether that thread is alive ([`sys::owner_alive`]); if not, it takes the
@@ -27,6 +27,12 @@ use crate::sys;
 /// Set in the lock word when a thread sleeps (or is about to sleep) on it.
 const CONTENDED: u32 = 1 << 31;
 const TID_MASK: u32 = !CONTENDED;
+
+/// Checks of the lock word while spinning before a waiter starts yielding, two pauses
+/// apart (about 2 us on the reference machine's 25 ns pause).
+const SPINS: u32 = 40;
+/// Yields before a waiter sleeps on the word.
+const YIELDS: u32 = 8;
 
 /// How long a waiter sleeps before checking whether the holder died. A holder's critical
 /// section is a few hundred nanoseconds; a slice this long passing with the same holder
@@ -95,8 +101,11 @@ impl<'a> RobustLock<'a> {
 
     #[cold]
     fn lock_slow(&self, tid: u32, ident: u64, deadline: Option<Instant>) -> Option<Acquired> {
-        // Phase 1: spin, then yield, while the word is held without sleepers.
-        for i in 0..100u32 {
+        // Phase 1: spin, then yield, while the word is held without sleepers. A holder
+        // that runs leaves within a microsecond: spin about 2 us (a pause is 10-140 cycles
+        // depending on the CPU; check the word every other one), then yield a few times
+        // (the holder may be waiting for our CPU), then sleep.
+        for i in 0..(SPINS + YIELDS) {
             let v = self.word.load(Ordering::Relaxed);
             if v == 0 {
                 if self
@@ -112,10 +121,9 @@ impl<'a> RobustLock<'a> {
             if v & CONTENDED != 0 {
                 break;
             }
-            if i < 80 {
-                for _ in 0..(1 << (i / 16).min(4)) {
-                    std::hint::spin_loop();
-                }
+            if i < SPINS {
+                std::hint::spin_loop();
+                std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
             }

@@ -42,10 +42,13 @@ pub(crate) const C_JOURNAL_RECEIVED: usize = 296;
 pub(crate) const REMOVED_BELOW: usize = 304;
 
 // Wake-up block.
+/// Epoch (bits 1..32) and sleepers bit (bit 0): receivers sleep on it, the first send
+/// after one set the sleepers bit advances the epoch and wakes them.
 pub(crate) const DOORBELL: usize = 384;
 /// Receivers asleep beyond the 64 slots of the waiter mask (rarely non-zero).
 pub(crate) const WAITERS: usize = 388;
-/// Bit `i` set: waiter slot `i` is taken by a sleeping (or about to sleep) receiver.
+/// Bit `i` set: waiter slot `i` is taken by a sleeping (or about to sleep) receiver
+/// (for [`stats`](super::MessageQueue::stats); senders look only at the doorbell).
 pub(crate) const WAIT_MASK: usize = 392;
 /// 64 slots of 8 bytes: the owner ident of the receiver in each taken slot.
 pub(crate) const WAIT_SLOTS: usize = 1024;

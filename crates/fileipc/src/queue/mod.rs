@@ -16,8 +16,9 @@
 //! new tail. A receive copies the record at the head out of the mapping, checks it, and
 //! consumes it with a single store of the new head. Segments are removed once the head
 //! passes their end, so disk use follows the backlog. A receiver with nothing to do spins
-//! a few microseconds, then sleeps on the doorbell; a sender rings it only when someone
-//! sleeps. See `docs/FORMAT.md` for the formats and the crash-consistency argument.
+//! (for a budget learned from its recent waits) and yields, then sleeps on the doorbell;
+//! a sender rings it only when someone sleeps, once per sleep. See `docs/FORMAT.md` for
+//! the formats and the crash-consistency argument.
 //!
 //! # Process death
 //!
@@ -59,16 +60,21 @@ pub const MESSAGE_SIZE_LIMIT: usize = u32::MAX as usize - 64;
 
 /// How long a sleeping receiver waits before re-checking the queue on its own. A send
 /// rings the doorbell, so this only bounds the delay after a sender was killed between
-/// publishing a message and ringing (and rescues waiters from a dead waiter slot).
+/// publishing a message and ringing.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 
-/// How long an idle receiver spins before it sleeps: a cross-CPU futex wake-up costs
-/// ~45 us on the reference machine, a send on another CPU shows up in well under 1 us.
-/// (Spinning that long rides out a sender's page fault or short preemption, which a
+/// How long an idle receiver keeps checking before it sleeps: a cross-CPU futex wake-up
+/// costs ~45 us on the reference machine, a send on another CPU shows up in well under
+/// 1 us. (Checking that long rides out a sender's page fault or short preemption, which a
 /// futex sleep and wake would turn into two context switches.)
 const SPIN: Duration = Duration::from_micros(100);
-/// Pure spinning before the spin loop starts yielding the CPU between checks.
-const SPIN_BEFORE_YIELD: Duration = Duration::from_micros(5);
+/// The most an idle receiver spins without yielding the CPU, before the yielding phase.
+/// The actual budget is learned per thread (see [`SpinBudget`]).
+const SPIN_BEFORE_YIELD_MAX: u32 = 5_000;
+/// Above the uncontended cost of a `sched_yield` (0.6 us here) and below what handing
+/// the CPU to another process and getting it back costs (two context switches plus the
+/// other's work, 2 us and more): a yield that took longer gave the CPU away.
+const YIELD_HANDED_OFF: Duration = Duration::from_micros(2);
 
 /// Records a send commits per lock hold in [`MessageQueue::send_all`].
 const BATCH: usize = 256;
@@ -639,6 +645,9 @@ impl MessageQueue {
         let crc = crc32fast::hash(data);
         let end = {
             let mut cache = lock_cache(&self.producer);
+            // Take the page faults of the write before the lock, not while holding it.
+            let tail = self.a64(control::TAIL).load(Ordering::Relaxed);
+            cache.prefault(tail, tail + record_size(data.len()));
             let Some(held) = self.lock_producer(None)? else {
                 unreachable_timeout()?
             };
@@ -657,7 +666,7 @@ impl MessageQueue {
             cache.retain_from(end / self.seg_size);
             end
         };
-        self.ring(1);
+        self.ring();
         if self.durable {
             self.sync_to(end)?;
         }
@@ -718,7 +727,7 @@ impl MessageQueue {
                 cache.retain_from(tail / self.seg_size);
                 end = tail;
             }
-            self.ring(chunk.len() as u32);
+            self.ring();
         }
         if self.durable && !items.is_empty() {
             self.sync_to(end)?;
@@ -756,26 +765,37 @@ impl MessageQueue {
         Ok(())
     }
 
-    /// Wakes up to `n` sleeping receivers, if there are any.
+    /// Wakes the sleeping receivers, if there are any, once per sleep: the first send
+    /// after receivers went to sleep rings, the sends after it (while the woken receivers
+    /// get a CPU) make no system call.
     ///
-    /// No lost wake-up: a receiver (1) registers in the waiter mask, (2) reads the
-    /// doorbell, (3) re-reads the tail, and sleeps only if the tail showed nothing new and
-    /// the doorbell still holds the value of (2). A sender (a) stores the tail, then
-    /// (b) reads the waiter mask. All four are SeqCst, so in their single total order
-    /// either (a) precedes (3) — the receiver sees the message and does not sleep — or
-    /// (3) precedes (a), hence (1) precedes (b): the sender sees the waiter, and its
-    /// doorbell increment (c) comes after (2), so the receiver's futex_wait either sees
-    /// the changed doorbell and returns at once, or is already asleep and is woken.
-    fn ring(&self, n: u32) {
-        let mask = self.a64(control::WAIT_MASK).load(Ordering::SeqCst);
-        let overflow = self.a32(control::WAITERS).load(Ordering::SeqCst);
-        if mask == 0 && overflow == 0 {
+    /// The doorbell word holds an epoch (bits 1..32) and a *sleepers* bit (bit 0). No lost
+    /// wake-up: a receiver (1) sets the sleepers bit (or sees it set) in the doorbell,
+    /// (2) re-reads the tail, and sleeps only if the tail showed nothing new and the
+    /// doorbell still holds the value of (1). A sender (a) stores the tail, then (b) reads
+    /// the doorbell and, if the sleepers bit is set, moves it to the next epoch with the
+    /// bit clear and wakes every sleeper. All are SeqCst, so in their single total order
+    /// either (a) precedes (2) — the receiver sees the message and does not sleep — or
+    /// (2) precedes (a), hence (1) precedes (b): the sender reads the value of (1) or a
+    /// later one. If it reads (1)'s value, it advances the doorbell and wakes; if a later
+    /// one, another sender advanced the doorbell after (1). Either way the receiver's
+    /// `futex_wait` sees a changed word and returns at once, or is already asleep and is
+    /// woken.
+    fn ring(&self) {
+        let bell = self.a32(control::DOORBELL);
+        let v = bell.load(Ordering::SeqCst);
+        if v & SLEEPERS == 0 {
             return;
         }
-        let bell = self.a32(control::DOORBELL);
-        bell.fetch_add(1, Ordering::SeqCst);
-        // A failed wake leaves the receiver to its WAIT_SLICE timeout.
-        let _ = sys::futex_wake(bell, n.max(1));
+        // Only senders clear the bit: if the exchange fails, another sender advanced the
+        // epoch and wakes everyone who slept on it.
+        if bell
+            .compare_exchange(v, next_epoch(v), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            // A failed wake leaves the receivers to their WAIT_SLICE timeout.
+            let _ = sys::futex_wake(bell, u32::MAX);
+        }
     }
 
     // --- receiving ----------------------------------------------------------------------
@@ -784,7 +804,13 @@ impl MessageQueue {
     /// A damaged record is reported as an error only when it is the first one met (the
     /// messages before it are returned first), and it is consumed when reported, so the
     /// next call goes on with the records after it.
-    fn take(&self, max: usize, out: &mut Vec<Message>, deadline: Option<Instant>) -> Result<usize> {
+    fn take(&self, max: usize, out: &mut impl Sink, deadline: Option<Instant>) -> Result<usize> {
+        // Nothing committed beyond the head: nothing to take, no need for the lock.
+        if self.a64(control::HEAD).load(Ordering::Acquire)
+            >= self.a64(control::TAIL).load(Ordering::Acquire)
+        {
+            return Ok(0);
+        }
         let mut cache = lock_cache(&self.consumer);
         let Some(held) = self.lock_consumer(deadline)? else {
             return Ok(0);
@@ -875,32 +901,47 @@ impl MessageQueue {
         let head = self.a64(control::HEAD);
         let tail = self.a64(control::TAIL);
         let ready = || tail.load(Ordering::SeqCst) != head.load(Ordering::SeqCst);
-        // Spin: a message sent from another CPU shows up within a microsecond. After the
-        // first few microseconds, yield between checks: if the sender shares our CPU
-        // (a loaded machine), spinning would only keep it from running.
+        // Spin, then yield between checks. Spinning pays when the sender runs on another
+        // CPU (its message shows up within a microsecond), and only steals time from it
+        // when it waits for our CPU: then yielding at once lets it run. Which case holds
+        // is learned from how recent waits ended (see `SpinBudget`).
         let spin_start = Instant::now();
+        let spin_ns = SPIN_BUDGET.with(|b| b.get());
+        let mut handed_off = false;
         let mut i = 0u32;
         loop {
             if ready() {
+                SPIN_BUDGET.with(|b| b.learn(handed_off));
                 return Ok(true);
             }
             i += 1;
-            if i.is_multiple_of(64) {
+            let yielding = i.is_multiple_of(64) || spin_ns == 0;
+            if yielding {
                 let now = Instant::now();
                 let spun = now.duration_since(spin_start);
                 if spun >= SPIN || deadline.is_some_and(|d| now >= d) {
                     break;
                 }
-                if spun >= SPIN_BEFORE_YIELD {
+                if spun.as_nanos() >= u128::from(spin_ns) {
                     std::thread::yield_now();
+                    if now.elapsed() >= YIELD_HANDED_OFF {
+                        handed_off = true;
+                    }
                 }
             }
             std::hint::spin_loop();
         }
+        SPIN_BUDGET.with(|b| b.learn(handed_off));
         // Sleep: register as a waiter, then re-check (see `ring` for the ordering).
         let slot = self.register_waiter();
         let bell = self.a32(control::DOORBELL);
-        let b = bell.load(Ordering::SeqCst);
+        let mut b = bell.load(Ordering::SeqCst);
+        while b & SLEEPERS == 0 {
+            match bell.compare_exchange(b, b | SLEEPERS, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => b |= SLEEPERS,
+                Err(v) => b = v,
+            }
+        }
         let mut woke = ready();
         if !woke && !self.destroyed() {
             let now = Instant::now();
@@ -914,7 +955,7 @@ impl MessageQueue {
                 woke = ready();
                 if r.is_ok() && !woke && Instant::now() >= slice_end {
                     // A whole slice without a ring: clear the registrations of waiters
-                    // that died asleep, so senders stop ringing for them.
+                    // that died asleep (they count only in `stats`).
                     self.reap_dead_waiters(slot);
                 }
                 if let Err(e) = r {
@@ -990,16 +1031,16 @@ impl MessageQueue {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
-        let mut out = Vec::with_capacity(1);
+        let mut out = None;
         self.recv_many_until(1, deadline, &mut out)?;
-        Ok(out.pop())
+        Ok(out)
     }
 
     fn recv_many_until(
         &self,
         max: usize,
         deadline: Option<Instant>,
-        out: &mut Vec<Message>,
+        out: &mut impl Sink,
     ) -> Result<usize> {
         if max == 0 {
             return Ok(0);
@@ -1122,9 +1163,9 @@ impl MessageQueue {
     /// ```
     pub fn try_recv(&self) -> Result<Option<Message>> {
         self.check_destroyed()?;
-        let mut out = Vec::with_capacity(1);
+        let mut out = None;
         self.take(1, &mut out, None)?;
-        Ok(out.pop())
+        Ok(out)
     }
 
     /// Receives up to `max` messages under one lock hold, waiting at most `timeout` for
@@ -1273,7 +1314,7 @@ impl MessageQueue {
             self.a32(control::DESTROYED).store(1, Ordering::SeqCst);
         }
         let bell = self.a32(control::DOORBELL);
-        bell.fetch_add(1, Ordering::SeqCst);
+        let _ = bell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(next_epoch(v)));
         let _ = sys::futex_wake(bell, u32::MAX);
         remove_queue_files(&self.dir)?;
         fs::remove_dir(&self.dir).at("remove directory", &self.dir)
@@ -1325,6 +1366,60 @@ impl MessageQueue {
                 + self.a32(control::WAITERS).load(Ordering::Relaxed),
         })
     }
+}
+
+/// How long a receiver spins before it starts yielding, learned from its recent waits
+/// (like the adaptive spinning of mutexes): dropped to zero by a wait in which a yield
+/// handed the CPU to another process (the sender shares our CPU, or the machine is
+/// oversubscribed: spinning would only keep others from running), doubled back up to
+/// [`SPIN_BEFORE_YIELD_MAX`] by a wait that ended while spinning or while yields
+/// returned at once (the sender runs elsewhere: spinning costs nobody).
+struct SpinBudget(std::cell::Cell<u32>);
+
+thread_local!(static SPIN_BUDGET: SpinBudget = const {
+    SpinBudget(std::cell::Cell::new(SPIN_BEFORE_YIELD_MAX))
+});
+
+impl SpinBudget {
+    fn get(&self) -> u32 {
+        self.0.get()
+    }
+
+    fn learn(&self, handed_off: bool) {
+        let b = self.0.get();
+        self.0.set(if handed_off {
+            0
+        } else {
+            (b.max(128) * 2).min(SPIN_BEFORE_YIELD_MAX)
+        });
+    }
+}
+
+/// Where [`MessageQueue::take`] puts the messages it takes: a vector, or for a single
+/// receive an `Option` (no vector to allocate per message).
+trait Sink {
+    fn push(&mut self, m: Message);
+}
+
+impl Sink for Vec<Message> {
+    fn push(&mut self, m: Message) {
+        Vec::push(self, m);
+    }
+}
+
+impl Sink for Option<Message> {
+    fn push(&mut self, m: Message) {
+        *self = Some(m);
+    }
+}
+
+/// The doorbell's sleepers bit: set by a receiver about to sleep, cleared by the send that
+/// wakes it.
+const SLEEPERS: u32 = 1;
+
+/// The doorbell value of the epoch after `v`, with the sleepers bit clear.
+fn next_epoch(v: u32) -> u32 {
+    (v & !SLEEPERS).wrapping_add(2)
 }
 
 /// The lock calls above wait without a deadline, so they never time out.

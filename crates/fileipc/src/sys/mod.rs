@@ -434,3 +434,27 @@ pub(crate) fn monotonic_millis() -> u32 {
         .wrapping_add(ts.tv_nsec as u64 / 1_000_000);
     ms as u32
 }
+
+// --- added for queue (prefaulting outside the producer lock)
+
+impl SharedMap {
+    /// Maps the pages holding `offset..offset + len` writable in this process ahead of
+    /// use (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14 and later), so that later writes
+    /// there take no page fault. The bytes are left unchanged. Elsewhere (or on an older
+    /// kernel) it returns an error, which callers ignore: the writes then fault as usual.
+    pub(crate) fn populate_write(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.check(offset, len, 1);
+        if len == 0 {
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        {
+            self.raw
+                .advise_range(memmap2::Advice::PopulateWrite, offset, len)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        }
+    }
+}
