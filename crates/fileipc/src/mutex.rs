@@ -160,7 +160,9 @@ impl MutexBuilder {
     ///
     /// [`Error::Io`] if the file cannot be created or opened, [`Error::Symlink`] if a
     /// symbolic link stands at `path`, [`Error::Format`] if the file is not a fileipc
-    /// mutex file (garbage, another primitive's file, another format version).
+    /// mutex file (garbage, another primitive's file, another format version),
+    /// [`Error::Invalid`] if an existing file belongs to another user (with a private
+    /// mode) or is writable by group or others beyond the mode asked for.
     ///
     /// # Examples
     ///
