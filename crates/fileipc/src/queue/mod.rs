@@ -334,7 +334,11 @@ impl MessageQueue {
     /// # Errors
     ///
     /// [`Error::Format`] if `dir` exists and is not empty but holds no queue, or holds a
-    /// queue of another format version; [`Error::Io`] if the file system refuses.
+    /// queue of another format version; [`Error::Symlink`] if `dir` or its control file
+    /// is a symbolic link (never followed); [`Error::Invalid`] if the directory or the
+    /// control file belongs to another user (with a private mode) or is writable by
+    /// group or others beyond the mode asked for; [`Error::Io`] if the file system
+    /// refuses.
     ///
     /// # Examples
     ///
@@ -366,14 +370,23 @@ impl MessageQueue {
             ));
         }
         let dir_mode = opts.mode | ((opts.mode & 0o444) >> 2);
+        // A symbolic link at the queue's path is never followed, and a directory another
+        // user could fill or swap files in is not trusted.
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Symlink {
+                path: dir.to_owned(),
+            });
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(dir_mode)
             .create(dir)
             .at("create directory", dir)?;
-        if !fs::metadata(dir).at("stat", dir)?.is_dir() {
+        let meta = fs::symlink_metadata(dir).at("stat", dir)?;
+        if !meta.is_dir() {
             return Err(Error::format(dir, DIR_EXPECTED, "not a directory"));
         }
+        state::check_trust(dir, &meta, dir_mode, DIR_EXPECTED)?;
         let ctl_path = dir.join(CONTROL);
         for _ in 0..3 {
             let exists = match fs::symlink_metadata(&ctl_path) {
