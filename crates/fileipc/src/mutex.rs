@@ -969,7 +969,10 @@ mod tests {
         }
         // A bare flipped bit in the deadline bytes (bit 31 clear).
         assert!(handoff_expired(0x00ff_0000, now));
-        assert!(!handoff_expired(handoff_encode(0, now + HANDOFF_TTL_MS + 1), now));
+        assert!(!handoff_expired(
+            handoff_encode(0, now + HANDOFF_TTL_MS + 1),
+            now
+        ));
     }
 
     #[test]

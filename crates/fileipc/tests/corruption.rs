@@ -28,7 +28,6 @@ fn child_process_entry() {
     });
 }
 
-
 fn queue_opts() -> QueueOptions {
     QueueOptions::new().segment_size(64 << 10)
 }
@@ -141,7 +140,10 @@ fn operate(kind: &str, dir: &Path) -> fileipc::Result<String> {
             let m = Mutex::open(dir.join("m"))?;
             let _ = m.holder()?;
             // Nobody holds it: whatever the hints say, it is taken within their expiry.
-            assert!(m.lock_timeout(Duration::from_secs(2))?, "WRONG: lock refused");
+            assert!(
+                m.lock_timeout(Duration::from_secs(2))?,
+                "WRONG: lock refused"
+            );
             m.unlock()?;
             Ok("locked and unlocked".into())
         }
@@ -216,7 +218,10 @@ fn operate(kind: &str, dir: &Path) -> fileipc::Result<String> {
                 Err(Error::Format { .. }) => {}
                 Err(e) => panic!("WRONG: unclear error {e}"),
             }
-            assert!(!pf.status()?.is_running(), "WRONG: a stale file reads as running");
+            assert!(
+                !pf.status()?.is_running(),
+                "WRONG: a stale file reads as running"
+            );
             assert!(pf.create()?, "WRONG: a stale file was not taken over");
             assert_eq!(pf.read()?, Some(std::process::id()));
             pf.remove()?;
@@ -302,7 +307,12 @@ fn run_kind(kind: &str) {
     let dir = common::tempdir();
     let mut child = Proc::spawn(
         "cases",
-        &[kind, &seed.to_string(), &count.to_string(), dir.path().to_str().unwrap()],
+        &[
+            kind,
+            &seed.to_string(),
+            &count.to_string(),
+            dir.path().to_str().unwrap(),
+        ],
     );
     let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
     let mut current = String::from("setup");
@@ -420,7 +430,10 @@ fn a_state_file_shrunk_under_a_live_mapping_raises_sigbus() {
         .unwrap()
         .set_len(0)
         .unwrap();
-    Event::open(dir.path().join("m.flag")).unwrap().set().unwrap();
+    Event::open(dir.path().join("m.flag"))
+        .unwrap()
+        .set()
+        .unwrap();
     let st = child.wait(PATIENCE);
     let line = child.try_line();
     eprintln!("mutex file truncated under a live handle: child {st}, said {line:?}");
@@ -453,4 +466,126 @@ fn a_damaged_queue_head_is_a_clear_error_at_once() {
         queue_opts().open(&qd2).map(drop)
     });
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+}
+
+// --- the fuzz corpus and seeded random inputs for the pure parsers --------------------
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let p = e.unwrap().path();
+            let d = std::fs::read(&p).unwrap();
+            (p, d)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The bodies of `fuzz/fuzz_targets/queue_record.rs` and `pid_file.rs`.
+fn fuzz_queue_record(data: &[u8]) {
+    if data.len() < 8 {
+        return;
+    }
+    let pos = u64::from_le_bytes(data[..8].try_into().unwrap()) & !7;
+    let rec = &data[8..];
+    if let Some((len, _seq, ok)) = fileipc::__fuzz::queue_record(rec, pos) {
+        assert!(!ok || rec.len() - 32 == len as usize);
+        assert!(fileipc::__fuzz::queue_record(rec, pos ^ 8).is_none());
+    }
+}
+
+fn fuzz_pid_file(data: &[u8]) {
+    if let Ok(Some(pid)) = fileipc::__fuzz::pid_file(data) {
+        assert!(pid > 0 && pid <= i32::MAX as u32);
+    }
+}
+
+/// Runs the fuzz targets' bodies on the committed corpus and on mutations of it (seeded
+/// random bit flips, truncations and splices), so CI exercises the parsers without
+/// libFuzzer (which needs a nightly toolchain).
+#[test]
+fn fuzz_corpus_and_mutations_of_the_pure_parsers() {
+    let mut rng = Rng::new(seed("parser mutations"));
+    let n = 20_000 * case_scale();
+    let mut valid = 0;
+    for (target, f) in [
+        ("queue_record", fuzz_queue_record as fn(&[u8])),
+        ("pid_file", fuzz_pid_file),
+    ] {
+        let seeds = corpus(target);
+        for (_, d) in &seeds {
+            f(d);
+        }
+        for _ in 0..n {
+            let mut d = seeds[rng.below(seeds.len())].1.clone();
+            match rng.below(4) {
+                0 if !d.is_empty() => {
+                    let i = rng.below(d.len());
+                    d[i] ^= 1 << rng.below(8);
+                }
+                1 if !d.is_empty() => d.truncate(rng.below(d.len())),
+                2 => d.extend((0..rng.below(40)).map(|_| rng.next() as u8)),
+                _ => {
+                    let other = &seeds[rng.below(seeds.len())].1;
+                    let cut = rng.below(other.len() + 1);
+                    d.extend_from_slice(&other[..cut]);
+                }
+            }
+            f(&d);
+        }
+        valid += seeds.len();
+    }
+    // The valid records of the corpus decode.
+    for (p, d) in corpus("queue_record") {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let pos = u64::from_le_bytes(d[..8].try_into().unwrap());
+        let r = fileipc::__fuzz::queue_record(&d[8..], pos);
+        assert_eq!(r.is_some_and(|r| r.2), name.starts_with("valid"), "{name}");
+    }
+    eprintln!(
+        "[torture] parsers: {valid} corpus inputs and {} mutations, no panic",
+        2 * n
+    );
+}
+
+/// The state-file corpus opened as every primitive's file (the body of
+/// `fuzz/fuzz_targets/state_file.rs`), each bounded so that nothing can hang the run.
+#[test]
+fn fuzz_corpus_state_files() {
+    for (p, data) in corpus("state_file") {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        torture_util::bounded(&format!("state file {name}"), move || {
+            let dir = common::tempdir();
+            let p = |n: &str| dir.path().join(n);
+            std::fs::write(p("m"), &data).unwrap();
+            if let Ok(m) = Mutex::open(p("m"))
+                && m.lock_timeout(Duration::from_millis(50)).unwrap_or(false)
+            {
+                m.unlock().unwrap();
+            }
+            std::fs::write(p("s"), &data).unwrap();
+            if let Ok(s) = Semaphore::open(p("s"), 2) {
+                let _ = s.value();
+            }
+            std::fs::create_dir(p("q")).unwrap();
+            std::fs::write(p("q").join("control"), &data).unwrap();
+            if let Ok(q) = fileipc::MessageQueue::open(p("q")) {
+                let _ = q.try_recv();
+                q.send("x").unwrap();
+            }
+            std::fs::write(p("app.pid"), &data).unwrap();
+            let mut pf = PidFile::open(p("app.pid")).unwrap();
+            let _ = pf.read();
+            let _ = pf.create();
+            std::fs::write(p("kv"), &data).unwrap();
+            if let Ok(kv) = SharedData::open(p("kv")) {
+                let _ = kv.dump();
+            }
+        });
+    }
 }

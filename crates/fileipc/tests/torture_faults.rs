@@ -41,7 +41,13 @@ impl Tmpfs {
         let dir = parent.path().join("mnt");
         std::fs::create_dir(&dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(&dir)
             .output();
         match out {
@@ -158,8 +164,14 @@ fn full_disk_queue_send_fails_clearly_and_recovers() {
         .parse()
         .unwrap();
     for i in 0..n {
-        let m = q.try_recv().unwrap().expect("an acknowledged message is missing");
-        assert!(m.starts_with(format!("{i:08} ").as_bytes()), "message {i} damaged");
+        let m = q
+            .try_recv()
+            .unwrap()
+            .expect("an acknowledged message is missing");
+        assert!(
+            m.starts_with(format!("{i:08} ").as_bytes()),
+            "message {i} damaged"
+        );
     }
     assert!(q.try_recv().unwrap().is_none());
     // Space freed: everything works again.
@@ -251,7 +263,12 @@ fn holder(args: &[String]) {
     let m = Mutex::open(&args[0]).unwrap();
     assert!(m.lock_timeout(PATIENCE).unwrap());
     say("locked");
-    assert!(Event::open(&args[1]).unwrap().wait_timeout(PATIENCE).unwrap());
+    assert!(
+        Event::open(&args[1])
+            .unwrap()
+            .wait_timeout(PATIENCE)
+            .unwrap()
+    );
     m.unlock().unwrap();
     say("unlocked");
 }
@@ -289,7 +306,10 @@ fn a_stopped_mutex_holder_is_waited_for_not_robbed() {
         c.expect("timeout");
     }
     let probe = Mutex::open(&m).unwrap();
-    assert!(!probe.try_lock().unwrap(), "the lock was free while its holder was stopped");
+    assert!(
+        !probe.try_lock().unwrap(),
+        "the lock was free while its holder was stopped"
+    );
     let holder = probe.holder().unwrap().expect("holder recorded");
     assert_eq!(holder.pid, h.pid);
     // Stopped for 2 s in all, then resumed: it still holds, then unlocks normally.
@@ -389,7 +409,12 @@ fn a_frozen_consumer_does_not_block_the_others_forever() {
         }
     }
     for t in 0..24u8 {
-        assert_eq!(tags.get(&t), Some(&1), "message {t} delivered {:?} times", tags.get(&t));
+        assert_eq!(
+            tags.get(&t),
+            Some(&1),
+            "message {t} delivered {:?} times",
+            tags.get(&t)
+        );
     }
     eprintln!(
         "frozen consumer: {blocked_stops} of 6 stops left the other consumer waiting with \

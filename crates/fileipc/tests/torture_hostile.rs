@@ -59,8 +59,18 @@ fn primitives() -> Vec<(&'static str, &'static str, Vec<&'static str>, Use)> {
     vec![
         ("mutex", "m", vec!["m"], use_mutex as Use),
         ("semaphore", "s", vec!["s"], use_semaphore),
-        ("queue", "q", vec!["q/control", "q/seg-0000000000000000.log"], use_queue),
-        ("shared_data", "kv", vec!["kv", "kv-lock", "kv-wal", "kv-shm"], use_kv),
+        (
+            "queue",
+            "q",
+            vec!["q/control", "q/seg-0000000000000000.log"],
+            use_queue,
+        ),
+        (
+            "shared_data",
+            "kv",
+            vec!["kv", "kv-lock", "kv-wal", "kv-shm"],
+            use_kv,
+        ),
         ("pidfile", "app.pid", vec!["app.pid"], use_pidfile),
         ("event", "ev", vec!["ev"], use_event),
     ]
@@ -117,7 +127,10 @@ fn a_symlink_planted_at_any_state_path_is_never_followed() {
                     // target is untouched either way (checked above).
                     (_, "shared_data") if file.ends_with("-wal") || file.ends_with("-shm") => {}
                     (Err(Error::Symlink { path }), _) => {
-                        assert!(path.ends_with(file), "{name}: {path:?} for a link at {file}")
+                        assert!(
+                            path.ends_with(file),
+                            "{name}: {path:?} for a link at {file}"
+                        )
                     }
                     (r, _) => panic!("{name}: a link at {file} gave {r:?}, not Error::Symlink"),
                 }
@@ -166,7 +179,9 @@ fn refused(name: &str, what: &str, r: fileipc::Result<()>) {
 #[test]
 fn state_files_of_another_user_or_writable_by_others_are_refused() {
     if !is_root() {
-        eprintln!("SKIPPED state_files_of_another_user...: chown needs root (tests run as root in CI)");
+        eprintln!(
+            "SKIPPED state_files_of_another_user...: chown needs root (tests run as root in CI)"
+        );
         return;
     }
     // (primitive, open path, file to tamper with, user)
@@ -252,7 +267,10 @@ fn strange_paths_work() {
             // primitive's files (the queue's control and segment names included).
             match use_it(&p) {
                 Ok(()) => {
-                    eprintln!("{name}: path with {what} ({} bytes): ok", p.as_os_str().len())
+                    eprintln!(
+                        "{name}: path with {what} ({} bytes): ok",
+                        p.as_os_str().len()
+                    )
                 }
                 // SQLite opens paths of at most 512 bytes: refused up front, saying so.
                 Err(Error::Invalid { detail, .. })
@@ -283,7 +301,9 @@ fn paths_over_the_limits_fail_clearly() {
     for (i, p) in [long_name, too_long].into_iter().enumerate() {
         for (name, _, _, use_it) in primitives() {
             // A fresh directory per primitive so that they do not meet each other's files.
-            let p = p.with_file_name(format!("{name}{i}")).join(p.file_name().unwrap());
+            let p = p
+                .with_file_name(format!("{name}{i}"))
+                .join(p.file_name().unwrap());
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             let r = use_it(&p);
             match &r {

@@ -46,11 +46,7 @@ fn child_process_entry() {
 fn spawn(role: &str, dir: &Path, slot: usize, gen_: u64) -> Proc {
     Proc::spawn(
         role,
-        &[
-            dir.to_str().unwrap(),
-            &slot.to_string(),
-            &gen_.to_string(),
-        ],
+        &[dir.to_str().unwrap(), &slot.to_string(), &gen_.to_string()],
     )
 }
 
@@ -59,7 +55,7 @@ struct Progress(u64);
 impl Progress {
     fn tick(&mut self) {
         self.0 += 1;
-        if self.0 % REPORT_EVERY == 0 {
+        if self.0.is_multiple_of(REPORT_EVERY) {
             say(format!("c {REPORT_EVERY}"));
         }
     }
@@ -119,7 +115,10 @@ fn kill_storm_mutex() {
     });
     // After every worker died the lock is free and a newcomer takes it at once.
     let m = Mutex::open(d.join("m")).unwrap();
-    assert!(m.try_lock().unwrap(), "mutex still held after all holders died");
+    assert!(
+        m.try_lock().unwrap(),
+        "mutex still held after all holders died"
+    );
     m.unlock().unwrap();
     assert!(r.cycles > 0, "no worker completed a cycle");
     print_report("mutex", &r, "two-holder checks on every entry and exit");
@@ -186,7 +185,11 @@ fn kill_storm_semaphore() {
     });
     // Every holder is dead: the value returns to the initial one.
     let s = Semaphore::open(d.join("s"), SEM_INITIAL).unwrap();
-    assert_eq!(s.value().unwrap(), SEM_INITIAL, "permits of dead holders lost");
+    assert_eq!(
+        s.value().unwrap(),
+        SEM_INITIAL,
+        "permits of dead holders lost"
+    );
     assert!(r.cycles > 0, "no worker completed a cycle");
     print_report(
         "semaphore",
@@ -212,7 +215,11 @@ fn producer(dir: &Path, slot: usize, gen_: u64) {
     let mut p = Progress(0);
     for seq in 0u64.. {
         // Sometimes a payload bigger than the rest of a segment, to cross boundaries.
-        let pad = if seq % 97 == 13 { 70_000 } else { seq as usize % 40 };
+        let pad = if seq % 97 == 13 {
+            70_000
+        } else {
+            seq as usize % 40
+        };
         let msg = format!("{slot} {gen_} {seq} {}", "x".repeat(pad));
         q.send(msg).unwrap();
         append_line(&mut ack, &seq.to_string());
@@ -292,7 +299,10 @@ fn kill_storm_queue() {
     // No duplicate.
     let mut seen = HashSet::new();
     for m in &received {
-        assert!(seen.insert(*m), "VIOLATION queue: message {m:?} received twice");
+        assert!(
+            seen.insert(*m),
+            "VIOLATION queue: message {m:?} received twice"
+        );
     }
     // No loss of an acknowledged message beyond one per killed consumer; nothing
     // received that was not sent (at most the one unacknowledged send of a killed
@@ -461,7 +471,11 @@ fn kill_storm_pidfile() {
     assert!(pf.create().unwrap(), "stale file not taken over");
     pf.remove().unwrap();
     assert!(r.cycles > 0, "no worker ever owned the file");
-    print_report("pidfile", &r, "one-owner checks on every take-over and release");
+    print_report(
+        "pidfile",
+        &r,
+        "one-owner checks on every take-over and release",
+    );
 }
 
 // --- Event -----------------------------------------------------------------------------

@@ -16,6 +16,9 @@ use torture_util::{OP_BOUND, storm_duration};
 
 const THREADS: usize = 16;
 
+/// What one consumer thread received: (producer, sequence number) in order.
+type Received = Vec<(usize, u64)>;
+
 fn duration() -> Duration {
     storm_duration() / 2
 }
@@ -102,10 +105,16 @@ fn threads_semaphore_never_more_than_initial() {
         };
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
-            let p = s.permit_timeout(OP_BOUND).unwrap().expect("acquire timed out");
+            let p = s
+                .permit_timeout(OP_BOUND)
+                .unwrap()
+                .expect("acquire timed out");
             let now = ins.fetch_add(1, Ordering::SeqCst) + 1;
             mx.fetch_max(now, Ordering::SeqCst);
-            assert!(now <= INITIAL, "VIOLATION: {now} holders of a semaphore of {INITIAL}");
+            assert!(
+                now <= INITIAL,
+                "VIOLATION: {now} holders of a semaphore of {INITIAL}"
+            );
             std::thread::yield_now();
             ins.fetch_sub(1, Ordering::SeqCst);
             p.release().unwrap();
@@ -129,8 +138,13 @@ fn threads_queue_fifo_no_loss_no_duplicate() {
     let shared = Arc::new(opts.open(&path).unwrap());
     let sent = Arc::new(AtomicU64::new(0));
     let producers_done = Arc::new(AtomicU32::new(0));
-    let log: Arc<std::sync::Mutex<Vec<Vec<(usize, u64)>>>> = Arc::default();
-    let (sh, snt, pd, lg) = (shared.clone(), sent.clone(), producers_done.clone(), log.clone());
+    let log: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+    let (sh, snt, pd, lg) = (
+        shared.clone(),
+        sent.clone(),
+        producers_done.clone(),
+        log.clone(),
+    );
     let cycles = run(move |i, stop| {
         let own;
         let q: &MessageQueue = if i % 4 < 2 {
@@ -181,7 +195,11 @@ fn threads_queue_fifo_no_loss_no_duplicate() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len() as u64, total, "VIOLATION: duplicates");
-    assert_eq!(total, sent.load(Ordering::SeqCst), "VIOLATION: messages lost");
+    assert_eq!(
+        total,
+        sent.load(Ordering::SeqCst),
+        "VIOLATION: messages lost"
+    );
     assert!(shared.is_empty().unwrap());
     eprintln!(
         "[torture] threads queue: {total} messages by 8 producer and 8 consumer threads, \

@@ -27,7 +27,7 @@
 //! held takes it over within a few milliseconds and repairs the counters.
 
 mod control;
-mod record;
+pub(crate) mod record;
 mod segment;
 
 use std::fmt;

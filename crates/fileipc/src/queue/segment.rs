@@ -147,7 +147,10 @@ impl SegmentCache {
                 if let Some(file) = &m.file
                     && end > m.reserved
                 {
-                    let to = end.div_ceil(RESERVE_CHUNK).saturating_mul(RESERVE_CHUNK).min(size);
+                    let to = end
+                        .div_ceil(RESERVE_CHUNK)
+                        .saturating_mul(RESERVE_CHUNK)
+                        .min(size);
                     sys::allocate(file, m.reserved, to - m.reserved)
                         .at("allocate", &path(&dir, k))?;
                     m.reserved = to;

@@ -148,7 +148,9 @@ impl Record {
     fn read(&self) -> Option<(u32, u64)> {
         let mut b = [0u8; RECORD_LEN];
         let n = self.file.read_at(&mut b, 0).unwrap();
-        let s = std::str::from_utf8(&b[..n]).ok()?.trim_matches(['\0', ' ', '\n']);
+        let s = std::str::from_utf8(&b[..n])
+            .ok()?
+            .trim_matches(['\0', ' ', '\n']);
         let mut it = s.split(' ');
         let pid = it.next()?.parse().ok()?;
         let start = it.next()?.parse().ok()?;
