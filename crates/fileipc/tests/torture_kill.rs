@@ -1,7 +1,7 @@
 //! Kill storms (issue 7, point 1): for each primitive, 8 worker processes run its typical
 //! cycle while the test process, acting as killer and supervisor, SIGKILLs a random
 //! worker every 1-20 ms, reaps it and starts a new generation in its place, for
-//! `FILEIPC_TORTURE_SECS` seconds (default 5). Workers check the invariants inside their
+//! `FILEIPC_TORTURE_SECS` seconds (default 8). Workers check the invariants inside their
 //! cycle and panic on a violation (the supervisor fails the run when a worker exits by
 //! itself); the test checks them again at the end from the logs the workers left.
 

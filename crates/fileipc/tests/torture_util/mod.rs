@@ -54,13 +54,13 @@ pub fn seed(what: &str) -> u64 {
     s
 }
 
-/// How long each kill storm runs: `FILEIPC_TORTURE_SECS` (default 5 s, sized so the
+/// How long each kill storm runs: `FILEIPC_TORTURE_SECS` (default 8 s, sized so the
 /// whole suite stays within the CI budget on 2 cores).
 pub fn storm_duration() -> Duration {
     let secs: f64 = std::env::var("FILEIPC_TORTURE_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5.0);
+        .unwrap_or(8.0);
     Duration::from_secs_f64(secs)
 }
 
