@@ -82,6 +82,24 @@ mod shared_data;
 
 use std::time::{Duration, Instant};
 
+/// The pure parsers of untrusted bytes, for the fuzz targets in `fuzz/` and the corpus
+/// replay in `tests/corruption.rs`. Not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Decodes a queue record header read at log position `pos` (needs 32 bytes) and
+    /// checks `payload` against it: `(length, sequence, payload matches)`.
+    pub fn queue_record(bytes: &[u8], pos: u64) -> Option<(u32, u64, bool)> {
+        let b: &[u8; 32] = bytes.get(..32)?.try_into().ok()?;
+        let h = crate::queue::record::Header::decode(b, pos)?;
+        Some((h.len, h.seq, h.payload_ok(&bytes[32..])))
+    }
+
+    /// Parses the content of a PID file.
+    pub fn pid_file(content: &[u8]) -> Result<Option<u32>, String> {
+        crate::pidfile::parse_pid(content)
+    }
+}
+
 pub use error::{Error, Result};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.

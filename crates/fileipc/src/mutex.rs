@@ -87,10 +87,15 @@ fn handoff_seq(h: u64) -> u32 {
 }
 
 /// Whether the hand-off `h` has expired at `now_ms` (same clock, any wrap).
+///
+/// A hand-off is posted with a deadline [`HANDOFF_TTL_MS`] + 1 ms ahead, so a deadline
+/// reached, in the past, or further ahead than that (plus a margin for processes that
+/// read the clock a moment apart) has expired: a garbage word, or one left by a machine
+/// that crashed and rebooted (the monotonic clock restarts), bars nobody for long.
 fn handoff_expired(h: u64, now_ms: u32) -> bool {
     let deadline = (h as u32) & MS_MASK;
-    let past = now_ms.wrapping_sub(deadline) & MS_MASK;
-    past < 0x4000_0000
+    let ahead = deadline.wrapping_sub(now_ms) & MS_MASK;
+    ahead == 0 || ahead > 2 * HANDOFF_TTL_MS + 1
 }
 
 /// Whether a waiter that registered when the doorbell read `reg` may take hand-off `h`:
@@ -160,7 +165,9 @@ impl MutexOptions {
     ///
     /// [`Error::Io`] if the file cannot be created or opened, [`Error::Symlink`] if a
     /// symbolic link stands at `path`, [`Error::Format`] if the file is not a fileipc
-    /// mutex file (garbage, another primitive's file, another format version).
+    /// mutex file (garbage, another primitive's file, another format version),
+    /// [`Error::Invalid`] if an existing file belongs to another user (with a private
+    /// mode) or is writable by group or others beyond the mode asked for.
     ///
     /// # Examples
     ///
@@ -951,6 +958,23 @@ mod tests {
         assert!(handoff_expired(h, now.wrapping_add(11)));
     }
 
+    /// Found by the corruption suite (tests/corruption.rs): a flipped bit in the hand-off
+    /// word put its deadline days ahead, and the free mutex refused every locker.
+    #[test]
+    fn a_garbage_handoff_deadline_expires_at_once() {
+        let now = 1_000_000;
+        for ahead in [2 * HANDOFF_TTL_MS + 2, 60_000, 0x3fff_ffff, 0x7fff_fffe] {
+            let h = handoff_encode(0, now + ahead);
+            assert!(handoff_expired(h, now), "{ahead} ms ahead");
+        }
+        // A bare flipped bit in the deadline bytes (bit 31 clear).
+        assert!(handoff_expired(0x00ff_0000, now));
+        assert!(!handoff_expired(
+            handoff_encode(0, now + HANDOFF_TTL_MS + 1),
+            now
+        ));
+    }
+
     #[test]
     fn eligibility_is_registration_before_post() {
         let h = handoff_encode(10, 0);
@@ -965,7 +989,7 @@ mod tests {
     #[test]
     fn bars_only_strangers_before_expiry() {
         let now = sys::monotonic_millis();
-        let h = handoff_encode(10, now.wrapping_add(60_000));
+        let h = handoff_encode(10, now.wrapping_add(HANDOFF_TTL_MS));
         assert!(handoff_bars(h, None));
         assert!(handoff_bars(h, Some(11)));
         assert!(!handoff_bars(h, Some(10)));

@@ -528,7 +528,7 @@ fn pid_line() -> String {
 
 /// Parses PID file content: `None` if empty, the PID if it is one (trailing white
 /// space allowed), else what is wrong.
-fn parse_pid(content: &[u8]) -> std::result::Result<Option<u32>, String> {
+pub(crate) fn parse_pid(content: &[u8]) -> std::result::Result<Option<u32>, String> {
     if content.is_empty() {
         return Ok(None);
     }

@@ -121,7 +121,8 @@ impl SemaphoreOptions {
     ///
     /// [`Error::Io`] if the file cannot be created or opened, [`Error::Symlink`] if a
     /// symbolic link stands at `path`, [`Error::Format`] if the file is not a fileipc
-    /// semaphore file.
+    /// semaphore file, [`Error::Invalid`] if an existing file belongs to another user
+    /// (with a private mode) or is writable by group or others beyond the mode asked for.
     ///
     /// # Examples
     ///

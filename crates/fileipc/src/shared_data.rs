@@ -232,7 +232,10 @@ impl SharedData {
     /// - [`Error::Io`] if a file cannot be opened or created (`NotFound` for a missing
     ///   directory, `PermissionDenied`).
     /// - [`Error::Sqlite`] if SQLite fails to open or initialise the store.
-    /// - [`Error::Invalid`] if this thread is inside a write of the same store.
+    /// - [`Error::Invalid`] if this thread is inside a write of the same store; if the
+    ///   store or its lock file belongs to another user (with a private mode) or is
+    ///   writable by group or others beyond the mode asked for; if the absolute path is
+    ///   longer than SQLite accepts (512 bytes).
     ///
     /// # Examples
     ///
@@ -259,6 +262,7 @@ impl SharedData {
     }
 
     fn open_with(path: &Path, opts: SharedDataOptions) -> Result<SharedData> {
+        check_path_len(path)?;
         let store_id = registry_acquire(path, opts.mode)?;
         match Self::open_registered(path, opts, store_id) {
             Ok(d) => Ok(d),
@@ -1184,6 +1188,30 @@ fn decode<T: DeserializeOwned>(path: &Path, key: &str, json: &[u8]) -> Result<T>
 // ---------------------------------------------------------------------------------------
 // Opening: files, validation, initialisation
 
+/// The longest path SQLite's Unix VFS opens (`MAX_PATHNAME`), as an absolute path.
+const SQLITE_MAX_PATH: usize = 512;
+
+/// Refuses, with an error that says why, a path SQLite would refuse with a bare
+/// "unable to open database file".
+fn check_path_len(path: &Path) -> Result<()> {
+    let len = if path.is_absolute() {
+        path.as_os_str().len()
+    } else {
+        let cwd = std::env::current_dir().at("getcwd", path)?;
+        cwd.as_os_str().len() + 1 + path.as_os_str().len()
+    };
+    if len > SQLITE_MAX_PATH {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "the absolute path is {len} bytes; SQLite opens paths of at most \
+                 {SQLITE_MAX_PATH} bytes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn lock_path_of(path: &Path) -> PathBuf {
     let mut s = OsString::from(path.as_os_str());
     s.push("-lock");
@@ -1195,7 +1223,11 @@ fn lock_path_of(path: &Path) -> PathBuf {
 fn open_or_create(path: &Path, mode: u32) -> Result<File> {
     loop {
         match sys::open_state_file(path, sys::Open::Existing) {
-            Ok(f) => return Ok(f),
+            Ok(f) => {
+                let meta = f.metadata().at("stat", path)?;
+                crate::state::check_trust(path, &meta, mode, EXPECTED)?;
+                return Ok(f);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
                 return Err(Error::format(path, EXPECTED, "a directory"));

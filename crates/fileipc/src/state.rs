@@ -84,7 +84,7 @@ pub(crate) fn open_or_create(
     let mut init = Some(init);
     loop {
         match sys::open_state_file(path, Open::Existing) {
-            Ok(file) => return validate(path, file, layout),
+            Ok(file) => return validate(path, file, layout, mode),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("open", path, e)),
         }
@@ -120,16 +120,18 @@ pub(crate) fn open_or_create(
             .at("chmod", path)?;
         tmp.write_all(&region).at("write", path)?;
         match tmp.persist_noclobber(path) {
-            Ok(file) => return validate(path, file, layout),
+            Ok(file) => return validate(path, file, layout, mode),
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io("create", path, e.error)),
         }
     }
 }
 
-fn validate(path: &Path, file: File, layout: Layout) -> Result<StateFile> {
+fn validate(path: &Path, file: File, layout: Layout, mode: u32) -> Result<StateFile> {
     let expected = layout.kind.name();
-    let size = file.metadata().at("stat", path)?.len();
+    let meta = file.metadata().at("stat", path)?;
+    check_trust(path, &meta, mode, expected)?;
+    let size = meta.len();
     let mut header = [0u8; HEADER_LEN];
     let n = read_prefix(&file, &mut header).at("read", path)?;
     if n < HEADER_LEN || header[..8] != MAGIC {
@@ -186,6 +188,55 @@ fn validate(path: &Path, file: File, layout: Layout) -> Result<StateFile> {
         file,
         map,
     })
+}
+
+/// Refuses an existing state file that another user could have planted or can change,
+/// following the checks systemd applies to PID files before trusting them:
+///
+/// - a file owned by another user is refused when `mode` is private (grants nothing to
+///   group or others): only its user should have been able to create it, so it was
+///   planted (running as root, a file an unprivileged user controls is never trusted);
+///   with a shared `mode` (e.g. `0o660`) files of other users are expected;
+/// - a file writable by group or others beyond what `mode` grants is refused: anyone it
+///   lets write could change the state under us.
+///
+/// Used by every primitive that keeps state in a file (mutex, semaphore, queue control
+/// file, SharedData database and lock file; PID files apply the same rule on take-over).
+pub(crate) fn check_trust(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    mode: u32,
+    expected: &'static str,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = sys::effective_uid();
+    if meta.uid() != me && mode & 0o066 == 0 {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "{expected} owned by uid {}, not by this process (uid {me}), with a private \
+                 mode {mode:04o} asked for; refusing to trust it",
+                meta.uid()
+            ),
+        ));
+    }
+    let loose = meta.mode() & 0o022 & !mode;
+    if loose != 0 {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "{expected} with mode {:04o} is writable by {} beyond the mode {mode:04o} \
+                 asked for; refusing to trust it (remove it, or ask for that mode)",
+                meta.mode() & 0o7777,
+                match loose {
+                    0o022 => "its group and others",
+                    0o020 => "its group",
+                    _ => "others",
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn read_prefix(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {

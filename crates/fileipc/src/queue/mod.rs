@@ -28,7 +28,7 @@
 //! held takes it over within a few milliseconds and repairs the counters.
 
 mod control;
-mod record;
+pub(crate) mod record;
 mod segment;
 
 use std::fmt;
@@ -340,7 +340,12 @@ impl MessageQueue {
     /// # Errors
     ///
     /// [`Error::Format`] if `dir` exists and is not empty but holds no queue, or holds a
-    /// queue of another format version; [`Error::Io`] if the file system refuses.
+    /// queue of another format version; [`Error::Corrupt`] if the control file is
+    /// damaged (its head beyond its tail); [`Error::Symlink`] if `dir` or its control file
+    /// is a symbolic link (never followed); [`Error::Invalid`] if the directory or the
+    /// control file belongs to another user (with a private mode) or is writable by
+    /// group or others beyond the mode asked for; [`Error::Io`] if the file system
+    /// refuses.
     ///
     /// # Examples
     ///
@@ -388,14 +393,23 @@ impl MessageQueue {
             ));
         }
         let dir_mode = opts.mode | ((opts.mode & 0o444) >> 2);
+        // A symbolic link at the queue's path is never followed, and a directory another
+        // user could fill or swap files in is not trusted.
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Symlink {
+                path: dir.to_owned(),
+            });
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(dir_mode)
             .create(dir)
             .at("create directory", dir)?;
-        if !fs::metadata(dir).at("stat", dir)?.is_dir() {
+        let meta = fs::symlink_metadata(dir).at("stat", dir)?;
+        if !meta.is_dir() {
             return Err(Error::format(dir, DIR_EXPECTED, "not a directory"));
         }
+        state::check_trust(dir, &meta, dir_mode, DIR_EXPECTED)?;
         let ctl_path = dir.join(CONTROL);
         for _ in 0..3 {
             let exists = match fs::symlink_metadata(&ctl_path) {
@@ -440,6 +454,16 @@ impl MessageQueue {
                     control::LAYOUT.kind.name(),
                     format!("impossible segment size {seg_size}"),
                 ));
+            }
+            // The head never passes the tail (read in this order: the tail only grows).
+            let head = ctl.u64(control::HEAD).load(Ordering::SeqCst);
+            let tail = ctl.u64(control::TAIL).load(Ordering::SeqCst);
+            if head > tail {
+                return Err(Error::Corrupt {
+                    path: ctl_path,
+                    offset: control::HEAD as u64,
+                    detail: format!("head {head} is beyond tail {tail}"),
+                });
             }
             let q = MessageQueue {
                 dir: dir.to_owned(),
@@ -591,13 +615,31 @@ impl MessageQueue {
         if from >= below {
             return;
         }
-        for k in from..below {
-            // A failure (other than "already gone") leaves a file behind; the next call
-            // retries from `from` only if nobody advanced the mark, so report nothing.
-            match fs::remove_file(segment::path(&self.dir, k)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(_) => return,
+        let remove = |k: u64| match fs::remove_file(segment::path(&self.dir, k)) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if below - from <= 64 {
+            for k in from..below {
+                // A failure (other than "already gone") leaves a file behind; the next
+                // call retries from `from` only if nobody advanced the mark, so report
+                // nothing.
+                if !remove(k) {
+                    return;
+                }
+            }
+        } else {
+            // A long way behind (the mark or the head is damaged, or many segments went
+            // by at once): remove the segment files that exist rather than try every
+            // index, which could take hours.
+            let Ok(entries) = fs::read_dir(&self.dir) else {
+                return;
+            };
+            for e in entries.filter_map(|e| e.ok()) {
+                let k = segment::parse_name(&e.file_name().to_string_lossy());
+                if k.is_some_and(|k| k >= from && k < below) && !remove(k.unwrap_or(0)) {
+                    return;
+                }
             }
         }
         removed.fetch_max(below, Ordering::AcqRel);

@@ -38,12 +38,24 @@ pub(crate) enum Missing {
     Skip,
 }
 
+/// Producers reserve storage this far ahead of what they write (see [`SegmentCache::write`]).
+const RESERVE_CHUNK: u64 = 1 << 20;
+
+#[derive(Debug)]
+struct Mapped {
+    k: u64,
+    map: SharedMap,
+    /// Producers only: the file, to reserve storage in, and how far it is reserved.
+    file: Option<std::fs::File>,
+    reserved: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct SegmentCache {
     dir: PathBuf,
     size: u64,
     missing: Missing,
-    maps: Vec<(u64, SharedMap)>,
+    maps: Vec<Mapped>,
     /// Log position below which this cache's mappings were populated by [`Self::prefault`].
     populated: u64,
 }
@@ -67,9 +79,9 @@ impl SegmentCache {
 
     /// The mapping of segment `k`, opening (and maybe creating) it on first use.
     /// `Ok(None)` only in [`Missing::Skip`] mode for a file that is gone.
-    fn get(&mut self, k: u64) -> Result<Option<&SharedMap>> {
-        if let Some(i) = self.maps.iter().position(|(j, _)| *j == k) {
-            return Ok(Some(&self.maps[i].1));
+    fn get(&mut self, k: u64) -> Result<Option<&mut Mapped>> {
+        if let Some(i) = self.maps.iter().position(|m| m.k == k) {
+            return Ok(Some(&mut self.maps[i]));
         }
         let path = path(&self.dir, k);
         let how = match self.missing {
@@ -111,14 +123,20 @@ impl SegmentCache {
         if self.maps.len() >= 8 {
             self.maps.remove(0);
         }
-        self.maps.push((k, map));
-        Ok(self.maps.last().map(|(_, m)| m))
+        let producer = matches!(self.missing, Missing::Create { .. });
+        self.maps.push(Mapped {
+            k,
+            map,
+            file: producer.then_some(file),
+            reserved: 0,
+        });
+        Ok(self.maps.last_mut())
     }
 
     /// Forgets the mappings of segments below `k`.
     pub(crate) fn retain_from(&mut self, k: u64) {
-        if self.maps.iter().any(|(j, _)| *j < k) {
-            self.maps.retain(|(j, _)| *j >= k);
+        if self.maps.iter().any(|m| m.k < k) {
+            self.maps.retain(|m| m.k >= k);
         }
     }
 
@@ -136,7 +154,7 @@ impl SegmentCache {
         let k = start / self.size;
         let seg_end = (k + 1) * self.size;
         let end = ((to + PREFAULT_AHEAD + PAGE - 1) & !(PAGE - 1)).min(seg_end);
-        let Some((_, map)) = self.maps.iter().find(|(j, _)| *j == k) else {
+        let Some(Mapped { map, .. }) = self.maps.iter().find(|m| m.k == k) else {
             return;
         };
         let off = (start - k * self.size) as usize;
@@ -149,12 +167,30 @@ impl SegmentCache {
     }
 
     /// Copies `data` into the log at position `pos`, across segment boundaries.
+    ///
+    /// Segments are sparse; before writing into a range a producer reserves its storage
+    /// (in chunks of [`RESERVE_CHUNK`]), so that a full file system fails the send with
+    /// `ENOSPC` instead of killing the process with `SIGBUS` on the page fault.
     pub(crate) fn write(&mut self, mut pos: u64, mut data: &[u8]) -> Result<()> {
+        let size = self.size;
         while !data.is_empty() {
-            let (k, off) = (pos / self.size, (pos % self.size) as usize);
-            let n = data.len().min(self.size as usize - off);
-            if let Some(map) = self.get(k)? {
-                map.copy_in(off, &data[..n]);
+            let (k, off) = (pos / size, (pos % size) as usize);
+            let n = data.len().min(size as usize - off);
+            let dir = self.dir.clone();
+            if let Some(m) = self.get(k)? {
+                let end = (off + n) as u64;
+                if let Some(file) = &m.file
+                    && end > m.reserved
+                {
+                    let to = end
+                        .div_ceil(RESERVE_CHUNK)
+                        .saturating_mul(RESERVE_CHUNK)
+                        .min(size);
+                    sys::allocate(file, m.reserved, to - m.reserved)
+                        .at("allocate", &path(&dir, k))?;
+                    m.reserved = to;
+                }
+                m.map.copy_in(off, &data[..n]);
             }
             data = &data[n..];
             pos += n as u64;
@@ -169,7 +205,7 @@ impl SegmentCache {
             let n = buf.len().min(self.size as usize - off);
             let (now, rest) = buf.split_at_mut(n);
             match self.get(k)? {
-                Some(map) => map.copy_out(off, now),
+                Some(m) => m.map.copy_out(off, now),
                 None => now.fill(0),
             }
             buf = rest;
@@ -184,8 +220,8 @@ impl SegmentCache {
             let (k, off) = (from / self.size, (from % self.size) as usize);
             let n = (to - from).min(self.size - off as u64) as usize;
             let dir = self.dir.clone();
-            if let Some(map) = self.get(k)? {
-                map.flush_range(off, n).at("msync", &path(&dir, k))?;
+            if let Some(m) = self.get(k)? {
+                m.map.flush_range(off, n).at("msync", &path(&dir, k))?;
             }
             from += n as u64;
         }

@@ -458,3 +458,30 @@ impl SharedMap {
         }
     }
 }
+
+// --- added for the torture suite (full disk)
+
+/// Allocates storage for the bytes `offset..offset + len` of `file` (growing it if
+/// needed), so that writing them through a shared mapping cannot fault: a page the file
+/// system cannot allocate on first write through a mapping raises `SIGBUS` instead of
+/// returning `ENOSPC`. Fails with `StorageFull` when there is no room. Where the file
+/// system or the OS cannot reserve space (no `fallocate`), does nothing.
+///
+/// # References
+///
+/// - [fallocate(2)](https://man7.org/linux/man-pages/man2/fallocate.2.html)
+pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    loop {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
+            r => return r.map_err(Into::into),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let _ = (file, offset, len);
+        Ok(())
+    }
+}

@@ -212,3 +212,15 @@ pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         nap = (nap * 2).min(Duration::from_millis(20));
     }
 }
+
+// --- added for the torture suite
+
+impl Proc {
+    /// The exit status if the child has exited already, without waiting.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.exit.try_recv().ok();
+        }
+        self.status
+    }
+}
