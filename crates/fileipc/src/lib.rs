@@ -86,9 +86,9 @@ pub use error::{Error, Result};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:
-pub use mutex::{Mutex, MutexOptions, MutexGuard, MutexHolder};
+pub use mutex::{Mutex, MutexGuard, MutexHolder, MutexOptions};
 // semaphore:
-pub use semaphore::{Semaphore, SemaphoreOptions, SemaphoreHolder, SemaphorePermit};
+pub use semaphore::{Semaphore, SemaphoreHolder, SemaphoreOptions, SemaphorePermit};
 // event:
 pub use event::{Event, EventOptions};
 // pidfile:
