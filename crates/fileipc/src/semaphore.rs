@@ -16,10 +16,21 @@
 //! compare-and-swap. Every change is a single store of one word, so a process killed
 //! between any two stores leaves a consistent table (see `docs/FORMAT.md`).
 //!
-//! Waiters sleep on a futex doorbell (a sequence number plus a count of waiters, rung by
-//! every release) in bounded slices of 10 ms. A dead holder cannot ring, so every slice
-//! a waiter checks the holders' liveness and reclaims the permits of dead ones, waking
-//! the other waiters: a killed holder's permits come back within about one slice.
+//! *Hand-off.* A waiting thread queues in a table of *waiter entries* (one word each,
+//! with a ticket for first-come-first-served order) and sleeps on its entry's word. A
+//! release while someone waits hands the permit straight over: it marks the oldest
+//! waiting entry *given* and wakes that one thread, which returns without entering the
+//! critical section (the entry now holds the permit for its process). So a hand-off
+//! costs one wake-up and no `flock`, and a released permit cannot be taken by a process
+//! that came later. A gift moves a permit between two records of the table with two
+//! stores; it announces itself in the file, so that a concurrent scan in the critical
+//! section never counts the permit twice as free (see `settled_scan`).
+//!
+//! Waiters sleep in bounded slices of 10 ms (on their entry, or on a futex doorbell
+//! rung by releases if the entry table is full). A dead holder cannot release, so every
+//! slice a waiter checks the holders' liveness and reclaims the permits of dead ones
+//! (and of dead waiters' entries), handing them on: a killed holder's permits come back
+//! within about one slice.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -32,22 +43,38 @@ use crate::sys::{self, ProcessId};
 /// How long a waiter sleeps before it checks for dead holders on its own.
 const SLICE: Duration = Duration::from_millis(10);
 
-// The layout of a semaphore file (version 1), offsets from the start of the file; see
+// The layout of a semaphore file (version 2), offsets from the start of the file; see
 // docs/FORMAT.md.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const SEQ: usize = HEADER_LEN; // u32 doorbell, incremented by every release
 const WAITERS: usize = HEADER_LEN + 4; // u32 registered waiters
 const CAPACITY: usize = HEADER_LEN + 8; // u32 initial + releases without holding
 const HIGH: usize = HEADER_LEN + 12; // u32 slots in use are below this index
+const GIFT: usize = HEADER_LEN + 16; // u64 gift in progress: gifter pid << 32 | start low bits
+const GIFTS: usize = HEADER_LEN + 24; // u32 gifts begun (wrapping)
+const TICKETS: usize = HEADER_LEN + 28; // u32 next waiter ticket (wrapping)
+const WHIGH: usize = HEADER_LEN + 32; // u32 waiter entries in use are below this index
 const SLOTS: usize = 128; // the holder table
 const SLOT_LEN: usize = 16; // u64 owner pid << 32 | held, u64 owner start time
-const LEN: usize = 4096;
+const TABLE_END: usize = 4096;
+const WAITS: usize = TABLE_END; // the waiter table
+const WAIT_LEN: usize = 16; // u32 ticket << 2 | state, u32 pid, u64 start time
+const MAX_WAITS: usize = 256;
+const LEN: usize = WAITS + MAX_WAITS * WAIT_LEN;
 /// How many processes can hold permits at the same time.
-pub(crate) const MAX_HOLDERS: usize = (LEN - SLOTS) / SLOT_LEN;
+pub(crate) const MAX_HOLDERS: usize = (TABLE_END - SLOTS) / SLOT_LEN;
 
 // The table starts after the fixed fields and fits the file; the docs promise 248 slots.
-const _: () = assert!(SLOTS >= HIGH + 4 && SLOTS + MAX_HOLDERS * SLOT_LEN <= LEN);
-const _: () = assert!(MAX_HOLDERS == 248);
+const _: () = assert!(SLOTS >= WHIGH + 4 && SLOTS + MAX_HOLDERS * SLOT_LEN <= TABLE_END);
+const _: () = assert!(MAX_HOLDERS == 248 && LEN == 8192);
+
+// States of a waiter entry (the low two bits of its word; the rest is its ticket).
+const W_FREE: u32 = 0;
+/// A thread sleeps on the entry, waiting for a permit.
+const W_WAITING: u32 = 1;
+/// A permit was handed to the waiter: the entry holds it for the entry's process.
+const W_GIVEN: u32 = 2;
+const W_STATE: u32 = 3;
 
 const LAYOUT: Layout = Layout {
     kind: Kind::Semaphore,
@@ -79,13 +106,39 @@ fn value_of(capacity: u32, held: u64) -> u32 {
     u64::from(capacity).saturating_sub(held) as u32
 }
 
+/// Whether the ticket of entry word `a` comes before that of `b` (30-bit tickets,
+/// compared modulo 2^30).
+fn ticket_before(a: u32, b: u32) -> bool {
+    let d = (b >> 2).wrapping_sub(a >> 2) & 0x3fff_ffff;
+    d != 0 && d < 0x2000_0000
+}
+
+/// Whether the gifter named by `gift` word `g` (pid << 32 | low bits of its start time)
+/// is no longer running.
+fn gifter_dead(g: u64) -> bool {
+    !sys::is_alive_low((g >> 32) as u32, g as u32)
+}
+
+/// Outcome of [`Semaphore::give`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gift {
+    /// Handed to a waiter, who was woken.
+    Given,
+    /// Returned to the semaphore (nobody to hand it to): waiters must be woken.
+    Returned,
+    /// This process held no permit: nothing changed.
+    NotHeld,
+}
+
 /// What a scan of the holder table found.
 #[derive(Debug, Default)]
 struct Scan {
-    /// Permits held in all.
+    /// Permits held in all (slots and waiter entries holding a handed-over permit).
     held: u64,
     /// This process's slot and its owner word.
     mine: Option<(usize, u64)>,
+    /// Permits this process holds in waiter entries.
+    mine_given: u32,
     /// The first free slot below the high-water mark.
     free: Option<usize>,
     /// The high-water mark (clamped to the table).
@@ -368,25 +421,39 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self) -> Result<()> {
-        // Fast path, no lock: return a permit from this process's slot.
-        if !self.return_own()? {
-            self.critical(|| {
-                // This process may have acquired meanwhile (another thread or handle).
-                if self.return_own()? {
+        // Fast path, no lock: hand the permit straight to the longest waiter, or return
+        // it from this process's records.
+        if self.waiters().load(Ordering::SeqCst) > 0 {
+            match self.give() {
+                Gift::Given => return Ok(()),
+                Gift::Returned => {
+                    self.wake_released();
                     return Ok(());
                 }
-                let cap = self.capacity().load(Ordering::SeqCst);
-                if cap == u32::MAX {
-                    return Err(Error::invalid(
-                        self.path(),
-                        "release would raise the semaphore past u32::MAX",
-                    ));
-                }
-                self.capacity().store(cap + 1, Ordering::SeqCst);
-                Ok(())
-            })?;
+                Gift::NotHeld => {}
+            }
+        } else if self.return_own()? {
+            self.wake_released();
+            return Ok(());
         }
-        self.ring(1);
+        let given = self.critical(|| {
+            // This process may have acquired meanwhile (another thread or handle).
+            if self.return_own()? {
+                return Ok(false);
+            }
+            let cap = self.capacity().load(Ordering::SeqCst);
+            if cap == u32::MAX {
+                return Err(Error::invalid(
+                    self.path(),
+                    "release would raise the semaphore past u32::MAX",
+                ));
+            }
+            self.capacity().store(cap + 1, Ordering::SeqCst);
+            Ok(self.distribute() > 0)
+        })?;
+        if !given {
+            self.wake_released();
+        }
         Ok(())
     }
 
@@ -469,6 +536,32 @@ impl Semaphore {
                 alive: who.is_alive(),
             });
         }
+        // Permits handed to waiters and still held in their waiter entries.
+        for e in 0..self.wait_high() {
+            if self.entry(e).load(Ordering::SeqCst) & W_STATE != W_GIVEN {
+                continue;
+            }
+            let (pid, start_time) = (
+                self.entry_pid(e).load(Ordering::SeqCst),
+                self.entry_start(e).load(Ordering::SeqCst),
+            );
+            match out
+                .iter_mut()
+                .find(|h| h.pid == pid && h.start_time == start_time)
+            {
+                Some(h) => h.permits = h.permits.saturating_add(1),
+                None => out.push(SemaphoreHolder {
+                    pid,
+                    start_time,
+                    permits: 1,
+                    alive: ProcessId {
+                        pid,
+                        start: start_time,
+                    }
+                    .is_alive(),
+                }),
+            }
+        }
         Ok(out)
     }
 
@@ -490,7 +583,10 @@ impl Semaphore {
     pub fn value(&self) -> Result<u32> {
         let (reclaimed, value) = self.critical(|| {
             let reclaimed = self.reclaim_dead();
-            let scan = self.scan();
+            if reclaimed > 0 {
+                self.distribute();
+            }
+            let scan = self.settled_scan();
             Ok((
                 reclaimed,
                 value_of(self.capacity().load(Ordering::SeqCst), scan.held),
@@ -520,7 +616,11 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn held(&self) -> Result<u32> {
-        Ok(self.scan().mine.map_or(0, |(_, w)| word_held(w)))
+        let scan = self.scan();
+        Ok(scan
+            .mine
+            .map_or(0, |(_, w)| word_held(w))
+            .saturating_add(scan.mine_given))
     }
 
     /// How many threads (of any process) are registered as waiting, for diagnostics.
@@ -671,6 +771,38 @@ impl Semaphore {
         self.state.map.u64(SLOTS + slot * SLOT_LEN + 8)
     }
 
+    fn gift(&self) -> &AtomicU64 {
+        self.state.map.u64(GIFT)
+    }
+    fn gifts(&self) -> &AtomicU32 {
+        self.state.map.u32(GIFTS)
+    }
+    fn tickets(&self) -> &AtomicU32 {
+        self.state.map.u32(TICKETS)
+    }
+    fn whigh(&self) -> &AtomicU32 {
+        self.state.map.u32(WHIGH)
+    }
+    /// Waiter entries in use are below this index.
+    fn wait_high(&self) -> usize {
+        (self.whigh().load(Ordering::SeqCst) as usize).min(MAX_WAITS)
+    }
+    /// The word of waiter entry `e`: ticket << 2 | state; the futex its waiter sleeps on.
+    fn entry(&self, e: usize) -> &AtomicU32 {
+        self.state.map.u32(WAITS + e * WAIT_LEN)
+    }
+    fn entry_pid(&self, e: usize) -> &AtomicU32 {
+        self.state.map.u32(WAITS + e * WAIT_LEN + 4)
+    }
+    fn entry_start(&self, e: usize) -> &AtomicU64 {
+        self.state.map.u64(WAITS + e * WAIT_LEN + 8)
+    }
+
+    fn is_my_entry(&self, e: usize) -> bool {
+        self.entry_pid(e).load(Ordering::SeqCst) == self.me.pid
+            && self.entry_start(e).load(Ordering::SeqCst) == self.me.start
+    }
+
     fn is_me(&self, slot: usize, w: u64) -> bool {
         word_pid(w) == self.me.pid && self.start(slot).load(Ordering::Acquire) == self.me.start
     }
@@ -694,7 +826,9 @@ impl Semaphore {
         Ok(v)
     }
 
-    /// Reads the holder table. Loads are `SeqCst`: see `acquire_until`.
+    /// Reads the holder table and the waiter entries (after the slots). Loads are
+    /// `SeqCst`: see `wait_loop`. Not a snapshot while a gift is in progress: see
+    /// [`settled_scan`](Semaphore::settled_scan).
     fn scan(&self) -> Scan {
         let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
         let mut s = Scan {
@@ -712,12 +846,70 @@ impl Semaphore {
                 s.mine = Some((i, w));
             }
         }
+        for e in 0..self.wait_high() {
+            let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE == W_GIVEN {
+                s.held += 1;
+                if self.is_my_entry(e) {
+                    s.mine_given += 1;
+                }
+            }
+        }
         s
     }
 
-    /// Returns one permit from this process's slot, if it has one; `false` otherwise.
-    /// Lock-free: only this process writes its slot while it lives.
+    /// [`scan`](Semaphore::scan) that never counts fewer permits held than there are,
+    /// for the critical section. A gift moves a permit between two records with two
+    /// stores, so a scan overlapping one could miss it; the gifter announces itself in
+    /// `gift` and counts in `gifts`, and a scan that saw neither change is exact. Else it
+    /// is retried (a gift is a few stores), a dead gifter's mark is cleared, and as a
+    /// last resort each overlapping gift is counted as one more permit held.
+    fn settled_scan(&self) -> Scan {
+        let mut attempt = 0u32;
+        loop {
+            let n1 = self.gifts().load(Ordering::SeqCst);
+            let g1 = self.gift().load(Ordering::SeqCst);
+            let mut s = self.scan();
+            let g2 = self.gift().load(Ordering::SeqCst);
+            let n2 = self.gifts().load(Ordering::SeqCst);
+            if g1 == 0 && g2 == 0 && n1 == n2 {
+                return s;
+            }
+            attempt += 1;
+            if g1 != 0 && g1 == g2 && n1 == n2 && attempt > 4 && gifter_dead(g1) {
+                // A gifter died mid-gift: its records are consistent (see FORMAT.md).
+                let _ = self
+                    .gift()
+                    .compare_exchange(g1, 0, Ordering::SeqCst, Ordering::SeqCst);
+                continue;
+            }
+            if attempt > 64 {
+                s.held += 1 + u64::from(n2.wrapping_sub(n1));
+                return s;
+            }
+            if attempt > 8 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Returns one permit this process holds (in a waiter entry or its slot); `false` if
+    /// it holds none. Lock-free: only this process writes its records while it lives.
     fn return_own(&self) -> Result<bool> {
+        for e in 0..self.wait_high() {
+            let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE == W_GIVEN
+                && self.is_my_entry(e)
+                && self
+                    .entry(e)
+                    .compare_exchange(w, w & !W_STATE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                return Ok(true);
+            }
+        }
         loop {
             let Some((i, w)) = self.scan().mine else {
                 return Ok(false);
@@ -736,12 +928,145 @@ impl Semaphore {
         }
     }
 
+    /// Hands a permit this process holds directly to the longest-waiting thread that
+    /// sleeps on a waiter entry, and wakes that thread alone: it returns without entering
+    /// the critical section. Lock-free. Order: announce the gift (`gift`, `gifts`),
+    /// return our permit, mark the entry given, end the announcement, wake.
+    fn give(&self) -> Gift {
+        if self.oldest_waiting(None).is_none() {
+            return match self.return_own() {
+                Ok(true) => Gift::Returned,
+                _ => Gift::NotHeld,
+            };
+        }
+        let tag = (u64::from(self.me.pid) << 32) | (self.me.start & 0xffff_ffff);
+        if self
+            .gift()
+            .compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            // Another gift is in progress: return the permit the ordinary way.
+            return match self.return_own() {
+                Ok(true) => Gift::Returned,
+                _ => Gift::NotHeld,
+            };
+        }
+        self.gifts().fetch_add(1, Ordering::SeqCst);
+        let outcome = if matches!(self.return_own(), Ok(true)) {
+            let mut skip = None;
+            loop {
+                let Some((e, w)) = self.oldest_waiting(skip) else {
+                    break Gift::Returned;
+                };
+                let given = (w & !W_STATE) | W_GIVEN;
+                if self
+                    .entry(e)
+                    .compare_exchange(w, given, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    self.gift().store(0, Ordering::SeqCst);
+                    let _ = sys::futex_wake(self.entry(e), 1);
+                    return Gift::Given;
+                }
+                // That waiter left or was served: try the next one.
+                skip = Some(w);
+            }
+        } else {
+            Gift::NotHeld
+        };
+        self.gift().store(0, Ordering::SeqCst);
+        outcome
+    }
+
+    /// The oldest waiting entry (smallest ticket), ignoring the one whose word is
+    /// `skip` and those younger than it.
+    fn oldest_waiting(&self, skip: Option<u32>) -> Option<(usize, u32)> {
+        let mut best: Option<(usize, u32)> = None;
+        for e in 0..self.wait_high() {
+            let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE != W_WAITING || skip.is_some_and(|k| !ticket_before(k, w)) {
+                continue;
+            }
+            if best.is_none_or(|(_, b)| ticket_before(w, b)) {
+                best = Some((e, w));
+            }
+        }
+        best
+    }
+
+    /// After a permit went back to the pool: wakes a sleeper on the doorbell and the
+    /// oldest sleeper on a waiter entry, if any (they take it in the critical section).
+    fn wake_released(&self) {
+        // A waiter registers before it claims an entry and looks at the value: if
+        // nobody is registered after our release, any later waiter sees the permit.
+        if !self.ring(1) {
+            return;
+        }
+        if let Some((e, _)) = self.oldest_waiting(None) {
+            let _ = sys::futex_wake(self.entry(e), 1);
+        }
+    }
+
+    /// Gives free permits to waiting entries, oldest first, and wakes them; in the
+    /// critical section. Returns how many were given.
+    fn distribute(&self) -> u32 {
+        let scan = self.settled_scan();
+        let mut free = value_of(self.capacity().load(Ordering::SeqCst), scan.held);
+        let mut given = 0;
+        while free > 0 {
+            let Some((e, w)) = self.oldest_waiting(None) else {
+                break;
+            };
+            if self
+                .entry(e)
+                .compare_exchange(
+                    w,
+                    (w & !W_STATE) | W_GIVEN,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+            {
+                let _ = sys::futex_wake(self.entry(e), 1);
+                free -= 1;
+                given += 1;
+            }
+        }
+        given
+    }
+
+    /// Claims a free waiter entry for the calling thread; in the critical section.
+    /// Returns its index and word, `None` if the table is full.
+    fn claim_entry(&self) -> Option<(usize, u32)> {
+        let high = self.wait_high();
+        let e = match (0..high).find(|&e| self.entry(e).load(Ordering::SeqCst) & W_STATE == W_FREE)
+        {
+            Some(e) => e,
+            None if high < MAX_WAITS => {
+                self.entry(high).store(0, Ordering::SeqCst);
+                self.whigh().store(high as u32 + 1, Ordering::SeqCst);
+                high
+            }
+            None => return None,
+        };
+        let ticket = self.tickets().fetch_add(1, Ordering::SeqCst);
+        let w = (ticket << 2) | W_WAITING;
+        self.entry_pid(e).store(self.me.pid, Ordering::SeqCst);
+        self.entry_start(e).store(self.me.start, Ordering::SeqCst);
+        self.entry(e).store(w, Ordering::SeqCst);
+        Some((e, w))
+    }
+
     /// One attempt to take a permit in the critical section; with `reclaim`, first
     /// returns the permits of dead holders (and wakes waiters if there were any).
     fn take(&self, reclaim: bool) -> Result<bool> {
         let (got, reclaimed) = self.critical(|| {
             let reclaimed = if reclaim { self.reclaim_dead() } else { 0 };
-            Ok((self.take_locked()?, reclaimed))
+            let got = self.take_locked()?;
+            if reclaimed > 0 {
+                self.distribute();
+            }
+            Ok((got, reclaimed))
         })?;
         if reclaimed > 0 {
             self.ring(u32::MAX);
@@ -751,7 +1076,7 @@ impl Semaphore {
 
     /// Takes a permit if the value is positive; in the critical section.
     fn take_locked(&self) -> Result<bool> {
-        let scan = self.scan();
+        let scan = self.settled_scan();
         if value_of(self.capacity().load(Ordering::SeqCst), scan.held) == 0 {
             return Ok(false);
         }
@@ -794,9 +1119,9 @@ impl Semaphore {
         Ok(true)
     }
 
-    /// Frees the slots of processes that are no longer running (PID and start time
-    /// checked, zombies count as dead); in the critical section. Returns the number of
-    /// permits returned.
+    /// Frees the slots and waiter entries of processes that are no longer running (PID
+    /// and start time checked, zombies count as dead); in the critical section. Returns
+    /// the number of permits returned.
     fn reclaim_dead(&self) -> u64 {
         let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
         let mut reclaimed = 0;
@@ -818,35 +1143,65 @@ impl Semaphore {
                 reclaimed += u64::from(word_held(w));
             }
         }
+        for e in 0..self.wait_high() {
+            let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE == W_FREE || self.is_my_entry(e) {
+                continue;
+            }
+            let who = ProcessId {
+                pid: self.entry_pid(e).load(Ordering::SeqCst),
+                start: self.entry_start(e).load(Ordering::SeqCst),
+            };
+            if !who.is_alive()
+                && self
+                    .entry(e)
+                    .compare_exchange(w, w & !W_STATE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                && w & W_STATE == W_GIVEN
+            {
+                reclaimed += 1;
+            }
+        }
+        let g = self.gift().load(Ordering::SeqCst);
+        if g != 0 && gifter_dead(g) {
+            let _ = self
+                .gift()
+                .compare_exchange(g, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
         reclaimed
     }
 
-    /// Increments the doorbell and wakes up to `n` sleepers if anyone waits.
-    fn ring(&self, n: u32) {
+    /// Increments the doorbell and wakes up to `n` sleepers if anyone waits. Returns
+    /// whether anyone was registered as waiting.
+    fn ring(&self, n: u32) -> bool {
         self.seq().fetch_add(1, Ordering::SeqCst);
         if self.waiters().load(Ordering::SeqCst) > 0 {
             let _ = sys::futex_wake(self.seq(), n);
+            true
+        } else {
+            false
         }
     }
 
-    /// The waiting side of the doorbell.
-    ///
-    /// No wake-up can be lost. The waiter (1) registers (`waiters += 1`), then in each
-    /// round (2) reads `seq` as `s`, (3) scans the table and finds the value 0, and (4)
-    /// sleeps only while `seq == s`. A releaser (a) changes the table (its own slot by
-    /// compare-and-swap, or the capacity in the critical section), (b) increments `seq`,
-    /// (c) reads `waiters` and wakes one sleeper if it is not zero. All these accesses
-    /// are sequentially consistent. If (3) saw the table before (a), then (2) precedes
-    /// (b): either (b) precedes (4) and the kernel refuses to sleep, or the waiter is
-    /// queued before (b), and (c), which follows (1), sees it and wakes a sleeper. A
-    /// dead holder cannot ring: every [`SLICE`] the waiter reclaims dead holders' slots.
     fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
         if self.take(false)? {
             return Ok(true);
         }
         self.waiters().fetch_add(1, Ordering::SeqCst);
+        let mut entry = None;
         let mut woken = false;
-        let r = self.wait_loop(deadline, &mut woken);
+        let mut r = self.wait_loop(deadline, &mut entry, &mut woken);
+        if let Some((e, w)) = entry
+            && !matches!(r, Ok(true))
+        {
+            // Leave the queue; a permit handed over meanwhile is ours after all.
+            let left =
+                self.entry(e)
+                    .compare_exchange(w, w & !W_STATE, Ordering::SeqCst, Ordering::SeqCst);
+            if left.is_err() {
+                r = Ok(true);
+            }
+        }
         let _ = self
             .waiters()
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1));
@@ -857,13 +1212,77 @@ impl Semaphore {
         r
     }
 
-    fn wait_loop(&self, deadline: Option<Instant>, woken: &mut bool) -> Result<bool> {
+    /// The waiting side.
+    ///
+    /// A waiter claims a *waiter entry* (in the critical section, before it looks at
+    /// the value) and sleeps on the entry's word; a releaser that holds a permit hands it
+    /// over by marking the oldest waiting entry given and wakes that thread alone, which
+    /// then returns without entering the critical section. Other permits (signalling
+    /// releases, reclaimed ones) are given to entries in the critical section. A waiter
+    /// that found the entry table full sleeps on the doorbell `seq` instead.
+    ///
+    /// No wake-up can be lost. The waiter (1) registers (`waiters += 1`), then in each
+    /// round (2) reads `seq` as `s`, (3) in the critical section stores its entry as
+    /// waiting and scans the table, finding the value 0, and (4) sleeps only while its
+    /// entry (or `seq`) is unchanged. A releaser (a) changes the table, (b) reads
+    /// `waiters`, the entries or `seq`: it either marks the entry given (the kernel
+    /// refuses the sleep, or wakes it) or, finding no waiting entry, increments `seq`
+    /// and wakes a sleeper on it and on the oldest waiting entry. All these accesses are
+    /// sequentially consistent: if (3) saw the table before (a), (a) precedes the scan,
+    /// so the entry stored before the scan is seen by (b). A dead holder cannot release:
+    /// every [`SLICE`] the waiter reclaims dead holders' records.
+    fn wait_loop(
+        &self,
+        deadline: Option<Instant>,
+        entry: &mut Option<(usize, u32)>,
+        woken: &mut bool,
+    ) -> Result<bool> {
         // The first round reclaims dead holders at once: the fast path did not.
         let mut reclaim = true;
         let mut next_reclaim = Instant::now() + SLICE;
         loop {
             let s = self.seq().load(Ordering::SeqCst);
-            if self.take(reclaim)? {
+            let (got, reclaimed, extra) = self.critical(|| {
+                let reclaimed = if reclaim { self.reclaim_dead() } else { 0 };
+                match *entry {
+                    Some((e, w)) if self.entry(e).load(Ordering::SeqCst) != w => {
+                        // Given to us (nobody else frees a live waiter's entry).
+                        *entry = None;
+                        return Ok((true, reclaimed, false));
+                    }
+                    Some(_) => {}
+                    None => *entry = self.claim_entry(),
+                }
+                if !self.take_locked()? {
+                    if reclaimed > 0 {
+                        self.distribute();
+                    }
+                    return Ok((false, reclaimed, false));
+                }
+                // Leave the queue. Given a permit meanwhile: we got two; return one of
+                // the process's (permits are the process's: another thread may already
+                // have released the one in our entry).
+                let mut extra = false;
+                if let Some((e, w)) = entry.take()
+                    && self
+                        .entry(e)
+                        .compare_exchange(w, w & !W_STATE, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_err()
+                {
+                    self.return_own()?;
+                    extra = self.distribute() == 0;
+                }
+                if reclaimed > 0 {
+                    self.distribute();
+                }
+                Ok((true, reclaimed, extra))
+            })?;
+            if reclaimed > 0 {
+                self.ring(u32::MAX);
+            } else if extra {
+                self.wake_released();
+            }
+            if got {
                 return Ok(true);
             }
             let now = Instant::now();
@@ -874,8 +1293,20 @@ impl Semaphore {
                 Some(d) if d < next_reclaim => d,
                 _ => next_reclaim,
             };
-            sys::futex_wait(self.seq(), s, Some(until)).at("wait", self.path())?;
-            *woken = self.seq().load(Ordering::SeqCst) != s;
+            match *entry {
+                Some((e, w)) => {
+                    sys::futex_wait(self.entry(e), w, Some(until)).at("wait", self.path())?;
+                    if self.entry(e).load(Ordering::SeqCst) != w {
+                        // Handed over: the entry holds our permit.
+                        *entry = None;
+                        return Ok(true);
+                    }
+                }
+                None => {
+                    sys::futex_wait(self.seq(), s, Some(until)).at("wait", self.path())?;
+                    *woken = self.seq().load(Ordering::SeqCst) != s;
+                }
+            }
             let now = Instant::now();
             reclaim = now >= next_reclaim;
             if reclaim {
@@ -1043,6 +1474,64 @@ mod tests {
         assert_eq!(s.value().unwrap(), 0);
         p.release().unwrap();
         assert_eq!(s.value().unwrap(), 1);
+    }
+
+    #[test]
+    fn ticket_order_wraps() {
+        let w = |t: u32| (t << 2) | W_WAITING;
+        assert!(ticket_before(w(1), w(2)));
+        assert!(!ticket_before(w(2), w(1)));
+        assert!(!ticket_before(w(5), w(5)));
+        // 30-bit tickets wrap.
+        assert!(ticket_before(w(0x3fff_ffff), w(0)));
+        assert!(!ticket_before(w(0), w(0x3fff_ffff)));
+    }
+
+    /// A thread waiting in the same process gets the permit handed over; the permit
+    /// then lives in its waiter entry and is accounted like any other.
+    #[test]
+    fn hand_off_to_a_waiting_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Semaphore::open(dir.path().join("s"), 1).unwrap());
+        assert!(s.try_acquire().unwrap());
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || s.acquire_timeout(Duration::from_secs(10)).unwrap())
+        };
+        let t0 = Instant::now();
+        while s.waiting() == 0 || s.oldest_waiting(None).is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "waiter never queued"
+            );
+            std::thread::yield_now();
+        }
+        s.release().unwrap();
+        assert!(waiter.join().unwrap());
+        // The process holds one permit, in a waiter entry.
+        assert_eq!(s.scan().mine_given, 1);
+        assert_eq!((s.held().unwrap(), s.value().unwrap()), (1, 0));
+        s.release().unwrap();
+        assert_eq!((s.held().unwrap(), s.value().unwrap()), (0, 1));
+        assert_eq!(s.scan().mine_given, 0);
+    }
+
+    /// A gift left half done by a dead gifter is cleared; one still in progress makes
+    /// the critical section's count conservative (never more free permits than exist).
+    #[test]
+    fn stuck_gift_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 3).unwrap();
+        s.gift()
+            .store(u64::from(u32::MAX - 7) << 32, Ordering::SeqCst);
+        assert_eq!(s.value().unwrap(), 3);
+        assert_eq!(s.gift().load(Ordering::SeqCst), 0);
+        // A live "gifter" (ourselves) that never finishes.
+        let tag = (u64::from(s.me.pid) << 32) | (s.me.start & 0xffff_ffff);
+        s.gift().store(tag, Ordering::SeqCst);
+        assert_eq!(s.value().unwrap(), 2);
+        s.gift().store(0, Ordering::SeqCst);
+        assert_eq!(s.value().unwrap(), 3);
     }
 
     #[test]

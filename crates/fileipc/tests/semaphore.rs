@@ -320,6 +320,72 @@ fn cloned_handles_in_threads_respect_the_count() {
     assert!(Path::new(&path).exists());
 }
 
+/// Hand-off: a release while processes wait gives the permit to the one that has waited
+/// longest (no barging), and each then returns it to the next.
+#[test]
+fn release_hands_the_permit_to_the_longest_waiter() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sem");
+    let s = Semaphore::open(&path, 1).unwrap();
+    assert!(s.try_acquire().unwrap());
+    let p = path.to_str().unwrap();
+    let mut first = Proc::spawn("waiter", &[p]);
+    first.expect("busy");
+    common::eventually(PATIENCE, "the first waiter to register", || {
+        s.waiting() == 1
+    });
+    let mut second = Proc::spawn("waiter", &[p]);
+    second.expect("busy");
+    common::eventually(PATIENCE, "the second waiter to register", || {
+        s.waiting() == 2
+    });
+    s.release().unwrap();
+    let got = |w: &mut Proc| -> u64 {
+        let line = w.expect_line(PATIENCE);
+        line.strip_prefix("got ").unwrap().parse().unwrap()
+    };
+    let (t1, t2) = (got(&mut first), got(&mut second));
+    assert!(t1 < t2, "the later waiter got the permit first");
+    first.wait_success();
+    second.wait_success();
+    assert_eq!(s.value().unwrap(), 1);
+    assert_eq!(s.held().unwrap(), 0);
+    assert!(s.holders().unwrap().is_empty());
+}
+
+/// A permit handed to a waiter that was killed while waiting comes back: the next
+/// waiter gets it within 100 ms (its bounded slice reclaims the dead waiter's entry).
+#[test]
+fn permit_handed_to_a_killed_waiter_comes_back_within_100ms() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sem");
+    let s = Semaphore::open(&path, 1).unwrap();
+    assert!(s.try_acquire().unwrap());
+    let p = path.to_str().unwrap();
+    let mut doomed = Proc::spawn("waiter", &[p]);
+    doomed.expect("busy");
+    common::eventually(PATIENCE, "the first waiter to register", || {
+        s.waiting() == 1
+    });
+    let mut next = Proc::spawn("waiter", &[p]);
+    next.expect("busy");
+    common::eventually(PATIENCE, "the second waiter to register", || {
+        s.waiting() == 2
+    });
+    doomed.kill_and_reap();
+    // The dead waiter is still the oldest in the queue: the release goes to it.
+    let released_at = mono_ns();
+    s.release().unwrap();
+    let line = next.expect_line(PATIENCE);
+    let got_at: u64 = line.strip_prefix("got ").unwrap().parse().unwrap();
+    next.wait_success();
+    let after = Duration::from_nanos(got_at.saturating_sub(released_at));
+    eprintln!("the live waiter got the permit {after:?} after the release");
+    assert!(after < Duration::from_millis(100), "took {after:?}");
+    assert_eq!(s.value().unwrap(), 1);
+    assert!(s.holders().unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------
 // Measurements (issue 2 point 8, issue 6 goals), not assertions. Run with
 // `cargo test --release -p fileipc --test semaphore -- --ignored --nocapture measure`.

@@ -485,3 +485,18 @@ pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
         Ok(())
     }
 }
+
+// --- added for Semaphore (direct hand-off)
+
+/// Whether process `pid` is still running and its start time's low 32 bits are
+/// `start_low`: [`ProcessId::is_alive`] for a start time kept in 32 bits. As there, an
+/// unknown start time (0) matches any.
+pub(crate) fn is_alive_low(pid: u32, start_low: u32) -> bool {
+    if pid == 0 || !pid_exists(pid) {
+        return false;
+    }
+    match process_start_time(pid) {
+        Some(start) => start_low == 0 || start as u32 == start_low,
+        None => imp::START_TIME_UNSUPPORTED,
+    }
+}
