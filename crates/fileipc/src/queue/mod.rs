@@ -49,6 +49,8 @@ use record::{HEADER, Header, record_size};
 use segment::{Missing, SegmentCache};
 
 const CONTROL: &str = "control";
+/// The largest log position a sound queue can reach (see the check in `open_with`).
+const MAX_POSITION: u64 = 1 << 62;
 const DIR_EXPECTED: &str = "fileipc queue directory";
 
 /// Default largest message: 64 MiB.
@@ -463,6 +465,16 @@ impl MessageQueue {
                     path: ctl_path,
                     offset: control::HEAD as u64,
                     detail: format!("head {head} is beyond tail {tail}"),
+                });
+            }
+            // A log position grows by the bytes sent: 2^62 bytes would take a century
+            // at 1 GiB/s. A tail beyond that is damage, and the position arithmetic
+            // (which adds record and segment sizes to it) must never overflow.
+            if tail > MAX_POSITION {
+                return Err(Error::Corrupt {
+                    path: ctl_path,
+                    offset: control::TAIL as u64,
+                    detail: format!("tail {tail} is beyond any possible log position"),
                 });
             }
             let q = MessageQueue {

@@ -152,8 +152,14 @@ impl SegmentCache {
         }
         let start = self.populated.max(from & !(PAGE - 1));
         let k = start / self.size;
-        let seg_end = (k + 1) * self.size;
-        let end = ((to + PREFAULT_AHEAD + PAGE - 1) & !(PAGE - 1)).min(seg_end);
+        // Positions come from the shared control file; damage there must not overflow.
+        let (Some(seg_end), Some(ahead)) = (
+            (k + 1).checked_mul(self.size),
+            to.checked_add(PREFAULT_AHEAD + PAGE - 1),
+        ) else {
+            return;
+        };
+        let end = (ahead & !(PAGE - 1)).min(seg_end);
         let Some(Mapped { map, .. }) = self.maps.iter().find(|m| m.k == k) else {
             return;
         };
