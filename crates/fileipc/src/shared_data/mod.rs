@@ -67,6 +67,10 @@ use crate::error::{Error, IoResultExt, Result};
 use crate::state::{DEFAULT_MODE, MAGIC};
 use crate::sys;
 
+mod board;
+
+use board::{Applied, Board};
+
 /// `PRAGMA application_id` of a fileipc store: `"FIPC"` read as a big-endian `i32`.
 pub(crate) const APPLICATION_ID: i32 = 0x4649_5043;
 /// `PRAGMA user_version` of the current schema.
@@ -76,6 +80,23 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const EXPECTED: &str = "fileipc shared data store";
 const SCHEMA: &str = "CREATE TABLE kv (\n    key   TEXT PRIMARY KEY NOT NULL,\n    \
                       value TEXT NOT NULL\n) WITHOUT ROWID";
+/// The record of combined requests applied (see `board`), one row `id = 1`.
+const APPLIED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_applied (\n    \
+                              id    INTEGER PRIMARY KEY,\n    \
+                              slots BLOB NOT NULL\n)";
+
+static STATS: [std::sync::atomic::AtomicU64; 3] = [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+
+/// How many times a combined `increment` checks its slot before sleeping on it.
+fn spin_checks() -> u32 {
+    static SPIN: OnceLock<u32> = OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::env::var("FILEIPC_KV_SPIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
 
 /// How long SQLite's own busy handler may wait before reporting "busy". fileipc writers
 /// never make each other wait there (they queue on the lock file); this covers WAL
@@ -205,6 +226,13 @@ pub struct SharedData {
 struct Inner {
     conn: Connection,
     lock: File,
+    board: Board,
+    /// This handle's slot on the board, once claimed, and the last sequence number
+    /// it used there.
+    slot: Option<usize>,
+    seq: u64,
+    /// The owner identity this process writes into the slots it claims.
+    me: u64,
 }
 
 impl fmt::Debug for SharedData {
@@ -302,13 +330,21 @@ impl SharedData {
         conn.pragma_update(None, "synchronous", sync).map_err(sq)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
             .map_err(sq)?;
+        let board = Board::open(&sidecar(path, "-board"), opts.mode)?;
         Ok(SharedData {
             path: path.to_owned(),
             lock_path,
             lock_id,
             store_id,
             owner_pid: std::process::id(),
-            inner: StdMutex::new(Some(Inner { conn, lock })),
+            inner: StdMutex::new(Some(Inner {
+                conn,
+                lock,
+                board,
+                slot: None,
+                seq: 0,
+                me: board::owner_ident(),
+            })),
         })
     }
 
@@ -613,6 +649,17 @@ impl SharedData {
     /// ```
     pub fn increment(&self, key: &str, by: i64) -> Result<i64> {
         check_key(&self.path, key)?;
+        if key.len() <= board::KEY_MAX {
+            let mut guard = self.inner()?;
+            let Some(inner) = guard.as_mut() else {
+                return Err(Error::invalid(&self.path, "handle already closed"));
+            };
+            if let Some(v) = self.increment_combined(inner, key, by)? {
+                return Ok(v);
+            }
+        }
+        // No slot free, a key too long for a slot, or a request the combiner refused
+        // (to produce the error here, with its detail): take the lock ourselves.
         self.write(true, |ops| ops.increment(key, by))
     }
 
@@ -690,6 +737,202 @@ impl SharedData {
     }
 
     // -----------------------------------------------------------------------------------
+    // Combining (see `board`)
+
+    /// Publishes the increment on the board and waits until a combiner (possibly this
+    /// thread) applied it; `None` if it must be done the ordinary way.
+    fn increment_combined(&self, inner: &mut Inner, key: &str, by: i64) -> Result<Option<i64>> {
+        let slot = match inner.slot {
+            Some(s) => s,
+            None => match self.claim_slot(inner)? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        inner.seq += 1;
+        inner.board.publish(slot, inner.seq, key, by);
+        let inner = &*inner;
+        loop {
+            let seen = inner.board.observe(slot);
+            if let Some(done) = inner.board.take_done(slot) {
+                return Ok(done.ok());
+            }
+            let step = match sys::try_lock_exclusive(&inner.lock).at("lock", &self.lock_path) {
+                Ok(true) => {
+                    let r = self.combine(inner, slot);
+                    // As for any writer, an unlock error is ignored (the kernel drops
+                    // the lock with the descriptor at the latest).
+                    let _ = sys::unlock(&inner.lock);
+                    inner.board.kick(slot + 1);
+                    match r {
+                        Ok(Some(done)) => return Ok(done.ok()),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(false) => {
+                    STATS[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    inner.board.wait(slot, seen, spin_checks())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = step {
+                return self.abandon(inner, slot, e);
+            }
+        }
+    }
+
+    /// Claims a slot on the board for this handle; `None` if none is free.
+    fn claim_slot(&self, inner: &mut Inner) -> Result<Option<usize>> {
+        let Some((slot, board_seq)) = inner.board.claim(inner.me) else {
+            return Ok(None);
+        };
+        // The record cannot move for a slot no request is pending in; continuing from
+        // it keeps sequence numbers increasing even if the board file was recreated.
+        let ops = Ops {
+            conn: &inner.conn,
+            path: &self.path,
+        };
+        match ops.load_record() {
+            Ok(rec) => {
+                inner.slot = Some(slot);
+                inner.seq = board_seq.max(Applied::read(&rec, slot).seq);
+                Ok(Some(slot))
+            }
+            Err(e) => {
+                inner.board.release(slot, inner.me);
+                Err(e)
+            }
+        }
+    }
+
+    /// After an error while a request is pending: settles it under the writers' lock
+    /// (done: its result; else withdrawn), so that an increment reported as failed is
+    /// never applied later.
+    fn abandon(&self, inner: &Inner, slot: usize, e: Error) -> Result<Option<i64>> {
+        sys::lock_exclusive(&inner.lock).at("lock", &self.lock_path)?;
+        let done = inner.board.take_done(slot);
+        if done.is_none() {
+            inner.board.withdraw(slot);
+        }
+        let _ = sys::unlock(&inner.lock);
+        inner.board.kick(slot + 1);
+        match done {
+            Some(Ok(v)) => Ok(Some(v)),
+            _ => Err(e),
+        }
+    }
+
+    /// Holding the writers' lock: applies every pending request on the board in one
+    /// transaction, then marks the others' requests done. Returns the outcome of our
+    /// own request (slot `own`) if it was pending.
+    ///
+    /// Others' requests are recorded in `fileipc_applied` in the same transaction (so a
+    /// combiner killed between commit and marking never makes its successor apply them
+    /// twice). Our own needs no record: it is withdrawn from the board before the
+    /// commit, so after a crash nobody finds it pending.
+    fn combine(&self, inner: &Inner, own: usize) -> Result<Option<Outcome>> {
+        let ops = Ops {
+            conn: &inner.conn,
+            path: &self.path,
+        };
+        let _rollback = Rollback(&inner.conn);
+        ops.exec("BEGIN IMMEDIATE")?;
+        let requests = inner.board.pending();
+        if requests.is_empty() {
+            return Ok(None);
+        }
+        if requests.iter().any(|r| r.slot == own) {
+            inner.board.withdraw(own);
+        }
+        STATS[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        STATS[1].fetch_add(requests.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut record = if requests.iter().any(|r| r.slot != own) {
+            Some(ops.load_record()?)
+        } else {
+            None
+        };
+        let mut outcomes: Vec<(usize, Applied)> = Vec::with_capacity(requests.len());
+        let mut handled = vec![false; requests.len()];
+        if let Some(record) = &record {
+            for (i, r) in requests.iter().enumerate() {
+                let prev = Applied::read(record, r.slot);
+                if r.slot != own && r.seq <= prev.seq {
+                    // Applied by a combiner that died before marking it done (equal),
+                    // or older than the record (a recreated board): never apply twice.
+                    handled[i] = true;
+                    let status = if r.seq == prev.seq {
+                        prev.status
+                    } else {
+                        board::STATUS_BAD_REQUEST
+                    };
+                    outcomes.push((r.slot, Applied { status, ..prev }));
+                }
+            }
+        }
+        for i in 0..requests.len() {
+            if handled[i] {
+                continue;
+            }
+            let Some(key) = requests[i].key.as_deref() else {
+                handled[i] = true;
+                let r = &requests[i];
+                let status = board::STATUS_BAD_REQUEST;
+                outcomes.push((r.slot, Applied { seq: r.seq, result: 0, status }));
+                continue;
+            };
+            // All requests on this key, in slot order, against one read and one write.
+            let mut cur = match ops.get::<i64>(key) {
+                Ok(v) => Some(v.unwrap_or(0)),
+                Err(Error::Value { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let mut changed = false;
+            for (j, r) in requests.iter().enumerate().skip(i) {
+                if handled[j] || r.key.as_deref() != Some(key) {
+                    continue;
+                }
+                handled[j] = true;
+                let (result, status) = match cur.map(|c| c.checked_add(r.delta)) {
+                    None => (0, board::STATUS_NOT_INTEGER),
+                    Some(None) => (0, board::STATUS_OVERFLOW),
+                    Some(Some(n)) => {
+                        cur = Some(n);
+                        changed = true;
+                        (n, board::STATUS_OK)
+                    }
+                };
+                outcomes.push((r.slot, Applied { seq: r.seq, result, status }));
+            }
+            if changed && let Some(v) = cur {
+                ops.put(key, &v.to_string())?;
+            }
+        }
+        if let Some(record) = &mut record {
+            for (slot, a) in &outcomes {
+                if *slot != own {
+                    a.write(record, *slot);
+                }
+            }
+            ops.store_record(record)?;
+        }
+        ops.exec("COMMIT")?;
+        let mut mine = None;
+        for (slot, a) in outcomes {
+            if slot == own {
+                mine = Some(if a.status == board::STATUS_OK {
+                    Ok(a.result)
+                } else {
+                    Err(a.status)
+                });
+            } else {
+                inner.board.finish(slot, a);
+            }
+        }
+        Ok(mine)
+    }
+
+    // -----------------------------------------------------------------------------------
     // Plumbing
 
     /// The connection, after the checks every operation makes.
@@ -738,6 +981,7 @@ impl SharedData {
         let held = WriteLock {
             conn: &inner.conn,
             lock: &inner.lock,
+            board: &inner.board,
             lock_id: self.lock_id,
         };
         IN_WRITE.with_borrow_mut(|v| v.push(self.lock_id));
@@ -766,7 +1010,13 @@ impl Drop for SharedData {
             std::mem::forget(inner);
             return;
         }
+        if std::env::var_os("FILEIPC_KV_STATS").is_some() {
+            eprintln!("combines {} requests {} waits {}", STATS[0].load(std::sync::atomic::Ordering::Relaxed), STATS[1].load(std::sync::atomic::Ordering::Relaxed), STATS[2].load(std::sync::atomic::Ordering::Relaxed));
+        }
         if let Some(inner) = inner {
+            if let Some(slot) = inner.slot {
+                inner.board.release(slot, inner.me);
+            }
             // Closing the last connection checkpoints and deletes the WAL under SQLite's
             // exclusive lock; under ours too if it is free, so that no writer meets that
             // lock busy. Never wait for it here (a stopped writer would hang the drop, and
@@ -788,6 +1038,7 @@ impl Drop for SharedData {
 struct WriteLock<'a> {
     conn: &'a Connection,
     lock: &'a File,
+    board: &'a Board,
     lock_id: (u64, u64),
 }
 
@@ -797,11 +1048,27 @@ impl Drop for WriteLock<'_> {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         let _ = sys::unlock(self.lock);
+        // Requests published while we held the lock wait for a combiner.
+        self.board.kick(0);
         IN_WRITE.with_borrow_mut(|v| {
             if let Some(i) = v.iter().rposition(|&id| id == self.lock_id) {
                 v.remove(i);
             }
         });
+    }
+}
+
+/// The outcome of a combined request: the new value, or a refusal status.
+type Outcome = std::result::Result<i64, u32>;
+
+/// Rolls back an open transaction on drop, also on error or unwinding.
+struct Rollback<'a>(&'a Connection);
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
     }
 }
 
@@ -1129,6 +1396,35 @@ impl Ops<'_> {
         Ok(new)
     }
 
+    /// The record of combined requests applied (zeros where there is none yet).
+    fn load_record(&self) -> Result<Vec<u8>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = 1")
+            .map_err(|e| self.sq(e))?;
+        let mut rows = st.query([]).map_err(|e| self.sq(e))?;
+        let mut rec = vec![0u8; board::RECORD_LEN];
+        if let Some(row) = rows.next().map_err(|e| self.sq(e))?
+            && let ValueRef::Blob(b) = row.get_ref(0).map_err(|e| self.sq(e))?
+        {
+            let n = b.len().min(rec.len());
+            rec[..n].copy_from_slice(&b[..n]);
+        }
+        Ok(rec)
+    }
+
+    fn store_record(&self, rec: &[u8]) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
+            )
+            .map_err(|e| self.sq(e))?;
+        st.execute([rec]).map_err(|e| self.sq(e))?;
+        Ok(())
+    }
+
     fn compare_and_swap(&self, key: &str, expected: Option<&Value>, new: &str) -> Result<bool> {
         let cur: Option<Value> = self.get(key)?;
         if cur.as_ref() != expected {
@@ -1185,8 +1481,13 @@ fn decode<T: DeserializeOwned>(path: &Path, key: &str, json: &[u8]) -> Result<T>
 // Opening: files, validation, initialisation
 
 fn lock_path_of(path: &Path) -> PathBuf {
+    sidecar(path, "-lock")
+}
+
+/// `path` with `suffix` appended to its last component.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut s = OsString::from(path.as_os_str());
-    s.push("-lock");
+    s.push(suffix);
     PathBuf::from(s)
 }
 
@@ -1292,6 +1593,7 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
              PRAGMA application_id = {APPLICATION_ID};\n\
              PRAGMA user_version = {SCHEMA_VERSION};\n\
              {SCHEMA};\n\
+             {APPLIED_SCHEMA};\n\
              COMMIT;"
         ))
         .map_err(sq)?;
@@ -1318,6 +1620,14 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
                 EXPECTED,
                 "fileipc header but no table kv",
             ));
+        }
+        // Stores made before combining lack the record table: add it (once).
+        let has_applied: bool = conn
+            .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'fileipc_applied'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(sq)?;
+        if !has_applied {
+            conn.execute_batch(APPLIED_SCHEMA).map_err(sq)?;
         }
     }
     let mode: String = conn
