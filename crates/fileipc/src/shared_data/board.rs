@@ -300,11 +300,12 @@ impl Board {
         Ok(())
     }
 
-    /// The pending requests, for the combiner (holding the writers' lock).
-    pub(super) fn pending(&self) -> Vec<Request> {
+    /// The pending requests in slots not marked in `skip`, for the combiner (holding
+    /// the writers' lock).
+    pub(super) fn pending(&self, skip: &[bool; SLOTS]) -> Vec<Request> {
         let mut out = Vec::new();
         for i in 0..SLOTS {
-            if self.state(i).load(Ordering::Acquire) & STATE_MASK != PENDING {
+            if skip[i] || self.state(i).load(Ordering::Acquire) & STATE_MASK != PENDING {
                 continue;
             }
             let seq = self.u64_field(i, SEQ).load(Ordering::Relaxed);
@@ -328,8 +329,10 @@ impl Board {
         out
     }
 
-    /// Marks a request done with its outcome and wakes its owner if it sleeps.
-    pub(super) fn finish(&self, slot: usize, outcome: Applied) {
+    /// Marks a request done with its outcome; whether its owner sleeps and must be
+    /// woken with [`Board::wake`] (best after releasing the writers' lock, so the next
+    /// combiner need not wait for the wake-up calls).
+    pub(super) fn finish(&self, slot: usize, outcome: Applied) -> bool {
         self.u64_field(slot, RESULT)
             .store(outcome.result as u64, Ordering::Relaxed);
         self.u32_field(slot, STATUS)
@@ -339,11 +342,12 @@ impl Board {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
                 (w & STATE_MASK == PENDING).then_some(next(w, DONE))
             });
-        if let Ok(old) = old
-            && old & SLEEPING != 0
-        {
-            let _ = sys::futex_wake(self.state(slot), 1);
-        }
+        matches!(old, Ok(old) if old & SLEEPING != 0)
+    }
+
+    /// Wakes the owner of a slot sleeping in [`Board::wait`].
+    pub(super) fn wake(&self, slot: usize) {
+        let _ = sys::futex_wake(self.state(slot), 1);
     }
 
     /// After releasing the writers' lock: wakes the owner of one pending request (if
@@ -418,10 +422,10 @@ mod tests {
         assert_ne!(s, t);
         b.publish(s, 1, "k", 5);
         assert!(b.take_done(s).is_none());
-        let p = b.pending();
+        let p = b.pending(&[false; SLOTS]);
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].slot, p[0].seq, p[0].key.as_deref(), p[0].delta), (s, 1, Some("k"), 5));
-        b.finish(
+        let sleeping = b.finish(
             s,
             Applied {
                 seq: 1,
@@ -429,8 +433,9 @@ mod tests {
                 status: STATUS_OK,
             },
         );
+        assert!(!sleeping);
         assert_eq!(b.take_done(s), Some(Ok(42)));
-        assert!(b.pending().is_empty());
+        assert!(b.pending(&[false; SLOTS]).is_empty());
         b.release(s, me);
         b.release(t, me);
         assert_eq!(b.claim(me).map(|c| c.1), Some(1), "sequence kept across owners");

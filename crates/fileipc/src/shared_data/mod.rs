@@ -759,10 +759,14 @@ impl SharedData {
             }
             let step = match sys::try_lock_exclusive(&inner.lock).at("lock", &self.lock_path) {
                 Ok(true) => {
-                    let r = self.combine(inner, slot);
+                    let mut wake = Vec::new();
+                    let r = self.combine(inner, slot, &mut wake);
                     // As for any writer, an unlock error is ignored (the kernel drops
                     // the lock with the descriptor at the latest).
                     let _ = sys::unlock(&inner.lock);
+                    for s in wake {
+                        inner.board.wake(s);
+                    }
                     inner.board.kick(slot + 1);
                     match r {
                         Ok(Some(done)) => return Ok(done.ok()),
@@ -831,80 +835,92 @@ impl SharedData {
     /// combiner killed between commit and marking never makes its successor apply them
     /// twice). Our own needs no record: it is withdrawn from the board before the
     /// commit, so after a crash nobody finds it pending.
-    fn combine(&self, inner: &Inner, own: usize) -> Result<Option<Outcome>> {
+    fn combine(&self, inner: &Inner, own: usize, wake: &mut Vec<usize>) -> Result<Option<Outcome>> {
         let ops = Ops {
             conn: &inner.conn,
             path: &self.path,
         };
         let _rollback = Rollback(&inner.conn);
         ops.exec("BEGIN IMMEDIATE")?;
-        let requests = inner.board.pending();
-        if requests.is_empty() {
-            return Ok(None);
-        }
-        if requests.iter().any(|r| r.slot == own) {
-            inner.board.withdraw(own);
-        }
-        STATS[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        STATS[1].fetch_add(requests.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let mut record = if requests.iter().any(|r| r.slot != own) {
-            Some(ops.load_record()?)
-        } else {
-            None
-        };
-        let mut outcomes: Vec<(usize, Applied)> = Vec::with_capacity(requests.len());
-        let mut handled = vec![false; requests.len()];
-        if let Some(record) = &record {
-            for (i, r) in requests.iter().enumerate() {
-                let prev = Applied::read(record, r.slot);
-                if r.slot != own && r.seq <= prev.seq {
-                    // Applied by a combiner that died before marking it done (equal),
-                    // or older than the record (a recreated board): never apply twice.
-                    handled[i] = true;
-                    let status = if r.seq == prev.seq {
-                        prev.status
-                    } else {
-                        board::STATUS_BAD_REQUEST
+        let mut seen = [false; board::SLOTS];
+        let mut record: Option<Vec<u8>> = None;
+        let mut outcomes: Vec<(usize, Applied)> = Vec::new();
+        // Current value of each key touched: `None` if it is not an integer.
+        let mut values: Vec<(String, Option<i64>, bool)> = Vec::new();
+        // Requests published while we work join the batch: they cost a statement or
+        // two, the commit they would otherwise need costs far more.
+        loop {
+            let batch = inner.board.pending(&seen);
+            if batch.is_empty() {
+                break;
+            }
+            STATS[1].fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for r in batch {
+                seen[r.slot] = true;
+                if r.slot == own {
+                    inner.board.withdraw(own);
+                } else {
+                    let record = match &mut record {
+                        Some(rec) => rec,
+                        None => record.insert(ops.load_record()?),
                     };
-                    outcomes.push((r.slot, Applied { status, ..prev }));
+                    let prev = Applied::read(record, r.slot);
+                    if r.seq <= prev.seq {
+                        // Applied by a combiner that died before marking it done
+                        // (equal), or older than the record (a recreated board): never
+                        // apply twice.
+                        let status = if r.seq == prev.seq {
+                            prev.status
+                        } else {
+                            board::STATUS_BAD_REQUEST
+                        };
+                        outcomes.push((r.slot, Applied { status, ..prev }));
+                        continue;
+                    }
                 }
-            }
-        }
-        for i in 0..requests.len() {
-            if handled[i] {
-                continue;
-            }
-            let Some(key) = requests[i].key.as_deref() else {
-                handled[i] = true;
-                let r = &requests[i];
-                let status = board::STATUS_BAD_REQUEST;
-                outcomes.push((r.slot, Applied { seq: r.seq, result: 0, status }));
-                continue;
-            };
-            // All requests on this key, in slot order, against one read and one write.
-            let mut cur = match ops.get::<i64>(key) {
-                Ok(v) => Some(v.unwrap_or(0)),
-                Err(Error::Value { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            let mut changed = false;
-            for (j, r) in requests.iter().enumerate().skip(i) {
-                if handled[j] || r.key.as_deref() != Some(key) {
-                    continue;
-                }
-                handled[j] = true;
-                let (result, status) = match cur.map(|c| c.checked_add(r.delta)) {
-                    None => (0, board::STATUS_NOT_INTEGER),
-                    Some(None) => (0, board::STATUS_OVERFLOW),
-                    Some(Some(n)) => {
-                        cur = Some(n);
-                        changed = true;
-                        (n, board::STATUS_OK)
+                let (result, status) = match r.key {
+                    None => (0, board::STATUS_BAD_REQUEST),
+                    Some(key) => {
+                        let at = match values.iter().position(|v| v.0 == key) {
+                            Some(at) => at,
+                            None => {
+                                let cur = match ops.get::<i64>(&key) {
+                                    Ok(v) => Some(v.unwrap_or(0)),
+                                    Err(Error::Value { .. }) => None,
+                                    Err(e) => return Err(e),
+                                };
+                                values.push((key, cur, false));
+                                values.len() - 1
+                            }
+                        };
+                        let v = &mut values[at];
+                        match v.1.map(|c| c.checked_add(r.delta)) {
+                            None => (0, board::STATUS_NOT_INTEGER),
+                            Some(None) => (0, board::STATUS_OVERFLOW),
+                            Some(Some(n)) => {
+                                v.1 = Some(n);
+                                v.2 = true;
+                                (n, board::STATUS_OK)
+                            }
+                        }
                     }
                 };
-                outcomes.push((r.slot, Applied { seq: r.seq, result, status }));
+                outcomes.push((
+                    r.slot,
+                    Applied {
+                        seq: r.seq,
+                        result,
+                        status,
+                    },
+                ));
             }
-            if changed && let Some(v) = cur {
+        }
+        if outcomes.is_empty() {
+            return Ok(None);
+        }
+        STATS[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (key, cur, changed) in &values {
+            if let (Some(v), true) = (cur, changed) {
                 ops.put(key, &v.to_string())?;
             }
         }
@@ -925,8 +941,8 @@ impl SharedData {
                 } else {
                     Err(a.status)
                 });
-            } else {
-                inner.board.finish(slot, a);
+            } else if inner.board.finish(slot, a) {
+                wake.push(slot);
             }
         }
         Ok(mine)
