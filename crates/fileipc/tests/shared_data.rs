@@ -23,6 +23,7 @@ fn child_process_entry() {
         "reader" => reader(&args[0], args[1].parse().unwrap()),
         "killed_in_tx" => killed_in_tx(&args[0]),
         "tx_loop" => tx_loop(&args[0]),
+        "inc_forever" => inc_forever(&args[0]),
         "example" => example(&args[0], args[1].parse().unwrap(), args[2].parse().unwrap()),
         other => panic!("unknown role {other}"),
     });
@@ -345,6 +346,113 @@ fn sigkill_at_random_points_keeps_transactions_whole() {
         // Unlocked for the next one.
         d.set("round", &round).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Combining under SIGKILL: exactly once per acknowledged increment
+
+/// Increments forever, announcing every acknowledged result.
+fn inc_forever(path: &str) {
+    let d = SharedData::open(path).unwrap();
+    say("ready");
+    loop {
+        let v = d.increment("counter", 1).expect("increment failed");
+        say(v);
+    }
+}
+
+/// Four processes increment one key while the test SIGKILLs them one at a time, at
+/// random moments (most land inside a combiner's transaction, or while a requester
+/// waits for a combiner), replacing each. Every acknowledged increment must be in the
+/// total exactly once: the acknowledged results are distinct, and the total is at least
+/// their number and at most that plus one per killed process (its one unacknowledged
+/// request, which may have been applied).
+#[test]
+fn kill_storm_keeps_acknowledged_increments_exactly_once() {
+    let dir = common::tempdir();
+    let path = store_path(&dir);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    eprintln!("kill storm seed {seed}");
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut acked: Vec<i64> = Vec::new();
+    let mut collect = |p: &mut Proc, acked: &mut Vec<i64>| -> usize {
+        let mut n = 0;
+        while let Some(l) = p.try_line() {
+            if l != "ready" {
+                acked.push(l.parse().unwrap());
+                n += 1;
+            }
+        }
+        n
+    };
+    let spawn = || {
+        let mut p = Proc::spawn("inc_forever", &[&path]);
+        p.expect("ready");
+        p
+    };
+    let mut kids: Vec<Proc> = (0..4).map(|_| spawn()).collect();
+    let kills = 40;
+    for _ in 0..kills {
+        let victim = next(4) as usize;
+        // Let everyone make progress: the victim must acknowledge a few more (so it is
+        // in the middle of its loop), bounded by PATIENCE through expect_line.
+        let want = 1 + next(200);
+        for _ in 0..want {
+            let l = kids[victim].expect_line(PATIENCE);
+            acked.push(l.parse().unwrap());
+        }
+        let mut dead = std::mem::replace(&mut kids[victim], spawn());
+        dead.kill_and_reap();
+        // Lines said before the kill are still in the pipe.
+        common::eventually(PATIENCE, "reader thread drains the pipe", || {
+            collect(&mut dead, &mut acked);
+            dead.try_line().is_none()
+        });
+        for k in kids.iter_mut() {
+            collect(k, &mut acked);
+        }
+    }
+    for k in &mut kids {
+        k.kill_and_reap();
+    }
+    for mut k in kids {
+        collect(&mut k, &mut acked);
+    }
+    let killed = kills + 4;
+
+    // A request of a killed process may still be pending on the board: the next
+    // combiner (this increment of 0) applies it.
+    let d = SharedData::open(&path).unwrap();
+    let total = d.increment("counter", 0).unwrap();
+    assert_eq!(d.get::<i64>("counter").unwrap(), Some(total));
+    let n = acked.len() as i64;
+    eprintln!("kill storm: {n} acknowledged, total {total}, {killed} killed");
+    let mut sorted = acked.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), acked.len(), "an acknowledged result was handed out twice");
+    assert!(
+        n <= total && total <= n + killed as i64,
+        "total {total}, acknowledged {n}, killed {killed} (seed {seed})"
+    );
+    assert!(*sorted.last().unwrap() <= total && sorted[0] >= 1);
+    // The store is whole and the writers' lock free.
+    d.set("after", &1).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -60,14 +60,16 @@ const OP: usize = 44;
 /// The operation of a request (only `increment` is combined).
 const OP_INCREMENT: u32 = 1;
 
-// The state word: bits 0-1 the state, bit 2 "the owner sleeps on this word", bits 3-31 a
-// counter bumped by every change, so a sleeper whose word changed never misses it.
+// The state word: bits 0-1 the state, bit 2 "the owner sleeps on this word", bit 3 "a
+// combiner has read this request", bits 4-31 a counter bumped by every change, so a
+// sleeper whose word changed never misses it.
 const STATE_MASK: u32 = 0b11;
 const IDLE: u32 = 0;
 const PENDING: u32 = 1;
 const DONE: u32 = 2;
 const SLEEPING: u32 = 0b100;
-const TICK: u32 = 0b1000;
+const TAKEN: u32 = 0b1000;
+const TICK: u32 = 0b1_0000;
 
 /// The outcome of a request, as stored in its slot and in the record.
 pub(super) const STATUS_OK: u32 = 0;
@@ -88,8 +90,14 @@ pub(super) const RECORD_ENTRY: usize = 24;
 /// Length of the record blob.
 pub(super) const RECORD_LEN: usize = SLOTS * RECORD_ENTRY;
 
+/// The word after a change of state (which clears the flags).
 fn next(word: u32, state: u32) -> u32 {
-    (word & !(STATE_MASK | SLEEPING)).wrapping_add(TICK) | state
+    (word & !(TICK - 1)).wrapping_add(TICK) | state
+}
+
+/// The word of a pending request after a kick: only the counter moves.
+fn kicked(word: u32) -> u32 {
+    (word & !SLEEPING).wrapping_add(TICK)
 }
 
 /// The request board of one store, mapped.
@@ -106,6 +114,9 @@ pub(super) struct Request {
     /// The key, or `None` if the slot holds a damaged request.
     pub(super) key: Option<String>,
     pub(super) delta: i64,
+    /// Whether an earlier combiner read this request already (it may have applied it,
+    /// and died before marking it done).
+    pub(super) taken: bool,
 }
 
 /// One entry of the record of applied requests.
@@ -308,6 +319,7 @@ impl Board {
             if skip[i] || self.state(i).load(Ordering::Acquire) & STATE_MASK != PENDING {
                 continue;
             }
+            let taken = self.state(i).fetch_or(TAKEN, Ordering::AcqRel) & TAKEN != 0;
             let seq = self.u64_field(i, SEQ).load(Ordering::Relaxed);
             let delta = self.u64_field(i, DELTA).load(Ordering::Relaxed) as i64;
             let op = self.u32_field(i, OP).load(Ordering::Relaxed);
@@ -324,6 +336,7 @@ impl Board {
                 seq,
                 key,
                 delta,
+                taken,
             });
         }
         out
@@ -362,7 +375,7 @@ impl Board {
                 continue;
             }
             let old = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                (w & STATE_MASK == PENDING).then_some(next(w, PENDING))
+                (w & STATE_MASK == PENDING).then_some(kicked(w))
             });
             if let Ok(old) = old {
                 if old & SLEEPING != 0 {
@@ -391,9 +404,10 @@ mod tests {
     fn state_word_transitions_keep_counter_moving() {
         let w = next(0, PENDING);
         assert_eq!(w & STATE_MASK, PENDING);
-        let k = next(w | SLEEPING, PENDING);
-        assert_ne!(k, w);
-        assert_eq!(k & SLEEPING, 0);
+        let k = kicked(w | SLEEPING | TAKEN);
+        assert_ne!(k, w | TAKEN);
+        assert_eq!(k & (SLEEPING | TAKEN | STATE_MASK), TAKEN | PENDING);
+        assert_eq!(next(k, IDLE) & (TICK - 1), IDLE);
         assert_eq!(next(u32::MAX, DONE) & STATE_MASK, DONE);
     }
 
@@ -425,6 +439,8 @@ mod tests {
         let p = b.pending(&[false; SLOTS]);
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].slot, p[0].seq, p[0].key.as_deref(), p[0].delta), (s, 1, Some("k"), 5));
+        assert!(!p[0].taken);
+        assert!(b.pending(&[false; SLOTS])[0].taken, "read once already");
         let sleeping = b.finish(
             s,
             Applied {

@@ -859,7 +859,11 @@ impl SharedData {
                 seen[r.slot] = true;
                 if r.slot == own {
                     inner.board.withdraw(own);
-                } else {
+                }
+                // A request another combiner read may be in its commit already: look it
+                // up in the record (always for others' requests, whose owners count on
+                // it; for our own only then).
+                if r.slot != own || r.taken {
                     let record = match &mut record {
                         Some(rec) => rec,
                         None => record.insert(ops.load_record()?),
@@ -924,7 +928,9 @@ impl SharedData {
                 ops.put(key, &v.to_string())?;
             }
         }
-        if let Some(record) = &mut record {
+        if let Some(record) = &mut record
+            && outcomes.iter().any(|(slot, _)| *slot != own)
+        {
             for (slot, a) in &outcomes {
                 if *slot != own {
                     a.write(record, *slot);
@@ -1746,6 +1752,106 @@ mod tests {
     #[test]
     fn lock_path_appends_suffix() {
         assert_eq!(lock_path_of(Path::new("/tmp/x")), Path::new("/tmp/x-lock"));
+    }
+
+    /// An owner identity no process has (PIDs stay below 2^22 on Linux).
+    fn ghost(n: u32) -> u64 {
+        (u64::from((1 << 30) + n) << 32) | 1
+    }
+
+    #[test]
+    fn combiner_killed_after_commit_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let d = SharedData::open(&path).unwrap();
+        d.set("k", &10).unwrap();
+        // A requester (a process since killed) published +5 on "k" ...
+        let board = Board::open(&sidecar(&path, "-board"), 0o600).unwrap();
+        let (slot, seq) = board.claim(ghost(0)).unwrap();
+        board.publish(slot, seq + 1, "k", 5);
+        // ... and a combiner applied it, committed, and was killed before marking it
+        // done: the commit holds the change and the record, the board still says pending.
+        let mut rec = vec![0u8; board::RECORD_LEN];
+        Applied {
+            seq: seq + 1,
+            result: 15,
+            status: board::STATUS_OK,
+        }
+        .write(&mut rec, slot);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
+            .unwrap();
+        conn.execute(
+            "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
+            [&rec],
+        )
+        .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        // The next combiner marks it done with the recorded result, without applying
+        // it again.
+        assert_eq!(d.increment("k", 1).unwrap(), 16);
+        assert_eq!(board.take_done(slot), Some(Ok(15)));
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(16));
+    }
+
+    #[test]
+    fn own_request_applied_by_a_killed_combiner_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let d = SharedData::open(&path).unwrap();
+        assert_eq!(d.increment("k", 10).unwrap(), 10); // claims a slot
+        let mut guard = d.inner.lock().unwrap();
+        let inner = guard.as_mut().unwrap();
+        let slot = inner.slot.unwrap();
+        inner.seq += 1;
+        inner.board.publish(slot, inner.seq, "k", 5);
+        // Another process's combiner read our request, applied it, committed, and was
+        // killed before marking it done ...
+        assert_eq!(inner.board.pending(&[false; board::SLOTS]).len(), 1);
+        let mut rec = vec![0u8; board::RECORD_LEN];
+        Applied {
+            seq: inner.seq,
+            result: 15,
+            status: board::STATUS_OK,
+        }
+        .write(&mut rec, slot);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
+            .unwrap();
+        conn.execute("INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1)", [&rec])
+            .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        // ... so when we combine, our own request is found in the record.
+        let mut wake = Vec::new();
+        assert_eq!(d.combine(inner, slot, &mut wake).unwrap(), Some(Ok(15)));
+        drop(guard);
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(15));
+        assert_eq!(d.increment("k", 1).unwrap(), 16);
+    }
+
+    #[test]
+    fn dead_owners_requests_are_applied_and_their_slots_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let d = SharedData::open(&path).unwrap();
+        let board = Board::open(&sidecar(&path, "-board"), 0o600).unwrap();
+        // Dead processes hold every slot; one left a request pending.
+        let mut pending = None;
+        for n in 0..board::SLOTS as u32 {
+            let (slot, seq) = board.claim(ghost(n)).unwrap();
+            if n == 7 {
+                board.publish(slot, seq + 1, "k", 2);
+                pending = Some(slot);
+            }
+        }
+        // Our increment reclaims a dead owner's idle slot and, combining, applies the
+        // pending request too.
+        d.increment("k", 1).unwrap();
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(3));
+        let slot = pending.unwrap();
+        assert!(matches!(board.take_done(slot), Some(Ok(2 | 3))));
+        assert!(d.inner.lock().unwrap().as_ref().unwrap().slot.is_some());
     }
 
     #[test]
