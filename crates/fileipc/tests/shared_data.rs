@@ -385,15 +385,8 @@ fn kill_storm_keeps_acknowledged_increments_exactly_once() {
         rng % n
     };
     let mut acked: Vec<i64> = Vec::new();
-    let mut collect = |p: &mut Proc, acked: &mut Vec<i64>| -> usize {
-        let mut n = 0;
-        while let Some(l) = p.try_line() {
-            if l != "ready" {
-                acked.push(l.parse().unwrap());
-                n += 1;
-            }
-        }
-        n
+    let record = |lines: Vec<String>, acked: &mut Vec<i64>| {
+        acked.extend(lines.iter().map(|l| l.parse::<i64>().unwrap()));
     };
     let spawn = || {
         let mut p = Proc::spawn("inc_forever", &[&path]);
@@ -414,19 +407,11 @@ fn kill_storm_keeps_acknowledged_increments_exactly_once() {
         let mut dead = std::mem::replace(&mut kids[victim], spawn());
         dead.kill_and_reap();
         // Lines said before the kill are still in the pipe.
-        common::eventually(PATIENCE, "reader thread drains the pipe", || {
-            collect(&mut dead, &mut acked);
-            dead.try_line().is_none()
-        });
-        for k in kids.iter_mut() {
-            collect(k, &mut acked);
-        }
-    }
-    for k in &mut kids {
-        k.kill_and_reap();
+        record(dead.remaining_lines(PATIENCE), &mut acked);
     }
     for mut k in kids {
-        collect(&mut k, &mut acked);
+        k.kill_and_reap();
+        record(k.remaining_lines(PATIENCE), &mut acked);
     }
     let killed = kills + 4;
 
