@@ -425,7 +425,11 @@ fn kill_storm_keeps_acknowledged_increments_exactly_once() {
     let mut sorted = acked.clone();
     sorted.sort_unstable();
     sorted.dedup();
-    assert_eq!(sorted.len(), acked.len(), "an acknowledged result was handed out twice");
+    assert_eq!(
+        sorted.len(),
+        acked.len(),
+        "an acknowledged result was handed out twice"
+    );
     assert!(
         n <= total && total <= n + killed as i64,
         "total {total}, acknowledged {n}, killed {killed} (seed {seed})"

@@ -204,10 +204,7 @@ impl Board {
                 // A dead owner can no longer publish, so a slot seen not pending stays
                 // so; a pending one waits for the next combiner to apply it.
                 let state = self.state(i).load(Ordering::Acquire) & STATE_MASK;
-                if owner == 0
-                    || state == PENDING
-                    || sys::owner_alive((owner >> 32) as u32, owner)
-                {
+                if owner == 0 || state == PENDING || sys::owner_alive((owner >> 32) as u32, owner) {
                     continue;
                 }
                 if self
@@ -289,16 +286,10 @@ impl Board {
 
     /// Sleeps while the caller's state word still holds `seen` (from
     /// [`Board::observe`]): until its request is done, it is kicked, a slice passes, or
-    /// spuriously. Checks `spin` times first (a combiner on another CPU often finishes
-    /// within microseconds).
-    pub(super) fn wait(&self, slot: usize, seen: u32, spin: u32) -> Result<()> {
+    /// spuriously. (Spinning first did not pay in measurements: with more processes
+    /// than CPUs, a spinning owner takes the CPU another owner needs to publish.)
+    pub(super) fn wait(&self, slot: usize, seen: u32) -> Result<()> {
         let word = self.state(slot);
-        for _ in 0..spin {
-            if word.load(Ordering::Acquire) != seen {
-                return Ok(());
-            }
-            std::hint::spin_loop();
-        }
         let asleep = seen | SLEEPING;
         if word
             .compare_exchange(seen, asleep, Ordering::AcqRel, Ordering::Acquire)
@@ -315,8 +306,8 @@ impl Board {
     /// the writers' lock).
     pub(super) fn pending(&self, skip: &[bool; SLOTS]) -> Vec<Request> {
         let mut out = Vec::new();
-        for i in 0..SLOTS {
-            if skip[i] || self.state(i).load(Ordering::Acquire) & STATE_MASK != PENDING {
+        for (i, &skip) in skip.iter().enumerate() {
+            if skip || self.state(i).load(Ordering::Acquire) & STATE_MASK != PENDING {
                 continue;
             }
             let taken = self.state(i).fetch_or(TAKEN, Ordering::AcqRel) & TAKEN != 0;
@@ -438,7 +429,10 @@ mod tests {
         assert!(b.take_done(s).is_none());
         let p = b.pending(&[false; SLOTS]);
         assert_eq!(p.len(), 1);
-        assert_eq!((p[0].slot, p[0].seq, p[0].key.as_deref(), p[0].delta), (s, 1, Some("k"), 5));
+        assert_eq!(
+            (p[0].slot, p[0].seq, p[0].key.as_deref(), p[0].delta),
+            (s, 1, Some("k"), 5)
+        );
         assert!(!p[0].taken);
         assert!(b.pending(&[false; SLOTS])[0].taken, "read once already");
         let sleeping = b.finish(
@@ -454,6 +448,10 @@ mod tests {
         assert!(b.pending(&[false; SLOTS]).is_empty());
         b.release(s, me);
         b.release(t, me);
-        assert_eq!(b.claim(me).map(|c| c.1), Some(1), "sequence kept across owners");
+        assert_eq!(
+            b.claim(me).map(|c| c.1),
+            Some(1),
+            "sequence kept across owners"
+        );
     }
 }

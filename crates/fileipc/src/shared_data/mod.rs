@@ -85,22 +85,9 @@ const APPLIED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_applied (\n    
                               id    INTEGER PRIMARY KEY,\n    \
                               slots BLOB NOT NULL\n)";
 
-static STATS: [std::sync::atomic::AtomicU64; 3] = [const { std::sync::atomic::AtomicU64::new(0) }; 3];
-
-/// How many times a combined `increment` checks its slot before sleeping on it.
-fn spin_checks() -> u32 {
-    static SPIN: OnceLock<u32> = OnceLock::new();
-    *SPIN.get_or_init(|| {
-        std::env::var("FILEIPC_KV_SPIN")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    })
-}
-
 /// How long SQLite's own busy handler may wait before reporting "busy". fileipc writers
-/// never make each other wait there (they queue on the lock file); this covers WAL
-/// recovery after a crash and foreign writers.
+/// never make each other wait there (they queue on the lock file or the board); this
+/// covers WAL recovery after a crash and foreign writers.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pages of WAL after which the committing writer copies them back into the database
@@ -774,10 +761,7 @@ impl SharedData {
                         Err(e) => Err(e),
                     }
                 }
-                Ok(false) => {
-                    STATS[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    inner.board.wait(slot, seen, spin_checks())
-                }
+                Ok(false) => inner.board.wait(slot, seen),
                 Err(e) => Err(e),
             };
             if let Err(e) = step {
@@ -854,7 +838,6 @@ impl SharedData {
             if batch.is_empty() {
                 break;
             }
-            STATS[1].fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for r in batch {
                 seen[r.slot] = true;
                 if r.slot == own {
@@ -922,7 +905,6 @@ impl SharedData {
         if outcomes.is_empty() {
             return Ok(None);
         }
-        STATS[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (key, cur, changed) in &values {
             if let (Some(v), true) = (cur, changed) {
                 ops.put(key, &v.to_string())?;
@@ -1031,9 +1013,6 @@ impl Drop for SharedData {
             // might delete the WAL the parent is using. Leak it.
             std::mem::forget(inner);
             return;
-        }
-        if std::env::var_os("FILEIPC_KV_STATS").is_some() {
-            eprintln!("combines {} requests {} waits {}", STATS[0].load(std::sync::atomic::Ordering::Relaxed), STATS[1].load(std::sync::atomic::Ordering::Relaxed), STATS[2].load(std::sync::atomic::Ordering::Relaxed));
         }
         if let Some(inner) = inner {
             if let Some(slot) = inner.slot {
@@ -1645,7 +1624,9 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
         }
         // Stores made before combining lack the record table: add it (once).
         let has_applied: bool = conn
-            .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'fileipc_applied'")
+            .prepare(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'fileipc_applied'",
+            )
             .and_then(|mut s| s.exists([]))
             .map_err(sq)?;
         if !has_applied {
@@ -1819,8 +1800,11 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
             .unwrap();
-        conn.execute("INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1)", [&rec])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1)",
+            [&rec],
+        )
+        .unwrap();
         conn.execute_batch("COMMIT").unwrap();
         // ... so when we combine, our own request is found in the record.
         let mut wake = Vec::new();
