@@ -20,11 +20,33 @@
 //! safety net for the rare moments SQLite itself needs exclusive access (WAL recovery
 //! after a crash, a foreign writer such as the `sqlite3` shell).
 //!
+//! # Combining contended increments
+//!
+//! Most of a small write's cost is its commit (appending to the WAL, the WAL index, the
+//! POSIX locks), and commits are serial. So [`SharedData::increment`] does not queue for
+//! the lock: it publishes its request in its own slot of a mapped *request board*
+//! `PATH-board` and tries the lock without blocking. Whoever gets the lock is the
+//! *combiner*: it applies every pending request (all increments of one key with one read
+//! and one write) in one transaction, hands each owner its result through its slot and
+//! wakes it. The others sleep on their slot's futex word until their result is there,
+//! or until the lock is free for one of them to combine. Any number of contended
+//! increments then share one commit. Exactly-once survives `SIGKILL` of a combiner at any
+//! point because the sequence number and outcome of every request applied for another
+//! process is recorded in the same transaction (table `fileipc_applied`); see the module
+//! `board` and `docs/FORMAT.md`.
+//!
 //! # Process death
 //!
 //! A writer killed in the middle of a transaction leaves its WAL frames uncommitted;
 //! SQLite ignores them, so the transaction is wholly absent. The kernel releases its
 //! `flock` when its last descriptor closes, so the next writer proceeds at once.
+//!
+//! A process killed while its `increment` waits on the board leaves the request there:
+//! the next combiner applies it (it was never acknowledged, so either outcome is
+//! allowed; it is applied at most once), and a later opener reuses the slot. A combiner
+//! killed before its commit leaves the requests pending for the next one; killed after
+//! it, the record tells the next one not to apply them again, only to hand out the
+//! recorded results.
 //!
 //! # Durability
 //!
@@ -232,8 +254,9 @@ impl fmt::Debug for SharedData {
 
 impl SharedData {
     /// Opens the store at `path`, creating it (mode 0600) if it is missing or an empty
-    /// file. The lock file `PATH-lock` is created beside it; SQLite adds `PATH-wal` and
-    /// `PATH-shm` while the store is in use.
+    /// file. The lock file `PATH-lock` and the request board `PATH-board` (see
+    /// [`increment`](SharedData::increment)) are created beside it; SQLite adds `PATH-wal`
+    /// and `PATH-shm` while the store is in use.
     ///
     /// An existing file is checked before anything is written to it: a file that is not
     /// a fileipc store (garbage, an SQLite database of another application or schema,
@@ -318,6 +341,8 @@ impl SharedData {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
             .map_err(sq)?;
         let board = Board::open(&sidecar(path, "-board"), opts.mode)?;
+        // Requests published while we held the lock above wait for a combiner.
+        board.kick(0);
         Ok(SharedData {
             path: path.to_owned(),
             lock_path,
@@ -616,6 +641,11 @@ impl SharedData {
 
     /// Atomically adds `by` to the integer at `key` (a missing key counts as 0) and
     /// returns the new value.
+    ///
+    /// Concurrent increments from any processes are combined: one of the callers applies
+    /// all that are waiting in a single transaction (the request board of
+    /// `docs/FORMAT.md`), so that they share one commit. Each is applied exactly once; the
+    /// values returned to concurrent callers are distinct steps of one serial order.
     ///
     /// # Errors
     ///
@@ -1028,6 +1058,7 @@ impl Drop for SharedData {
             drop(inner.conn);
             if locked {
                 let _ = sys::unlock(&inner.lock);
+                inner.board.kick(0);
             }
         }
         registry_release(self.store_id);
