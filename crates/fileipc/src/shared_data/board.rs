@@ -143,9 +143,13 @@ impl Applied {
         }
     }
 
-    /// Writes this entry as entry `slot` of `record` (which is `RECORD_LEN` long).
-    pub(super) fn write(self, record: &mut [u8], slot: usize) {
+    /// Writes this entry as entry `slot` of `record`, lengthening it if needed (a
+    /// record only grows).
+    pub(super) fn write(self, record: &mut Vec<u8>, slot: usize) {
         let at = slot * RECORD_ENTRY;
+        if record.len() < at + RECORD_ENTRY {
+            record.resize(at + RECORD_ENTRY, 0);
+        }
         if let Some(e) = record.get_mut(at..at + RECORD_ENTRY) {
             e[0..8].copy_from_slice(&self.seq.to_le_bytes());
             e[8..16].copy_from_slice(&self.result.to_le_bytes());
@@ -404,13 +408,14 @@ mod tests {
 
     #[test]
     fn record_entries_round_trip() {
-        let mut rec = vec![0u8; RECORD_LEN];
+        let mut rec = Vec::new();
         let a = Applied {
             seq: 7,
             result: -3,
             status: STATUS_OVERFLOW,
         };
         a.write(&mut rec, SLOTS - 1);
+        assert_eq!(rec.len(), RECORD_LEN);
         assert_eq!(Applied::read(&rec, SLOTS - 1), a);
         assert_eq!(Applied::read(&rec, 0), Applied::default());
         assert_eq!(Applied::read(&[], 3), Applied::default());

@@ -1428,19 +1428,20 @@ impl Ops<'_> {
         Ok(new)
     }
 
-    /// The record of combined requests applied (zeros where there is none yet).
+    /// The record of combined requests applied: its entries up to the highest slot
+    /// ever recorded (entries beyond read as zeros; the blob never shrinks, so that
+    /// an entry once written stays).
     fn load_record(&self) -> Result<Vec<u8>> {
         let mut st = self
             .conn
             .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = 1")
             .map_err(|e| self.sq(e))?;
         let mut rows = st.query([]).map_err(|e| self.sq(e))?;
-        let mut rec = vec![0u8; board::RECORD_LEN];
+        let mut rec = Vec::new();
         if let Some(row) = rows.next().map_err(|e| self.sq(e))?
             && let ValueRef::Blob(b) = row.get_ref(0).map_err(|e| self.sq(e))?
         {
-            let n = b.len().min(rec.len());
-            rec[..n].copy_from_slice(&b[..n]);
+            rec.extend_from_slice(&b[..b.len().min(board::RECORD_LEN)]);
         }
         Ok(rec)
     }
@@ -1783,7 +1784,7 @@ mod tests {
         board.publish(slot, seq + 1, "k", 5);
         // ... and a combiner applied it, committed, and was killed before marking it
         // done: the commit holds the change and the record, the board still says pending.
-        let mut rec = vec![0u8; board::RECORD_LEN];
+        let mut rec = Vec::new();
         Applied {
             seq: seq + 1,
             result: 15,
@@ -1821,7 +1822,7 @@ mod tests {
         // Another process's combiner read our request, applied it, committed, and was
         // killed before marking it done ...
         assert_eq!(inner.board.pending(&[false; board::SLOTS]).len(), 1);
-        let mut rec = vec![0u8; board::RECORD_LEN];
+        let mut rec = Vec::new();
         Applied {
             seq: inner.seq,
             result: 15,
