@@ -24,6 +24,16 @@ fn child_process_entry() {
         "killed_in_tx" => killed_in_tx(&args[0]),
         "tx_loop" => tx_loop(&args[0]),
         "inc_forever" => inc_forever(&args[0]),
+        "inc_once" => {
+            // Opening takes the writers' lock briefly: open first, then wait for the
+            // parent's go (a file) while it holds the lock.
+            let d = SharedData::open(&args[0]).unwrap();
+            say("opened");
+            let go = PathBuf::from(format!("{}-go", args[0]));
+            common::eventually(PATIENCE, "go file", || go.exists());
+            say("publishing");
+            say(d.increment("counter", 1).unwrap());
+        }
         "example" => example(&args[0], args[1].parse().unwrap(), args[2].parse().unwrap()),
         other => panic!("unknown role {other}"),
     });
@@ -442,6 +452,74 @@ fn kill_storm_keeps_acknowledged_increments_exactly_once() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok");
+}
+
+/// Whether the request board of the store at `path` has a pending request (slot state
+/// words at 128 + 256 * i, state in bits 0-1, 1 = pending; see docs/FORMAT.md).
+fn board_has_pending(path: &str) -> bool {
+    let b = std::fs::read(format!("{path}-board")).unwrap_or_default();
+    (0..64).any(|i| {
+        let at = 128 + 256 * i;
+        b.get(at..at + 4)
+            .is_some_and(|w| u32::from_le_bytes(w.try_into().unwrap()) & 3 == 1)
+    })
+}
+
+/// A process killed while its increment waits on the board: the request is applied by
+/// the next combiner (at most once), and nobody waits for the dead owner.
+#[test]
+fn requester_killed_while_waiting_is_applied_and_blocks_nobody() {
+    let dir = common::tempdir();
+    let path = store_path(&dir);
+    let d = std::sync::Arc::new(SharedData::open(&path).unwrap());
+    d.set("counter", &0).unwrap();
+    let mut child = Proc::spawn("inc_once", &[&path]);
+    child.expect("opened");
+    // Hold the writers' lock in a transaction, so the child's request must wait.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let d = d.clone();
+        std::thread::spawn(move || {
+            d.transaction(|tx| {
+                tx.set("held", &true)?;
+                held_tx.send(()).unwrap();
+                let _ = go_rx.recv_timeout(PATIENCE);
+                Ok(())
+            })
+            .unwrap();
+        })
+    };
+    held_rx.recv_timeout(PATIENCE).unwrap();
+    std::fs::write(format!("{path}-go"), b"").unwrap();
+    child.expect("publishing");
+    common::eventually(PATIENCE, "the child's request on the board", || {
+        board_has_pending(&path)
+    });
+    assert!(
+        child.try_line().is_none(),
+        "the increment cannot be done yet"
+    );
+    child.kill_and_reap();
+    assert!(child.remaining_lines(PATIENCE).is_empty());
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+
+    // The next increment combines the dead process's request with its own. Bounded:
+    // it must not wait for the dead owner (a generous bound; the slice is 10 ms).
+    let other = SharedData::open(&path).unwrap();
+    let t = Instant::now();
+    let v = other.increment("counter", 10).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(v == 10 || v == 11, "{v}");
+    assert_eq!(other.get::<i64>("counter").unwrap(), Some(11));
+    assert!(!board_has_pending(&path));
+    // Applied once: more increments do not apply it again.
+    assert_eq!(other.increment("counter", 1).unwrap(), 12);
 }
 
 // ---------------------------------------------------------------------------------------
