@@ -34,6 +34,7 @@ pub(crate) enum Kind {
     Mutex = 1,
     Semaphore = 2,
     Queue = 3,
+    SharedDataBoard = 4,
 }
 
 impl Kind {
@@ -42,6 +43,7 @@ impl Kind {
             Kind::Mutex => "fileipc mutex file",
             Kind::Semaphore => "fileipc semaphore file",
             Kind::Queue => "fileipc queue control file",
+            Kind::SharedDataBoard => "fileipc shared data request board",
         }
     }
 
@@ -50,6 +52,7 @@ impl Kind {
             1 => Kind::Mutex,
             2 => Kind::Semaphore,
             3 => Kind::Queue,
+            4 => Kind::SharedDataBoard,
             _ => return None,
         })
     }

@@ -23,6 +23,17 @@ fn child_process_entry() {
         "reader" => reader(&args[0], args[1].parse().unwrap()),
         "killed_in_tx" => killed_in_tx(&args[0]),
         "tx_loop" => tx_loop(&args[0]),
+        "inc_forever" => inc_forever(&args[0]),
+        "inc_once" => {
+            // Opening takes the writers' lock briefly: open first, then wait for the
+            // parent's go (a file) while it holds the lock.
+            let d = SharedData::open(&args[0]).unwrap();
+            say("opened");
+            let go = PathBuf::from(format!("{}-go", args[0]));
+            common::eventually(PATIENCE, "go file", || go.exists());
+            say("publishing");
+            say(d.increment("counter", 1).unwrap());
+        }
         "example" => example(&args[0], args[1].parse().unwrap(), args[2].parse().unwrap()),
         other => panic!("unknown role {other}"),
     });
@@ -345,6 +356,170 @@ fn sigkill_at_random_points_keeps_transactions_whole() {
         // Unlocked for the next one.
         d.set("round", &round).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Combining under SIGKILL: exactly once per acknowledged increment
+
+/// Increments forever, announcing every acknowledged result.
+fn inc_forever(path: &str) {
+    let d = SharedData::open(path).unwrap();
+    say("ready");
+    loop {
+        let v = d.increment("counter", 1).expect("increment failed");
+        say(v);
+    }
+}
+
+/// Four processes increment one key while the test SIGKILLs them one at a time, at
+/// random moments (most land inside a combiner's transaction, or while a requester
+/// waits for a combiner), replacing each. Every acknowledged increment must be in the
+/// total exactly once: the acknowledged results are distinct, and the total is at least
+/// their number and at most that plus one per killed process (its one unacknowledged
+/// request, which may have been applied).
+#[test]
+fn kill_storm_keeps_acknowledged_increments_exactly_once() {
+    let dir = common::tempdir();
+    let path = store_path(&dir);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    eprintln!("kill storm seed {seed}");
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut acked: Vec<i64> = Vec::new();
+    let record = |lines: Vec<String>, acked: &mut Vec<i64>| {
+        acked.extend(lines.iter().map(|l| l.parse::<i64>().unwrap()));
+    };
+    let spawn = || {
+        let mut p = Proc::spawn("inc_forever", &[&path]);
+        p.expect("ready");
+        p
+    };
+    let mut kids: Vec<Proc> = (0..4).map(|_| spawn()).collect();
+    let kills = 40;
+    for _ in 0..kills {
+        let victim = next(4) as usize;
+        // Let everyone make progress: the victim must acknowledge a few more (so it is
+        // in the middle of its loop), bounded by PATIENCE through expect_line.
+        let want = 1 + next(200);
+        for _ in 0..want {
+            let l = kids[victim].expect_line(PATIENCE);
+            acked.push(l.parse().unwrap());
+        }
+        let mut dead = std::mem::replace(&mut kids[victim], spawn());
+        dead.kill_and_reap();
+        // Lines said before the kill are still in the pipe.
+        record(dead.remaining_lines(PATIENCE), &mut acked);
+    }
+    for mut k in kids {
+        k.kill_and_reap();
+        record(k.remaining_lines(PATIENCE), &mut acked);
+    }
+    let killed = kills + 4;
+
+    // A request of a killed process may still be pending on the board: the next
+    // combiner (this increment of 0) applies it.
+    let d = SharedData::open(&path).unwrap();
+    let total = d.increment("counter", 0).unwrap();
+    assert_eq!(d.get::<i64>("counter").unwrap(), Some(total));
+    let n = acked.len() as i64;
+    eprintln!("kill storm: {n} acknowledged, total {total}, {killed} killed");
+    let mut sorted = acked.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        acked.len(),
+        "an acknowledged result was handed out twice"
+    );
+    assert!(
+        n <= total && total <= n + killed as i64,
+        "total {total}, acknowledged {n}, killed {killed} (seed {seed})"
+    );
+    assert!(*sorted.last().unwrap() <= total && sorted[0] >= 1);
+    // The store is whole and the writers' lock free.
+    d.set("after", &1).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}
+
+/// Whether the request board of the store at `path` has a pending request (slot state
+/// words at 128 + 256 * i, state in bits 0-1, 1 = pending; see docs/FORMAT.md).
+fn board_has_pending(path: &str) -> bool {
+    let b = std::fs::read(format!("{path}-board")).unwrap_or_default();
+    (0..64).any(|i| {
+        let at = 128 + 256 * i;
+        b.get(at..at + 4)
+            .is_some_and(|w| u32::from_le_bytes(w.try_into().unwrap()) & 3 == 1)
+    })
+}
+
+/// A process killed while its increment waits on the board: the request is applied by
+/// the next combiner (at most once), and nobody waits for the dead owner.
+#[test]
+fn requester_killed_while_waiting_is_applied_and_blocks_nobody() {
+    let dir = common::tempdir();
+    let path = store_path(&dir);
+    let d = std::sync::Arc::new(SharedData::open(&path).unwrap());
+    d.set("counter", &0).unwrap();
+    let mut child = Proc::spawn("inc_once", &[&path]);
+    child.expect("opened");
+    // Hold the writers' lock in a transaction, so the child's request must wait.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let d = d.clone();
+        std::thread::spawn(move || {
+            d.transaction(|tx| {
+                tx.set("held", &true)?;
+                held_tx.send(()).unwrap();
+                let _ = go_rx.recv_timeout(PATIENCE);
+                Ok(())
+            })
+            .unwrap();
+        })
+    };
+    held_rx.recv_timeout(PATIENCE).unwrap();
+    std::fs::write(format!("{path}-go"), b"").unwrap();
+    child.expect("publishing");
+    common::eventually(PATIENCE, "the child's request on the board", || {
+        board_has_pending(&path)
+    });
+    assert!(
+        child.try_line().is_none(),
+        "the increment cannot be done yet"
+    );
+    child.kill_and_reap();
+    assert!(child.remaining_lines(PATIENCE).is_empty());
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+
+    // The next increment combines the dead process's request with its own. Bounded:
+    // it must not wait for the dead owner (a generous bound; the slice is 10 ms).
+    let other = SharedData::open(&path).unwrap();
+    let t = Instant::now();
+    let v = other.increment("counter", 10).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(v == 10 || v == 11, "{v}");
+    assert_eq!(other.get::<i64>("counter").unwrap(), Some(11));
+    assert!(!board_has_pending(&path));
+    // Applied once: more increments do not apply it again.
+    assert_eq!(other.increment("counter", 1).unwrap(), 12);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -223,4 +223,22 @@ impl Proc {
         }
         self.status
     }
+
+    /// After the child exited (e.g. after [`Proc::kill_and_reap`]): every line it said
+    /// that was not read yet, waiting at most `timeout` for the pipe to be drained;
+    /// panics on timeout.
+    pub fn remaining_lines(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(RecvTimeoutError::Disconnected) => return out,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("output of child {} not closed within {timeout:?}", self.pid)
+                }
+            }
+        }
+    }
 }

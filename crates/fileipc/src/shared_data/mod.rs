@@ -20,11 +20,33 @@
 //! safety net for the rare moments SQLite itself needs exclusive access (WAL recovery
 //! after a crash, a foreign writer such as the `sqlite3` shell).
 //!
+//! # Combining contended increments
+//!
+//! Most of a small write's cost is its commit (appending to the WAL, the WAL index, the
+//! POSIX locks), and commits are serial. So [`SharedData::increment`] does not queue for
+//! the lock: it publishes its request in its own slot of a mapped *request board*
+//! `PATH-board` and tries the lock without blocking. Whoever gets the lock is the
+//! *combiner*: it applies every pending request (all increments of one key with one read
+//! and one write) in one transaction, hands each owner its result through its slot and
+//! wakes it. The others sleep on their slot's futex word until their result is there,
+//! or until the lock is free for one of them to combine. Any number of contended
+//! increments then share one commit. Exactly-once survives `SIGKILL` of a combiner at any
+//! point because the sequence number and outcome of every request applied for another
+//! process is recorded in the same transaction (table `fileipc_applied`); see the module
+//! `board` and `docs/FORMAT.md`.
+//!
 //! # Process death
 //!
 //! A writer killed in the middle of a transaction leaves its WAL frames uncommitted;
 //! SQLite ignores them, so the transaction is wholly absent. The kernel releases its
 //! `flock` when its last descriptor closes, so the next writer proceeds at once.
+//!
+//! A process killed while its `increment` waits on the board leaves the request there:
+//! the next combiner applies it (it was never acknowledged, so either outcome is
+//! allowed; it is applied at most once), and a later opener reuses the slot. A combiner
+//! killed before its commit leaves the requests pending for the next one; killed after
+//! it, the record tells the next one not to apply them again, only to hand out the
+//! recorded results.
 //!
 //! # Durability
 //!
@@ -67,6 +89,10 @@ use crate::error::{Error, IoResultExt, Result};
 use crate::state::{DEFAULT_MODE, MAGIC};
 use crate::sys;
 
+mod board;
+
+use board::{Applied, Board};
+
 /// `PRAGMA application_id` of a fileipc store: `"FIPC"` read as a big-endian `i32`.
 pub(crate) const APPLICATION_ID: i32 = 0x4649_5043;
 /// `PRAGMA user_version` of the current schema.
@@ -76,10 +102,14 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const EXPECTED: &str = "fileipc shared data store";
 const SCHEMA: &str = "CREATE TABLE kv (\n    key   TEXT PRIMARY KEY NOT NULL,\n    \
                       value TEXT NOT NULL\n) WITHOUT ROWID";
+/// The record of combined requests applied (see `board`), one row `id = 1`.
+const APPLIED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_applied (\n    \
+                              id    INTEGER PRIMARY KEY,\n    \
+                              slots BLOB NOT NULL\n)";
 
 /// How long SQLite's own busy handler may wait before reporting "busy". fileipc writers
-/// never make each other wait there (they queue on the lock file); this covers WAL
-/// recovery after a crash and foreign writers.
+/// never make each other wait there (they queue on the lock file or the board); this
+/// covers WAL recovery after a crash and foreign writers.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pages of WAL after which the committing writer copies them back into the database
@@ -205,6 +235,13 @@ pub struct SharedData {
 struct Inner {
     conn: Connection,
     lock: File,
+    board: Board,
+    /// This handle's slot on the board, once claimed, and the last sequence number
+    /// it used there.
+    slot: Option<usize>,
+    seq: u64,
+    /// The owner identity this process writes into the slots it claims.
+    me: u64,
 }
 
 impl fmt::Debug for SharedData {
@@ -217,8 +254,9 @@ impl fmt::Debug for SharedData {
 
 impl SharedData {
     /// Opens the store at `path`, creating it (mode 0600) if it is missing or an empty
-    /// file. The lock file `PATH-lock` is created beside it; SQLite adds `PATH-wal` and
-    /// `PATH-shm` while the store is in use.
+    /// file. The lock file `PATH-lock` and the request board `PATH-board` (see
+    /// [`increment`](SharedData::increment)) are created beside it; SQLite adds `PATH-wal`
+    /// and `PATH-shm` while the store is in use.
     ///
     /// An existing file is checked before anything is written to it: a file that is not
     /// a fileipc store (garbage, an SQLite database of another application or schema,
@@ -306,13 +344,23 @@ impl SharedData {
         conn.pragma_update(None, "synchronous", sync).map_err(sq)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
             .map_err(sq)?;
+        let board = Board::open(&sidecar(path, "-board"), opts.mode)?;
+        // Requests published while we held the lock above wait for a combiner.
+        board.kick(0);
         Ok(SharedData {
             path: path.to_owned(),
             lock_path,
             lock_id,
             store_id,
             owner_pid: std::process::id(),
-            inner: StdMutex::new(Some(Inner { conn, lock })),
+            inner: StdMutex::new(Some(Inner {
+                conn,
+                lock,
+                board,
+                slot: None,
+                seq: 0,
+                me: board::owner_ident(),
+            })),
         })
     }
 
@@ -598,6 +646,11 @@ impl SharedData {
     /// Atomically adds `by` to the integer at `key` (a missing key counts as 0) and
     /// returns the new value.
     ///
+    /// Concurrent increments from any processes are combined: one of the callers applies
+    /// all that are waiting in a single transaction (the request board of
+    /// `docs/FORMAT.md`), so that they share one commit. Each is applied exactly once; the
+    /// values returned to concurrent callers are distinct steps of one serial order.
+    ///
     /// # Errors
     ///
     /// [`Error::Value`] if the current value is not an integer in `i64` range or the sum
@@ -617,6 +670,17 @@ impl SharedData {
     /// ```
     pub fn increment(&self, key: &str, by: i64) -> Result<i64> {
         check_key(&self.path, key)?;
+        if key.len() <= board::KEY_MAX {
+            let mut guard = self.inner()?;
+            let Some(inner) = guard.as_mut() else {
+                return Err(Error::invalid(&self.path, "handle already closed"));
+            };
+            if let Some(v) = self.increment_combined(inner, key, by)? {
+                return Ok(v);
+            }
+        }
+        // No slot free, a key too long for a slot, or a request the combiner refused
+        // (to produce the error here, with its detail): take the lock ourselves.
         self.write(true, |ops| ops.increment(key, by))
     }
 
@@ -694,6 +758,219 @@ impl SharedData {
     }
 
     // -----------------------------------------------------------------------------------
+    // Combining (see `board`)
+
+    /// Publishes the increment on the board and waits until a combiner (possibly this
+    /// thread) applied it; `None` if it must be done the ordinary way.
+    fn increment_combined(&self, inner: &mut Inner, key: &str, by: i64) -> Result<Option<i64>> {
+        let slot = match inner.slot {
+            Some(s) => s,
+            None => match self.claim_slot(inner)? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        inner.seq += 1;
+        inner.board.publish(slot, inner.seq, key, by);
+        let inner = &*inner;
+        loop {
+            let seen = inner.board.observe(slot);
+            if let Some(done) = inner.board.take_done(slot) {
+                return Ok(done.ok());
+            }
+            let step = match sys::try_lock_exclusive(&inner.lock).at("lock", &self.lock_path) {
+                Ok(true) => {
+                    let mut wake = Vec::new();
+                    let r = self.combine(inner, slot, &mut wake);
+                    // As for any writer, an unlock error is ignored (the kernel drops
+                    // the lock with the descriptor at the latest).
+                    let _ = sys::unlock(&inner.lock);
+                    for s in wake {
+                        inner.board.wake(s);
+                    }
+                    inner.board.kick(slot + 1);
+                    match r {
+                        Ok(Some(done)) => return Ok(done.ok()),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(false) => inner.board.wait(slot, seen),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = step {
+                return self.abandon(inner, slot, e);
+            }
+        }
+    }
+
+    /// Claims a slot on the board for this handle; `None` if none is free.
+    fn claim_slot(&self, inner: &mut Inner) -> Result<Option<usize>> {
+        let Some((slot, board_seq)) = inner.board.claim(inner.me) else {
+            return Ok(None);
+        };
+        // The record cannot move for a slot no request is pending in; continuing from
+        // it keeps sequence numbers increasing even if the board file was recreated.
+        let ops = Ops {
+            conn: &inner.conn,
+            path: &self.path,
+        };
+        match ops.load_record() {
+            Ok(rec) => {
+                inner.slot = Some(slot);
+                inner.seq = board_seq.max(Applied::read(&rec, slot).seq);
+                Ok(Some(slot))
+            }
+            Err(e) => {
+                inner.board.release(slot, inner.me);
+                Err(e)
+            }
+        }
+    }
+
+    /// After an error while a request is pending: settles it under the writers' lock
+    /// (done: its result; else withdrawn), so that an increment reported as failed is
+    /// never applied later.
+    fn abandon(&self, inner: &Inner, slot: usize, e: Error) -> Result<Option<i64>> {
+        sys::lock_exclusive(&inner.lock).at("lock", &self.lock_path)?;
+        let done = inner.board.take_done(slot);
+        if done.is_none() {
+            inner.board.withdraw(slot);
+        }
+        let _ = sys::unlock(&inner.lock);
+        inner.board.kick(slot + 1);
+        match done {
+            Some(Ok(v)) => Ok(Some(v)),
+            _ => Err(e),
+        }
+    }
+
+    /// Holding the writers' lock: applies every pending request on the board in one
+    /// transaction, then marks the others' requests done. Returns the outcome of our
+    /// own request (slot `own`) if it was pending.
+    ///
+    /// Others' requests are recorded in `fileipc_applied` in the same transaction (so a
+    /// combiner killed between commit and marking never makes its successor apply them
+    /// twice). Our own needs no record: it is withdrawn from the board before the
+    /// commit, so after a crash nobody finds it pending.
+    fn combine(&self, inner: &Inner, own: usize, wake: &mut Vec<usize>) -> Result<Option<Outcome>> {
+        let ops = Ops {
+            conn: &inner.conn,
+            path: &self.path,
+        };
+        let _rollback = Rollback(&inner.conn);
+        ops.exec("BEGIN IMMEDIATE")?;
+        let mut seen = [false; board::SLOTS];
+        let mut record: Option<Vec<u8>> = None;
+        let mut outcomes: Vec<(usize, Applied)> = Vec::new();
+        // Current value of each key touched: `None` if it is not an integer.
+        let mut values: Vec<(String, Option<i64>, bool)> = Vec::new();
+        // Requests published while we work join the batch: they cost a statement or
+        // two, the commit they would otherwise need costs far more.
+        loop {
+            let batch = inner.board.pending(&seen);
+            if batch.is_empty() {
+                break;
+            }
+            for r in batch {
+                seen[r.slot] = true;
+                if r.slot == own {
+                    inner.board.withdraw(own);
+                }
+                // A request another combiner read may be in its commit already: look it
+                // up in the record (always for others' requests, whose owners count on
+                // it; for our own only then).
+                if r.slot != own || r.taken {
+                    let record = match &mut record {
+                        Some(rec) => rec,
+                        None => record.insert(ops.load_record()?),
+                    };
+                    let prev = Applied::read(record, r.slot);
+                    if r.seq <= prev.seq {
+                        // Applied by a combiner that died before marking it done
+                        // (equal), or older than the record (a recreated board): never
+                        // apply twice.
+                        let status = if r.seq == prev.seq {
+                            prev.status
+                        } else {
+                            board::STATUS_BAD_REQUEST
+                        };
+                        outcomes.push((r.slot, Applied { status, ..prev }));
+                        continue;
+                    }
+                }
+                let (result, status) = match r.key {
+                    None => (0, board::STATUS_BAD_REQUEST),
+                    Some(key) => {
+                        let at = match values.iter().position(|v| v.0 == key) {
+                            Some(at) => at,
+                            None => {
+                                let cur = match ops.get::<i64>(&key) {
+                                    Ok(v) => Some(v.unwrap_or(0)),
+                                    Err(Error::Value { .. }) => None,
+                                    Err(e) => return Err(e),
+                                };
+                                values.push((key, cur, false));
+                                values.len() - 1
+                            }
+                        };
+                        let v = &mut values[at];
+                        match v.1.map(|c| c.checked_add(r.delta)) {
+                            None => (0, board::STATUS_NOT_INTEGER),
+                            Some(None) => (0, board::STATUS_OVERFLOW),
+                            Some(Some(n)) => {
+                                v.1 = Some(n);
+                                v.2 = true;
+                                (n, board::STATUS_OK)
+                            }
+                        }
+                    }
+                };
+                outcomes.push((
+                    r.slot,
+                    Applied {
+                        seq: r.seq,
+                        result,
+                        status,
+                    },
+                ));
+            }
+        }
+        if outcomes.is_empty() {
+            return Ok(None);
+        }
+        for (key, cur, changed) in &values {
+            if let (Some(v), true) = (cur, changed) {
+                ops.put(key, &v.to_string())?;
+            }
+        }
+        if let Some(record) = &mut record
+            && outcomes.iter().any(|(slot, _)| *slot != own)
+        {
+            for (slot, a) in &outcomes {
+                if *slot != own {
+                    a.write(record, *slot);
+                }
+            }
+            ops.store_record(record)?;
+        }
+        ops.exec("COMMIT")?;
+        let mut mine = None;
+        for (slot, a) in outcomes {
+            if slot == own {
+                mine = Some(if a.status == board::STATUS_OK {
+                    Ok(a.result)
+                } else {
+                    Err(a.status)
+                });
+            } else if inner.board.finish(slot, a) {
+                wake.push(slot);
+            }
+        }
+        Ok(mine)
+    }
+
+    // -----------------------------------------------------------------------------------
     // Plumbing
 
     /// The connection, after the checks every operation makes.
@@ -742,6 +1019,7 @@ impl SharedData {
         let held = WriteLock {
             conn: &inner.conn,
             lock: &inner.lock,
+            board: &inner.board,
             lock_id: self.lock_id,
         };
         IN_WRITE.with_borrow_mut(|v| v.push(self.lock_id));
@@ -771,6 +1049,9 @@ impl Drop for SharedData {
             return;
         }
         if let Some(inner) = inner {
+            if let Some(slot) = inner.slot {
+                inner.board.release(slot, inner.me);
+            }
             // Closing the last connection checkpoints and deletes the WAL under SQLite's
             // exclusive lock; under ours too if it is free, so that no writer meets that
             // lock busy. Never wait for it here (a stopped writer would hang the drop, and
@@ -781,6 +1062,7 @@ impl Drop for SharedData {
             drop(inner.conn);
             if locked {
                 let _ = sys::unlock(&inner.lock);
+                inner.board.kick(0);
             }
         }
         registry_release(self.store_id);
@@ -792,6 +1074,7 @@ impl Drop for SharedData {
 struct WriteLock<'a> {
     conn: &'a Connection,
     lock: &'a File,
+    board: &'a Board,
     lock_id: (u64, u64),
 }
 
@@ -801,11 +1084,27 @@ impl Drop for WriteLock<'_> {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         let _ = sys::unlock(self.lock);
+        // Requests published while we held the lock wait for a combiner.
+        self.board.kick(0);
         IN_WRITE.with_borrow_mut(|v| {
             if let Some(i) = v.iter().rposition(|&id| id == self.lock_id) {
                 v.remove(i);
             }
         });
+    }
+}
+
+/// The outcome of a combined request: the new value, or a refusal status.
+type Outcome = std::result::Result<i64, u32>;
+
+/// Rolls back an open transaction on drop, also on error or unwinding.
+struct Rollback<'a>(&'a Connection);
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
     }
 }
 
@@ -1133,6 +1432,36 @@ impl Ops<'_> {
         Ok(new)
     }
 
+    /// The record of combined requests applied: its entries up to the highest slot
+    /// ever recorded (entries beyond read as zeros; the blob never shrinks, so that
+    /// an entry once written stays).
+    fn load_record(&self) -> Result<Vec<u8>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = 1")
+            .map_err(|e| self.sq(e))?;
+        let mut rows = st.query([]).map_err(|e| self.sq(e))?;
+        let mut rec = Vec::new();
+        if let Some(row) = rows.next().map_err(|e| self.sq(e))?
+            && let ValueRef::Blob(b) = row.get_ref(0).map_err(|e| self.sq(e))?
+        {
+            rec.extend_from_slice(&b[..b.len().min(board::RECORD_LEN)]);
+        }
+        Ok(rec)
+    }
+
+    fn store_record(&self, rec: &[u8]) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
+            )
+            .map_err(|e| self.sq(e))?;
+        st.execute([rec]).map_err(|e| self.sq(e))?;
+        Ok(())
+    }
+
     fn compare_and_swap(&self, key: &str, expected: Option<&Value>, new: &str) -> Result<bool> {
         let cur: Option<Value> = self.get(key)?;
         if cur.as_ref() != expected {
@@ -1213,8 +1542,13 @@ fn check_path_len(path: &Path) -> Result<()> {
 }
 
 fn lock_path_of(path: &Path) -> PathBuf {
+    sidecar(path, "-lock")
+}
+
+/// `path` with `suffix` appended to its last component.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut s = OsString::from(path.as_os_str());
-    s.push("-lock");
+    s.push(suffix);
     PathBuf::from(s)
 }
 
@@ -1324,6 +1658,7 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
              PRAGMA application_id = {APPLICATION_ID};\n\
              PRAGMA user_version = {SCHEMA_VERSION};\n\
              {SCHEMA};\n\
+             {APPLIED_SCHEMA};\n\
              COMMIT;"
         ))
         .map_err(sq)?;
@@ -1350,6 +1685,16 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
                 EXPECTED,
                 "fileipc header but no table kv",
             ));
+        }
+        // Stores made before combining lack the record table: add it (once).
+        let has_applied: bool = conn
+            .prepare(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'fileipc_applied'",
+            )
+            .and_then(|mut s| s.exists([]))
+            .map_err(sq)?;
+        if !has_applied {
+            conn.execute_batch(APPLIED_SCHEMA).map_err(sq)?;
         }
     }
     let mode: String = conn
@@ -1452,6 +1797,109 @@ mod tests {
     #[test]
     fn lock_path_appends_suffix() {
         assert_eq!(lock_path_of(Path::new("/tmp/x")), Path::new("/tmp/x-lock"));
+    }
+
+    /// An owner identity no process has (PIDs stay below 2^22 on Linux).
+    fn ghost(n: u32) -> u64 {
+        (u64::from((1 << 30) + n) << 32) | 1
+    }
+
+    #[test]
+    fn combiner_killed_after_commit_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let d = SharedData::open(&path).unwrap();
+        d.set("k", &10).unwrap();
+        // A requester (a process since killed) published +5 on "k" ...
+        let board = Board::open(&sidecar(&path, "-board"), 0o600).unwrap();
+        let (slot, seq) = board.claim(ghost(0)).unwrap();
+        board.publish(slot, seq + 1, "k", 5);
+        // ... and a combiner applied it, committed, and was killed before marking it
+        // done: the commit holds the change and the record, the board still says pending.
+        let mut rec = Vec::new();
+        Applied {
+            seq: seq + 1,
+            result: 15,
+            status: board::STATUS_OK,
+        }
+        .write(&mut rec, slot);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
+            .unwrap();
+        conn.execute(
+            "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
+            [&rec],
+        )
+        .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        // The next combiner marks it done with the recorded result, without applying
+        // it again.
+        assert_eq!(d.increment("k", 1).unwrap(), 16);
+        assert_eq!(board.take_done(slot), Some(Ok(15)));
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(16));
+    }
+
+    #[test]
+    fn own_request_applied_by_a_killed_combiner_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let d = SharedData::open(&path).unwrap();
+        assert_eq!(d.increment("k", 10).unwrap(), 10); // claims a slot
+        let mut guard = d.inner.lock().unwrap();
+        let inner = guard.as_mut().unwrap();
+        let slot = inner.slot.unwrap();
+        inner.seq += 1;
+        inner.board.publish(slot, inner.seq, "k", 5);
+        // Another process's combiner read our request, applied it, committed, and was
+        // killed before marking it done ...
+        assert_eq!(inner.board.pending(&[false; board::SLOTS]).len(), 1);
+        let mut rec = Vec::new();
+        Applied {
+            seq: inner.seq,
+            result: 15,
+            status: board::STATUS_OK,
+        }
+        .write(&mut rec, slot);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
+            .unwrap();
+        conn.execute(
+            "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1)",
+            [&rec],
+        )
+        .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        // ... so when we combine, our own request is found in the record.
+        let mut wake = Vec::new();
+        assert_eq!(d.combine(inner, slot, &mut wake).unwrap(), Some(Ok(15)));
+        drop(guard);
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(15));
+        assert_eq!(d.increment("k", 1).unwrap(), 16);
+    }
+
+    #[test]
+    fn dead_owners_requests_are_applied_and_their_slots_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let d = SharedData::open(&path).unwrap();
+        let board = Board::open(&sidecar(&path, "-board"), 0o600).unwrap();
+        // Dead processes hold every slot; one left a request pending.
+        let mut pending = None;
+        for n in 0..board::SLOTS as u32 {
+            let (slot, seq) = board.claim(ghost(n)).unwrap();
+            if n == 7 {
+                board.publish(slot, seq + 1, "k", 2);
+                pending = Some(slot);
+            }
+        }
+        // Our increment reclaims a dead owner's idle slot and, combining, applies the
+        // pending request too.
+        d.increment("k", 1).unwrap();
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(3));
+        let slot = pending.unwrap();
+        assert!(matches!(board.take_done(slot), Some(Ok(2 | 3))));
+        assert!(d.inner.lock().unwrap().as_ref().unwrap().slot.is_some());
     }
 
     #[test]
