@@ -113,11 +113,20 @@ fn kill_storm_mutex() {
     let r = kill_storm("mutex", WORKERS, storm_duration(), |slot, g| {
         spawn("mutex", &d, slot, g)
     });
-    // After every worker died the lock is free and a newcomer takes it at once.
+    // After every worker died the lock comes back to a newcomer promptly: the kernel
+    // released the flock at once; a hand-off the last unlocker reserved for a waiter
+    // that was killed too bars newcomers until it expires (its TTL, at most 21 ms), so
+    // the bound is the "within 100 ms", not "at once".
     let m = Mutex::open(d.join("m")).unwrap();
+    let t = std::time::Instant::now();
     assert!(
-        m.try_lock().unwrap(),
-        "mutex still held after all holders died"
+        m.lock_timeout(std::time::Duration::from_millis(100))
+            .unwrap(),
+        "mutex still held 100 ms after all holders died"
+    );
+    eprintln!(
+        "[torture] mutex: free {:?} after the last worker died",
+        t.elapsed()
     );
     m.unlock().unwrap();
     assert!(r.cycles > 0, "no worker completed a cycle");
