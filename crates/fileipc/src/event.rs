@@ -45,8 +45,9 @@ const DEFAULT_MODE: u32 = 0o600;
 ///
 /// Handles are cheap: opening one touches nothing on disk besides checking that the
 /// parent directory exists. Any number of processes (and threads, the handle is
-/// `Send + Sync`) may set, clear and wait on the same path. See the [module
-/// documentation](self) for how it works with `touch` and `rm`.
+/// `Send + Sync`) may set, clear and wait on the same path. The event is set exactly
+/// while a directory entry exists at the path, so `touch PATH` sets it, `rm PATH`
+/// clears it and `test -e PATH` reads it: shell users take part without this library.
 ///
 /// # Examples
 ///
