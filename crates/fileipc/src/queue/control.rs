@@ -57,6 +57,9 @@ pub(crate) const WAIT_SLOTS: usize = 1024;
 pub(crate) const S_LOCK: usize = 512;
 pub(crate) const S_OWNER: usize = 520;
 pub(crate) const SYNCED: usize = 528;
+/// Bumped after every sync: senders waiting for a sync someone else is doing sleep on
+/// it (zero in files made before it existed: it was reserved space).
+pub(crate) const SYNC_GEN: usize = 536;
 
 /// Typed access to the mapped control region.
 #[derive(Debug)]

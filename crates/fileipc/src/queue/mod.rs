@@ -789,34 +789,57 @@ impl MessageQueue {
         Ok(items.len())
     }
 
-    /// Group commit: makes the log durable up to at least `end`. Whoever holds the sync
-    /// lock syncs everything committed so far, for all senders waiting behind it.
+    /// Group commit: makes the log durable up to at least `end`. Whoever takes the sync
+    /// lock syncs everything committed so far, for all senders; the others sleep on the
+    /// sync generation until a sync that covers them completes, so a sender that is
+    /// already covered returns at once instead of queueing for the lock (which would
+    /// let one sender barge in and sync alone, shrinking every group).
+    ///
+    /// No lost wake-up: a waiter reads the generation `g`, fails to take the lock, sees
+    /// `synced < end` and sleeps only while the generation is still `g`; a syncer stores
+    /// `synced`, then bumps the generation, then wakes every sleeper. A syncer that died
+    /// cannot wake anyone: sleepers wake every [`crate::robust::SLICE`] and take a dead
+    /// holder's lock over.
     fn sync_to(&self, end: u64) -> Result<()> {
         let synced = self.a64(control::SYNCED);
-        if synced.load(Ordering::Acquire) >= end {
-            return Ok(());
-        }
+        let generation = self.ctl.u32(control::SYNC_GEN);
         let l = self.ctl.sync_lock();
-        // The sync lock protects one monotone store: a dead holder leaves nothing to repair.
-        let _ = l.lock(None);
-        let _held = Held(l);
-        self.check_destroyed()?;
-        let done = synced.load(Ordering::Acquire);
-        if done >= end {
-            return Ok(());
+        loop {
+            if synced.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            let g = generation.load(Ordering::SeqCst);
+            if l.try_lock().is_some() {
+                // The sync lock protects one monotone store: a dead holder leaves nothing
+                // to repair.
+                let _held = Held(l);
+                self.check_destroyed()?;
+                let done = synced.load(Ordering::Acquire);
+                if done >= end {
+                    return Ok(());
+                }
+                let target = self.a64(control::TAIL).load(Ordering::Acquire);
+                // Consumed bytes need no sync (their segments may be gone already).
+                let head = self.a64(control::HEAD).load(Ordering::Acquire);
+                let from = done.max(head.min(target));
+                lock_cache(&self.syncer).flush(from, target)?;
+                // The control file holds the tail that makes those records visible.
+                self.ctl
+                    .map
+                    .flush_range(0, control::LEN)
+                    .at("msync", &self.dir.join(CONTROL))?;
+                synced.fetch_max(target, Ordering::SeqCst);
+                generation.fetch_add(1, Ordering::SeqCst);
+                let _ = sys::futex_wake(generation, u32::MAX);
+                return Ok(());
+            }
+            self.check_destroyed()?;
+            if synced.load(Ordering::SeqCst) >= end {
+                return Ok(());
+            }
+            let until = Instant::now() + crate::robust::SLICE;
+            sys::futex_wait(generation, g, Some(until)).at("wait", &self.dir.join(CONTROL))?;
         }
-        let target = self.a64(control::TAIL).load(Ordering::Acquire);
-        // Consumed bytes need no sync (their segments may be gone already).
-        let head = self.a64(control::HEAD).load(Ordering::Acquire);
-        let from = done.max(head.min(target));
-        lock_cache(&self.syncer).flush(from, target)?;
-        // The control file holds the tail that makes those records visible.
-        self.ctl
-            .map
-            .flush_range(0, control::LEN)
-            .at("msync", &self.dir.join(CONTROL))?;
-        synced.fetch_max(target, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Wakes the sleeping receivers, if there are any, once per sleep: the first send
