@@ -86,6 +86,26 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// A `fileipc ... run` guard whose command is a shell that records its PID and sleeps:
+/// starts `fileipc ARGS -- sh -c ...` and returns once the command runs, with the
+/// guard process and the command's PID.
+fn start_guard(dir: &Path, args: &[&str]) -> (Child, u32) {
+    let pidf = dir.join("cmd.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
+    let mut all = args.to_vec();
+    all.extend(["--", "sh", "-c", &script]);
+    let guard = bin().args(&all).spawn().unwrap();
+    eventually("the command to start", || {
+        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let cmd_pid = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (guard, cmd_pid)
+}
+
 fn kill(pid: u32) {
     let p = rustix::process::Pid::from_raw(pid as i32).unwrap();
     let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
@@ -184,22 +204,9 @@ fn mutex_run_and_status() {
 fn mutex_run_releases_when_cmd_is_killed() {
     let d = tmp();
     let m = d.path().join("m");
-    let pidf = d.path().join("cmd.pid");
-    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
-    let mut guard = bin()
-        .args(["mutex", "run", s(&m), "--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
+    let (mut guard, cmd_pid) = start_guard(d.path(), &["mutex", "run", s(&m)]);
     let lib = Mutex::open(&m).unwrap();
-    eventually("the command to start", || {
-        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
-    });
     assert!(lib.is_locked().unwrap());
-    let cmd_pid: u32 = std::fs::read_to_string(&pidf)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     kill(cmd_pid);
     let st = wait_exit(&mut guard);
     assert_eq!(st.code(), Some(128 + 9));
@@ -211,27 +218,14 @@ fn mutex_run_releases_when_cmd_is_killed() {
 fn mutex_run_releases_when_fileipc_is_killed() {
     let d = tmp();
     let m = d.path().join("m");
-    let pidf = d.path().join("cmd.pid");
-    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
-    let mut guard = bin()
-        .args(["mutex", "run", s(&m), "--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
+    let (mut guard, cmd_pid) = start_guard(d.path(), &["mutex", "run", s(&m)]);
     let lib = Mutex::open(&m).unwrap();
-    eventually("the command to start", || {
-        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
-    });
     assert!(lib.is_locked().unwrap());
     kill(guard.id());
     wait_exit(&mut guard);
     assert!(lib.lock_timeout(PATIENCE).unwrap());
     lib.unlock().unwrap();
     // The command went down with its guard instead of running on unprotected.
-    let cmd_pid: u32 = std::fs::read_to_string(&pidf)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     eventually("the orphaned command to die", || {
         !Path::new(&format!("/proc/{cmd_pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{cmd_pid}/stat"))
@@ -268,16 +262,8 @@ fn sem_commands() {
 fn sem_run_releases_when_fileipc_is_killed() {
     let d = tmp();
     let p = d.path().join("sem");
-    let pidf = d.path().join("cmd.pid");
-    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
     let lib = Semaphore::open(&p, 1).unwrap();
-    let mut guard = bin()
-        .args(["sem", "run", s(&p), "--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
-    eventually("the command to start", || {
-        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
-    });
+    let (mut guard, _) = start_guard(d.path(), &["sem", "run", s(&p)]);
     assert_eq!(lib.value().unwrap(), 0);
     kill(guard.id());
     wait_exit(&mut guard);
@@ -289,21 +275,8 @@ fn sem_run_releases_when_fileipc_is_killed() {
 fn sem_run_releases_when_cmd_is_killed() {
     let d = tmp();
     let p = d.path().join("sem");
-    let pidf = d.path().join("cmd.pid");
-    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
     let lib = Semaphore::open(&p, 1).unwrap();
-    let mut guard = bin()
-        .args(["sem", "run", s(&p), "--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
-    eventually("the command to start", || {
-        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let cmd_pid: u32 = std::fs::read_to_string(&pidf)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut guard, cmd_pid) = start_guard(d.path(), &["sem", "run", s(&p)]);
     kill(cmd_pid);
     assert_eq!(wait_exit(&mut guard).code(), Some(137));
     assert_eq!(lib.value().unwrap(), 1);
@@ -387,15 +360,7 @@ fn pidfile_commands() {
 fn pidfile_check_reports_a_dead_owner() {
     let d = tmp();
     let p = d.path().join("app.pid");
-    let pidf = d.path().join("cmd.pid");
-    let script = format!("echo $$ > {}; exec sleep 60", s(&pidf));
-    let mut guard = bin()
-        .args(["pidfile", "run", s(&p), "--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
-    eventually("the command to start", || {
-        std::fs::read_to_string(&pidf).is_ok_and(|s| s.ends_with('\n'))
-    });
+    let (mut guard, _) = start_guard(d.path(), &["pidfile", "run", s(&p)]);
     let check = fileipc(&["pidfile", "check", s(&p)]);
     assert_eq!(code(&check), 0);
     assert_eq!(stdout(&check), format!("{}\n", guard.id()));
