@@ -535,22 +535,23 @@ impl MessageQueue {
 
     /// Takes the producer lock, repairing after a dead holder. `Ok(None)` at `deadline`.
     fn lock_producer(&self, deadline: Option<Instant>) -> Result<Option<Held<'_>>> {
-        let l = self.ctl.producer_lock();
-        match l.lock(deadline) {
-            None => return Ok(None),
-            Some(Acquired::TakenOver) => self.repair_producer(),
-            Some(Acquired::Normal) => {}
-        }
-        let held = Held(l);
-        self.check_destroyed()?;
-        Ok(Some(held))
+        self.lock_side(self.ctl.producer_lock(), deadline, Self::repair_producer)
     }
 
+    /// Takes the consumer lock, repairing after a dead holder. `Ok(None)` at `deadline`.
     fn lock_consumer(&self, deadline: Option<Instant>) -> Result<Option<Held<'_>>> {
-        let l = self.ctl.consumer_lock();
+        self.lock_side(self.ctl.consumer_lock(), deadline, Self::repair_consumer)
+    }
+
+    fn lock_side<'a>(
+        &'a self,
+        l: RobustLock<'a>,
+        deadline: Option<Instant>,
+        repair: fn(&Self),
+    ) -> Result<Option<Held<'a>>> {
         match l.lock(deadline) {
             None => return Ok(None),
-            Some(Acquired::TakenOver) => self.repair_consumer(),
+            Some(Acquired::TakenOver) => repair(self),
             Some(Acquired::Normal) => {}
         }
         let held = Held(l);
