@@ -65,16 +65,22 @@ impl<'a> RobustLock<'a> {
         RobustLock { word, ident }
     }
 
-    /// Takes the lock if it is free right now, or if its owner is dead.
-    #[allow(dead_code, reason = "for primitives that poll a lock")]
-    pub(crate) fn try_lock(&self) -> Option<Acquired> {
-        let (tid, ident) = me();
-        if self
+    /// The fast path: takes the lock if the word is 0, with no sleeper to account for.
+    fn take_free(&self, tid: u32, ident: u64) -> bool {
+        let free = self
             .word
             .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
+            .is_ok();
+        if free {
             self.ident.store(ident, Ordering::Relaxed);
+        }
+        free
+    }
+
+    /// Takes the lock if it is free right now, or if its owner is dead.
+    pub(crate) fn try_lock(&self) -> Option<Acquired> {
+        let (tid, ident) = me();
+        if self.take_free(tid, ident) {
             return Some(Acquired::Normal);
         }
         let v = self.word.load(Ordering::Relaxed);
@@ -88,12 +94,7 @@ impl<'a> RobustLock<'a> {
     /// timeout.
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Option<Acquired> {
         let (tid, ident) = me();
-        if self
-            .word
-            .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.ident.store(ident, Ordering::Relaxed);
+        if self.take_free(tid, ident) {
             return Some(Acquired::Normal);
         }
         self.lock_slow(tid, ident, deadline)
@@ -108,12 +109,7 @@ impl<'a> RobustLock<'a> {
         for i in 0..(SPINS + YIELDS) {
             let v = self.word.load(Ordering::Relaxed);
             if v == 0 {
-                if self
-                    .word
-                    .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.ident.store(ident, Ordering::Relaxed);
+                if self.take_free(tid, ident) {
                     return Some(Acquired::Normal);
                 }
                 continue;
