@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::measure::{self, Handoff, median, mono_ns, per_call, raw_flock_pair};
 use common::{PATIENCE, Proc, say};
 use fileipc::{Error, Mutex};
 
@@ -20,12 +21,6 @@ fn child_process_entry() {
         "contender" => contender(&args),
         other => panic!("unknown role {other}"),
     });
-}
-
-/// Nanoseconds of CLOCK_MONOTONIC, comparable between processes.
-fn mono_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Adds one to the decimal number in `path` by reading and rewriting the file: a
@@ -348,104 +343,9 @@ fn refuses_symlinks_garbage_and_other_kinds() {
 // Measurements (issue 2 point 4, issue 6 goals), not assertions. Run with
 // `cargo test --release -p fileipc --test mutex -- --ignored --nocapture measure`.
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p) as usize]
-}
-
-/// Nanoseconds per call of `f`, over `n` calls.
-fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    t.elapsed().as_nanos() as f64 / f64::from(n)
-}
-
-/// Baseline: one raw `flock(LOCK_EX|LOCK_NB)` + `flock(LOCK_UN)` pair.
-#[allow(clippy::disallowed_methods)] // the baseline is the raw system call
-fn raw_flock_pair(f: &std::fs::File) {
-    use rustix::fs::{FlockOperation, flock};
-    flock(f, FlockOperation::NonBlockingLockExclusive).unwrap();
-    flock(f, FlockOperation::Unlock).unwrap();
-}
-
-/// Hand-off latency: thread A holds the lock through one handle, thread B blocks in
-/// `lock_timeout` through another; A unlocks at t0, B returns at t1. Median of t1 - t0
-/// in microseconds. Beside it the floor: the same protocol over a bare futex word.
-#[allow(clippy::disallowed_methods)] // the baseline is the raw futex
-fn handoff_us(path: &Path, rounds: usize, bare_futex: bool) -> f64 {
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
-    use std::sync::{Barrier, Mutex as StdMutex};
-    let a = Mutex::open(path).unwrap();
-    let b = Mutex::open(path).unwrap();
-    let word = AtomicU32::new(0);
-    let t0 = AtomicU64::new(0);
-    let parked = AtomicU32::new(0);
-    let barrier = Barrier::new(2);
-    let out = StdMutex::new(Vec::new());
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            for _ in 0..rounds {
-                if !bare_futex {
-                    a.lock_forever().unwrap();
-                }
-                barrier.wait();
-                // Wait until B is registered, then give it time to fall asleep.
-                while parked.load(SeqCst) == 0 && (bare_futex || a.waiting() == 0) {
-                    std::hint::spin_loop();
-                }
-                let spin = std::time::Instant::now();
-                while spin.elapsed() < Duration::from_micros(300) {
-                    std::hint::spin_loop();
-                }
-                t0.store(mono_ns(), SeqCst);
-                if bare_futex {
-                    word.store(1, SeqCst);
-                    rustix::thread::futex::wake(&word, rustix::thread::futex::Flags::empty(), 1)
-                        .unwrap();
-                } else {
-                    a.unlock().unwrap();
-                }
-                barrier.wait();
-            }
-        });
-        sc.spawn(|| {
-            for _ in 0..rounds {
-                barrier.wait();
-                if bare_futex {
-                    parked.store(1, SeqCst);
-                    while word.load(SeqCst) == 0 {
-                        let _ = rustix::thread::futex::wait(
-                            &word,
-                            rustix::thread::futex::Flags::empty(),
-                            0,
-                            None,
-                        );
-                    }
-                } else {
-                    assert!(b.lock_timeout(PATIENCE).unwrap());
-                }
-                let t1 = mono_ns();
-                out.lock()
-                    .unwrap()
-                    .push((t1 - t0.load(SeqCst)) as f64 / 1000.0);
-                if bare_futex {
-                    word.store(0, SeqCst);
-                    parked.store(0, SeqCst);
-                } else {
-                    b.unlock().unwrap();
-                }
-                barrier.wait();
-            }
-        });
-    });
-    median(&mut out.into_inner().unwrap())
 }
 
 /// Child: `n` cycles of lock / tiny critical section / unlock, through our mutex or a
@@ -515,6 +415,22 @@ fn contended(path: &Path, which: &str, n: usize) -> (f64, f64, f64, f64) {
         max,
         cycles_per_s,
     )
+}
+
+/// Hand-off latency: thread A holds the lock through one handle, thread B blocks in
+/// `lock_timeout` through another; A unlocks at t0, B returns at t1. Median of t1 - t0
+/// in microseconds; with `bare_futex`, the same protocol over a bare futex word.
+fn handoff_us(path: &Path, rounds: usize, bare_futex: bool) -> f64 {
+    let a = Mutex::open(path).unwrap();
+    let b = Mutex::open(path).unwrap();
+    let ops = Handoff {
+        hold: &|| a.lock_forever().unwrap(),
+        waiting: &|| a.waiting(),
+        release: &|| a.unlock().unwrap(),
+        acquire: &|| assert!(b.lock_timeout(PATIENCE).unwrap()),
+        after: &|| b.unlock().unwrap(),
+    };
+    measure::handoff_us(rounds, (!bare_futex).then_some(&ops))
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use common::measure::{self, Handoff, median, mono_ns, per_call, raw_flock_pair};
 use common::{PATIENCE, Proc, say};
 use fileipc::{Error, Semaphore};
 
@@ -18,12 +19,6 @@ fn child_process_entry() {
         "waiter" => waiter(&args),
         other => panic!("unknown role {other}"),
     });
-}
-
-/// Nanoseconds of CLOCK_MONOTONIC, comparable between processes.
-fn mono_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Child: `n` acquire/release cycles through every entry point. After each acquire it
@@ -390,95 +385,22 @@ fn permit_handed_to_a_killed_waiter_comes_back_within_100ms() {
 // Measurements (issue 2 point 8, issue 6 goals), not assertions. Run with
 // `cargo test --release -p fileipc --test semaphore -- --ignored --nocapture measure`.
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    t.elapsed().as_nanos() as f64 / f64::from(n)
-}
-
-#[allow(clippy::disallowed_methods)] // the baseline is the raw system call
-fn raw_flock_pair(f: &std::fs::File) {
-    use rustix::fs::{FlockOperation, flock};
-    flock(f, FlockOperation::NonBlockingLockExclusive).unwrap();
-    flock(f, FlockOperation::Unlock).unwrap();
-}
-
 /// Hand-off latency: thread B blocks in `acquire_timeout` on an empty semaphore,
 /// thread A releases at t0 (a signalling release), B returns at t1. Median of t1 - t0
 /// in microseconds; with `bare_futex`, the same protocol over a bare futex word.
-#[allow(clippy::disallowed_methods)] // the baseline is the raw futex
 fn handoff_us(path: &Path, rounds: usize, bare_futex: bool) -> f64 {
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
-    use std::sync::{Barrier, Mutex as StdMutex};
     let a = Semaphore::open(path, 0).unwrap();
     let b = Semaphore::open(path, 0).unwrap();
-    let word = AtomicU32::new(0);
-    let t0 = AtomicU64::new(0);
-    let parked = AtomicU32::new(0);
-    let barrier = Barrier::new(2);
-    let out = StdMutex::new(Vec::new());
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            for _ in 0..rounds {
-                barrier.wait();
-                while parked.load(SeqCst) == 0 && (bare_futex || a.waiting() == 0) {
-                    std::hint::spin_loop();
-                }
-                let spin = std::time::Instant::now();
-                while spin.elapsed() < Duration::from_micros(300) {
-                    std::hint::spin_loop();
-                }
-                t0.store(mono_ns(), SeqCst);
-                if bare_futex {
-                    word.store(1, SeqCst);
-                    rustix::thread::futex::wake(&word, rustix::thread::futex::Flags::empty(), 1)
-                        .unwrap();
-                } else {
-                    a.release().unwrap();
-                }
-                barrier.wait();
-            }
-        });
-        sc.spawn(|| {
-            for _ in 0..rounds {
-                barrier.wait();
-                if bare_futex {
-                    parked.store(1, SeqCst);
-                    while word.load(SeqCst) == 0 {
-                        let _ = rustix::thread::futex::wait(
-                            &word,
-                            rustix::thread::futex::Flags::empty(),
-                            0,
-                            None,
-                        );
-                    }
-                } else {
-                    assert!(b.acquire_timeout(PATIENCE).unwrap());
-                }
-                let t1 = mono_ns();
-                out.lock()
-                    .unwrap()
-                    .push((t1 - t0.load(SeqCst)) as f64 / 1000.0);
-                if bare_futex {
-                    word.store(0, SeqCst);
-                    parked.store(0, SeqCst);
-                } else {
-                    // Keep the permit (the value stays 0): A and B are one process, so
-                    // A's next release returns it.
-                    assert_eq!(b.value().unwrap(), 0);
-                }
-                barrier.wait();
-            }
-        });
-    });
-    median(&mut out.into_inner().unwrap())
+    let ops = Handoff {
+        hold: &|| {},
+        waiting: &|| a.waiting(),
+        release: &|| a.release().unwrap(),
+        acquire: &|| assert!(b.acquire_timeout(PATIENCE).unwrap()),
+        // Keep the permit (the value stays 0): A and B are one process, so A's next
+        // release returns it.
+        after: &|| assert_eq!(b.value().unwrap(), 0),
+    };
+    measure::handoff_us(rounds, (!bare_futex).then_some(&ops))
 }
 
 #[test]

@@ -21,6 +21,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod measure;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
