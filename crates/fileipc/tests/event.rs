@@ -67,6 +67,15 @@ fn sh(cmd: &str, arg: &Path) {
     assert!(st.success(), "{cmd} {} failed: {st}", arg.display());
 }
 
+/// A child waiting (up to 60 s) on the event at `p`, returned once its inotify watch is
+/// in place, so that what the test does next cannot happen before the wait.
+fn start_waiter(p: &Path) -> Proc {
+    let mut child = Proc::spawn("waiter", &[p.to_str().unwrap(), "60000"]);
+    child.expect("ready");
+    wait_until_watching(child.pid);
+    child
+}
+
 /// Waits until process `pid` has an inotify watch armed (Linux backend only; the
 /// portable backend polls, and a set is seen whenever it happens).
 fn wait_until_watching(pid: u32) {
@@ -141,9 +150,7 @@ fn waiter_in_other_process_wakes_on_set() {
     let dir = common::tempdir();
     let p = dir.path().join("ev");
     let e = Event::open(&p).unwrap();
-    let mut child = Proc::spawn("waiter", &[p.to_str().unwrap(), "60000"]);
-    child.expect("ready");
-    wait_until_watching(child.pid);
+    let mut child = start_waiter(&p);
     let t = Instant::now();
     e.set().unwrap();
     // `true` from a 60 s wait_timeout can only come from the set.
@@ -162,9 +169,7 @@ fn waiter_in_other_process_wakes_on_set() {
 fn waiter_wakes_on_rename_into_place() {
     let dir = common::tempdir();
     let p = dir.path().join("ev");
-    let mut child = Proc::spawn("waiter", &[p.to_str().unwrap(), "60000"]);
-    child.expect("ready");
-    wait_until_watching(child.pid);
+    let mut child = start_waiter(&p);
     let tmp = dir.path().join("tmp");
     std::fs::write(&tmp, b"").unwrap();
     let st = Command::new("mv").arg(&tmp).arg(&p).status().unwrap();
@@ -180,9 +185,7 @@ fn set_then_immediate_clear_still_wakes_waiter() {
     let dir = common::tempdir();
     let p = dir.path().join("ev");
     let e = Event::open(&p).unwrap();
-    let mut child = Proc::spawn("waiter", &[p.to_str().unwrap(), "60000"]);
-    child.expect("ready");
-    wait_until_watching(child.pid);
+    let mut child = start_waiter(&p);
     e.set().unwrap();
     e.clear().unwrap();
     child.expect("woke true");

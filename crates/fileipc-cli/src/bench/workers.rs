@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -341,25 +341,8 @@ fn lock_handoff(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let (state, stamp) = (shm.u32(0), shm.u64(8));
     let mut hist = Hist::default();
     ready_go(a, env)?;
-    let wait_for = |want: u32| -> Result<()> {
-        let give_up = now_ns() + 10_000_000_000;
-        loop {
-            // Peers only move the state forward, and may move it past `want`.
-            let v = state.load(Ordering::Acquire);
-            if v >= want {
-                return Ok(());
-            }
-            ensure!(
-                now_ns() < give_up,
-                "hand-off peer stuck at state {v}, want {want}"
-            );
-            sys::futex_wait(state, v, Some(Duration::from_millis(100)));
-        }
-    };
-    let advance = |to: u32| {
-        state.store(to, Ordering::Release);
-        sys::futex_wake(state, 1);
-    };
+    let wait_for = |want: u32| wait_state(state, want, "hand-off");
+    let advance = |to: u32| advance_state(state, to);
     let warmup = 2;
     let total = a.n + warmup;
     let mut k = 0u64;
@@ -508,25 +491,8 @@ fn event(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let (state, stamp, stop) = (shm.u32(0), shm.u64(8), shm.u32(4));
     let mut hist = Hist::default();
     ready_go(a, env)?;
-    let wait_for = |want: u32| -> Result<()> {
-        let give_up = now_ns() + 10_000_000_000;
-        loop {
-            // Peers only move the state forward, and may move it past `want`.
-            let v = state.load(Ordering::Acquire);
-            if v >= want {
-                return Ok(());
-            }
-            ensure!(
-                now_ns() < give_up,
-                "event peer stuck at state {v}, want {want}"
-            );
-            sys::futex_wait(state, v, Some(Duration::from_millis(100)));
-        }
-    };
-    let advance = |to: u32| {
-        state.store(to, Ordering::Release);
-        sys::futex_wake(state, 1);
-    };
+    let wait_for = |want: u32| wait_state(state, want, "event");
+    let advance = |to: u32| advance_state(state, to);
     let warmup = 2;
     let mut k = 0u32;
     loop {
@@ -559,4 +525,27 @@ fn event(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     }
     rep.put("samples", hist.count()).put("hist", hist.encode());
     Ok(())
+}
+
+/// Waits (at most 10 s) until the two-process protocol word `state` reaches `want`.
+/// Peers only move the state forward, and may move it past `want`.
+fn wait_state(state: &AtomicU32, want: u32, who: &str) -> Result<()> {
+    let give_up = now_ns() + 10_000_000_000;
+    loop {
+        let v = state.load(Ordering::Acquire);
+        if v >= want {
+            return Ok(());
+        }
+        ensure!(
+            now_ns() < give_up,
+            "{who} peer stuck at state {v}, want {want}"
+        );
+        sys::futex_wait(state, v, Some(Duration::from_millis(100)));
+    }
+}
+
+/// Moves the protocol word `state` to `to` and wakes the peer.
+fn advance_state(state: &AtomicU32, to: u32) {
+    state.store(to, Ordering::Release);
+    sys::futex_wake(state, 1);
 }
