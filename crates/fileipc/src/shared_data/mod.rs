@@ -1800,6 +1800,29 @@ mod tests {
     }
 
     /// An owner identity no process has (PIDs stay below 2^22 on Linux).
+    /// What a combiner killed after its commit leaves: key "k" set to 15 and the
+    /// record saying request `seq` of `slot` was applied with result 15, committed in one
+    /// transaction, while the board still shows the request pending.
+    fn commit_as_killed_combiner(path: &Path, slot: usize, seq: u64) {
+        let mut rec = Vec::new();
+        Applied {
+            seq,
+            result: 15,
+            status: board::STATUS_OK,
+        }
+        .write(&mut rec, slot);
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
+            .unwrap();
+        conn.execute(
+            "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
+            [&rec],
+        )
+        .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+    }
+
     fn ghost(n: u32) -> u64 {
         (u64::from((1 << 30) + n) << 32) | 1
     }
@@ -1816,23 +1839,7 @@ mod tests {
         board.publish(slot, seq + 1, "k", 5);
         // ... and a combiner applied it, committed, and was killed before marking it
         // done: the commit holds the change and the record, the board still says pending.
-        let mut rec = Vec::new();
-        Applied {
-            seq: seq + 1,
-            result: 15,
-            status: board::STATUS_OK,
-        }
-        .write(&mut rec, slot);
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
-            .unwrap();
-        conn.execute(
-            "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
-             ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
-            [&rec],
-        )
-        .unwrap();
-        conn.execute_batch("COMMIT").unwrap();
+        commit_as_killed_combiner(&path, slot, seq + 1);
         // The next combiner marks it done with the recorded result, without applying
         // it again.
         assert_eq!(d.increment("k", 1).unwrap(), 16);
@@ -1854,22 +1861,7 @@ mod tests {
         // Another process's combiner read our request, applied it, committed, and was
         // killed before marking it done ...
         assert_eq!(inner.board.pending(&[false; board::SLOTS]).len(), 1);
-        let mut rec = Vec::new();
-        Applied {
-            seq: inner.seq,
-            result: 15,
-            status: board::STATUS_OK,
-        }
-        .write(&mut rec, slot);
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
-            .unwrap();
-        conn.execute(
-            "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1)",
-            [&rec],
-        )
-        .unwrap();
-        conn.execute_batch("COMMIT").unwrap();
+        commit_as_killed_combiner(&path, slot, inner.seq);
         // ... so when we combine, our own request is found in the record.
         let mut wake = Vec::new();
         assert_eq!(d.combine(inner, slot, &mut wake).unwrap(), Some(Ok(15)));
