@@ -77,6 +77,12 @@ impl<'a> RobustLock<'a> {
         free
     }
 
+    /// Takes the lock if it is free right now (no liveness check of a holder).
+    pub(crate) fn try_lock_free(&self) -> bool {
+        let (tid, ident) = me();
+        self.take_free(tid, ident)
+    }
+
     /// Takes the lock if it is free right now, or if its owner is dead.
     pub(crate) fn try_lock(&self) -> Option<Acquired> {
         let (tid, ident) = me();

@@ -805,12 +805,20 @@ impl MessageQueue {
         let synced = self.a64(control::SYNCED);
         let generation = self.ctl.u32(control::SYNC_GEN);
         let l = self.ctl.sync_lock();
+        // Whether a whole slice passed without a sync completing: only then is the
+        // holder possibly dead, worth the liveness check of `try_lock` (a `/proc` read).
+        let mut stale = false;
         loop {
             if synced.load(Ordering::Acquire) >= end {
                 return Ok(());
             }
             let g = generation.load(Ordering::SeqCst);
-            if l.try_lock().is_some() {
+            let acquired = if stale {
+                l.try_lock().is_some()
+            } else {
+                l.try_lock_free()
+            };
+            if acquired {
                 // The sync lock protects one monotone store: a dead holder leaves nothing
                 // to repair.
                 let _held = Held(l);
@@ -840,6 +848,7 @@ impl MessageQueue {
             }
             let until = Instant::now() + crate::robust::SLICE;
             sys::futex_wait(generation, g, Some(until)).at("wait", &self.dir.join(CONTROL))?;
+            stale = generation.load(Ordering::SeqCst) == g && Instant::now() >= until;
         }
     }
 
