@@ -308,6 +308,10 @@ pub struct MessageQueue {
     producer: Mutex<SegmentCache>,
     consumer: Mutex<SegmentCache>,
     syncer: Mutex<SegmentCache>,
+    /// The highest tail this handle has read. Every record below it is committed, so a
+    /// consumer reads the shared tail (a cache line every producer writes) only when the
+    /// head reaches this mark, not once per message.
+    seen_tail: AtomicU64,
 }
 
 impl fmt::Debug for MessageQueue {
@@ -493,6 +497,7 @@ impl MessageQueue {
                 )),
                 consumer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Fail)),
                 syncer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Skip)),
+                seen_tail: AtomicU64::new(tail),
             };
             q.repair_abandoned();
             q.remove_consumed_segments();
@@ -891,19 +896,36 @@ impl MessageQueue {
     /// A damaged record is reported as an error only when it is the first one met (the
     /// messages before it are returned first), and it is consumed when reported, so the
     /// next call goes on with the records after it.
-    fn take(&self, max: usize, out: &mut impl Sink, deadline: Option<Instant>) -> Result<usize> {
+    fn take(&self, max: usize, out: &mut impl Sink, wait: LockWait) -> Result<usize> {
         // Nothing committed beyond the head: nothing to take, no need for the lock.
-        if self.a64(control::HEAD).load(Ordering::Acquire)
-            >= self.a64(control::TAIL).load(Ordering::Acquire)
-        {
-            return Ok(0);
+        let mut tail = self.seen_tail.load(Ordering::Acquire);
+        if self.a64(control::HEAD).load(Ordering::Acquire) >= tail {
+            tail = self.refresh_tail();
+            if self.a64(control::HEAD).load(Ordering::Acquire) >= tail {
+                return Ok(0);
+            }
         }
         let mut cache = lock_cache(&self.consumer);
-        let Some(held) = self.lock_consumer(deadline)? else {
-            return Ok(0);
+        let held = match wait {
+            LockWait::IfFree => {
+                let l = self.ctl.consumer_lock();
+                if !l.try_lock_free() {
+                    return Ok(0);
+                }
+                let held = Held(l);
+                self.check_destroyed()?;
+                held
+            }
+            LockWait::Until(deadline) => match self.lock_consumer(deadline)? {
+                Some(held) => held,
+                None => return Ok(0),
+            },
         };
         let start = self.a64(control::HEAD).load(Ordering::Relaxed);
-        let tail = self.a64(control::TAIL).load(Ordering::Acquire);
+        if start >= tail {
+            // Other consumers took everything below the tail this handle knew.
+            tail = self.refresh_tail();
+        }
         let mut head = start;
         let mut received = self.a64(control::RECEIVED).load(Ordering::Relaxed);
         let mut n = 0;
@@ -980,6 +1002,13 @@ impl MessageQueue {
             Some(e) => Err(e),
             None => Ok(n),
         }
+    }
+
+    /// Reads the shared tail and raises this handle's mark to it.
+    fn refresh_tail(&self) -> u64 {
+        let tail = self.a64(control::TAIL).load(Ordering::Acquire);
+        // Release: a thread that reads the mark also sees the records below it.
+        self.seen_tail.fetch_max(tail, Ordering::AcqRel).max(tail)
     }
 
     /// Waits (spinning briefly, then sleeping on the doorbell) until the queue may hold a
@@ -1134,7 +1163,7 @@ impl MessageQueue {
         }
         loop {
             self.check_destroyed()?;
-            let n = self.take(max, out, deadline)?;
+            let n = self.take(max, out, LockWait::Until(deadline))?;
             if n > 0 {
                 return Ok(n);
             }
@@ -1143,7 +1172,7 @@ impl MessageQueue {
             }
             if !self.wait_for_data(deadline)? {
                 // At the deadline: one last look.
-                return self.take(max, out, None);
+                return self.take(max, out, LockWait::Until(None));
             }
         }
     }
@@ -1187,6 +1216,12 @@ impl MessageQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
+        // A message there now and nobody else receiving: no need to read the clock.
+        self.check_destroyed()?;
+        let mut out = None;
+        if self.take(1, &mut out, LockWait::IfFree)? > 0 {
+            return Ok(out);
+        }
         self.recv_until(crate::deadline_after(timeout))
     }
 
@@ -1251,7 +1286,7 @@ impl MessageQueue {
     pub fn try_recv(&self) -> Result<Option<Message>> {
         self.check_destroyed()?;
         let mut out = None;
-        self.take(1, &mut out, None)?;
+        self.take(1, &mut out, LockWait::Until(None))?;
         Ok(out)
     }
 
@@ -1461,6 +1496,15 @@ impl MessageQueue {
 /// oversubscribed: spinning would only keep others from running), doubled back up to
 /// [`SPIN_BEFORE_YIELD_MAX`] by a wait that ended while spinning or while yields
 /// returned at once (the sender runs elsewhere: spinning costs nobody).
+/// How [`MessageQueue::take`] takes the consumer lock.
+#[derive(Clone, Copy)]
+enum LockWait {
+    /// Only if it is free right now (otherwise take nothing).
+    IfFree,
+    /// Waiting until the deadline (`None`: without limit).
+    Until(Option<Instant>),
+}
+
 struct SpinBudget(std::cell::Cell<u32>);
 
 thread_local!(static SPIN_BUDGET: SpinBudget = const {
