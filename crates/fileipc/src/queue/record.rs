@@ -42,11 +42,13 @@ pub(crate) fn record_size(len: usize) -> u64 {
 }
 
 fn header_crc(b: &[u8; HEADER], pos: u64) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&b[0..4]);
-    h.update(&b[8..24]);
-    h.update(&pos.to_le_bytes());
-    h.finalize()
+    // One contiguous buffer: a single checksum call is cheaper than three updates of a
+    // hasher (the same CRC: CRC-32 of the concatenation).
+    let mut covered = [0u8; 28];
+    covered[0..4].copy_from_slice(&b[0..4]);
+    covered[4..20].copy_from_slice(&b[8..24]);
+    covered[20..28].copy_from_slice(&pos.to_le_bytes());
+    crc32fast::hash(&covered)
 }
 
 impl Header {
@@ -114,6 +116,20 @@ mod tests {
             assert!(h.payload_ok(payload));
             assert_eq!(h.len as usize, payload.len());
         }
+    }
+
+    #[test]
+    fn header_checksum_is_the_documented_concatenation() {
+        let h = Header::for_payload(b"abc", 5);
+        let b = h.encode(4096);
+        let mut c = crc32fast::Hasher::new();
+        c.update(&b[0..4]);
+        c.update(&b[8..24]);
+        c.update(&4096u64.to_le_bytes());
+        assert_eq!(
+            u32::from_le_bytes(b[24..28].try_into().unwrap()),
+            c.finalize()
+        );
     }
 
     #[test]

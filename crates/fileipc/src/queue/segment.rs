@@ -182,7 +182,6 @@ impl SegmentCache {
         while !data.is_empty() {
             let (k, off) = (pos / size, (pos % size) as usize);
             let n = data.len().min(size as usize - off);
-            let dir = self.dir.clone();
             if let Some(m) = self.get(k)? {
                 let end = (off + n) as u64;
                 if let Some(file) = &m.file
@@ -192,8 +191,9 @@ impl SegmentCache {
                         .div_ceil(RESERVE_CHUNK)
                         .saturating_mul(RESERVE_CHUNK)
                         .min(size);
-                    sys::allocate(file, m.reserved, to - m.reserved)
-                        .at("allocate", &path(&dir, k))?;
+                    if let Err(e) = sys::allocate(file, m.reserved, to - m.reserved) {
+                        return Err(Error::io("allocate", path(&self.dir, k), e));
+                    }
                     m.reserved = to;
                 }
                 m.map.copy_in(off, &data[..n]);
@@ -225,9 +225,10 @@ impl SegmentCache {
         while from < to {
             let (k, off) = (from / self.size, (from % self.size) as usize);
             let n = (to - from).min(self.size - off as u64) as usize;
-            let dir = self.dir.clone();
-            if let Some(m) = self.get(k)? {
-                m.map.flush_range(off, n).at("msync", &path(&dir, k))?;
+            if let Some(m) = self.get(k)?
+                && let Err(e) = m.map.flush_range(off, n)
+            {
+                return Err(Error::io("msync", path(&self.dir, k), e));
             }
             from += n as u64;
         }
