@@ -39,6 +39,13 @@ const YIELDS: u32 = 8;
 /// means it was preempted for long or killed.
 pub(crate) const SLICE: Duration = Duration::from_millis(2);
 
+/// How long a waiter trusts a lock word whose owner cannot be verified: the word names a
+/// live thread, but the ident names another one. An owner records its ident right after
+/// taking the word, so this lasts nanoseconds for a real owner; lasting this long, the
+/// word was damaged (e.g. a flipped bit naming some unrelated live thread) and is taken
+/// over rather than waited on forever.
+const UNVERIFIED_GRACE: Duration = Duration::from_secs(1);
+
 /// How the lock was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Acquired {
@@ -133,6 +140,7 @@ impl<'a> RobustLock<'a> {
         // Phase 2: sleep on the word in slices, checking the holder's life between them.
         let mut last_seen = 0u32;
         let mut seen_since: Option<Instant> = None;
+        let mut first_seen: Option<Instant> = None;
         loop {
             let v = self.word.load(Ordering::Relaxed);
             if v == 0 {
@@ -163,9 +171,14 @@ impl<'a> RobustLock<'a> {
             if v & TID_MASK != last_seen & TID_MASK {
                 last_seen = v;
                 seen_since = Some(now);
+                first_seen = Some(now);
             } else if seen_since.is_some_and(|s| now.duration_since(s) >= SLICE) {
-                // The same owner for a whole slice: is it still alive?
-                if self.holder_dead(v) {
+                // The same owner for a whole slice: is it still alive (or, for long, not
+                // an owner at all)?
+                let unverified = first_seen
+                    .is_some_and(|f| now.duration_since(f) >= UNVERIFIED_GRACE)
+                    && self.holder_unverifiable(v);
+                if unverified || self.holder_dead(v) {
                     if let Some(a) = self.take_over(v, tid | CONTENDED, ident) {
                         return Some(a);
                     }
@@ -189,6 +202,13 @@ impl<'a> RobustLock<'a> {
         // Re-read the word: the ident must belong to the owner we judge.
         let tid = v & TID_MASK;
         !sys::owner_alive(tid, ident) && self.word.load(Ordering::Relaxed) & TID_MASK == tid
+    }
+
+    /// Whether the ident does not name the thread in the word (so its start time cannot
+    /// be checked).
+    fn holder_unverifiable(&self, v: u32) -> bool {
+        let ident = self.ident.load(Ordering::Relaxed);
+        (ident >> 32) as u32 != v & TID_MASK && self.word.load(Ordering::Relaxed) == v
     }
 
     fn take_over(&self, v: u32, new: u32, ident: u64) -> Option<Acquired> {
@@ -254,6 +274,21 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(5));
         l.unlock();
         assert_eq!(w.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_damaged_word_naming_an_unrelated_live_thread_is_taken_over() {
+        // Our own process ID: a live thread, but the ident names another thread.
+        let w = AtomicU32::new(std::process::id() | CONTENDED);
+        let id = AtomicU64::new(u64::from(std::process::id() + 1) << 32);
+        let l = RobustLock::new(&w, &id);
+        let t = Instant::now();
+        assert_eq!(
+            l.lock(Some(t + Duration::from_secs(30))),
+            Some(Acquired::TakenOver)
+        );
+        assert!(t.elapsed() >= UNVERIFIED_GRACE);
+        l.unlock();
     }
 
     #[test]

@@ -821,14 +821,24 @@ fn non_queue_directories_and_unknown_versions_are_refused() {
     let dir = t.path().join("q");
     MessageQueue::open(&dir).unwrap().send("kept").unwrap();
     let ctl = OpenOptions::new()
+        .read(true)
         .write(true)
         .open(dir.join("control"))
         .unwrap();
-    ctl.write_at(&99u32.to_le_bytes(), 12).unwrap();
-    let e = MessageQueue::open(&dir).unwrap_err();
-    assert!(matches!(e, Error::Format { .. }), "{e}");
-    assert!(e.to_string().contains("format version 99"), "{e}");
-    ctl.write_at(&1u32.to_le_bytes(), 12).unwrap();
+    let mut version = [0u8; 4];
+    ctl.read_at(&mut version, 12).unwrap();
+    // 1: the format before consumers claimed records without a lock (they must not
+    // share a queue with today's).
+    for unknown in [99u32, 1] {
+        ctl.write_at(&unknown.to_le_bytes(), 12).unwrap();
+        let e = MessageQueue::open(&dir).unwrap_err();
+        assert!(matches!(e, Error::Format { .. }), "{e}");
+        assert!(
+            e.to_string().contains(&format!("format version {unknown}")),
+            "{e}"
+        );
+    }
+    ctl.write_at(&version, 12).unwrap();
     assert_eq!(
         MessageQueue::open(&dir).unwrap().recv().unwrap().unwrap(),
         "kept"

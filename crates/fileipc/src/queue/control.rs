@@ -10,7 +10,9 @@ use crate::robust::RobustLock;
 use crate::state::{Kind, Layout};
 use crate::sys::SharedMap;
 
-pub(crate) const VERSION: u32 = 1;
+/// Version 2: consumers claim records by compare-and-swap on the head (version 1 moved
+/// it under the consumer lock, with a journal); the two cannot share a queue.
+pub(crate) const VERSION: u32 = 2;
 pub(crate) const LEN: usize = 4096;
 pub(crate) const LAYOUT: Layout = Layout {
     kind: Kind::Queue,
@@ -31,13 +33,13 @@ pub(crate) const SENT: usize = 152;
 pub(crate) const P_JOURNAL_TAIL: usize = 160;
 pub(crate) const P_JOURNAL_SENT: usize = 168;
 
-// Consumer block (under the consumer lock).
+// Consumer block. The lock is taken only to skip a damaged header and by `clear` and
+// `destroy`; the head moves by compare-and-swap, `received` by fetch-max.
 pub(crate) const C_LOCK: usize = 256;
 pub(crate) const C_OWNER: usize = 264;
 pub(crate) const HEAD: usize = 272;
 pub(crate) const RECEIVED: usize = 280;
-pub(crate) const C_JOURNAL_HEAD: usize = 288;
-pub(crate) const C_JOURNAL_RECEIVED: usize = 296;
+// 288..304: the consumer journal of version 1, unused (zero) since version 2.
 /// Every segment with an index below this was removed.
 pub(crate) const REMOVED_BELOW: usize = 304;
 

@@ -574,15 +574,10 @@ impl MessageQueue {
         }
     }
 
-    fn repair_consumer(&self) {
-        let jh = self.a64(control::C_JOURNAL_HEAD).load(Ordering::Relaxed);
-        if self.a64(control::HEAD).load(Ordering::Relaxed) == jh {
-            let jr = self
-                .a64(control::C_JOURNAL_RECEIVED)
-                .load(Ordering::Relaxed);
-            self.a64(control::RECEIVED).store(jr, Ordering::Relaxed);
-        }
-    }
+    /// The consumer lock guards no half-done state: the head moves only by
+    /// compare-and-swap and `received` only by `fetch_max`, so a dead holder leaves
+    /// nothing to repair.
+    fn repair_consumer(&self) {}
 
     /// Takes over and repairs any lock whose holder died, without waiting a slice.
     fn repair_abandoned(&self) {
@@ -593,7 +588,6 @@ impl MessageQueue {
         }
         let c = self.ctl.consumer_lock();
         if c.is_held() && c.take_if_abandoned().is_some() {
-            self.repair_consumer();
             c.unlock();
         }
         let s = self.ctl.sync_lock();
@@ -611,18 +605,6 @@ impl MessageQueue {
         // SeqCst: ordered before the producer's check of the waiter mask (see `ring`).
         self.a64(control::TAIL).store(tail, Ordering::SeqCst);
         self.a64(control::SENT).store(sent, Ordering::Relaxed);
-    }
-
-    /// Commits the consumer side: journal, then the head (the commit point), then
-    /// `received`.
-    fn commit_head(&self, head: u64, received: u64) {
-        self.a64(control::C_JOURNAL_HEAD)
-            .store(head, Ordering::Relaxed);
-        self.a64(control::C_JOURNAL_RECEIVED)
-            .store(received, Ordering::Relaxed);
-        self.a64(control::HEAD).store(head, Ordering::Release);
-        self.a64(control::RECEIVED)
-            .store(received, Ordering::Relaxed);
     }
 
     /// Removes the segment files wholly below the head. Idempotent; any handle may do it.
@@ -896,112 +878,204 @@ impl MessageQueue {
     /// A damaged record is reported as an error only when it is the first one met (the
     /// messages before it are returned first), and it is consumed when reported, so the
     /// next call goes on with the records after it.
+    ///
+    /// Consumers claim records without a lock: they read the record headers at the head
+    /// and move the head past them with one compare-and-swap (records below the tail
+    /// never change and positions are never reused, so a consumer that loses the race
+    /// only retries). A consumer preempted or killed at any instant therefore holds up
+    /// nobody. Only a damaged header, whose length cannot be trusted, is skipped under
+    /// the consumer lock (see [`Self::skip_damaged`]).
     fn take(&self, max: usize, out: &mut impl Sink, wait: LockWait) -> Result<usize> {
-        // Nothing committed beyond the head: nothing to take, no need for the lock.
+        let head_word = self.a64(control::HEAD);
         let mut tail = self.seen_tail.load(Ordering::Acquire);
-        if self.a64(control::HEAD).load(Ordering::Acquire) >= tail {
-            tail = self.refresh_tail();
-            if self.a64(control::HEAD).load(Ordering::Acquire) >= tail {
-                return Ok(0);
-            }
-        }
-        let mut cache = lock_cache(&self.consumer);
-        let held = match wait {
-            LockWait::IfFree => {
-                let l = self.ctl.consumer_lock();
-                if !l.try_lock_free() {
+        loop {
+            let head = head_word.load(Ordering::Acquire);
+            if head >= tail {
+                tail = self.refresh_tail();
+                if head >= tail {
                     return Ok(0);
                 }
-                let held = Held(l);
-                self.check_destroyed()?;
-                held
             }
-            LockWait::Until(deadline) => match self.lock_consumer(deadline)? {
-                Some(held) => held,
-                None => return Ok(0),
-            },
-        };
-        let start = self.a64(control::HEAD).load(Ordering::Relaxed);
-        if start >= tail {
-            // Other consumers took everything below the tail this handle knew.
-            tail = self.refresh_tail();
+            let mut cache = lock_cache(&self.consumer);
+            let claimed = match self.claim(&mut cache, head, tail, max) {
+                Ok(c) => c,
+                // A read can fail because other consumers took the record and removed
+                // its segment meanwhile: then it is no longer ours to report.
+                Err(_) if head_word.load(Ordering::Acquire) != head => continue,
+                Err(e) => return Err(e),
+            };
+            let (end, result) = match claimed {
+                Claim::Raced => continue,
+                Claim::Damaged => {
+                    drop(cache);
+                    match self.skip_damaged(head, tail, wait)? {
+                        Some(e) => return Err(e),
+                        None if matches!(wait, LockWait::IfFree) => return Ok(0),
+                        None => continue,
+                    }
+                }
+                Claim::Deferred { end, header } => {
+                    // Copied and checked after the claim: the record lies in one segment,
+                    // mapped in this handle's cache since its header was read, and its
+                    // bytes never change. A consumer killed here loses this message, as
+                    // one killed just after `recv` returned it.
+                    let mut payload = vec![0u8; header.len as usize];
+                    cache.read(head + HEADER as u64, &mut payload)?;
+                    if header.payload_ok(&payload) {
+                        out.push(Message { data: payload });
+                        (end, Ok(1))
+                    } else {
+                        (end, Err(payload_error(&cache, head, &header)))
+                    }
+                }
+                Claim::Checked { end, messages } => {
+                    let n = messages.len();
+                    for m in messages {
+                        out.push(m);
+                    }
+                    (end, Ok(n))
+                }
+                Claim::Corrupt { end, header } => (end, Err(payload_error(&cache, head, &header))),
+            };
+            if end / self.seg_size != head / self.seg_size {
+                cache.retain_from(end / self.seg_size);
+                drop(cache);
+                self.remove_consumed_segments();
+            }
+            return result;
         }
-        let mut head = start;
-        let mut received = self.a64(control::RECEIVED).load(Ordering::Relaxed);
-        let mut n = 0;
-        let mut err = None;
-        while n < max && head < tail {
+    }
+
+    /// Tries to claim records from `head` (a value of the head word just read) up to
+    /// `max` and below `tail`.
+    fn claim(&self, cache: &mut SegmentCache, head: u64, tail: u64, max: usize) -> Result<Claim> {
+        let head_word = self.a64(control::HEAD);
+        let claim = |end: u64, seq: u64| {
+            if head_word
+                .compare_exchange(head, end, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return false;
+            }
+            self.a64(control::RECEIVED)
+                .fetch_max(seq + 1, Ordering::AcqRel);
+            true
+        };
+        let read_header = |cache: &mut SegmentCache, pos: u64| -> Result<Option<(Header, u64)>> {
             let mut hb = [0u8; HEADER];
-            cache.read(head, &mut hb)?;
-            let size = match Header::decode(&hb, head) {
-                Some(h) if record_size(h.len as usize) <= tail - head => {
+            cache.read(pos, &mut hb)?;
+            Ok(match Header::decode(&hb, pos) {
+                Some(h) if record_size(h.len as usize) <= tail - pos => {
                     Some((h, record_size(h.len as usize)))
                 }
                 _ => None,
-            };
-            if let Some((h, size)) = size {
-                let mut payload = vec![0u8; h.len as usize];
-                cache.read(head + HEADER as u64, &mut payload)?;
-                if h.payload_ok(&payload) {
-                    out.push(Message { data: payload });
-                    n += 1;
-                    received = h.seq + 1;
-                    head += size;
-                    continue;
-                }
-                if n > 0 {
-                    break; // report it on the next call
-                }
-                let (path, offset) = cache.locate(head);
-                err = Some(Error::Corrupt {
-                    path,
-                    offset,
-                    detail: format!(
-                        "payload checksum mismatch in message {} ({} bytes); skipped",
-                        h.seq, h.len
-                    ),
-                });
-                received = h.seq + 1;
-                head += size;
-                break;
-            }
-            if n > 0 {
-                break;
-            }
-            // The header is damaged: its length cannot be trusted. Scan forward for the
-            // next valid header; everything before it is lost.
-            let (path, offset) = cache.locate(head);
-            let (next, seq) = resync(&mut cache, head, tail)?;
-            err = Some(Error::Corrupt {
-                path,
-                offset,
-                detail: format!(
-                    "damaged record header; skipped {} bytes to {}",
-                    next - head,
-                    if seq.is_some() {
-                        "the next valid record"
-                    } else {
-                        "the end of the log"
-                    }
-                ),
+            })
+        };
+        let Some((h, size)) = read_header(cache, head)? else {
+            return Ok(Claim::Damaged);
+        };
+        let end = head + size;
+        if max == 1 && head / self.seg_size == (end - 1) / self.seg_size {
+            return Ok(if claim(end, h.seq) {
+                Claim::Deferred { end, header: h }
+            } else {
+                Claim::Raced
             });
-            received = seq.unwrap_or(received + 1);
-            head = next;
-            break;
         }
-        if head != start {
-            self.commit_head(head, received);
+        // Several records, or one spanning segments: copy and check first, claim after
+        // (a lost race only wastes the copies).
+        let mut messages = Vec::new();
+        let (mut pos, mut seq) = (head, 0);
+        while messages.len() < max && pos < tail {
+            let (h, size) = if pos == head {
+                (h, size)
+            } else {
+                match read_header(cache, pos)? {
+                    Some(x) => x,
+                    None => break, // reported by the next call
+                }
+            };
+            let mut payload = vec![0u8; h.len as usize];
+            cache.read(pos + HEADER as u64, &mut payload)?;
+            if !h.payload_ok(&payload) {
+                if pos == head {
+                    return Ok(if claim(pos + size, h.seq) {
+                        Claim::Corrupt {
+                            end: pos + size,
+                            header: h,
+                        }
+                    } else {
+                        Claim::Raced
+                    });
+                }
+                break; // reported by the next call
+            }
+            messages.push(Message { data: payload });
+            seq = h.seq;
+            pos += size;
         }
-        drop(held);
-        if head / self.seg_size != start / self.seg_size {
-            cache.retain_from(head / self.seg_size);
+        Ok(if claim(pos, seq) {
+            Claim::Checked { end: pos, messages }
+        } else {
+            Claim::Raced
+        })
+    }
+
+    /// Skips a damaged record header at `head` under the consumer lock: scans forward for
+    /// the next valid header (everything before it is lost) and moves the head there.
+    /// `Some(error)` describing the damage if this call skipped it; `None` if the head
+    /// moved meanwhile, or the lock was not to be had (`IfFree`, or the deadline).
+    fn skip_damaged(&self, head: u64, tail: u64, wait: LockWait) -> Result<Option<Error>> {
+        let _held = match wait {
+            LockWait::IfFree => {
+                let l = self.ctl.consumer_lock();
+                if !l.try_lock_free() {
+                    return Ok(None);
+                }
+                Held(l)
+            }
+            LockWait::Until(deadline) => match self.lock_consumer(deadline)? {
+                Some(held) => held,
+                None => return Ok(None),
+            },
+        };
+        self.check_destroyed()?;
+        let head_word = self.a64(control::HEAD);
+        if head_word.load(Ordering::Acquire) != head {
+            return Ok(None);
+        }
+        let mut cache = lock_cache(&self.consumer);
+        let (path, offset) = cache.locate(head);
+        let (next, seq) = resync(&mut cache, head, tail)?;
+        // Nobody else moves the head past a damaged header, except `clear` (which holds
+        // this lock too): the exchange fails only if the header was not damaged after all.
+        if head_word
+            .compare_exchange(head, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let received = self.a64(control::RECEIVED);
+        let r = received.load(Ordering::Acquire);
+        received.fetch_max(seq.unwrap_or(r + 1), Ordering::AcqRel);
+        if next / self.seg_size != head / self.seg_size {
+            cache.retain_from(next / self.seg_size);
             drop(cache);
             self.remove_consumed_segments();
         }
-        match err {
-            Some(e) => Err(e),
-            None => Ok(n),
-        }
+        Ok(Some(Error::Corrupt {
+            path,
+            offset,
+            detail: format!(
+                "damaged record header; skipped {} bytes to {}",
+                next - head,
+                if seq.is_some() {
+                    "the next valid record"
+                } else {
+                    "the end of the log"
+                }
+            ),
+        }))
     }
 
     /// Reads the shared tail and raises this handle's mark to it.
@@ -1346,10 +1420,17 @@ impl MessageQueue {
         let tail = self.a64(control::TAIL).load(Ordering::Acquire);
         let sent = self.a64(control::SENT).load(Ordering::Acquire);
         if head >= tail {
-            0
-        } else {
-            sent.saturating_sub(received).max(1)
+            return 0;
         }
+        // The record at the head knows how many were sent before it. `received` only
+        // lags it if a consumer died between claiming records and raising it.
+        let mut hb = [0u8; HEADER];
+        let first = match lock_cache(&self.consumer).read(head, &mut hb) {
+            Ok(()) => Header::decode(&hb, head).map(|h| h.seq),
+            Err(_) => None,
+        };
+        sent.saturating_sub(first.unwrap_or(received).max(received))
+            .max(1)
     }
 
     /// Whether no message is waiting. O(1).
@@ -1398,9 +1479,13 @@ impl MessageQueue {
             let Some(_c) = self.lock_consumer(None)? else {
                 unreachable_timeout()?
             };
+            // Both locks: no sender moves the tail and no consumer skips a damaged
+            // header meanwhile; consumers claiming records lose their exchange.
             let tail = self.a64(control::TAIL).load(Ordering::Relaxed);
             let sent = self.a64(control::SENT).load(Ordering::Relaxed);
-            self.commit_head(tail, sent);
+            self.a64(control::HEAD).fetch_max(tail, Ordering::AcqRel);
+            self.a64(control::RECEIVED)
+                .fetch_max(sent, Ordering::AcqRel);
         }
         self.remove_consumed_segments();
         Ok(())
@@ -1496,7 +1581,35 @@ impl MessageQueue {
 /// oversubscribed: spinning would only keep others from running), doubled back up to
 /// [`SPIN_BEFORE_YIELD_MAX`] by a wait that ended while spinning or while yields
 /// returned at once (the sender runs elsewhere: spinning costs nobody).
-/// How [`MessageQueue::take`] takes the consumer lock.
+/// What [`MessageQueue::claim`] found at the head.
+enum Claim {
+    /// Another consumer moved the head first: try again.
+    Raced,
+    /// The header at the head is damaged.
+    Damaged,
+    /// One record claimed, to be copied and checked by the caller.
+    Deferred { end: u64, header: Header },
+    /// Records copied, checked and claimed.
+    Checked { end: u64, messages: Vec<Message> },
+    /// The first record failed its payload checksum; it was claimed (skipped).
+    Corrupt { end: u64, header: Header },
+}
+
+/// The error for a record whose payload failed its checksum.
+fn payload_error(cache: &SegmentCache, pos: u64, h: &Header) -> Error {
+    let (path, offset) = cache.locate(pos);
+    Error::Corrupt {
+        path,
+        offset,
+        detail: format!(
+            "payload checksum mismatch in message {} ({} bytes); skipped",
+            h.seq, h.len
+        ),
+    }
+}
+
+/// How [`MessageQueue::take`] takes the consumer lock (needed only to skip a damaged
+/// header).
 #[derive(Clone, Copy)]
 enum LockWait {
     /// Only if it is free right now (otherwise take nothing).

@@ -86,6 +86,12 @@ fn proc_stat(pid: u32) -> Option<(char, u64, u64)> {
     ))
 }
 
+/// Whether process `pid` is stopped by a signal (state `T` in `/proc/PID/stat`): a
+/// `SIGSTOP` takes effect some time after `kill` returns.
+pub fn stopped(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|s| s.0 == 'T')
+}
+
 /// This process, as a `(pid, start time)` pair a recycled PID cannot impersonate.
 pub fn me() -> (u32, u64) {
     let pid = std::process::id();
