@@ -16,7 +16,7 @@
 //! and in per-producer order, a lock's shared counter never losing an increment, every
 //! increment of the store counted) and a failure aborts the benchmark with the reason.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -713,6 +713,7 @@ fn run_group(common: &Common<'_>, specs: &[Spec]) -> Result<Vec<Out>> {
     let mut children: Vec<Child> = Vec::new();
     let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
     let result = (|| -> Result<Vec<Out>> {
+        let start = workers::run_shm(common.dir)?;
         for (i, sp) in specs.iter().enumerate() {
             let mut child = Command::new(&exe)
                 .arg("__bench-worker")
@@ -758,11 +759,7 @@ fn run_group(common: &Common<'_>, specs: &[Spec]) -> Result<Vec<Out>> {
                 None => bail!("worker {} ({}) exited during setup", i, specs[i].role),
             }
         }
-        for c in &mut children {
-            let stdin = c.stdin.as_mut().context("worker stdin")?;
-            stdin.write_all(b"go\n")?;
-            stdin.flush()?;
-        }
+        workers::start_all(&start);
         let run_deadline = Instant::now() + Duration::from_millis(common.cap_ms * 3 + 30_000);
         let mut outs: Vec<Option<Out>> = specs.iter().map(|_| None).collect();
         let mut open = specs.len();

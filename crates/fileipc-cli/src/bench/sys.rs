@@ -337,8 +337,10 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     };
 }
 
-/// `FUTEX_WAKE` (shared) of up to `n` waiters of `word`.
+/// `FUTEX_WAKE` (shared) of up to `n` waiters of `word` (`u32::MAX`: all; the kernel
+/// reads the count as a signed int, so it is clamped to `i32::MAX`).
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+    let n = n.min(i32::MAX as u32);
     // SAFETY: `word` is a valid aligned u32 for the call.
     unsafe {
         libc::syscall(

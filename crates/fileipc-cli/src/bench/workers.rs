@@ -1,12 +1,13 @@
 //! The worker processes: `fileipc __bench-worker --role ROLE --imp IMPL ...`.
 //!
-//! A worker opens its implementation, prints `ready`, waits for `go` on stdin (so all the
-//! workers of a run start together), runs its loop, and prints one `result k=v ...` line.
+//! A worker opens its implementation, prints `ready`, waits for the start word of the run's
+//! shared file [`RUN_SHM`] (one futex wake releases all the workers of a run at once),
+//! runs its loop, and prints one `result k=v ...` line.
 //! Times are CLOCK_MONOTONIC nanoseconds, comparable across processes. The same loop times
 //! every implementation of a workload; only the object behind the trait differs.
 
 use std::cell::Cell;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -101,20 +102,42 @@ pub(crate) fn worker(a: WorkerArgs) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// The run's shared file (in the run directory): word 0 is the start word (the harness
+/// moves it to 1 and wakes every worker with one `futex_wake`); word 1 counts the
+/// producers that finished sending.
+pub(crate) const RUN_SHM: &str = "run.shm";
+const RUN_SHM_LEN: usize = 64;
+
+/// Maps the run's shared file.
+pub(crate) fn run_shm(dir: &std::path::Path) -> Result<Shm> {
+    Shm::open(&dir.join(RUN_SHM), RUN_SHM_LEN).context("mapping the run's shared file")
+}
+
+/// Releases every worker of a run waiting in [`ready_go`].
+pub(crate) fn start_all(shm: &Shm) {
+    shm.u32(0).store(1, Ordering::Release);
+    sys::futex_wake(shm.u32(0), u32::MAX);
+}
+
 /// Tells the harness this worker is set up, and waits for the start signal. Returns the
 /// start time and sets the polling deadline `cap_ms` after it.
+///
+/// (One wake for all: when the harness wrote `go` to each worker's stdin in turn, the first
+/// workers started took both CPUs and the harness often lost its CPU for a scheduler tick,
+/// so the later workers of a 4+4 run started about 3 ms late.)
 fn ready_go(a: &WorkerArgs, env: &Env) -> Result<u64> {
+    let shm = run_shm(&env.dir)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "ready")?;
         out.flush()?;
     }
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    ensure!(
-        line.trim() == "go",
-        "expected go from the harness, got {line:?}"
-    );
+    let give_up = now_ns() + 120_000_000_000;
+    let start = shm.u32(0);
+    while start.load(Ordering::Acquire) == 0 {
+        ensure!(now_ns() < give_up, "no start signal from the harness");
+        sys::futex_wait(start, 0, Some(Duration::from_millis(100)));
+    }
     let t0 = now_ns();
     env.deadline.set(t0 + a.cap_ms * 1_000_000);
     Ok(t0)
@@ -142,7 +165,10 @@ fn parse_frame(buf: &[u8]) -> Result<(u32, u64)> {
     Ok((p, s))
 }
 
-/// Sends `n` messages (or until the cap), then its share of the consumers' stop frames.
+/// Sends `n` messages (or until the cap); the last producer to finish then sends every
+/// consumer its stop frame. (Stop frames sent by each producer as it finished let
+/// consumers quit while other producers were still sending: a 4+4 run then ended with
+/// fewer consumers than producers, which is not the workload named.)
 fn q_send(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let mut q = open_queue(&a.imp, env, "q")?;
     let mut msg = vec![0x5a_u8; a.size.max(12)];
@@ -158,8 +184,9 @@ fn q_send(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
         sent += 1;
     }
     let t1 = now_ns();
-    for c in 0..a.consumers {
-        if c % a.producers == a.id {
+    let finished = run_shm(&env.dir)?.u32(4).fetch_add(1, Ordering::AcqRel) + 1;
+    if finished == a.producers {
+        for _ in 0..a.consumers {
             frame(&mut msg, STOP, 0);
             q.send(&msg)?;
         }

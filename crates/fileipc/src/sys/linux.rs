@@ -37,8 +37,12 @@ pub(crate) fn futex_wait(
     }
 }
 
-/// Wakes up to `n` waiters sleeping on `word`; returns how many were woken.
+/// Wakes up to `n` waiters sleeping on `word` (`u32::MAX`: all); returns how many were
+/// woken.
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> io::Result<usize> {
+    // The kernel reads the count as a signed int: `u32::MAX` would be -1, and wake just
+    // one waiter. `i32::MAX` is "all" (measured: 1 of 3 sleepers woken vs 3 of 3).
+    let n = n.min(i32::MAX as u32);
     futex::wake(word, futex::Flags::empty(), n).map_err(Into::into)
 }
 
@@ -164,5 +168,41 @@ fn timespec(d: std::time::Duration) -> rustix::time::Timespec {
     rustix::time::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
         tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn futex_wake_all_wakes_every_sleeper() {
+        static WORD: AtomicU32 = AtomicU32::new(0);
+        let sleepers: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let until = std::time::Instant::now() + Duration::from_secs(30);
+                    while WORD.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        futex_wait(&WORD, 0, Some(until)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        // Wake until all three were woken at once by one call (a sleeper may not be
+        // asleep yet when a call is made: then that call wakes fewer, and we go on).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "never woke 3 at once");
+            std::thread::sleep(Duration::from_millis(20));
+            if futex_wake(&WORD, u32::MAX).unwrap() == 3 {
+                break;
+            }
+        }
+        WORD.store(1, std::sync::atomic::Ordering::SeqCst);
+        futex_wake(&WORD, u32::MAX).unwrap();
+        for s in sleepers {
+            s.join().unwrap();
+        }
     }
 }
