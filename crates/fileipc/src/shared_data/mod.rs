@@ -76,8 +76,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex as StdMutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
@@ -113,12 +112,9 @@ const APPLIED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_applied (\n    
 /// covers WAL recovery after a crash and foreign writers.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Pages of WAL after which a writer copies them back into the database (SQLite's
-/// default threshold). SQLite's automatic checkpoint would run inside the `COMMIT`, while
-/// we hold the writers' lock, so every other writer would wait for its `fsync`s; instead a
-/// WAL hook notes the WAL size at each commit and the writer checkpoints (`PASSIVE`) after
-/// releasing the lock, as SQLite's own writers do after releasing theirs.
-const CHECKPOINT_PAGES: i32 = 1000;
+/// Pages of WAL after which the committing writer copies them back into the database
+/// (SQLite's default, stated so the choice is visible).
+const WAL_AUTOCHECKPOINT: u32 = 1000;
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -246,23 +242,6 @@ struct Inner {
     seq: u64,
     /// The owner identity this process writes into the slots it claims.
     me: u64,
-    /// The size of the WAL in pages after this connection's last commit (its WAL hook).
-    wal_pages: Arc<AtomicI32>,
-}
-
-impl Inner {
-    /// After releasing the writers' lock: copies the WAL back into the database if it
-    /// grew past [`CHECKPOINT_PAGES`]. Housekeeping: errors are ignored (a `PASSIVE`
-    /// checkpoint gives up where a reader or another checkpointer is in the way; the
-    /// next commit past the threshold tries again).
-    fn checkpoint_if_due(&self) {
-        if self.wal_pages.load(Ordering::Relaxed) >= CHECKPOINT_PAGES {
-            self.wal_pages.store(0, Ordering::Relaxed);
-            let _ = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        }
-    }
 }
 
 impl fmt::Debug for SharedData {
@@ -351,7 +330,7 @@ impl SharedData {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW
             | OpenFlags::SQLITE_OPEN_EXRESCODE;
-        let mut conn = Connection::open_with_flags(path, flags).map_err(sq)?;
+        let conn = Connection::open_with_flags(path, flags).map_err(sq)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
         conn.set_prepared_statement_cache_capacity(32);
         {
@@ -363,14 +342,8 @@ impl SharedData {
         }
         let sync = if opts.durable { "FULL" } else { "NORMAL" };
         conn.pragma_update(None, "synchronous", sync).map_err(sq)?;
-        // Replaces SQLite's automatic checkpoint (see `CHECKPOINT_PAGES`).
-        let wal_pages = Arc::new(AtomicI32::new(0));
-        let pages = Arc::clone(&wal_pages);
-        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
-            pages.store(n, Ordering::Relaxed);
-            Ok(())
-        }))
-        .map_err(sq)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+            .map_err(sq)?;
         let board = Board::open(&sidecar(path, "-board"), opts.mode)?;
         // Requests published while we held the lock above wait for a combiner.
         board.kick(0);
@@ -387,7 +360,6 @@ impl SharedData {
                 slot: None,
                 seq: 0,
                 me: board::owner_ident(),
-                wal_pages,
             })),
         })
     }
@@ -817,7 +789,6 @@ impl SharedData {
                         inner.board.wake(s);
                     }
                     inner.board.kick(slot + 1);
-                    inner.checkpoint_if_due();
                     match r {
                         Ok(Some(done)) => return Ok(done.ok()),
                         Ok(None) => Ok(()),
@@ -1046,7 +1017,9 @@ impl SharedData {
         };
         lock_writers(&inner.lock).at("lock", &self.lock_path)?;
         let held = WriteLock {
-            inner,
+            conn: &inner.conn,
+            lock: &inner.lock,
+            board: &inner.board,
             lock_id: self.lock_id,
         };
         IN_WRITE.with_borrow_mut(|v| v.push(self.lock_id));
@@ -1099,20 +1072,20 @@ impl Drop for SharedData {
 /// The writers' lock and the write transaction, released in that order on drop, also
 /// on error or unwinding.
 struct WriteLock<'a> {
-    inner: &'a Inner,
+    conn: &'a Connection,
+    lock: &'a File,
+    board: &'a Board,
     lock_id: (u64, u64),
 }
 
 impl Drop for WriteLock<'_> {
     fn drop(&mut self) {
-        let inner = self.inner;
-        if !inner.conn.is_autocommit() {
-            let _ = inner.conn.execute_batch("ROLLBACK");
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        let _ = sys::unlock(&inner.lock);
+        let _ = sys::unlock(self.lock);
         // Requests published while we held the lock wait for a combiner.
-        inner.board.kick(0);
-        inner.checkpoint_if_due();
+        self.board.kick(0);
         IN_WRITE.with_borrow_mut(|v| {
             if let Some(i) = v.iter().rposition(|&id| id == self.lock_id) {
                 v.remove(i);
