@@ -778,10 +778,21 @@ impl SharedData {
             if let Some(done) = inner.board.take_done(slot) {
                 return Ok(done.ok());
             }
+            // A combiner that just finished a batch comes back for its own next
+            // request within its lease and combines ours with it.
+            if let Some(left) = inner.board.lease_left(slot) {
+                if let Err(e) = inner.board.wait(slot, seen, Some(left)) {
+                    return self.abandon(inner, slot, e);
+                }
+                continue;
+            }
             let step = match sys::try_lock_exclusive(&inner.lock).at("lock", &self.lock_path) {
                 Ok(true) => {
                     let mut wake = Vec::new();
                     let r = self.combine(inner, slot, &mut wake);
+                    if r.is_ok() {
+                        inner.board.renew_lease(slot);
+                    }
                     // As for any writer, an unlock error is ignored (the kernel drops
                     // the lock with the descriptor at the latest).
                     let _ = sys::unlock(&inner.lock);
@@ -789,13 +800,16 @@ impl SharedData {
                         inner.board.wake(s);
                     }
                     inner.board.kick(slot + 1);
+                    // An owner sharing our CPU cannot see its result, nor publish its
+                    // next request for our next batch, until we let it run.
+                    std::thread::yield_now();
                     match r {
                         Ok(Some(done)) => return Ok(done.ok()),
                         Ok(None) => Ok(()),
                         Err(e) => Err(e),
                     }
                 }
-                Ok(false) => inner.board.wait(slot, seen),
+                Ok(false) => inner.board.wait(slot, seen, None),
                 Err(e) => Err(e),
             };
             if let Err(e) = step {
