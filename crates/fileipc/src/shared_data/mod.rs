@@ -28,12 +28,17 @@
 //! `PATH-board` and tries the lock without blocking. Whoever gets the lock is the
 //! *combiner*: it applies every pending request (all increments of one key with one read
 //! and one write) in one transaction, hands each owner its result through its slot and
-//! wakes it. The others sleep on their slot's futex word until their result is there,
-//! or until the lock is free for one of them to combine. Any number of contended
-//! increments then share one commit. Exactly-once survives `SIGKILL` of a combiner at any
-//! point because the sequence number and outcome of every request applied for another
-//! process is recorded in the same transaction (table `fileipc_applied`); see the module
-//! `board` and `docs/FORMAT.md`.
+//! wakes it if it sleeps. The others wait on their slot's word until their result is
+//! there, or until the lock is free for one of them to combine: they spin for up to
+//! 100 us (yielding the CPU every few iterations), then sleep on it as a futex, because
+//! an owner that is awake publishes its next request in time for the next batch while
+//! one that sleeps takes tens of microseconds to wake. After a batch the combiner holds
+//! a 30 us *lease*: the others leave the lock to it, and it comes back for its own next
+//! request and combines theirs with it, with its SQLite page cache still warm. Any
+//! number of contended increments then share one commit. Exactly-once survives `SIGKILL`
+//! of a combiner at any point because the sequence number and outcome of every request
+//! applied for another process is recorded in the same transaction (table
+//! `fileipc_applied`); see the module `board` and `docs/FORMAT.md`.
 //!
 //! # Process death
 //!
