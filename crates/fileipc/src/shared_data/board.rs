@@ -17,8 +17,8 @@
 //! Batches only form if the owners are awake when their results arrive, so that they
 //! publish their next requests while the combiner's next transaction is open: waiting
 //! owners spin briefly before sleeping ([`SPIN`]), the combiner keeps the role for a
-//! short lease after each batch ([`Board::renew_lease`]) and yields the CPU once after
-//! it, so that an owner sharing its CPU gets to run. The lease and the spinning are
+//! short lease after each batch ([`Board::renew_lease`]) and, if the batch held others'
+//! requests, yields the CPU once after it, so that an owner sharing its CPU gets to run. The lease and the spinning are
 //! hints for speed only; no rule of exactly-once depends on them.
 //!
 //! This module is the board itself (layout, slot states, publication, waiting, waking);
