@@ -500,3 +500,15 @@ pub(crate) fn is_alive_low(pid: u32, start_low: u32) -> bool {
         None => imp::START_TIME_UNSUPPORTED,
     }
 }
+
+// --- added for SharedData (combining board)
+
+/// Microseconds of the system-wide monotonic clock (`CLOCK_MONOTONIC`), the same in
+/// every process of the machine, modulo 2^32 (compare with `wrapping_sub`).
+pub(crate) fn monotonic_micros() -> u32 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let us = (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000)
+        .wrapping_add(ts.tv_nsec as u64 / 1000);
+    us as u32
+}
