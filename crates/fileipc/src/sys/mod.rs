@@ -428,11 +428,16 @@ pub(crate) fn file_id(file: &File) -> io::Result<(u64, u64)> {
 /// shared mapping means the same moment to all of them. Wraps after 49 days; compare
 /// values with wrapping arithmetic only.
 pub(crate) fn monotonic_millis() -> u32 {
+    monotonic_in(1000)
+}
+
+/// `CLOCK_MONOTONIC` in units of 1/`per_second` s, modulo 2^32.
+fn monotonic_in(per_second: u64) -> u32 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let ms = (ts.tv_sec as u64)
-        .wrapping_mul(1000)
-        .wrapping_add(ts.tv_nsec as u64 / 1_000_000);
-    ms as u32
+    let units = (ts.tv_sec as u64)
+        .wrapping_mul(per_second)
+        .wrapping_add(ts.tv_nsec as u64 / (1_000_000_000 / per_second));
+    units as u32
 }
 
 // --- added for queue (prefaulting outside the producer lock)
@@ -506,9 +511,5 @@ pub(crate) fn is_alive_low(pid: u32, start_low: u32) -> bool {
 /// Microseconds of the system-wide monotonic clock (`CLOCK_MONOTONIC`), the same in
 /// every process of the machine, modulo 2^32 (compare with `wrapping_sub`).
 pub(crate) fn monotonic_micros() -> u32 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let us = (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000)
-        .wrapping_add(ts.tv_nsec as u64 / 1000);
-    us as u32
+    monotonic_in(1_000_000)
 }
