@@ -44,7 +44,7 @@ pub(crate) const SLICE: Duration = Duration::from_millis(2);
 /// taking the word, so this lasts nanoseconds for a real owner; lasting this long, the
 /// word was damaged (e.g. a flipped bit naming some unrelated live thread) and is taken
 /// over rather than waited on forever.
-const UNVERIFIED_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const UNVERIFIED_GRACE: Duration = Duration::from_secs(1);
 
 /// How the lock was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +222,23 @@ impl<'a> RobustLock<'a> {
             }
             Err(_) => None,
         }
+    }
+
+    /// The lock word now (a snapshot), for callers that wait in their own loop and track
+    /// how long one value lasts (see [`RobustLock::take_if_unverifiable`]).
+    pub(crate) fn word_now(&self) -> u32 {
+        self.word.load(Ordering::Relaxed)
+    }
+
+    /// Takes the lock over if the word still holds `v` and its owner cannot be verified
+    /// (the ident names another thread). Only for a caller that has seen `v` for at least
+    /// [`UNVERIFIED_GRACE`]: then `v` is damage, not an owner (see [`Self::lock`]).
+    pub(crate) fn take_if_unverifiable(&self, v: u32) -> Option<Acquired> {
+        if v == 0 || !self.holder_unverifiable(v) {
+            return None;
+        }
+        let (tid, ident) = me();
+        self.take_over(v, tid | (v & CONTENDED), ident)
     }
 
     /// Whether some thread holds the lock now (a snapshot).

@@ -464,6 +464,48 @@ fn read_ack(p: &Path) -> u64 {
     u64::from_le_bytes(b[..8].try_into().unwrap())
 }
 
+/// Damage, not death: a lock word naming a live thread that its owner ident does not name
+/// (say a flipped bit) is taken over after a grace of about 1 s instead of being waited on
+/// forever. Producer lock and (durable mode) sync lock; offsets from docs/FORMAT.md.
+#[test]
+fn damaged_lock_words_naming_a_live_thread_do_not_hang_senders() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let durable = QueueOptions::new().durable(true);
+    durable.open(&dir).unwrap().send("before").unwrap();
+    let ctl = OpenOptions::new()
+        .write(true)
+        .open(dir.join("control"))
+        .unwrap();
+    // Our own main thread: alive, but the idents name another thread.
+    let live = std::process::id();
+    let other = u64::from(live + 1) << 32;
+    for (word, ident) in [(128u64, 136u64), (512, 520)] {
+        ctl.write_at(&live.to_le_bytes(), word).unwrap();
+        ctl.write_at(&other.to_le_bytes(), ident).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.clone();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = durable.open(&d).and_then(|q| q.send("after"));
+        let _ = tx.send((r, started.elapsed()));
+    });
+    let (r, took) = rx
+        .recv_timeout(PATIENCE)
+        .expect("a send behind damaged lock words hung");
+    r.unwrap();
+    eprintln!("send behind two damaged lock words took {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "taken over early: {took:?}"
+    );
+    let q = MessageQueue::open(&dir).unwrap();
+    assert_eq!(q.try_recv().unwrap().unwrap(), "before");
+    assert_eq!(q.try_recv().unwrap().unwrap(), "after");
+    assert_eq!(q.count().unwrap(), 0);
+}
+
 /// Issue 3, point 3: locks held by a killed process are taken over and repaired: a send
 /// and a receive in the survivor complete within a bounded time, and count() is exact.
 #[test]

@@ -795,14 +795,28 @@ impl MessageQueue {
         // Whether a whole slice passed without a sync completing: only then is the
         // holder possibly dead, worth the liveness check of `try_lock` (a `/proc` read).
         let mut stale = false;
+        // The word value seen stale, and since when: a word that names a live thread its
+        // ident does not name is damage once it lasts (see `robust::UNVERIFIED_GRACE`).
+        let mut stale_word: Option<(u32, Instant)> = None;
         loop {
             if synced.load(Ordering::Acquire) >= end {
                 return Ok(());
             }
             let g = generation.load(Ordering::SeqCst);
             let acquired = if stale {
+                let v = l.word_now();
+                let since = match stale_word {
+                    Some((w, t)) if w == v => t,
+                    _ => {
+                        stale_word = Some((v, Instant::now()));
+                        Instant::now()
+                    }
+                };
                 l.try_lock().is_some()
+                    || (since.elapsed() >= crate::robust::UNVERIFIED_GRACE
+                        && l.take_if_unverifiable(v).is_some())
             } else {
+                stale_word = None;
                 l.try_lock_free()
             };
             if acquired {
