@@ -62,6 +62,10 @@ pub(crate) const SYNCED: usize = 528;
 /// Bumped after every sync: senders waiting for a sync someone else is doing sleep on
 /// it (zero in files made before it existed: it was reserved space).
 pub(crate) const SYNC_GEN: usize = 536;
+/// How many messages the last sync covered (a hint for the next syncer; see `sync_to`).
+pub(crate) const SYNC_GROUP: usize = 540;
+/// `sent` as the last sync read it.
+pub(crate) const SYNC_SENT: usize = 544;
 
 /// Typed access to the mapped control region.
 #[derive(Debug)]

@@ -77,6 +77,9 @@ const SPIN_BEFORE_YIELD_MAX: u32 = 5_000;
 /// the CPU to another process and getting it back costs (two context switches plus the
 /// other's work, 2 us and more): a yield that took longer gave the CPU away.
 const YIELD_HANDED_OFF: Duration = Duration::from_micros(2);
+/// How long a durable syncer waits at most for the senders of the last group to append
+/// again (see `MessageQueue::linger_for_group`).
+const SYNC_LINGER: Duration = Duration::from_micros(200);
 
 /// Records a send commits per lock hold in [`MessageQueue::send_all`].
 const BATCH: usize = 256;
@@ -828,6 +831,8 @@ impl MessageQueue {
                 if done >= end {
                     return Ok(());
                 }
+                self.linger_for_group();
+                let sent = self.a64(control::SENT).load(Ordering::Acquire);
                 let target = self.a64(control::TAIL).load(Ordering::Acquire);
                 // Consumed bytes need no sync (their segments may be gone already).
                 let head = self.a64(control::HEAD).load(Ordering::Acquire);
@@ -839,6 +844,10 @@ impl MessageQueue {
                     .flush_range(0, control::LEN)
                     .at("msync", &self.dir.join(CONTROL))?;
                 synced.fetch_max(target, Ordering::SeqCst);
+                let last = self.a64(control::SYNC_SENT).swap(sent, Ordering::Relaxed);
+                let group = sent.saturating_sub(last).min(u64::from(u32::MAX)) as u32;
+                self.a32(control::SYNC_GROUP)
+                    .store(group, Ordering::Relaxed);
                 generation.fetch_add(1, Ordering::SeqCst);
                 let _ = sys::futex_wake(generation, u32::MAX);
                 return Ok(());
@@ -850,6 +859,25 @@ impl MessageQueue {
             let until = Instant::now() + crate::robust::SLICE;
             sys::futex_wait(generation, g, Some(until)).at("wait", &self.dir.join(CONTROL))?;
             stale = generation.load(Ordering::SeqCst) == g && Instant::now() >= until;
+        }
+    }
+
+    /// Before a sync: if the last sync covered several senders, they are appending their
+    /// next messages right now (woken by that sync, tens of microseconds apart on this
+    /// kind of machine); the first of them back would otherwise sync alone and leave the
+    /// rest to the sync after. Wait (yielding) until as many messages as the last sync
+    /// covered were appended since, or [`SYNC_LINGER`] passed. A lone sender (group 1)
+    /// never waits.
+    fn linger_for_group(&self) {
+        let group = u64::from(self.a32(control::SYNC_GROUP).load(Ordering::Relaxed));
+        if group < 2 {
+            return;
+        }
+        let want = self.a64(control::SYNC_SENT).load(Ordering::Relaxed) + group;
+        let sent = self.a64(control::SENT);
+        let start = Instant::now();
+        while sent.load(Ordering::Acquire) < want && start.elapsed() < SYNC_LINGER {
+            std::thread::yield_now();
         }
     }
 
