@@ -548,7 +548,10 @@ impl MessageQueue {
 
     /// Takes the consumer lock, repairing after a dead holder. `Ok(None)` at `deadline`.
     fn lock_consumer(&self, deadline: Option<Instant>) -> Result<Option<Held<'_>>> {
-        self.lock_side(self.ctl.consumer_lock(), deadline, Self::repair_consumer)
+        // The consumer lock guards no half-done state: the head moves only by
+        // compare-and-swap and `received` only by `fetch_max`, so a dead holder leaves
+        // nothing to repair.
+        self.lock_side(self.ctl.consumer_lock(), deadline, |_| {})
     }
 
     fn lock_side<'a>(
@@ -576,11 +579,6 @@ impl MessageQueue {
             self.a64(control::SENT).store(js, Ordering::Relaxed);
         }
     }
-
-    /// The consumer lock guards no half-done state: the head moves only by
-    /// compare-and-swap and `received` only by `fetch_max`, so a dead holder leaves
-    /// nothing to repair.
-    fn repair_consumer(&self) {}
 
     /// Takes over and repairs any lock whose holder died, without waiting a slice.
     fn repair_abandoned(&self) {
