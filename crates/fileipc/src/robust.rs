@@ -44,7 +44,12 @@ pub(crate) const SLICE: Duration = Duration::from_millis(2);
 /// taking the word, so this lasts nanoseconds for a real owner; lasting this long, the
 /// word was damaged (e.g. a flipped bit naming some unrelated live thread) and is taken
 /// over rather than waited on forever.
-pub(crate) const UNVERIFIED_GRACE: Duration = Duration::from_secs(1);
+const UNVERIFIED_GRACE: Duration = Duration::from_secs(1);
+
+/// What a caller polling a lock in its own loop ([`RobustLock::try_lock_watching`])
+/// remembers between attempts: the word value it last saw held, and since when.
+#[derive(Debug, Default)]
+pub(crate) struct Watch(Option<(u32, Instant)>);
 
 /// How the lock was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,17 +229,19 @@ impl<'a> RobustLock<'a> {
         }
     }
 
-    /// The lock word now (a snapshot), for callers that wait in their own loop and track
-    /// how long one value lasts (see [`RobustLock::take_if_unverifiable`]).
-    pub(crate) fn word_now(&self) -> u32 {
-        self.word.load(Ordering::Relaxed)
-    }
-
-    /// Takes the lock over if the word still holds `v` and its owner cannot be verified
-    /// (the ident names another thread). Only for a caller that has seen `v` for at least
-    /// [`UNVERIFIED_GRACE`]: then `v` is damage, not an owner (see [`Self::lock`]).
-    pub(crate) fn take_if_unverifiable(&self, v: u32) -> Option<Acquired> {
-        if v == 0 || !self.holder_unverifiable(v) {
+    /// [`try_lock`](Self::try_lock) for a caller that polls in its own loop: also takes
+    /// over a word whose owner cannot be verified once `watch` has seen that same value
+    /// for [`UNVERIFIED_GRACE`] (damage, not an owner; as [`lock`](Self::lock) does).
+    pub(crate) fn try_lock_watching(&self, watch: &mut Watch) -> Option<Acquired> {
+        if let Some(a) = self.try_lock() {
+            return Some(a);
+        }
+        let v = self.word.load(Ordering::Relaxed);
+        let since = match watch.0 {
+            Some((w, t)) if w == v => t,
+            _ => watch.0.insert((v, Instant::now())).1,
+        };
+        if v == 0 || since.elapsed() < UNVERIFIED_GRACE || !self.holder_unverifiable(v) {
             return None;
         }
         let (tid, ident) = me();

@@ -41,7 +41,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoResultExt, Result};
-use crate::robust::{Acquired, RobustLock};
+use crate::robust::{Acquired, RobustLock, Watch};
 use crate::state::{self, DEFAULT_MODE};
 use crate::sys;
 use control::Control;
@@ -796,28 +796,17 @@ impl MessageQueue {
         // Whether a whole slice passed without a sync completing: only then is the
         // holder possibly dead, worth the liveness check of `try_lock` (a `/proc` read).
         let mut stale = false;
-        // The word value seen stale, and since when: a word that names a live thread its
-        // ident does not name is damage once it lasts (see `robust::UNVERIFIED_GRACE`).
-        let mut stale_word: Option<(u32, Instant)> = None;
+        // How long the holder has stayed unverifiable (see `RobustLock::try_lock_watching`).
+        let mut watch = Watch::default();
         loop {
             if synced.load(Ordering::Acquire) >= end {
                 return Ok(());
             }
             let g = generation.load(Ordering::SeqCst);
             let acquired = if stale {
-                let v = l.word_now();
-                let since = match stale_word {
-                    Some((w, t)) if w == v => t,
-                    _ => {
-                        stale_word = Some((v, Instant::now()));
-                        Instant::now()
-                    }
-                };
-                l.try_lock().is_some()
-                    || (since.elapsed() >= crate::robust::UNVERIFIED_GRACE
-                        && l.take_if_unverifiable(v).is_some())
+                l.try_lock_watching(&mut watch).is_some()
             } else {
-                stale_word = None;
+                watch = Watch::default();
                 l.try_lock_free()
             };
             if acquired {
@@ -1001,17 +990,7 @@ impl MessageQueue {
                 .fetch_max(seq + 1, Ordering::AcqRel);
             true
         };
-        let read_header = |cache: &mut SegmentCache, pos: u64| -> Result<Option<(Header, u64)>> {
-            let mut hb = [0u8; HEADER];
-            cache.read(pos, &mut hb)?;
-            Ok(match Header::decode(&hb, pos) {
-                Some(h) if record_size(h.len as usize) <= tail - pos => {
-                    Some((h, record_size(h.len as usize)))
-                }
-                _ => None,
-            })
-        };
-        let Some((h, size)) = read_header(cache, head)? else {
+        let Some((h, size)) = record_at(cache, head, tail)? else {
             return Ok(Claim::Damaged);
         };
         let end = head + size;
@@ -1030,7 +1009,7 @@ impl MessageQueue {
             let (h, size) = if pos == head {
                 (h, size)
             } else {
-                match read_header(cache, pos)? {
+                match record_at(cache, pos, tail)? {
                     Some(x) => x,
                     None => break, // reported by the next call
                 }
@@ -1464,11 +1443,10 @@ impl MessageQueue {
         }
         // The record at the head knows how many were sent before it. `received` only
         // lags it if a consumer died between claiming records and raising it.
-        let mut hb = [0u8; HEADER];
-        let first = match lock_cache(&self.consumer).read(head, &mut hb) {
-            Ok(()) => Header::decode(&hb, head).map(|h| h.seq),
-            Err(_) => None,
-        };
+        let first = record_at(&mut lock_cache(&self.consumer), head, tail)
+            .ok()
+            .flatten()
+            .map(|(h, _)| h.seq);
         sent.saturating_sub(first.unwrap_or(received).max(received))
             .max(1)
     }
@@ -1615,12 +1593,6 @@ impl MessageQueue {
     }
 }
 
-/// How long a receiver spins before it starts yielding, learned from its recent waits
-/// (like the adaptive spinning of mutexes): dropped to zero by a wait in which a yield
-/// handed the CPU to another process (the sender shares our CPU, or the machine is
-/// oversubscribed: spinning would only keep others from running), doubled back up to
-/// [`SPIN_BEFORE_YIELD_MAX`] by a wait that ended while spinning or while yields
-/// returned at once (the sender runs elsewhere: spinning costs nobody).
 /// What [`MessageQueue::claim`] found at the head.
 enum Claim {
     /// Another consumer moved the head first: try again.
@@ -1658,6 +1630,12 @@ enum LockWait {
     Until(Option<Instant>),
 }
 
+/// How long a receiver spins before it starts yielding, learned from its recent waits
+/// (like the adaptive spinning of mutexes): dropped to zero by a wait in which a yield
+/// handed the CPU to another process (the sender shares our CPU, or the machine is
+/// oversubscribed: spinning would only keep others from running), doubled back up to
+/// [`SPIN_BEFORE_YIELD_MAX`] by a wait that ended while spinning or while yields
+/// returned at once (the sender runs elsewhere: spinning costs nobody).
 struct SpinBudget(std::cell::Cell<u32>);
 
 thread_local!(static SPIN_BUDGET: SpinBudget = const {
@@ -1720,16 +1698,25 @@ fn unreachable_timeout<T>() -> Result<T> {
 fn resync(cache: &mut SegmentCache, from: u64, tail: u64) -> Result<(u64, Option<u64>)> {
     let mut p = from + 8;
     while p + HEADER as u64 <= tail {
-        let mut hb = [0u8; HEADER];
-        cache.read(p, &mut hb)?;
-        if let Some(h) = Header::decode(&hb, p)
-            && record_size(h.len as usize) <= tail - p
-        {
+        if let Some((h, _)) = record_at(cache, p, tail)? {
             return Ok((p, Some(h.seq)));
         }
         p += 8;
     }
     Ok((tail, None))
+}
+
+/// The record at `pos`, if its header verifies there and the record ends by `tail`:
+/// the header and the record's size in the log.
+fn record_at(cache: &mut SegmentCache, pos: u64, tail: u64) -> Result<Option<(Header, u64)>> {
+    let mut hb = [0u8; HEADER];
+    cache.read(pos, &mut hb)?;
+    Ok(match Header::decode(&hb, pos) {
+        Some(h) if record_size(h.len as usize) <= tail - pos => {
+            Some((h, record_size(h.len as usize)))
+        }
+        _ => None,
+    })
 }
 
 /// Removes the control file, the segments and stray temporary files of a queue.
