@@ -72,6 +72,7 @@ mod error;
 mod robust;
 mod state;
 pub(crate) mod sys;
+pub(crate) mod wait;
 
 mod event;
 mod mutex;

@@ -1,0 +1,379 @@
+//! The one waiting core: how every primitive spins, yields, sleeps and wakes.
+//!
+//! Each primitive keeps its own protocol (which shared word it sleeps on, what "ready"
+//! means, who wakes whom) and, next to that protocol, the argument that no wake-up is
+//! lost. This module holds the mechanics they share, so that there is one spin loop and
+//! one sleep to get right:
+//!
+//! - [`Spinner`]: the short busy phase before a sleep, in one of three [`Spin`] shapes;
+//! - [`sleep`]: one bounded sleep on a shared word, which ends when the word no longer
+//!   holds the value the caller saw, when it is woken, at the end of the slice computed
+//!   by [`slice_end`], or spuriously;
+//! - [`wake`], [`wake_all`]: wake sleepers of a shared word;
+//! - [`CountedBell`]: the doorbell of the mutex and the semaphore, a sequence word that
+//!   every release bumps and that is woken only when the waiter count says someone waits;
+//! - [`yield_cpu`] and [`yield_while`]: give the CPU to another runnable thread.
+//!
+//! # Slices
+//!
+//! A sleeper never sleeps longer than a slice: a party that died between publishing a
+//! change and waking the sleepers cannot wake anyone, so the slice bounds the delay it
+//! causes, and the sleeper re-checks (and, where the protocol has owners, reclaims what a
+//! dead owner held). The slices, one per kind of sleeper:
+//!
+//! | constant | length | sleeper |
+//! |---|---|---|
+//! | [`LOCK_WORD_SLICE`] | 2 ms | waiters of a robust lock word (`robust.rs`) and of the queue's durable sync |
+//! | [`WAITER_SLICE`] | 10 ms | mutex and semaphore waiters, SharedData owners waiting on the board |
+//! | [`RECEIVER_SLICE`] | 50 ms | idle queue receivers (every send rings their doorbell) |
+//!
+//! The spinning before a sleep is described with each [`Spin`] shape; the primitives'
+//! policies are constants next to their protocols.
+
+// Users are being ported to this module; the allowance goes once all of them are.
+#![allow(dead_code)]
+
+use std::cell::Cell;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// How long a waiter of a robust lock word sleeps before it checks whether the holder
+/// died. A holder's critical section is a few hundred nanoseconds; a slice this long
+/// passing with the same holder means it was preempted for long or killed.
+pub(crate) const LOCK_WORD_SLICE: Duration = Duration::from_millis(2);
+
+/// How long a mutex or semaphore waiter, or a SharedData owner waiting on its board
+/// slot, sleeps before it looks again on its own. Every release rings the sleepers, so
+/// the slice only matters when a holder was killed between its release and the ring.
+pub(crate) const WAITER_SLICE: Duration = Duration::from_millis(10);
+
+/// How long a sleeping queue receiver waits before re-checking the queue on its own. A
+/// send rings the doorbell, so this only bounds the delay after a sender was killed
+/// between publishing a message and ringing.
+pub(crate) const RECEIVER_SLICE: Duration = Duration::from_millis(50);
+
+/// The end of the next sleep of a waiter whose deadline is `deadline` (`None`: without
+/// limit): a slice from now, or the deadline if that comes first.
+pub(crate) fn slice_end(deadline: Option<Instant>, slice: Duration) -> Instant {
+    let end = Instant::now() + slice;
+    match deadline {
+        Some(d) if d < end => d,
+        _ => end,
+    }
+}
+
+/// Sleeps while `word` holds `seen`, until `until` at the latest. Returns early when
+/// woken, when the word changed before the sleep began (the kernel compares atomically
+/// with queueing the sleeper), or spuriously: callers re-check their condition.
+pub(crate) fn sleep(word: &AtomicU32, seen: u32, until: Instant) -> io::Result<()> {
+    sys::futex_wait(word, seen, Some(until))
+}
+
+/// Wakes at most `n` sleepers of `word`; returns how many were woken where the backend
+/// knows (the portable backend's sleepers poll, so it reports 0).
+pub(crate) fn wake(word: &AtomicU32, n: u32) -> io::Result<usize> {
+    sys::futex_wake(word, n)
+}
+
+/// Wakes every sleeper of `word`.
+pub(crate) fn wake_all(word: &AtomicU32) -> io::Result<usize> {
+    sys::futex_wake(word, u32::MAX)
+}
+
+/// Gives the CPU to another runnable thread, if there is one (`sched_yield`): for a
+/// thread that just made another's progress possible and shares its CPU.
+pub(crate) fn yield_cpu() {
+    std::thread::yield_now();
+}
+
+/// Yields the CPU while `busy()` holds, for `limit` at most: a short wait for other
+/// threads' progress that is not worth a sleep and a wake-up.
+pub(crate) fn yield_while(limit: Duration, mut busy: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while busy() && start.elapsed() < limit {
+        std::thread::yield_now();
+    }
+}
+
+/// The shape of a waiter's busy phase before it sleeps (see [`Spinner`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Spin {
+    /// `checks` checks two pauses apart, then `yields` checks a yield apart. For a word
+    /// whose holder, when it runs, leaves within a microsecond (a pause is 10-140 cycles
+    /// depending on the CPU), but may be preempted waiting for the waiter's CPU.
+    Counted { checks: u32, yields: u32 },
+    /// Checks a pause apart for `limit`, yielding instead of pausing at every
+    /// `yield_every`-th check, so that a spinner sharing its CPU lets the thread it
+    /// waits for run.
+    Timed { limit: Duration, yield_every: u32 },
+    /// Checks for up to `limit`: a pause apart for as long as this thread's learned
+    /// budget ([`Budget`]), then a yield apart. The clock is read every 64th check while
+    /// pausing. The budget learns from how each wait ended (see [`Spinner::finish`]).
+    Adaptive { limit: Duration },
+}
+
+/// The busy phase of one wait. Callers check their condition, then call
+/// [`step`](Spinner::step) until it returns `false`, then sleep:
+///
+/// ```ignore
+/// let mut spin = Spinner::new(POLICY);
+/// while !ready() {
+///     if !spin.step(deadline) {
+///         break; // sleep now
+///     }
+/// }
+/// spin.finish();
+/// ```
+#[derive(Debug)]
+pub(crate) struct Spinner {
+    spin: Spin,
+    i: u32,
+    start: Instant,
+    /// For [`Spin::Adaptive`]: the pause budget in nanoseconds, read at the start.
+    budget_ns: u32,
+    /// For [`Spin::Adaptive`]: whether a yield handed the CPU to another thread.
+    handed_off: bool,
+}
+
+impl Spinner {
+    /// Starts a busy phase of shape `spin`.
+    pub(crate) fn new(spin: Spin) -> Spinner {
+        let budget_ns = match spin {
+            Spin::Adaptive { .. } => BUDGET.with(Budget::get),
+            _ => 0,
+        };
+        Spinner {
+            spin,
+            i: 0,
+            start: Instant::now(),
+            budget_ns,
+            handed_off: false,
+        }
+    }
+
+    /// Waits a moment (a pause or a yield) before the caller's next check. `false`: the
+    /// busy phase is over (its amount spent, or `deadline` passed where the shape reads
+    /// the clock); the caller sleeps or gives up instead.
+    pub(crate) fn step(&mut self, deadline: Option<Instant>) -> bool {
+        self.i = self.i.wrapping_add(1);
+        match self.spin {
+            Spin::Counted { checks, yields } => {
+                let i = self.i - 1;
+                if i < checks {
+                    std::hint::spin_loop();
+                    std::hint::spin_loop();
+                    true
+                } else if i < checks + yields {
+                    std::thread::yield_now();
+                    true
+                } else {
+                    false
+                }
+            }
+            Spin::Timed { limit, yield_every } => {
+                let limit = match deadline {
+                    Some(d) => limit.min(d.saturating_duration_since(self.start)),
+                    None => limit,
+                };
+                if self.start.elapsed() >= limit {
+                    return false;
+                }
+                if yield_every > 0 && self.i.is_multiple_of(yield_every) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                true
+            }
+            Spin::Adaptive { limit } => {
+                if self.i.is_multiple_of(64) || self.budget_ns == 0 {
+                    let now = Instant::now();
+                    let spun = now.duration_since(self.start);
+                    if spun >= limit || deadline.is_some_and(|d| now >= d) {
+                        return false;
+                    }
+                    if spun.as_nanos() >= u128::from(self.budget_ns) {
+                        std::thread::yield_now();
+                        if now.elapsed() >= YIELD_HANDED_OFF {
+                            self.handed_off = true;
+                        }
+                    }
+                }
+                std::hint::spin_loop();
+                true
+            }
+        }
+    }
+
+    /// Ends the busy phase, whether the condition became true or the phase ran out. For
+    /// [`Spin::Adaptive`], teaches this thread's budget how it went.
+    pub(crate) fn finish(self) {
+        if let Spin::Adaptive { .. } = self.spin {
+            BUDGET.with(|b| b.learn(self.handed_off));
+        }
+    }
+}
+
+/// The most an adaptive spinner pauses before it starts yielding, in nanoseconds.
+const BUDGET_MAX: u32 = 5_000;
+
+/// Above the uncontended cost of a `sched_yield` (0.6 us on the reference machine) and
+/// below what handing the CPU to another process and getting it back costs (two context
+/// switches plus the other's work, 2 us and more): a yield that took longer gave the CPU
+/// away.
+const YIELD_HANDED_OFF: Duration = Duration::from_micros(2);
+
+/// How long a thread's adaptive spinner pauses before it starts yielding, learned from
+/// its recent waits (like the adaptive spinning of mutexes): dropped to zero by a wait in
+/// which a yield handed the CPU to another process (the thread it waits for shares our
+/// CPU, or the machine is oversubscribed: spinning would only keep others from running),
+/// doubled back up to [`BUDGET_MAX`] by a wait that ended while pausing or while yields
+/// returned at once (the other thread runs elsewhere: spinning costs nobody).
+#[derive(Debug)]
+struct Budget(Cell<u32>);
+
+thread_local!(static BUDGET: Budget = const { Budget(Cell::new(BUDGET_MAX)) });
+
+impl Budget {
+    fn get(&self) -> u32 {
+        self.0.get()
+    }
+
+    fn learn(&self, handed_off: bool) {
+        let b = self.0.get();
+        self.0.set(if handed_off {
+            0
+        } else {
+            (b.max(128) * 2).min(BUDGET_MAX)
+        });
+    }
+}
+
+/// A doorbell made of a sequence word that every release bumps and a count of
+/// registered waiters: the mutex's and the semaphore's.
+///
+/// A waiter registers (`waiters += 1`), then in each round reads the sequence
+/// ([`CountedBell::seen`]), tries its operation, and sleeps only while the sequence still
+/// holds what it read ([`CountedBell::sleep`]). A releaser publishes its release, then
+/// rings ([`CountedBell::ring`]): bumps the sequence and, only if a waiter is registered,
+/// wakes. All accesses are sequentially consistent, so a waiter whose attempt failed
+/// because of a release not yet published reads the sequence before the bump, and either
+/// the kernel refuses its sleep (the sequence changed) or the ring that follows the bump
+/// sees its registration and wakes it. The primitive's docs carry the full argument for
+/// its own state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CountedBell<'a> {
+    /// The sequence word, bumped by every ring.
+    pub(crate) seq: &'a AtomicU32,
+    /// How many waiters are registered.
+    pub(crate) waiters: &'a AtomicU32,
+}
+
+impl CountedBell<'_> {
+    /// The sequence, read before an attempt; a later [`sleep`](Self::sleep) with it
+    /// returns at once if a ring came in between.
+    pub(crate) fn seen(&self) -> u32 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// Whether a ring came since [`seen`](Self::seen) returned `s`.
+    pub(crate) fn rang_since(&self, s: u32) -> bool {
+        self.seq.load(Ordering::SeqCst) != s
+    }
+
+    /// Bumps the sequence and, if a waiter is registered, wakes up to `n` sleepers.
+    /// Returns whether a waiter was registered, and how many sleepers the kernel woke
+    /// (`n` where the backend cannot tell, or the wake failed).
+    pub(crate) fn ring(&self, n: u32) -> Option<usize> {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            Some(wake(self.seq, n).unwrap_or(n as usize))
+        } else {
+            None
+        }
+    }
+
+    /// Sleeps while the sequence still holds `s`, until `until` at the latest.
+    pub(crate) fn sleep(&self, s: u32, until: Instant) -> io::Result<()> {
+        sleep(self.seq, s, until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_spin_gives_up_after_its_checks_and_yields() {
+        let mut s = Spinner::new(Spin::Counted {
+            checks: 3,
+            yields: 2,
+        });
+        let steps = std::iter::from_fn(|| s.step(None).then_some(())).count();
+        assert_eq!(steps, 5);
+    }
+
+    #[test]
+    fn timed_spin_ends_at_the_deadline_before_its_limit() {
+        let mut s = Spinner::new(Spin::Timed {
+            limit: Duration::from_secs(10),
+            yield_every: 4,
+        });
+        let deadline = Instant::now() + Duration::from_millis(5);
+        let t0 = Instant::now();
+        while s.step(Some(deadline)) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "spun past its deadline"
+            );
+        }
+        assert!(Instant::now() >= deadline);
+    }
+
+    #[test]
+    fn adaptive_budget_drops_after_a_hand_off_and_grows_back() {
+        let b = Budget(Cell::new(BUDGET_MAX));
+        b.learn(true);
+        assert_eq!(b.get(), 0);
+        b.learn(false);
+        assert_eq!(b.get(), 256);
+        for _ in 0..10 {
+            b.learn(false);
+        }
+        assert_eq!(b.get(), BUDGET_MAX);
+    }
+
+    #[test]
+    fn slice_end_is_the_earlier_of_slice_and_deadline() {
+        let soon = Instant::now() + Duration::from_millis(1);
+        assert_eq!(slice_end(Some(soon), Duration::from_secs(1)), soon);
+        let far = Instant::now() + Duration::from_secs(100);
+        assert!(slice_end(Some(far), Duration::from_millis(1)) < far);
+        assert!(
+            slice_end(None, Duration::from_millis(1)) > Instant::now() - Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn counted_bell_wakes_only_when_a_waiter_is_registered() {
+        let seq = AtomicU32::new(0);
+        let waiters = AtomicU32::new(0);
+        let bell = CountedBell {
+            seq: &seq,
+            waiters: &waiters,
+        };
+        let s = bell.seen();
+        assert_eq!(bell.ring(1), None);
+        assert!(bell.rang_since(s));
+        waiters.store(1, Ordering::SeqCst);
+        assert!(bell.ring(1).is_some());
+        // A sleep on a stale value returns at once.
+        let t0 = Instant::now();
+        bell.sleep(s, Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(4));
+    }
+}
