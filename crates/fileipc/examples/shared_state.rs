@@ -12,8 +12,7 @@
 //! The seed guards a `get` then a `set` with a separate `Mutex`. Here the read-modify-write
 //! is one atomic [`SharedData::update`], which replaces the seed's mutex-guarded
 //! get + set (without the mutex that pair is a lost-update race; with it, every access
-//! must remember to take the mutex). The lead may switch this to `fileipc::Mutex` to
-//! mirror the seed line by line.
+//! must remember to take the mutex).
 
 use std::process::ExitCode;
 

@@ -1,4 +1,6 @@
-//! The crate's error type.
+//! The crate's error type: [`Error`] (every case names its path), [`Result`], the
+//! conversion to `io::Error`, and `IoResultExt::at`, which names the path of an
+//! `io::Result`'s error.
 
 use std::fmt;
 use std::io;

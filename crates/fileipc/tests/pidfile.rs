@@ -1,4 +1,7 @@
-//! PidFile across real processes: issue 2, points 11, 12, 13 and 14.
+//! PidFile across real processes: one live owner at a time, a killed owner's stale file
+//! taken over, liveness from the lock and not the PID, the owner's PID never truncated,
+//! symbolic links never followed, `remove` and drop removing only the owner's file,
+//! modes, and the checks before taking over a stale file.
 
 mod common;
 

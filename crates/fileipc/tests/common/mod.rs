@@ -215,7 +215,7 @@ pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-// --- added for the torture suite
+// --- Exit status and unread output of a killed child, for the torture suite.
 
 impl Proc {
     /// The exit status if the child has exited already, without waiting.

@@ -5,35 +5,25 @@
 //! there. So shell users and other programs take part without this library:
 //! `touch PATH` sets the event, `rm -f PATH` clears it, `test -e PATH` reads it.
 //!
-//! Waiting is kernel-assisted: a waiter watches the parent directory (inotify on Linux)
-//! and sleeps until the name is created there or moved there. The watch is armed before
-//! the waiter checks the event, so a `set` racing with the start of a wait is never
-//! missed. A waiter that was woken by the creation of its name reports `true` even if
-//! the event has been cleared again by the time it looks: a waiter never sleeps past a
-//! `set`, however briefly the event stayed set (the portable polling backend, which can
-//! only look, may miss an event set and cleared between two looks).
-//!
-//! A handle keeps the watch of its last wait for the next one: closing an inotify
-//! instance waits for an RCU grace period (measured: a short wait costs ~0.5 ms with a
-//! fresh watch, ~0.1 ms with the kept one). So each handle that has waited holds one
-//! inotify instance (a descriptor) until it is dropped; Linux allows 128 instances per
-//! user by default (`fs.inotify.max_user_instances`), so programs waiting on hundreds of
-//! events at once should raise that limit or share handles.
+//! This file holds the public front: [`Event`], which dispatches every call to its
+//! engine, and [`EventOptions`]. The local engine (the file itself, and waits on a
+//! watch of its directory) is in `local.rs`, with the argument that no `set` is missed.
 //!
 //! [`set`]: Event::set
 //! [`clear`]: Event::clear
 //! [`is_set`]: Event::is_set
 
-use std::ffi::OsString;
+mod local;
+
 use std::fmt;
-use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex as StdMutex;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, IoResultExt, Result};
-use crate::sys::{self, DirEvent, DirWatch};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
+
+use local::LocalEvent;
 
 /// The mode of an event file created by [`Event::set`] unless
 /// [`EventOptions::mode`] says otherwise: read-write for its owner only, like every
@@ -68,20 +58,21 @@ const DEFAULT_MODE: u32 = 0o600;
 /// # }
 /// ```
 pub struct Event {
-    path: PathBuf,
-    dir: PathBuf,
-    name: OsString,
-    mode: u32,
-    /// The last wait's directory watch, kept for the next one (see `wait_until`).
-    watch: StdMutex<Option<DirWatch>>,
+    engine: Engine,
+}
+
+/// The engine behind an [`Event`] handle.
+enum Engine {
+    /// The event is a file in the local file system.
+    Local(LocalEvent),
 }
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Event")
-            .field("path", &self.path)
-            .field("mode", &format_args!("{:o}", self.mode))
-            .finish_non_exhaustive()
+        // Each engine formats itself as `Event { .. }`.
+        match &self.engine {
+            Engine::Local(e) => fmt::Debug::fmt(e, f),
+        }
     }
 }
 
@@ -132,19 +123,10 @@ impl EventOptions {
     ///
     /// As [`Event::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<Event> {
-        Event::open_with(path.as_ref(), self)
+        let engine = Engine::Local(LocalEvent::open(path.as_ref(), self.mode)?);
+        Ok(Event { engine })
     }
 }
-
-/// Magic numbers of files that are certainly not events: clearing one would destroy
-/// another primitive's state.
-const FOREIGN_MAGIC: [(&[u8], &str); 2] = [
-    (&crate::state::MAGIC, "a fileipc state file"),
-    (
-        b"SQLite format 3\0",
-        "an SQLite database (a fileipc shared data store?)",
-    ),
-];
 
 impl Event {
     /// Opens the event at `path` without changing it.
@@ -168,7 +150,7 @@ impl Event {
     /// assert_eq!(err.io_kind(), Some(std::io::ErrorKind::NotFound));
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Event> {
-        Event::open_with(path.as_ref(), EventOptions::default())
+        EventOptions::default().open(path)
     }
 
     /// Options to open an event with, e.g. another mode; see [`EventOptions`].
@@ -176,69 +158,11 @@ impl Event {
         EventOptions::default()
     }
 
-    fn open_with(path: &Path, opts: EventOptions) -> Result<Event> {
-        let Some(name) = path.file_name() else {
-            return Err(Error::invalid(
-                path,
-                "an event path must end in a file name",
-            ));
-        };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let meta = std::fs::metadata(&dir).at("open the directory of", path)?;
-        if !meta.is_dir() {
-            return Err(Error::io(
-                "open the directory of",
-                path,
-                io::Error::from(io::ErrorKind::NotADirectory),
-            ));
-        }
-        let event = Event {
-            path: path.to_owned(),
-            dir,
-            name: name.to_owned(),
-            mode: opts.mode,
-            watch: StdMutex::new(None),
-        };
-        event.check_existing()?;
-        Ok(event)
-    }
-
-    /// Refuses a directory or another primitive's file at the path.
-    fn check_existing(&self) -> Result<()> {
-        let path = &self.path;
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("stat", path, e)),
-        };
-        const EXPECTED: &str = "fileipc event file (any file, usually empty)";
-        if meta.is_dir() {
-            return Err(Error::format(path, EXPECTED, "it is a directory"));
-        }
-        if !meta.is_file() || meta.len() < 8 {
-            return Ok(());
-        }
-        let file = match sys::open_nofollow(path, false) {
-            Ok(f) => f,
-            // Vanished or replaced meanwhile, or unreadable to us: nothing to check.
-            Err(_) => return Ok(()),
-        };
-        let mut head = [0u8; 16];
-        let n = file.read_at(&mut head, 0).unwrap_or(0);
-        for (magic, what) in FOREIGN_MAGIC {
-            if head[..n].starts_with(magic) {
-                return Err(Error::format(path, EXPECTED, format!("it is {what}")));
-            }
-        }
-        Ok(())
-    }
-
     /// The path of the event file.
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.engine {
+            Engine::Local(e) => e.path(),
+        }
     }
 
     /// Sets the event: creates its file (empty, mode 0600 unless
@@ -263,11 +187,10 @@ impl Event {
     /// # Ok(())
     /// # }
     /// ```
+    #[inline]
     pub fn set(&self) -> Result<()> {
-        match sys::create_new_file(&self.path, self.mode) {
-            Ok(_file) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(Error::io("set", &self.path, e)),
+        match &self.engine {
+            Engine::Local(e) => e.set(),
         }
     }
 
@@ -292,11 +215,10 @@ impl Event {
     /// # Ok(())
     /// # }
     /// ```
+    #[inline]
     pub fn clear(&self) -> Result<()> {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("clear", &self.path, e)),
+        match &self.engine {
+            Engine::Local(e) => e.clear(),
         }
     }
 
@@ -306,11 +228,10 @@ impl Event {
     ///
     /// [`Error::Io`] naming the path if it cannot be examined (no search permission on
     /// the directory). A missing directory reads as "not set".
+    #[inline]
     pub fn is_set(&self) -> Result<bool> {
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("stat", &self.path, e)),
+        match &self.engine {
+            Engine::Local(e) => e.is_set(),
         }
     }
 
@@ -330,8 +251,11 @@ impl Event {
     /// # Errors
     ///
     /// As [`is_set`](Event::is_set).
+    #[inline]
     pub fn try_wait(&self) -> Result<bool> {
-        self.is_set()
+        match &self.engine {
+            Engine::Local(e) => e.is_set(),
+        }
     }
 
     /// Waits at most `timeout` until the event is set; `true` if it was set, `false` at
@@ -353,7 +277,10 @@ impl Event {
     /// # }
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.wait_until(crate::deadline_after(timeout))
+        let deadline = crate::deadline_after(timeout);
+        match &self.engine {
+            Engine::Local(e) => e.wait_until(deadline),
+        }
     }
 
     /// Waits until the event is set or `deadline` passes; `true` if it was set.
@@ -369,7 +296,9 @@ impl Event {
     /// `max_user_watches` apply: `EMFILE`/`ENOSPC`), or if the directory is deleted
     /// while waiting (`NotFound`, reported at once, not at the deadline).
     pub fn wait_deadline(&self, deadline: Instant) -> Result<bool> {
-        self.wait_until(Some(deadline))
+        match &self.engine {
+            Engine::Local(e) => e.wait_until(Some(deadline)),
+        }
     }
 
     /// Waits until the event is set, without time limit.
@@ -378,55 +307,8 @@ impl Event {
     ///
     /// As [`wait_deadline`](Event::wait_deadline).
     pub fn wait_forever(&self) -> Result<bool> {
-        self.wait_until(None)
-    }
-
-    fn wait_until(&self, deadline: Option<Instant>) -> Result<bool> {
-        if self.is_set()? {
-            return Ok(true);
-        }
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            return Ok(false);
-        }
-        // Reuse the last wait's watch if no other thread is using it: creating an
-        // inotify instance is cheap but destroying one waits for an RCU grace period.
-        let cached = self.watch.lock().map(|mut w| w.take()).unwrap_or(None);
-        let mut watch = match cached {
-            // Events queued since the last wait are about earlier sets; drop them. If
-            // the directory went away meanwhile, the watch is dead: watch the new one.
-            Some(w) if w.discard().at("watch the directory of", &self.path)? => w,
-            _ => self.new_watch()?,
-        };
-        let result = self.wait_with(&mut watch, deadline);
-        if result.is_ok()
-            && let Ok(mut slot) = self.watch.lock()
-        {
-            slot.get_or_insert(watch);
-        }
-        result
-    }
-
-    fn new_watch(&self) -> Result<DirWatch> {
-        DirWatch::new(&self.dir).at("watch the directory of", &self.path)
-    }
-
-    /// The wait proper, with a watch armed before the first look.
-    fn wait_with(&self, watch: &mut DirWatch, deadline: Option<Instant>) -> Result<bool> {
-        loop {
-            if self.is_set()? {
-                return Ok(true);
-            }
-            match watch
-                .wait_for(&self.name, deadline)
-                .at("wait for", &self.path)?
-            {
-                DirEvent::Appeared => return Ok(true),
-                DirEvent::TimedOut => return self.is_set(),
-                DirEvent::Lost => {}
-                // The directory was removed or renamed: watch whatever directory is at
-                // the path now, or report that there is none.
-                DirEvent::Gone => *watch = self.new_watch()?,
-            }
+        match &self.engine {
+            Engine::Local(e) => e.wait_until(None),
         }
     }
 }
@@ -434,6 +316,7 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn handle_is_send_and_sync() {
@@ -445,36 +328,5 @@ mod tests {
     fn refuses_paths_without_file_name() {
         let e = Event::open("/").unwrap_err();
         assert!(matches!(e, Error::Invalid { .. }), "{e}");
-    }
-
-    #[test]
-    fn refuses_directories_and_foreign_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Event::open(dir.path()).unwrap_err();
-        assert!(e.to_string().contains("it is a directory"), "{e}");
-        let f = dir.path().join("f");
-        std::fs::write(&f, b"FILEIPC\0\x01\0\0\0").unwrap();
-        let e = Event::open(&f).unwrap_err();
-        assert!(e.to_string().contains("fileipc state file"), "{e}");
-        std::fs::write(&f, b"hello, world").unwrap();
-        assert!(Event::open(&f).unwrap().is_set().unwrap());
-    }
-
-    #[test]
-    fn relative_path_uses_current_directory() {
-        let e = Event::open("some-event-that-does-not-exist").unwrap();
-        assert_eq!(e.dir, Path::new("."));
-        assert!(!e.is_set().unwrap());
-    }
-
-    #[test]
-    fn cached_watch_ignores_stale_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Event::open(dir.path().join("ev")).unwrap();
-        assert!(!e.wait_timeout(Duration::from_millis(1)).unwrap());
-        // Set and clear while nobody waits: the cached watch queues a create event.
-        e.set().unwrap();
-        e.clear().unwrap();
-        assert!(!e.wait_timeout(Duration::from_millis(20)).unwrap());
     }
 }

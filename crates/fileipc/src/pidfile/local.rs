@@ -1,0 +1,318 @@
+//! The local engine of [`PidFile`](super::PidFile): ownership is an exclusive `flock`
+//! on the file at the path, held by the owning handle's descriptor.
+//!
+//! - `create` opens what is at the path without following a link and locks it before
+//!   anything else; only the lock holder truncates and rewrites it, so a running
+//!   owner's PID is never disturbed. A missing file is written completely and locked
+//!   under a temporary name, then linked into place (`persist_noclobber`), so nobody
+//!   sees it empty or unlocked. After locking, `create` checks that the locked file is
+//!   still the one at the path (its owner may have removed it in between) and starts
+//!   over if not.
+//! - `remove` unlinks before it unlocks, so nobody takes over a file about to vanish;
+//!   it and `Drop` remove only the file this handle locked.
+//! - `status` probes with a shared lock, released at once.
+
+use std::fmt;
+use std::fs::{File, Permissions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::PidStatus;
+use super::parse::{EXPECTED, MAX_LEN, parse_pid, pid_line};
+use crate::error::{Error, IoResultExt, Result};
+use crate::sys;
+
+/// How often `create` starts over when the file changes under it before giving up.
+const MAX_ATTEMPTS: usize = 100;
+
+/// A PID file in the local file system, owned while `owned` holds its locked file.
+pub(super) struct LocalPidFile {
+    path: PathBuf,
+    mode: u32,
+    /// The locked file while this handle owns the PID file.
+    owned: Option<File>,
+}
+
+impl fmt::Debug for LocalPidFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PidFile")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("owner", &self.owned.is_some())
+            .finish()
+    }
+}
+
+impl LocalPidFile {
+    /// A handle on the PID file at `path`, which gets `mode` when this process creates
+    /// or takes it over. Touches nothing on disk.
+    pub(super) fn open(path: &Path, mode: u32) -> Result<LocalPidFile> {
+        if path.file_name().is_none() {
+            return Err(Error::invalid(
+                path,
+                "a PID file path must end in a file name",
+            ));
+        }
+        Ok(LocalPidFile {
+            path: path.to_owned(),
+            mode,
+            owned: None,
+        })
+    }
+
+    /// The path of the PID file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes this process the owner; see [`PidFile::create`](super::PidFile::create).
+    pub(super) fn create(&mut self) -> Result<bool> {
+        if let Some(file) = &self.owned {
+            if sys::is_same_file(file, &self.path).at("stat", &self.path)? {
+                return Ok(true);
+            }
+            // Our file was removed or replaced behind our back: we own nothing.
+            self.owned = None;
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let file = match sys::open_nofollow(&self.path, true) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match self.create_new()? {
+                    Some(file) => {
+                        self.owned = Some(file);
+                        return Ok(true);
+                    }
+                    None => continue, // someone created it meanwhile
+                },
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    return self.probe_unwritable(e);
+                }
+                Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                    return Err(Error::format(&self.path, EXPECTED, "it is a directory"));
+                }
+                Err(e) => return Err(Error::io("open", &self.path, e)),
+            };
+            let meta = file.metadata().at("stat", &self.path)?;
+            if !meta.is_file() {
+                return Err(Error::format(&self.path, EXPECTED, "not a regular file"));
+            }
+            if !sys::try_lock_exclusive(&file).at("lock", &self.path)? {
+                return Ok(false);
+            }
+            if !sys::is_same_file(&file, &self.path).at("stat", &self.path)? {
+                continue; // its owner removed it between our open and our lock
+            }
+            self.check_takeover(&meta)?;
+            // Ours now. Only now may the old content go.
+            file.set_permissions(Permissions::from_mode(self.mode))
+                .at("chmod", &self.path)?;
+            file.set_len(0).at("truncate", &self.path)?;
+            file.write_all_at(pid_line().as_bytes(), 0)
+                .at("write", &self.path)?;
+            self.owned = Some(file);
+            return Ok(true);
+        }
+        Err(Error::io(
+            "create",
+            &self.path,
+            io::Error::other("the file keeps changing while being created"),
+        ))
+    }
+
+    /// Writes a complete, locked PID file under a temporary name and links it into
+    /// place if the name is free; `None` if something is there by then.
+    fn create_new(&self) -> Result<Option<File>> {
+        let path = &self.path;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .permissions(Permissions::from_mode(self.mode))
+            .tempfile_in(dir)
+            .at("create", path)?;
+        let file = tmp.as_file();
+        // The creation mode was filtered by the umask; apply the mode asked for.
+        file.set_permissions(Permissions::from_mode(self.mode))
+            .at("chmod", path)?;
+        // Nobody else knows this file yet, so the lock is free.
+        sys::try_lock_exclusive(file).at("lock", path)?;
+        file.write_all_at(pid_line().as_bytes(), 0)
+            .at("write", path)?;
+        match tmp.persist_noclobber(path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(Error::io("create", path, e.error)),
+        }
+    }
+
+    /// `create` could not open the file for writing: `false` if a live owner holds it,
+    /// an error saying why it cannot be taken over otherwise.
+    fn probe_unwritable(&self, denied: io::Error) -> Result<bool> {
+        let Ok(file) = sys::open_nofollow(&self.path, false) else {
+            return Err(Error::io("open", &self.path, denied));
+        };
+        if !sys::try_lock_shared(&file).at("lock", &self.path)? {
+            return Ok(false);
+        }
+        let meta = file.metadata().at("stat", &self.path)?;
+        Err(Error::invalid(
+            &self.path,
+            format!(
+                "stale PID file owned by uid {} with mode {:04o}, not writable by this \
+                 process (uid {}); refusing to take it over",
+                meta.uid(),
+                meta.mode() & 0o7777,
+                sys::effective_uid()
+            ),
+        ))
+    }
+
+    /// Refuses to take over a stale file another user could have planted or edited.
+    fn check_takeover(&self, meta: &std::fs::Metadata) -> Result<()> {
+        let me = sys::effective_uid();
+        if meta.uid() != me {
+            return Err(Error::invalid(
+                &self.path,
+                format!(
+                    "stale PID file owned by uid {}, not by this process (uid {me}); \
+                     refusing to take it over",
+                    meta.uid()
+                ),
+            ));
+        }
+        let loose = meta.mode() & 0o022 & !self.mode;
+        if loose != 0 {
+            return Err(Error::invalid(
+                &self.path,
+                format!(
+                    "stale PID file with mode {:04o} is writable by {}; refusing to trust \
+                     it (remove it, or ask for that mode)",
+                    meta.mode() & 0o7777,
+                    if loose & 0o020 != 0 {
+                        "its group"
+                    } else {
+                        "others"
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The process ID in the file; `None` if there is no file or it is empty.
+    pub(super) fn read(&self) -> Result<Option<u32>> {
+        match self.open_for_reading()? {
+            None => Ok(None),
+            Some(file) => self.read_pid(&file),
+        }
+    }
+
+    fn open_for_reading(&self) -> Result<Option<File>> {
+        let file = match sys::open_nofollow(&self.path, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &self.path, e)),
+        };
+        if !file.metadata().at("stat", &self.path)?.is_file() {
+            return Err(Error::format(&self.path, EXPECTED, "not a regular file"));
+        }
+        Ok(Some(file))
+    }
+
+    fn read_pid(&self, file: &File) -> Result<Option<u32>> {
+        let mut buf = Vec::with_capacity(MAX_LEN + 1);
+        file.take(MAX_LEN as u64 + 1)
+            .read_to_end(&mut buf)
+            .at("read", &self.path)?;
+        parse_pid(&buf).map_err(|detail| Error::format(&self.path, EXPECTED, detail))
+    }
+
+    /// Unlinks the file if it is still the one this handle locked, then unlocks it;
+    /// see [`PidFile::remove`](super::PidFile::remove).
+    pub(super) fn remove(&mut self) -> Result<()> {
+        let Some(file) = self.owned.take() else {
+            return Err(Error::invalid(
+                &self.path,
+                "this handle does not own the PID file; not removing it",
+            ));
+        };
+        let ours = match sys::is_same_file(&file, &self.path) {
+            Ok(ours) => ours,
+            Err(e) => {
+                self.owned = Some(file);
+                return Err(Error::io("stat", &self.path, e));
+            }
+        };
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            self.owned = Some(file);
+            return Err(Error::io("remove", &self.path, e));
+        }
+        drop(file); // releases the lock
+        Ok(())
+    }
+
+    /// Whether this handle holds the lock on the file that is at the path now.
+    pub(super) fn is_owner(&self) -> Result<bool> {
+        match &self.owned {
+            None => Ok(false),
+            Some(file) => sys::is_same_file(file, &self.path).at("stat", &self.path),
+        }
+    }
+
+    /// Absent, running or stale, probed with a shared lock released at once; see
+    /// [`PidFile::status`](super::PidFile::status).
+    pub(super) fn status(&self) -> Result<PidStatus> {
+        if self.is_owner()? {
+            return Ok(PidStatus::Running { pid: self.read()? });
+        }
+        let Some(file) = self.open_for_reading()? else {
+            return Ok(PidStatus::Absent);
+        };
+        let free = sys::try_lock_shared(&file).at("lock", &self.path)?;
+        if free {
+            sys::unlock(&file).at("unlock", &self.path)?;
+        }
+        let pid = self.read_pid(&file)?;
+        Ok(if free {
+            PidStatus::Stale { pid }
+        } else {
+            PidStatus::Running { pid }
+        })
+    }
+}
+
+impl Drop for LocalPidFile {
+    /// An owning handle removes its file (if it is still the file at the path).
+    fn drop(&mut self) {
+        if let Some(file) = self.owned.take()
+            && sys::is_same_file(&file, &self.path).unwrap_or(false)
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::PidFile;
+
+    #[test]
+    fn no_temporary_files_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.pid");
+        let mut a = PidFile::open(&p).unwrap();
+        let mut b = PidFile::open(&p).unwrap();
+        assert!(a.create().unwrap());
+        assert!(!b.create().unwrap());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("a.pid")]);
+    }
+}

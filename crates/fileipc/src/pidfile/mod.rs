@@ -1,0 +1,342 @@
+//! PID files whose liveness is a kernel lock, not a guess from the PID.
+//!
+//! A PID file holds the decimal process ID of its owner and a newline (`1234\n`), as
+//! daemons have always written them, so `cat`, `kill $(cat app.pid)` and every other
+//! tool reads it. What makes it reliable is that the owner also holds an exclusive
+//! `flock` on the file for as long as it runs: the kernel drops that lock when the owner
+//! dies, however it dies (`SIGKILL` included). So:
+//!
+//! - "already running" means "a live process holds the lock", never "a process with that
+//!   PID exists": a recycled PID cannot keep a crashed daemon from restarting;
+//! - a stale file left by a killed owner is simply taken over by the next `create`;
+//! - the running owner's PID stays readable while others try to start: nobody writes
+//!   the file before holding the lock.
+//!
+//! # Security
+//!
+//! A PID file in a shared directory (`/tmp`, `/run` writable by a group) is a classic
+//! target: a symbolic link planted at its path would make a privileged process
+//! overwrite the link's target. `create` and `read` never follow a link at the path
+//! (an [`Error::Symlink`]), refuse what is not a regular file, and refuse to take over a
+//! stale file owned by another user or writable by group or others beyond the mode the
+//! caller chose (the checks systemd makes of PID files). The lock is advisory: it keeps
+//! out fileipc and other `flock` users, not a process that writes the file blindly.
+//!
+//! A child made with `fork` (without `exec`) shares its parent's lock; the descriptor is
+//! close-on-exec, so a program started with `exec` does not.
+//!
+//! This file holds the public front: [`PidFile`], which dispatches every call to its
+//! engine, [`PidFileOptions`] and [`PidStatus`]. The local engine (the lock and the
+//! protocols of `create`, `remove` and `status`) is in `local.rs`, the content format
+//! in `parse.rs`.
+
+mod local;
+mod parse;
+
+use std::fmt;
+use std::path::Path;
+
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
+
+use local::LocalPidFile;
+pub(crate) use parse::parse_pid;
+
+/// The mode of a new PID file unless [`PidFileOptions::mode`] says otherwise:
+/// readable by everyone, writable by its owner (`0644`), as PID files traditionally are.
+const DEFAULT_MODE: u32 = 0o644;
+
+/// A PID file for single-instance enforcement and process discovery.
+///
+/// Opening a handle touches nothing on disk. [`create`](PidFile::create) makes this
+/// process the owner, unless a live process already is; the owner holds a lock on the
+/// file until it calls [`remove`](PidFile::remove) or drops the handle (both remove the
+/// file), or dies (the file stays, stale, and the next `create` takes it over).
+///
+/// Two handles on one path exclude each other even within one process. The handle is
+/// `Send + Sync`; methods that change ownership take `&mut self`.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> fileipc::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("myapp.pid");
+/// use fileipc::PidFile;
+///
+/// let mut pid_file = PidFile::open(&path)?;
+/// if !pid_file.create()? {
+///     eprintln!("already running with PID {:?}", pid_file.read()?);
+///     std::process::exit(1);
+/// }
+/// assert_eq!(pid_file.read()?, Some(std::process::id()));
+/// // ... run the application; dropping the handle (or `remove`) removes the file.
+/// pid_file.remove()?;
+/// assert_eq!(pid_file.read()?, None);
+/// # Ok(())
+/// # }
+/// ```
+pub struct PidFile {
+    engine: Engine,
+}
+
+/// The engine behind a [`PidFile`] handle. Dropping it gives up ownership.
+enum Engine {
+    /// The PID file is a locked file in the local file system.
+    Local(LocalPidFile),
+}
+
+impl fmt::Debug for PidFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Each engine formats itself as `PidFile { .. }`.
+        match &self.engine {
+            Engine::Local(e) => fmt::Debug::fmt(e, f),
+        }
+    }
+}
+
+/// Options for a [`PidFile`]: the mode its file gets.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> fileipc::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("myapp.pid");
+/// use std::os::unix::fs::PermissionsExt;
+///
+/// let mut pid_file = fileipc::PidFileOptions::new().mode(0o600).open(&path)?;
+/// assert!(pid_file.create()?);
+/// assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidFileOptions {
+    mode: u32,
+}
+
+impl Default for PidFileOptions {
+    fn default() -> Self {
+        PidFileOptions { mode: DEFAULT_MODE }
+    }
+}
+
+impl PidFileOptions {
+    /// The default options: mode `0644`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The permission bits the file gets when this process creates or takes it over,
+    /// exactly (not filtered by the umask). Bits outside `0o777` are ignored. Group or
+    /// other write bits given here are also the ones a stale file may have for
+    /// [`PidFile::create`] to take it over.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o777;
+        self
+    }
+
+    /// A handle on the PID file at `path` with these options; see [`PidFile::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PidFile::open`].
+    pub fn open(self, path: impl AsRef<Path>) -> Result<PidFile> {
+        let engine = Engine::Local(LocalPidFile::open(path.as_ref(), self.mode)?);
+        Ok(PidFile { engine })
+    }
+}
+
+/// What [`PidFile::status`] found at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PidStatus {
+    /// No file at the path: nothing runs (or it runs without a PID file).
+    Absent,
+    /// A live process owns the file. `pid` is what the file says; `None` for the
+    /// moment between an owner taking over a stale file and writing its PID.
+    Running {
+        /// The owner's process ID, as written in the file.
+        pid: Option<u32>,
+    },
+    /// A file no live process owns: its owner died without removing it (or it was
+    /// written by a program that does not lock it). The next [`PidFile::create`]
+    /// takes it over.
+    Stale {
+        /// The process ID the file names; that process is not the owner, even if a
+        /// process with that ID exists now.
+        pid: Option<u32>,
+    },
+}
+
+impl PidStatus {
+    /// Whether a live owner holds the file.
+    pub fn is_running(&self) -> bool {
+        matches!(self, PidStatus::Running { .. })
+    }
+
+    /// The process ID written in the file, if there is one.
+    pub fn pid(&self) -> Option<u32> {
+        match *self {
+            PidStatus::Absent => None,
+            PidStatus::Running { pid } | PidStatus::Stale { pid } => pid,
+        }
+    }
+}
+
+impl PidFile {
+    /// A handle on the PID file at `path`. Touches nothing on disk.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `path` does not end in a file name (`/`, `..`).
+    pub fn open(path: impl AsRef<Path>) -> Result<PidFile> {
+        PidFileOptions::default().open(path)
+    }
+
+    /// Options for a PID file, e.g. another mode; see [`PidFileOptions`].
+    pub fn options() -> PidFileOptions {
+        PidFileOptions::default()
+    }
+
+    /// The path of the PID file.
+    pub fn path(&self) -> &Path {
+        match &self.engine {
+            Engine::Local(e) => e.path(),
+        }
+    }
+
+    /// Makes this process the owner: `true` if it now owns the file (or already did
+    /// through this handle), `false` if another live process, or another handle in
+    /// this process, owns it.
+    ///
+    /// A new file is written completely (`PID\n`, the mode asked for) under a
+    /// temporary name and linked into place already locked, so readers never see it
+    /// empty. An existing file is locked first and only then truncated and rewritten,
+    /// so a running owner's PID is never disturbed; a stale one (its owner died) is
+    /// taken over.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Symlink`] if a symbolic link is at the path; neither it nor its
+    ///   target is touched.
+    /// - [`Error::Format`] if something else than a regular file is at the path.
+    /// - [`Error::Invalid`] if a stale file may not be taken over: it belongs to
+    ///   another user, or is writable by group or others beyond this handle's mode.
+    /// - [`Error::Io`] naming the path for file system errors (missing directory,
+    ///   permissions).
+    pub fn create(&mut self) -> Result<bool> {
+        match &mut self.engine {
+            Engine::Local(e) => e.create(),
+        }
+    }
+
+    /// The process ID in the file; `None` if there is no file (or it is empty: an
+    /// owner taking over a stale file truncates it just before writing its PID).
+    ///
+    /// Trailing white space is accepted (`1234`, `1234\n`, `1234 \r\n`); anything else
+    /// is an error. The number says who wrote the file, not whether it still runs:
+    /// ask [`status`](PidFile::status) for that.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Format`] naming the path if the content is not a process ID, or
+    ///   what is at the path is not a regular file.
+    /// - [`Error::Symlink`] if a symbolic link is at the path (never followed).
+    /// - [`Error::Io`] naming the path if it cannot be read.
+    pub fn read(&self) -> Result<Option<u32>> {
+        match &self.engine {
+            Engine::Local(e) => e.read(),
+        }
+    }
+
+    /// Gives up ownership and removes the file (unlinked first, then unlocked, so
+    /// nobody takes over a file that is about to disappear).
+    ///
+    /// If the file at the path is no longer the one this handle locked (someone
+    /// removed or replaced it), it is left alone, the lock is released, and this
+    /// returns `Ok(())`: nothing of ours is left to remove.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Invalid`] if this handle does not own the PID file (never created it,
+    ///   `create` returned `false`, or it was already removed); the file is untouched.
+    /// - [`Error::Io`] naming the path if it cannot be removed; the handle still owns
+    ///   the file then.
+    pub fn remove(&mut self) -> Result<()> {
+        match &mut self.engine {
+            Engine::Local(e) => e.remove(),
+        }
+    }
+
+    /// Whether this handle owns the PID file: it holds the lock on the file that is at
+    /// the path now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path if it cannot be examined.
+    pub fn is_owner(&self) -> Result<bool> {
+        match &self.engine {
+            Engine::Local(e) => e.is_owner(),
+        }
+    }
+
+    /// Whether the PID file is absent, owned by a live process, or stale, with the PID
+    /// it names. Changes nothing and needs no write permission.
+    ///
+    /// The probe takes a shared lock on the file and releases it at once. For the
+    /// microseconds it holds it, a [`create`](PidFile::create) in another process sees
+    /// the file locked and returns `false` although nobody owns it: callers that start
+    /// a service right after probing for it should retry `create` once. (A probe that
+    /// cannot disturb anyone would read `/proc/locks`, which is Linux-only.)
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](PidFile::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("myapp.pid");
+    /// use fileipc::{PidFile, PidStatus};
+    ///
+    /// let mut owner = PidFile::open(&path)?;
+    /// let probe = PidFile::open(&path)?;
+    /// assert_eq!(probe.status()?, PidStatus::Absent);
+    /// owner.create()?;
+    /// assert_eq!(probe.status()?, PidStatus::Running { pid: Some(std::process::id()) });
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn status(&self) -> Result<PidStatus> {
+        match &self.engine {
+            Engine::Local(e) => e.status(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<PidFile>();
+    }
+
+    #[test]
+    fn open_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.pid");
+        let h = PidFile::open(&p).unwrap();
+        assert!(!p.exists());
+        assert!(!h.is_owner().unwrap());
+        assert_eq!(h.status().unwrap(), PidStatus::Absent);
+        assert!(PidFile::open("/").is_err());
+    }
+}
