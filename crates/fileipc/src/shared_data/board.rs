@@ -22,7 +22,7 @@
 //! hints for speed only; no rule of exactly-once depends on them.
 //!
 //! This module is the board itself (layout, slot states, publication, waiting, waking);
-//! the transaction lives with the rest of the SQL in the parent module.
+//! the combiner's transaction is in `combining`, its statements in `sql`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crate::error::{IoResultExt, Result};
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
 use crate::sys;
+use crate::wait::{self, Spin, Spinner};
 
 /// Format version of the board file.
 pub(super) const VERSION: u32 = 1;
@@ -86,11 +87,6 @@ pub(super) const STATUS_NOT_INTEGER: u32 = 1;
 pub(super) const STATUS_OVERFLOW: u32 = 2;
 /// The request itself is damaged (key not UTF-8, unknown operation): nothing was changed.
 pub(super) const STATUS_BAD_REQUEST: u32 = 3;
-
-/// How long a waiting owner sleeps before it looks again whether the writers' lock is
-/// free. Every holder wakes a pending owner when it releases the lock, so the slice only
-/// matters when a holder was killed between its release and that wake-up call.
-const SLICE: Duration = Duration::from_millis(10);
 
 /// How long a waiting owner spins (yielding the CPU now and then) before it sleeps: a
 /// few combines' worth. An owner that is awake when its result arrives publishes its
@@ -350,26 +346,29 @@ impl Board {
 
     /// Waits while the caller's state word still holds `seen` (from
     /// [`Board::observe`]): until its request is done, it is kicked, `limit` (default: a
-    /// slice) passes, or spuriously. Spins for up to [`SPIN`] first, then sleeps on the
-    /// word.
+    /// slice, [`wait::WAITER_SLICE`]) passes, or spuriously. Spins for up to [`SPIN`]
+    /// first, then sleeps on the word.
     pub(super) fn wait(&self, slot: usize, seen: u32, limit: Option<Duration>) -> Result<()> {
         let word = self.state(slot);
         let start = Instant::now();
-        let limit = limit.unwrap_or(SLICE);
-        let spin = limit.min(SPIN);
-        let mut i = 0u32;
-        while start.elapsed() < spin {
+        let limit = limit.unwrap_or(wait::WAITER_SLICE);
+        let until = start + limit;
+        // The spin ends after SPIN, or at `until` if the limit is shorter.
+        let mut spin = Spinner::new(Spin::Timed {
+            limit: SPIN,
+            yield_every: YIELD_EVERY,
+        });
+        loop {
             if word.load(Ordering::Acquire) != seen {
+                spin.finish();
                 return Ok(());
             }
-            i = i.wrapping_add(1);
-            if i.is_multiple_of(YIELD_EVERY) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
+            if !spin.step(Some(until)) {
+                break;
             }
         }
-        if spin >= limit {
+        spin.finish();
+        if SPIN >= limit {
             return Ok(());
         }
         let asleep = seen | SLEEPING;
@@ -379,7 +378,7 @@ impl Board {
         {
             return Ok(()); // changed meanwhile: look again
         }
-        sys::futex_wait(word, asleep, Some(start + limit)).at("futex wait", &self.file.path)?;
+        wait::sleep(word, asleep, until).at("futex wait", &self.file.path)?;
         Ok(())
     }
 
@@ -432,7 +431,7 @@ impl Board {
 
     /// Wakes the owner of a slot sleeping in [`Board::wait`].
     pub(super) fn wake(&self, slot: usize) {
-        let _ = sys::futex_wake(self.state(slot), 1);
+        let _ = wait::wake(self.state(slot), 1);
     }
 
     /// After releasing the writers' lock: wakes the owner of one pending request (if
@@ -451,7 +450,7 @@ impl Board {
             });
             if let Ok(old) = old {
                 if old & SLEEPING != 0 {
-                    let _ = sys::futex_wake(word, 1);
+                    let _ = wait::wake(word, 1);
                 }
                 return;
             }

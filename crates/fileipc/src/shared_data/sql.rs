@@ -1,0 +1,258 @@
+//! The SQL of a store: `Ops`, the statements on an open connection shared by the local
+//! handle and the local transaction (the table `kv`, the record `fileipc_applied`), and
+//! the JSON encoding and decoding of values with errors that name the key.
+
+use std::any::type_name;
+use std::path::Path;
+
+use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::board;
+use crate::error::{Error, Result};
+
+/// The operations on an open connection, shared by the local handle and the local
+/// transaction.
+#[derive(Clone, Copy)]
+pub(super) struct Ops<'a> {
+    pub(super) conn: &'a Connection,
+    pub(super) path: &'a Path,
+}
+
+impl Ops<'_> {
+    fn sq(&self, e: rusqlite::Error) -> Error {
+        Error::Sqlite {
+            path: self.path.to_owned(),
+            source: e,
+        }
+    }
+
+    pub(super) fn exec(&self, sql: &str) -> Result<usize> {
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sq(e))?;
+        st.execute([]).map_err(|e| self.sq(e))
+    }
+
+    /// Calls `f` on the stored JSON bytes of `key`, if any.
+    pub(super) fn get_raw<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<Option<R>> {
+        check_key(self.path, key)?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT value FROM kv WHERE key = ?1")
+            .map_err(|e| self.sq(e))?;
+        let mut rows = st.query([key]).map_err(|e| self.sq(e))?;
+        let Some(row) = rows.next().map_err(|e| self.sq(e))? else {
+            return Ok(None);
+        };
+        let v = row.get_ref(0).map_err(|e| self.sq(e))?;
+        with_json_bytes(v, f).map(Some)
+    }
+
+    pub(super) fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.get_raw(key, |b| decode(self.path, key, b))
+    }
+
+    pub(super) fn put(&self, key: &str, json: &str) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .map_err(|e| self.sq(e))?;
+        st.execute([key, json]).map_err(|e| self.sq(e))?;
+        Ok(())
+    }
+
+    pub(super) fn delete(&self, key: &str) -> Result<bool> {
+        let mut st = self
+            .conn
+            .prepare_cached("DELETE FROM kv WHERE key = ?1")
+            .map_err(|e| self.sq(e))?;
+        Ok(st.execute([key]).map_err(|e| self.sq(e))? > 0)
+    }
+
+    pub(super) fn contains_key(&self, key: &str) -> Result<bool> {
+        check_key(self.path, key)?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM kv WHERE key = ?1")
+            .map_err(|e| self.sq(e))?;
+        st.exists([key]).map_err(|e| self.sq(e))
+    }
+
+    pub(super) fn keys(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key FROM kv ORDER BY key")
+            .map_err(|e| self.sq(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.sq(e))
+    }
+
+    pub(super) fn len(&self) -> Result<usize> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM kv")
+            .map_err(|e| self.sq(e))?;
+        let n: i64 = st.query_row([], |r| r.get(0)).map_err(|e| self.sq(e))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    pub(super) fn clear(&self) -> Result<()> {
+        self.exec("DELETE FROM kv").map(drop)
+    }
+
+    pub(super) fn dump(&self) -> Result<Map<String, Value>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key, value FROM kv ORDER BY key")
+            .map_err(|e| self.sq(e))?;
+        let mut rows = st.query([]).map_err(|e| self.sq(e))?;
+        let mut out = Map::new();
+        while let Some(row) = rows.next().map_err(|e| self.sq(e))? {
+            let key: String = row.get(0).map_err(|e| self.sq(e))?;
+            let v = row.get_ref(1).map_err(|e| self.sq(e))?;
+            let value = with_json_bytes(v, |b| decode::<Value>(self.path, &key, b))?;
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn update<T, F>(&self, key: &str, f: F) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Option<T>) -> Option<T>,
+    {
+        let new = f(self.get::<T>(key)?);
+        match &new {
+            Some(v) => self.put(key, &encode(self.path, key, v)?)?,
+            None => {
+                self.delete(key)?;
+            }
+        }
+        Ok(new)
+    }
+
+    pub(super) fn increment(&self, key: &str, by: i64) -> Result<i64> {
+        let cur: i64 = self.get(key)?.unwrap_or(0);
+        let new = cur.checked_add(by).ok_or_else(|| Error::Value {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            detail: format!("{cur} + {by} overflows i64"),
+        })?;
+        self.put(key, &new.to_string())?;
+        Ok(new)
+    }
+
+    /// The record of combined requests applied: its entries up to the highest slot
+    /// ever recorded (entries beyond read as zeros; the blob never shrinks, so that
+    /// an entry once written stays).
+    pub(super) fn load_record(&self) -> Result<Vec<u8>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = 1")
+            .map_err(|e| self.sq(e))?;
+        let mut rows = st.query([]).map_err(|e| self.sq(e))?;
+        let mut rec = Vec::new();
+        if let Some(row) = rows.next().map_err(|e| self.sq(e))?
+            && let ValueRef::Blob(b) = row.get_ref(0).map_err(|e| self.sq(e))?
+        {
+            rec.extend_from_slice(&b[..b.len().min(board::RECORD_LEN)]);
+        }
+        Ok(rec)
+    }
+
+    pub(super) fn store_record(&self, rec: &[u8]) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
+            )
+            .map_err(|e| self.sq(e))?;
+        st.execute([rec]).map_err(|e| self.sq(e))?;
+        Ok(())
+    }
+
+    pub(super) fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&Value>,
+        new: &str,
+    ) -> Result<bool> {
+        let cur: Option<Value> = self.get(key)?;
+        if cur.as_ref() != expected {
+            return Ok(false);
+        }
+        self.put(key, new)?;
+        Ok(true)
+    }
+}
+
+/// Calls `f` on the JSON bytes of a stored value. fileipc stores text; a number or
+/// blob written by another program is passed on as its text.
+fn with_json_bytes<R>(v: ValueRef<'_>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+    match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => f(b),
+        ValueRef::Integer(i) => f(i.to_string().as_bytes()),
+        ValueRef::Real(x) => f(x.to_string().as_bytes()),
+        ValueRef::Null => f(b"null"),
+    }
+}
+
+pub(super) fn check_key(path: &Path, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid(path, "a key must not be empty"));
+    }
+    Ok(())
+}
+
+pub(super) fn encode<T: Serialize + ?Sized>(path: &Path, key: &str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Value {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        detail: format!("cannot encode {} as JSON: {e}", type_name::<T>()),
+    })
+}
+
+/// The operands of a compare-and-swap on `key`, checked and encoded: the expected value
+/// as a JSON value (`None`: the key must be absent) and the new value as JSON text.
+pub(super) fn cas_operands<T: Serialize + ?Sized>(
+    path: &Path,
+    key: &str,
+    expected: Option<&T>,
+    new: &T,
+) -> Result<(Option<Value>, String)> {
+    check_key(path, key)?;
+    let expected = match expected {
+        Some(e) => Some(to_value(path, key, e)?),
+        None => None,
+    };
+    Ok((expected, encode(path, key, new)?))
+}
+
+fn to_value<T: Serialize + ?Sized>(path: &Path, key: &str, value: &T) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::Value {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        detail: format!("cannot encode {} as JSON: {e}", type_name::<T>()),
+    })
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, key: &str, json: &[u8]) -> Result<T> {
+    serde_json::from_slice(json).map_err(|e| Error::Value {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        detail: format!("expected {}: {e}", type_name::<T>()),
+    })
+}
