@@ -27,6 +27,12 @@ pub(crate) fn path(dir: &Path, k: u64) -> PathBuf {
     dir.join(name(k))
 }
 
+/// Whether `bytes` is a segment size the format allows: a multiple of 4096 between
+/// 64 KiB and 1 GiB.
+pub(crate) fn valid_size(bytes: u64) -> bool {
+    bytes.is_multiple_of(4096) && (64 << 10..=1 << 30).contains(&bytes)
+}
+
 /// What to do when a segment file is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Missing {
@@ -252,5 +258,16 @@ mod tests {
         assert_eq!(parse_name(&name(12345)), Some(12345));
         assert_eq!(parse_name("seg-12.log"), None);
         assert_eq!(parse_name("control"), None);
+    }
+
+    #[test]
+    fn sizes() {
+        assert!(valid_size(64 << 10));
+        assert!(valid_size(8 << 20));
+        assert!(valid_size(1 << 30));
+        assert!(!valid_size((64 << 10) - 4096));
+        assert!(!valid_size((1 << 30) + 4096));
+        assert!(!valid_size((64 << 10) + 1));
+        assert!(!valid_size(0));
     }
 }

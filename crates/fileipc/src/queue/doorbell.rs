@@ -1,0 +1,186 @@
+//! The doorbell idle receivers sleep on, and the registry of those receivers: how a
+//! sender wakes them (once per sleep), how a receiver waits for data (spinning, then
+//! sleeping), and how the registrations of receivers that died asleep are cleared.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::control;
+use super::open::{CONTROL, LocalQueue};
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::wait;
+
+/// How long an idle receiver keeps checking before it sleeps: a cross-CPU futex wake-up
+/// costs ~45 us on the reference machine, a send on another CPU shows up in well under
+/// 1 us. (Checking that long rides out a sender's page fault or short preemption, which a
+/// futex sleep and wake would turn into two context switches.)
+const SPIN: Duration = Duration::from_micros(100);
+
+/// The doorbell's sleepers bit: set by a receiver about to sleep, cleared by the send that
+/// wakes it.
+const SLEEPERS: u32 = 1;
+
+/// The doorbell value of the epoch after `v`, with the sleepers bit clear.
+fn next_epoch(v: u32) -> u32 {
+    (v & !SLEEPERS).wrapping_add(2)
+}
+
+impl LocalQueue {
+    /// Wakes the sleeping receivers, if there are any, once per sleep: the first send
+    /// after receivers went to sleep rings, the sends after it (while the woken receivers
+    /// get a CPU) make no system call.
+    ///
+    /// The doorbell word holds an epoch (bits 1..32) and a *sleepers* bit (bit 0). No lost
+    /// wake-up: a receiver (1) sets the sleepers bit (or sees it set) in the doorbell,
+    /// (2) re-reads the tail, and sleeps only if the tail showed nothing new and the
+    /// doorbell still holds the value of (1). A sender (a) stores the tail, then (b) reads
+    /// the doorbell and, if the sleepers bit is set, moves it to the next epoch with the
+    /// bit clear and wakes every sleeper. All are SeqCst, so in their single total order
+    /// either (a) precedes (2) — the receiver sees the message and does not sleep — or
+    /// (2) precedes (a), hence (1) precedes (b): the sender reads the value of (1) or a
+    /// later one. If it reads (1)'s value, it advances the doorbell and wakes; if a later
+    /// one, another sender advanced the doorbell after (1). Either way the receiver's
+    /// sleep sees a changed word and returns at once, or is already asleep and is woken.
+    pub(super) fn ring(&self) {
+        let bell = self.a32(control::DOORBELL);
+        let v = bell.load(Ordering::SeqCst);
+        if v & SLEEPERS == 0 {
+            return;
+        }
+        // Only senders clear the bit: if the exchange fails, another sender advanced the
+        // epoch and wakes everyone who slept on it.
+        if bell
+            .compare_exchange(v, next_epoch(v), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            // A failed wake leaves the receivers to their slice's end
+            // (`wait::RECEIVER_SLICE`).
+            let _ = wait::wake_all(bell);
+        }
+    }
+
+    /// Advances the doorbell to the next epoch whether or not the sleepers bit is set,
+    /// and wakes every sleeper: after `destroy` marked the queue, so that receivers
+    /// asleep in `recv` return with [`Error::Destroyed`].
+    pub(super) fn wake_all_receivers(&self) {
+        let bell = self.a32(control::DOORBELL);
+        let _ = bell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(next_epoch(v)));
+        let _ = wait::wake_all(bell);
+    }
+
+    /// Waits (spinning briefly, then sleeping on the doorbell) until the queue may hold a
+    /// message or `deadline` passes; `Ok(false)` at the deadline.
+    pub(super) fn wait_for_data(&self, deadline: Option<Instant>) -> Result<bool> {
+        let head = self.a64(control::HEAD);
+        let tail = self.a64(control::TAIL);
+        let ready = || tail.load(Ordering::SeqCst) != head.load(Ordering::SeqCst);
+        // Spin, then yield between checks. Spinning pays when the sender runs on another
+        // CPU (its message shows up within a microsecond), and only steals time from it
+        // when it waits for our CPU: then yielding at once lets it run. Which case holds
+        // is learned from how recent waits ended (see `wait::Spin::Adaptive`).
+        let mut spin = wait::Spinner::new(wait::Spin::Adaptive { limit: SPIN });
+        loop {
+            if ready() {
+                spin.finish();
+                return Ok(true);
+            }
+            if !spin.step(deadline) {
+                break;
+            }
+        }
+        spin.finish();
+        // Sleep: register as a waiter, then re-check (see `ring` for the ordering).
+        let slot = self.register_waiter();
+        let bell = self.a32(control::DOORBELL);
+        let mut b = bell.load(Ordering::SeqCst);
+        while b & SLEEPERS == 0 {
+            match bell.compare_exchange(b, b | SLEEPERS, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => b |= SLEEPERS,
+                Err(v) => b = v,
+            }
+        }
+        let mut woke = ready();
+        if !woke && !self.destroyed() {
+            let now = Instant::now();
+            if deadline.is_none_or(|d| now < d) {
+                let until = wait::slice_end(deadline, wait::RECEIVER_SLICE);
+                let r = wait::sleep(bell, b, until);
+                woke = ready();
+                if r.is_ok() && !woke && Some(until) != deadline && Instant::now() >= until {
+                    // A whole slice without a ring: clear the registrations of waiters
+                    // that died asleep (they count only in `stats`).
+                    self.reap_dead_waiters(slot);
+                }
+                if let Err(e) = r {
+                    self.unregister_waiter(slot);
+                    return Err(Error::io("futex wait", self.dir.join(CONTROL), e));
+                }
+            }
+        }
+        self.unregister_waiter(slot);
+        self.check_destroyed()?;
+        Ok(woke || deadline.is_none_or(|d| Instant::now() < d))
+    }
+
+    /// Registers the calling thread as a sleeping receiver: a bit of the waiter mask with
+    /// its owner ident in the matching slot (or, if all 64 are taken, the overflow count).
+    fn register_waiter(&self) -> Option<usize> {
+        let mask = self.a64(control::WAIT_MASK);
+        let mut m = mask.load(Ordering::SeqCst);
+        loop {
+            if m == u64::MAX {
+                self.a32(control::WAITERS).fetch_add(1, Ordering::SeqCst);
+                return None;
+            }
+            let i = (!m).trailing_zeros() as usize;
+            match mask.compare_exchange(m, m | 1 << i, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    self.a64(control::WAIT_SLOTS + 8 * i)
+                        .store(sys::owner_ident(), Ordering::SeqCst);
+                    return Some(i);
+                }
+                Err(v) => m = v,
+            }
+        }
+    }
+
+    fn unregister_waiter(&self, slot: Option<usize>) {
+        match slot {
+            Some(i) => {
+                self.a64(control::WAIT_SLOTS + 8 * i)
+                    .store(0, Ordering::SeqCst);
+                self.a64(control::WAIT_MASK)
+                    .fetch_and(!(1 << i), Ordering::SeqCst);
+            }
+            None => {
+                self.a32(control::WAITERS).fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Frees the waiter slots of threads that died while registered.
+    fn reap_dead_waiters(&self, mine: Option<usize>) {
+        let mask = self.a64(control::WAIT_MASK).load(Ordering::SeqCst);
+        for i in 0..64 {
+            if mask & (1 << i) == 0 || Some(i) == mine {
+                continue;
+            }
+            let slot = self.a64(control::WAIT_SLOTS + 8 * i);
+            let ident = slot.load(Ordering::SeqCst);
+            let tid = (ident >> 32) as u32;
+            // 0: being registered right now (or its owner died in that instant; see
+            // FORMAT.md); a live owner keeps its slot.
+            if tid == 0 || sys::owner_alive(tid, ident) {
+                continue;
+            }
+            if slot
+                .compare_exchange(ident, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                self.a64(control::WAIT_MASK)
+                    .fetch_and(!(1 << i), Ordering::SeqCst);
+            }
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The local engine's handle, [`LocalQueue`]: opening (and creating) a queue directory,
+//! the control file's locks and their repair after a dead holder, removal of consumed
+//! segments, and the whole-queue operations (`count`, `is_empty`, `clear`, `destroy`,
+//! `stats`).
+//!
+//! The other mechanisms of the engine add their methods to [`LocalQueue`] in their own
+//! files: `produce.rs`, `consume.rs`, `durable.rs`, `doorbell.rs`.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::QueueStats;
+use super::consume::record_at;
+use super::control::{self, Control};
+use super::options::{MESSAGE_SIZE_LIMIT, QueueOptions};
+use super::segment::{self, Missing, SegmentCache};
+use crate::error::{Error, IoResultExt, Result};
+use crate::robust::{Acquired, RobustLock};
+use crate::state;
+use crate::sys;
+
+pub(super) const CONTROL: &str = "control";
+/// The largest log position a sound queue can reach (see the check in `open`).
+const MAX_POSITION: u64 = 1 << 62;
+const DIR_EXPECTED: &str = "fileipc queue directory";
+
+/// A handle on a queue in a local directory: the mapped control file, the options this
+/// handle was opened with, and one segment cache per side.
+pub(crate) struct LocalQueue {
+    pub(super) dir: PathBuf,
+    pub(super) ctl: Control,
+    pub(super) seg_size: u64,
+    pub(super) max_message_size: usize,
+    pub(super) durable: bool,
+    pub(super) producer: Mutex<SegmentCache>,
+    pub(super) consumer: Mutex<SegmentCache>,
+    pub(super) syncer: Mutex<SegmentCache>,
+    /// The highest tail this handle has read. Every record below it is committed, so a
+    /// consumer reads the shared tail (a cache line every producer writes) only when the
+    /// head reaches this mark, not once per message.
+    pub(super) seen_tail: AtomicU64,
+}
+
+/// Holds a robust lock of the control file; unlocks on drop.
+pub(super) struct Held<'a>(pub(super) RobustLock<'a>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+pub(super) fn lock_cache(m: &Mutex<SegmentCache>) -> MutexGuard<'_, SegmentCache> {
+    // A panic while holding it cannot leave the cache inconsistent (it is only a set of
+    // mappings), so a poisoned mutex is simply used.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LocalQueue {
+    /// Opens (creating if missing) the queue in directory `dir` with `opts`.
+    pub(super) fn open(dir: &Path, opts: &QueueOptions) -> Result<LocalQueue> {
+        if opts.max_message_size > MESSAGE_SIZE_LIMIT {
+            return Err(Error::invalid(
+                dir,
+                format!(
+                    "max_message_size {} is over the limit of {MESSAGE_SIZE_LIMIT} bytes",
+                    opts.max_message_size
+                ),
+            ));
+        }
+        let s = opts.segment_size;
+        if !segment::valid_size(s) {
+            return Err(Error::invalid(
+                dir,
+                format!("segment_size {s} is not a multiple of 4096 between 64 KiB and 1 GiB"),
+            ));
+        }
+        let dir_mode = opts.mode | ((opts.mode & 0o444) >> 2);
+        // A symbolic link at the queue's path is never followed, and a directory another
+        // user could fill or swap files in is not trusted.
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Symlink {
+                path: dir.to_owned(),
+            });
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(dir_mode)
+            .create(dir)
+            .at("create directory", dir)?;
+        let meta = fs::symlink_metadata(dir).at("stat", dir)?;
+        if !meta.is_dir() {
+            return Err(Error::format(dir, DIR_EXPECTED, "not a directory"));
+        }
+        state::check_trust(dir, &meta, dir_mode, DIR_EXPECTED)?;
+        let ctl_path = dir.join(CONTROL);
+        for _ in 0..3 {
+            let exists = match fs::symlink_metadata(&ctl_path) {
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(Error::io("stat", &ctl_path, e)),
+            };
+            if !exists {
+                // Only an empty directory becomes a queue (a racing creator's temporary
+                // control file does not count, nor its control file if it appeared since
+                // we looked: open_or_create then opens it).
+                let stray = fs::read_dir(dir)
+                    .at("read directory", dir)?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .find(|n| n != CONTROL && !(n.starts_with(".control.") && n.ends_with(".tmp")));
+                if let Some(name) = stray {
+                    return Err(Error::format(
+                        dir,
+                        DIR_EXPECTED,
+                        format!("it has no control file and is not empty (it holds {name:?})"),
+                    ));
+                }
+            }
+            let sf = state::open_or_create(&ctl_path, control::LAYOUT, opts.mode, |r| {
+                control::init(r, s)
+            })?;
+            let ctl = Control { map: sf.map };
+            if ctl.u32(control::DESTROYED).load(Ordering::SeqCst) != 0 {
+                // A destroy was interrupted (or is in progress): finish removing the old
+                // queue's files, then create a new queue.
+                let same = sys::is_same_file(&sf.file, &ctl_path).unwrap_or(false);
+                if same {
+                    remove_queue_files(dir)?;
+                }
+                continue;
+            }
+            let seg_size = ctl.u64(control::SEGMENT_SIZE).load(Ordering::Relaxed);
+            if !segment::valid_size(seg_size) {
+                return Err(Error::format(
+                    &ctl_path,
+                    control::LAYOUT.kind.name(),
+                    format!("impossible segment size {seg_size}"),
+                ));
+            }
+            // The head never passes the tail (read in this order: the tail only grows).
+            let head = ctl.u64(control::HEAD).load(Ordering::SeqCst);
+            let tail = ctl.u64(control::TAIL).load(Ordering::SeqCst);
+            if head > tail {
+                return Err(Error::Corrupt {
+                    path: ctl_path,
+                    offset: control::HEAD as u64,
+                    detail: format!("head {head} is beyond tail {tail}"),
+                });
+            }
+            // A log position grows by the bytes sent: 2^62 bytes would take a century
+            // at 1 GiB/s. A tail beyond that is damage, and the position arithmetic
+            // (which adds record and segment sizes to it) must never overflow.
+            if tail > MAX_POSITION {
+                return Err(Error::Corrupt {
+                    path: ctl_path,
+                    offset: control::TAIL as u64,
+                    detail: format!("tail {tail} is beyond any possible log position"),
+                });
+            }
+            let q = LocalQueue {
+                dir: dir.to_owned(),
+                ctl,
+                seg_size,
+                max_message_size: opts.max_message_size,
+                durable: opts.durable,
+                producer: Mutex::new(SegmentCache::new(
+                    dir,
+                    seg_size,
+                    Missing::Create {
+                        mode: opts.mode,
+                        durable: opts.durable,
+                    },
+                )),
+                consumer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Fail)),
+                syncer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Skip)),
+                seen_tail: AtomicU64::new(tail),
+            };
+            q.repair_abandoned();
+            q.remove_consumed_segments();
+            return Ok(q);
+        }
+        Err(Error::io(
+            "open",
+            &ctl_path,
+            std::io::Error::other("the queue keeps being destroyed while being opened"),
+        ))
+    }
+
+    /// The queue's directory.
+    pub(super) fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn a64(&self, off: usize) -> &AtomicU64 {
+        self.ctl.u64(off)
+    }
+
+    pub(super) fn a32(&self, off: usize) -> &AtomicU32 {
+        self.ctl.u32(off)
+    }
+
+    pub(super) fn destroyed(&self) -> bool {
+        self.a32(control::DESTROYED).load(Ordering::SeqCst) != 0
+    }
+
+    pub(super) fn check_destroyed(&self) -> Result<()> {
+        if self.destroyed() {
+            return Err(Error::Destroyed {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    // --- locks and repair ---------------------------------------------------------------
+
+    /// Takes the producer lock, repairing after a dead holder. `Ok(None)` at `deadline`.
+    pub(super) fn lock_producer(&self, deadline: Option<Instant>) -> Result<Option<Held<'_>>> {
+        self.lock_side(self.ctl.producer_lock(), deadline, Self::repair_producer)
+    }
+
+    /// Takes the consumer lock, repairing after a dead holder. `Ok(None)` at `deadline`.
+    pub(super) fn lock_consumer(&self, deadline: Option<Instant>) -> Result<Option<Held<'_>>> {
+        // The consumer lock guards no half-done state: the head moves only by
+        // compare-and-swap and `received` only by `fetch_max`, so a dead holder leaves
+        // nothing to repair.
+        self.lock_side(self.ctl.consumer_lock(), deadline, |_| {})
+    }
+
+    fn lock_side<'a>(
+        &'a self,
+        l: RobustLock<'a>,
+        deadline: Option<Instant>,
+        repair: fn(&Self),
+    ) -> Result<Option<Held<'a>>> {
+        match l.lock(deadline) {
+            None => return Ok(None),
+            Some(Acquired::TakenOver) => repair(self),
+            Some(Acquired::Normal) => {}
+        }
+        let held = Held(l);
+        self.check_destroyed()?;
+        Ok(Some(held))
+    }
+
+    /// Takes over and repairs any lock whose holder died, without waiting a slice.
+    fn repair_abandoned(&self) {
+        let p = self.ctl.producer_lock();
+        if p.is_held() && p.take_if_abandoned().is_some() {
+            self.repair_producer();
+            p.unlock();
+        }
+        let c = self.ctl.consumer_lock();
+        if c.is_held() && c.take_if_abandoned().is_some() {
+            c.unlock();
+        }
+        let s = self.ctl.sync_lock();
+        if s.is_held() && s.take_if_abandoned().is_some() {
+            s.unlock();
+        }
+    }
+
+    /// Removes the segment files wholly below the head. Idempotent; any handle may do it.
+    pub(super) fn remove_consumed_segments(&self) {
+        let below = self.a64(control::HEAD).load(Ordering::Acquire) / self.seg_size;
+        let removed = self.a64(control::REMOVED_BELOW);
+        let from = removed.load(Ordering::Acquire);
+        if from >= below {
+            return;
+        }
+        let remove = |k: u64| match fs::remove_file(segment::path(&self.dir, k)) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if below - from <= 64 {
+            for k in from..below {
+                // A failure (other than "already gone") leaves a file behind; the next
+                // call retries from `from` only if nobody advanced the mark, so report
+                // nothing.
+                if !remove(k) {
+                    return;
+                }
+            }
+        } else {
+            // A long way behind (the mark or the head is damaged, or many segments went
+            // by at once): remove the segment files that exist rather than try every
+            // index, which could take hours.
+            let Ok(entries) = fs::read_dir(&self.dir) else {
+                return;
+            };
+            for e in entries.filter_map(|e| e.ok()) {
+                let k = segment::parse_name(&e.file_name().to_string_lossy());
+                if k.is_some_and(|k| k >= from && k < below) && !remove(k.unwrap_or(0)) {
+                    return;
+                }
+            }
+        }
+        removed.fetch_max(below, Ordering::AcqRel);
+    }
+
+    // --- whole-queue operations ---------------------------------------------------------
+
+    pub(super) fn count(&self) -> Result<u64> {
+        self.check_destroyed()?;
+        self.repair_abandoned();
+        Ok(self.count_now())
+    }
+
+    fn count_now(&self) -> u64 {
+        let head = self.a64(control::HEAD).load(Ordering::Acquire);
+        let received = self.a64(control::RECEIVED).load(Ordering::Acquire);
+        let tail = self.a64(control::TAIL).load(Ordering::Acquire);
+        let sent = self.a64(control::SENT).load(Ordering::Acquire);
+        if head >= tail {
+            return 0;
+        }
+        // The record at the head knows how many were sent before it. `received` only
+        // lags it if a consumer died between claiming records and raising it.
+        let first = record_at(&mut lock_cache(&self.consumer), head, tail)
+            .ok()
+            .flatten()
+            .map(|(h, _)| h.seq);
+        sent.saturating_sub(first.unwrap_or(received).max(received))
+            .max(1)
+    }
+
+    pub(super) fn is_empty(&self) -> Result<bool> {
+        self.check_destroyed()?;
+        let head = self.a64(control::HEAD).load(Ordering::Acquire);
+        Ok(head >= self.a64(control::TAIL).load(Ordering::Acquire))
+    }
+
+    pub(super) fn clear(&self) -> Result<()> {
+        {
+            // Always producer lock first, then consumer lock.
+            let Some(_p) = self.lock_producer(None)? else {
+                unreachable_timeout()?
+            };
+            let Some(_c) = self.lock_consumer(None)? else {
+                unreachable_timeout()?
+            };
+            // Both locks: no sender moves the tail and no consumer skips a damaged
+            // header meanwhile; consumers claiming records lose their exchange.
+            let tail = self.a64(control::TAIL).load(Ordering::Relaxed);
+            let sent = self.a64(control::SENT).load(Ordering::Relaxed);
+            self.a64(control::HEAD).fetch_max(tail, Ordering::AcqRel);
+            self.a64(control::RECEIVED)
+                .fetch_max(sent, Ordering::AcqRel);
+        }
+        self.remove_consumed_segments();
+        Ok(())
+    }
+
+    pub(super) fn destroy(&self) -> Result<()> {
+        {
+            let Some(_p) = self.lock_producer(None)? else {
+                unreachable_timeout()?
+            };
+            let Some(_c) = self.lock_consumer(None)? else {
+                unreachable_timeout()?
+            };
+            self.a32(control::DESTROYED).store(1, Ordering::SeqCst);
+        }
+        self.wake_all_receivers();
+        remove_queue_files(&self.dir)?;
+        fs::remove_dir(&self.dir).at("remove directory", &self.dir)
+    }
+
+    pub(super) fn stats(&self) -> Result<QueueStats> {
+        self.check_destroyed()?;
+        self.repair_abandoned();
+        let mut segments = 0;
+        let mut bytes_on_disk = 0;
+        for e in fs::read_dir(&self.dir).at("read directory", &self.dir)? {
+            let e = e.at("read directory", &self.dir)?;
+            let name = e.file_name();
+            let is_seg = segment::parse_name(&name.to_string_lossy()).is_some();
+            if let Ok(m) = e.metadata() {
+                use std::os::unix::fs::MetadataExt;
+                bytes_on_disk += m.blocks() * 512;
+            }
+            segments += u64::from(is_seg);
+        }
+        let mask = self.a64(control::WAIT_MASK).load(Ordering::Relaxed);
+        Ok(QueueStats {
+            count: self.count_now(),
+            head: self.a64(control::HEAD).load(Ordering::Acquire),
+            tail: self.a64(control::TAIL).load(Ordering::Acquire),
+            sent: self.a64(control::SENT).load(Ordering::Acquire),
+            received: self.a64(control::RECEIVED).load(Ordering::Acquire),
+            segment_size: self.seg_size,
+            segments,
+            bytes_on_disk,
+            waiting_consumers: mask.count_ones()
+                + self.a32(control::WAITERS).load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The lock calls of this engine wait without a deadline, so they never time out.
+pub(super) fn unreachable_timeout<T>() -> Result<T> {
+    Err(Error::Io {
+        op: "lock",
+        path: PathBuf::new(),
+        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+    })
+}
+
+/// Removes the control file, the segments and stray temporary files of a queue.
+fn remove_queue_files(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir).at("read directory", dir)? {
+        let e = e.at("read directory", dir)?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let ours = name == CONTROL
+            || segment::parse_name(&name).is_some()
+            || (name.starts_with(".control.") && name.ends_with(".tmp"));
+        if ours {
+            match fs::remove_file(e.path()) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io("remove", e.path(), err)),
+            }
+        }
+    }
+    Ok(())
+}

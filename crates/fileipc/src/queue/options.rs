@@ -1,0 +1,104 @@
+//! [`QueueOptions`], the builder that opens a [`MessageQueue`], and the public limits
+//! and defaults of the queue format.
+
+use std::path::Path;
+
+use super::open::LocalQueue;
+use super::{Engine, MessageQueue};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
+use crate::state::DEFAULT_MODE;
+
+/// Default largest message: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// Default segment size: 8 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 8 << 20;
+/// The largest `max_message_size` the format allows (record lengths are 32-bit).
+pub const MESSAGE_SIZE_LIMIT: usize = u32::MAX as usize - 64;
+
+/// Options for opening a [`MessageQueue`]; `QueueOptions::default()` gives the values of
+/// [`MessageQueue::open`].
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use fileipc::QueueOptions;
+/// let q = QueueOptions::new()
+///     .max_message_size(1 << 20)
+///     .durable(true)
+///     .open(dir.path().join("jobs"))?;
+/// q.send("fsynced before send returns")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    pub(super) max_message_size: usize,
+    pub(super) segment_size: u64,
+    pub(super) durable: bool,
+    pub(super) mode: u32,
+}
+
+impl Default for QueueOptions {
+    fn default() -> QueueOptions {
+        QueueOptions {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            durable: false,
+            mode: DEFAULT_MODE,
+        }
+    }
+}
+
+impl QueueOptions {
+    /// The default options.
+    pub fn new() -> QueueOptions {
+        QueueOptions::default()
+    }
+
+    /// The largest payload this handle sends (default 64 MiB, at most
+    /// [`MESSAGE_SIZE_LIMIT`]); a larger one is refused before anything is written.
+    pub fn max_message_size(mut self, bytes: usize) -> QueueOptions {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The size of segment files for a queue this call creates (default 8 MiB; a multiple
+    /// of 4096 between 64 KiB and 1 GiB). An existing queue keeps the size it was created
+    /// with.
+    pub fn segment_size(mut self, bytes: u64) -> QueueOptions {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Whether `send` returns only once the message is on stable storage, surviving a
+    /// power loss (default `false`: a message survives every process exiting or being
+    /// killed, but the page cache may still hold it). Concurrent senders share syncs.
+    pub fn durable(mut self, durable: bool) -> QueueOptions {
+        self.durable = durable;
+        self
+    }
+
+    /// Permission bits of the files this call creates (default `0o600`; e.g. `0o660` to
+    /// share the queue with a group). The directory, if created, gets the matching
+    /// execute bits.
+    pub fn mode(mut self, mode: u32) -> QueueOptions {
+        self.mode = mode & 0o777;
+        self
+    }
+
+    /// Opens the queue in directory `dir` with these options, creating the directory and
+    /// the queue if missing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for out-of-range options; [`Error::Format`] if `dir` exists and
+    /// is not empty but holds no queue, or holds a queue of another format version;
+    /// [`Error::Io`] if the file system refuses.
+    pub fn open(&self, dir: impl AsRef<Path>) -> Result<MessageQueue> {
+        Ok(MessageQueue {
+            engine: Engine::Local(LocalQueue::open(dir.as_ref(), self)?),
+        })
+    }
+}

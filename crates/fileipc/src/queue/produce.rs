@@ -1,0 +1,124 @@
+//! The producer commit: `send` and `send_all` write records beyond the tail under the
+//! producer lock and publish them with one store of the tail; the journal that lets the
+//! next holder repair `sent` after a producer died holding the lock.
+//!
+//! A record written beyond the tail is invisible to consumers until the tail store, so a
+//! producer killed while writing leaves bytes that the next send overwrites.
+
+use std::sync::atomic::Ordering;
+
+use super::control;
+use super::open::{LocalQueue, lock_cache, unreachable_timeout};
+use super::record::{HEADER, Header, record_size};
+use crate::error::{Error, Result};
+
+/// Records a send commits per lock hold in `send_all`.
+const BATCH: usize = 256;
+
+impl LocalQueue {
+    fn check_size(&self, len: usize) -> Result<()> {
+        if len > self.max_message_size {
+            return Err(Error::invalid(
+                &self.dir,
+                format!(
+                    "message of {len} bytes is over the maximum of {} bytes",
+                    self.max_message_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn send(&self, data: &[u8]) -> Result<()> {
+        self.check_size(data.len())?;
+        self.check_destroyed()?;
+        let crc = crc32fast::hash(data);
+        let end = self.append(Some(record_size(data.len())), std::iter::once((data, crc)))?;
+        self.ring();
+        if self.durable {
+            self.sync_to(end)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn send_all<I>(&self, messages: I) -> Result<usize>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let items: Vec<I::Item> = messages.into_iter().collect();
+        for m in &items {
+            self.check_size(m.as_ref().len())?;
+        }
+        self.check_destroyed()?;
+        let crcs: Vec<u32> = items.iter().map(|m| crc32fast::hash(m.as_ref())).collect();
+        let mut end = 0;
+        for (chunk, crcs) in items.chunks(BATCH).zip(crcs.chunks(BATCH)) {
+            let records = chunk.iter().map(|m| m.as_ref()).zip(crcs.iter().copied());
+            end = self.append(None, records)?;
+            self.ring();
+        }
+        if self.durable && !items.is_empty() {
+            self.sync_to(end)?;
+        }
+        Ok(items.len())
+    }
+
+    /// Appends `records` (payload, payload checksum) at the tail under one hold of the
+    /// producer lock and commits them; returns the new tail. With `prefault`, the pages of
+    /// that many bytes beyond the tail are made writable before the lock is taken, so
+    /// that their page faults are not taken while holding it.
+    #[inline]
+    fn append<'a>(
+        &self,
+        prefault: Option<u64>,
+        records: impl Iterator<Item = (&'a [u8], u32)>,
+    ) -> Result<u64> {
+        let mut cache = lock_cache(&self.producer);
+        if let Some(bytes) = prefault {
+            let tail = self.a64(control::TAIL).load(Ordering::Relaxed);
+            cache.prefault(tail, tail + bytes);
+        }
+        let Some(held) = self.lock_producer(None)? else {
+            unreachable_timeout()?
+        };
+        let mut tail = self.a64(control::TAIL).load(Ordering::Relaxed);
+        let mut seq = self.a64(control::SENT).load(Ordering::Relaxed);
+        for (data, crc) in records {
+            let h = Header {
+                len: data.len() as u32,
+                payload_crc: crc,
+                seq,
+            };
+            cache.write(tail, &h.encode(tail))?;
+            cache.write(tail + HEADER as u64, data)?;
+            tail += record_size(data.len());
+            seq += 1;
+        }
+        self.commit_tail(tail, seq);
+        drop(held);
+        cache.retain_from(tail / self.seg_size);
+        Ok(tail)
+    }
+
+    /// Commits the producer side: journal, then the tail (the commit point), then `sent`.
+    fn commit_tail(&self, tail: u64, sent: u64) {
+        self.a64(control::P_JOURNAL_TAIL)
+            .store(tail, Ordering::Relaxed);
+        self.a64(control::P_JOURNAL_SENT)
+            .store(sent, Ordering::Relaxed);
+        // SeqCst: ordered before the producer's check of the waiter mask (see `ring`).
+        self.a64(control::TAIL).store(tail, Ordering::SeqCst);
+        self.a64(control::SENT).store(sent, Ordering::Relaxed);
+    }
+
+    /// After a producer died holding the lock: its record is committed iff the tail is
+    /// the journalled tail; then `sent` must be the journalled count.
+    pub(super) fn repair_producer(&self) {
+        let jt = self.a64(control::P_JOURNAL_TAIL).load(Ordering::Relaxed);
+        if self.a64(control::TAIL).load(Ordering::Relaxed) == jt {
+            let js = self.a64(control::P_JOURNAL_SENT).load(Ordering::Relaxed);
+            self.a64(control::SENT).store(js, Ordering::Relaxed);
+        }
+    }
+}
