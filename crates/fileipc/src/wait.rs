@@ -140,6 +140,7 @@ pub(crate) struct Spinner {
 
 impl Spinner {
     /// Starts a busy phase of shape `spin`.
+    #[inline]
     pub(crate) fn new(spin: Spin) -> Spinner {
         let budget_ns = match spin {
             Spin::Adaptive { .. } => BUDGET.with(Budget::get),
@@ -157,6 +158,7 @@ impl Spinner {
     /// Waits a moment (a pause or a yield) before the caller's next check. `false`: the
     /// busy phase is over (its amount spent, or `deadline` passed where the shape reads
     /// the clock); the caller sleeps or gives up instead.
+    #[inline]
     pub(crate) fn step(&mut self, deadline: Option<Instant>) -> bool {
         self.i = self.i.wrapping_add(1);
         match self.spin {
@@ -210,6 +212,7 @@ impl Spinner {
 
     /// Ends the busy phase, whether the condition became true or the phase ran out. For
     /// [`Spin::Adaptive`], teaches this thread's budget how it went.
+    #[inline]
     pub(crate) fn finish(self) {
         if let Spin::Adaptive { .. } = self.spin {
             BUDGET.with(|b| b.learn(self.handed_off));
