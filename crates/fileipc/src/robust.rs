@@ -8,8 +8,8 @@
 //! - lock: `CAS 0 -> tid` (the fast path, no system call); on failure, spin about 2 us
 //!   (a running holder leaves within a microsecond), yield a few times (on a 2-CPU
 //!   machine the holder may be preempted, waiting for our CPU), then set `CONTENDED` and
-//!   sleep on the word with `futex_wait` in slices of [`SLICE`].
-//! - unlock: `swap(0)`; only if `CONTENDED` was set, `futex_wake` one sleeper.
+//!   sleep on the word ([`wait::sleep`]) in slices of [`wait::LOCK_WORD_SLICE`].
+//! - unlock: `swap(0)`; only if `CONTENDED` was set, wake one sleeper ([`wait::wake`]).
 //! - owner death: when a slice passes and the word still holds the same owner, the waiter
 //!   asks the OS whether that thread is alive ([`sys::owner_alive`]); if not, it takes the
 //!   lock over with a CAS from that exact value and is told so ([`Acquired::TakenOver`]),
@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sys;
+use crate::wait::{self, LOCK_WORD_SLICE};
 
 /// Set in the lock word when a thread sleeps (or is about to sleep) on it.
 const CONTENDED: u32 = 1 << 31;
@@ -34,10 +35,16 @@ const SPINS: u32 = 40;
 /// Yields before a waiter sleeps on the word.
 const YIELDS: u32 = 8;
 
-/// How long a waiter sleeps before checking whether the holder died. A holder's critical
-/// section is a few hundred nanoseconds; a slice this long passing with the same holder
-/// means it was preempted for long or killed.
-pub(crate) const SLICE: Duration = Duration::from_millis(2);
+/// A waiter's busy phase before it sleeps on the word: [`SPINS`] checks two pauses
+/// apart, then [`YIELDS`] checks a yield apart.
+const SPIN: wait::Spin = wait::Spin::Counted {
+    checks: SPINS,
+    yields: YIELDS,
+};
+
+/// The slice of a robust lock word's sleepers, under the name the queue's durable sync
+/// uses for its own sleeps.
+pub(crate) use crate::wait::LOCK_WORD_SLICE as SLICE;
 
 /// How long a waiter trusts a lock word whose owner cannot be verified: the word names a
 /// live thread, but the ident names another one. An owner records its ident right after
@@ -124,7 +131,8 @@ impl<'a> RobustLock<'a> {
         // that runs leaves within a microsecond: spin about 2 us (a pause is 10-140 cycles
         // depending on the CPU; check the word every other one), then yield a few times
         // (the holder may be waiting for our CPU), then sleep.
-        for i in 0..(SPINS + YIELDS) {
+        let mut spin = wait::Spinner::new(SPIN);
+        loop {
             let v = self.word.load(Ordering::Relaxed);
             if v == 0 {
                 if self.take_free(tid, ident) {
@@ -132,14 +140,8 @@ impl<'a> RobustLock<'a> {
                 }
                 continue;
             }
-            if v & CONTENDED != 0 {
+            if v & CONTENDED != 0 || !spin.step(deadline) {
                 break;
-            }
-            if i < SPINS {
-                std::hint::spin_loop();
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
             }
         }
         // Phase 2: sleep on the word in slices, checking the holder's life between them.
@@ -177,7 +179,7 @@ impl<'a> RobustLock<'a> {
                 last_seen = v;
                 seen_since = Some(now);
                 first_seen = Some(now);
-            } else if seen_since.is_some_and(|s| now.duration_since(s) >= SLICE) {
+            } else if seen_since.is_some_and(|s| now.duration_since(s) >= LOCK_WORD_SLICE) {
                 // The same owner for a whole slice: is it still alive (or, for long, not
                 // an owner at all)?
                 let unverified = first_seen
@@ -191,14 +193,9 @@ impl<'a> RobustLock<'a> {
                 }
                 seen_since = Some(now);
             }
-            let slice_end = now + SLICE;
-            let until = match deadline {
-                Some(d) if d < slice_end => d,
-                _ => slice_end,
-            };
-            // Errors of futex_wait (none expected besides those it retries) only end the
-            // sleep early; the loop re-checks.
-            let _ = sys::futex_wait(self.word, v, Some(until));
+            // Errors of the sleep (none expected besides those it retries) only end it
+            // early; the loop re-checks.
+            let _ = wait::sleep(self.word, v, wait::slice_end(deadline, LOCK_WORD_SLICE));
         }
     }
 
@@ -268,7 +265,7 @@ impl<'a> RobustLock<'a> {
     pub(crate) fn unlock(&self) {
         if self.word.swap(0, Ordering::Release) & CONTENDED != 0 {
             // A failed wake leaves the sleeper to its slice timeout: nothing to report.
-            let _ = sys::futex_wake(self.word, 1);
+            let _ = wait::wake(self.word, 1);
         }
     }
 }

@@ -1,0 +1,452 @@
+//! The local engine of the mutex: a lock file on the local file system.
+//!
+//! *Ownership* is an exclusive `flock` on the handle's own open file description of the
+//! lock file. The kernel releases it the moment the holder's last descriptor closes,
+//! including when the holder is killed, so a dead holder never keeps the lock.
+//!
+//! *Waiting* happens in the kernel on a futex "doorbell" in the file's shared mapping
+//! ([`wait::CountedBell`]): a sequence number that every unlock increments, plus a count
+//! of waiters so that an unlock makes the wake-up system call only when someone waits. A
+//! holder killed with `SIGKILL` cannot ring the doorbell, so waiters sleep in bounded
+//! slices of [`wait::WAITER_SLICE`] (10 ms) and retry the `flock` after each: the death
+//! of a holder is noticed within one slice. Unlocks by live holders wake a waiter at
+//! once. The proof that no wake-up is lost is on [`LocalMutex::wait_loop`].
+//!
+//! *Fairness* comes from the hand-off word (`handoff.rs`): an unlock that sees waiters
+//! reserves the lock for them for a few milliseconds.
+//!
+//! The mapping also records the holder (PID, process start time, thread ID) for
+//! diagnostics: [`Mutex::holder`](super::Mutex::holder).
+
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::MutexHolder;
+use super::handoff::{self, HANDOFF_TTL_MS};
+use crate::error::{Error, IoResultExt, Result};
+use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
+use crate::sys::{self, ProcessId};
+use crate::wait::{self, CountedBell, WAITER_SLICE};
+
+// The layout of a mutex file (version 1), offsets from the start of the file; see
+// docs/FORMAT.md.
+const VERSION: u32 = 1;
+const SEQ: usize = HEADER_LEN; // u32 doorbell: incremented by every unlock
+const WAITERS: usize = HEADER_LEN + 4; // u32 number of registered waiters
+const OWNER_PID: usize = HEADER_LEN + 8; // u32 holder's PID, 0 when not held
+const OWNER_TID: usize = HEADER_LEN + 12; // u32 holder's thread ID
+const OWNER_START: usize = HEADER_LEN + 16; // u64 holder's process start time
+const HANDOFF: usize = HEADER_LEN + 24; // u64 pending hand-off, 0 when none
+const LEN: usize = HEADER_LEN + 64;
+
+const LAYOUT: Layout = Layout {
+    kind: Kind::Mutex,
+    version: VERSION,
+    len: LEN,
+};
+
+// States of `LocalMutex::held`, the in-process half of the lock.
+const FREE: u32 = 0;
+const HELD: u32 = 1;
+/// Transient: an unlock or a probe is in progress on this handle.
+const BUSY: u32 = 2;
+
+thread_local! {
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The calling thread's kernel thread ID, cached (a system call otherwise).
+fn cached_tid() -> u32 {
+    TID.with(|c| {
+        if c.get() == 0 {
+            c.set(sys::thread_id());
+        }
+        c.get()
+    })
+}
+
+/// Outcome of one attempt to take the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Acquired,
+    /// Another handle or another thread of this handle holds it.
+    Busy,
+    /// The lock is free but reserved by a hand-off for waiters that came earlier.
+    Barred,
+}
+
+/// A [`Mutex`](super::Mutex) handle's engine: its lock file, mapped.
+#[derive(Debug)]
+pub(super) struct LocalMutex {
+    state: StateFile,
+    mode: u32,
+    me: ProcessId,
+    /// FREE, HELD or BUSY: whether this handle holds the lock.
+    held: AtomicU32,
+}
+
+impl LocalMutex {
+    /// Opens the lock file at `path`, creating it with `mode` if it is missing.
+    pub(super) fn open(path: &Path, mode: u32) -> Result<LocalMutex> {
+        let state = state::open_or_create(path, LAYOUT, mode, |_| {})?;
+        Ok(LocalMutex {
+            state,
+            mode,
+            me: ProcessId::current(),
+            held: AtomicU32::new(FREE),
+        })
+    }
+
+    /// A new, independent handle on the same path, opened with the same mode.
+    pub(super) fn try_clone(&self) -> Result<LocalMutex> {
+        LocalMutex::open(&self.state.path, self.mode)
+    }
+
+    /// [`Mutex::path`](super::Mutex::path).
+    pub(super) fn path(&self) -> &Path {
+        &self.state.path
+    }
+
+    /// One attempt, for a caller that did not register as a waiter.
+    #[inline]
+    pub(super) fn try_lock(&self) -> Result<bool> {
+        Ok(self.attempt(None)? == Attempt::Acquired)
+    }
+
+    /// [`Mutex::unlock`](super::Mutex::unlock).
+    pub(super) fn unlock(&self) -> Result<()> {
+        if self
+            .held
+            .compare_exchange(HELD, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Error::invalid(
+                self.path(),
+                "unlock of a mutex this handle does not hold",
+            ));
+        }
+        self.release()
+    }
+
+    /// [`Mutex::is_locked`](super::Mutex::is_locked).
+    pub(super) fn is_locked(&self) -> Result<bool> {
+        if self.held.load(Ordering::Acquire) != FREE {
+            return Ok(true);
+        }
+        if self.owner_pid().load(Ordering::Acquire) == 0 {
+            return Ok(false);
+        }
+        self.probe()
+    }
+
+    /// [`Mutex::holder`](super::Mutex::holder).
+    pub(super) fn holder(&self) -> Result<Option<MutexHolder>> {
+        let recorded = self.recorded_holder();
+        if self.held.load(Ordering::Acquire) == HELD {
+            return Ok(recorded);
+        }
+        if recorded.is_none() || !self.probe()? {
+            return Ok(None);
+        }
+        // Re-read: the holder may have changed while we probed.
+        Ok(self.recorded_holder())
+    }
+
+    /// [`Mutex::waiting`](super::Mutex::waiting).
+    pub(super) fn waiting(&self) -> u32 {
+        self.waiters().load(Ordering::Relaxed)
+    }
+
+    fn seq(&self) -> &AtomicU32 {
+        self.state.map.u32(SEQ)
+    }
+    /// The doorbell: [`SEQ`] and [`WAITERS`].
+    fn bell(&self) -> CountedBell<'_> {
+        CountedBell {
+            seq: self.seq(),
+            waiters: self.waiters(),
+        }
+    }
+    fn waiters(&self) -> &AtomicU32 {
+        self.state.map.u32(WAITERS)
+    }
+    fn owner_pid(&self) -> &AtomicU32 {
+        self.state.map.u32(OWNER_PID)
+    }
+    fn owner_tid(&self) -> &AtomicU32 {
+        self.state.map.u32(OWNER_TID)
+    }
+    fn owner_start(&self) -> &AtomicU64 {
+        self.state.map.u64(OWNER_START)
+    }
+    fn handoff(&self) -> &AtomicU64 {
+        self.state.map.u64(HANDOFF)
+    }
+
+    fn recorded_holder(&self) -> Option<MutexHolder> {
+        // The fields are written one by one (diagnostics only); re-read the PID to
+        // avoid mixing two holders' fields in the common case.
+        for _ in 0..4 {
+            let pid = self.owner_pid().load(Ordering::Acquire);
+            if pid == 0 {
+                return None;
+            }
+            let tid = self.owner_tid().load(Ordering::Acquire);
+            let start_time = self.owner_start().load(Ordering::Acquire);
+            if self.owner_pid().load(Ordering::Acquire) == pid {
+                return Some(MutexHolder {
+                    pid,
+                    start_time,
+                    tid,
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether some other open file description holds the file lock, by a non-blocking
+    /// shared `flock`. Claims this handle's in-process state meanwhile, because a shared
+    /// lock on our own description would be converted by a concurrent `try_lock` of
+    /// another thread, and our unlock would then release that thread's lock.
+    fn probe(&self) -> Result<bool> {
+        if self
+            .held
+            .compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(true);
+        }
+        let r = sys::try_lock_shared(&self.state.file);
+        let held_elsewhere = match r {
+            Ok(true) => {
+                let _ = sys::unlock(&self.state.file);
+                false
+            }
+            Ok(false) => true,
+            Err(_) => false,
+        };
+        self.held.store(FREE, Ordering::Release);
+        if !held_elsewhere {
+            // Someone may have found the lock taken by our probe and gone to sleep.
+            self.ring();
+        }
+        r.map(|_| held_elsewhere).at("lock", self.path())
+    }
+
+    /// Increments the doorbell and wakes one sleeper if anyone waits. Returns how many
+    /// were woken (0 if nobody waited, 1 if the wake failed or the backend cannot tell).
+    fn ring(&self) -> usize {
+        self.bell().ring(1).unwrap_or(0)
+    }
+
+    /// One attempt to take the lock; `reg` is the doorbell value at which the caller
+    /// registered as a waiter, `None` for a caller that did not register.
+    fn attempt(&self, reg: Option<u32>) -> Result<Attempt> {
+        if self
+            .held
+            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(Attempt::Busy);
+        }
+        // Do not barge in on a pending hand-off (checked again below, under the lock).
+        if handoff::bars(self.handoff().load(Ordering::Acquire), reg) {
+            self.held.store(FREE, Ordering::Release);
+            return Ok(Attempt::Barred);
+        }
+        match sys::try_lock_exclusive(&self.state.file) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.held.store(FREE, Ordering::Release);
+                return Ok(Attempt::Busy);
+            }
+            Err(e) => {
+                self.held.store(FREE, Ordering::Release);
+                return Err(Error::io("lock", self.path(), e));
+            }
+        }
+        // We hold the file lock; only a holder posts hand-offs, so the word is stable.
+        let h = self.handoff().load(Ordering::Acquire);
+        if h != 0 {
+            if handoff::bars(h, reg) {
+                // The previous holder posted it between our check and our flock: give
+                // the lock back, and ring, since a waiter may have seen it taken by us.
+                let _ = sys::unlock(&self.state.file);
+                self.held.store(FREE, Ordering::Release);
+                self.ring();
+                return Ok(Attempt::Barred);
+            }
+            // Ours (we are an eligible waiter) or expired: clear it.
+            self.handoff().store(0, Ordering::Release);
+        }
+        self.owner_start().store(self.me.start, Ordering::Relaxed);
+        self.owner_tid().store(cached_tid(), Ordering::Relaxed);
+        self.owner_pid().store(self.me.pid, Ordering::Release);
+        Ok(Attempt::Acquired)
+    }
+
+    /// Releases the lock; the caller has moved `held` from HELD to BUSY.
+    ///
+    /// Order (the waiter side is in `wait_loop`): clear the holder record; if waiters
+    /// are registered, post a hand-off; release the `flock`; mark the handle free; ring
+    /// the doorbell (increment `seq`, then wake one sleeper if `waiters > 0`).
+    fn release(&self) -> Result<()> {
+        self.owner_pid().store(0, Ordering::Release);
+        let posted = if self.waiters().load(Ordering::SeqCst) > 0 {
+            let deadline = sys::monotonic_millis().wrapping_add(HANDOFF_TTL_MS + 1);
+            let h = handoff::encode(self.seq().load(Ordering::SeqCst), deadline);
+            self.handoff().store(h, Ordering::Release);
+            Some(h)
+        } else {
+            None
+        };
+        let unlocked = sys::unlock(&self.state.file);
+        if let Err(e) = unlocked {
+            if let Some(h) = posted {
+                let _ = self.withdraw(h);
+            }
+            // The file lock may still be held: keep the handle marked as holding it,
+            // so that dropping the handle (closing the descriptor) releases it.
+            self.owner_pid().store(self.me.pid, Ordering::Release);
+            self.held.store(HELD, Ordering::Release);
+            return Err(Error::io("unlock", self.path(), e));
+        }
+        self.held.store(FREE, Ordering::Release);
+        let woken = self.ring();
+        // Nobody sleeps for the hand-off (the waiters left, or all are awake and will
+        // retry on their own): withdraw it rather than let it expire.
+        if woken == 0
+            && let Some(h) = posted
+        {
+            let _ = self.withdraw(h);
+        }
+        Ok(())
+    }
+
+    /// Withdraws hand-off `h` if it is still the pending one.
+    fn withdraw(&self, h: u64) -> bool {
+        self.handoff()
+            .compare_exchange(h, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes the lock, waiting until `deadline` (`None`: without limit); `false` if it
+    /// could not.
+    pub(super) fn lock_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        if self.attempt(None)? == Attempt::Acquired {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+        self.waiters().fetch_add(1, Ordering::SeqCst);
+        let reg = self.bell().seen();
+        let r = self.wait_loop(reg, deadline);
+        let _ = self
+            .waiters()
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1));
+        if !matches!(r, Ok(true)) {
+            // Leaving without the lock: a hand-off we were entitled to may be waiting
+            // for us, with the lock free and others asleep behind it. Withdraw it and
+            // ring so they retry.
+            let h = self.handoff().load(Ordering::Acquire);
+            if h != 0 && handoff::eligible(reg, h) && self.withdraw(h) {
+                self.ring();
+            }
+        }
+        r
+    }
+
+    /// The waiter's side of the doorbell protocol.
+    ///
+    /// No wake-up can be lost. The waiter (1) has registered (`waiters += 1`), then in
+    /// each round (2) reads `seq` as `s`, (3) tries the lock, and (4) sleeps only while
+    /// `seq == s` (the kernel compares atomically with queueing it). The unlocker
+    /// (a) releases the `flock`, (b) increments `seq`, (c) reads `waiters` and wakes
+    /// one sleeper if it is not zero. If (3) failed because the lock was held, (a)
+    /// comes after (3), so (b) comes after (2): either (b) precedes (4), and the kernel
+    /// refuses to sleep because `seq != s`, or the waiter is queued before (b) and
+    /// (c), which follows (1), sees `waiters > 0` and wakes a sleeper. If (3) failed
+    /// because of a hand-off posted for earlier waiters, one of those is woken by the
+    /// same (c), and its own unlock rings again. A holder killed before (a) cannot ring:
+    /// that case alone is covered by the bounded slice.
+    fn wait_loop(&self, reg: u32, deadline: Option<Instant>) -> Result<bool> {
+        let bell = self.bell();
+        let mut woken = false;
+        loop {
+            let s = bell.seen();
+            match self.attempt(Some(reg))? {
+                Attempt::Acquired => return Ok(true),
+                Attempt::Barred if woken => {
+                    // We took a wake-up meant for an earlier waiter: pass it on.
+                    let _ = wait::wake(bell.seq, 1);
+                }
+                _ => {}
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            bell.sleep(s, wait::slice_end(deadline, WAITER_SLICE))
+                .at("wait", self.path())?;
+            woken = bell.rang_since(s);
+        }
+    }
+}
+
+impl Drop for LocalMutex {
+    fn drop(&mut self) {
+        if self
+            .held
+            .compare_exchange(HELD, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // Closing the descriptor would release the flock too, but without ringing
+            // the doorbell, leaving waiters asleep until their slice ends.
+            let _ = self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Mutex;
+    use crate::mutex::Engine;
+
+    fn local(m: &Mutex) -> &LocalMutex {
+        match &m.engine {
+            Engine::Local(e) => e,
+        }
+    }
+
+    #[test]
+    fn in_process_threads_share_one_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = std::sync::Arc::new(Mutex::open(dir.path().join("m")).unwrap());
+        let counter = std::sync::Arc::new(AtomicU32::new(0));
+        let inside = std::sync::Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (m, counter, inside) = (m.clone(), counter.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        let g = m.guard_forever().unwrap();
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        g.unlock().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(counter.load(Ordering::Relaxed), 2000);
+        assert!(!m.is_locked().unwrap());
+        assert_eq!(local(&m).waiters().load(Ordering::Relaxed), 0);
+        assert_eq!(local(&m).handoff().load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,543 @@
+//! A mutual-exclusion lock shared by processes through a file: the public front
+//! ([`Mutex`], [`MutexGuard`], [`MutexHolder`]), which dispatches to its engine.
+//!
+//! The engine is the local file-system one ([`local`]): an `flock` for ownership, a
+//! futex doorbell for waiting, and a hand-off word for fairness ([`handoff`]). Its
+//! design and the proof that no wake-up is lost are in those files.
+
+mod handoff;
+mod local;
+mod options;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
+
+use self::local::LocalMutex;
+pub use self::options::MutexOptions;
+
+/// Who holds a [`Mutex`], as recorded in its file: see [`Mutex::holder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct MutexHolder {
+    /// The holder's process ID.
+    pub pid: u32,
+    /// When that process started (clock ticks since boot on Linux, 0 where unknown), so
+    /// that a recycled PID can be told apart.
+    pub start_time: u64,
+    /// The kernel thread ID of the thread that took the lock.
+    pub tid: u32,
+}
+
+/// A mutual-exclusion lock between processes (and threads), named by a file path.
+///
+/// Each handle is one potential holder: two handles on the same path exclude each
+/// other, whether they live in different processes or in the same one. Threads that
+/// share one handle (it is `Send + Sync`; put it in an `Arc`) also exclude each other:
+/// the handle holds the lock on behalf of whichever thread took it, and any of them may
+/// unlock it.
+///
+/// The lock is released when the holder calls [`unlock`](Mutex::unlock), drops its
+/// [`MutexGuard`], drops the handle, or dies — the kernel releases the underlying
+/// `flock` of a killed process, and waiters notice within 10 ms.
+///
+/// Do not delete the lock file while the mutex is in use: a process opening the path
+/// afterwards gets a new, unrelated lock. A handle must not be used in a child created
+/// by `fork` (the child shares the parent's lock).
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("my_mutex");
+/// use fileipc::Mutex;
+///
+/// let mutex = Mutex::open(&path)?;
+/// if mutex.lock_timeout(std::time::Duration::from_millis(1000))? {
+///     println!("in critical section");
+///     mutex.unlock()?;
+/// } else {
+///     println!("could not acquire lock");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Mutex {
+    engine: Engine,
+}
+
+/// The engine behind a [`Mutex`] handle.
+#[derive(Debug)]
+enum Engine {
+    /// The lock file on the local file system.
+    Local(LocalMutex),
+}
+
+impl Mutex {
+    /// Opens the mutex at `path`, creating the lock file (mode `0o600`) if it is
+    /// missing. Opening does not lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`MutexOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert!(!m.is_locked()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<Mutex> {
+        MutexOptions::default().open(path)
+    }
+
+    /// Options for opening a mutex (the creation mode).
+    pub fn options() -> MutexOptions {
+        MutexOptions::default()
+    }
+
+    /// A new, independent handle on the same path (opened again, with the same
+    /// options): it excludes this one like a handle of another process would.
+    ///
+    /// # Errors
+    ///
+    /// As [`MutexOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let a = fileipc::Mutex::open(&path)?;
+    /// let b = a.try_clone()?;
+    /// assert!(a.try_lock()?);
+    /// assert!(!b.try_lock()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Mutex> {
+        match &self.engine {
+            Engine::Local(e) => Ok(Mutex {
+                engine: Engine::Local(e.try_clone()?),
+            }),
+        }
+    }
+
+    /// The path of the lock file.
+    pub fn path(&self) -> &Path {
+        match &self.engine {
+            Engine::Local(e) => e.path(),
+        }
+    }
+
+    /// Takes the lock, waiting at most [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT)
+    /// (5 s). Returns `false` if it is still held by someone else then.
+    ///
+    /// A handle that already holds the lock waits too (the lock is not re-entrant), and
+    /// returns `false` at the timeout unless another thread of it unlocks meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a system call on the lock file fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert!(m.lock()?);
+    /// m.unlock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn lock(&self) -> Result<bool> {
+        self.lock_timeout(crate::DEFAULT_TIMEOUT)
+    }
+
+    /// Takes the lock, waiting at most `timeout`; `false` if it could not. A timeout too
+    /// large to represent waits forever.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// use std::time::Duration;
+    /// let a = fileipc::Mutex::open(&path)?;
+    /// let b = fileipc::Mutex::open(&path)?;
+    /// assert!(a.lock_timeout(Duration::from_millis(100))?);
+    /// assert!(!b.lock_timeout(Duration::from_millis(20))?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.lock_until(crate::deadline_after(timeout))
+    }
+
+    /// Takes the lock, waiting until `deadline` at most; `false` if it could not.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// use std::time::{Duration, Instant};
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert!(m.lock_deadline(Instant::now() + Duration::from_secs(1))?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn lock_deadline(&self, deadline: Instant) -> Result<bool> {
+        self.lock_until(Some(deadline))
+    }
+
+    /// Takes the lock, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// m.lock_forever()?;
+    /// assert!(m.is_locked()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn lock_forever(&self) -> Result<()> {
+        self.lock_until(None).map(drop)
+    }
+
+    /// Takes the lock if it is free now; `false` otherwise, without waiting. While a
+    /// hand-off to a waiting process is pending (for at most 10 ms after an unlock),
+    /// the lock counts as taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert!(m.try_lock()?);
+    /// assert!(!m.try_lock()?); // not re-entrant
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_lock(&self) -> Result<bool> {
+        match &self.engine {
+            Engine::Local(e) => e.try_lock(),
+        }
+    }
+
+    /// Releases the lock this handle holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if this handle does not hold the lock (never locked, already
+    /// unlocked); [`Error::Io`] if releasing the file lock fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert!(m.unlock().is_err());
+    /// assert!(m.try_lock()?);
+    /// m.unlock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn unlock(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Local(e) => e.unlock(),
+        }
+    }
+
+    /// Whether the mutex is held by anyone (this handle included) right now.
+    ///
+    /// This does not disturb lockers: if this handle holds the lock the answer is
+    /// immediate; if the file records no holder the answer is `false` from the mapping
+    /// alone; only if it records one is a non-blocking shared `flock` probe made, which
+    /// fails at once without taking anything when the holder is alive, and otherwise
+    /// (the recorded holder died) holds the lock for a few microseconds, during which a
+    /// concurrent `try_lock` may return `false`. Like any such query the answer may be
+    /// stale by the time it is used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the probe fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let a = fileipc::Mutex::open(&path)?;
+    /// let b = fileipc::Mutex::open(&path)?;
+    /// assert!(!b.is_locked()?);
+    /// a.lock()?;
+    /// assert!(b.is_locked()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_locked(&self) -> Result<bool> {
+        match &self.engine {
+            Engine::Local(e) => e.is_locked(),
+        }
+    }
+
+    /// Who holds the mutex according to its file, `None` if nobody does. Checked like
+    /// [`is_locked`](Mutex::is_locked): a holder that died is not reported.
+    ///
+    /// # Errors
+    ///
+    /// As [`is_locked`](Mutex::is_locked).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert_eq!(m.holder()?, None);
+    /// m.lock()?;
+    /// assert_eq!(m.holder()?.map(|h| h.pid), Some(std::process::id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn holder(&self) -> Result<Option<MutexHolder>> {
+        match &self.engine {
+            Engine::Local(e) => e.holder(),
+        }
+    }
+
+    /// How many lockers (threads of any process) are registered as waiting for the
+    /// mutex, for diagnostics. Approximate: a waiter killed while waiting stays counted,
+    /// which costs later unlocks one spare wake-up call each but is otherwise harmless.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert_eq!(m.waiting(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn waiting(&self) -> u32 {
+        match &self.engine {
+            Engine::Local(e) => e.waiting(),
+        }
+    }
+
+    /// Takes the lock like [`lock`](Mutex::lock) and returns a guard that releases it
+    /// when dropped; `None` at the timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// if let Some(guard) = m.guard()? {
+    ///     // critical section
+    ///     guard.unlock()?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn guard(&self) -> Result<Option<MutexGuard<'_>>> {
+        self.guard_timeout(crate::DEFAULT_TIMEOUT)
+    }
+
+    /// [`lock_timeout`](Mutex::lock_timeout) returning a guard; `None` at the timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// let g = m.guard_timeout(std::time::Duration::from_secs(1))?;
+    /// assert!(g.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn guard_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_>>> {
+        Ok(self
+            .lock_timeout(timeout)?
+            .then(|| MutexGuard { mutex: self }))
+    }
+
+    /// [`lock_deadline`](Mutex::lock_deadline) returning a guard; `None` at the deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    /// assert!(m.guard_deadline(deadline)?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn guard_deadline(&self, deadline: Instant) -> Result<Option<MutexGuard<'_>>> {
+        Ok(self
+            .lock_deadline(deadline)?
+            .then(|| MutexGuard { mutex: self }))
+    }
+
+    /// [`try_lock`](Mutex::try_lock) returning a guard; `None` if the lock is taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// let g = m.try_guard()?.expect("free");
+    /// assert!(m.try_guard()?.is_none());
+    /// drop(g);
+    /// assert!(m.try_guard()?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_guard(&self) -> Result<Option<MutexGuard<'_>>> {
+        Ok(self.try_lock()?.then(|| MutexGuard { mutex: self }))
+    }
+
+    /// [`lock_forever`](Mutex::lock_forever) returning a guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Mutex::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// let g = m.guard_forever()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn guard_forever(&self) -> Result<MutexGuard<'_>> {
+        self.lock_forever()?;
+        Ok(MutexGuard { mutex: self })
+    }
+
+    /// Takes the lock, waiting until `deadline` (`None`: without limit); `false` if it
+    /// could not.
+    #[inline]
+    fn lock_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        match &self.engine {
+            Engine::Local(e) => e.lock_until(deadline),
+        }
+    }
+}
+
+/// Holds a [`Mutex`] locked; unlocks it when dropped.
+///
+/// Made by [`Mutex::guard`] and its variants. Dropping ignores errors; use
+/// [`unlock`](MutexGuard::unlock) to see them.
+#[must_use = "the mutex is unlocked as soon as the guard is dropped"]
+#[clippy::has_significant_drop]
+#[derive(Debug)]
+pub struct MutexGuard<'a> {
+    mutex: &'a Mutex,
+}
+
+impl MutexGuard<'_> {
+    /// Unlocks the mutex, reporting errors (dropping the guard ignores them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Mutex::unlock`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// let g = m.guard_forever()?;
+    /// g.unlock()?;
+    /// assert!(!m.is_locked()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unlock(self) -> Result<()> {
+        let m = self.mutex;
+        std::mem::forget(self);
+        m.unlock()
+    }
+
+    /// The mutex this guard holds.
+    pub fn mutex(&self) -> &Mutex {
+        self.mutex
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.mutex.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mutex_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Mutex>();
+        check::<MutexGuard<'_>>();
+    }
+
+    /// Regression: a guard built eagerly for a failed attempt and dropped at once
+    /// unlocked the lock the handle held.
+    #[test]
+    fn failed_try_guard_does_not_unlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mutex::open(dir.path().join("m")).unwrap();
+        let g = m.try_guard().unwrap().unwrap();
+        assert!(m.try_guard().unwrap().is_none());
+        assert!(m.guard_timeout(Duration::from_millis(1)).unwrap().is_none());
+        assert!(m.is_locked().unwrap());
+        g.unlock().unwrap();
+    }
+}

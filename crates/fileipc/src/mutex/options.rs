@@ -1,0 +1,59 @@
+//! [`MutexOptions`]: how a [`Mutex`] is opened (the creation mode), ending in `open`,
+//! which builds the handle's engine.
+
+use std::path::Path;
+
+use super::local::LocalMutex;
+use super::{Engine, Mutex};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
+use crate::state;
+
+/// Options for opening a [`Mutex`]: `Mutex::options().mode(0o660).open(path)`.
+#[derive(Debug, Clone)]
+pub struct MutexOptions {
+    mode: u32,
+}
+
+impl Default for MutexOptions {
+    fn default() -> MutexOptions {
+        MutexOptions {
+            mode: state::DEFAULT_MODE,
+        }
+    }
+}
+
+impl MutexOptions {
+    /// The permission bits the lock file is created with if it does not exist yet
+    /// (default `0o600`, owner only; `0o660` lets a group share it). An existing file
+    /// keeps its mode.
+    pub fn mode(&mut self, mode: u32) -> &mut MutexOptions {
+        self.mode = mode & 0o7777;
+        self
+    }
+
+    /// Opens the mutex at `path`, creating the lock file if it is missing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be created or opened, [`Error::Symlink`] if a
+    /// symbolic link stands at `path`, [`Error::Format`] if the file is not a fileipc
+    /// mutex file (garbage, another primitive's file, another format version),
+    /// [`Error::Invalid`] if an existing file belongs to another user (with a private
+    /// mode) or is writable by group or others beyond the mode asked for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::options().mode(0o660).open(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Mutex> {
+        Ok(Mutex {
+            engine: Engine::Local(LocalMutex::open(path.as_ref(), self.mode)?),
+        })
+    }
+}

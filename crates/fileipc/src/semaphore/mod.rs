@@ -1,0 +1,620 @@
+//! A counting semaphore shared by processes through a file: the public front
+//! ([`Semaphore`], [`SemaphorePermit`], [`SemaphoreHolder`]), which dispatches to its
+//! engine.
+//!
+//! The engine is the local file-system one ([`local`]: the critical section, the
+//! acquire and release paths, waiting) over the semaphore file's tables ([`table`]: who
+//! holds and who waits, and how a permit moves between them). Their design and the
+//! proofs are in those files.
+
+mod local;
+mod options;
+mod table;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
+
+use self::local::LocalSemaphore;
+pub use self::options::SemaphoreOptions;
+
+/// A counting semaphore between processes, named by a file path.
+///
+/// [`acquire`](Semaphore::acquire) takes a permit, waiting while none is left;
+/// [`release`](Semaphore::release) returns one. Permits belong to the calling
+/// *process*, not to the handle or thread: any thread may release a permit another
+/// thread of the process acquired, dropping a handle does not return permits, and a
+/// process that dies gets its permits returned for it (noticed by waiters within about
+/// 10 ms, and by every [`value`](Semaphore::value)). A release by a process that holds
+/// no permit adds one to the semaphore (signalling). At most 248 processes can hold
+/// permits at the same time.
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("my_sem");
+/// use fileipc::Semaphore;
+///
+/// let sem = Semaphore::open(&path, 3)?;
+/// assert_eq!(sem.value()?, 3);
+/// sem.acquire()?;
+/// assert_eq!(sem.value()?, 2);
+/// if sem.try_acquire()? {
+///     println!("got permit");
+///     sem.release()?;
+/// }
+/// sem.release()?;
+/// assert_eq!(sem.value()?, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Semaphore {
+    engine: Engine,
+}
+
+/// The engine behind a [`Semaphore`] handle.
+#[derive(Debug)]
+enum Engine {
+    /// The semaphore file on the local file system.
+    Local(LocalSemaphore),
+}
+
+impl Semaphore {
+    /// Opens the semaphore at `path`, creating it (mode `0o600`) with `initial`
+    /// permits if it is missing. An existing semaphore keeps its state.
+    ///
+    /// # Errors
+    ///
+    /// As [`SemaphoreOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let a = fileipc::Semaphore::open(&path, 3)?;
+    /// let b = fileipc::Semaphore::open(&path, 10)?; // already exists: stays at 3
+    /// assert_eq!(b.value()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
+        SemaphoreOptions::default().open(path, initial)
+    }
+
+    /// Options for opening a semaphore (the creation mode).
+    pub fn options() -> SemaphoreOptions {
+        SemaphoreOptions::default()
+    }
+
+    /// A new handle on the same path (opened again, with the same options). Permits are
+    /// the process's, so it shares them with this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`SemaphoreOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let a = fileipc::Semaphore::open(&path, 1)?;
+    /// let b = a.try_clone()?;
+    /// assert!(a.try_acquire()?);
+    /// assert!(!b.try_acquire()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Semaphore> {
+        match &self.engine {
+            Engine::Local(e) => Ok(Semaphore {
+                engine: Engine::Local(e.try_clone()?),
+            }),
+        }
+    }
+
+    /// The path of the semaphore file.
+    pub fn path(&self) -> &Path {
+        match &self.engine {
+            Engine::Local(e) => e.path(),
+        }
+    }
+
+    /// Takes a permit, waiting at most [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT)
+    /// (5 s); `false` if none became free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a system call on the file fails; [`Error::Invalid`] if the
+    /// holder table is full (more than 248 processes hold permits at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// assert!(s.acquire()?);
+    /// s.release()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn acquire(&self) -> Result<bool> {
+        self.acquire_timeout(crate::DEFAULT_TIMEOUT)
+    }
+
+    /// Takes a permit, waiting at most `timeout`; `false` if none became free. A
+    /// timeout too large to represent waits forever.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// use std::time::Duration;
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// assert!(s.acquire_timeout(Duration::from_millis(100))?);
+    /// assert!(!s.acquire_timeout(Duration::from_millis(20))?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.acquire_until(crate::deadline_after(timeout))
+    }
+
+    /// Takes a permit, waiting until `deadline` at most; `false` if none became free.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// use std::time::{Duration, Instant};
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// assert!(s.acquire_deadline(Instant::now() + Duration::from_secs(1))?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn acquire_deadline(&self, deadline: Instant) -> Result<bool> {
+        self.acquire_until(Some(deadline))
+    }
+
+    /// Takes a permit, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// s.acquire_forever()?;
+    /// assert_eq!(s.value()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn acquire_forever(&self) -> Result<()> {
+        self.acquire_until(None).map(drop)
+    }
+
+    /// Takes a permit if one is free now; `false` otherwise. When none is free, first
+    /// returns the permits of holders that died.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// assert!(s.try_acquire()?);
+    /// assert!(!s.try_acquire()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self) -> Result<bool> {
+        match &self.engine {
+            Engine::Local(e) => e.try_acquire(),
+        }
+    }
+
+    /// Returns a permit: one this process holds if it holds any, otherwise adds one to
+    /// the semaphore (so a process can signal another). Wakes a waiter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the process holds no permit and the value would pass
+    /// `u32::MAX`; [`Error::Io`] if a system call on the file fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 0)?;
+    /// s.release()?; // signalling: nobody held a permit
+    /// assert_eq!(s.value()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn release(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Local(e) => e.release(),
+        }
+    }
+
+    /// Turns one permit the calling process holds into a permit no process holds: it
+    /// stays taken after this process exits, until some process calls
+    /// [`release`](Semaphore::release). This is what a shell script needs when one
+    /// command takes a permit and a later one gives it back (`fileipc sem acquire`).
+    ///
+    /// Returns `false` (and changes nothing) if the process holds no permit. If the
+    /// process dies during the call, the permit is returned as for any dead holder.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a system call on the file fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 2)?;
+    /// assert!(s.try_acquire()?);
+    /// assert!(s.detach()?);
+    /// assert_eq!((s.held()?, s.value()?), (0, 1));
+    /// s.release()?; // any process may give it back
+    /// assert_eq!(s.value()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn detach(&self) -> Result<bool> {
+        match &self.engine {
+            Engine::Local(e) => e.detach(),
+        }
+    }
+
+    /// The processes holding permits now, as recorded in the holder table (permits taken
+    /// with [`detach`](Semaphore::detach) belong to no process and are not listed). A
+    /// holder listed with `alive: false` died; its permits return at the next
+    /// [`value`](Semaphore::value) or wait.
+    ///
+    /// # Errors
+    ///
+    /// None at present; the `Result` leaves room for checks of the file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 3)?;
+    /// s.acquire()?;
+    /// let h = s.holders()?;
+    /// assert_eq!((h[0].pid, h[0].permits, h[0].alive), (std::process::id(), 1, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn holders(&self) -> Result<Vec<SemaphoreHolder>> {
+        match &self.engine {
+            Engine::Local(e) => e.holders(),
+        }
+    }
+
+    /// The number of permits free now, after returning those of holders that died.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a system call on the file fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 3)?;
+    /// assert_eq!(s.value()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn value(&self) -> Result<u32> {
+        match &self.engine {
+            Engine::Local(e) => e.value(),
+        }
+    }
+
+    /// How many permits the calling process holds (through any handle or thread).
+    ///
+    /// # Errors
+    ///
+    /// None at present; the `Result` leaves room for checks of the file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 3)?;
+    /// s.acquire()?;
+    /// s.acquire()?;
+    /// assert_eq!(s.held()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn held(&self) -> Result<u32> {
+        match &self.engine {
+            Engine::Local(e) => e.held(),
+        }
+    }
+
+    /// How many threads (of any process) are registered as waiting, for diagnostics.
+    /// Approximate: a waiter killed while waiting stays counted, which costs later
+    /// releases one spare wake-up call each but is otherwise harmless.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 3)?;
+    /// assert_eq!(s.waiting(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn waiting(&self) -> u32 {
+        match &self.engine {
+            Engine::Local(e) => e.waiting(),
+        }
+    }
+
+    /// [`acquire`](Semaphore::acquire) returning a permit that is released when
+    /// dropped; `None` at the timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// if let Some(permit) = s.permit()? {
+    ///     assert_eq!(s.value()?, 0);
+    ///     permit.release()?;
+    /// }
+    /// assert_eq!(s.value()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
+        self.permit_timeout(crate::DEFAULT_TIMEOUT)
+    }
+
+    /// [`acquire_timeout`](Semaphore::acquire_timeout) returning a permit guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let p = s.permit_timeout(std::time::Duration::from_secs(1))?;
+    /// assert!(p.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<SemaphorePermit<'_>>> {
+        Ok(self
+            .acquire_timeout(timeout)?
+            .then(|| SemaphorePermit { sem: self }))
+    }
+
+    /// [`acquire_deadline`](Semaphore::acquire_deadline) returning a permit guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    /// assert!(s.permit_deadline(deadline)?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permit_deadline(&self, deadline: Instant) -> Result<Option<SemaphorePermit<'_>>> {
+        Ok(self
+            .acquire_deadline(deadline)?
+            .then(|| SemaphorePermit { sem: self }))
+    }
+
+    /// [`try_acquire`](Semaphore::try_acquire) returning a permit guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let p = s.try_permit()?.expect("one is free");
+    /// assert!(s.try_permit()?.is_none());
+    /// drop(p);
+    /// assert_eq!(s.value()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
+        Ok(self.try_acquire()?.then(|| SemaphorePermit { sem: self }))
+    }
+
+    /// [`acquire_forever`](Semaphore::acquire_forever) returning a permit guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let p = s.permit_forever()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permit_forever(&self) -> Result<SemaphorePermit<'_>> {
+        self.acquire_forever()?;
+        Ok(SemaphorePermit { sem: self })
+    }
+
+    /// Takes a permit, waiting until `deadline` (`None`: without limit); `false` if none
+    /// became free.
+    #[inline]
+    fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        match &self.engine {
+            Engine::Local(e) => e.acquire_until(deadline),
+        }
+    }
+}
+
+/// A process holding permits of a [`Semaphore`] (see [`Semaphore::holders`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SemaphoreHolder {
+    /// The holder's process ID.
+    pub pid: u32,
+    /// When that process started (clock ticks since boot on Linux, 0 where unknown).
+    pub start_time: u64,
+    /// How many permits it holds.
+    pub permits: u32,
+    /// Whether that very process (PID and start time) is still running.
+    pub alive: bool,
+}
+
+/// A permit of a [`Semaphore`], released when dropped.
+///
+/// Made by [`Semaphore::permit`] and its variants. Dropping ignores errors; use
+/// [`release`](SemaphorePermit::release) to see them.
+#[must_use = "the permit is released as soon as the guard is dropped"]
+#[clippy::has_significant_drop]
+#[derive(Debug)]
+pub struct SemaphorePermit<'a> {
+    sem: &'a Semaphore,
+}
+
+impl SemaphorePermit<'_> {
+    /// Releases the permit, reporting errors (dropping the guard ignores them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::release`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 1)?;
+    /// let p = s.permit_forever()?;
+    /// p.release()?;
+    /// assert_eq!(s.value()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release(self) -> Result<()> {
+        let s = self.sem;
+        std::mem::forget(self);
+        s.release()
+    }
+
+    /// The semaphore this permit belongs to.
+    pub fn semaphore(&self) -> &Semaphore {
+        self.sem
+    }
+}
+
+impl Drop for SemaphorePermit<'_> {
+    fn drop(&mut self) {
+        let _ = self.sem.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn semaphore_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Semaphore>();
+        check::<SemaphorePermit<'_>>();
+    }
+
+    /// Regression: a permit built eagerly for a failed attempt and dropped at once
+    /// released a permit the process held.
+    #[test]
+    fn failed_try_permit_does_not_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 1).unwrap();
+        let p = s.try_permit().unwrap().unwrap();
+        assert!(s.try_permit().unwrap().is_none());
+        assert!(
+            s.permit_timeout(Duration::from_millis(1))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(s.held().unwrap(), 1);
+        assert_eq!(s.value().unwrap(), 0);
+        p.release().unwrap();
+        assert_eq!(s.value().unwrap(), 1);
+    }
+
+    #[test]
+    fn threads_share_the_process_permits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Semaphore::open(dir.path().join("s"), 2).unwrap());
+        let inside = std::sync::Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (s, inside) = (s.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..300 {
+                        let p = s.permit_forever().unwrap();
+                        assert!(inside.fetch_add(1, Ordering::SeqCst) < 2);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        p.release().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.value().unwrap(), 2);
+        assert_eq!(s.held().unwrap(), 0);
+        assert_eq!(s.waiting(), 0);
+    }
+}

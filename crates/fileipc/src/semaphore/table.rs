@@ -1,0 +1,637 @@
+//! The semaphore file and the protocol on its tables: who holds which permits, who
+//! waits for one, and how a permit moves between them.
+//!
+//! The file holds a `capacity` (the initial value plus every release made by a process
+//! that held no permit) and a table of holders: one slot per process holding permits,
+//! naming it by PID *and start time* and counting its permits. The value is
+//! `capacity - sum(held)`. Permits belong to a process: all its threads and handles
+//! share its slot, and when it dies its permits come back.
+//!
+//! Taking a permit (and claiming a slot, raising the capacity, reclaiming a dead
+//! process's slot) happens in the critical section (`local.rs`). Returning a permit
+//! needs no lock: a process's slot is written only by that process (or, once it is dead,
+//! by a reclaimer), and its owner and count live in one 64-bit word changed by one
+//! compare-and-swap. Every change is a single store of one word, so a process killed
+//! between any two stores leaves a consistent table (see `docs/FORMAT.md`).
+//!
+//! *Hand-off.* A waiting thread queues in a table of *waiter entries* (one word each,
+//! with a ticket for first-come-first-served order) and sleeps on its entry's word. A
+//! release while someone waits hands the permit straight over: it marks the oldest
+//! waiting entry *given* and wakes that one thread, which returns without entering the
+//! critical section (the entry now holds the permit for its process). So a hand-off
+//! costs one wake-up and no `flock`, and a released permit cannot be taken by a process
+//! that came later. A gift moves a permit between two records of the table with two
+//! stores; it announces itself in the file, so that a concurrent scan in the critical
+//! section never counts the permit twice as free (see [`Table::settled_scan`]).
+//!
+//! Methods documented "in the critical section" are called only inside it; the others
+//! are lock-free.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::SemaphoreHolder;
+use crate::error::{Error, Result};
+use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
+use crate::sys::{self, ProcessId};
+use crate::wait;
+
+// The layout of a semaphore file (version 2), offsets from the start of the file; see
+// docs/FORMAT.md.
+const VERSION: u32 = 2;
+const SEQ: usize = HEADER_LEN; // u32 doorbell, incremented by every release
+const WAITERS: usize = HEADER_LEN + 4; // u32 registered waiters
+const CAPACITY: usize = HEADER_LEN + 8; // u32 initial + releases without holding
+const HIGH: usize = HEADER_LEN + 12; // u32 slots in use are below this index
+const GIFT: usize = HEADER_LEN + 16; // u64 gift in progress: gifter pid << 32 | start low bits
+const GIFTS: usize = HEADER_LEN + 24; // u32 gifts begun (wrapping)
+const TICKETS: usize = HEADER_LEN + 28; // u32 next waiter ticket (wrapping)
+const WHIGH: usize = HEADER_LEN + 32; // u32 waiter entries in use are below this index
+const SLOTS: usize = 128; // the holder table
+const SLOT_LEN: usize = 16; // u64 owner pid << 32 | held, u64 owner start time
+const TABLE_END: usize = 4096;
+const WAITS: usize = TABLE_END; // the waiter table
+const WAIT_LEN: usize = 16; // u32 ticket << 2 | state, u32 pid, u64 start time
+const MAX_WAITS: usize = 256;
+const LEN: usize = WAITS + MAX_WAITS * WAIT_LEN;
+/// How many processes can hold permits at the same time.
+pub(crate) const MAX_HOLDERS: usize = (TABLE_END - SLOTS) / SLOT_LEN;
+
+// The table starts after the fixed fields and fits the file; the docs promise 248 slots.
+const _: () = assert!(SLOTS >= WHIGH + 4 && SLOTS + MAX_HOLDERS * SLOT_LEN <= TABLE_END);
+const _: () = assert!(MAX_HOLDERS == 248 && LEN == 8192);
+
+// States of a waiter entry (the low two bits of its word; the rest is its ticket).
+const W_FREE: u32 = 0;
+/// A thread sleeps on the entry, waiting for a permit.
+const W_WAITING: u32 = 1;
+/// A permit was handed to the waiter: the entry holds it for the entry's process.
+const W_GIVEN: u32 = 2;
+const W_STATE: u32 = 3;
+
+const LAYOUT: Layout = Layout {
+    kind: Kind::Semaphore,
+    version: VERSION,
+    len: LEN,
+};
+
+// --- The slot's owner word (pure logic, unit-tested below): 0 = free slot.
+
+pub(super) fn word(pid: u32, held: u32) -> u64 {
+    (u64::from(pid) << 32) | u64::from(held)
+}
+
+pub(super) fn word_pid(w: u64) -> u32 {
+    (w >> 32) as u32
+}
+
+pub(super) fn word_held(w: u64) -> u32 {
+    w as u32
+}
+
+/// The owner word after returning one permit: the slot is freed with the last one.
+fn word_after_release(w: u64) -> u64 {
+    if word_held(w) <= 1 { 0 } else { w - 1 }
+}
+
+/// The value of a semaphore of `capacity` whose holders hold `held` in all.
+pub(super) fn value_of(capacity: u32, held: u64) -> u32 {
+    u64::from(capacity).saturating_sub(held) as u32
+}
+
+/// Whether the ticket of entry word `a` comes before that of `b` (30-bit tickets,
+/// compared modulo 2^30).
+fn ticket_before(a: u32, b: u32) -> bool {
+    let d = (b >> 2).wrapping_sub(a >> 2) & 0x3fff_ffff;
+    d != 0 && d < 0x2000_0000
+}
+
+/// Whether the gifter named by `gift` word `g` (pid << 32 | low bits of its start time)
+/// is no longer running.
+fn gifter_dead(g: u64) -> bool {
+    !sys::is_alive_low((g >> 32) as u32, g as u32)
+}
+
+/// Outcome of [`Table::give`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gift {
+    /// Handed to a waiter, who was woken.
+    Given,
+    /// Returned to the semaphore (nobody to hand it to): waiters must be woken.
+    Returned,
+    /// This process held no permit: nothing changed.
+    NotHeld,
+}
+
+/// What a scan of the holder table found.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    /// Permits held in all (slots and waiter entries holding a handed-over permit).
+    pub(super) held: u64,
+    /// This process's slot and its owner word.
+    pub(super) mine: Option<(usize, u64)>,
+    /// Permits this process holds in waiter entries.
+    pub(super) mine_given: u32,
+    /// The first free slot below the high-water mark.
+    free: Option<usize>,
+    /// The high-water mark (clamped to the table).
+    high: usize,
+}
+
+/// How [`Table::settled_scan`] waits for a gift it overlapped to end: a gift is a few
+/// stores, so 8 checks two pauses apart, then 56 a yield apart; after these 64 it counts
+/// conservatively.
+const SETTLE_SPIN: wait::Spin = wait::Spin::Counted {
+    checks: 8,
+    yields: 56,
+};
+
+/// A semaphore file, mapped, seen by the calling process: its words and the protocol on
+/// them.
+#[derive(Debug)]
+pub(super) struct Table {
+    pub(super) state: StateFile,
+    /// The calling process, as its slot and waiter entries name it.
+    pub(super) me: ProcessId,
+}
+
+impl Table {
+    /// Opens the semaphore file at `path`, creating it with `mode` and `initial` permits
+    /// if it is missing.
+    pub(super) fn open(path: &Path, mode: u32, initial: u32) -> Result<Table> {
+        let state = state::open_or_create(path, LAYOUT, mode, |region| {
+            let at = CAPACITY - HEADER_LEN;
+            region[at..at + 4].copy_from_slice(&initial.to_le_bytes());
+        })?;
+        Ok(Table {
+            state,
+            me: ProcessId::current(),
+        })
+    }
+
+    pub(super) fn seq(&self) -> &AtomicU32 {
+        self.state.map.u32(SEQ)
+    }
+    pub(super) fn waiters(&self) -> &AtomicU32 {
+        self.state.map.u32(WAITERS)
+    }
+    pub(super) fn capacity(&self) -> &AtomicU32 {
+        self.state.map.u32(CAPACITY)
+    }
+    pub(super) fn high(&self) -> &AtomicU32 {
+        self.state.map.u32(HIGH)
+    }
+    pub(super) fn owner(&self, slot: usize) -> &AtomicU64 {
+        self.state.map.u64(SLOTS + slot * SLOT_LEN)
+    }
+    pub(super) fn start(&self, slot: usize) -> &AtomicU64 {
+        self.state.map.u64(SLOTS + slot * SLOT_LEN + 8)
+    }
+
+    pub(super) fn gift(&self) -> &AtomicU64 {
+        self.state.map.u64(GIFT)
+    }
+    fn gifts(&self) -> &AtomicU32 {
+        self.state.map.u32(GIFTS)
+    }
+    fn tickets(&self) -> &AtomicU32 {
+        self.state.map.u32(TICKETS)
+    }
+    fn whigh(&self) -> &AtomicU32 {
+        self.state.map.u32(WHIGH)
+    }
+    /// Waiter entries in use are below this index.
+    fn wait_high(&self) -> usize {
+        (self.whigh().load(Ordering::SeqCst) as usize).min(MAX_WAITS)
+    }
+    /// The word of waiter entry `e`: ticket << 2 | state; the futex its waiter sleeps on.
+    pub(super) fn entry(&self, e: usize) -> &AtomicU32 {
+        self.state.map.u32(WAITS + e * WAIT_LEN)
+    }
+    fn entry_pid(&self, e: usize) -> &AtomicU32 {
+        self.state.map.u32(WAITS + e * WAIT_LEN + 4)
+    }
+    fn entry_start(&self, e: usize) -> &AtomicU64 {
+        self.state.map.u64(WAITS + e * WAIT_LEN + 8)
+    }
+
+    fn is_my_entry(&self, e: usize) -> bool {
+        self.entry_pid(e).load(Ordering::SeqCst) == self.me.pid
+            && self.entry_start(e).load(Ordering::SeqCst) == self.me.start
+    }
+
+    fn is_me(&self, slot: usize, w: u64) -> bool {
+        word_pid(w) == self.me.pid && self.start(slot).load(Ordering::Acquire) == self.me.start
+    }
+
+    /// Reads the holder table and the waiter entries (after the slots). Loads are
+    /// `SeqCst`: see `LocalSemaphore::wait_loop`. Not a snapshot while a gift is in
+    /// progress: see [`settled_scan`](Table::settled_scan).
+    pub(super) fn scan(&self) -> Scan {
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let mut s = Scan {
+            high,
+            ..Scan::default()
+        };
+        for i in 0..high {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            if w == 0 {
+                s.free.get_or_insert(i);
+                continue;
+            }
+            s.held += u64::from(word_held(w));
+            if s.mine.is_none() && self.is_me(i, w) {
+                s.mine = Some((i, w));
+            }
+        }
+        for e in 0..self.wait_high() {
+            let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE == W_GIVEN {
+                s.held += 1;
+                if self.is_my_entry(e) {
+                    s.mine_given += 1;
+                }
+            }
+        }
+        s
+    }
+
+    /// [`scan`](Table::scan) that never counts fewer permits held than there are,
+    /// for the critical section. A gift moves a permit between two records with two
+    /// stores, so a scan overlapping one could miss it; the gifter announces itself in
+    /// `gift` and counts in `gifts`, and a scan that saw neither change is exact. Else it
+    /// is retried (a gift is a few stores), a dead gifter's mark is cleared, and as a
+    /// last resort each overlapping gift is counted as one more permit held.
+    pub(super) fn settled_scan(&self) -> Scan {
+        let mut attempt = 0u32;
+        // Made at the first overlap: the common exact scan reads no clock.
+        let mut spin: Option<wait::Spinner> = None;
+        loop {
+            let n1 = self.gifts().load(Ordering::SeqCst);
+            let g1 = self.gift().load(Ordering::SeqCst);
+            let mut s = self.scan();
+            let g2 = self.gift().load(Ordering::SeqCst);
+            let n2 = self.gifts().load(Ordering::SeqCst);
+            if g1 == 0 && g2 == 0 && n1 == n2 {
+                return s;
+            }
+            attempt += 1;
+            if g1 != 0 && g1 == g2 && n1 == n2 && attempt > 4 && gifter_dead(g1) {
+                // A gifter died mid-gift: its records are consistent (see FORMAT.md).
+                let _ = self
+                    .gift()
+                    .compare_exchange(g1, 0, Ordering::SeqCst, Ordering::SeqCst);
+                continue;
+            }
+            if !spin
+                .get_or_insert_with(|| wait::Spinner::new(SETTLE_SPIN))
+                .step(None)
+            {
+                s.held += 1 + u64::from(n2.wrapping_sub(n1));
+                return s;
+            }
+        }
+    }
+
+    /// Returns one permit this process holds (in a waiter entry or its slot); `false` if
+    /// it holds none. Lock-free: only this process writes its records while it lives.
+    pub(super) fn return_own(&self) -> Result<bool> {
+        for e in 0..self.wait_high() {
+            let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE == W_GIVEN
+                && self.is_my_entry(e)
+                && self
+                    .entry(e)
+                    .compare_exchange(w, w & !W_STATE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        loop {
+            let Some((i, w)) = self.scan().mine else {
+                return Ok(false);
+            };
+            if word_held(w) == 0 {
+                return Ok(false);
+            }
+            let new = word_after_release(w);
+            if self
+                .owner(i)
+                .compare_exchange(w, new, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Hands a permit this process holds directly to the longest-waiting thread that
+    /// sleeps on a waiter entry, and wakes that thread alone: it returns without entering
+    /// the critical section. Lock-free. Order: announce the gift (`gift`, `gifts`),
+    /// return our permit, mark the entry given, end the announcement, wake.
+    pub(super) fn give(&self) -> Gift {
+        if self.oldest_waiting(None).is_none() {
+            return match self.return_own() {
+                Ok(true) => Gift::Returned,
+                _ => Gift::NotHeld,
+            };
+        }
+        let tag = (u64::from(self.me.pid) << 32) | (self.me.start & 0xffff_ffff);
+        if self
+            .gift()
+            .compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            // Another gift is in progress: return the permit the ordinary way.
+            return match self.return_own() {
+                Ok(true) => Gift::Returned,
+                _ => Gift::NotHeld,
+            };
+        }
+        self.gifts().fetch_add(1, Ordering::SeqCst);
+        let outcome = if matches!(self.return_own(), Ok(true)) {
+            let mut skip = None;
+            loop {
+                let Some((e, w)) = self.oldest_waiting(skip) else {
+                    break Gift::Returned;
+                };
+                let given = (w & !W_STATE) | W_GIVEN;
+                if self
+                    .entry(e)
+                    .compare_exchange(w, given, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    self.gift().store(0, Ordering::SeqCst);
+                    let _ = wait::wake(self.entry(e), 1);
+                    return Gift::Given;
+                }
+                // That waiter left or was served: try the next one.
+                skip = Some(w);
+            }
+        } else {
+            Gift::NotHeld
+        };
+        self.gift().store(0, Ordering::SeqCst);
+        outcome
+    }
+
+    /// The oldest waiting entry (smallest ticket), ignoring the one whose word is
+    /// `skip` and those younger than it.
+    pub(super) fn oldest_waiting(&self, skip: Option<u32>) -> Option<(usize, u32)> {
+        let mut best: Option<(usize, u32)> = None;
+        for e in 0..self.wait_high() {
+            let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE != W_WAITING || skip.is_some_and(|k| !ticket_before(k, w)) {
+                continue;
+            }
+            if best.is_none_or(|(_, b)| ticket_before(w, b)) {
+                best = Some((e, w));
+            }
+        }
+        best
+    }
+
+    /// Gives free permits to waiting entries, oldest first, and wakes them; in the
+    /// critical section. Returns how many were given.
+    pub(super) fn distribute(&self) -> u32 {
+        let scan = self.settled_scan();
+        let mut free = value_of(self.capacity().load(Ordering::SeqCst), scan.held);
+        let mut given = 0;
+        while free > 0 {
+            let Some((e, w)) = self.oldest_waiting(None) else {
+                break;
+            };
+            if self
+                .entry(e)
+                .compare_exchange(
+                    w,
+                    (w & !W_STATE) | W_GIVEN,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+            {
+                let _ = wait::wake(self.entry(e), 1);
+                free -= 1;
+                given += 1;
+            }
+        }
+        given
+    }
+
+    /// Claims a free waiter entry for the calling thread; in the critical section.
+    /// Returns its index and word, `None` if the table is full.
+    pub(super) fn claim_entry(&self) -> Option<(usize, u32)> {
+        let high = self.wait_high();
+        let e = match (0..high).find(|&e| self.entry(e).load(Ordering::SeqCst) & W_STATE == W_FREE)
+        {
+            Some(e) => e,
+            None if high < MAX_WAITS => {
+                self.entry(high).store(0, Ordering::SeqCst);
+                self.whigh().store(high as u32 + 1, Ordering::SeqCst);
+                high
+            }
+            None => return None,
+        };
+        let ticket = self.tickets().fetch_add(1, Ordering::SeqCst);
+        let w = (ticket << 2) | W_WAITING;
+        self.entry_pid(e).store(self.me.pid, Ordering::SeqCst);
+        self.entry_start(e).store(self.me.start, Ordering::SeqCst);
+        self.entry(e).store(w, Ordering::SeqCst);
+        Some((e, w))
+    }
+
+    /// Takes a permit if the value is positive; in the critical section.
+    pub(super) fn take_locked(&self) -> Result<bool> {
+        let scan = self.settled_scan();
+        if value_of(self.capacity().load(Ordering::SeqCst), scan.held) == 0 {
+            return Ok(false);
+        }
+        // Our own slot: only this process changes it outside the critical section
+        // (returning permits), hence the compare-and-swap.
+        if let Some((i, mut w)) = scan.mine {
+            loop {
+                match self
+                    .owner(i)
+                    .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    Ok(_) => return Ok(true),
+                    Err(now) if word_pid(now) == self.me.pid => w = now,
+                    // Freed by our own last release meanwhile: claim a slot afresh.
+                    Err(_) => break,
+                }
+            }
+        }
+        let scan = self.scan();
+        let slot = match scan.free {
+            Some(i) => i,
+            None if scan.high < MAX_HOLDERS => {
+                // Raise the high-water mark first: a crash right after leaves an
+                // empty slot in range, which is harmless.
+                self.owner(scan.high).store(0, Ordering::SeqCst);
+                self.high().store(scan.high as u32 + 1, Ordering::SeqCst);
+                scan.high
+            }
+            None => {
+                return Err(Error::invalid(
+                    &self.state.path,
+                    format!("holder table full: {MAX_HOLDERS} processes already hold permits"),
+                ));
+            }
+        };
+        // Claim: the start time first, then owner and count in one store.
+        self.start(slot).store(self.me.start, Ordering::SeqCst);
+        self.owner(slot)
+            .store(word(self.me.pid, 1), Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Frees the slots and waiter entries of processes that are no longer running (PID
+    /// and start time checked, zombies count as dead); in the critical section. Returns
+    /// the number of permits returned.
+    pub(super) fn reclaim_dead(&self) -> u64 {
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let mut reclaimed = 0;
+        for i in 0..high {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            if w == 0 || self.is_me(i, w) {
+                continue;
+            }
+            let who = ProcessId {
+                pid: word_pid(w),
+                start: self.start(i).load(Ordering::SeqCst),
+            };
+            if !who.is_alive()
+                && self
+                    .owner(i)
+                    .compare_exchange(w, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                reclaimed += u64::from(word_held(w));
+            }
+        }
+        for e in 0..self.wait_high() {
+            let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE == W_FREE || self.is_my_entry(e) {
+                continue;
+            }
+            let who = ProcessId {
+                pid: self.entry_pid(e).load(Ordering::SeqCst),
+                start: self.entry_start(e).load(Ordering::SeqCst),
+            };
+            if !who.is_alive()
+                && self
+                    .entry(e)
+                    .compare_exchange(w, w & !W_STATE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                && w & W_STATE == W_GIVEN
+            {
+                reclaimed += 1;
+            }
+        }
+        let g = self.gift().load(Ordering::SeqCst);
+        if g != 0 && gifter_dead(g) {
+            let _ = self
+                .gift()
+                .compare_exchange(g, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        reclaimed
+    }
+
+    /// Takes waiter entry `e`, whose word was `w`, out of the queue; `false` if a permit
+    /// was handed to it meanwhile (the entry then holds it for this process).
+    pub(super) fn leave(&self, e: usize, w: u32) -> bool {
+        self.entry(e)
+            .compare_exchange(w, w & !W_STATE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// The processes holding permits, from the holder table and the waiter entries
+    /// holding a handed-over permit: [`Semaphore::holders`](super::Semaphore::holders).
+    pub(super) fn holders(&self) -> Vec<SemaphoreHolder> {
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let mut out = Vec::new();
+        for i in 0..high {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            if w == 0 || word_held(w) == 0 {
+                continue;
+            }
+            let who = ProcessId {
+                pid: word_pid(w),
+                start: self.start(i).load(Ordering::SeqCst),
+            };
+            out.push(SemaphoreHolder {
+                pid: who.pid,
+                start_time: who.start,
+                permits: word_held(w),
+                alive: who.is_alive(),
+            });
+        }
+        // Permits handed to waiters and still held in their waiter entries.
+        for e in 0..self.wait_high() {
+            if self.entry(e).load(Ordering::SeqCst) & W_STATE != W_GIVEN {
+                continue;
+            }
+            let (pid, start_time) = (
+                self.entry_pid(e).load(Ordering::SeqCst),
+                self.entry_start(e).load(Ordering::SeqCst),
+            );
+            match out
+                .iter_mut()
+                .find(|h| h.pid == pid && h.start_time == start_time)
+            {
+                Some(h) => h.permits = h.permits.saturating_add(1),
+                None => out.push(SemaphoreHolder {
+                    pid,
+                    start_time,
+                    permits: 1,
+                    alive: ProcessId {
+                        pid,
+                        start: start_time,
+                    }
+                    .is_alive(),
+                }),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_word() {
+        let w = word(4242, 3);
+        assert_eq!(word_pid(w), 4242);
+        assert_eq!(word_held(w), 3);
+        assert_eq!(word_after_release(w), word(4242, 2));
+        assert_eq!(word_after_release(word(4242, 1)), 0);
+        assert_eq!(
+            word_after_release(word(u32::MAX, u32::MAX)),
+            word(u32::MAX, u32::MAX - 1)
+        );
+        assert_eq!(word(0, 0), 0);
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(value_of(3, 0), 3);
+        assert_eq!(value_of(3, 3), 0);
+        assert_eq!(value_of(3, 7), 0); // a damaged table never underflows
+        assert_eq!(value_of(u32::MAX, 1), u32::MAX - 1);
+    }
+
+    #[test]
+    fn ticket_order_wraps() {
+        let w = |t: u32| (t << 2) | W_WAITING;
+        assert!(ticket_before(w(1), w(2)));
+        assert!(!ticket_before(w(2), w(1)));
+        assert!(!ticket_before(w(5), w(5)));
+        // 30-bit tickets wrap.
+        assert!(ticket_before(w(0x3fff_ffff), w(0)));
+        assert!(!ticket_before(w(0), w(0x3fff_ffff)));
+    }
+}
