@@ -42,10 +42,6 @@ const SPIN: wait::Spin = wait::Spin::Counted {
     yields: YIELDS,
 };
 
-/// The slice of a robust lock word's sleepers, under the name the queue's durable sync
-/// uses for its own sleeps.
-pub(crate) use crate::wait::LOCK_WORD_SLICE as SLICE;
-
 /// How long a waiter trusts a lock word whose owner cannot be verified: the word names a
 /// live thread, but the ident names another one. An owner records its ident right after
 /// taking the word, so this lasts nanoseconds for a real owner; lasting this long, the

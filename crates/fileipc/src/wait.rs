@@ -30,9 +30,6 @@
 //! The spinning before a sleep is described with each [`Spin`] shape; the primitives'
 //! policies are constants next to their protocols.
 
-// Users are being ported to this module; the allowance goes once all of them are.
-#![allow(dead_code)]
-
 use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
