@@ -69,6 +69,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod inspect;
 mod robust;
 mod state;
 pub(crate) mod sys;
@@ -102,6 +103,7 @@ pub mod __fuzz {
 }
 
 pub use error::{Error, Result};
+pub use inspect::{Inspection, Kind, inspect};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:

@@ -1,7 +1,8 @@
 //! The common header of fileipc's fixed-size state files, and their race-free creation.
 //!
-//! Every state file (mutex, semaphore, queue control file) starts with the same 64-byte
-//! header, so that a file of one primitive opened as another is recognised and named:
+//! Every state file (mutex, semaphore, queue control file, SharedData request board)
+//! starts with the same 64-byte header, so that a file of one primitive opened as another
+//! is recognised and named, and [`crate::inspect()`] can tell them apart ([`peek`]):
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -47,7 +48,8 @@ impl Kind {
         }
     }
 
-    fn from_u32(v: u32) -> Option<Kind> {
+    /// The kind a header's kind field names; `None` for a code this library does not know.
+    pub(crate) fn from_u32(v: u32) -> Option<Kind> {
         Some(match v {
             1 => Kind::Mutex,
             2 => Kind::Semaphore,
@@ -56,6 +58,21 @@ impl Kind {
             _ => return None,
         })
     }
+}
+
+/// Reads the kind and format version fields of the common header from the first bytes
+/// of a file, without checking anything else: `(kind, version)`, the version `None` if
+/// the bytes end before it; `None` if they do not start with [`MAGIC`] or end before the
+/// kind field.
+pub(crate) fn peek(bytes: &[u8]) -> Option<(u32, Option<u32>)> {
+    if !bytes.starts_with(&MAGIC) {
+        return None;
+    }
+    let field = |at: usize| {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(b))
+    };
+    Some((field(8)?, field(12)))
 }
 
 /// The layout a caller expects: kind, version and region length.
@@ -242,7 +259,9 @@ pub(crate) fn check_trust(
     Ok(())
 }
 
-fn read_prefix(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads the first `buf.len()` bytes of `file` (fewer if it is shorter) into `buf`;
+/// returns how many were read.
+pub(crate) fn read_prefix(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read_at(&mut buf[n..], n as u64) {
@@ -303,6 +322,18 @@ mod tests {
         std::os::unix::fs::symlink(&g, &l).unwrap();
         let e = open_or_create(&l, L, 0o600, |_| {}).unwrap_err();
         assert!(matches!(e, Error::Symlink { .. }), "{e}");
+    }
+
+    #[test]
+    fn peek_reads_kind_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m");
+        open_or_create(&p, L, 0o600, |_| {}).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(peek(&bytes), Some((Kind::Mutex as u32, Some(1))));
+        assert_eq!(peek(&bytes[..14]), Some((Kind::Mutex as u32, None)));
+        assert_eq!(peek(&bytes[..11]), None);
+        assert_eq!(peek(b"hello world, not a header"), None);
     }
 
     #[test]

@@ -1,23 +1,18 @@
 //! `fileipc stat PATH`: what a path is and its live state.
 //!
-//! The kind is recognised from what is on disk, without creating or changing anything:
-//! a directory with a `control` file is a queue; a file starting with the fileipc header
-//! is a mutex or semaphore (kind field, see docs/FORMAT.md); an SQLite file is a
-//! SharedData store (the library checks its application id); a file holding one number
-//! is a PID file; an empty file is a set event. Only then is the primitive opened.
+//! The kind comes from the library ([`fileipc::inspect`]), which recognises every fileipc
+//! file from what is on disk without creating or changing anything. Only then, for the
+//! kinds that have live figures (queue, mutex, semaphore, shared data store, PID file), is
+//! the primitive opened to read them.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use fileipc::{MessageQueue, Mutex, PidFile, PidStatus, Semaphore, SharedData};
+use fileipc::{Inspection, Kind, MessageQueue, Mutex, PidFile, PidStatus, Semaphore, SharedData};
 use serde_json::{Value, json};
 
-const FILEIPC_MAGIC: &[u8; 8] = b"FILEIPC\0";
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
 pub(crate) fn stat(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
-    let report = inspect(path)?;
+    let report = report(path)?;
     if as_json {
         println!("{report}");
     } else {
@@ -26,96 +21,83 @@ pub(crate) fn stat(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect(path: &Path) -> anyhow::Result<Value> {
+fn report(path: &Path) -> anyhow::Result<Value> {
+    let Inspection { kind, version, .. } = fileipc::inspect(path)?;
     let p = path.display().to_string();
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(json!({"path": p, "kind": "missing", "event_set": false}));
-        }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("stat {p}"))),
-    };
-    if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(path)
-            .map(|t| t.display().to_string())
-            .ok();
-        return Ok(json!({"path": p, "kind": "symlink", "target": target,
-            "note": "fileipc never follows a symbolic link at a state path"}));
-    }
-    if meta.is_dir() {
-        if path.join("control").exists() {
+    let mut report = match kind {
+        Kind::Missing => json!({"path": p, "kind": "missing", "event_set": false}),
+        Kind::Symlink { target } => json!({"path": p, "kind": "symlink",
+            "target": target.display().to_string(),
+            "note": "fileipc never follows a symbolic link at a state path"}),
+        Kind::Directory => json!({"path": p, "kind": "directory",
+            "note": "not a fileipc queue (no control file)"}),
+        Kind::Queue => {
             let q = MessageQueue::open(path)?;
             let s = q.stats()?;
-            return Ok(json!({
+            json!({
                 "path": p, "kind": "queue", "count": s.count, "sent": s.sent,
                 "received": s.received, "head": s.head, "tail": s.tail,
                 "segments": s.segments, "segment_size": s.segment_size,
                 "bytes_on_disk": s.bytes_on_disk, "waiting_consumers": s.waiting_consumers,
-            }));
+            })
         }
-        return Ok(json!({"path": p, "kind": "directory",
-            "note": "not a fileipc queue (no control file)"}));
-    }
-    if !meta.is_file() {
-        return Ok(json!({"path": p, "kind": "other", "note": "not a regular file"}));
-    }
-    let mut head = Vec::with_capacity(100);
-    std::fs::File::open(path)?
-        .take(100)
-        .read_to_end(&mut head)?;
-    if head.starts_with(FILEIPC_MAGIC) && head.len() >= 12 {
-        let kind = u32::from_le_bytes(head[8..12].try_into()?);
-        return match kind {
-            1 => {
-                let m = Mutex::open(path)?;
-                let holder = m.holder()?;
-                Ok(json!({
-                    "path": p, "kind": "mutex", "locked": m.is_locked()?,
-                    "holder": holder.map(|h| json!({"pid": h.pid, "tid": h.tid,
-                        "alive": process_alive(h.pid)})),
-                    "waiting": m.waiting(),
-                }))
-            }
-            2 => {
-                let s = Semaphore::open(path, 0)?;
-                let holders: Vec<Value> = s
-                    .holders()?
-                    .iter()
-                    .map(|h| json!({"pid": h.pid, "permits": h.permits, "alive": h.alive}))
-                    .collect();
-                Ok(json!({
-                    "path": p, "kind": "semaphore", "value": s.value()?,
-                    "holders": holders, "waiting": s.waiting(),
-                }))
-            }
-            3 => Ok(json!({"path": p, "kind": "queue-control",
-                "note": "the control file of a queue: stat its directory"})),
-            k => Ok(
-                json!({"path": p, "kind": "other", "note": format!("fileipc file of unknown kind {k}")}),
-            ),
-        };
-    }
-    if head.starts_with(SQLITE_MAGIC) {
-        let d = SharedData::open(path)?;
-        return Ok(json!({"path": p, "kind": "kv", "keys": d.len()?}));
-    }
-    if head.is_empty() {
-        return Ok(json!({"path": p, "kind": "event", "event_set": true}));
-    }
-    let text = String::from_utf8_lossy(&head);
-    if text.trim().parse::<u32>().is_ok() {
-        let status = PidFile::open(path)?.status()?;
-        let (pid, alive) = match status {
-            PidStatus::Running { pid } => (pid, true),
-            other => (other.pid(), false),
-        };
-        return Ok(
+        Kind::QueueControl => json!({"path": p, "kind": "queue-control",
+            "note": "the control file of a queue: stat its directory"}),
+        Kind::QueueSegment => json!({"path": p, "kind": "queue-segment",
+            "note": "a segment file of a queue: stat its directory"}),
+        Kind::Mutex => {
+            let m = Mutex::open(path)?;
+            let holder = m.holder()?;
+            json!({
+                "path": p, "kind": "mutex", "locked": m.is_locked()?,
+                "holder": holder.map(|h| json!({"pid": h.pid, "tid": h.tid,
+                    "alive": process_alive(h.pid)})),
+                "waiting": m.waiting(),
+            })
+        }
+        Kind::Semaphore => {
+            let s = Semaphore::open(path, 0)?;
+            let holders: Vec<Value> = s
+                .holders()?
+                .iter()
+                .map(|h| json!({"pid": h.pid, "permits": h.permits, "alive": h.alive}))
+                .collect();
+            json!({
+                "path": p, "kind": "semaphore", "value": s.value()?,
+                "holders": holders, "waiting": s.waiting(),
+            })
+        }
+        Kind::SharedData => {
+            let d = SharedData::open(path)?;
+            json!({"path": p, "kind": "kv", "keys": d.len()?})
+        }
+        Kind::SharedDataLock => json!({"path": p, "kind": "kv-lock",
+            "note": "the writers' lock file of a shared data store: stat the store"}),
+        Kind::SharedDataBoard => json!({"path": p, "kind": "kv-board",
+            "note": "the request board of a shared data store: stat the store"}),
+        Kind::PidFile { .. } => {
+            let status = PidFile::open(path)?.status()?;
+            let (pid, alive) = match status {
+                PidStatus::Running { pid } => (pid, true),
+                other => (other.pid(), false),
+            };
             json!({"path": p, "kind": "pidfile", "pid": pid, "alive": alive,
-            "stale": !alive}),
-        );
+                "stale": !alive})
+        }
+        Kind::Event => json!({"path": p, "kind": "event", "event_set": true}),
+        Kind::UnknownState { code } => json!({"path": p, "kind": "other",
+            "note": format!("fileipc file of unknown kind {code}")}),
+        Kind::Sqlite { application_id } => json!({"path": p, "kind": "other",
+            "note": format!("an SQLite database of another application \
+                (application_id {application_id:#x})")}),
+        Kind::Other(what) => json!({"path": p, "kind": "other", "event_set": true,
+            "note": format!("{what} (as an event path, it reads as set)")}),
+        other => json!({"path": p, "kind": "other", "note": format!("{other:?}")}),
+    };
+    if let (Some(v), Value::Object(map)) = (version, &mut report) {
+        map.insert("version".to_owned(), json!(v));
     }
-    Ok(json!({"path": p, "kind": "other", "event_set": true,
-        "note": "not a fileipc file (as an event path, it reads as set)"}))
+    Ok(report)
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -134,6 +116,9 @@ fn print_text(path: &Path, r: &Value) {
         "directory" => "a directory, not a fileipc queue",
         "symlink" => "a symbolic link (fileipc never follows one)",
         "queue-control" => "the control file of a fileipc queue",
+        "queue-segment" => "a segment file of a fileipc queue",
+        "kv-lock" => "the writers' lock file of a fileipc shared data store",
+        "kv-board" => "the request board of a fileipc shared data store",
         _ => "not a fileipc file",
     };
     println!("{}: {title}", path.display());

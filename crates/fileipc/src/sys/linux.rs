@@ -84,11 +84,7 @@ impl DirWatch {
         )?;
         Ok(DirWatch { fd })
     }
-}
 
-// --- added for Event
-
-impl DirWatch {
     /// Sleeps until an entry named `name` is created in (or moved into) the directory,
     /// the directory goes away, events are lost, or `deadline` passes; says which. Events
     /// queued before the call count: call [`DirWatch::discard`] first to ignore them.

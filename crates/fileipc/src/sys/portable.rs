@@ -69,6 +69,7 @@ pub(crate) struct DirWatch {
 }
 
 impl DirWatch {
+    /// Starts watching `dir`, which must be a directory.
     pub(crate) fn new(dir: &Path) -> io::Result<DirWatch> {
         let meta = std::fs::metadata(dir)?;
         if !meta.is_dir() {
@@ -78,11 +79,7 @@ impl DirWatch {
             dir: dir.to_owned(),
         })
     }
-}
 
-// --- added for Event
-
-impl DirWatch {
     /// Polls, with the back-off above, until an entry named `name` exists in the
     /// directory, the directory is gone, or `deadline` passes. An entry created and
     /// removed again between two polls is not seen: only kernel notification sees those.
