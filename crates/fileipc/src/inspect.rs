@@ -13,15 +13,8 @@ use crate::error::{Error, Result};
 use crate::state;
 use crate::sys;
 
-/// The name of a queue's control file inside its directory.
-const QUEUE_CONTROL: &str = "control";
-/// A queue segment's file name: this prefix, 16 lowercase hex digits, this suffix.
-const SEGMENT_PREFIX: &str = "seg-";
-const SEGMENT_SUFFIX: &str = ".log";
-/// The suffix that makes the writers' lock file of a SharedData store from its path.
-const STORE_LOCK_SUFFIX: &str = "-lock";
-/// The first bytes of every SQLite 3 database.
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+use crate::queue::CONTROL as QUEUE_CONTROL;
+use crate::shared_data::{LOCK_SUFFIX as STORE_LOCK_SUFFIX, SQLITE_MAGIC};
 /// Where SQLite's header keeps `PRAGMA user_version` and `PRAGMA application_id`
 /// (big-endian 32-bit integers).
 const SQLITE_USER_VERSION_AT: usize = 60;
@@ -333,13 +326,8 @@ fn dir_of(path: &Path) -> PathBuf {
 fn is_segment_name(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX))
-        .is_some_and(|hex| {
-            hex.len() == 16
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
+        .and_then(crate::queue::parse_segment_name)
+        .is_some()
 }
 
 /// Whether `path` is named `STORE-lock` beside a SharedData store `STORE`.

@@ -64,10 +64,12 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::error::Result;
 pub use message::{Message, QueueStats};
+pub(crate) use open::CONTROL;
 use open::LocalQueue;
 pub use options::{
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEGMENT_SIZE, MESSAGE_SIZE_LIMIT, QueueOptions,
 };
+pub(crate) use segment::parse_name as parse_segment_name;
 
 /// A queue of byte messages in a directory, shared by any number of producer and
 /// consumer processes and threads; every message goes to exactly one receiver, in the

@@ -23,7 +23,7 @@ use crate::robust::{Acquired, RobustLock};
 use crate::state;
 use crate::sys;
 
-pub(super) const CONTROL: &str = "control";
+pub(crate) const CONTROL: &str = "control";
 /// The largest log position a sound queue can reach (see the check in `open`).
 const MAX_POSITION: u64 = 1 << 62;
 const DIR_EXPECTED: &str = "fileipc queue directory";

@@ -103,6 +103,7 @@ mod board;
 mod combining;
 mod local;
 mod open;
+pub(crate) use open::{LOCK_SUFFIX, SQLITE_MAGIC};
 mod options;
 mod registry;
 mod sql;

@@ -21,7 +21,9 @@ use crate::error::{Error, IoResultExt, Result};
 use crate::state::MAGIC;
 use crate::sys;
 
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+pub(crate) const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// Appended to a store's path, the name of its writers' lock file.
+pub(crate) const LOCK_SUFFIX: &str = "-lock";
 const EXPECTED: &str = "fileipc shared data store";
 const SCHEMA: &str = "CREATE TABLE kv (\n    key   TEXT PRIMARY KEY NOT NULL,\n    \
                       value TEXT NOT NULL\n) WITHOUT ROWID";
@@ -132,7 +134,7 @@ fn check_path_len(path: &Path) -> Result<()> {
 }
 
 fn lock_path_of(path: &Path) -> PathBuf {
-    sidecar(path, "-lock")
+    sidecar(path, LOCK_SUFFIX)
 }
 
 /// `path` with `suffix` appended to its last component.
