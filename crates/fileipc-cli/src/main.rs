@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod args;
-mod bench;
 mod cmd;
 mod run;
 
@@ -73,10 +72,19 @@ enum Command {
     #[command(after_help = "Example:\n  cargo run --release -- demo")]
     Demo,
     /// Measure every primitive beside its baseline.
-    Bench(bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(fileipc_bench::BenchArgs),
+    /// Measure every primitive beside its baseline (not in this build).
+    #[cfg(not(feature = "bench"))]
+    Bench {
+        /// Ignored: this build has no benchmarks.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<OsString>,
+    },
     /// Internal: a benchmark worker process.
-    #[command(name = "__bench-worker", hide = true)]
-    BenchWorker(bench::WorkerArgs),
+    #[cfg(feature = "bench")]
+    #[command(name = fileipc_bench::WORKER_SUBCOMMAND, hide = true)]
+    BenchWorker(fileipc_bench::WorkerArgs),
     /// Internal: a demo worker process.
     #[command(name = "__demo-worker", hide = true)]
     DemoWorker(cmd::demo::WorkerArgs),
@@ -383,7 +391,20 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Stat { path, json } => stat::stat(&path, json),
         Command::Demo => demo::run(),
         Command::DemoWorker(a) => demo::worker(a),
-        Command::Bench(a) => bench::run(a),
-        Command::BenchWorker(a) => bench::worker(a),
+        #[cfg(feature = "bench")]
+        Command::Bench(a) => {
+            use anyhow::Context as _;
+            // Every worker is this binary again, as `fileipc __bench-worker ...`.
+            let exe = std::env::current_exe().context("locating the fileipc binary")?;
+            fileipc_bench::run(&a, &exe)
+        }
+        #[cfg(not(feature = "bench"))]
+        Command::Bench { .. } => Err(cmd::Usage(
+            "this fileipc was built without benchmarks (cargo feature `bench` of fileipc-cli)"
+                .into(),
+        )
+        .into()),
+        #[cfg(feature = "bench")]
+        Command::BenchWorker(a) => fileipc_bench::worker(a),
     }
 }

@@ -1,9 +1,11 @@
 //! `fileipc bench all --quick --json` completes and prints only well-formed result lines.
-//! (The figures themselves are never asserted: speed is not a test outcome.)
+//! (The figures themselves are never asserted: speed is not a test outcome.) Built
+//! without the `bench` feature, `fileipc bench` refuses with a usage error instead.
 
 use std::process::Command;
 
 /// The fields every result line carries.
+#[cfg(feature = "bench")]
 const FIELDS: [&str; 8] = [
     "bench",
     "unit",
@@ -15,6 +17,7 @@ const FIELDS: [&str; 8] = [
     "met",
 ];
 
+#[cfg(feature = "bench")]
 #[test]
 fn quick_bench_prints_json_lines() {
     let dir = std::env::temp_dir().join(format!("fileipc-cli-bench-test-{}", std::process::id()));
@@ -63,4 +66,17 @@ fn quick_bench_prints_json_lines() {
             "no {family}* line in {benches:?}"
         );
     }
+}
+
+#[cfg(not(feature = "bench"))]
+#[test]
+fn bench_without_the_feature_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fileipc"))
+        .args(["bench", "all", "--quick", "--json"])
+        .output()
+        .expect("running fileipc bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("without benchmarks"), "stderr:\n{stderr}");
+    assert!(out.stdout.is_empty());
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::measure::{self, Handoff, median, mono_ns, per_call, raw_flock_pair};
+use common::measure::mono_ns;
 use common::{PATIENCE, Proc, say};
 use fileipc::{Error, Semaphore};
 
@@ -379,65 +379,4 @@ fn permit_handed_to_a_killed_waiter_comes_back_within_100ms() {
     assert!(after < Duration::from_millis(100), "took {after:?}");
     assert_eq!(s.value().unwrap(), 1);
     assert!(s.holders().unwrap().is_empty());
-}
-
-// ---------------------------------------------------------------------------------------
-// Measurements (issue 2 point 8, issue 6 goals), not assertions. Run with
-// `cargo test --release -p fileipc --test semaphore -- --ignored --nocapture measure`.
-
-/// Hand-off latency: thread B blocks in `acquire_timeout` on an empty semaphore,
-/// thread A releases at t0 (a signalling release), B returns at t1. Median of t1 - t0
-/// in microseconds; with `bare_futex`, the same protocol over a bare futex word.
-fn handoff_us(path: &Path, rounds: usize, bare_futex: bool) -> f64 {
-    let a = Semaphore::open(path, 0).unwrap();
-    let b = Semaphore::open(path, 0).unwrap();
-    let ops = Handoff {
-        hold: &|| {},
-        waiting: &|| a.waiting(),
-        release: &|| a.release().unwrap(),
-        acquire: &|| assert!(b.acquire_timeout(PATIENCE).unwrap()),
-        // Keep the permit (the value stays 0): A and B are one process, so A's next
-        // release returns it.
-        after: &|| assert_eq!(b.value().unwrap(), 0),
-    };
-    measure::handoff_us(rounds, (!bare_futex).then_some(&ops))
-}
-
-#[test]
-#[ignore = "measurement: run in release with --ignored --nocapture"]
-fn measure_semaphore() {
-    let dir = common::tempdir();
-    let path = dir.path().join("sem");
-    let s = Semaphore::open(&path, 3).unwrap();
-    let raw = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let n = 200_000;
-    let (mut ours, mut base) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        base.push(per_call(n, || raw_flock_pair(&raw)));
-        ours.push(per_call(n, || {
-            assert!(s.try_acquire().unwrap());
-            s.release().unwrap();
-        }));
-    }
-    let (o, b) = (median(&mut ours), median(&mut base));
-    println!(
-        "semaphore uncontended acquire+release: ours {o:.0} ns, raw flock pair {b:.0} ns, ratio {:.2} (goal <= 2)",
-        o / b
-    );
-
-    let hpath = dir.path().join("handoff");
-    let (mut ours, mut base) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        base.push(handoff_us(&hpath, 300, true));
-        ours.push(handoff_us(&hpath, 300, false));
-    }
-    let (o, b) = (median(&mut ours), median(&mut base));
-    println!(
-        "semaphore hand-off release->acquire median: ours {o:.1} us, bare futex wake {b:.1} us, ratio {:.2} (issue 2: < 100 us)",
-        o / b
-    );
 }

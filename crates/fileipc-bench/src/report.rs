@@ -1,17 +1,17 @@
-//! From samples to result lines: medians, ratios, the goals of issue 6, the table and the
-//! JSON lines.
+//! From samples to result lines: medians, ratios, the goals, the table and the JSON lines.
 //!
 //! `ours` and `baseline_value` are medians over the rounds; `ratio` is the median over
-//! rounds of ours / baseline measured in the same round (the issue's "medians of ratios"),
-//! which cancels most of the machine's drift between rounds. It is ours / baseline for
-//! rates and latencies alike; `goal` says which way is better.
+//! rounds of ours / baseline measured in the same round (a median of ratios), which
+//! cancels most of the machine's drift between rounds. It is ours / baseline for rates and
+//! latencies alike; `goal` says which way is better.
 
 use std::io::Write;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Metric, PerContender, Setup, Workload};
+use crate::harness::{PerContender, Sample, Setup};
+use crate::workloads::{Metric, Workload};
 
 /// One result line.
 #[derive(Debug, Serialize)]
@@ -29,7 +29,7 @@ pub(crate) struct Row {
     fs: String,
 }
 
-/// A goal of issue 6 on one result line.
+/// A goal on one result line.
 #[derive(Debug, Clone, Copy)]
 enum Goal {
     /// ratio >= x
@@ -61,7 +61,7 @@ impl Goal {
     }
 }
 
-/// The goals of issue 6, by (result line, baseline).
+/// The goals, by (result line, baseline).
 fn goal(bench: &str, baseline: &str) -> Option<Goal> {
     use Goal::*;
     Some(match (bench, baseline) {
@@ -106,7 +106,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// Per-round values of `metric` for a contender.
-fn series(samples: &[Option<super::Sample>], metric: &Metric) -> Vec<Option<f64>> {
+fn series(samples: &[Option<Sample>], metric: &Metric) -> Vec<Option<f64>> {
     samples
         .iter()
         .map(|s| s.as_ref().and_then(|s| s.get(metric.key).copied()))
@@ -154,7 +154,7 @@ fn row(
 
 /// All result lines: for each workload, metric and baseline one line, then the derived
 /// ours-versus-ours lines.
-pub(super) fn rows(setup: &Setup, results: &[(&Workload, PerContender)]) -> Vec<Row> {
+pub(crate) fn rows(setup: &Setup, results: &[(&Workload, PerContender)]) -> Vec<Row> {
     let mut out = Vec::new();
     for (w, per) in results {
         let ours = per.iter().find(|(c, _)| c.ours);
@@ -190,7 +190,7 @@ pub(super) fn rows(setup: &Setup, results: &[(&Workload, PerContender)]) -> Vec<
 }
 
 /// The environment: kernel, CPUs, file system, settings.
-pub(super) fn print_header(setup: &Setup, json: bool, ours_available: bool) {
+pub(crate) fn print_header(setup: &Setup, json: bool) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
@@ -198,17 +198,12 @@ pub(super) fn print_header(setup: &Setup, json: bool, ours_available: bool) {
     let text = format!(
         "fileipc bench: kernel {kernel}, {cpus} CPUs, dir {} ({}), {} rounds{}\n\
          posix_mq: {}\n\
-         sqlite: bundled, WAL, synchronous=NORMAL, busy_timeout 10 s, one upsert per op\n{}",
+         sqlite: bundled, WAL, synchronous=NORMAL, busy_timeout 10 s, one upsert per op\n",
         setup.root.display(),
         setup.fs,
         setup.rounds,
         if setup.quick { ", quick" } else { "" },
         setup.mq_note,
-        if ours_available {
-            ""
-        } else {
-            "ours: not compiled in (bench/ours_stub.rs): baselines only\n"
-        }
     );
     if json {
         eprint!("{text}");
@@ -238,7 +233,7 @@ fn fmt(v: Option<f64>) -> String {
 }
 
 /// The table, or one JSON object per line.
-pub(super) fn print(rows: &[Row], json: bool) -> Result<()> {
+pub(crate) fn print(rows: &[Row], json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         for r in rows {

@@ -2,7 +2,7 @@
 //!
 //! Every contender of a workload (ours and each baseline) implements the same trait, and
 //! the worker loops in `workers.rs` are written once against it, so ours and the baselines
-//! are timed by the very same code. `baselines.rs` implements these traits with raw system
+//! are timed by the very same code. `baselines/` implements these traits with raw system
 //! calls; `ours.rs` implements them with the `fileipc` primitives.
 
 use anyhow::Result;

@@ -5,10 +5,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use fileipc::{Event, MessageQueue, Mutex, Semaphore, SharedData};
 
-use super::api::{EventFlag, Kv, Lock, QueueEnd};
-
-/// Whether the `fileipc` primitives are compiled into the benchmark.
-pub(crate) const AVAILABLE: bool = true;
+use crate::api::{EventFlag, Kv, Lock, QueueEnd};
 
 struct Queue(MessageQueue);
 

@@ -1,82 +1,49 @@
 //! MessageQueue throughput and latency beside a POSIX message queue, in one run.
 //!
 //! ```text
-//! cargo run --release --example queue_bench [-- MESSAGES [RUNS]]
+//! cargo run --release -p fileipc-bench --example queue_bench [-- MESSAGES [RUNS]]
 //! ```
 //!
 //! Every figure is between real processes (this program runs itself again in a role):
-//! 1 producer / 1 consumer throughput with 64-byte messages, ping-pong round trip through
-//! two queues, and 4 producers / 4 consumers aggregate throughput. Each run measures every
-//! figure beside its baseline (the machine drifts between runs); the summary gives the
-//! medians over RUNS runs (default 3). The POSIX queues use the default attributes an
-//! unprivileged user gets (at most 10 messages of 64 bytes here:
-//! `/proc/sys/fs/mqueue/msg_max`).
+//! 1 producer / 1 consumer throughput with 64-byte messages (also through the batch calls
+//! `send_all` / `recv_many`, which `fileipc bench` does not measure), ping-pong round trip
+//! through two queues, and 4 producers / 4 consumers aggregate throughput, measured
+//! between two 1P/1C runs. Each run measures every figure beside its baseline (the
+//! machine drifts between runs); the summary gives the medians over RUNS runs (default
+//! 3). The POSIX queues hold at most 10 messages of 64 bytes (the default `msg_max` an
+//! unprivileged user gets: `/proc/sys/fs/mqueue/msg_max`).
 
-// The POSIX mq baseline calls libc directly; fileipc itself has no unsafe code here.
-#![allow(unsafe_code)]
-
-use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fileipc::MessageQueue;
+use fileipc_bench::sys;
 
 const MSG: usize = 64;
 
 // --- POSIX mq (baseline) ------------------------------------------------------------
 
-struct Mq {
-    fd: libc::mqd_t,
-}
+/// A POSIX message queue of at most 10 messages of `MSG` bytes.
+struct Mq(sys::Mq);
 
 impl Mq {
-    fn open(name: &str, create: bool) -> Mq {
-        let c = CString::new(name).unwrap();
-        let mut attr: libc::mq_attr = {
-            // SAFETY: mq_attr is a plain C struct of integers; all-zero is a valid value.
-            unsafe { std::mem::zeroed() }
-        };
-        attr.mq_maxmsg = 10;
-        attr.mq_msgsize = MSG as _;
-        let flags = libc::O_RDWR | if create { libc::O_CREAT } else { 0 };
-        // SAFETY: `c` is a valid NUL-terminated string; `attr` lives across the call; the
-        // variadic mode and attribute arguments are what mq_open expects with O_CREAT.
-        let fd = unsafe { libc::mq_open(c.as_ptr(), flags, 0o600 as libc::c_uint, &mut attr) };
-        assert!(
-            fd >= 0,
-            "mq_open {name}: {}",
-            std::io::Error::last_os_error()
-        );
-        Mq { fd }
+    /// Opens the queue `name`, creating it if missing.
+    fn open(name: &str) -> Mq {
+        Mq(sys::Mq::open(name, 10, MSG).unwrap_or_else(|e| panic!("mq_open {name}: {e}")))
     }
 
     fn unlink(name: &str) {
-        let c = CString::new(name).unwrap();
-        // SAFETY: valid NUL-terminated string.
-        unsafe { libc::mq_unlink(c.as_ptr()) };
+        sys::Mq::unlink(name);
     }
 
     fn send(&self, buf: &[u8]) {
-        // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is an open queue.
-        let r = unsafe { libc::mq_send(self.fd, buf.as_ptr().cast(), buf.len(), 0) };
-        assert_eq!(r, 0, "mq_send: {}", std::io::Error::last_os_error());
+        self.0.send(buf).expect("mq_send");
     }
 
-    fn recv(&self, buf: &mut [u8; MSG]) -> usize {
-        // SAFETY: `buf` is valid for writes of MSG bytes, the queue's message size.
-        let r = unsafe {
-            libc::mq_receive(self.fd, buf.as_mut_ptr().cast(), MSG, std::ptr::null_mut())
-        };
-        assert!(r >= 0, "mq_receive: {}", std::io::Error::last_os_error());
-        r as usize
-    }
-}
-
-impl Drop for Mq {
-    fn drop(&mut self) {
-        // SAFETY: `fd` is an open queue descriptor, closed once.
-        unsafe { libc::mq_close(self.fd) };
+    fn recv(&self, buf: &mut Vec<u8>) -> usize {
+        self.0.recv(buf).expect("mq_receive");
+        buf.len()
     }
 }
 
@@ -95,25 +62,25 @@ fn role(args: &[String]) {
     let msg = [7u8; MSG];
     match args[1].as_str() {
         "mq-prod" => {
-            let q = Mq::open(target, false);
+            let q = Mq::open(target);
             wait_go();
             for _ in 0..n {
                 q.send(&msg);
             }
         }
         "mq-cons" => {
-            let q = Mq::open(target, false);
+            let q = Mq::open(target);
             wait_go();
-            let mut b = [0u8; MSG];
+            let mut b = Vec::with_capacity(MSG);
             for _ in 0..n {
                 q.recv(&mut b);
             }
         }
         "mq-echo" => {
-            let a = Mq::open(&format!("{target}a"), false);
-            let b = Mq::open(&format!("{target}b"), false);
+            let a = Mq::open(&format!("{target}a"));
+            let b = Mq::open(&format!("{target}b"));
             wait_go();
-            let mut buf = [0u8; MSG];
+            let mut buf = Vec::with_capacity(MSG);
             for _ in 0..n {
                 let k = a.recv(&mut buf);
                 b.send(&buf[..k]);
@@ -282,7 +249,7 @@ fn one_round(
     if run("11") {
         // 1P/1C throughput.
         Mq::unlink(mqname);
-        let keep = Mq::open(mqname, true);
+        let keep = Mq::open(mqname);
         r.mq11 = rate(
             n,
             timed(
@@ -317,9 +284,9 @@ fn one_round(
         let (a, b) = (format!("{mqname}a"), format!("{mqname}b"));
         Mq::unlink(&a);
         Mq::unlink(&b);
-        let (qa, qb) = (Mq::open(&a, true), Mq::open(&b, true));
+        let (qa, qb) = (Mq::open(&a), Mq::open(&b));
         let echo = spawn("mq-echo", mqname, rounds);
-        let mut buf = [0u8; MSG];
+        let mut buf = Vec::with_capacity(MSG);
         let mq_rtt = timed(vec![echo], || {
             for _ in 0..rounds {
                 qa.send(&[1u8; MSG]);
@@ -376,7 +343,7 @@ fn one_round(
         let q11_after = q11_rate(n, &dir("q11r2"));
         r.q11_ref = (q11_before + q11_after) / 2.0;
         Mq::unlink(mqname);
-        let keep = Mq::open(mqname, true);
+        let keep = Mq::open(mqname);
         let mut kids: Vec<Kid> = (0..4).map(|_| spawn("mq-cons", mqname, per)).collect();
         kids.extend((0..4).map(|_| spawn("mq-prod", mqname, per)));
         r.mq44 = rate(4 * per, timed(kids, || {}));

@@ -1,4 +1,5 @@
-//! The worker processes: `fileipc __bench-worker --role ROLE --imp IMPL ...`.
+//! The worker processes: `EXE __bench-worker --role ROLE --imp IMPL ...`, where EXE is the
+//! program that runs the harness (`fileipc`), re-executed.
 //!
 //! A worker opens its implementation, prints `ready`, waits for the start word of the run's
 //! shared file [`RUN_SHM`] (one futex wake releases all the workers of a run at once),
@@ -15,13 +16,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::baselines::{Env, open_event, open_kv, open_lock, open_queue};
-use super::hist::Hist;
-use super::sys::{self, NamedSem, Shm, now_ns};
+use crate::baselines::{Env, open_event, open_kv, open_lock, open_queue};
+use crate::hist::Hist;
+use crate::sys::{self, NamedSem, Shm, now_ns};
+
+/// The name of the hidden subcommand the harness re-executes its program with; the
+/// program passes that subcommand's arguments ([`WorkerArgs`]) to [`worker`].
+pub const WORKER_SUBCOMMAND: &str = "__bench-worker";
 
 /// Arguments of the hidden worker role the benchmark re-executes itself in.
 #[derive(Debug, clap::Args)]
-pub(crate) struct WorkerArgs {
+pub struct WorkerArgs {
     /// What this process does (q-send, q-recv, q-ping, q-pong, lock-unc, lock-cont,
     /// lock-handoff, sem-pingpong, kv-set, kv-get, kv-incr, event).
     #[arg(long)]
@@ -70,7 +75,7 @@ impl Report {
 }
 
 /// Runs one worker role; the exit code is 0 when it printed its result.
-pub(crate) fn worker(a: WorkerArgs) -> Result<std::process::ExitCode> {
+pub fn worker(a: WorkerArgs) -> Result<std::process::ExitCode> {
     let env = Env {
         dir: a.dir.clone(),
         tag: a.tag.clone(),
@@ -122,9 +127,9 @@ pub(crate) fn start_all(shm: &Shm) {
 /// Tells the harness this worker is set up, and waits for the start signal. Returns the
 /// start time and sets the polling deadline `cap_ms` after it.
 ///
-/// (One wake for all: when the harness wrote `go` to each worker's stdin in turn, the first
-/// workers started took both CPUs and the harness often lost its CPU for a scheduler tick,
-/// so the later workers of a 4+4 run started about 3 ms late.)
+/// One wake releases all: a `go` written to each worker's stdin in turn lets the first
+/// workers started take both CPUs, and the harness then often loses its CPU for a
+/// scheduler tick, so the later workers of a 4+4 run start about 3 ms late.
 fn ready_go(a: &WorkerArgs, env: &Env) -> Result<u64> {
     let shm = run_shm(&env.dir)?;
     {
@@ -166,8 +171,8 @@ fn parse_frame(buf: &[u8]) -> Result<(u32, u64)> {
 }
 
 /// Sends `n` messages (or until the cap); the last producer to finish then sends every
-/// consumer its stop frame. (Stop frames sent by each producer as it finished let
-/// consumers quit while other producers were still sending: a 4+4 run then ended with
+/// consumer its stop frame. (Stop frames sent by each producer as it finishes would let
+/// consumers quit while other producers are still sending: a 4+4 run would end with
 /// fewer consumers than producers, which is not the workload named.)
 fn q_send(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let mut q = open_queue(&a.imp, env, "q")?;

@@ -1,15 +1,6 @@
-//! `fileipc bench`: every primitive beside its baselines, measured in one run.
-//!
-//! Layout:
-//! - `mod.rs` (this file): the workloads, their contenders, and the harness that runs
-//!   them in rounds (A B C, A B C, ...), each run in fresh worker processes;
-//! - `workers.rs`: the worker processes (`fileipc __bench-worker`), one loop per workload,
-//!   written once against the traits of `api.rs`;
-//! - `baselines.rs`: the baselines behind those traits (POSIX mq, pipes, futex, flock,
-//!   POSIX semaphores, SQLite, inotify, and the seed's designs);
-//! - `ours.rs`: the `fileipc` primitives behind the same traits (see "The plug-in point");
-//! - `report.rs`: medians, ratios, goals, the table and the JSON lines;
-//! - `hist.rs`: latency histograms; `sys.rs`: the raw system calls.
+//! The harness of `fileipc bench`: runs the workloads in rounds (A B C, B C A, ...), each
+//! run of a contender in fresh worker processes, and turns the workers' reports into the
+//! figures the report prints.
 //!
 //! Every run gets a fresh directory under `--dir` and fresh POSIX IPC names, so nothing
 //! carries over between runs. Workers validate what they do (every message received once
@@ -24,37 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-mod api;
-mod baselines;
-mod hist;
-mod report;
-mod sys;
-mod workers;
-
-// Our side of every workload: fileipc's public API behind the traits of `api.rs`.
-mod ours;
-
-pub(crate) use workers::{WorkerArgs, worker};
-
-use hist::Hist;
-use report::Row;
-
-/// Which workloads to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Which {
-    /// Message queues: throughput, ping-pong, durable.
-    Queue,
-    /// Mutex: uncontended pair, 4-process contention, hand-off.
-    Mutex,
-    /// Semaphore: uncontended pair, hand-off.
-    Semaphore,
-    /// SharedData: set, get, contended increments.
-    Kv,
-    /// Event: set-to-wake latency.
-    Event,
-    /// Everything.
-    All,
-}
+use crate::hist::Hist;
+use crate::report::{self, Row};
+use crate::workloads::{Contender, Kind, Which, Workload, workloads};
+use crate::{baselines, sys, workers};
 
 /// Options of `fileipc bench`.
 #[derive(Debug, clap::Args)]
@@ -62,7 +26,7 @@ pub(crate) enum Which {
     after_help = "Examples:\n  fileipc bench all\n  fileipc bench queue --dir /dev/shm\n  \
                         fileipc bench all --quick --json"
 )]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     /// The workloads to run.
     #[arg(value_enum, default_value_t = Which::All)]
     which: Which,
@@ -80,337 +44,36 @@ pub(crate) struct BenchArgs {
     rounds: Option<usize>,
 }
 
-/// What one contender of a workload runs as: a label for the report and the worker
-/// implementation name.
-#[derive(Debug, Clone, Copy)]
-struct Contender {
-    label: &'static str,
-    imp: &'static str,
-    ours: bool,
-}
-
-const fn ours(imp: &'static str) -> Contender {
-    Contender {
-        label: "ours",
-        imp,
-        ours: true,
-    }
-}
-
-const fn base(label: &'static str, imp: &'static str) -> Contender {
-    Contender {
-        label,
-        imp,
-        ours: false,
-    }
-}
-
-/// A measured quantity of a workload.
-#[derive(Debug, Clone, Copy)]
-struct Metric {
-    /// Key in a run's measurements.
-    key: &'static str,
-    /// Appended to the workload name to name the result line ("" for the main one).
-    suffix: &'static str,
-    unit: &'static str,
-    higher_is_better: bool,
-}
-
-const fn rate(unit: &'static str) -> Metric {
-    Metric {
-        key: "rate",
-        suffix: "",
-        unit,
-        higher_is_better: true,
-    }
-}
-
-const fn lat(key: &'static str, suffix: &'static str, unit: &'static str) -> Metric {
-    Metric {
-        key,
-        suffix,
-        unit,
-        higher_is_better: false,
-    }
-}
-
-/// The shape of a workload: which worker processes a run spawns and how its figures are
-/// computed from their reports.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    /// P producers and C consumers on one queue; messages/s from first send to last receive.
-    Flow { p: u32, c: u32, size: usize },
-    /// Round trips through two queues between two processes; median RTT.
-    PingPong { size: usize },
-    /// P producers of a durable queue, no consumer; messages/s.
-    Durable { p: u32 },
-    /// One process, lock + unlock pairs; ns per pair.
-    LockPair,
-    /// 4 processes in tight lock/unlock cycles; cycles/s, p50 and p99 wait.
-    LockContended,
-    /// Unlock-to-acquire hand-off between two processes; median latency.
-    Handoff,
-    /// One process, `set` or `get` over 1,000 keys; ops/s.
-    KvSingle { role: &'static str },
-    /// 4 processes incrementing one key; ops/s, p50 and p99 latency.
-    KvIncr,
-    /// Set-to-wake latency between two processes; median.
-    EventWake,
-}
-
-#[derive(Debug)]
-struct Workload {
-    group: Which,
-    name: &'static str,
-    kind: Kind,
-    contenders: Vec<Contender>,
-    metrics: Vec<Metric>,
-    /// (operations per process, time cap in ms) for a full and a quick run.
-    full: (u64, u64),
-    quick: (u64, u64),
-}
-
-fn workloads() -> Vec<Workload> {
-    use Which::*;
-    let mut w = Vec::new();
-    let q = |name, kind, full, quick| Workload {
-        group: Queue,
-        name,
-        kind,
-        contenders: vec![
-            ours("ours"),
-            base("posix_mq", "posix_mq"),
-            base("pipe", "pipe"),
-            base("seed_files", "seed_files"),
-        ],
-        metrics: vec![rate("msg/s")],
-        full,
-        quick,
-    };
-    w.push(q(
-        "queue.1p1c.64B",
-        Kind::Flow {
-            p: 1,
-            c: 1,
-            size: 64,
-        },
-        (300_000, 700),
-        (2_000, 100),
-    ));
-    w.push(q(
-        "queue.1p1c.4KiB",
-        Kind::Flow {
-            p: 1,
-            c: 1,
-            size: 4096,
-        },
-        (100_000, 700),
-        (1_000, 100),
-    ));
-    w.push(q(
-        "queue.4p4c.64B",
-        Kind::Flow {
-            p: 4,
-            c: 4,
-            size: 64,
-        },
-        (75_000, 700),
-        (500, 100),
-    ));
-    w.push(q(
-        "queue.4p4c.4KiB",
-        Kind::Flow {
-            p: 4,
-            c: 4,
-            size: 4096,
-        },
-        (25_000, 700),
-        (250, 100),
-    ));
-    w.push(Workload {
-        group: Queue,
-        name: "queue.pingpong.64B",
-        kind: Kind::PingPong { size: 64 },
-        contenders: vec![
-            ours("ours"),
-            base("posix_mq", "posix_mq"),
-            base("pipe", "pipe"),
-            base("futex", "futex"),
-        ],
-        metrics: vec![lat("p50", "", "us")],
-        full: (20_000, 1000),
-        quick: (200, 100),
-    });
-    for (name, p) in [("queue.durable.1p.64B", 1), ("queue.durable.4p.64B", 4)] {
-        w.push(Workload {
-            group: Queue,
-            name,
-            kind: Kind::Durable { p },
-            contenders: vec![ours("ours_durable"), base("fdatasync", "fdatasync")],
-            metrics: vec![rate("msg/s")],
-            full: (1_000_000, 700),
-            quick: (1_000_000, 60),
-        });
-    }
-    w.push(Workload {
-        group: Mutex,
-        name: "mutex.uncontended",
-        kind: Kind::LockPair,
-        contenders: vec![
-            ours("ours_mutex"),
-            base("flock", "flock"),
-            base("posix_sem", "posix_sem"),
-            base("seed_file", "seed_file"),
-        ],
-        metrics: vec![lat("ns", "", "ns/pair")],
-        full: (200_000, 400),
-        quick: (2_000, 50),
-    });
-    // p99 over all acquisitions hides a starved process (it contributes few samples):
-    // the longest single wait and the fairness (fewest / most cycles of a process) show it.
-    let contended = vec![
-        rate("cycles/s"),
-        lat("p50", ".wait_p50", "us"),
-        lat("p99", ".wait_p99", "us"),
-        lat("max", ".wait_max", "us"),
-        Metric {
-            key: "fair",
-            suffix: ".fairness",
-            unit: "min/max",
-            higher_is_better: true,
-        },
-    ];
-    w.push(Workload {
-        group: Mutex,
-        name: "mutex.contended4",
-        kind: Kind::LockContended,
-        contenders: vec![
-            ours("ours_mutex"),
-            base("flock", "flock"),
-            base("posix_sem", "posix_sem"),
-        ],
-        metrics: contended,
-        full: (u64::MAX, 600),
-        quick: (u64::MAX, 60),
-    });
-    w.push(Workload {
-        group: Mutex,
-        name: "mutex.handoff",
-        kind: Kind::Handoff,
-        contenders: vec![
-            ours("ours_mutex"),
-            base("posix_sem_pingpong", "sem_pingpong"),
-            base("flock", "flock"),
-            base("posix_sem", "posix_sem"),
-        ],
-        metrics: vec![lat("p50", "", "us")],
-        full: (200, 1000),
-        quick: (10, 200),
-    });
-    w.push(Workload {
-        group: Semaphore,
-        name: "semaphore.uncontended",
-        kind: Kind::LockPair,
-        contenders: vec![
-            ours("ours_sem"),
-            base("flock", "flock"),
-            base("posix_sem", "posix_sem"),
-        ],
-        metrics: vec![lat("ns", "", "ns/pair")],
-        full: (200_000, 400),
-        quick: (2_000, 50),
-    });
-    w.push(Workload {
-        group: Semaphore,
-        name: "semaphore.handoff",
-        kind: Kind::Handoff,
-        contenders: vec![
-            ours("ours_sem"),
-            base("posix_sem_pingpong", "sem_pingpong"),
-            base("posix_sem", "posix_sem"),
-        ],
-        metrics: vec![lat("p50", "", "us")],
-        full: (200, 1000),
-        quick: (10, 200),
-    });
-    let kv = || {
-        vec![
-            ours("ours"),
-            base("sqlite", "sqlite"),
-            base("seed_json", "seed_json"),
-        ]
-    };
-    w.push(Workload {
-        group: Kv,
-        name: "kv.set",
-        kind: Kind::KvSingle { role: "kv-set" },
-        contenders: kv(),
-        metrics: vec![rate("ops/s")],
-        full: (20_000, 500),
-        quick: (200, 50),
-    });
-    w.push(Workload {
-        group: Kv,
-        name: "kv.get",
-        kind: Kind::KvSingle { role: "kv-get" },
-        contenders: kv(),
-        metrics: vec![rate("ops/s")],
-        full: (200_000, 500),
-        quick: (500, 50),
-    });
-    w.push(Workload {
-        group: Kv,
-        name: "kv.incr4",
-        kind: Kind::KvIncr,
-        contenders: kv(),
-        metrics: vec![
-            rate("ops/s"),
-            lat("p50", ".p50", "us"),
-            lat("p99", ".p99", "us"),
-        ],
-        full: (u64::MAX, 700),
-        quick: (u64::MAX, 60),
-    });
-    w.push(Workload {
-        group: Event,
-        name: "event.wake",
-        kind: Kind::EventWake,
-        contenders: vec![
-            ours("ours"),
-            base("inotify", "inotify"),
-            base("poll10ms", "poll10ms"),
-        ],
-        metrics: vec![lat("p50", "", "us")],
-        full: (200, 1000),
-        quick: (8, 200),
-    });
-    w
-}
-
 /// Facts about the run, printed with the results.
 #[derive(Debug)]
 pub(crate) struct Setup {
-    root: PathBuf,
-    fs: String,
+    /// The executable the workers run as (`EXE __bench-worker ...`).
+    pub(crate) exe: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) fs: String,
     /// POSIX mq capacity by message size.
-    mq_depth: [(usize, usize); 2],
-    mq_note: String,
-    rounds: usize,
-    quick: bool,
+    pub(crate) mq_depth: [(usize, usize); 2],
+    pub(crate) mq_note: String,
+    pub(crate) rounds: usize,
+    pub(crate) quick: bool,
 }
 
-/// `fileipc bench`.
-pub(crate) fn run(args: BenchArgs) -> Result<ExitCode> {
+/// `fileipc bench`: runs the workloads `args` select and prints their result lines.
+///
+/// Every worker is a new process `worker_exe __bench-worker ARGS...` (see
+/// [`WORKER_SUBCOMMAND`](crate::WORKER_SUBCOMMAND)): the program at `worker_exe` must hand
+/// that subcommand's arguments to [`worker`](crate::worker).
+pub fn run(args: &BenchArgs, worker_exe: &Path) -> Result<ExitCode> {
     let base_dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     ensure!(base_dir.is_dir(), "{}: not a directory", base_dir.display());
     let root = base_dir.join(format!("fileipc-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let result = run_in(&args, &root);
+    let result = run_in(args, &root, worker_exe);
     let _ = std::fs::remove_dir_all(&root);
     result
 }
 
-fn run_in(args: &BenchArgs, root: &Path) -> Result<ExitCode> {
+fn run_in(args: &BenchArgs, root: &Path, worker_exe: &Path) -> Result<ExitCode> {
     let rlimit = sys::raise_mq_rlimit(64 << 20);
     let mq_depth = [(64, probe_mq_depth(64)), (4096, probe_mq_depth(4096))];
     let mq_note = format!(
@@ -421,6 +84,7 @@ fn run_in(args: &BenchArgs, root: &Path) -> Result<ExitCode> {
         rlimit
     );
     let setup = Setup {
+        exe: worker_exe.to_path_buf(),
         root: root.to_path_buf(),
         fs: sys::fs_type(root),
         mq_depth,
@@ -432,7 +96,7 @@ fn run_in(args: &BenchArgs, root: &Path) -> Result<ExitCode> {
         .into_iter()
         .filter(|w| args.which == Which::All || w.group == args.which)
         .collect();
-    report::print_header(&setup, args.json, ours::AVAILABLE);
+    report::print_header(&setup, args.json);
     let started = Instant::now();
     let mut results = Vec::new();
     for w in &selected {
@@ -471,10 +135,10 @@ fn probe_mq_depth(size: usize) -> usize {
 }
 
 /// Measurements of one contender in one round: metric key -> value.
-type Sample = std::collections::BTreeMap<&'static str, f64>;
+pub(crate) type Sample = std::collections::BTreeMap<&'static str, f64>;
 
 /// Per contender, its samples over the rounds (`None` where not measured).
-type PerContender = Vec<(Contender, Vec<Option<Sample>>)>;
+pub(crate) type PerContender = Vec<(Contender, Vec<Option<Sample>>)>;
 
 /// Runs every round of a workload: contenders alternate within each round, and the
 /// starting contender rotates from round to round so none always goes first.
@@ -489,9 +153,6 @@ fn measure(setup: &Setup, w: &Workload) -> Result<PerContender> {
         for i in 0..k {
             let idx = (i + round) % k;
             let c = per[idx].0;
-            if c.ours && !ours::AVAILABLE {
-                continue;
-            }
             let s = run_once(setup, w, c, round)
                 .with_context(|| format!("{} ({}), round {}", c.label, c.imp, round + 1))?;
             per[idx].1[round] = Some(s);
@@ -576,6 +237,7 @@ fn run_once(setup: &Setup, w: &Workload, c: Contender, round: usize) -> Result<S
         Kind::EventWake => vec![spec("event", 0, 2, 0), spec("event", 1, 2, 0)],
     };
     let common = Common {
+        exe: &setup.exe,
         imp,
         dir: &dir,
         tag: &tag,
@@ -597,6 +259,7 @@ fn run_once(setup: &Setup, w: &Workload, c: Contender, round: usize) -> Result<S
 
 /// Arguments every worker of a run gets.
 struct Common<'a> {
+    exe: &'a Path,
     imp: &'a str,
     dir: &'a Path,
     tag: &'a str,
@@ -709,14 +372,14 @@ fn compute(kind: Kind, specs: &[Spec], outs: &[Out], may_cap: bool) -> Result<Sa
 /// Spawns the workers, waits until all are ready, starts them together, and collects
 /// their result lines. Any failure or hang (bounded by the cap plus a margin) kills them.
 fn run_group(common: &Common<'_>, specs: &[Spec]) -> Result<Vec<Out>> {
-    let exe = std::env::current_exe().context("locating the fileipc binary")?;
+    let exe = common.exe;
     let mut children: Vec<Child> = Vec::new();
     let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
     let result = (|| -> Result<Vec<Out>> {
         let start = workers::run_shm(common.dir)?;
         for (i, sp) in specs.iter().enumerate() {
-            let mut child = Command::new(&exe)
-                .arg("__bench-worker")
+            let mut child = Command::new(exe)
+                .arg(workers::WORKER_SUBCOMMAND)
                 .args(["--role", sp.role, "--imp", common.imp, "--tag", common.tag])
                 .arg("--dir")
                 .arg(common.dir)

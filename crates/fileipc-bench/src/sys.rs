@@ -3,7 +3,8 @@
 //!
 //! The library keeps its system calls in `fileipc::sys`; the benchmark's baselines are
 //! *by definition* raw system calls written outside the library, so they live here, in the
-//! one module of the CLI crate that may use `unsafe`.
+//! one module of this crate that may use `unsafe`. The example measurements
+//! (`examples/*.rs`) use them too, hence `pub`.
 //!
 //! # Safety
 //!
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine, so
 /// timestamps taken in different processes can be subtracted.
-pub(crate) fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -59,7 +60,7 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 
 /// A POSIX message queue descriptor (`mq_open(3)`), closed on drop.
 #[derive(Debug)]
-pub(crate) struct Mq {
+pub struct Mq {
     mqd: libc::mqd_t,
     msgsize: usize,
 }
@@ -67,7 +68,7 @@ pub(crate) struct Mq {
 impl Mq {
     /// Opens (creating if missing) the queue `name` ("/..."), with room for `maxmsg`
     /// messages of `msgsize` bytes when it is created.
-    pub(crate) fn open(name: &str, maxmsg: usize, msgsize: usize) -> io::Result<Mq> {
+    pub fn open(name: &str, maxmsg: usize, msgsize: usize) -> io::Result<Mq> {
         let cname = cstr(name)?;
         // SAFETY: mq_attr is a plain C struct; all-zero is a valid value.
         let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
@@ -95,7 +96,7 @@ impl Mq {
     }
 
     /// `mq_send`, retried on `EINTR`.
-    pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
         loop {
             // SAFETY: `msg` is a valid buffer of `msg.len()` bytes.
             let r = unsafe { libc::mq_send(self.mqd, msg.as_ptr().cast(), msg.len(), 0) };
@@ -107,7 +108,7 @@ impl Mq {
     }
 
     /// `mq_receive` into `buf` (resized to the queue's message size), retried on `EINTR`.
-    pub(crate) fn recv(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+    pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.resize(self.msgsize, 0);
         loop {
             // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes, which is at
@@ -132,7 +133,7 @@ impl Mq {
     }
 
     /// `mq_unlink`; a missing name is not an error.
-    pub(crate) fn unlink(name: &str) {
+    pub fn unlink(name: &str) {
         if let Ok(c) = cstr(name) {
             // SAFETY: `c` is NUL-terminated.
             unsafe { libc::mq_unlink(c.as_ptr()) };
@@ -148,7 +149,7 @@ impl Drop for Mq {
 }
 
 /// The system's `msg_max` (the largest `mq_maxmsg` an unprivileged process may ask for).
-pub(crate) fn mq_msg_max() -> usize {
+pub fn mq_msg_max() -> usize {
     std::fs::read_to_string("/proc/sys/fs/mqueue/msg_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -157,7 +158,7 @@ pub(crate) fn mq_msg_max() -> usize {
 
 /// Raises `RLIMIT_MSGQUEUE` (bytes of message queues per user) to `bytes` if this process
 /// may; returns the limit in force afterwards.
-pub(crate) fn raise_mq_rlimit(bytes: u64) -> u64 {
+pub fn raise_mq_rlimit(bytes: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -182,11 +183,11 @@ pub(crate) fn raise_mq_rlimit(bytes: u64) -> u64 {
 
 /// A POSIX named semaphore (`sem_open(3)`), closed on drop.
 #[derive(Debug)]
-pub(crate) struct NamedSem(*mut libc::sem_t);
+pub struct NamedSem(*mut libc::sem_t);
 
 impl NamedSem {
     /// Opens (creating with `initial` if missing) the semaphore `name` ("/...").
-    pub(crate) fn open(name: &str, initial: u32) -> io::Result<NamedSem> {
+    pub fn open(name: &str, initial: u32) -> io::Result<NamedSem> {
         let cname = cstr(name)?;
         // SAFETY: `cname` is NUL-terminated; mode and value are the variadic arguments
         // O_CREAT requires.
@@ -205,7 +206,7 @@ impl NamedSem {
     }
 
     /// `sem_wait`, retried on `EINTR`.
-    pub(crate) fn wait(&self) -> io::Result<()> {
+    pub fn wait(&self) -> io::Result<()> {
         loop {
             // SAFETY: `self.0` is a semaphore returned by sem_open and not yet closed.
             match check(unsafe { libc::sem_wait(self.0) }) {
@@ -216,13 +217,13 @@ impl NamedSem {
     }
 
     /// `sem_post`.
-    pub(crate) fn post(&self) -> io::Result<()> {
+    pub fn post(&self) -> io::Result<()> {
         // SAFETY: `self.0` is a semaphore returned by sem_open and not yet closed.
         check(unsafe { libc::sem_post(self.0) }).map(drop)
     }
 
     /// `sem_unlink`; a missing name is not an error.
-    pub(crate) fn unlink(name: &str) {
+    pub fn unlink(name: &str) {
         if let Ok(c) = cstr(name) {
             // SAFETY: `c` is NUL-terminated.
             unsafe { libc::sem_unlink(c.as_ptr()) };
@@ -242,7 +243,7 @@ impl Drop for NamedSem {
 
 /// A file mapped `MAP_SHARED`, read and written only through atomics.
 #[derive(Debug)]
-pub(crate) struct Shm {
+pub struct Shm {
     ptr: *mut u8,
     len: usize,
     _file: File,
@@ -250,7 +251,7 @@ pub(crate) struct Shm {
 
 impl Shm {
     /// Opens (creating if missing, growing to `len` bytes, zero-filled) and maps `path`.
-    pub(crate) fn open(path: &Path, len: usize) -> io::Result<Shm> {
+    pub fn open(path: &Path, len: usize) -> io::Result<Shm> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -283,7 +284,7 @@ impl Shm {
     }
 
     /// The 32-bit word at byte `offset` (a multiple of 4 inside the mapping).
-    pub(crate) fn u32(&self, offset: usize) -> &AtomicU32 {
+    pub fn u32(&self, offset: usize) -> &AtomicU32 {
         assert!(
             offset.is_multiple_of(4) && offset + 4 <= self.len,
             "bad shm offset"
@@ -294,7 +295,7 @@ impl Shm {
     }
 
     /// The 64-bit word at byte `offset` (a multiple of 8 inside the mapping).
-    pub(crate) fn u64(&self, offset: usize) -> &AtomicU64 {
+    pub fn u64(&self, offset: usize) -> &AtomicU64 {
         assert!(
             offset.is_multiple_of(8) && offset + 8 <= self.len,
             "bad shm offset"
@@ -314,7 +315,7 @@ impl Drop for Shm {
 
 /// `FUTEX_WAIT` (shared, not `PRIVATE`: the waker is another process) while `word` holds
 /// `expected`, for at most `timeout`. Returns on wake, mismatch, signal or timeout.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs() as libc::time_t,
         tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
@@ -339,7 +340,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
 
 /// `FUTEX_WAKE` (shared) of up to `n` waiters of `word` (`u32::MAX`: all; the kernel
 /// reads the count as a signed int, so it is clamped to `i32::MAX`).
-pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+pub fn futex_wake(word: &AtomicU32, n: u32) {
     let n = n.min(i32::MAX as u32);
     // SAFETY: `word` is a valid aligned u32 for the call.
     unsafe {
@@ -359,7 +360,7 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
 // Files: flock, FIFOs, statfs
 
 /// `flock(2)` with `LOCK_EX` (`exclusive`) or `LOCK_SH`, blocking, retried on `EINTR`.
-pub(crate) fn flock_lock(file: &File, exclusive: bool) -> io::Result<()> {
+pub fn flock_lock(file: &File, exclusive: bool) -> io::Result<()> {
     let op = if exclusive {
         libc::LOCK_EX
     } else {
@@ -374,14 +375,20 @@ pub(crate) fn flock_lock(file: &File, exclusive: bool) -> io::Result<()> {
     }
 }
 
+/// `flock(2)` with `LOCK_EX | LOCK_NB`: takes the lock if it is free, `WouldBlock` if not.
+pub fn flock_try_lock(file: &File) -> io::Result<()> {
+    // SAFETY: plain syscall on an fd owned by `file`.
+    check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
+}
+
 /// `flock(2)` with `LOCK_UN`.
-pub(crate) fn flock_unlock(file: &File) -> io::Result<()> {
+pub fn flock_unlock(file: &File) -> io::Result<()> {
     // SAFETY: plain syscall on an fd owned by `file`.
     check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) }).map(drop)
 }
 
 /// `mkfifo(3)` with mode 0600; an existing path is not an error.
-pub(crate) fn mkfifo(path: &Path) -> io::Result<()> {
+pub fn mkfifo(path: &Path) -> io::Result<()> {
     let c = cpath(path)?;
     // SAFETY: `c` is NUL-terminated.
     match check(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }) {
@@ -391,7 +398,7 @@ pub(crate) fn mkfifo(path: &Path) -> io::Result<()> {
 }
 
 /// The name of the file system holding `path`, from `statfs(2)`'s `f_type`.
-pub(crate) fn fs_type(path: &Path) -> String {
+pub fn fs_type(path: &Path) -> String {
     let Ok(c) = cpath(path) else {
         return "unknown".into();
     };
@@ -423,14 +430,14 @@ pub(crate) fn fs_type(path: &Path) -> String {
 
 /// An inotify instance watching one directory.
 #[derive(Debug)]
-pub(crate) struct Inotify {
+pub struct Inotify {
     fd: File,
     buf: Vec<u8>,
 }
 
 impl Inotify {
     /// Watches `dir` for names created or moved in (`IN_CREATE | IN_MOVED_TO`).
-    pub(crate) fn watch_dir(dir: &Path) -> io::Result<Inotify> {
+    pub fn watch_dir(dir: &Path) -> io::Result<Inotify> {
         // SAFETY: plain syscall; the returned fd is checked and then owned by a File.
         let fd = check(unsafe { libc::inotify_init1(libc::IN_CLOEXEC) })?;
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
@@ -451,7 +458,7 @@ impl Inotify {
     }
 
     /// Blocks until events arrive; returns the names they carry.
-    pub(crate) fn read_names(&mut self) -> io::Result<Vec<Vec<u8>>> {
+    pub fn read_names(&mut self) -> io::Result<Vec<Vec<u8>>> {
         let n = loop {
             // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes.
             let r = unsafe {

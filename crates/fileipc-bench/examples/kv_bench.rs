@@ -1,7 +1,11 @@
-//! Measures SharedData against its baselines in one run (issue 4, point 6).
+//! Measures SharedData against its baselines in one run: the single-process figures are
+//! the best of three rounds inside this process (`fileipc bench kv` runs each in a worker
+//! process), and `op` / `contended` run one operation in a loop, for profiling.
 //!
 //! ```text
-//! cargo run --release --example kv_bench [-- QUICK]
+//! cargo run --release -p fileipc-bench --example kv_bench [-- QUICK]
+//! cargo run --release -p fileipc-bench --example kv_bench -- op ours|bare get|set N
+//! cargo run --release -p fileipc-bench --example kv_bench -- contended ours|bare PROCS N
 //! ```
 //!
 //! Single process, 1,000 keys, 64-byte JSON object values, `set` and `get` ops/s of:
@@ -14,7 +18,8 @@
 //!
 //! Then 4 processes x N increments of one counter, ops/s and latency percentiles, for
 //! fileipc vs bare rusqlite (one autocommit upsert with `RETURNING` per increment, and
-//! `busy_timeout`), as `fileipc bench kv` measures it. Workers are this program re-executed with a role argument.
+//! `busy_timeout`), as `fileipc bench kv` measures it. Workers are this program
+//! re-executed with a role argument.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
