@@ -1,4 +1,4 @@
-//! Corruption (issue 7, point 4): every on-disk file of every primitive is truncated,
+//! Corruption: every on-disk file of every primitive is truncated,
 //! extended with garbage or bit-flipped at random offsets (seeded), then opened and
 //! operated on in a fresh child process. Each case must give correct data or a clear
 //! error: a panic, a signal (SIGBUS) or a hang (every case is bounded) fails the test.

@@ -1,4 +1,4 @@
-//! Mutex across real processes and threads (issue 2, points 1-3 and 14).
+//! Mutex across real processes and threads.
 
 mod common;
 

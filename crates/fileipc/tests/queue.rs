@@ -1,7 +1,7 @@
 //! MessageQueue across real processes: FIFO, exactly-once, SIGKILL safety, persistence,
-//! timeouts and wake-ups, count/clear/destroy, disk space, bad input (issue 3).
+//! timeouts and wake-ups, count/clear/destroy, disk space, bad input.
 //!
-//! Message counts default to the issue's figures; `FILEIPC_QUEUE_SCALE` (a percentage,
+//! Message counts default to the figures the guarantees were specified with; `FILEIPC_QUEUE_SCALE` (a percentage,
 //! default 100) scales them, e.g. `FILEIPC_QUEUE_SCALE=1000` for a longer soak.
 
 mod common;
@@ -48,7 +48,7 @@ fn child_process_entry() {
 
 // --- child roles --------------------------------------------------------------------
 
-/// args: dir, producer id, count. Sends "id:seq" for seq in 0..count.
+/// Args: dir, producer id, count. Sends "id:seq" for seq in 0..count.
 fn send_numbered(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let id: u64 = args[1].parse().unwrap();
@@ -75,7 +75,7 @@ fn payloads() -> Vec<Vec<u8>> {
     ]
 }
 
-/// args: dir, count. Sends the special payloads, then "0".."count-1".
+/// Args: dir, count. Sends the special payloads, then "0".."count-1".
 fn send_payloads(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let n: u64 = args[1].parse().unwrap();
@@ -88,8 +88,8 @@ fn send_payloads(args: &[String]) {
     say("sent");
 }
 
-/// args: dir, out file. Receives u64 ids until an 8-byte all-ones STOP, appending
-/// each id to the out file.
+/// Args: dir, out file. Receives u64 ids until an 8-byte all-ones STOP, appending
+/// Each id to the out file.
 fn consume_to_file(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&args[1]).unwrap());
@@ -106,8 +106,8 @@ fn consume_to_file(args: &[String]) {
     say("done");
 }
 
-/// args: dir, ack file, incarnation, first seq, last seq (exclusive). After each send
-/// returns, records the seq in the ack file (8 bytes at offset 0).
+/// Args: dir, ack file, incarnation, first seq, last seq (exclusive). After each send
+/// Returns, records the seq in the ack file (8 bytes at offset 0).
 fn storm_producer(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let ack = OpenOptions::new().write(true).open(&args[1]).unwrap();
@@ -121,7 +121,7 @@ fn storm_producer(args: &[String]) {
     say("finished");
 }
 
-/// args: dir, log file. Appends every received id (8 bytes) to the log, one write each.
+/// Args: dir, log file. Appends every received id (8 bytes) to the log, one write each.
 fn storm_consumer(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let mut log = OpenOptions::new().append(true).open(&args[1]).unwrap();
@@ -135,7 +135,7 @@ fn storm_consumer(args: &[String]) {
     say("stopped");
 }
 
-/// args: dir. Receives until empty, says each message's length and crc, then "end".
+/// Args: dir. Receives until empty, says each message's length and crc, then "end".
 fn recv_all(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     while let Some(m) = q.try_recv().unwrap() {
@@ -144,8 +144,8 @@ fn recv_all(args: &[String]) {
     say("end");
 }
 
-/// args: dir, rounds. Blocks in recv; each message carries the sender's clock; says the
-/// wake latency in ns.
+/// Args: dir, rounds. Blocks in recv; each message carries the sender's clock; says the
+/// Wake latency in ns.
 fn wake_probe(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let rounds: u32 = args[1].parse().unwrap();
@@ -156,7 +156,7 @@ fn wake_probe(args: &[String]) {
     }
 }
 
-/// args: dir. Blocks in recv without limit; says what it got back.
+/// Args: dir. Blocks in recv without limit; says what it got back.
 fn blocked_recv(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     say("ready");
@@ -171,17 +171,17 @@ fn blocked_recv(args: &[String]) {
     }
 }
 
-/// args: dir, text.
+/// Args: dir, text.
 fn send_one(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     q.send(&args[1]).unwrap();
     say("sent");
 }
 
-/// args: dir. Sends one message, then plays a process killed inside both critical
-/// sections: writes its thread ID into the producer and consumer lock words of the
-/// control file (offsets 128 and 256, see docs/FORMAT.md) and a journal claiming a commit
-/// whose counter store never happened, then waits to be killed.
+/// Args: dir. Sends one message, then plays a process killed inside both critical
+/// Sections: writes its thread ID into the producer and consumer lock words of the
+/// Control file (offsets 128 and 256, see docs/FORMAT.md) and a journal claiming a commit
+/// Whose counter store never happened, then waits to be killed.
 fn hold_locks_and_hang(args: &[String]) {
     let dir = Path::new(&args[0]);
     let q = MessageQueue::open(dir).unwrap();
@@ -210,7 +210,7 @@ fn arg(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Issue 3, point 1: one producer's order, and exact payloads, across processes.
+/// One producer's order, and exact payloads, across processes.
 #[test]
 fn fifo_and_payloads_round_trip_between_processes() {
     let t = common::tempdir();
@@ -233,7 +233,7 @@ fn fifo_and_payloads_round_trip_between_processes() {
     assert!(q.try_recv().unwrap().is_none());
 }
 
-/// Issue 3, point 2: 4 producer processes x 50,000 and 4 consumer processes.
+/// 4 producer processes x 50,000 and 4 consumer processes.
 #[test]
 fn four_producers_four_consumers_exactly_once() {
     let t = common::tempdir();
@@ -294,7 +294,7 @@ fn four_producers_four_consumers_exactly_once() {
     assert!(q.is_empty().unwrap());
 }
 
-/// Issue 3, point 3: SIGKILL a random producer or consumer every few milliseconds while
+/// SIGKILL a random producer or consumer every few milliseconds while
 /// 200,000 messages flow; restart the killed role.
 #[test]
 fn sigkill_storm_loses_nothing_acknowledged_and_duplicates_nothing() {
@@ -466,7 +466,7 @@ fn read_ack(p: &Path) -> u64 {
 
 /// Damage, not death: a lock word naming a live thread that its owner ident does not name
 /// (say a flipped bit) is taken over after a grace of about 1 s instead of being waited on
-/// forever. Producer lock and (durable mode) sync lock; offsets from docs/FORMAT.md.
+/// Forever. Producer lock and (durable mode) sync lock; offsets from docs/FORMAT.md.
 #[test]
 fn damaged_lock_words_naming_a_live_thread_do_not_hang_senders() {
     let t = common::tempdir();
@@ -506,8 +506,8 @@ fn damaged_lock_words_naming_a_live_thread_do_not_hang_senders() {
     assert_eq!(q.count().unwrap(), 0);
 }
 
-/// Issue 3, point 3: locks held by a killed process are taken over and repaired: a send
-/// and a receive in the survivor complete within a bounded time, and count() is exact.
+/// Locks held by a killed process are taken over and repaired: a send
+/// And a receive in the survivor complete within a bounded time, and count() is exact.
 #[test]
 fn locks_of_a_killed_holder_are_taken_over_and_repaired() {
     let t = common::tempdir();
@@ -539,7 +539,7 @@ fn locks_of_a_killed_holder_are_taken_over_and_repaired() {
     assert_eq!((st.sent, st.received), (2, 2));
 }
 
-/// Issue 3, point 4: messages survive every process exiting.
+/// Messages survive every process exiting.
 #[test]
 fn messages_persist_after_all_processes_exit() {
     let t = common::tempdir();
@@ -560,9 +560,9 @@ fn messages_persist_after_all_processes_exit() {
     assert!(MessageQueue::open(&dir).unwrap().is_empty().unwrap());
 }
 
-/// Issue 3, point 5: `recv_timeout` on an empty queue returns `None` at the timeout.
+/// `recv_timeout` on an empty queue returns `None` at the timeout.
 /// Each try must not return early; the median of five must be within 20 ms of the
-/// timeout (a single try on a loaded 2-CPU machine can be descheduled for longer).
+/// Timeout (a single try on a loaded 2-CPU machine can be descheduled for longer).
 #[test]
 fn recv_timeout_returns_none_at_the_timeout() {
     let t = common::tempdir();
@@ -588,11 +588,11 @@ fn recv_timeout_returns_none_at_the_timeout() {
     assert!(s.elapsed() < Duration::from_millis(100));
 }
 
-/// Issue 3, point 5: a receiver blocked in another process wakes after a send. The
-/// child measures send-to-wake latency with the shared monotonic clock; we assert it
-/// is bounded (each under 100 ms, median under 5 ms even in a debug build on a loaded
-/// machine) and print the figures; the sub-millisecond goal is checked in release by
-/// the benchmark.
+/// A receiver blocked in another process wakes after a send. The
+/// Child measures send-to-wake latency with the shared monotonic clock; we assert it
+/// Is bounded (each under 100 ms, median under 5 ms even in a debug build on a loaded
+/// Machine) and print the figures; the sub-millisecond goal is checked in release by
+/// The benchmark.
 #[test]
 fn blocked_receiver_in_another_process_wakes_on_send() {
     let t = common::tempdir();
@@ -625,7 +625,7 @@ fn blocked_receiver_in_another_process_wakes_on_send() {
     );
 }
 
-/// Issue 3, point 6: count and is_empty are exact when quiescent.
+/// Count and is_empty are exact when quiescent.
 #[test]
 fn count_and_is_empty_are_exact_when_quiescent() {
     let t = common::tempdir();
@@ -653,8 +653,8 @@ fn count_and_is_empty_are_exact_when_quiescent() {
     );
 }
 
-/// Issue 3, point 6: clear() while another process sends: what is received afterwards is
-/// exactly the messages sent after the cut, each once (no half-cleared state).
+/// Clear() while another process sends: what is received afterwards is
+/// Exactly the messages sent after the cut, each once (no half-cleared state).
 #[test]
 fn clear_is_atomic_with_respect_to_concurrent_senders() {
     let t = common::tempdir();
@@ -685,8 +685,8 @@ fn clear_is_atomic_with_respect_to_concurrent_senders() {
     assert!(q.is_empty().unwrap());
 }
 
-/// Issue 3, point 6: destroy() removes the directory; a receiver blocked in another
-/// process and any later use get `Error::Destroyed`.
+/// Destroy() removes the directory; a receiver blocked in another
+/// Process and any later use get `Error::Destroyed`.
 #[test]
 fn destroy_removes_the_directory_and_other_handles_get_destroyed() {
     let t = common::tempdir();
@@ -715,9 +715,9 @@ fn destroy_removes_the_directory_and_other_handles_get_destroyed() {
     assert!(fresh.is_empty().unwrap());
 }
 
-/// Issue 3, point 7: after 2 GiB pass through with under 1 MiB pending, the directory
-/// holds under 2 segments' worth of disk. The whole 2 GiB runs by default (64 KiB
-/// messages, about 10 s in a debug build); `FILEIPC_QUEUE_SCALE` scales it.
+/// After 2 GiB pass through with under 1 MiB pending, the directory
+/// Holds under 2 segments' worth of disk. The whole 2 GiB runs by default (64 KiB
+/// Messages, about 10 s in a debug build); `FILEIPC_QUEUE_SCALE` scales it.
 #[test]
 fn disk_use_follows_the_backlog() {
     let t = common::tempdir();
@@ -752,7 +752,7 @@ fn disk_use_follows_the_backlog() {
     assert!(s.segments <= 2);
 }
 
-/// Issue 3, point 8: oversize messages are refused and nothing is written.
+/// Oversize messages are refused and nothing is written.
 #[test]
 fn oversize_messages_are_refused_before_writing() {
     let t = common::tempdir();
@@ -779,8 +779,8 @@ fn oversize_messages_are_refused_before_writing() {
     small.send([0u8; 10]).unwrap();
 }
 
-/// Issue 3, point 8: flipped bytes are reported with path and offset, never returned as
-/// data, and the valid records after them are still delivered.
+/// Flipped bytes are reported with path and offset, never returned as
+/// Data, and the valid records after them are still delivered.
 #[test]
 fn corrupt_records_are_reported_and_skipped() {
     let t = common::tempdir();
@@ -840,8 +840,8 @@ fn corrupt_records_are_reported_and_skipped() {
     assert_eq!(rest[0], "a3");
 }
 
-/// Issue 3, point 8: a directory that is not a queue, or a queue of an unknown version,
-/// is refused with a clear error (and left untouched).
+/// A directory that is not a queue, or a queue of an unknown version,
+/// Is refused with a clear error (and left untouched).
 #[test]
 fn non_queue_directories_and_unknown_versions_are_refused() {
     let t = common::tempdir();
@@ -951,8 +951,8 @@ fn durable_mode_round_trips_and_shares_syncs() {
 }
 
 /// Durable senders in several threads, each with its own handle, share syncs (group
-/// commit: those covered by another's sync sleep on the sync generation instead of
-/// queueing for the lock) and every message arrives exactly once.
+/// Commit: those covered by another's sync sleep on the sync generation instead of
+/// Queueing for the lock) and every message arrives exactly once.
 #[test]
 fn concurrent_durable_senders_share_syncs_and_lose_nothing() {
     const THREADS: u32 = 4;

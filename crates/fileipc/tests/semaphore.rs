@@ -1,4 +1,4 @@
-//! Semaphore across real processes (issue 2, points 5-7 and 14).
+//! Semaphore across real processes.
 
 mod common;
 

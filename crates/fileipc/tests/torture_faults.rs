@@ -1,4 +1,4 @@
-//! Faults that are not kills (issue 7, points 2 and 3): processes stopped with SIGSTOP
+//! Faults that are not kills: processes stopped with SIGSTOP
 //! while holding or receiving, and a full file system.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Hostile paths (issue 7, point 5): symbolic links planted at state paths, state files
+//! Hostile paths: symbolic links planted at state paths, state files
 //! of another user or writable by others, and strange path names.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Kill storms (issue 7, point 1): for each primitive, 8 worker processes run its typical
+//! Kill storms: for each primitive, 8 worker processes run its typical
 //! cycle while the test process, acting as killer and supervisor, SIGKILLs a random
 //! worker every 1-20 ms, reaps it and starts a new generation in its place, for
 //! `FILEIPC_TORTURE_SECS` seconds (default 8). Workers check the invariants inside their

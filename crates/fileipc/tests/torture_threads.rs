@@ -1,4 +1,4 @@
-//! Threads (issue 7, point 6): the kill storms' invariants with 16 threads in one
+//! Threads: the kill storms' invariants with 16 threads in one
 //! process, half sharing one handle (in an `Arc`), half with handles of their own
 //! (cloned or opened again). Each test runs `FILEIPC_TORTURE_SECS / 2` seconds
 //! (default 4 s); every wait is bounded.
