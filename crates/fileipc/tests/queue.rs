@@ -48,7 +48,7 @@ fn child_process_entry() {
 
 // --- child roles --------------------------------------------------------------------
 
-/// Args: dir, producer id, count. Sends "id:seq" for seq in 0..count.
+/// args: dir, producer id, count. Sends "id:seq" for seq in 0..count.
 fn send_numbered(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let id: u64 = args[1].parse().unwrap();
@@ -75,7 +75,7 @@ fn payloads() -> Vec<Vec<u8>> {
     ]
 }
 
-/// Args: dir, count. Sends the special payloads, then "0".."count-1".
+/// args: dir, count. Sends the special payloads, then "0".."count-1".
 fn send_payloads(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let n: u64 = args[1].parse().unwrap();
@@ -88,8 +88,8 @@ fn send_payloads(args: &[String]) {
     say("sent");
 }
 
-/// Args: dir, out file. Receives u64 ids until an 8-byte all-ones STOP, appending
-/// Each id to the out file.
+/// args: dir, out file. Receives u64 ids until an 8-byte all-ones STOP, appending
+/// each id to the out file.
 fn consume_to_file(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&args[1]).unwrap());
@@ -106,8 +106,8 @@ fn consume_to_file(args: &[String]) {
     say("done");
 }
 
-/// Args: dir, ack file, incarnation, first seq, last seq (exclusive). After each send
-/// Returns, records the seq in the ack file (8 bytes at offset 0).
+/// args: dir, ack file, incarnation, first seq, last seq (exclusive). After each send
+/// returns, records the seq in the ack file (8 bytes at offset 0).
 fn storm_producer(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let ack = OpenOptions::new().write(true).open(&args[1]).unwrap();
@@ -121,7 +121,7 @@ fn storm_producer(args: &[String]) {
     say("finished");
 }
 
-/// Args: dir, log file. Appends every received id (8 bytes) to the log, one write each.
+/// args: dir, log file. Appends every received id (8 bytes) to the log, one write each.
 fn storm_consumer(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let mut log = OpenOptions::new().append(true).open(&args[1]).unwrap();
@@ -135,7 +135,7 @@ fn storm_consumer(args: &[String]) {
     say("stopped");
 }
 
-/// Args: dir. Receives until empty, says each message's length and crc, then "end".
+/// args: dir. Receives until empty, says each message's length and crc, then "end".
 fn recv_all(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     while let Some(m) = q.try_recv().unwrap() {
@@ -144,8 +144,8 @@ fn recv_all(args: &[String]) {
     say("end");
 }
 
-/// Args: dir, rounds. Blocks in recv; each message carries the sender's clock; says the
-/// Wake latency in ns.
+/// args: dir, rounds. Blocks in recv; each message carries the sender's clock; says the
+/// wake latency in ns.
 fn wake_probe(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     let rounds: u32 = args[1].parse().unwrap();
@@ -156,7 +156,7 @@ fn wake_probe(args: &[String]) {
     }
 }
 
-/// Args: dir. Blocks in recv without limit; says what it got back.
+/// args: dir. Blocks in recv without limit; says what it got back.
 fn blocked_recv(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     say("ready");
@@ -171,17 +171,17 @@ fn blocked_recv(args: &[String]) {
     }
 }
 
-/// Args: dir, text.
+/// args: dir, text.
 fn send_one(args: &[String]) {
     let q = MessageQueue::open(&args[0]).unwrap();
     q.send(&args[1]).unwrap();
     say("sent");
 }
 
-/// Args: dir. Sends one message, then plays a process killed inside both critical
-/// Sections: writes its thread ID into the producer and consumer lock words of the
-/// Control file (offsets 128 and 256, see docs/FORMAT.md) and a journal claiming a commit
-/// Whose counter store never happened, then waits to be killed.
+/// args: dir. Sends one message, then plays a process killed inside both critical
+/// sections: writes its thread ID into the producer and consumer lock words of the
+/// control file (offsets 128 and 256, see docs/FORMAT.md) and a journal claiming a commit
+/// whose counter store never happened, then waits to be killed.
 fn hold_locks_and_hang(args: &[String]) {
     let dir = Path::new(&args[0]);
     let q = MessageQueue::open(dir).unwrap();
@@ -466,7 +466,7 @@ fn read_ack(p: &Path) -> u64 {
 
 /// Damage, not death: a lock word naming a live thread that its owner ident does not name
 /// (say a flipped bit) is taken over after a grace of about 1 s instead of being waited on
-/// Forever. Producer lock and (durable mode) sync lock; offsets from docs/FORMAT.md.
+/// forever. Producer lock and (durable mode) sync lock; offsets from docs/FORMAT.md.
 #[test]
 fn damaged_lock_words_naming_a_live_thread_do_not_hang_senders() {
     let t = common::tempdir();
@@ -507,7 +507,7 @@ fn damaged_lock_words_naming_a_live_thread_do_not_hang_senders() {
 }
 
 /// Locks held by a killed process are taken over and repaired: a send
-/// And a receive in the survivor complete within a bounded time, and count() is exact.
+/// and a receive in the survivor complete within a bounded time, and count() is exact.
 #[test]
 fn locks_of_a_killed_holder_are_taken_over_and_repaired() {
     let t = common::tempdir();
@@ -560,9 +560,9 @@ fn messages_persist_after_all_processes_exit() {
     assert!(MessageQueue::open(&dir).unwrap().is_empty().unwrap());
 }
 
-/// `recv_timeout` on an empty queue returns `None` at the timeout.
+/// Issue 3, point 5: `recv_timeout` on an empty queue returns `None` at the timeout.
 /// Each try must not return early; the median of five must be within 20 ms of the
-/// Timeout (a single try on a loaded 2-CPU machine can be descheduled for longer).
+/// timeout (a single try on a loaded 2-CPU machine can be descheduled for longer).
 #[test]
 fn recv_timeout_returns_none_at_the_timeout() {
     let t = common::tempdir();
@@ -589,10 +589,10 @@ fn recv_timeout_returns_none_at_the_timeout() {
 }
 
 /// A receiver blocked in another process wakes after a send. The
-/// Child measures send-to-wake latency with the shared monotonic clock; we assert it
-/// Is bounded (each under 100 ms, median under 5 ms even in a debug build on a loaded
-/// Machine) and print the figures; the sub-millisecond goal is checked in release by
-/// The benchmark.
+/// child measures send-to-wake latency with the shared monotonic clock; we assert it
+/// is bounded (each under 100 ms, median under 5 ms even in a debug build on a loaded
+/// machine) and print the figures; the sub-millisecond goal is checked in release by
+/// the benchmark.
 #[test]
 fn blocked_receiver_in_another_process_wakes_on_send() {
     let t = common::tempdir();
@@ -654,7 +654,7 @@ fn count_and_is_empty_are_exact_when_quiescent() {
 }
 
 /// Clear() while another process sends: what is received afterwards is
-/// Exactly the messages sent after the cut, each once (no half-cleared state).
+/// exactly the messages sent after the cut, each once (no half-cleared state).
 #[test]
 fn clear_is_atomic_with_respect_to_concurrent_senders() {
     let t = common::tempdir();
@@ -686,7 +686,7 @@ fn clear_is_atomic_with_respect_to_concurrent_senders() {
 }
 
 /// Destroy() removes the directory; a receiver blocked in another
-/// Process and any later use get `Error::Destroyed`.
+/// process and any later use get `Error::Destroyed`.
 #[test]
 fn destroy_removes_the_directory_and_other_handles_get_destroyed() {
     let t = common::tempdir();
@@ -716,8 +716,8 @@ fn destroy_removes_the_directory_and_other_handles_get_destroyed() {
 }
 
 /// After 2 GiB pass through with under 1 MiB pending, the directory
-/// Holds under 2 segments' worth of disk. The whole 2 GiB runs by default (64 KiB
-/// Messages, about 10 s in a debug build); `FILEIPC_QUEUE_SCALE` scales it.
+/// holds under 2 segments' worth of disk. The whole 2 GiB runs by default (64 KiB
+/// messages, about 10 s in a debug build); `FILEIPC_QUEUE_SCALE` scales it.
 #[test]
 fn disk_use_follows_the_backlog() {
     let t = common::tempdir();
@@ -780,7 +780,7 @@ fn oversize_messages_are_refused_before_writing() {
 }
 
 /// Flipped bytes are reported with path and offset, never returned as
-/// Data, and the valid records after them are still delivered.
+/// data, and the valid records after them are still delivered.
 #[test]
 fn corrupt_records_are_reported_and_skipped() {
     let t = common::tempdir();
@@ -841,7 +841,7 @@ fn corrupt_records_are_reported_and_skipped() {
 }
 
 /// A directory that is not a queue, or a queue of an unknown version,
-/// Is refused with a clear error (and left untouched).
+/// is refused with a clear error (and left untouched).
 #[test]
 fn non_queue_directories_and_unknown_versions_are_refused() {
     let t = common::tempdir();
@@ -951,8 +951,8 @@ fn durable_mode_round_trips_and_shares_syncs() {
 }
 
 /// Durable senders in several threads, each with its own handle, share syncs (group
-/// Commit: those covered by another's sync sleep on the sync generation instead of
-/// Queueing for the lock) and every message arrives exactly once.
+/// commit: those covered by another's sync sleep on the sync generation instead of
+/// queueing for the lock) and every message arrives exactly once.
 #[test]
 fn concurrent_durable_senders_share_syncs_and_lose_nothing() {
     const THREADS: u32 = 4;
