@@ -111,19 +111,53 @@ impl LocalSharedData {
 
     /// After an error while a request is pending: settles it under the writers' lock
     /// (done: its result; else withdrawn), so that an increment reported as failed is
-    /// never applied later.
+    /// never applied later, and reports it as applied if it was.
+    ///
+    /// A withdrawn request may still have been applied: another process's combiner read
+    /// it, committed it with its record entry, and was killed before marking it done
+    /// (our own combining, which would have found it in the record, is what failed).
+    /// So the record decides: only a request it does not hold returns `Err` (a caller's
+    /// natural retry would otherwise count it twice).
     fn abandon(&self, inner: &Inner, slot: usize, e: Error) -> Result<Option<i64>> {
         sys::lock_exclusive(&inner.lock).at("lock", &self.lock_path)?;
-        let done = inner.board.take_done(slot);
-        if done.is_none() {
-            inner.board.withdraw(slot);
-        }
+        let done = match inner.board.take_done(slot) {
+            Some(done) => Ok(Some(done)),
+            None => {
+                inner.board.withdraw(slot);
+                // Read under the lock: no combiner is between its commit and its
+                // marking, and none will read the request again.
+                self.recorded_outcome(inner, slot)
+            }
+        };
         let _ = sys::unlock(&inner.lock);
         inner.board.kick(slot + 1);
         match done {
-            Some(Ok(v)) => Ok(Some(v)),
-            _ => Err(e),
+            Ok(Some(Ok(v))) => Ok(Some(v)),
+            // Refused or never applied: nothing was changed.
+            Ok(Some(Err(_)) | None) => Err(e),
+            // The record cannot be read (the database itself fails): the outcome is
+            // unknown; the failure to read says more than the first error.
+            Err(read) => Err(read),
         }
+    }
+
+    /// The outcome of our latest request (slot `slot`) if a combiner of another process
+    /// applied it and recorded it in `fileipc_applied`; `None` if it did not.
+    fn recorded_outcome(&self, inner: &Inner, slot: usize) -> Result<Option<Outcome>> {
+        let ops = Ops {
+            conn: &inner.conn,
+            path: &self.path,
+        };
+        let entry = Applied::read(&ops.load_record()?, slot);
+        // Sequence numbers of a slot only grow and ours is its latest: an entry holding
+        // it is our request's.
+        Ok(
+            (entry.seq == inner.seq).then_some(if entry.status == board::STATUS_OK {
+                Ok(entry.result)
+            } else {
+                Err(entry.status)
+            }),
+        )
     }
 
     /// Holding the writers' lock: applies every pending request on the board in one
@@ -351,6 +385,197 @@ mod tests {
         drop(guard);
         assert_eq!(d.get::<i64>("k").unwrap(), Some(15));
         assert_eq!(d.increment("k", 1).unwrap(), 16);
+    }
+
+    /// How our own increment ends when it must settle its request after an error: a
+    /// handle's increment of "k" (10, then +5) is published and read (`TAKEN`) by
+    /// another process's combiner, which applies it, commits (k = 15, the record holds
+    /// it) and is killed before marking it done; then `fault` makes our own combining
+    /// fail (it returns what must stay alive until our increment returned). The store is
+    /// `dir/s`. Returns what our `increment("k", 5)` returned, and the store.
+    fn own_request_applied_by_a_killed_combiner_then(
+        dir: &Path,
+        fault: impl FnOnce(&Path, &Board) -> Option<Connection>,
+    ) -> (Result<i64>, LocalSharedData) {
+        use std::sync::{Arc, mpsc};
+        use std::time::{Duration, Instant};
+
+        let path = dir.join("s");
+        let d = Arc::new(open(&path));
+        assert_eq!(d.increment("k", 10).unwrap(), 10); // claims a slot
+        let (slot, seq) = {
+            let guard = d.inner.lock().unwrap();
+            let inner = guard.as_ref().unwrap();
+            // Our BEGIN IMMEDIATE gives up soon when a foreign writer holds SQLite's lock.
+            inner.conn.busy_timeout(Duration::from_millis(50)).unwrap();
+            (inner.slot.unwrap(), inner.seq + 1)
+        };
+        let board = Board::open(&sidecar(&path, "-board"), 0o600).unwrap();
+        // The other process's combiner holds the writers' lock ...
+        let lock = std::fs::File::open(&d.lock_path).unwrap();
+        sys::lock_exclusive(&lock).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let owner = Arc::clone(&d);
+        let t = std::thread::spawn(move || tx.send(owner.increment("k", 5)).unwrap());
+        // ... reads our request once it is published (setting TAKEN) ...
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut skip = [true; board::SLOTS];
+            skip[slot] = false;
+            if let Some(r) = board.pending(&skip).pop() {
+                assert_eq!(r.seq, seq);
+                break;
+            }
+            assert!(Instant::now() < deadline, "our request was never published");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // ... applies it, commits, and is killed before marking it done.
+        commit_as_killed_combiner(&path, slot, seq);
+        let held = fault(&path, &board);
+        sys::unlock(&lock).unwrap();
+        board.kick(0);
+        let r = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("our increment hung");
+        t.join().unwrap();
+        drop(held);
+        (r, Arc::into_inner(d).unwrap())
+    }
+
+    #[test]
+    fn own_request_applied_by_a_killed_combiner_is_reported_when_begin_fails() {
+        // A program writing the store without fileipc holds SQLite's write lock past our
+        // busy timeout: our combiner's BEGIN IMMEDIATE fails.
+        let dir = tempfile::tempdir().unwrap();
+        let (r, d) = own_request_applied_by_a_killed_combiner_then(dir.path(), |path, _| {
+            let foreign = Connection::open(path).unwrap();
+            foreign.execute_batch("BEGIN IMMEDIATE").unwrap();
+            Some(foreign)
+        });
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&15),
+            "an increment that was applied reported {r:?}"
+        );
+        // Counted once: a retry is not needed, and the next increment sees 15.
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(15));
+        assert_eq!(d.increment("k", 1).unwrap(), 16);
+    }
+
+    #[test]
+    fn own_request_applied_by_a_killed_combiner_is_reported_when_the_commit_fails() {
+        // Another dead process left a request that our combiner applies in the same
+        // transaction, and the write fails (as on a full disk; here a trigger refuses it)
+        // after our own request was withdrawn from the board.
+        let dir = tempfile::tempdir().unwrap();
+        let (r, d) = own_request_applied_by_a_killed_combiner_then(dir.path(), |path, board| {
+            let (slot, seq) = board.claim(ghost(1)).unwrap();
+            board.publish(slot, seq + 1, "boom", 1);
+            Connection::open(path)
+                .unwrap()
+                .execute_batch(
+                    "CREATE TRIGGER boom BEFORE INSERT ON kv WHEN NEW.key = 'boom' \
+                     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+                )
+                .unwrap();
+            None
+        });
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&15),
+            "an increment that was applied reported {r:?}"
+        );
+        // Counted once: a retry is not needed, and the next increment sees 15.
+        d.write(false, |ops| ops.exec("DROP TRIGGER boom")).unwrap();
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(15));
+        assert_eq!(d.increment("k", 1).unwrap(), 16);
+    }
+
+    /// A tmpfs mounted on a temporary directory, unmounted when dropped.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        /// Mounts a tmpfs of `size`; `None` (after a loud skip line) where that needs a
+        /// root this process is not, unless `FILEIPC_REQUIRE_ROOT_TESTS` is set.
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(dir.path())
+                .output();
+            match out {
+                Ok(o) if o.status.success() => Some(Tmpfs(dir)),
+                r => {
+                    let why = match r {
+                        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    assert!(
+                        std::env::var_os("FILEIPC_REQUIRE_ROOT_TESTS").is_none(),
+                        "FILEIPC_REQUIRE_ROOT_TESTS is set but a tmpfs cannot be mounted: {why}"
+                    );
+                    eprintln!("SKIPPED: needs root (to mount a tmpfs): {why}");
+                    None
+                }
+            }
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let umount = |lazy: bool| {
+                let mut c = std::process::Command::new("umount");
+                if lazy {
+                    c.arg("-l");
+                }
+                matches!(c.arg(self.0.path()).status(), Ok(s) if s.success())
+            };
+            if !umount(false) {
+                umount(true);
+            }
+        }
+    }
+
+    #[test]
+    fn own_request_applied_by_a_killed_combiner_is_reported_on_a_full_disk() {
+        use std::io::Write;
+
+        let Some(fs) = Tmpfs::mount("1m") else {
+            return;
+        };
+        let filler = fs.0.path().join("filler");
+        // Another dead process left a request that our combiner applies in the same
+        // transaction; the disk is full, so the commit fails after our own request was
+        // withdrawn from the board.
+        let (r, d) = own_request_applied_by_a_killed_combiner_then(fs.0.path(), |_, board| {
+            let (slot, seq) = board.claim(ghost(1)).unwrap();
+            board.publish(slot, seq + 1, "boom", 1);
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let block = [0xaau8; 4096];
+            let e = loop {
+                if let Err(e) = f.write_all(&block) {
+                    break e;
+                }
+            };
+            assert_eq!(e.raw_os_error(), Some(28), "filling: {e}");
+            None
+        });
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&15),
+            "an increment that was applied reported {r:?}"
+        );
+        // Counted once: a retry is not needed, and the next increment sees 15.
+        std::fs::remove_file(&filler).unwrap();
+        assert_eq!(d.get::<i64>("k").unwrap(), Some(15));
+        assert_eq!(d.increment("k", 1).unwrap(), 16);
+        drop(d);
     }
 
     #[test]

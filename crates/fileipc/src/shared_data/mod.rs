@@ -529,6 +529,11 @@ impl SharedData {
     ///
     /// [`Error::Value`] if the current value is not an integer in `i64` range or the sum
     /// overflows `i64` (nothing is changed); otherwise as [`set`](SharedData::set).
+    /// An error means the increment was not applied and will not be, so a retry counts
+    /// it once; an increment that another process's combiner applied for this call is
+    /// reported as applied even if this call's own transaction then failed. (Only when
+    /// the store cannot even be read, or its lock file not locked, while a failed call
+    /// settles its request, is the outcome unknown.)
     ///
     /// # Examples
     ///
