@@ -70,6 +70,7 @@
 
 mod error;
 mod inspect;
+mod owner;
 mod robust;
 mod state;
 pub(crate) mod sys;

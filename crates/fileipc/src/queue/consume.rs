@@ -158,7 +158,7 @@ impl LocalQueue {
         let _held = match wait {
             LockWait::IfFree => {
                 let l = self.ctl.consumer_lock();
-                if !l.try_lock_free() {
+                if !l.try_lock_free()? {
                     return Ok(None);
                 }
                 Held(l)

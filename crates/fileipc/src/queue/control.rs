@@ -4,15 +4,19 @@
 //! producers and consumers do not bounce one cache line between CPUs. Offsets below are
 //! from the start of the file (the common 64-byte state header comes first).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use crate::owner::Owners;
 use crate::robust::RobustLock;
 use crate::state::{Kind, Layout};
 use crate::sys::SharedMap;
 
-/// Version 2: consumers claim records by compare-and-swap on the head (version 1 moved
-/// it under the consumer lock, with a journal); the two cannot share a queue.
-pub(crate) const VERSION: u32 = 2;
+/// Version 3: lock words and waiter slots hold owner ids (`owner.rs`), whose life the
+/// kernel vouches for; version 2 held thread IDs judged through `/proc`. Consumers claim
+/// records by compare-and-swap on the head (since version 2). No two versions may share
+/// a queue.
+pub(crate) const VERSION: u32 = 3;
 pub(crate) const LEN: usize = 4096;
 pub(crate) const LAYOUT: Layout = Layout {
     kind: Kind::Queue,
@@ -27,7 +31,7 @@ pub(crate) const DESTROYED: usize = 72;
 
 // Producer block (under the producer lock).
 pub(crate) const P_LOCK: usize = 128;
-pub(crate) const P_OWNER: usize = 136;
+// 136..144: reserved (zero).
 pub(crate) const TAIL: usize = 144;
 pub(crate) const SENT: usize = 152;
 pub(crate) const P_JOURNAL_TAIL: usize = 160;
@@ -36,7 +40,7 @@ pub(crate) const P_JOURNAL_SENT: usize = 168;
 // Consumer block. The lock is taken only to skip a damaged header and by `clear` and
 // `destroy`; the head moves by compare-and-swap, `received` by fetch-max.
 pub(crate) const C_LOCK: usize = 256;
-pub(crate) const C_OWNER: usize = 264;
+// 264..272: reserved (zero).
 pub(crate) const HEAD: usize = 272;
 pub(crate) const RECEIVED: usize = 280;
 // 288..304: the consumer journal of version 1, unused (zero) since version 2.
@@ -47,17 +51,17 @@ pub(crate) const REMOVED_BELOW: usize = 304;
 /// Epoch (bits 1..32) and sleepers bit (bit 0): receivers sleep on it, the first send
 /// after one set the sleepers bit advances the epoch and wakes them.
 pub(crate) const DOORBELL: usize = 384;
-/// Receivers asleep beyond the 64 slots of the waiter mask (rarely non-zero).
-pub(crate) const WAITERS: usize = 388;
-/// Bit `i` set: waiter slot `i` is taken by a sleeping (or about to sleep) receiver
-/// (for [`stats`](super::MessageQueue::stats); senders look only at the doorbell).
-pub(crate) const WAIT_MASK: usize = 392;
-/// 64 slots of 8 bytes: the owner ident of the receiver in each taken slot.
+// 388..400: reserved (zero).
+/// 64 slots of 8 bytes: the owner id of the receiver sleeping (or about to) in each
+/// taken slot, 0 in a free one (for [`stats`](super::MessageQueue::stats); senders look
+/// only at the doorbell).
 pub(crate) const WAIT_SLOTS: usize = 1024;
+/// How many waiter slots there are.
+pub(crate) const WAIT_SLOT_COUNT: usize = 64;
 
 // Group commit block (durable mode).
 pub(crate) const S_LOCK: usize = 512;
-pub(crate) const S_OWNER: usize = 520;
+// 520..528: reserved (zero).
 pub(crate) const SYNCED: usize = 528;
 /// Bumped after every sync: senders waiting for a sync someone else is doing sleep on
 /// it (zero in files made before it existed: it was reserved space).
@@ -71,6 +75,8 @@ pub(crate) const SYNC_SENT: usize = 544;
 #[derive(Debug)]
 pub(crate) struct Control {
     pub(crate) map: SharedMap,
+    /// The owners of the control file: who holds its locks and waiter slots.
+    pub(crate) owners: Arc<Owners>,
 }
 
 impl Control {
@@ -81,13 +87,13 @@ impl Control {
         self.map.u32(off)
     }
     pub(crate) fn producer_lock(&self) -> RobustLock<'_> {
-        RobustLock::new(self.u32(P_LOCK), self.u64(P_OWNER))
+        RobustLock::new(self.u32(P_LOCK), &self.owners)
     }
     pub(crate) fn consumer_lock(&self) -> RobustLock<'_> {
-        RobustLock::new(self.u32(C_LOCK), self.u64(C_OWNER))
+        RobustLock::new(self.u32(C_LOCK), &self.owners)
     }
     pub(crate) fn sync_lock(&self) -> RobustLock<'_> {
-        RobustLock::new(self.u32(S_LOCK), self.u64(S_OWNER))
+        RobustLock::new(self.u32(S_LOCK), &self.owners)
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use super::control;
 use super::open::{CONTROL, LocalQueue};
 use crate::error::{Error, Result};
-use crate::sys;
 use crate::wait;
 
 /// How long an idle receiver keeps checking before it sleeps: a cross-CPU futex wake-up
@@ -123,64 +122,45 @@ impl LocalQueue {
         Ok(woke || deadline.is_none_or(|d| Instant::now() < d))
     }
 
-    /// Registers the calling thread as a sleeping receiver: a bit of the waiter mask with
-    /// its owner ident in the matching slot (or, if all 64 are taken, the overflow count).
+    /// Registers the calling thread as a sleeping receiver: its owner id in a free
+    /// waiter slot. `None` if all are taken (the receiver then sleeps uncounted) or its
+    /// id cannot be had. The id is registered before it is stored, so a slot never names
+    /// an owner whose life cannot be checked.
     fn register_waiter(&self) -> Option<usize> {
-        let mask = self.a64(control::WAIT_MASK);
-        let mut m = mask.load(Ordering::SeqCst);
-        loop {
-            if m == u64::MAX {
-                self.a32(control::WAITERS).fetch_add(1, Ordering::SeqCst);
-                return None;
-            }
-            let i = (!m).trailing_zeros() as usize;
-            match mask.compare_exchange(m, m | 1 << i, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => {
-                    self.a64(control::WAIT_SLOTS + 8 * i)
-                        .store(sys::owner_ident(), Ordering::SeqCst);
-                    return Some(i);
-                }
-                Err(v) => m = v,
-            }
-        }
+        let id = u64::from(self.ctl.owners.thread_id().ok()?);
+        (0..control::WAIT_SLOT_COUNT).find(|&i| {
+            self.a64(control::WAIT_SLOTS + 8 * i)
+                .compare_exchange(0, id, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        })
     }
 
     fn unregister_waiter(&self, slot: Option<usize>) {
-        match slot {
-            Some(i) => {
-                self.a64(control::WAIT_SLOTS + 8 * i)
-                    .store(0, Ordering::SeqCst);
-                self.a64(control::WAIT_MASK)
-                    .fetch_and(!(1 << i), Ordering::SeqCst);
-            }
-            None => {
-                self.a32(control::WAITERS).fetch_sub(1, Ordering::SeqCst);
-            }
+        if let Some(i) = slot {
+            self.a64(control::WAIT_SLOTS + 8 * i)
+                .store(0, Ordering::SeqCst);
         }
     }
 
-    /// Frees the waiter slots of threads that died while registered.
+    /// Frees the waiter slots of receivers that died while registered (their owner ids
+    /// are dead), except the caller's own `mine`.
     fn reap_dead_waiters(&self, mine: Option<usize>) {
-        let mask = self.a64(control::WAIT_MASK).load(Ordering::SeqCst);
-        for i in 0..64 {
-            if mask & (1 << i) == 0 || Some(i) == mine {
-                continue;
-            }
+        for i in (0..control::WAIT_SLOT_COUNT).filter(|&i| Some(i) != mine) {
             let slot = self.a64(control::WAIT_SLOTS + 8 * i);
-            let ident = slot.load(Ordering::SeqCst);
-            let tid = (ident >> 32) as u32;
-            // 0: being registered right now (or its owner died in that instant; see
-            // FORMAT.md); a live owner keeps its slot.
-            if tid == 0 || sys::owner_alive(tid, ident) {
+            let id = slot.load(Ordering::SeqCst);
+            if id == 0 || self.ctl.owners.is_alive(id as u32) {
                 continue;
             }
-            if slot
-                .compare_exchange(ident, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                self.a64(control::WAIT_MASK)
-                    .fetch_and(!(1 << i), Ordering::SeqCst);
-            }
+            let _ = slot.compare_exchange(id, 0, Ordering::SeqCst, Ordering::Relaxed);
         }
+    }
+
+    /// How many receivers sleep (or are about to) in waiter slots, after freeing the
+    /// slots of dead ones: exact for up to 64 sleeping receivers.
+    pub(super) fn waiting_receivers(&self) -> u32 {
+        self.reap_dead_waiters(None);
+        (0..control::WAIT_SLOT_COUNT)
+            .filter(|&i| self.a64(control::WAIT_SLOTS + 8 * i).load(Ordering::SeqCst) != 0)
+            .count() as u32
     }
 }

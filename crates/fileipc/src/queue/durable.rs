@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use super::control;
 use super::open::{CONTROL, Held, LocalQueue, lock_cache};
 use crate::error::{IoResultExt, Result};
-use crate::robust::Watch;
 use crate::wait;
 
 /// How long a durable syncer waits at most for the senders of the last group to append
@@ -31,20 +30,17 @@ impl LocalQueue {
         let generation = self.ctl.u32(control::SYNC_GEN);
         let l = self.ctl.sync_lock();
         // Whether a whole slice passed without a sync completing: only then is the
-        // holder possibly dead, worth the liveness check of `try_lock` (a `/proc` read).
+        // holder possibly dead, worth the liveness check of `try_lock`.
         let mut stale = false;
-        // How long the holder has stayed unverifiable (see `RobustLock::try_lock_watching`).
-        let mut watch = Watch::default();
         loop {
             if synced.load(Ordering::Acquire) >= end {
                 return Ok(());
             }
             let g = generation.load(Ordering::SeqCst);
             let acquired = if stale {
-                l.try_lock_watching(&mut watch).is_some()
+                l.try_lock()?.is_some()
             } else {
-                watch = Watch::default();
-                l.try_lock_free()
+                l.try_lock_free()?
             };
             if acquired {
                 // The sync lock protects one monotone store: a dead holder leaves nothing

@@ -19,6 +19,7 @@ use super::control::{self, Control};
 use super::options::{MESSAGE_SIZE_LIMIT, QueueOptions};
 use super::segment::{self, Missing, SegmentCache};
 use crate::error::{Error, IoResultExt, Result};
+use crate::owner::Owners;
 use crate::robust::{Acquired, RobustLock};
 use crate::state;
 use crate::sys;
@@ -124,7 +125,11 @@ impl LocalQueue {
             let sf = state::open_or_create(&ctl_path, control::LAYOUT, opts.mode, |r| {
                 control::init(r, s)
             })?;
-            let ctl = Control { map: sf.map };
+            let owners = Owners::of(&sf.file, &sf.path)?;
+            let ctl = Control {
+                map: sf.map,
+                owners,
+            };
             if ctl.u32(control::DESTROYED).load(Ordering::SeqCst) != 0 {
                 // A destroy was interrupted (or is in progress): finish removing the old
                 // queue's files, then create a new queue.
@@ -180,7 +185,7 @@ impl LocalQueue {
                 syncer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Skip)),
                 seen_tail: AtomicU64::new(tail),
             };
-            q.repair_abandoned();
+            q.repair_abandoned()?;
             q.remove_consumed_segments();
             return Ok(q);
         }
@@ -238,7 +243,7 @@ impl LocalQueue {
         deadline: Option<Instant>,
         repair: fn(&Self),
     ) -> Result<Option<Held<'a>>> {
-        match l.lock(deadline) {
+        match l.lock(deadline)? {
             None => return Ok(None),
             Some(Acquired::TakenOver) => repair(self),
             Some(Acquired::Normal) => {}
@@ -249,20 +254,21 @@ impl LocalQueue {
     }
 
     /// Takes over and repairs any lock whose holder died, without waiting a slice.
-    fn repair_abandoned(&self) {
+    fn repair_abandoned(&self) -> Result<()> {
         let p = self.ctl.producer_lock();
-        if p.is_held() && p.take_if_abandoned().is_some() {
+        if p.is_held() && p.take_if_abandoned()?.is_some() {
             self.repair_producer();
             p.unlock();
         }
         let c = self.ctl.consumer_lock();
-        if c.is_held() && c.take_if_abandoned().is_some() {
+        if c.is_held() && c.take_if_abandoned()?.is_some() {
             c.unlock();
         }
         let s = self.ctl.sync_lock();
-        if s.is_held() && s.take_if_abandoned().is_some() {
+        if s.is_held() && s.take_if_abandoned()?.is_some() {
             s.unlock();
         }
+        Ok(())
     }
 
     /// Removes the segment files wholly below the head. Idempotent; any handle may do it.
@@ -307,7 +313,7 @@ impl LocalQueue {
 
     pub(super) fn count(&self) -> Result<u64> {
         self.check_destroyed()?;
-        self.repair_abandoned();
+        self.repair_abandoned()?;
         Ok(self.count_now())
     }
 
@@ -373,7 +379,7 @@ impl LocalQueue {
 
     pub(super) fn stats(&self) -> Result<QueueStats> {
         self.check_destroyed()?;
-        self.repair_abandoned();
+        self.repair_abandoned()?;
         let mut segments = 0;
         let mut bytes_on_disk = 0;
         for e in fs::read_dir(&self.dir).at("read directory", &self.dir)? {
@@ -386,7 +392,7 @@ impl LocalQueue {
             }
             segments += u64::from(is_seg);
         }
-        let mask = self.a64(control::WAIT_MASK).load(Ordering::Relaxed);
+        let waiting = self.waiting_receivers();
         Ok(QueueStats {
             count: self.count_now(),
             head: self.a64(control::HEAD).load(Ordering::Acquire),
@@ -396,8 +402,7 @@ impl LocalQueue {
             segment_size: self.seg_size,
             segments,
             bytes_on_disk,
-            waiting_consumers: mask.count_ones()
-                + self.a32(control::WAITERS).load(Ordering::Relaxed),
+            waiting_consumers: waiting,
         })
     }
 }

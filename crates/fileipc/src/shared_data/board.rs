@@ -30,11 +30,15 @@ use std::time::{Duration, Instant};
 
 use crate::error::{IoResultExt, Result};
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
+use std::sync::Arc;
+
+use crate::owner::Owners;
 use crate::sys;
 use crate::wait::{self, Spin, Spinner};
 
-/// Format version of the board file.
-pub(super) const VERSION: u32 = 1;
+/// Format version of the board file: 2 since slot owners are owner ids (`owner.rs`),
+/// whose life the kernel vouches for (version 1 held a PID and start time).
+pub(super) const VERSION: u32 = 2;
 /// Number of request slots: at most this many handles combine at once; others take the
 /// writers' lock themselves.
 pub(super) const SLOTS: usize = 64;
@@ -129,6 +133,8 @@ fn kicked(word: u32) -> u32 {
 #[derive(Debug)]
 pub(super) struct Board {
     file: StateFile,
+    /// Who owns the slots, and whether they live.
+    owners: Arc<Owners>,
 }
 
 /// A request read by the combiner.
@@ -188,7 +194,8 @@ impl Board {
     /// Opens the board at `path`, creating it (all slots free) if missing.
     pub(super) fn open(path: &Path, mode: u32) -> Result<Board> {
         let file = state::open_or_create(path, LAYOUT, mode, |_| {})?;
-        Ok(Board { file })
+        let owners = Owners::of(&file.file, &file.path)?;
+        Ok(Board { file, owners })
     }
 
     fn lease(&self) -> &AtomicU64 {
@@ -264,7 +271,10 @@ impl Board {
                 // A dead owner can no longer publish, so a slot seen not pending stays
                 // so; a pending one waits for the next combiner to apply it.
                 let state = self.state(i).load(Ordering::Acquire) & STATE_MASK;
-                if owner == 0 || state == PENDING || sys::owner_alive((owner >> 32) as u32, owner) {
+                if owner == 0
+                    || state == PENDING
+                    || u32::try_from(owner).is_ok_and(|id| self.owners.is_alive(id))
+                {
                     continue;
                 }
                 if self
@@ -458,11 +468,10 @@ impl Board {
     }
 }
 
-/// The identity a slot owner records: PID in the high half, low 32 bits of the process
-/// start time in the low half (what [`sys::owner_alive`] checks).
-pub(super) fn owner_ident() -> u64 {
-    let me = sys::ProcessId::current();
-    (u64::from(me.pid) << 32) | (me.start & 0xffff_ffff)
+/// The identity a slot owner records: the process's owner id in the board file (what
+/// [`Owners::is_alive`] checks).
+pub(super) fn owner_ident(board: &Board) -> Result<u64> {
+    Ok(u64::from(board.owners.process_id()?))
 }
 
 const _: () = assert!(HEADER_LEN <= SLOTS_AT && KEY_AT + KEY_MAX == SLOT_LEN);
@@ -501,7 +510,7 @@ mod tests {
     fn publish_combine_finish_take() {
         let dir = tempfile::tempdir().unwrap();
         let b = Board::open(&dir.path().join("b"), 0o600).unwrap();
-        let me = owner_ident();
+        let me = owner_ident(&b).unwrap();
         let (s, seq) = b.claim(me).unwrap();
         assert_eq!(seq, 0);
         let (t, _) = b.claim(me).unwrap();

@@ -339,7 +339,7 @@ mod tests {
         conn.execute_batch("COMMIT").unwrap();
     }
 
-    /// An owner identity no process has (PIDs stay below 2^22 on Linux).
+    /// An owner identity no process has (owner ids fit in 31 bits).
     fn ghost(n: u32) -> u64 {
         (u64::from((1 << 30) + n) << 32) | 1
     }

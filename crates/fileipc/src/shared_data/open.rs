@@ -89,6 +89,7 @@ impl LocalSharedData {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
             .map_err(sq)?;
         let board = Board::open(&sidecar(path, "-board"), opts.mode)?;
+        let me = board::owner_ident(&board)?;
         // Requests published while we held the lock above wait for a combiner.
         board.kick(0);
         Ok(LocalSharedData {
@@ -103,7 +104,7 @@ impl LocalSharedData {
                 board,
                 slot: None,
                 seq: 0,
-                me: board::owner_ident(),
+                me,
             })),
         })
     }

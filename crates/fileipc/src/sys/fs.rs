@@ -163,3 +163,39 @@ pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// Opens `file` (found at `path`) again: a new open file description of the same file,
+/// read-write, close-on-exec, so that byte-range locks taken through it are its own.
+/// Goes through `/proc/self/fd` where it exists (the path may have been replaced since),
+/// else through `path`, checking that the same file was opened.
+pub(crate) fn reopen(file: &File, path: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let opts = || {
+        let mut o = OpenOptions::new();
+        o.read(true)
+            .write(true)
+            .custom_flags((OFlags::CLOEXEC).bits() as i32);
+        o
+    };
+    let (dev, ino) = file_id(file)?;
+    let by_fd = Path::new("/proc/self/fd").join(file.as_raw_fd().to_string());
+    for candidate in [by_fd.as_path(), path] {
+        if let Ok(f) = opts().open(candidate)
+            && file_id(&f)? == (dev, ino)
+        {
+            return Ok(f);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "the file was replaced and cannot be opened again",
+    ))
+}
+
+/// Makes the descriptor of `file` inherited by programs this process executes (clears
+/// close-on-exec), or not.
+pub(crate) fn set_inherited(file: &File, inherited: bool) -> io::Result<()> {
+    let mut flags = rustix::io::fcntl_getfd(file)?;
+    flags.set(rustix::io::FdFlags::CLOEXEC, !inherited);
+    rustix::io::fcntl_setfd(file, flags).map_err(Into::into)
+}

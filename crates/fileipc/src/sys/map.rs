@@ -138,3 +138,74 @@ impl SharedMap {
         }
     }
 }
+
+/// A number that tells this process image apart from its parent and its children: the
+/// same in every thread, different in a child created by `fork` (before it calls `exec`).
+/// A handle that recorded it can tell, with one memory read, that it is now used in a
+/// forked child. It lives in a private page marked `MADV_WIPEONFORK` (Linux 4.14 and
+/// later), which the kernel gives a child as zeros; where that is not available, the
+/// process ID is read instead (a system call per use).
+///
+/// # References
+///
+/// - [madvise(2), `MADV_WIPEONFORK`](https://man7.org/linux/man-pages/man2/madvise.2.html)
+pub(crate) fn fork_epoch() -> u64 {
+    use std::sync::OnceLock;
+    use std::sync::atomic::Ordering;
+
+    /// The page, or `None` where it cannot be wiped on fork.
+    static PAGE: OnceLock<Option<memmap2::MmapRaw>> = OnceLock::new();
+    let page = PAGE.get_or_init(|| {
+        let raw = memmap2::MmapRaw::from(memmap2::MmapOptions::new().len(4096).map_anon().ok()?);
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: the range is exactly this process's own anonymous mapping, alive for
+            // the rest of the process (it is never unmapped: it lives in a static), and
+            // MADV_WIPEONFORK changes only what a forked child sees, not this process's
+            // view of the bytes.
+            unsafe {
+                rustix::mm::madvise(
+                    raw.as_mut_ptr().cast(),
+                    raw.len(),
+                    rustix::mm::Advice::LinuxWipeOnFork,
+                )
+            }
+            .ok()?;
+            Some(raw)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            drop(raw);
+            None
+        }
+    });
+    let Some(raw) = page else {
+        return u64::from(std::process::id()) << 32;
+    };
+    // SAFETY: (1) the first 8 bytes of a page-aligned anonymous mapping of 4096 bytes,
+    // which lives in a static and is never unmapped; (2) `AtomicU64` has the size and
+    // alignment of `u64`; (3) these bytes are only ever accessed through this atomic.
+    let word = unsafe { &*raw.as_mut_ptr().cast::<AtomicU64>() };
+    let v = word.load(Ordering::Relaxed);
+    if v != 0 {
+        return v;
+    }
+    // First use in this process image (or in a child, where the page reads as zeros):
+    // the process ID tells it apart from its parent, whose ID differs.
+    let new = u64::from(std::process::id()) << 32 | 1;
+    match word.compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => new,
+        Err(v) => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fork_epoch_is_stable_within_a_process() {
+        let a = super::fork_epoch();
+        assert_ne!(a, 0);
+        let b = std::thread::spawn(super::fork_epoch).join().unwrap();
+        assert_eq!(a, b);
+    }
+}

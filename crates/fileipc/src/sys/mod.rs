@@ -10,8 +10,9 @@
 //! | file | what it provides |
 //! |---|---|
 //! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
-//! | `map.rs` | a file mapped shared between processes, read through atomics and bulk copies ([`SharedMap`]); the only file with `unsafe` code |
-//! | `process.rs` | processes and threads identified across ID reuse ([`ProcessId`], [`is_alive_low`], [`owner_ident`], [`owner_alive`]), [`thread_id`], [`effective_uid`] |
+//! | `map.rs` | a file mapped shared between processes, read through atomics and bulk copies ([`SharedMap`]), and the [`fork_epoch`] that tells a forked child from its parent; the only file with `unsafe` code |
+//! | `ofd.rs` | byte-range locks owned by an open file description ([`try_lock_byte`], [`byte_locked_by_other`]): how an owner shows it is alive (Linux; a port provides these two) |
+//! | `process.rs` | processes identified across PID reuse, for display and for the semaphore's holder records ([`ProcessId`], [`is_alive_low`]), [`thread_id`], [`effective_uid`] |
 //! | `time.rs` | clocks every process reads alike ([`monotonic_millis`], [`monotonic_micros`]) and [`remaining`] time to a deadline |
 //!
 //! Provided by the platform file:
@@ -45,18 +46,19 @@ mod imp;
 
 mod fs;
 mod map;
+mod ofd;
 mod process;
 mod time;
 
 pub(crate) use fs::{
     Open, allocate, create_new_file, file_id, is_same_file, is_symlink_refusal, lock_exclusive,
-    open_nofollow, open_state_file, try_lock_exclusive, try_lock_shared, unlock,
+    open_nofollow, open_state_file, reopen, set_inherited, try_lock_exclusive, try_lock_shared,
+    unlock,
 };
 pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
-pub(crate) use map::SharedMap;
-pub(crate) use process::{
-    ProcessId, effective_uid, is_alive_low, owner_alive, owner_ident, thread_id,
-};
+pub(crate) use map::{SharedMap, fork_epoch};
+pub(crate) use ofd::{byte_locked_by_other, try_lock_byte};
+pub(crate) use process::{ProcessId, effective_uid, is_alive_low, thread_id};
 pub(crate) use time::{monotonic_micros, monotonic_millis, remaining};
 
 /// The name of the backend in use, for diagnostics (`fileipc stat`, benchmarks).

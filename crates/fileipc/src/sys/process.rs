@@ -82,36 +82,6 @@ fn pid_exists(pid: u32) -> bool {
     }
 }
 
-/// The identity the calling thread records as a lock owner: its thread ID in the high
-/// half and the low 32 bits of its start time in the low half. Computed once per thread.
-/// (A child created by `fork` without `exec` inherits its parent's cached value; locks
-/// stay exclusive, but owner-death detection then watches the parent thread.)
-pub(crate) fn owner_ident() -> u64 {
-    thread_local!(static IDENT: u64 = {
-        let tid = thread_id();
-        let start = if START_TIME_UNSUPPORTED { 0 } else { process_start_time(tid).unwrap_or(0) };
-        (u64::from(tid) << 32) | (start & 0xffff_ffff)
-    });
-    IDENT.with(|v| *v)
-}
-
-/// Whether the thread `tid` that took a lock is still running. `ident` is what the owner
-/// recorded about itself with [`owner_ident`] (0 if it was killed before recording it):
-/// when it names `tid`, the start time must match too, so a recycled thread ID is not
-/// mistaken for the owner. A zombie counts as dead.
-pub(crate) fn owner_alive(tid: u32, ident: u64) -> bool {
-    if tid == 0 {
-        return false;
-    }
-    if START_TIME_UNSUPPORTED {
-        return pid_exists(tid);
-    }
-    match process_start_time(tid) {
-        None => false,
-        Some(start) => (ident >> 32) as u32 != tid || ident as u32 == start as u32,
-    }
-}
-
 /// The calling thread's kernel thread ID.
 pub(crate) fn thread_id() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
