@@ -11,15 +11,25 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 ///
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `fileipc` are forwarded to the child, so
 /// `kill PID` on the guard stops the command and the guard then releases what it holds.
-/// On Linux the child also gets SIGKILL if `fileipc` itself dies (it is about to lose the
-/// lock or permit it runs under, so it must not go on unprotected).
-pub(crate) fn run(argv: &[OsString]) -> anyhow::Result<ExitCode> {
+///
+/// `held` is the descriptor that holds the lock or permit the command runs under, made
+/// inheritable by the caller: the command (and whatever it starts that keeps the
+/// descriptor) holds it too, so it stays held if `fileipc` itself is killed, as with
+/// `flock(1)`, and the command's environment names it in `FILEIPC_LOCK_FD` for a script
+/// that wants to close it. Without one (`None`), the child gets SIGKILL if `fileipc`
+/// dies (on Linux), since it would otherwise go on unprotected.
+pub(crate) fn run(argv: &[OsString], held: Option<i32>) -> anyhow::Result<ExitCode> {
     let (program, args) = argv.split_first().context("no command given after --")?;
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
         .context("installing signal handlers")?;
     let mut cmd = Command::new(program);
     cmd.args(args);
-    die_with_parent(&mut cmd);
+    match held {
+        Some(fd) => {
+            cmd.env("FILEIPC_LOCK_FD", fd.to_string());
+        }
+        None => die_with_parent(&mut cmd),
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;

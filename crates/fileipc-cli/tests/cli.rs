@@ -214,24 +214,26 @@ fn mutex_run_releases_when_cmd_is_killed() {
     lib.unlock().unwrap();
 }
 
+/// Killing `fileipc` alone changes nothing: the command inherited the descriptor that
+/// holds the lock, so a second `mutex run --timeout 0` is refused until the command is
+/// gone, then succeeds (as with `flock(1)`).
 #[test]
-fn mutex_run_releases_when_fileipc_is_killed() {
+fn mutex_run_keeps_the_lock_while_the_command_runs_after_fileipc_is_killed() {
     let d = tmp();
     let m = d.path().join("m");
     let (mut guard, cmd_pid) = start_guard(d.path(), &["mutex", "run", s(&m)]);
-    let lib = Mutex::open(&m).unwrap();
-    assert!(lib.is_locked().unwrap());
     kill(guard.id());
     wait_exit(&mut guard);
-    assert!(lib.lock_timeout(PATIENCE).unwrap());
+    let second = || fileipc(&["mutex", "run", s(&m), "--timeout", "0", "--", "true"]);
+    let refused = second();
+    assert_eq!(code(&refused), 1, "{}", stderr(&refused));
+    let lib = Mutex::open(&m).unwrap();
+    assert!(!lib.lock_timeout(Duration::from_millis(100)).unwrap());
+    assert!(lib.is_locked().unwrap());
+    kill(cmd_pid);
+    assert!(lib.lock_timeout(PATIENCE).unwrap(), "free once the command is gone");
     lib.unlock().unwrap();
-    // The command went down with its guard instead of running on unprotected.
-    eventually("the orphaned command to die", || {
-        !Path::new(&format!("/proc/{cmd_pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{cmd_pid}/stat"))
-                .map(|s| s.contains(") Z"))
-                .unwrap_or(true)
-    });
+    assert_eq!(code(&second()), 0);
 }
 
 #[test]
@@ -356,18 +358,29 @@ fn pidfile_commands() {
     lib.remove().unwrap();
 }
 
+/// Killing `fileipc` alone leaves the PID file locked while the command runs (a second
+/// `pidfile run` exits 1); once the command is gone the file is stale and a second run
+/// takes it over.
 #[test]
-fn pidfile_check_reports_a_dead_owner() {
+fn pidfile_run_stays_locked_while_the_command_runs_after_fileipc_is_killed() {
     let d = tmp();
     let p = d.path().join("app.pid");
-    let (mut guard, _) = start_guard(d.path(), &["pidfile", "run", s(&p)]);
+    let (mut guard, cmd_pid) = start_guard(d.path(), &["pidfile", "run", s(&p)]);
     let check = fileipc(&["pidfile", "check", s(&p)]);
     assert_eq!(code(&check), 0);
     assert_eq!(stdout(&check), format!("{}\n", guard.id()));
     kill(guard.id());
     wait_exit(&mut guard);
-    let stale = fileipc(&["pidfile", "check", s(&p)]);
-    assert_eq!(code(&stale), 1, "{}", stdout(&stale));
+    let running = fileipc(&["pidfile", "check", s(&p)]);
+    assert_eq!(code(&running), 0, "{}", stderr(&running));
+    let second = || fileipc(&["pidfile", "run", s(&p), "--", "true"]);
+    assert_eq!(code(&second()), 1);
+    kill(cmd_pid);
+    eventually("the PID file to go stale", || {
+        code(&fileipc(&["pidfile", "check", s(&p)])) == 1
+    });
+    assert_eq!(code(&second()), 0);
+    assert!(!p.exists(), "removed by the second run");
 }
 
 #[test]

@@ -145,7 +145,7 @@ pub enum Kind {
 /// Mutex::open(&path)?;
 /// let found = fileipc::inspect(&path)?;
 /// assert_eq!(found.kind, Kind::Mutex);
-/// assert_eq!(found.version, Some(1));
+/// assert_eq!(found.version, Some(2));
 /// # Ok(())
 /// # }
 /// ```

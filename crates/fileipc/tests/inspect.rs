@@ -88,14 +88,14 @@ fn recognises_every_kind_and_changes_nothing() {
 
     let before = snapshot(d);
     let expected = [
-        (q.clone(), Kind::Queue, Some(2)),
-        (q.join("control"), Kind::QueueControl, Some(2)),
+        (q.clone(), Kind::Queue, Some(3)),
+        (q.join("control"), Kind::QueueControl, Some(3)),
         (segment, Kind::QueueSegment, None),
-        (m.clone(), Kind::Mutex, Some(1)),
+        (m.clone(), Kind::Mutex, Some(2)),
         (sem.clone(), Kind::Semaphore, Some(2)),
         (kv.clone(), Kind::SharedData, Some(1)),
         (d.join("kv-lock"), Kind::SharedDataLock, None),
-        (d.join("kv-board"), Kind::SharedDataBoard, Some(1)),
+        (d.join("kv-board"), Kind::SharedDataBoard, Some(2)),
         (
             pid.clone(),
             Kind::PidFile {

@@ -24,7 +24,10 @@ pub(crate) fn run(
         eprintln!("fileipc: {}: still locked after {limit:?}", path.display());
         return Ok(crate::NO);
     }
-    let result = crate::run::run(cmd);
+    // The command inherits the descriptor holding the lock: killing `fileipc` alone
+    // leaves the lock held until the command (and what kept the descriptor) is gone.
+    let fd = m.share_with_children()?;
+    let result = crate::run::run(cmd, Some(fd));
     m.unlock()?;
     result
 }

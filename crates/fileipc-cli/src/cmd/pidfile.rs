@@ -15,7 +15,10 @@ pub(crate) fn run(path: &Path, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
         }
         return Ok(crate::NO);
     }
-    let result = crate::run::run(cmd);
+    // The command inherits the locked descriptor: killing `fileipc` alone leaves the
+    // PID file locked until the command (and what kept the descriptor) is gone.
+    let fd = p.share_with_children()?;
+    let result = crate::run::run(cmd, Some(fd));
     p.remove()?;
     result
 }

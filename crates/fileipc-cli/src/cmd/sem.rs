@@ -71,7 +71,7 @@ pub(crate) fn run(
         );
         return Ok(crate::NO);
     }
-    let result = crate::run::run(cmd);
+    let result = crate::run::run(cmd, None);
     s.release()?;
     result
 }

@@ -5,8 +5,12 @@
 //! including when the holder is killed, so a dead holder never keeps the lock.
 //!
 //! *Waiting* happens in the kernel on a futex "doorbell" in the file's shared mapping
-//! ([`wait::CountedBell`]): a sequence number that every unlock increments, plus a count
-//! of waiters so that an unlock makes the wake-up system call only when someone waits. A
+//! ([`wait::CountedBell`]): a sequence number that every unlock increments, plus the
+//! waiter registry, so that an unlock makes the wake-up system call only when someone
+//! waits. The registry is a mask word with one bit per slot of 31 (bit 31 stands for
+//! waiters beyond them) and the slots, each holding its waiter's owner id (`owner.rs`):
+//! a waiter killed while waiting is found dead by the kernel's word and its registration
+//! reaped (see [`LocalMutex::reap_dead_waiters`]), so the count stays exact. A
 //! holder killed with `SIGKILL` cannot ring the doorbell, so waiters sleep in bounded
 //! slices of [`wait::WAITER_SLICE`] (10 ms) and retry the `flock` after each: the death
 //! of a holder is noticed within one slice. Unlocks by live holders wake a waiter at
@@ -20,26 +24,36 @@
 
 use std::cell::Cell;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::MutexHolder;
 use super::handoff::{self, HANDOFF_TTL_MS};
 use crate::error::{Error, IoResultExt, Result};
+use crate::owner::Owners;
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
 use crate::sys::{self, ProcessId};
 use crate::wait::{self, CountedBell, WAITER_SLICE};
 
-// The layout of a mutex file (version 1), offsets from the start of the file; see
-// docs/FORMAT.md.
-const VERSION: u32 = 1;
+// The layout of a mutex file (version 2), offsets from the start of the file; see
+// docs/FORMAT.md. Version 1 counted waiters in a plain number (a killed waiter stayed
+// counted).
+const VERSION: u32 = 2;
 const SEQ: usize = HEADER_LEN; // u32 doorbell: incremented by every unlock
-const WAITERS: usize = HEADER_LEN + 4; // u32 number of registered waiters
+const WAITERS: usize = HEADER_LEN + 4; // u32 waiter mask: bit i = slot i registered, bit 31 = unregistered waiters
 const OWNER_PID: usize = HEADER_LEN + 8; // u32 holder's PID, 0 when not held
 const OWNER_TID: usize = HEADER_LEN + 12; // u32 holder's thread ID
 const OWNER_START: usize = HEADER_LEN + 16; // u64 holder's process start time
 const HANDOFF: usize = HEADER_LEN + 24; // u64 pending hand-off, 0 when none
-const LEN: usize = HEADER_LEN + 64;
+const SLOTS: usize = HEADER_LEN + 64; // 31 x u32: the owner id of each registered waiter
+/// Waiter slots, one bit each in the mask.
+const SLOT_COUNT: usize = 31;
+/// The mask's bit for waiters that found every slot taken.
+const OVERFLOW: u32 = 1 << 31;
+/// A slot being freed by a reaper: nobody may claim it until it is 0 again.
+const TOMBSTONE: u32 = u32::MAX;
+const LEN: usize = HEADER_LEN + 192;
 
 const LAYOUT: Layout = Layout {
     kind: Kind::Mutex,
@@ -83,19 +97,27 @@ pub(super) struct LocalMutex {
     state: StateFile,
     mode: u32,
     me: ProcessId,
+    /// Who the registered waiters are, and whether they live.
+    owners: Arc<Owners>,
     /// FREE, HELD or BUSY: whether this handle holds the lock.
     held: AtomicU32,
+    /// Whether programs this process runs inherit the descriptor that holds the lock
+    /// ([`LocalMutex::share_with_children`]): an unlock then leaves the `flock` to them.
+    shared: std::sync::atomic::AtomicBool,
 }
 
 impl LocalMutex {
     /// Opens the lock file at `path`, creating it with `mode` if it is missing.
     pub(super) fn open(path: &Path, mode: u32) -> Result<LocalMutex> {
         let state = state::open_or_create(path, LAYOUT, mode, |_| {})?;
+        let owners = Owners::of(&state.file, &state.path)?;
         Ok(LocalMutex {
             state,
             mode,
             me: ProcessId::current(),
+            owners,
             held: AtomicU32::new(FREE),
+            shared: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -130,6 +152,20 @@ impl LocalMutex {
         self.release()
     }
 
+    /// [`Mutex::share_with_children`](super::Mutex::share_with_children).
+    pub(super) fn share_with_children(&self) -> Result<i32> {
+        use std::os::fd::AsRawFd;
+        if self.held.load(Ordering::Acquire) != HELD {
+            return Err(Error::invalid(
+                self.path(),
+                "this handle does not hold the mutex; nothing to share",
+            ));
+        }
+        sys::set_inherited(&self.state.file, true).at("fcntl", self.path())?;
+        self.shared.store(true, Ordering::Release);
+        Ok(self.state.file.as_raw_fd())
+    }
+
     /// [`Mutex::is_locked`](super::Mutex::is_locked).
     pub(super) fn is_locked(&self) -> Result<bool> {
         if self.held.load(Ordering::Acquire) != FREE {
@@ -156,7 +192,61 @@ impl LocalMutex {
 
     /// [`Mutex::waiting`](super::Mutex::waiting).
     pub(super) fn waiting(&self) -> u32 {
-        self.waiters().load(Ordering::Relaxed)
+        self.reap_dead_waiters();
+        (self.waiters().load(Ordering::SeqCst) & !OVERFLOW).count_ones()
+    }
+
+    fn slot(&self, i: usize) -> &AtomicU32 {
+        self.state.map.u32(SLOTS + 4 * i)
+    }
+
+    /// Registers the calling thread as a waiter: its owner id in a free slot, then the
+    /// slot's bit in the mask (so that a registration killed halfway holds a slot with a
+    /// dead id and no bit, which the reaper frees). `None` if every slot is taken: the
+    /// caller then sets [`OVERFLOW`] before each sleep.
+    fn register(&self) -> Result<Option<usize>> {
+        let id = self.owners.thread_id()?;
+        let slot = (0..SLOT_COUNT).find(|&i| {
+            self.slot(i)
+                .compare_exchange(0, id, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        });
+        if let Some(i) = slot {
+            self.waiters().fetch_or(1 << i, Ordering::SeqCst);
+        }
+        Ok(slot)
+    }
+
+    /// Undoes [`register`](Self::register): the bit first, then the slot.
+    fn unregister(&self, slot: Option<usize>) {
+        if let Some(i) = slot {
+            self.waiters().fetch_and(!(1 << i), Ordering::SeqCst);
+            self.slot(i).store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Frees the registrations of waiters whose owner id is dead (killed while waiting,
+    /// or while registering). A reaper marks the slot [`TOMBSTONE`] first, so that no
+    /// new waiter can claim it before its bit is cleared: the bit cleared is always the
+    /// dead waiter's. A reaper killed halfway leaves a tombstone, which the next one
+    /// finishes.
+    fn reap_dead_waiters(&self) {
+        for i in 0..SLOT_COUNT {
+            let slot = self.slot(i);
+            let id = slot.load(Ordering::SeqCst);
+            if id == 0 || (id != TOMBSTONE && self.owners.is_alive(id)) {
+                continue;
+            }
+            if id != TOMBSTONE
+                && slot
+                    .compare_exchange(id, TOMBSTONE, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            self.waiters().fetch_and(!(1 << i), Ordering::SeqCst);
+            let _ = slot.compare_exchange(TOMBSTONE, 0, Ordering::SeqCst, Ordering::Relaxed);
+        }
     }
 
     fn seq(&self) -> &AtomicU32 {
@@ -293,6 +383,15 @@ impl LocalMutex {
     /// are registered, post a hand-off; release the `flock`; mark the handle free; ring
     /// the doorbell (increment `seq`, then wake one sleeper if `waiters > 0`).
     fn release(&self) -> Result<()> {
+        if self.shared.swap(false, Ordering::AcqRel) {
+            // The lock now lives as long as the programs that inherited the descriptor
+            // (and this process): leave the `flock` and the holder record to them. They
+            // release it by exiting, which rings nobody: waiters notice within a slice.
+            sys::set_inherited(&self.state.file, false).at("fcntl", self.path())?;
+            self.held.store(FREE, Ordering::Release);
+            self.ring();
+            return Ok(());
+        }
         self.owner_pid().store(0, Ordering::Release);
         let posted = if self.waiters().load(Ordering::SeqCst) > 0 {
             let deadline = sys::monotonic_millis().wrapping_add(HANDOFF_TTL_MS + 1);
@@ -315,6 +414,14 @@ impl LocalMutex {
         }
         self.held.store(FREE, Ordering::Release);
         let woken = self.ring();
+        if woken == 0 && posted.is_some() {
+            // Registered waiters, none asleep: they are between attempts (and will
+            // retry on their own, see `wait_loop`), or dead. Unregistered waiters set
+            // OVERFLOW again before each sleep, so it is cleared here; dead waiters'
+            // registrations are reaped, so they do not make every unlock post a hand-off.
+            self.waiters().fetch_and(!OVERFLOW, Ordering::SeqCst);
+            self.reap_dead_waiters();
+        }
         // Nobody sleeps for the hand-off (the waiters left, or all are awake and will
         // retry on their own): withdraw it rather than let it expire.
         if woken == 0
@@ -341,12 +448,10 @@ impl LocalMutex {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(false);
         }
-        self.waiters().fetch_add(1, Ordering::SeqCst);
+        let slot = self.register()?;
         let reg = self.bell().seen();
-        let r = self.wait_loop(reg, deadline);
-        let _ = self
-            .waiters()
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1));
+        let r = self.wait_loop(reg, slot.is_none(), deadline);
+        self.unregister(slot);
         if !matches!(r, Ok(true)) {
             // Leaving without the lock: a hand-off we were entitled to may be waiting
             // for us, with the lock free and others asleep behind it. Withdraw it and
@@ -361,21 +466,30 @@ impl LocalMutex {
 
     /// The waiter's side of the doorbell protocol.
     ///
-    /// No wake-up can be lost. The waiter (1) has registered (`waiters += 1`), then in
-    /// each round (2) reads `seq` as `s`, (3) tries the lock, and (4) sleeps only while
+    /// No wake-up can be lost. The waiter (1) has registered (its bit in the mask, or,
+    /// `unregistered`, [`OVERFLOW`] set anew in each round before (2)), then in each
+    /// round (2) reads `seq` as `s`, (3) tries the lock, and (4) sleeps only while
     /// `seq == s` (the kernel compares atomically with queueing it). The unlocker
-    /// (a) releases the `flock`, (b) increments `seq`, (c) reads `waiters` and wakes
+    /// (a) releases the `flock`, (b) increments `seq`, (c) reads the mask and wakes
     /// one sleeper if it is not zero. If (3) failed because the lock was held, (a)
     /// comes after (3), so (b) comes after (2): either (b) precedes (4), and the kernel
     /// refuses to sleep because `seq != s`, or the waiter is queued before (b) and
-    /// (c), which follows (1), sees `waiters > 0` and wakes a sleeper. If (3) failed
+    /// (c), which follows (1), sees the mask non-zero and wakes a sleeper. An unlocker
+    /// that woke nobody clears `OVERFLOW` after (b): an unregistered waiter is then not
+    /// asleep, so its (4) is still to come, and it either read `s` before (b) (the
+    /// kernel refuses the sleep and the next round sets the bit again) or after (b),
+    /// when the lock was already free for its (3). A reaper clears only the bits of
+    /// dead waiters. If (3) failed
     /// because of a hand-off posted for earlier waiters, one of those is woken by the
     /// same (c), and its own unlock rings again. A holder killed before (a) cannot ring:
     /// that case alone is covered by the bounded slice.
-    fn wait_loop(&self, reg: u32, deadline: Option<Instant>) -> Result<bool> {
+    fn wait_loop(&self, reg: u32, unregistered: bool, deadline: Option<Instant>) -> Result<bool> {
         let bell = self.bell();
         let mut woken = false;
         loop {
+            if unregistered {
+                self.waiters().fetch_or(OVERFLOW, Ordering::SeqCst);
+            }
             let s = bell.seen();
             match self.attempt(Some(reg))? {
                 Attempt::Acquired => return Ok(true),

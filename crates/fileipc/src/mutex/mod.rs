@@ -276,6 +276,40 @@ impl Mutex {
         }
     }
 
+    /// Lets the programs this process runs from now on inherit the descriptor that holds
+    /// the lock (its close-on-exec flag is cleared), and returns its number. The mutex
+    /// then stays locked while this process or any program that kept the descriptor
+    /// runs, even if this process is killed, as with `flock(1)`; [`unlock`](Mutex::unlock)
+    /// (or dropping the handle) then leaves the lock to them: it is free once this handle
+    /// is dropped and the last of them has exited (waiters notice within 10 ms). A
+    /// program that must not keep
+    /// the lock closes the descriptor (in a shell: `exec {fd}>&-` with the number this
+    /// returned, which `fileipc mutex run` passes as `FILEIPC_LOCK_FD`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if this handle does not hold the lock; [`Error::Io`] if the
+    /// descriptor's flags cannot be changed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = fileipc::Mutex::open(dir.path().join("lock"))?;
+    /// m.lock_forever()?;
+    /// let fd = m.share_with_children()?;
+    /// let status = std::process::Command::new("true").status()?; // inherits `fd`
+    /// assert!(status.success() && fd > 2);
+    /// m.unlock()?;
+    /// drop(m); // the child is gone: the lock is free now
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn share_with_children(&self) -> Result<std::os::fd::RawFd> {
+        match &self.engine {
+            Engine::Local(e) => e.share_with_children(),
+        }
+    }
+
     /// Whether the mutex is held by anyone (this handle included) right now.
     ///
     /// This does not disturb lockers: if this handle holds the lock the answer is
@@ -333,8 +367,9 @@ impl Mutex {
     }
 
     /// How many lockers (threads of any process) are registered as waiting for the
-    /// mutex, for diagnostics. Approximate: a waiter killed while waiting stays counted,
-    /// which costs later unlocks one spare wake-up call each but is otherwise harmless.
+    /// mutex, for diagnostics. Exact for up to 31 waiters (those beyond wait without a
+    /// slot and are not counted): a waiter killed while waiting stops counting at the
+    /// next call of this method or the next unlock, whichever comes first.
     ///
     /// # Examples
     ///

@@ -11,6 +11,14 @@
 //! - `remove` unlinks before it unlocks, so nobody takes over a file about to vanish;
 //!   it and `Drop` remove only the file this handle locked.
 //! - `status` probes with a shared lock, released at once.
+//! - A handle belongs to the process (the `fork` generation, [`sys::fork_epoch`]) that
+//!   created the file: in a child forked without `exec` it owns nothing, so the child's
+//!   drop neither removes nor unlocks its parent's file (it only closes its own copy of
+//!   the descriptor, which leaves the parent's lock in place).
+//! - [`share_with_children`](LocalPidFile::share_with_children) lets the programs this
+//!   process runs inherit the locked descriptor: the file stays locked while any of them
+//!   keeps it, whatever happens to this process; this handle's `remove` and drop then
+//!   remove the file only if no one else holds it any more.
 
 use std::fmt;
 use std::fs::{File, Permissions};
@@ -32,6 +40,10 @@ pub(super) struct LocalPidFile {
     mode: u32,
     /// The locked file while this handle owns the PID file.
     owned: Option<File>,
+    /// The [`sys::fork_epoch`] of the process that took the lock.
+    epoch: u64,
+    /// Whether programs this process runs inherit the locked descriptor.
+    shared: bool,
 }
 
 impl fmt::Debug for LocalPidFile {
@@ -58,7 +70,51 @@ impl LocalPidFile {
             path: path.to_owned(),
             mode,
             owned: None,
+            epoch: 0,
+            shared: false,
         })
+    }
+
+    /// Forgets the lock if this handle was inherited by a forked child: the lock is the
+    /// parent's. Closing the child's copy of the descriptor leaves it in place.
+    fn drop_if_forked(&mut self) {
+        if self.owned.is_some() && self.epoch != sys::fork_epoch() {
+            self.owned = None;
+            self.shared = false;
+        }
+    }
+
+    /// See [`PidFile::share_with_children`](super::PidFile::share_with_children).
+    pub(super) fn share_with_children(&mut self) -> Result<i32> {
+        use std::os::fd::AsRawFd;
+        self.drop_if_forked();
+        let Some(file) = &self.owned else {
+            return Err(Error::invalid(
+                &self.path,
+                "this handle does not own the PID file; nothing to share",
+            ));
+        };
+        sys::set_inherited(file, true).at("fcntl", &self.path)?;
+        self.shared = true;
+        Ok(file.as_raw_fd())
+    }
+
+    /// Closes a shared descriptor, then removes the file if nobody else (a program that
+    /// inherited it) still holds the lock: locks it through a new description first.
+    fn finish_shared(&mut self, file: File) -> Result<()> {
+        drop(file);
+        self.shared = false;
+        let f = match sys::open_nofollow(&self.path, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("open", &self.path, e)),
+        };
+        if sys::try_lock_exclusive(&f).at("lock", &self.path)?
+            && sys::is_same_file(&f, &self.path).at("stat", &self.path)?
+        {
+            std::fs::remove_file(&self.path).at("remove", &self.path)?;
+        }
+        Ok(())
     }
 
     /// The path of the PID file.
@@ -68,6 +124,8 @@ impl LocalPidFile {
 
     /// Makes this process the owner; see [`PidFile::create`](super::PidFile::create).
     pub(super) fn create(&mut self) -> Result<bool> {
+        self.drop_if_forked();
+        self.epoch = sys::fork_epoch();
         if let Some(file) = &self.owned {
             if sys::is_same_file(file, &self.path).at("stat", &self.path)? {
                 return Ok(true);
@@ -235,12 +293,16 @@ impl LocalPidFile {
     /// Unlinks the file if it is still the one this handle locked, then unlocks it;
     /// see [`PidFile::remove`](super::PidFile::remove).
     pub(super) fn remove(&mut self) -> Result<()> {
+        self.drop_if_forked();
         let Some(file) = self.owned.take() else {
             return Err(Error::invalid(
                 &self.path,
                 "this handle does not own the PID file; not removing it",
             ));
         };
+        if self.shared {
+            return self.finish_shared(file);
+        }
         let ours = match sys::is_same_file(&file, &self.path) {
             Ok(ours) => ours,
             Err(e) => {
@@ -260,6 +322,7 @@ impl LocalPidFile {
     pub(super) fn is_owner(&self) -> Result<bool> {
         match &self.owned {
             None => Ok(false),
+            Some(_) if self.epoch != sys::fork_epoch() => Ok(false),
             Some(file) => sys::is_same_file(file, &self.path).at("stat", &self.path),
         }
     }
@@ -289,9 +352,13 @@ impl LocalPidFile {
 impl Drop for LocalPidFile {
     /// An owning handle removes its file (if it is still the file at the path).
     fn drop(&mut self) {
-        if let Some(file) = self.owned.take()
-            && sys::is_same_file(&file, &self.path).unwrap_or(false)
-        {
+        self.drop_if_forked();
+        let Some(file) = self.owned.take() else {
+            return;
+        };
+        if self.shared {
+            let _ = self.finish_shared(file);
+        } else if sys::is_same_file(&file, &self.path).unwrap_or(false) {
             let _ = std::fs::remove_file(&self.path);
         }
     }

@@ -271,6 +271,37 @@ impl PidFile {
         }
     }
 
+    /// Lets the programs this process runs from now on inherit the locked descriptor
+    /// (its close-on-exec flag is cleared), and returns its number. The PID file then
+    /// stays locked (and `create` elsewhere returns `false`) while this process or any
+    /// program that kept the descriptor runs, even if this process is killed, as with
+    /// `flock(1)`. [`remove`](PidFile::remove) and dropping the handle then remove the
+    /// file only if nobody else still holds it. A program that must not keep the PID
+    /// file held closes the descriptor (in a shell: `exec {fd}>&-` with the number this
+    /// returned, which `fileipc pidfile run` passes as `FILEIPC_LOCK_FD`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if this handle does not own the PID file; [`Error::Io`] if the
+    /// descriptor's flags cannot be changed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let mut p = fileipc::PidFile::open(dir.path().join("app.pid"))?;
+    /// assert!(p.create()?);
+    /// let fd = p.share_with_children()?;
+    /// let status = std::process::Command::new("true").status()?; // inherits `fd`
+    /// assert!(status.success() && fd > 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn share_with_children(&mut self) -> Result<std::os::fd::RawFd> {
+        match &mut self.engine {
+            Engine::Local(e) => e.share_with_children(),
+        }
+    }
+
     /// Whether this handle owns the PID file: it holds the lock on the file that is at
     /// the path now.
     ///
