@@ -231,7 +231,10 @@ fn mutex_run_keeps_the_lock_while_the_command_runs_after_fileipc_is_killed() {
     assert!(!lib.lock_timeout(Duration::from_millis(100)).unwrap());
     assert!(lib.is_locked().unwrap());
     kill(cmd_pid);
-    assert!(lib.lock_timeout(PATIENCE).unwrap(), "free once the command is gone");
+    assert!(
+        lib.lock_timeout(PATIENCE).unwrap(),
+        "free once the command is gone"
+    );
     lib.unlock().unwrap();
     assert_eq!(code(&second()), 0);
 }

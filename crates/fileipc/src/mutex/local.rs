@@ -104,6 +104,10 @@ pub(super) struct LocalMutex {
     /// Whether programs this process runs inherit the descriptor that holds the lock
     /// ([`LocalMutex::share_with_children`]): an unlock then leaves the `flock` to them.
     shared: std::sync::atomic::AtomicBool,
+    /// The [`sys::fork_epoch`] of the process that opened the handle. A child forked
+    /// without `exec` shares the handle's open file description, and so its `flock`,
+    /// with the parent: it must open the mutex again to be an owner of its own.
+    epoch: u64,
 }
 
 impl LocalMutex {
@@ -118,6 +122,7 @@ impl LocalMutex {
             owners,
             held: AtomicU32::new(FREE),
             shared: std::sync::atomic::AtomicBool::new(false),
+            epoch: sys::fork_epoch(),
         })
     }
 
@@ -137,8 +142,22 @@ impl LocalMutex {
         Ok(self.attempt(None)? == Attempt::Acquired)
     }
 
+    /// Refuses a handle inherited across `fork`: its `flock` is the parent's.
+    #[inline]
+    fn check_fork(&self) -> Result<()> {
+        if self.epoch == sys::fork_epoch() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            self.path(),
+            "this handle was opened by the parent of this forked process, and shares its \
+             lock; open the mutex again in this process",
+        ))
+    }
+
     /// [`Mutex::unlock`](super::Mutex::unlock).
     pub(super) fn unlock(&self) -> Result<()> {
+        self.check_fork()?;
         if self
             .held
             .compare_exchange(HELD, BUSY, Ordering::Acquire, Ordering::Relaxed)
@@ -301,6 +320,7 @@ impl LocalMutex {
     /// lock on our own description would be converted by a concurrent `try_lock` of
     /// another thread, and our unlock would then release that thread's lock.
     fn probe(&self) -> Result<bool> {
+        self.check_fork()?;
         if self
             .held
             .compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed)
@@ -334,6 +354,7 @@ impl LocalMutex {
     /// One attempt to take the lock; `reg` is the doorbell value at which the caller
     /// registered as a waiter, `None` for a caller that did not register.
     fn attempt(&self, reg: Option<u32>) -> Result<Attempt> {
+        self.check_fork()?;
         if self
             .held
             .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
@@ -511,6 +532,10 @@ impl LocalMutex {
 
 impl Drop for LocalMutex {
     fn drop(&mut self) {
+        if self.epoch != sys::fork_epoch() {
+            // A forked child's copy: the lock (if any) is the parent's.
+            return;
+        }
         if self
             .held
             .compare_exchange(HELD, BUSY, Ordering::Acquire, Ordering::Relaxed)
