@@ -12,7 +12,8 @@
 //! - [`wake`], [`wake_all`]: wake sleepers of a shared word;
 //! - [`CountedBell`]: the doorbell of the mutex and the semaphore, a sequence word that
 //!   every release bumps and that is woken only when the waiter count says someone waits;
-//! - [`yield_cpu`] and [`yield_while`]: give the CPU to another runnable thread.
+//! - [`yield_cpu`] and [`yield_while`]: give the CPU to another runnable thread;
+//! - [`nap`]: a short sleep between polls of what cannot wake its waiters.
 //!
 //! # Slices
 //!
@@ -93,6 +94,12 @@ pub(crate) fn yield_while(limit: Duration, mut busy: impl FnMut() -> bool) {
     while busy() && start.elapsed() < limit {
         std::thread::yield_now();
     }
+}
+
+/// Sleeps for `d`: the pause between two polls of something that has no wake-up, such
+/// as a `flock` taken without blocking (the semaphore's critical section).
+pub(crate) fn nap(d: Duration) {
+    std::thread::sleep(d);
 }
 
 /// The shape of a waiter's busy phase before it sleeps (see [`Spinner`]).

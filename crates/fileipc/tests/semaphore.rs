@@ -17,6 +17,7 @@ fn child_process_entry() {
         "cycler" => cycler(&args),
         "holder" => holder(&args),
         "waiter" => waiter(&args),
+        "flock_holder" => flock_holder(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -379,4 +380,175 @@ fn permit_handed_to_a_killed_waiter_comes_back_within_100ms() {
     assert!(after < Duration::from_millis(100), "took {after:?}");
     assert_eq!(s.value().unwrap(), 1);
     assert!(s.holders().unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Deadlines behind a stopped process, and wake-ups.
+
+/// Time this thread has spent runnable but waiting for a CPU, in nanoseconds (field 2
+/// of `/proc/thread-self/schedstat`); 0 where the kernel does not report it.
+fn run_queue_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Lost wake-up: 20,000 hand-overs of the one permit of a semaphore
+/// from a releasing thread to a thread that starts `acquire_timeout` at about the same
+/// moment (the release lands at varying points of the waiter's scan-then-sleep, which is
+/// where the wake-up was lost). For each, how long the waiter still waited after both
+/// `release` had returned (the permit free, or handed to it) and its call had begun,
+/// minus the time it spent runnable but waiting for a CPU during the call (so a loaded
+/// machine's preemption is not counted): none may be >= 5 ms. Before the fix a waiter that had scanned but not
+/// yet slept when the permit went back to the pool slept out its 10 ms slice.
+#[test]
+fn no_waiter_sleeps_with_a_permit_free() {
+    const ROUNDS: usize = 20_000;
+    const LATE: Duration = Duration::from_millis(5);
+    let dir = common::tempdir();
+    let path = dir.path().join("sem");
+    let releaser = Semaphore::open(&path, 1).unwrap();
+    let waiter = Semaphore::open(&path, 1).unwrap();
+    // The process holds the one permit at the start of every round: the releaser returns
+    // it, the waiter takes it back for the process.
+    assert!(releaser.try_acquire().unwrap());
+    let barrier = std::sync::Barrier::new(2);
+    let released_at = std::sync::atomic::AtomicU64::new(0);
+    let mut late = Vec::new();
+    std::thread::scope(|sc| {
+        let w = sc.spawn(|| {
+            let mut late = Vec::new();
+            for _ in 0..ROUNDS {
+                barrier.wait();
+                let rq0 = run_queue_delay_ns();
+                let called = mono_ns();
+                assert!(waiter.acquire_timeout(PATIENCE).unwrap());
+                let got = mono_ns();
+                let rq = run_queue_delay_ns() - rq0;
+                barrier.wait(); // the releaser has stored its time
+                // From the later of the call and the end of the release.
+                let from = called.max(released_at.load(std::sync::atomic::Ordering::SeqCst));
+                let after = got.saturating_sub(from).saturating_sub(rq);
+                late.push(Duration::from_nanos(after));
+            }
+            late
+        });
+        // A cheap pseudo-random delay of 0-63 us before each release.
+        let mut x: u32 = 0x9e37_79b9;
+        for _ in 0..ROUNDS {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let delay = Duration::from_micros(u64::from(x % 64));
+            barrier.wait();
+            let t = std::time::Instant::now();
+            while t.elapsed() < delay {
+                std::hint::spin_loop();
+            }
+            releaser.release().unwrap();
+            released_at.store(mono_ns(), std::sync::atomic::Ordering::SeqCst);
+            barrier.wait();
+        }
+        late = w.join().unwrap();
+    });
+    let slow: Vec<_> = late.iter().filter(|d| **d >= LATE).collect();
+    let worst = late.iter().max().unwrap();
+    eprintln!(
+        "{ROUNDS} hand-overs: {} with the waiter asleep >= {LATE:?} after the release, worst {worst:?}",
+        slow.len()
+    );
+    assert!(
+        slow.is_empty(),
+        "{} of {ROUNDS} waiters slept >= {LATE:?} with the permit free (first: {:?})",
+        slow.len(),
+        &slow[..slow.len().min(5)]
+    );
+    assert_eq!((waiter.held().unwrap(), waiter.value().unwrap()), (1, 0));
+}
+
+/// Child: takes the semaphore's critical section the way the library does (an exclusive
+/// `flock` on the semaphore file, through its own open file description), reports, and
+/// keeps it until killed.
+#[allow(clippy::disallowed_methods)] // the raw flock is the point: the library's own lock
+fn flock_holder(args: &[String]) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&args[0])
+        .unwrap();
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    say("locked");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Runs `f` on its own thread; its result and how long it took, or `None` if it has not
+/// returned within 5 s (the thread is then left blocked).
+fn timed<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<(T, std::time::Duration)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let r = f();
+        let _ = tx.send((r, t.elapsed()));
+    });
+    rx.recv_timeout(Duration::from_secs(5)).ok()
+}
+
+/// A process stopped (SIGSTOP) inside the semaphore's critical section
+/// does not make `try_acquire`, `acquire_timeout` or `value` wait past their bounds
+/// (`try_acquire` and `value`: 10 ms to enter the critical section; `acquire_timeout`:
+/// its timeout). Each call is timed on its own thread; the assertions allow 400 ms of
+/// scheduling slack on a loaded machine, against the unbounded wait before the fix.
+#[test]
+fn a_stopped_process_in_the_critical_section_does_not_hold_up_deadlines() {
+    const SLACK: Duration = Duration::from_millis(400);
+    let dir = common::tempdir();
+    let path = dir.path().join("sem");
+    let s = std::sync::Arc::new(Semaphore::open(&path, 1).unwrap());
+    let mut child = Proc::spawn("flock_holder", &[path.to_str().unwrap()]);
+    child.expect("locked");
+    common::signal(child.pid, rustix::process::Signal::STOP);
+    let mut failures = Vec::new();
+    let mut check = |what: &str, r: Option<(String, Duration)>, want: &str, bound: Duration| match r
+    {
+        Some((got, took)) => {
+            eprintln!("{what}: {got} after {took:?}");
+            if took >= bound || got != want {
+                failures.push(format!(
+                    "{what}: {got} after {took:?} (want {want} within {bound:?})"
+                ));
+            }
+        }
+        None => failures.push(format!("{what}: still blocked after 5 s")),
+    };
+    let s1 = s.clone();
+    let r = timed(move || format!("{:?}", s1.try_acquire().map_err(|e| e.to_string())));
+    check("try_acquire()", r, "Ok(false)", SLACK);
+    let s1 = s.clone();
+    let r = timed(move || {
+        format!(
+            "{:?}",
+            s1.acquire_timeout(Duration::from_millis(100))
+                .map_err(|e| e.to_string())
+        )
+    });
+    check(
+        "acquire_timeout(100 ms)",
+        r,
+        "Ok(false)",
+        Duration::from_millis(100) + SLACK,
+    );
+    let s1 = s.clone();
+    let r = timed(move || format!("{:?}", s1.value().map_err(|e| e.to_string())));
+    check("value()", r, "Ok(1)", SLACK);
+    // Once the stopped process is gone, the permit is there (and any blocked call ends).
+    common::signal(child.pid, rustix::process::Signal::CONT);
+    child.kill_and_reap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(s.try_acquire().unwrap());
+    assert_eq!((s.held().unwrap(), s.value().unwrap()), (1, 0));
 }

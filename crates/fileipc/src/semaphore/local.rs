@@ -5,6 +5,14 @@
 //! happens in a short critical section under an exclusive `flock` on the file, plus an
 //! in-process lock for threads sharing a handle; returning one takes no lock.
 //!
+//! Both locks of the critical section are taken without blocking and polled
+//! ([`LocalSemaphore::critical`]): a process stopped (`SIGSTOP`, a debugger) inside it
+//! would otherwise hold every caller in a blocking `flock` for as long as it stays
+//! stopped. Each caller waits for it only as long as its bound: `acquire_timeout` and
+//! `acquire_deadline` their deadline, `try_acquire` and `value` [`CRITICAL_PATIENCE`]
+//! (10 ms). Only a signalling `release` (one by a process holding no permit) and
+//! `detach`, which have no deadline, wait for it without limit.
+//!
 //! Waiters sleep in bounded slices of [`WAITER_SLICE`] (10 ms), on their waiter entry,
 //! or on the futex doorbell ([`wait::CountedBell`]) rung by releases if the entry table
 //! is full. A dead holder cannot release, so every slice a waiter checks the holders'
@@ -14,13 +22,58 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::SemaphoreHolder;
 use super::table::{Gift, Table, value_of, word_held};
 use crate::error::{Error, IoResultExt, Result};
 use crate::sys;
 use crate::wait::{self, CountedBell, WAITER_SLICE};
+
+/// How long an operation without a deadline of its own waits to enter the critical
+/// section: [`try_acquire`](super::Semaphore::try_acquire) (then `false`),
+/// [`value`](super::Semaphore::value) (then the value read without it), and the wake-up
+/// after a permit went back to the pool (then left to the waiters' slices). The critical
+/// section lasts microseconds: a process inside it for this long is stopped, or was
+/// descheduled for as long.
+pub(super) const CRITICAL_PATIENCE: Duration = WAITER_SLICE;
+
+/// The busy phase of a caller that found the critical section taken: checks a pause
+/// apart, yielding every 8th, for up to 50 us (its holder, running, leaves within
+/// microseconds).
+const CRITICAL_SPIN: wait::Spin = wait::Spin::Timed {
+    limit: Duration::from_micros(50),
+    yield_every: 8,
+};
+
+/// After [`CRITICAL_SPIN`], the critical section is polled with naps growing from
+/// `FIRST_NAP` to `LONGEST_NAP` (nothing wakes a caller when it is left).
+const FIRST_NAP: Duration = Duration::from_micros(20);
+const LONGEST_NAP: Duration = Duration::from_millis(1);
+
+/// How long a caller waits to enter the critical section.
+#[derive(Debug, Clone, Copy)]
+enum Patience {
+    /// This long from the first attempt that finds it taken: the clock is read only then,
+    /// and later entries by the same operation share that deadline.
+    For(Duration),
+    /// Until this instant (`None`: without limit).
+    Until(Option<Instant>),
+}
+
+impl Patience {
+    /// The deadline, fixed at the first call.
+    fn deadline(&mut self) -> Option<Instant> {
+        match *self {
+            Patience::For(d) => {
+                let until = crate::deadline_after(d);
+                *self = Patience::Until(until);
+                until
+            }
+            Patience::Until(until) => until,
+        }
+    }
+}
 
 /// A [`Semaphore`](super::Semaphore) handle's engine: its file, mapped.
 #[derive(Debug)]
@@ -53,12 +106,15 @@ impl LocalSemaphore {
         &self.table.state.path
     }
 
-    /// [`Semaphore::try_acquire`](super::Semaphore::try_acquire).
+    /// [`Semaphore::try_acquire`](super::Semaphore::try_acquire): `false` also if the
+    /// critical section stayed taken for [`CRITICAL_PATIENCE`].
     pub(super) fn try_acquire(&self) -> Result<bool> {
-        if self.take(false)? {
-            return Ok(true);
+        let mut patience = Patience::For(CRITICAL_PATIENCE);
+        match self.take(false, &mut patience)? {
+            Some(true) => Ok(true),
+            Some(false) => Ok(self.take(true, &mut patience)? == Some(true)),
+            None => Ok(false),
         }
-        self.take(true)
     }
 
     /// [`Semaphore::release`](super::Semaphore::release).
@@ -69,16 +125,16 @@ impl LocalSemaphore {
             match self.table.give() {
                 Gift::Given => return Ok(()),
                 Gift::Returned => {
-                    self.wake_released();
+                    self.wake_returned();
                     return Ok(());
                 }
                 Gift::NotHeld => {}
             }
         } else if self.table.return_own()? {
-            self.wake_released();
+            self.wake_returned();
             return Ok(());
         }
-        let given = self.critical(|| {
+        let given = self.critical_forever(|| {
             // This process may have acquired meanwhile (another thread or handle).
             if self.table.return_own()? {
                 return Ok(false);
@@ -94,14 +150,16 @@ impl LocalSemaphore {
             Ok(self.table.distribute() > 0)
         })?;
         if !given {
-            self.wake_released();
+            // In the critical section, so every waiting entry was served: only sleepers
+            // on the doorbell (entry table full) may need waking.
+            self.ring(1);
         }
         Ok(())
     }
 
     /// [`Semaphore::detach`](super::Semaphore::detach).
     pub(super) fn detach(&self) -> Result<bool> {
-        self.critical(|| {
+        self.critical_forever(|| {
             // Our slot first, then the capacity: a death between the two stores leaves
             // the permit with nobody, as if we had died holding it (reclaimed), never a
             // permit lost for good.
@@ -121,9 +179,11 @@ impl LocalSemaphore {
         Ok(self.table.holders())
     }
 
-    /// [`Semaphore::value`](super::Semaphore::value).
+    /// [`Semaphore::value`](super::Semaphore::value): if the critical section stays
+    /// taken for [`CRITICAL_PATIENCE`], the value read without it, dead holders' permits
+    /// counted free (see [`Table::value_unlocked`]).
     pub(super) fn value(&self) -> Result<u32> {
-        let (reclaimed, value) = self.critical(|| {
+        let inside = self.critical(&mut Patience::For(CRITICAL_PATIENCE), || {
             let reclaimed = self.table.reclaim_dead();
             if reclaimed > 0 {
                 self.table.distribute();
@@ -134,6 +194,9 @@ impl LocalSemaphore {
                 value_of(self.table.capacity().load(Ordering::SeqCst), scan.held),
             ))
         })?;
+        let Some((reclaimed, value)) = inside else {
+            return Ok(self.table.value_unlocked());
+        };
         if reclaimed > 0 {
             self.ring(u32::MAX);
         }
@@ -157,8 +220,11 @@ impl LocalSemaphore {
     /// Takes a permit, waiting until `deadline` (`None`: without limit); `false` if none
     /// became free.
     pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
-        if self.take(false)? {
-            return Ok(true);
+        match self.take(false, &mut Patience::Until(deadline))? {
+            Some(true) => return Ok(true),
+            Some(false) => {}
+            // The critical section stayed taken until the deadline.
+            None => return Ok(false),
         }
         self.table.waiters().fetch_add(1, Ordering::SeqCst);
         let mut entry = None;
@@ -185,21 +251,62 @@ impl LocalSemaphore {
 
     /// Runs `f` in the critical section: this handle's threads excluded by `local`,
     /// other handles and processes by an exclusive `flock` on the file (released by the
-    /// kernel if this process dies inside).
-    fn critical<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let _local = self
-            .local
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// kernel if this process dies inside). `None` (and `f` not run) if it could not be
+    /// entered within `patience`.
+    ///
+    /// Neither lock is waited for in a blocking call, which could not be bounded: both
+    /// are tried together, and while either is taken the caller spins briefly
+    /// ([`CRITICAL_SPIN`]), then retries after naps of [`FIRST_NAP`] growing to
+    /// [`LONGEST_NAP`], until the deadline. The uncontended path is one `try_lock` of
+    /// `local` and one non-blocking `flock`, and reads no clock.
+    fn critical<T>(
+        &self,
+        patience: &mut Patience,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<Option<T>> {
         let file = &self.table.state.file;
-        if !sys::try_lock_exclusive(file).at("lock", self.path())? {
-            sys::lock_exclusive(file).at("lock", self.path())?;
+        let mut spin: Option<wait::Spinner> = None;
+        let mut nap = FIRST_NAP;
+        loop {
+            let local = match self.local.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if local.is_some() && sys::try_lock_exclusive(file).at("lock", self.path())? {
+                let r = f();
+                let u = sys::unlock(file).at("unlock", self.path());
+                drop(local);
+                let v = r?;
+                u?;
+                return Ok(Some(v));
+            }
+            drop(local);
+            let deadline = patience.deadline();
+            if spin
+                .get_or_insert_with(|| wait::Spinner::new(CRITICAL_SPIN))
+                .step(deadline)
+            {
+                continue;
+            }
+            let now = Instant::now();
+            let left = match deadline {
+                Some(d) if d <= now => return Ok(None),
+                Some(d) => d - now,
+                None => LONGEST_NAP,
+            };
+            wait::nap(nap.min(left));
+            nap = (nap * 2).min(LONGEST_NAP);
         }
-        let r = f();
-        let u = sys::unlock(file).at("unlock", self.path());
-        let v = r?;
-        u?;
-        Ok(v)
+    }
+
+    /// [`critical`](Self::critical) without a deadline, for the operations that have
+    /// none.
+    fn critical_forever<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        match self.critical(&mut Patience::Until(None), f)? {
+            Some(v) => Ok(v),
+            None => unreachable!("the critical section is waited for without limit"),
+        }
     }
 
     /// The doorbell: the sequence word and the waiter count.
@@ -216,23 +323,42 @@ impl LocalSemaphore {
         self.bell().ring(n).is_some()
     }
 
-    /// After a permit went back to the pool: wakes a sleeper on the doorbell and the
-    /// oldest sleeper on a waiter entry, if any (they take it in the critical section).
-    fn wake_released(&self) {
+    /// After a permit went back to the pool outside the critical section (a release
+    /// that found no waiting entry to hand it to): makes sure no waiter sleeps with it
+    /// free. See [`wait_loop`](Self::wait_loop) for the argument.
+    ///
+    /// Rings the doorbell (for waiters without an entry); then, if a waiting entry
+    /// exists, gives the free permits to waiting entries in the critical section
+    /// ([`Table::distribute`]), which changes the words their waiters sleep on. A waiter
+    /// that scanned the table before our return has published its entry before that scan,
+    /// so it is among them. If the critical section stays taken for
+    /// [`CRITICAL_PATIENCE`] (a process stopped inside it, which keeps any waiter from
+    /// taking the permit anyway), the oldest entry's sleeper is woken instead and the
+    /// waiters' slices do the rest.
+    ///
+    /// Reports no error: the permit is returned already, and a caller told the release
+    /// failed might release again.
+    fn wake_returned(&self) {
         // A waiter registers before it claims an entry and looks at the value: if
-        // nobody is registered after our release, any later waiter sees the permit.
-        if !self.ring(1) {
+        // nobody is registered after our return, any later waiter sees the permit.
+        if !self.ring(1) || self.table.oldest_waiting(None).is_none() {
             return;
         }
-        if let Some((e, _)) = self.table.oldest_waiting(None) {
+        let served = self.critical(&mut Patience::For(CRITICAL_PATIENCE), || {
+            Ok(self.table.distribute())
+        });
+        if !matches!(served, Ok(Some(_)))
+            && let Some((e, _)) = self.table.oldest_waiting(None)
+        {
             let _ = wait::wake(self.table.entry(e), 1);
         }
     }
 
     /// One attempt to take a permit in the critical section; with `reclaim`, first
     /// returns the permits of dead holders (and wakes waiters if there were any).
-    fn take(&self, reclaim: bool) -> Result<bool> {
-        let (got, reclaimed) = self.critical(|| {
+    /// `None` if the critical section could not be entered within `patience`.
+    fn take(&self, reclaim: bool, patience: &mut Patience) -> Result<Option<bool>> {
+        let inside = self.critical(patience, || {
             let reclaimed = if reclaim {
                 self.table.reclaim_dead()
             } else {
@@ -244,10 +370,13 @@ impl LocalSemaphore {
             }
             Ok((got, reclaimed))
         })?;
+        let Some((got, reclaimed)) = inside else {
+            return Ok(None);
+        };
         if reclaimed > 0 {
             self.ring(u32::MAX);
         }
-        Ok(got)
+        Ok(Some(got))
     }
 
     /// The waiting side.
@@ -256,19 +385,47 @@ impl LocalSemaphore {
     /// the value) and sleeps on the entry's word; a releaser that holds a permit hands it
     /// over by marking the oldest waiting entry given and wakes that thread alone, which
     /// then returns without entering the critical section. Other permits (signalling
-    /// releases, reclaimed ones) are given to entries in the critical section. A waiter
-    /// that found the entry table full sleeps on the doorbell `seq` instead.
+    /// releases, reclaimed ones, and permits a release put back in the pool) are given
+    /// to entries in the critical section. A waiter that found the entry table full
+    /// sleeps on the doorbell `seq` instead.
     ///
-    /// No wake-up can be lost. The waiter (1) registers (`waiters += 1`), then in each
-    /// round (2) reads `seq` as `s`, (3) in the critical section stores its entry as
-    /// waiting and scans the table, finding the value 0, and (4) sleeps only while its
-    /// entry (or `seq`) is unchanged. A releaser (a) changes the table, (b) reads
-    /// `waiters`, the entries or `seq`: it either marks the entry given (the kernel
-    /// refuses the sleep, or wakes it) or, finding no waiting entry, increments `seq`
-    /// and wakes a sleeper on it and on the oldest waiting entry. All these accesses are
-    /// sequentially consistent: if (3) saw the table before (a), (a) precedes the scan,
-    /// so the entry stored before the scan is seen by (b). A dead holder cannot release:
-    /// every [`WAITER_SLICE`] the waiter reclaims dead holders' records.
+    /// No waiter sleeps with a permit free. The waiter (1) registers (`waiters += 1`),
+    /// then in each round (2) reads `seq` as `s`, (3) in the critical section stores its
+    /// entry as waiting and scans the table, finding the value 0, and (4) sleeps only
+    /// while its entry word (without an entry: `seq`) is unchanged; the kernel compares
+    /// atomically with queueing the sleeper. A permit becomes free in one of three ways,
+    /// and each changes the word of every waiter that could have missed it:
+    ///
+    /// - *A gift* ([`Table::give`]): the releaser marks the oldest waiting entry given
+    ///   (that waiter's word) and wakes it. The permit is never free.
+    /// - *In the critical section* (a signalling release, a reclaim, a waiter returning
+    ///   a permit it got twice): serialised with (3). A waiter whose round came earlier
+    ///   has its entry stored, and the critical section gives free permits to waiting
+    ///   entries ([`Table::distribute`]: their words) and then rings `seq`; a later round
+    ///   sees the permit.
+    /// - *A return to the pool without the lock* (a release that found no waiting entry
+    ///   to give it to, [`wake_returned`](Self::wake_returned)): the releaser (a) returns
+    ///   the permit, (b) increments `seq` and reads `waiters`, waking a sleeper on `seq`,
+    ///   (c) reads the entries and, if one is waiting, (d) gives the free permits to
+    ///   waiting entries in the critical section. If (3)'s scan came before (a), the
+    ///   waiter stored its entry before the scan, so before (a): (c) sees it (unless it
+    ///   changed already: given, or withdrawn), and (d), which waits for the waiter to
+    ///   leave the critical section, changes its word. A waiter without an entry read
+    ///   `s` before (3), so before (b): its sleep is refused or woken by (b). If (b) finds
+    ///   nobody registered, or (c) no waiting entry, every waiter registered or stored
+    ///   its entry after (a), so its scan sees the permit.
+    ///
+    /// All these accesses are sequentially consistent. (Before issue 13, (c) only woke
+    /// the oldest entry's futex without changing its word: a waiter between (3) and (4)
+    /// then slept its whole slice with the permit free.) What remains is bounded by the
+    /// slice: a dead holder cannot release, a releaser killed or stopped between (a) and
+    /// (d) cannot serve anyone, and one that could not enter the critical section for
+    /// [`CRITICAL_PATIENCE`] only wakes the oldest entry; every [`WAITER_SLICE`] each
+    /// waiter retries and reclaims dead holders' records.
+    ///
+    /// The critical section is waited for until the next reclaim or the deadline; a
+    /// waiter that could not enter it by then (a process stopped inside) checks whether
+    /// a permit was handed to its entry meanwhile, and otherwise starts its next round.
     fn wait_loop(
         &self,
         deadline: Option<Instant>,
@@ -280,8 +437,14 @@ impl LocalSemaphore {
         let bell = self.bell();
         let mut next_reclaim = Instant::now() + WAITER_SLICE;
         loop {
+            // The sleep ends at the next reclaim, not a slice from now: wake-ups that
+            // serve nobody do not postpone the reclaim.
+            let until = match deadline {
+                Some(d) if d < next_reclaim => d,
+                _ => next_reclaim,
+            };
             let s = bell.seen();
-            let (got, reclaimed, extra) = self.critical(|| {
+            let inside = self.critical(&mut Patience::Until(Some(until)), || {
                 let reclaimed = if reclaim {
                     self.table.reclaim_dead()
                 } else {
@@ -317,36 +480,47 @@ impl LocalSemaphore {
                 }
                 Ok((true, reclaimed, extra))
             })?;
-            if reclaimed > 0 {
-                self.ring(u32::MAX);
-            } else if extra {
-                self.wake_released();
-            }
-            if got {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Ok(false);
-            }
-            // The sleep ends at the next reclaim, not a slice from now: wake-ups that
-            // serve nobody do not postpone the reclaim.
-            let until = match deadline {
-                Some(d) if d < next_reclaim => d,
-                _ => next_reclaim,
-            };
-            match *entry {
-                Some((e, w)) => {
-                    wait::sleep(self.table.entry(e), w, until).at("wait", self.path())?;
-                    if self.table.entry(e).load(Ordering::SeqCst) != w {
-                        // Handed over: the entry holds our permit.
-                        *entry = None;
+            match inside {
+                Some((got, reclaimed, extra)) => {
+                    if reclaimed > 0 {
+                        self.ring(u32::MAX);
+                    } else if extra {
+                        // No entry was waiting in the critical section: only sleepers
+                        // on the doorbell may need waking.
+                        self.ring(1);
+                    }
+                    if got {
                         return Ok(true);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(false);
+                    }
+                    match *entry {
+                        Some((e, w)) => {
+                            wait::sleep(self.table.entry(e), w, until).at("wait", self.path())?;
+                            if self.table.entry(e).load(Ordering::SeqCst) != w {
+                                // Handed over: the entry holds our permit.
+                                *entry = None;
+                                return Ok(true);
+                            }
+                        }
+                        None => {
+                            bell.sleep(s, until).at("wait", self.path())?;
+                            *woken = bell.rang_since(s);
+                        }
                     }
                 }
                 None => {
-                    bell.sleep(s, until).at("wait", self.path())?;
-                    *woken = bell.rang_since(s);
+                    // The critical section stayed taken until `until`.
+                    if let Some((e, w)) = *entry
+                        && self.table.entry(e).load(Ordering::SeqCst) != w
+                    {
+                        *entry = None;
+                        return Ok(true);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(false);
+                    }
                 }
             }
             let now = Instant::now();
@@ -397,6 +571,23 @@ mod tests {
         assert_eq!(t.owner(0).load(Ordering::SeqCst), 0);
         assert!(s.try_acquire().unwrap());
         assert_eq!(s.held().unwrap(), 1);
+    }
+
+    /// The value read without the critical section counts a dead holder's permits as
+    /// free and reclaims nothing.
+    #[test]
+    fn value_unlocked_counts_dead_holders_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 3).unwrap();
+        let t = table(&s);
+        assert!(s.try_acquire().unwrap());
+        t.high().store(2, Ordering::SeqCst);
+        t.start(1).store(1, Ordering::SeqCst);
+        t.owner(1).store(word(u32::MAX - 7, 1), Ordering::SeqCst);
+        assert_eq!(t.value_unlocked(), 2);
+        assert_ne!(t.owner(1).load(Ordering::SeqCst), 0);
+        assert_eq!(s.value().unwrap(), 2);
+        assert_eq!(t.owner(1).load(Ordering::SeqCst), 0);
     }
 
     #[test]

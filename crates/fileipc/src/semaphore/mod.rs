@@ -32,6 +32,13 @@ pub use self::options::SemaphoreOptions;
 /// no permit adds one to the semaphore (signalling). At most 248 processes can hold
 /// permits at the same time.
 ///
+/// Taking a permit goes through a critical section of a few microseconds, shared by all
+/// processes (an exclusive `flock` on the file). A process stopped inside it (`SIGSTOP`, a
+/// debugger) delays the others only within their bounds: the `acquire` family waits for it
+/// until its deadline, [`try_acquire`](Semaphore::try_acquire) and
+/// [`value`](Semaphore::value) at most 10 ms, and a release of a permit the process
+/// holds at most 10 ms too (it enters only to wake a waiter that is about to sleep).
+///
 /// # Examples
 ///
 /// ```
@@ -146,8 +153,9 @@ impl Semaphore {
         self.acquire_timeout(crate::DEFAULT_TIMEOUT)
     }
 
-    /// Takes a permit, waiting at most `timeout`; `false` if none became free. A
-    /// timeout too large to represent waits forever.
+    /// Takes a permit, waiting at most `timeout` (for a free permit, and for the critical
+    /// section while another process is stopped inside it); `false` if none became free.
+    /// A timeout too large to represent waits forever.
     ///
     /// # Errors
     ///
@@ -213,6 +221,9 @@ impl Semaphore {
 
     /// Takes a permit if one is free now; `false` otherwise. When none is free, first
     /// returns the permits of holders that died.
+    ///
+    /// Waits at most 10 ms for the critical section (see [`Semaphore`]), then returns
+    /// `false`: a process stopped inside it keeps every permit from being taken.
     ///
     /// # Errors
     ///
@@ -318,6 +329,10 @@ impl Semaphore {
     }
 
     /// The number of permits free now, after returning those of holders that died.
+    ///
+    /// If another process stays in the critical section (see [`Semaphore`]) for 10 ms,
+    /// returns the value read from the file without it: the permits of holders that died
+    /// are counted as free, but not returned (no permit can be taken meanwhile anyway).
     ///
     /// # Errors
     ///

@@ -293,6 +293,40 @@ impl Table {
         }
     }
 
+    /// The value read without the critical section, for
+    /// [`Semaphore::value`](super::Semaphore::value) when a process stays inside it
+    /// (stopped): `capacity` minus the permits held by processes that are alive, so a
+    /// dead holder's permits count as free as they will once reclaimed (nothing is
+    /// reclaimed here). A take cannot run meanwhile (the critical section is taken);
+    /// returns and gifts can, as for any reading of a value that other processes change.
+    pub(super) fn value_unlocked(&self) -> u32 {
+        let scan = self.settled_scan();
+        let mut dead = 0u64;
+        for i in 0..scan.high {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            let who = ProcessId {
+                pid: word_pid(w),
+                start: self.start(i).load(Ordering::SeqCst),
+            };
+            if w != 0 && !who.is_alive() {
+                dead += u64::from(word_held(w));
+            }
+        }
+        for e in 0..self.wait_high() {
+            let who = ProcessId {
+                pid: self.entry_pid(e).load(Ordering::SeqCst),
+                start: self.entry_start(e).load(Ordering::SeqCst),
+            };
+            if self.entry(e).load(Ordering::SeqCst) & W_STATE == W_GIVEN && !who.is_alive() {
+                dead += 1;
+            }
+        }
+        value_of(
+            self.capacity().load(Ordering::SeqCst),
+            scan.held.saturating_sub(dead),
+        )
+    }
+
     /// Returns one permit this process holds (in a waiter entry or its slot); `false` if
     /// it holds none. Lock-free: only this process writes its records while it lives.
     pub(super) fn return_own(&self) -> Result<bool> {
