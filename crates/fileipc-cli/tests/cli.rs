@@ -263,17 +263,36 @@ fn sem_commands() {
     assert_eq!(lib.value().unwrap(), 2);
 }
 
+/// Killing `fileipc` alone changes nothing: the command inherited the descriptor that
+/// keeps the permit's owner alive, so with one permit a second `sem run --timeout 0` is
+/// refused until the command is gone, then succeeds (two jobs never run at once).
 #[test]
-fn sem_run_releases_when_fileipc_is_killed() {
+fn sem_run_keeps_the_permit_while_the_command_runs_after_fileipc_is_killed() {
     let d = tmp();
     let p = d.path().join("sem");
-    let lib = Semaphore::open(&p, 1).unwrap();
-    let (mut guard, _) = start_guard(d.path(), &["sem", "run", s(&p)]);
-    assert_eq!(lib.value().unwrap(), 0);
+    let (mut guard, cmd_pid) = start_guard(d.path(), &["sem", "run", s(&p), "--initial", "1"]);
     kill(guard.id());
     wait_exit(&mut guard);
-    assert!(lib.acquire_timeout(PATIENCE).unwrap());
-    lib.release().unwrap();
+    let second = || {
+        fileipc(&[
+            "sem",
+            "run",
+            s(&p),
+            "--initial",
+            "1",
+            "--timeout",
+            "0",
+            "--",
+            "true",
+        ])
+    };
+    let refused = second();
+    assert_eq!(code(&refused), 1, "{}", stderr(&refused));
+    let lib = Semaphore::open(&p, 1).unwrap();
+    assert_eq!(lib.value().unwrap(), 0);
+    kill(cmd_pid);
+    eventually("the permit to come back", || lib.value().unwrap() == 1);
+    assert_eq!(code(&second()), 0);
 }
 
 #[test]

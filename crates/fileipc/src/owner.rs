@@ -266,7 +266,6 @@ impl Owners {
     /// Makes this process's ownership in the file inherited by the programs it executes
     /// from now on (the CLI's `run` wrappers: the command keeps the permit or lock alive
     /// after the wrapper is gone). Returns the descriptor number the command inherits.
-    #[allow(dead_code, reason = "the semaphore's permits move to owner ids next")]
     pub(crate) fn inherit(self: &Arc<Self>) -> Result<i32> {
         use std::os::fd::AsRawFd;
         let here = self.here()?;

@@ -464,11 +464,12 @@ fn read_ack(p: &Path) -> u64 {
     u64::from_le_bytes(b[..8].try_into().unwrap())
 }
 
-/// Damage, not death: a lock word naming a live thread that its owner ident does not name
-/// (say a flipped bit) is taken over after a grace of about 1 s instead of being waited on
-/// forever. Producer lock and (durable mode) sync lock; offsets from docs/FORMAT.md.
+/// Damage, not death: lock words holding garbage (say a flipped bit, here this
+/// process's PID, which is no owner id anyone registered) name no live owner, so they
+/// are taken over at once instead of being waited on forever. Producer lock and
+/// (durable mode) sync lock; offsets from docs/FORMAT.md.
 #[test]
-fn damaged_lock_words_naming_a_live_thread_do_not_hang_senders() {
+fn damaged_lock_words_do_not_hang_senders() {
     let t = common::tempdir();
     let dir = t.path().join("q");
     let durable = QueueOptions::new().durable(true);
@@ -477,12 +478,9 @@ fn damaged_lock_words_naming_a_live_thread_do_not_hang_senders() {
         .write(true)
         .open(dir.join("control"))
         .unwrap();
-    // Our own main thread: alive, but the idents name another thread.
-    let live = std::process::id();
-    let other = u64::from(live + 1) << 32;
-    for (word, ident) in [(128u64, 136u64), (512, 520)] {
-        ctl.write_at(&live.to_le_bytes(), word).unwrap();
-        ctl.write_at(&other.to_le_bytes(), ident).unwrap();
+    let garbage = std::process::id() | 1 << 20;
+    for word in [128u64, 512] {
+        ctl.write_at(&garbage.to_le_bytes(), word).unwrap();
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let d = dir.clone();
@@ -496,10 +494,7 @@ fn damaged_lock_words_naming_a_live_thread_do_not_hang_senders() {
         .expect("a send behind damaged lock words hung");
     r.unwrap();
     eprintln!("send behind two damaged lock words took {took:?}");
-    assert!(
-        took >= Duration::from_millis(900),
-        "taken over early: {took:?}"
-    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
     let q = MessageQueue::open(&dir).unwrap();
     assert_eq!(q.try_recv().unwrap().unwrap(), "before");
     assert_eq!(q.try_recv().unwrap().unwrap(), "after");

@@ -27,7 +27,7 @@ pub(crate) fn run(
     // The command inherits the descriptor holding the lock: killing `fileipc` alone
     // leaves the lock held until the command (and what kept the descriptor) is gone.
     let fd = m.share_with_children()?;
-    let result = crate::run::run(cmd, Some(fd));
+    let result = crate::run::run(cmd, fd);
     m.unlock()?;
     result
 }

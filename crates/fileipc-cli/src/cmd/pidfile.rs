@@ -18,7 +18,7 @@ pub(crate) fn run(path: &Path, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
     // The command inherits the locked descriptor: killing `fileipc` alone leaves the
     // PID file locked until the command (and what kept the descriptor) is gone.
     let fd = p.share_with_children()?;
-    let result = crate::run::run(cmd, Some(fd));
+    let result = crate::run::run(cmd, fd);
     p.remove()?;
     result
 }

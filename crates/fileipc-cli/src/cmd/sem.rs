@@ -48,8 +48,10 @@ pub(crate) fn value(path: &Path, initial: u32) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Holds one permit, owned by this process, while `cmd` runs: if this process is killed
-/// the permit comes back to the others.
+/// Holds one permit while `cmd` runs. The command inherits the descriptor that keeps
+/// this process's ownership alive (`FILEIPC_LOCK_FD`), so the permit stays held until the
+/// command and whatever kept the descriptor are gone, even if `fileipc` is killed; it
+/// comes back to the others then (waiters notice within about 10 ms).
 pub(crate) fn run(
     path: &Path,
     initial: u32,
@@ -71,7 +73,8 @@ pub(crate) fn run(
         );
         return Ok(crate::NO);
     }
-    let result = crate::run::run(cmd, None);
-    s.release()?;
-    result
+    let fd = s.share_with_children()?;
+    // No release: the permit is the command's as much as ours, and goes back when the
+    // last process holding the descriptor exits (this one included).
+    crate::run::run(cmd, fd)
 }

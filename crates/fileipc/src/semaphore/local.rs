@@ -83,9 +83,57 @@ pub(super) struct LocalSemaphore {
     /// Excludes the threads sharing this handle from the critical section (the `flock`
     /// belongs to the open file description, which they share).
     local: std::sync::Mutex<()>,
+    /// The [`sys::fork_epoch`] of the process that opened the handle. A child forked
+    /// without `exec` shares the handle's open file description (and so its `flock`)
+    /// and its owner id with the parent: it must open the semaphore again.
+    epoch: u64,
+}
+
+/// The owners of semaphore files whose handles were all dropped while this process held
+/// permits there: permits belong to the process, so its id must stay alive as long as
+/// it runs.
+static KEPT: std::sync::Mutex<Vec<std::sync::Arc<crate::owner::Owners>>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl Drop for LocalSemaphore {
+    fn drop(&mut self) {
+        if self.epoch != sys::fork_epoch() {
+            return;
+        }
+        let scan = self.table.scan();
+        if scan.mine.is_some() || scan.mine_given > 0 {
+            let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+            if !kept
+                .iter()
+                .any(|o| std::sync::Arc::ptr_eq(o, &self.table.owners))
+            {
+                kept.push(self.table.owners.clone());
+            }
+        }
+    }
 }
 
 impl LocalSemaphore {
+    /// Refuses a handle inherited across `fork`: its lock and its owner id are the
+    /// parent's.
+    #[inline]
+    fn check_fork(&self) -> Result<()> {
+        if self.epoch == sys::fork_epoch() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            self.path(),
+            "this handle was opened by the parent of this forked process, and speaks for \
+             it; open the semaphore again in this process",
+        ))
+    }
+
+    /// [`Semaphore::share_with_children`](super::Semaphore::share_with_children).
+    pub(super) fn share_with_children(&self) -> Result<i32> {
+        self.check_fork()?;
+        self.table.owners.inherit()
+    }
+
     /// Opens the semaphore file at `path`, creating it with `mode` and `initial` permits
     /// if it is missing.
     pub(super) fn open(path: &Path, mode: u32, initial: u32) -> Result<LocalSemaphore> {
@@ -93,6 +141,7 @@ impl LocalSemaphore {
             table: Table::open(path, mode, initial)?,
             mode,
             local: std::sync::Mutex::new(()),
+            epoch: sys::fork_epoch(),
         })
     }
 
@@ -109,6 +158,7 @@ impl LocalSemaphore {
     /// [`Semaphore::try_acquire`](super::Semaphore::try_acquire): `false` also if the
     /// critical section stayed taken for [`CRITICAL_PATIENCE`].
     pub(super) fn try_acquire(&self) -> Result<bool> {
+        self.check_fork()?;
         let mut patience = Patience::For(CRITICAL_PATIENCE);
         match self.take(false, &mut patience)? {
             Some(true) => Ok(true),
@@ -119,6 +169,7 @@ impl LocalSemaphore {
 
     /// [`Semaphore::release`](super::Semaphore::release).
     pub(super) fn release(&self) -> Result<()> {
+        self.check_fork()?;
         // Fast path, no lock: hand the permit straight to the longest waiter, or return
         // it from this process's records.
         if self.table.waiters().load(Ordering::SeqCst) > 0 {
@@ -159,6 +210,7 @@ impl LocalSemaphore {
 
     /// [`Semaphore::detach`](super::Semaphore::detach).
     pub(super) fn detach(&self) -> Result<bool> {
+        self.check_fork()?;
         self.critical_forever(|| {
             // Our slot first, then the capacity: a death between the two stores leaves
             // the permit with nobody, as if we had died holding it (reclaimed), never a
@@ -183,6 +235,7 @@ impl LocalSemaphore {
     /// taken for [`CRITICAL_PATIENCE`], the value read without it, dead holders' permits
     /// counted free (see [`Table::value_unlocked`]).
     pub(super) fn value(&self) -> Result<u32> {
+        self.check_fork()?;
         let inside = self.critical(&mut Patience::For(CRITICAL_PATIENCE), || {
             let reclaimed = self.table.reclaim_dead();
             if reclaimed > 0 {
@@ -205,6 +258,7 @@ impl LocalSemaphore {
 
     /// [`Semaphore::held`](super::Semaphore::held).
     pub(super) fn held(&self) -> Result<u32> {
+        self.check_fork()?;
         let scan = self.table.scan();
         Ok(scan
             .mine
@@ -214,12 +268,13 @@ impl LocalSemaphore {
 
     /// [`Semaphore::waiting`](super::Semaphore::waiting).
     pub(super) fn waiting(&self) -> u32 {
-        self.table.waiters().load(Ordering::Relaxed)
+        self.table.live_waiting()
     }
 
     /// Takes a permit, waiting until `deadline` (`None`: without limit); `false` if none
     /// became free.
     pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        self.check_fork()?;
         match self.take(false, &mut Patience::Until(deadline))? {
             Some(true) => return Ok(true),
             Some(false) => {}
@@ -536,10 +591,10 @@ impl LocalSemaphore {
 mod tests {
     use std::time::Duration;
 
-    use super::super::table::{MAX_HOLDERS, word, word_pid};
+    use super::super::table::{MAX_HOLDERS, word, word_id};
     use super::super::{Engine, Semaphore};
     use super::*;
-    use crate::sys::ProcessId;
+    use crate::owner::LOCK_BASE;
 
     fn table(s: &Semaphore) -> &Table {
         match &s.engine {
@@ -548,26 +603,20 @@ mod tests {
     }
 
     #[test]
-    fn dead_slot_is_reclaimed_and_recycled_pid_is_not_mine() {
+    fn dead_slots_are_reclaimed() {
         let dir = tempfile::tempdir().unwrap();
         let s = Semaphore::open(dir.path().join("s"), 3).unwrap();
         let t = table(&s);
-        // A slot of a process that does not exist, and one with our PID but another
-        // start time (a recycled PID): both are dead holders.
+        // A slot naming no possible owner id, and one naming an id nobody holds (never
+        // handed out, or its owner gone): both are dead holders, whatever their PIDs.
         t.high().store(2, Ordering::SeqCst);
-        t.start(0).store(1, Ordering::SeqCst);
+        t.holder_pid(0).store(1, Ordering::SeqCst);
         t.owner(0).store(word(u32::MAX - 7, 1), Ordering::SeqCst);
-        t.start(1)
-            .store(t.me.start.wrapping_add(1), Ordering::SeqCst);
-        t.owner(1).store(word(t.me.pid, 2), Ordering::SeqCst);
+        t.holder_pid(1)
+            .store(u64::from(std::process::id()), Ordering::SeqCst);
+        t.owner(1).store(word(t.me + 1000, 2), Ordering::SeqCst);
         assert_eq!(s.held().unwrap(), 0);
-        let v = s.value().unwrap();
-        if cfg!(all(target_os = "linux", not(feature = "force-portable"))) {
-            assert_eq!(v, 3);
-        } else {
-            // Without start times the recycled PID looks alive.
-            assert_eq!(v, 1);
-        }
+        assert_eq!(s.value().unwrap(), 3);
         assert_eq!(t.owner(0).load(Ordering::SeqCst), 0);
         assert!(s.try_acquire().unwrap());
         assert_eq!(s.held().unwrap(), 1);
@@ -582,7 +631,7 @@ mod tests {
         let t = table(&s);
         assert!(s.try_acquire().unwrap());
         t.high().store(2, Ordering::SeqCst);
-        t.start(1).store(1, Ordering::SeqCst);
+        t.holder_pid(1).store(1, Ordering::SeqCst);
         t.owner(1).store(word(u32::MAX - 7, 1), Ordering::SeqCst);
         assert_eq!(t.value_unlocked(), 2);
         assert_ne!(t.owner(1).load(Ordering::SeqCst), 0);
@@ -592,16 +641,17 @@ mod tests {
 
     #[test]
     fn full_table_is_a_clear_error() {
-        let Some(init) = ProcessId::of_pid(1) else {
-            return; // no process 1 to stand for a live holder
-        };
         let dir = tempfile::tempdir().unwrap();
         let s = Semaphore::open(dir.path().join("s"), 1000).unwrap();
         let t = table(&s);
+        // A live owner that is not this process: an id whose byte another open file
+        // description holds locked.
+        let other = crate::sys::reopen(&t.state.file, &t.state.path).unwrap();
+        let live = 0x4000_0000;
+        assert!(crate::sys::try_lock_byte(&other, LOCK_BASE + u64::from(live)).unwrap());
         t.high().store(MAX_HOLDERS as u32, Ordering::SeqCst);
         for i in 0..MAX_HOLDERS {
-            t.start(i).store(init.start, Ordering::SeqCst);
-            t.owner(i).store(word(1, 1), Ordering::SeqCst);
+            t.owner(i).store(word(live, 1), Ordering::SeqCst);
         }
         assert_eq!(s.value().unwrap(), 1000 - MAX_HOLDERS as u32);
         let e = s.try_acquire().unwrap_err();
@@ -610,7 +660,7 @@ mod tests {
         // A slot freed by its holder is reused.
         t.owner(7).store(0, Ordering::SeqCst);
         assert!(s.try_acquire().unwrap());
-        assert_eq!(word_pid(t.owner(7).load(Ordering::SeqCst)), t.me.pid);
+        assert_eq!(word_id(t.owner(7).load(Ordering::SeqCst)), t.me);
     }
 
     /// A thread waiting in the same process gets the permit handed over; the permit
@@ -655,7 +705,7 @@ mod tests {
         assert_eq!(s.value().unwrap(), 3);
         assert_eq!(t.gift().load(Ordering::SeqCst), 0);
         // A live "gifter" (ourselves) that never finishes.
-        let tag = (u64::from(t.me.pid) << 32) | (t.me.start & 0xffff_ffff);
+        let tag = (u64::from(t.me) << 32) | 1;
         t.gift().store(tag, Ordering::SeqCst);
         assert_eq!(s.value().unwrap(), 2);
         t.gift().store(0, Ordering::SeqCst);

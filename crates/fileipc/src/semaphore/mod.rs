@@ -271,6 +271,39 @@ impl Semaphore {
         }
     }
 
+    /// Lets the programs this process runs from now on inherit the descriptor that keeps
+    /// this process's ownership in the semaphore alive (its close-on-exec flag is
+    /// cleared), and returns its number. The permits this process holds then stay held
+    /// while it or any program that kept the descriptor runs, even if this process is
+    /// killed, as with `flock(1)`; they come back once the last of them is gone (noticed
+    /// by waiters within about 10 ms). A [`release`](Semaphore::release) by this process
+    /// still returns a permit at once. A program that must not keep the permits held
+    /// closes the descriptor (in a shell: `exec {fd}>&-` with the number this returned,
+    /// which `fileipc sem run` passes as `FILEIPC_LOCK_FD`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a handle inherited across `fork`; [`Error::Io`] if the
+    /// descriptor's flags cannot be changed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let s = fileipc::Semaphore::open(dir.path().join("encoders"), 4)?;
+    /// s.acquire_forever()?;
+    /// let fd = s.share_with_children()?;
+    /// let status = std::process::Command::new("true").status()?; // inherits `fd`
+    /// assert!(status.success() && fd > 2);
+    /// s.release()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn share_with_children(&self) -> Result<std::os::fd::RawFd> {
+        match &self.engine {
+            Engine::Local(e) => e.share_with_children(),
+        }
+    }
+
     /// Turns one permit the calling process holds into a permit no process holds: it
     /// stays taken after this process exits, until some process calls
     /// [`release`](Semaphore::release). This is what a shell script needs when one
@@ -376,9 +409,10 @@ impl Semaphore {
         }
     }
 
-    /// How many threads (of any process) are registered as waiting, for diagnostics.
-    /// Approximate: a waiter killed while waiting stays counted, which costs later
-    /// releases one spare wake-up call each but is otherwise harmless.
+    /// How many threads (of any process) wait in the semaphore's queue of waiter
+    /// entries, for diagnostics: exact for live waiters (a waiter killed while waiting
+    /// stops counting at once: its owner id is dead), up to the 256 entries the file
+    /// holds (waiters beyond them wait uncounted).
     ///
     /// # Examples
     ///

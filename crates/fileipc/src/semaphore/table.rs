@@ -3,7 +3,8 @@
 //!
 //! The file holds a `capacity` (the initial value plus every release made by a process
 //! that held no permit) and a table of holders: one slot per process holding permits,
-//! naming it by PID *and start time* and counting its permits. The value is
+//! naming it by its owner id (`owner.rs`: the kernel vouches for its life) and counting
+//! its permits. The value is
 //! `capacity - sum(held)`. Permits belong to a process: all its threads and handles
 //! share its slot, and when it dies its permits come back.
 //!
@@ -28,30 +29,32 @@
 //! are lock-free.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::SemaphoreHolder;
 use crate::error::{Error, Result};
+use crate::owner::Owners;
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
-use crate::sys::{self, ProcessId};
+use crate::sys;
 use crate::wait;
 
-// The layout of a semaphore file (version 2), offsets from the start of the file; see
-// docs/FORMAT.md.
-const VERSION: u32 = 2;
+// The layout of a semaphore file (version 3), offsets from the start of the file; see
+// docs/FORMAT.md. Version 2 named holders by PID and start time, judged through `/proc`.
+const VERSION: u32 = 3;
 const SEQ: usize = HEADER_LEN; // u32 doorbell, incremented by every release
 const WAITERS: usize = HEADER_LEN + 4; // u32 registered waiters
 const CAPACITY: usize = HEADER_LEN + 8; // u32 initial + releases without holding
 const HIGH: usize = HEADER_LEN + 12; // u32 slots in use are below this index
-const GIFT: usize = HEADER_LEN + 16; // u64 gift in progress: gifter pid << 32 | start low bits
+const GIFT: usize = HEADER_LEN + 16; // u64 gift in progress: gifter's owner id << 32 | 1
 const GIFTS: usize = HEADER_LEN + 24; // u32 gifts begun (wrapping)
 const TICKETS: usize = HEADER_LEN + 28; // u32 next waiter ticket (wrapping)
 const WHIGH: usize = HEADER_LEN + 32; // u32 waiter entries in use are below this index
 const SLOTS: usize = 128; // the holder table
-const SLOT_LEN: usize = 16; // u64 owner pid << 32 | held, u64 owner start time
+const SLOT_LEN: usize = 16; // u64 owner id << 32 | held, u64 owner's PID (for display)
 const TABLE_END: usize = 4096;
 const WAITS: usize = TABLE_END; // the waiter table
-const WAIT_LEN: usize = 16; // u32 ticket << 2 | state, u32 pid, u64 start time
+const WAIT_LEN: usize = 16; // u32 ticket << 2 | state, u32 owner id, u64 PID (for display)
 const MAX_WAITS: usize = 256;
 const LEN: usize = WAITS + MAX_WAITS * WAIT_LEN;
 /// How many processes can hold permits at the same time.
@@ -77,11 +80,11 @@ const LAYOUT: Layout = Layout {
 
 // --- The slot's owner word (pure logic, unit-tested below): 0 = free slot.
 
-pub(super) fn word(pid: u32, held: u32) -> u64 {
-    (u64::from(pid) << 32) | u64::from(held)
+pub(super) fn word(id: u32, held: u32) -> u64 {
+    (u64::from(id) << 32) | u64::from(held)
 }
 
-pub(super) fn word_pid(w: u64) -> u32 {
+pub(super) fn word_id(w: u64) -> u32 {
     (w >> 32) as u32
 }
 
@@ -104,12 +107,6 @@ pub(super) fn value_of(capacity: u32, held: u64) -> u32 {
 fn ticket_before(a: u32, b: u32) -> bool {
     let d = (b >> 2).wrapping_sub(a >> 2) & 0x3fff_ffff;
     d != 0 && d < 0x2000_0000
-}
-
-/// Whether the gifter named by `gift` word `g` (pid << 32 | low bits of its start time)
-/// is no longer running.
-fn gifter_dead(g: u64) -> bool {
-    !sys::is_alive_low((g >> 32) as u32, g as u32)
 }
 
 /// Outcome of [`Table::give`].
@@ -151,8 +148,12 @@ const SETTLE_SPIN: wait::Spin = wait::Spin::Counted {
 #[derive(Debug)]
 pub(super) struct Table {
     pub(super) state: StateFile,
-    /// The calling process, as its slot and waiter entries name it.
-    pub(super) me: ProcessId,
+    /// Who holds and waits, and whether they live.
+    pub(super) owners: Arc<Owners>,
+    /// The calling process, as its slot and waiter entries name it: its owner id.
+    pub(super) me: u32,
+    /// The calling process's PID, recorded beside its id for display.
+    pid: u32,
 }
 
 impl Table {
@@ -163,9 +164,13 @@ impl Table {
             let at = CAPACITY - HEADER_LEN;
             region[at..at + 4].copy_from_slice(&initial.to_le_bytes());
         })?;
+        let owners = Owners::of(&state.file, &state.path)?;
+        let me = owners.process_id()?;
         Ok(Table {
             state,
-            me: ProcessId::current(),
+            owners,
+            me,
+            pid: std::process::id(),
         })
     }
 
@@ -184,8 +189,19 @@ impl Table {
     pub(super) fn owner(&self, slot: usize) -> &AtomicU64 {
         self.state.map.u64(SLOTS + slot * SLOT_LEN)
     }
-    pub(super) fn start(&self, slot: usize) -> &AtomicU64 {
+    /// The PID of a slot's owner, for display.
+    pub(super) fn holder_pid(&self, slot: usize) -> &AtomicU64 {
         self.state.map.u64(SLOTS + slot * SLOT_LEN + 8)
+    }
+
+    /// Whether owner id `id` is alive (the calling process's own ids are).
+    pub(super) fn alive(&self, id: u32) -> bool {
+        self.owners.is_alive(id)
+    }
+
+    /// Whether the gifter named by `gift` word `g` is gone.
+    fn gifter_dead(&self, g: u64) -> bool {
+        !self.alive((g >> 32) as u32)
     }
 
     pub(super) fn gift(&self) -> &AtomicU64 {
@@ -208,20 +224,21 @@ impl Table {
     pub(super) fn entry(&self, e: usize) -> &AtomicU32 {
         self.state.map.u32(WAITS + e * WAIT_LEN)
     }
-    fn entry_pid(&self, e: usize) -> &AtomicU32 {
+    /// The owner id of the process of waiter entry `e`.
+    fn entry_owner(&self, e: usize) -> &AtomicU32 {
         self.state.map.u32(WAITS + e * WAIT_LEN + 4)
     }
-    fn entry_start(&self, e: usize) -> &AtomicU64 {
+    /// The PID of the process of waiter entry `e`, for display.
+    fn entry_pid(&self, e: usize) -> &AtomicU64 {
         self.state.map.u64(WAITS + e * WAIT_LEN + 8)
     }
 
     fn is_my_entry(&self, e: usize) -> bool {
-        self.entry_pid(e).load(Ordering::SeqCst) == self.me.pid
-            && self.entry_start(e).load(Ordering::SeqCst) == self.me.start
+        self.entry_owner(e).load(Ordering::SeqCst) == self.me
     }
 
-    fn is_me(&self, slot: usize, w: u64) -> bool {
-        word_pid(w) == self.me.pid && self.start(slot).load(Ordering::Acquire) == self.me.start
+    fn is_me(&self, w: u64) -> bool {
+        word_id(w) == self.me
     }
 
     /// Reads the holder table and the waiter entries (after the slots). Loads are
@@ -240,7 +257,7 @@ impl Table {
                 continue;
             }
             s.held += u64::from(word_held(w));
-            if s.mine.is_none() && self.is_me(i, w) {
+            if s.mine.is_none() && self.is_me(w) {
                 s.mine = Some((i, w));
             }
         }
@@ -276,7 +293,7 @@ impl Table {
                 return s;
             }
             attempt += 1;
-            if g1 != 0 && g1 == g2 && n1 == n2 && attempt > 4 && gifter_dead(g1) {
+            if g1 != 0 && g1 == g2 && n1 == n2 && attempt > 4 && self.gifter_dead(g1) {
                 // A gifter died mid-gift: its records are consistent (see FORMAT.md).
                 let _ = self
                     .gift()
@@ -304,20 +321,13 @@ impl Table {
         let mut dead = 0u64;
         for i in 0..scan.high {
             let w = self.owner(i).load(Ordering::SeqCst);
-            let who = ProcessId {
-                pid: word_pid(w),
-                start: self.start(i).load(Ordering::SeqCst),
-            };
-            if w != 0 && !who.is_alive() {
+            if w != 0 && !self.alive(word_id(w)) {
                 dead += u64::from(word_held(w));
             }
         }
         for e in 0..self.wait_high() {
-            let who = ProcessId {
-                pid: self.entry_pid(e).load(Ordering::SeqCst),
-                start: self.entry_start(e).load(Ordering::SeqCst),
-            };
-            if self.entry(e).load(Ordering::SeqCst) & W_STATE == W_GIVEN && !who.is_alive() {
+            let who = self.entry_owner(e).load(Ordering::SeqCst);
+            if self.entry(e).load(Ordering::SeqCst) & W_STATE == W_GIVEN && !self.alive(who) {
                 dead += 1;
             }
         }
@@ -371,7 +381,7 @@ impl Table {
                 _ => Gift::NotHeld,
             };
         }
-        let tag = (u64::from(self.me.pid) << 32) | (self.me.start & 0xffff_ffff);
+        let tag = (u64::from(self.me) << 32) | 1;
         if self
             .gift()
             .compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst)
@@ -426,6 +436,17 @@ impl Table {
         best
     }
 
+    /// How many threads wait in waiter entries whose owners are alive (a killed waiter's
+    /// entry is not counted, though it stays in the table until the next reclaim).
+    pub(super) fn live_waiting(&self) -> u32 {
+        (0..self.wait_high())
+            .filter(|&e| {
+                self.entry(e).load(Ordering::SeqCst) & W_STATE == W_WAITING
+                    && self.alive(self.entry_owner(e).load(Ordering::SeqCst))
+            })
+            .count() as u32
+    }
+
     /// Gives free permits to waiting entries, oldest first, and wakes them; in the
     /// critical section. Returns how many were given.
     pub(super) fn distribute(&self) -> u32 {
@@ -470,8 +491,9 @@ impl Table {
         };
         let ticket = self.tickets().fetch_add(1, Ordering::SeqCst);
         let w = (ticket << 2) | W_WAITING;
-        self.entry_pid(e).store(self.me.pid, Ordering::SeqCst);
-        self.entry_start(e).store(self.me.start, Ordering::SeqCst);
+        self.entry_pid(e)
+            .store(u64::from(self.pid), Ordering::SeqCst);
+        self.entry_owner(e).store(self.me, Ordering::SeqCst);
         self.entry(e).store(w, Ordering::SeqCst);
         Some((e, w))
     }
@@ -491,7 +513,7 @@ impl Table {
                     .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::SeqCst)
                 {
                     Ok(_) => return Ok(true),
-                    Err(now) if word_pid(now) == self.me.pid => w = now,
+                    Err(now) if word_id(now) == self.me => w = now,
                     // Freed by our own last release meanwhile: claim a slot afresh.
                     Err(_) => break,
                 }
@@ -514,29 +536,25 @@ impl Table {
                 ));
             }
         };
-        // Claim: the start time first, then owner and count in one store.
-        self.start(slot).store(self.me.start, Ordering::SeqCst);
-        self.owner(slot)
-            .store(word(self.me.pid, 1), Ordering::SeqCst);
+        // Claim: the PID first (display only), then owner and count in one store.
+        self.holder_pid(slot)
+            .store(u64::from(self.pid), Ordering::SeqCst);
+        self.owner(slot).store(word(self.me, 1), Ordering::SeqCst);
         Ok(true)
     }
 
-    /// Frees the slots and waiter entries of processes that are no longer running (PID
-    /// and start time checked, zombies count as dead); in the critical section. Returns
+    /// Frees the slots and waiter entries of processes whose owner ids are dead; in the
+    /// critical section. Returns
     /// the number of permits returned.
     pub(super) fn reclaim_dead(&self) -> u64 {
         let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
         let mut reclaimed = 0;
         for i in 0..high {
             let w = self.owner(i).load(Ordering::SeqCst);
-            if w == 0 || self.is_me(i, w) {
+            if w == 0 || self.is_me(w) {
                 continue;
             }
-            let who = ProcessId {
-                pid: word_pid(w),
-                start: self.start(i).load(Ordering::SeqCst),
-            };
-            if !who.is_alive()
+            if !self.alive(word_id(w))
                 && self
                     .owner(i)
                     .compare_exchange(w, 0, Ordering::SeqCst, Ordering::SeqCst)
@@ -550,11 +568,7 @@ impl Table {
             if w & W_STATE == W_FREE || self.is_my_entry(e) {
                 continue;
             }
-            let who = ProcessId {
-                pid: self.entry_pid(e).load(Ordering::SeqCst),
-                start: self.entry_start(e).load(Ordering::SeqCst),
-            };
-            if !who.is_alive()
+            if !self.alive(self.entry_owner(e).load(Ordering::SeqCst))
                 && self
                     .entry(e)
                     .compare_exchange(w, w & !W_STATE, Ordering::SeqCst, Ordering::SeqCst)
@@ -565,7 +579,7 @@ impl Table {
             }
         }
         let g = self.gift().load(Ordering::SeqCst);
-        if g != 0 && gifter_dead(g) {
+        if g != 0 && self.gifter_dead(g) {
             let _ = self
                 .gift()
                 .compare_exchange(g, 0, Ordering::SeqCst, Ordering::SeqCst);
@@ -585,50 +599,40 @@ impl Table {
     /// holding a handed-over permit: [`Semaphore::holders`](super::Semaphore::holders).
     pub(super) fn holders(&self) -> Vec<SemaphoreHolder> {
         let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
-        let mut out = Vec::new();
+        // (owner id, holder) pairs; the PID and start time are for display only.
+        let mut out: Vec<(u32, SemaphoreHolder)> = Vec::new();
+        let holder = |id: u32, pid: u64, permits: u32| {
+            let pid = u32::try_from(pid).unwrap_or(0);
+            SemaphoreHolder {
+                pid,
+                start_time: sys::process_start_time(pid).unwrap_or(0),
+                permits,
+                alive: self.alive(id),
+            }
+        };
         for i in 0..high {
             let w = self.owner(i).load(Ordering::SeqCst);
             if w == 0 || word_held(w) == 0 {
                 continue;
             }
-            let who = ProcessId {
-                pid: word_pid(w),
-                start: self.start(i).load(Ordering::SeqCst),
-            };
-            out.push(SemaphoreHolder {
-                pid: who.pid,
-                start_time: who.start,
-                permits: word_held(w),
-                alive: who.is_alive(),
-            });
+            let pid = self.holder_pid(i).load(Ordering::SeqCst);
+            out.push((word_id(w), holder(word_id(w), pid, word_held(w))));
         }
         // Permits handed to waiters and still held in their waiter entries.
         for e in 0..self.wait_high() {
             if self.entry(e).load(Ordering::SeqCst) & W_STATE != W_GIVEN {
                 continue;
             }
-            let (pid, start_time) = (
-                self.entry_pid(e).load(Ordering::SeqCst),
-                self.entry_start(e).load(Ordering::SeqCst),
-            );
-            match out
-                .iter_mut()
-                .find(|h| h.pid == pid && h.start_time == start_time)
-            {
-                Some(h) => h.permits = h.permits.saturating_add(1),
-                None => out.push(SemaphoreHolder {
-                    pid,
-                    start_time,
-                    permits: 1,
-                    alive: ProcessId {
-                        pid,
-                        start: start_time,
-                    }
-                    .is_alive(),
-                }),
+            let id = self.entry_owner(e).load(Ordering::SeqCst);
+            match out.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, h)) => h.permits = h.permits.saturating_add(1),
+                None => {
+                    let pid = self.entry_pid(e).load(Ordering::SeqCst);
+                    out.push((id, holder(id, pid, 1)));
+                }
             }
         }
-        out
+        out.into_iter().map(|(_, h)| h).collect()
     }
 }
 
@@ -639,7 +643,7 @@ mod tests {
     #[test]
     fn owner_word() {
         let w = word(4242, 3);
-        assert_eq!(word_pid(w), 4242);
+        assert_eq!(word_id(w), 4242);
         assert_eq!(word_held(w), 3);
         assert_eq!(word_after_release(w), word(4242, 2));
         assert_eq!(word_after_release(word(4242, 1)), 0);

@@ -16,7 +16,6 @@ use rustix::thread::futex;
 use super::remaining;
 
 pub(super) const NAME: &str = "linux (futex, inotify)";
-pub(super) const START_TIME_UNSUPPORTED: bool = false;
 
 /// Sleeps while `*word == expected`, until woken by [`futex_wake`], until `deadline`,
 /// or spuriously. Callers re-check their condition in a loop. The futex is *shared*

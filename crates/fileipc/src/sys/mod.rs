@@ -12,7 +12,7 @@
 //! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
 //! | `map.rs` | a file mapped shared between processes, read through atomics and bulk copies ([`SharedMap`]), and the [`fork_epoch`] that tells a forked child from its parent; the only file with `unsafe` code |
 //! | `ofd.rs` | byte-range locks owned by an open file description ([`try_lock_byte`], [`byte_locked_by_other`]): how an owner shows it is alive (Linux; a port provides these two) |
-//! | `process.rs` | processes identified across PID reuse, for display and for the semaphore's holder records ([`ProcessId`], [`is_alive_low`]), [`thread_id`], [`effective_uid`] |
+//! | `process.rs` | a process as shown to people ([`ProcessId`]: PID and start time, never used to decide liveness), [`thread_id`], [`effective_uid`] |
 //! | `time.rs` | clocks every process reads alike ([`monotonic_millis`], [`monotonic_micros`]) and [`remaining`] time to a deadline |
 //!
 //! Provided by the platform file:
@@ -22,7 +22,7 @@
 //! | wait on a shared word with a deadline | [`futex_wait`] returns when the word may have changed, at the deadline, or spuriously | `FUTEX_WAIT` (shared, never `PRIVATE`) | sleeps with exponential back-off, 50 us to 2 ms |
 //! | wake waiters of a shared word | [`futex_wake`] | `FUTEX_WAKE` | nothing to do |
 //! | watch a directory for a name to appear | [`DirWatch`], answering a [`DirEvent`] | inotify | polls the name with back-off |
-//! | identify a process across PID reuse | [`process_start_time`], used by [`ProcessId`] | start time from `/proc/PID/stat` | unknown (PID only, recycling not detected) |
+//! | a process's start time, for display | [`process_start_time`], used by [`ProcessId`] | `/proc/PID/stat` | unknown (0) |
 //!
 //! The `force-portable` cargo feature selects the portable backend on Linux too, so
 //! CI runs the code a platform without futexes or inotify would run. A macOS port adds a
@@ -58,7 +58,7 @@ pub(crate) use fs::{
 pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
 pub(crate) use map::{SharedMap, fork_epoch};
 pub(crate) use ofd::{byte_locked_by_other, try_lock_byte};
-pub(crate) use process::{ProcessId, effective_uid, is_alive_low, thread_id};
+pub(crate) use process::{ProcessId, effective_uid, thread_id};
 pub(crate) use time::{monotonic_micros, monotonic_millis, remaining};
 
 /// The name of the backend in use, for diagnostics (`fileipc stat`, benchmarks).

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use super::remaining;
 
 pub(super) const NAME: &str = "portable (polling)";
-pub(super) const START_TIME_UNSUPPORTED: bool = true;
 
 const FIRST_NAP: Duration = Duration::from_micros(50);
 const LONGEST_NAP: Duration = Duration::from_millis(2);
