@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use super::QueueStats;
@@ -303,11 +303,30 @@ impl LocalQueue {
         removed.fetch_max(below, Ordering::AcqRel);
     }
 
+    /// Unmaps, on every side of this handle, the segments wholly below the head: they
+    /// are unlinked (or about to be), and a mapping would keep their blocks allocated.
+    /// Called before a receiver sleeps and by `count` and `stats`, so that a handle
+    /// that waits in `recv` or only monitors the queue while other handles move the head
+    /// keeps no stale mapping. A cache another thread is using is left alone (that
+    /// thread's own accesses trim it).
+    pub(super) fn release_consumed_mappings(&self) {
+        let k = self.a64(control::HEAD).load(Ordering::Acquire) / self.seg_size;
+        for cache in [&self.consumer, &self.producer, &self.syncer] {
+            let mut guard = match cache.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            guard.retain_from(k);
+        }
+    }
+
     // --- whole-queue operations ---------------------------------------------------------
 
     pub(super) fn count(&self) -> Result<u64> {
         self.check_destroyed()?;
         self.repair_abandoned();
+        self.release_consumed_mappings();
         Ok(self.count_now())
     }
 
@@ -374,6 +393,7 @@ impl LocalQueue {
     pub(super) fn stats(&self) -> Result<QueueStats> {
         self.check_destroyed()?;
         self.repair_abandoned();
+        self.release_consumed_mappings();
         let mut segments = 0;
         let mut bytes_on_disk = 0;
         for e in fs::read_dir(&self.dir).at("read directory", &self.dir)? {

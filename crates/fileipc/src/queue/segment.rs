@@ -2,7 +2,10 @@
 //! created sparse at their full size `S` and mapped shared.
 //!
 //! Each side of a handle (producer, consumer, syncer) keeps its own small cache of mapped
-//! segments, so the common path touches no file system call at all.
+//! segments, so the common path touches no file system call at all. A cache keeps only
+//! segments a side can still read or write: it unmaps those below the segment it maps
+//! next, and its owner trims it to the head (`LocalQueue::release_consumed_mappings`),
+//! since a mapping keeps an unlinked segment's blocks allocated.
 
 use std::path::{Path, PathBuf};
 
@@ -89,6 +92,10 @@ impl SegmentCache {
         if let Some(i) = self.maps.iter().position(|m| m.k == k) {
             return Ok(Some(&mut self.maps[i]));
         }
+        // Each side moves forward through the log: it never needs a segment below the
+        // one it needs now again, and that segment may be unlinked already (a mapping
+        // keeps an unlinked file's blocks allocated). Unmap them.
+        self.retain_from(k);
         let path = path(&self.dir, k);
         let how = match self.missing {
             Missing::Create { mode, .. } => Open::CreateWithMode(mode),
@@ -139,7 +146,7 @@ impl SegmentCache {
         Ok(self.maps.last_mut())
     }
 
-    /// Forgets the mappings of segments below `k`.
+    /// Forgets (unmaps) the mappings of segments below `k`.
     pub(crate) fn retain_from(&mut self, k: u64) {
         if self.maps.iter().any(|m| m.k < k) {
             self.maps.retain(|m| m.k >= k);
@@ -238,6 +245,9 @@ impl SegmentCache {
             }
             from += n as u64;
         }
+        // The next flush starts at or beyond `to` (the synced mark and the head only
+        // grow): the segments below its segment are done with.
+        self.retain_from(to / self.size);
         Ok(())
     }
 
