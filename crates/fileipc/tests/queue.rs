@@ -42,6 +42,7 @@ fn child_process_entry() {
         "blocked_recv" => blocked_recv(&args),
         "send_one" => send_one(&args),
         "hold_locks_and_hang" => hold_locks_and_hang(&args),
+        "send_all_past_fsize_limit" => send_all_past_fsize_limit(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -202,6 +203,51 @@ fn hold_locks_and_hang(args: &[String]) {
     ctl.write_at(&tid.to_le_bytes(), 256).unwrap();
     say("holding");
     std::thread::sleep(PATIENCE);
+}
+
+/// Ignores `SIGXFSZ`, so that a write past `RLIMIT_FSIZE` fails with `EFBIG` instead of
+/// killing the process.
+#[allow(unsafe_code)]
+fn ignore_sigxfsz() {
+    // SAFETY: installs no handler, only the "ignore" disposition, before this process
+    // starts anything that could depend on the signal.
+    let previous = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    assert_ne!(previous, libc::SIG_ERR);
+}
+
+/// args: dir. With 64 KiB segments, sends one message (creating segment 0), then limits
+/// the size of files it may grow to 4 KiB (`RLIMIT_FSIZE`, `SIGXFSZ` ignored), so that
+/// creating segment 1 fails with `EFBIG`, and sends 1,000 messages of 88 bytes (120-byte
+/// records) with `send_all`: its batches of 256 fill segment 0 up to the third batch,
+/// which needs segment 1. Then another `send_all` of 100, whose first batch needs it.
+/// Says what each returned, and the queue's count after each.
+fn send_all_past_fsize_limit(args: &[String]) {
+    ignore_sigxfsz();
+    let q = QueueOptions::new()
+        .segment_size(64 << 10)
+        .open(&args[0])
+        .unwrap();
+    q.send("first").unwrap();
+    rustix::process::setrlimit(
+        rustix::process::Resource::Fsize,
+        rustix::process::Rlimit {
+            current: Some(4096),
+            maximum: None,
+        },
+    )
+    .unwrap();
+    let describe = |r: fileipc::Result<usize>| match r {
+        Ok(n) => format!("Ok({n})"),
+        Err(Error::Partial {
+            completed, source, ..
+        }) => format!("Partial({completed}, {:?})", source.io_kind()),
+        Err(e) => format!("Err({:?})", e.io_kind()),
+    };
+    let msg = [b'm'; 88];
+    say(describe(q.send_all((0..1000).map(|_| msg))));
+    say(q.count().unwrap());
+    say(describe(q.send_all((0..100).map(|_| msg))));
+    say(q.count().unwrap());
 }
 
 // --- tests --------------------------------------------------------------------------
@@ -1100,4 +1146,28 @@ fn handles_keep_no_unlinked_segment_mapped() {
         );
         assert_eq!(st.count, 0);
     });
+}
+
+/// Issue 13, point 6: `send_all` whose third batch of 256 fails (the next segment cannot
+/// be created: `RLIMIT_FSIZE`) reports how many messages were committed before, as
+/// `Error::Partial`, instead of a bare error after delivering 512 of them; a failure
+/// before anything was committed stays the plain error.
+#[test]
+fn send_all_reports_the_messages_committed_before_a_failure() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let mut p = Proc::spawn("send_all_past_fsize_limit", &[arg(&dir)]);
+    let first = p.expect_line(PATIENCE);
+    let count = p.expect_line(PATIENCE);
+    let again = p.expect_line(PATIENCE);
+    let count_again = p.expect_line(PATIENCE);
+    p.wait_success();
+    eprintln!("send_all: {first}, count {count}; again: {again}, count {count_again}");
+    // 1 + 512 messages are in the queue: the first two batches were committed.
+    assert_eq!(count, "513");
+    assert_eq!(first, "Partial(512, Some(FileTooLarge))");
+    assert_eq!(again, "Err(Some(FileTooLarge))");
+    assert_eq!(count_again, "513");
+    let q = MessageQueue::open(&dir).unwrap();
+    assert_eq!(q.recv_many(1000, Duration::ZERO).unwrap().len(), 513);
 }
