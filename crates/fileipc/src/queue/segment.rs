@@ -7,6 +7,7 @@
 //! next, and its owner trims it to the head (`LocalQueue::release_consumed_mappings`),
 //! since a mapping keeps an unlinked segment's blocks allocated.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoResultExt, Result};
@@ -39,8 +40,13 @@ pub(crate) fn valid_size(bytes: u64) -> bool {
 /// What to do when a segment file is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Missing {
-    /// Create it (producers: the segment lies at or beyond the tail).
-    Create { mode: u32, durable: bool },
+    /// Create it (producers: the segment lies at or beyond the tail) with exactly
+    /// `mode`, in `group` if given (the group the queue is shared with).
+    Create {
+        mode: u32,
+        group: Option<u32>,
+        durable: bool,
+    },
     /// It is an error (consumers: the bytes were committed, so the file must exist).
     Fail,
     /// Skip it (the syncer: consumers may have removed it meanwhile).
@@ -55,7 +61,7 @@ struct Mapped {
     k: u64,
     map: SharedMap,
     /// Producers only: the file, to reserve storage in, and how far it is reserved.
-    file: Option<std::fs::File>,
+    file: Option<File>,
     reserved: u64,
 }
 
@@ -97,11 +103,11 @@ impl SegmentCache {
         // keeps an unlinked file's blocks allocated). Unmap them.
         self.retain_from(k);
         let path = path(&self.dir, k);
-        let how = match self.missing {
-            Missing::Create { mode, .. } => Open::CreateWithMode(mode),
-            _ => Open::Existing,
+        let opened = match self.missing {
+            Missing::Create { mode, group, .. } => open_or_create(&path, mode, group),
+            _ => sys::open_state_file(&path, Open::Existing),
         };
-        let file = match sys::open_state_file(&path, how) {
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.missing == Missing::Skip => {
                 return Ok(None);
@@ -254,6 +260,36 @@ impl SegmentCache {
     /// The path and in-segment offset of log position `pos`, for error messages.
     pub(crate) fn locate(&self, pos: u64) -> (PathBuf, u64) {
         (path(&self.dir, pos / self.size), pos % self.size)
+    }
+}
+
+/// Opens segment file `path`, creating it if missing with exactly `mode` (`open(2)`
+/// would filter it by the umask) and in `group`: a new file otherwise gets its creator's
+/// group, which the other users the queue is shared with may not be in.
+fn open_or_create(path: &Path, mode: u32, group: Option<u32>) -> std::io::Result<File> {
+    let mut attempts = 0;
+    loop {
+        match sys::open_state_file(path, Open::Existing) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => return r,
+        }
+        match sys::create_new_file(path, mode) {
+            Ok(file) => {
+                if let Some(g) = group {
+                    // Best effort: only a member of the group may give a file to it; a
+                    // creator outside it reaches the queue through the mode's other
+                    // bits, and so do the others then.
+                    let _ = sys::set_group(&file, g);
+                }
+                return Ok(file);
+            }
+            // Another producer created it meanwhile: open theirs (it is removed only
+            // once the head passed it, or by `destroy`: then give up after a few tries).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 3 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

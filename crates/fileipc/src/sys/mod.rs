@@ -9,7 +9,7 @@
 //!
 //! | file | what it provides |
 //! |---|---|
-//! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
+//! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`]), their group ([`set_group`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
 //! | `map.rs` | a file mapped shared between processes, read through atomics and bulk copies ([`SharedMap`]); the only file with `unsafe` code |
 //! | `process.rs` | processes and threads identified across ID reuse ([`ProcessId`], [`is_alive_low`], [`owner_ident`], [`owner_alive`]), [`thread_id`], [`effective_uid`] |
 //! | `time.rs` | clocks every process reads alike ([`monotonic_millis`], [`monotonic_micros`]) and [`remaining`] time to a deadline |
@@ -50,7 +50,7 @@ mod time;
 
 pub(crate) use fs::{
     Open, allocate, create_new_file, file_id, is_same_file, is_symlink_refusal, lock_exclusive,
-    open_nofollow, open_state_file, try_lock_exclusive, try_lock_shared, unlock,
+    open_nofollow, open_state_file, set_group, try_lock_exclusive, try_lock_shared, unlock,
 };
 pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
 pub(crate) use map::SharedMap;
