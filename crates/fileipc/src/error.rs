@@ -97,6 +97,21 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+
+    /// A batch operation failed after part of it took effect: the first `completed`
+    /// items did, the others did not (see the operation, e.g.
+    /// [`MessageQueue::send_all`](crate::MessageQueue::send_all)). Retrying the whole
+    /// batch would repeat those items; retry from item `completed` instead.
+    #[error("{}: failed after {completed} items took effect: {source}", path.display())]
+    Partial {
+        /// The primitive's path.
+        path: PathBuf,
+        /// How many items, from the first, took effect.
+        completed: usize,
+        /// Why the rest did not.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -110,15 +125,32 @@ impl Error {
             | Error::Invalid { path, .. }
             | Error::Destroyed { path }
             | Error::Value { path, .. }
-            | Error::Sqlite { path, .. } => path,
+            | Error::Sqlite { path, .. }
+            | Error::Partial { path, .. } => path,
         }
     }
 
-    /// The underlying OS error kind, if this is an I/O error.
+    /// The underlying OS error kind, if this is an I/O error (or an
+    /// [`Error::Partial`] that stopped on one).
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             Error::Io { source, .. } => Some(source.kind()),
+            Error::Partial { source, .. } => source.io_kind(),
             _ => None,
+        }
+    }
+
+    /// The `io::ErrorKind` this error converts to.
+    fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io { source, .. } => source.kind(),
+            Error::Symlink { .. } | Error::Invalid { .. } => io::ErrorKind::InvalidInput,
+            Error::Format { .. } | Error::Corrupt { .. } | Error::Value { .. } => {
+                io::ErrorKind::InvalidData
+            }
+            Error::Destroyed { .. } => io::ErrorKind::NotFound,
+            Error::Sqlite { .. } => io::ErrorKind::Other,
+            Error::Partial { source, .. } => source.kind(),
         }
     }
 
@@ -153,16 +185,7 @@ impl Error {
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
-        let kind = match &e {
-            Error::Io { source, .. } => source.kind(),
-            Error::Symlink { .. } | Error::Invalid { .. } => io::ErrorKind::InvalidInput,
-            Error::Format { .. } | Error::Corrupt { .. } | Error::Value { .. } => {
-                io::ErrorKind::InvalidData
-            }
-            Error::Destroyed { .. } => io::ErrorKind::NotFound,
-            Error::Sqlite { .. } => io::ErrorKind::Other,
-        };
-        io::Error::new(kind, e)
+        io::Error::new(e.kind(), e)
     }
 }
 

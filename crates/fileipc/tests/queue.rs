@@ -42,6 +42,7 @@ fn child_process_entry() {
         "blocked_recv" => blocked_recv(&args),
         "send_one" => send_one(&args),
         "hold_locks_and_hang" => hold_locks_and_hang(&args),
+        "send_all_past_fsize_limit" => send_all_past_fsize_limit(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -202,6 +203,51 @@ fn hold_locks_and_hang(args: &[String]) {
     ctl.write_at(&tid.to_le_bytes(), 256).unwrap();
     say("holding");
     std::thread::sleep(PATIENCE);
+}
+
+/// Ignores `SIGXFSZ`, so that a write past `RLIMIT_FSIZE` fails with `EFBIG` instead of
+/// killing the process.
+#[allow(unsafe_code)]
+fn ignore_sigxfsz() {
+    // SAFETY: installs no handler, only the "ignore" disposition, before this process
+    // starts anything that could depend on the signal.
+    let previous = unsafe { nix::libc::signal(nix::libc::SIGXFSZ, nix::libc::SIG_IGN) };
+    assert_ne!(previous, nix::libc::SIG_ERR);
+}
+
+/// args: dir. With 64 KiB segments, sends one message (creating segment 0), then limits
+/// the size of files it may grow to 4 KiB (`RLIMIT_FSIZE`, `SIGXFSZ` ignored), so that
+/// creating segment 1 fails with `EFBIG`, and sends 1,000 messages of 88 bytes (120-byte
+/// records) with `send_all`: its batches of 256 fill segment 0 up to the third batch,
+/// which needs segment 1. Then another `send_all` of 100, whose first batch needs it.
+/// Says what each returned, and the queue's count after each.
+fn send_all_past_fsize_limit(args: &[String]) {
+    ignore_sigxfsz();
+    let q = QueueOptions::new()
+        .segment_size(64 << 10)
+        .open(&args[0])
+        .unwrap();
+    q.send("first").unwrap();
+    rustix::process::setrlimit(
+        rustix::process::Resource::Fsize,
+        rustix::process::Rlimit {
+            current: Some(4096),
+            maximum: None,
+        },
+    )
+    .unwrap();
+    let describe = |r: fileipc::Result<usize>| match r {
+        Ok(n) => format!("Ok({n})"),
+        Err(Error::Partial {
+            completed, source, ..
+        }) => format!("Partial({completed}, {:?})", source.io_kind()),
+        Err(e) => format!("Err({:?})", e.io_kind()),
+    };
+    let msg = [b'm'; 88];
+    say(describe(q.send_all((0..1000).map(|_| msg))));
+    say(q.count().unwrap());
+    say(describe(q.send_all((0..100).map(|_| msg))));
+    say(q.count().unwrap());
 }
 
 // --- tests --------------------------------------------------------------------------
@@ -981,4 +1027,142 @@ fn concurrent_durable_senders_share_syncs_and_lose_nothing() {
         next[t] += 1;
     }
     assert!(next.iter().all(|&n| n == EACH), "{next:?}");
+}
+
+/// Bytes of this process's mappings of files under `dir` whose file was unlinked
+/// (`/proc/self/maps` lines ending in "(deleted)"), and how many such mappings.
+fn unlinked_mapped_bytes(dir: &Path) -> (u64, usize) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let prefix = format!("{}/", dir.display());
+    let (mut bytes, mut n) = (0, 0);
+    for line in maps.lines() {
+        let Some(rest) = line.strip_suffix(" (deleted)") else {
+            continue;
+        };
+        if !rest.contains(&prefix) {
+            continue;
+        }
+        let range = line.split_whitespace().next().unwrap();
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        bytes += b - a;
+        n += 1;
+    }
+    (bytes, n)
+}
+
+/// Issue 13, point 4: segments the head has left are unlinked, and no handle keeps them
+/// allocated through a stale mapping. 40 MiB pass through 1 MiB segments: a durable
+/// sender (its producer and syncer sides), a receiver, a second receiver that is mostly
+/// idle (waiting in `recv`), and a monitor calling `count()` and `stats()`. Once the
+/// queue is empty and every handle has made its next call, no mapping of an unlinked
+/// segment is left in the process: with nothing pending, FORMAT.md's "at most `S + P`
+/// bytes of segments allocated" leaves room for the head's segment only, which is not
+/// unlinked.
+#[test]
+fn handles_keep_no_unlinked_segment_mapped() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const SEG: u64 = 1 << 20;
+    const MSG: usize = 16 << 10;
+    let total_bytes = scaled(40 << 20);
+    let n = total_bytes / MSG as u64;
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let opts = QueueOptions::new().segment_size(SEG);
+    let sender = opts.clone().durable(true).open(&dir).unwrap();
+    let (receiver, idle, monitor) = (
+        opts.open(&dir).unwrap(),
+        opts.open(&dir).unwrap(),
+        opts.open(&dir).unwrap(),
+    );
+    let received = &AtomicU64::new(0);
+    let stop = &AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let consume = move |q: &MessageQueue, wait: Duration| {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(m) = q.recv_timeout(wait).unwrap() {
+                    assert_eq!(m.len(), MSG);
+                    received.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        };
+        let (receiver, idle) = (&receiver, &idle);
+        s.spawn(move || consume(receiver, Duration::from_millis(20)));
+        s.spawn(move || consume(idle, Duration::from_millis(200)));
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                monitor.count().unwrap();
+                monitor.stats().unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let msg = vec![0xa5u8; MSG];
+        let mut sent = 0;
+        while sent < n {
+            let k = (n - sent).min(16);
+            sender.send_all((0..k).map(|_| &msg)).unwrap();
+            sent += k;
+        }
+        common::eventually(PATIENCE, "every message received", || {
+            received.load(Ordering::SeqCst) == n
+        });
+        // The receivers wait in `recv` and the monitor keeps polling: each makes its
+        // next call within a few milliseconds.
+        let start = Instant::now();
+        let mut last;
+        let released = loop {
+            last = unlinked_mapped_bytes(&dir);
+            if last.0 == 0 {
+                break true;
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        stop.store(true, Ordering::SeqCst);
+        let st = monitor.stats().unwrap();
+        eprintln!(
+            "{} bytes through {SEG}-byte segments; {} bytes of unlinked segments still \
+             mapped ({} mappings); {} segments, {} bytes on disk",
+            n * MSG as u64,
+            last.0,
+            last.1,
+            st.segments,
+            st.bytes_on_disk
+        );
+        assert!(
+            released,
+            "{} bytes of unlinked segments stay mapped in {} mappings",
+            last.0, last.1
+        );
+        assert_eq!(st.count, 0);
+    });
+}
+
+/// Issue 13, point 6: `send_all` whose third batch of 256 fails (the next segment cannot
+/// be created: `RLIMIT_FSIZE`) reports how many messages were committed before, as
+/// `Error::Partial`, instead of a bare error after delivering 512 of them; a failure
+/// before anything was committed stays the plain error.
+#[test]
+fn send_all_reports_the_messages_committed_before_a_failure() {
+    let t = common::tempdir();
+    let dir = t.path().join("q");
+    let mut p = Proc::spawn("send_all_past_fsize_limit", &[arg(&dir)]);
+    let first = p.expect_line(PATIENCE);
+    let count = p.expect_line(PATIENCE);
+    let again = p.expect_line(PATIENCE);
+    let count_again = p.expect_line(PATIENCE);
+    p.wait_success();
+    eprintln!("send_all: {first}, count {count}; again: {again}, count {count_again}");
+    // 1 + 512 messages are in the queue: the first two batches were committed.
+    assert_eq!(count, "513");
+    assert_eq!(first, "Partial(512, Some(FileTooLarge))");
+    assert_eq!(again, "Err(Some(FileTooLarge))");
+    assert_eq!(count_again, "513");
+    let q = MessageQueue::open(&dir).unwrap();
+    assert_eq!(q.recv_many(1000, Duration::ZERO).unwrap().len(), 513);
 }

@@ -103,6 +103,10 @@ impl LocalQueue {
         if !woke && !self.destroyed() {
             let now = Instant::now();
             if deadline.is_none_or(|d| now < d) {
+                // The queue is empty: the head's segment is the last one this handle
+                // may need. Others may move the head on while we sleep, but only after
+                // a send, whose ring wakes us to trim again.
+                self.release_consumed_mappings();
                 let until = wait::slice_end(deadline, wait::RECEIVER_SLICE);
                 let r = wait::sleep(bell, b, until);
                 woke = ready();

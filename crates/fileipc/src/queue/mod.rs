@@ -191,12 +191,20 @@ impl MessageQueue {
     }
 
     /// Sends every message of `messages` in order, holding the producer lock once per
-    /// batch of records and waking receivers once per batch. Returns how many were sent.
-    /// All sizes are checked first: if one is over the maximum, nothing is sent.
+    /// batch of records (256) and waking receivers once per batch. Returns how many were
+    /// sent. All sizes are checked first: if one is over the maximum, nothing is sent.
+    ///
+    /// Not all-or-nothing: each batch is committed on its own (receivers may take its
+    /// messages before the next batch is written), so a failure can come after some
+    /// messages were committed. The error says which: [`Error::Partial`] means exactly
+    /// the first `completed` messages were committed, in order (and, in durable mode,
+    /// synced if the sync could be done: when the sync is what failed, `completed` may
+    /// be all of them); any other error means none was.
     ///
     /// # Errors
     ///
-    /// As [`send`](Self::send).
+    /// As [`send`](Self::send), or [`Error::Partial`] (whose `source` is one of those)
+    /// after the first batch was committed.
     ///
     /// # Examples
     ///

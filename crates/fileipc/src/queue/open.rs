@@ -7,10 +7,10 @@
 //! files: `produce.rs`, `consume.rs`, `durable.rs`, `doorbell.rs`.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use super::QueueStats;
@@ -88,11 +88,7 @@ impl LocalQueue {
                 path: dir.to_owned(),
             });
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(dir_mode)
-            .create(dir)
-            .at("create directory", dir)?;
+        create_dir(dir, dir_mode)?;
         let meta = fs::symlink_metadata(dir).at("stat", dir)?;
         if !meta.is_dir() {
             return Err(Error::format(dir, DIR_EXPECTED, "not a directory"));
@@ -167,6 +163,13 @@ impl LocalQueue {
                     detail: format!("tail {tail} is beyond any possible log position"),
                 });
             }
+            // The group the queue is shared with, if its mode shares it: new segment
+            // files get it, as the control file has it.
+            let group = if opts.mode & 0o070 != 0 {
+                Some(sf.file.metadata().at("stat", &ctl_path)?.gid())
+            } else {
+                None
+            };
             let q = LocalQueue {
                 dir: dir.to_owned(),
                 ctl,
@@ -178,6 +181,7 @@ impl LocalQueue {
                     seg_size,
                     Missing::Create {
                         mode: opts.mode,
+                        group,
                         durable: opts.durable,
                     },
                 )),
@@ -309,11 +313,30 @@ impl LocalQueue {
         removed.fetch_max(below, Ordering::AcqRel);
     }
 
+    /// Unmaps, on every side of this handle, the segments wholly below the head: they
+    /// are unlinked (or about to be), and a mapping would keep their blocks allocated.
+    /// Called before a receiver sleeps and by `count` and `stats`, so that a handle
+    /// that waits in `recv` or only monitors the queue while other handles move the head
+    /// keeps no stale mapping. A cache another thread is using is left alone (that
+    /// thread's own accesses trim it).
+    pub(super) fn release_consumed_mappings(&self) {
+        let k = self.a64(control::HEAD).load(Ordering::Acquire) / self.seg_size;
+        for cache in [&self.consumer, &self.producer, &self.syncer] {
+            let mut guard = match cache.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            guard.retain_from(k);
+        }
+    }
+
     // --- whole-queue operations ---------------------------------------------------------
 
     pub(super) fn count(&self) -> Result<u64> {
         self.check_destroyed()?;
         self.repair_abandoned()?;
+        self.release_consumed_mappings();
         Ok(self.count_now())
     }
 
@@ -380,6 +403,7 @@ impl LocalQueue {
     pub(super) fn stats(&self) -> Result<QueueStats> {
         self.check_destroyed()?;
         self.repair_abandoned()?;
+        self.release_consumed_mappings();
         let mut segments = 0;
         let mut bytes_on_disk = 0;
         for e in fs::read_dir(&self.dir).at("read directory", &self.dir)? {
@@ -414,6 +438,32 @@ pub(super) fn unreachable_timeout<T>() -> Result<T> {
         path: PathBuf::new(),
         source: std::io::Error::from(std::io::ErrorKind::TimedOut),
     })
+}
+
+/// Creates the queue directory `dir` (and missing parents) if it is missing. A queue
+/// directory this call creates gets exactly `mode` (`mkdir` filters it by the umask: a
+/// group mode would lose its group bits); an existing one keeps its mode.
+fn create_dir(dir: &Path, mode: u32) -> Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(parent)
+            .at("create directory", parent)?;
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Error::io("create directory", dir, e)),
+    }
+    // Through a descriptor, so that a symbolic link swapped in meanwhile is not followed
+    // (the caller refuses it next).
+    let d = sys::open_nofollow(dir, false).at("open", dir)?;
+    if d.metadata().at("stat", dir)?.is_dir() {
+        d.set_permissions(fs::Permissions::from_mode(mode))
+            .at("chmod", dir)?;
+    }
+    Ok(())
 }
 
 /// Removes the control file, the segments and stray temporary files of a queue.

@@ -80,9 +80,13 @@ impl QueueOptions {
         self
     }
 
-    /// Permission bits of the files this call creates (default `0o600`; e.g. `0o660` to
-    /// share the queue with a group). The directory, if created, gets the matching
-    /// execute bits.
+    /// Permission bits of the files this handle creates, exactly (not filtered by the
+    /// umask): the control file, and segment files as it sends (default `0o600`; e.g.
+    /// `0o660` to share the queue with a group). The directory, if this call creates it,
+    /// gets the matching execute bits (`0o770` for `0o660`). The queue's group is its
+    /// control file's (its creator's, or the directory's if that is set-group-ID); with
+    /// a mode that grants the group anything, a segment file another member creates gets
+    /// that group too. Every handle on a shared queue should ask for the same mode.
     pub fn mode(mut self, mode: u32) -> QueueOptions {
         self.mode = mode & 0o777;
         self

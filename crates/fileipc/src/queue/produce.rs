@@ -52,16 +52,39 @@ impl LocalQueue {
         }
         self.check_destroyed()?;
         let crcs: Vec<u32> = items.iter().map(|m| crc32fast::hash(m.as_ref())).collect();
-        let mut end = 0;
+        // Each batch is committed on its own (holding the producer lock across all of
+        // them would stall every other sender for as long as the whole call), so a
+        // failure after the first batch reports what was committed (`Error::Partial`).
+        let (mut end, mut committed) = (0, 0);
         for (chunk, crcs) in items.chunks(BATCH).zip(crcs.chunks(BATCH)) {
             let records = chunk.iter().map(|m| m.as_ref()).zip(crcs.iter().copied());
-            end = self.append(None, records)?;
+            match self.append(None, records) {
+                Ok(e) => end = e,
+                Err(e) if committed == 0 => return Err(e),
+                Err(e) => {
+                    if self.durable {
+                        // What was committed is made durable as promised, if it can be.
+                        let _ = self.sync_to(end);
+                    }
+                    return Err(self.partial(committed, e));
+                }
+            }
+            committed += chunk.len();
             self.ring();
         }
-        if self.durable && !items.is_empty() {
-            self.sync_to(end)?;
+        if self.durable && committed > 0 {
+            self.sync_to(end).map_err(|e| self.partial(committed, e))?;
         }
-        Ok(items.len())
+        Ok(committed)
+    }
+
+    /// The error of a `send_all` that committed its first `committed` messages only.
+    fn partial(&self, committed: usize, source: Error) -> Error {
+        Error::Partial {
+            path: self.dir.clone(),
+            completed: committed,
+            source: Box::new(source),
+        }
     }
 
     /// Appends `records` (payload, payload checksum) at the tail under one hold of the

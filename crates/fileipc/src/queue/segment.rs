@@ -2,8 +2,12 @@
 //! created sparse at their full size `S` and mapped shared.
 //!
 //! Each side of a handle (producer, consumer, syncer) keeps its own small cache of mapped
-//! segments, so the common path touches no file system call at all.
+//! segments, so the common path touches no file system call at all. A cache keeps only
+//! segments a side can still read or write: it unmaps those below the segment it maps
+//! next, and its owner trims it to the head (`LocalQueue::release_consumed_mappings`),
+//! since a mapping keeps an unlinked segment's blocks allocated.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoResultExt, Result};
@@ -36,8 +40,13 @@ pub(crate) fn valid_size(bytes: u64) -> bool {
 /// What to do when a segment file is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Missing {
-    /// Create it (producers: the segment lies at or beyond the tail).
-    Create { mode: u32, durable: bool },
+    /// Create it (producers: the segment lies at or beyond the tail) with exactly
+    /// `mode`, in `group` if given (the group the queue is shared with).
+    Create {
+        mode: u32,
+        group: Option<u32>,
+        durable: bool,
+    },
     /// It is an error (consumers: the bytes were committed, so the file must exist).
     Fail,
     /// Skip it (the syncer: consumers may have removed it meanwhile).
@@ -52,7 +61,7 @@ struct Mapped {
     k: u64,
     map: SharedMap,
     /// Producers only: the file, to reserve storage in, and how far it is reserved.
-    file: Option<std::fs::File>,
+    file: Option<File>,
     reserved: u64,
 }
 
@@ -89,12 +98,16 @@ impl SegmentCache {
         if let Some(i) = self.maps.iter().position(|m| m.k == k) {
             return Ok(Some(&mut self.maps[i]));
         }
+        // Each side moves forward through the log: it never needs a segment below the
+        // one it needs now again, and that segment may be unlinked already (a mapping
+        // keeps an unlinked file's blocks allocated). Unmap them.
+        self.retain_from(k);
         let path = path(&self.dir, k);
-        let how = match self.missing {
-            Missing::Create { mode, .. } => Open::CreateWithMode(mode),
-            _ => Open::Existing,
+        let opened = match self.missing {
+            Missing::Create { mode, group, .. } => open_or_create(&path, mode, group),
+            _ => sys::open_state_file(&path, Open::Existing),
         };
-        let file = match sys::open_state_file(&path, how) {
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.missing == Missing::Skip => {
                 return Ok(None);
@@ -139,7 +152,7 @@ impl SegmentCache {
         Ok(self.maps.last_mut())
     }
 
-    /// Forgets the mappings of segments below `k`.
+    /// Forgets (unmaps) the mappings of segments below `k`.
     pub(crate) fn retain_from(&mut self, k: u64) {
         if self.maps.iter().any(|m| m.k < k) {
             self.maps.retain(|m| m.k >= k);
@@ -238,12 +251,45 @@ impl SegmentCache {
             }
             from += n as u64;
         }
+        // The next flush starts at or beyond `to` (the synced mark and the head only
+        // grow): the segments below its segment are done with.
+        self.retain_from(to / self.size);
         Ok(())
     }
 
     /// The path and in-segment offset of log position `pos`, for error messages.
     pub(crate) fn locate(&self, pos: u64) -> (PathBuf, u64) {
         (path(&self.dir, pos / self.size), pos % self.size)
+    }
+}
+
+/// Opens segment file `path`, creating it if missing with exactly `mode` (`open(2)`
+/// would filter it by the umask) and in `group`: a new file otherwise gets its creator's
+/// group, which the other users the queue is shared with may not be in.
+fn open_or_create(path: &Path, mode: u32, group: Option<u32>) -> std::io::Result<File> {
+    let mut attempts = 0;
+    loop {
+        match sys::open_state_file(path, Open::Existing) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => return r,
+        }
+        match sys::create_new_file(path, mode) {
+            Ok(file) => {
+                if let Some(g) = group {
+                    // Best effort: only a member of the group may give a file to it; a
+                    // creator outside it reaches the queue through the mode's other
+                    // bits, and so do the others then.
+                    let _ = sys::set_group(&file, g);
+                }
+                return Ok(file);
+            }
+            // Another producer created it meanwhile: open theirs (it is removed only
+            // once the head passed it, or by `destroy`: then give up after a few tries).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 3 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -14,13 +14,12 @@ use rustix::fs::{FlockOperation, OFlags};
 // ---------------------------------------------------------------------------------------
 // Opening and creating
 
-/// How [`open_state_file`] may open a path.
+/// How [`open_state_file`] may open a path. (A file to create gets its exact mode from
+/// [`create_new_file`]; `open(2)` would filter it by the umask.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Open {
     /// The file must exist.
     Existing,
-    /// Create it with this mode if it is missing.
-    CreateWithMode(u32),
 }
 
 /// Opens `path` read-write, never following a symbolic link at its last component
@@ -31,9 +30,7 @@ pub(crate) fn open_state_file(path: &Path, how: Open) -> io::Result<File> {
     opts.read(true)
         .write(true)
         .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32);
-    if let Open::CreateWithMode(mode) = how {
-        opts.create(true).mode(mode);
-    }
+    let Open::Existing = how;
     let file = opts.open(path)?;
     if !file.metadata()?.file_type().is_file() {
         return Err(io::Error::other("not a regular file"));
@@ -55,6 +52,12 @@ pub(crate) fn create_new_file(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)?;
     rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(mode))?;
     Ok(file)
+}
+
+/// Gives `file` the group `gid`, keeping its owner (`fchown`). The kernel allows it to
+/// the file's owner if a member of that group, and to root.
+pub(crate) fn set_group(file: &File, gid: u32) -> io::Result<()> {
+    rustix::fs::fchown(file, None, Some(rustix::fs::Gid::from_raw(gid))).map_err(Into::into)
 }
 
 /// Opens an existing `path` without following a symbolic link at its last component

@@ -9,7 +9,7 @@
 //!
 //! | file | what it provides |
 //! |---|---|
-//! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
+//! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`]), their group ([`set_group`]), opening one again ([`reopen`]) and handing a descriptor to executed programs ([`set_inherited`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
 //! | `map.rs` | a file mapped shared between processes, read through atomics and bulk copies ([`SharedMap`]), and the [`fork_epoch`] that tells a forked child from its parent; the only file with `unsafe` code |
 //! | `ofd.rs` | byte-range locks owned by an open file description ([`try_lock_byte`], [`byte_locked_by_other`]): how an owner shows it is alive (Linux; a port provides these two) |
 //! | `process.rs` | a process as shown to people ([`ProcessId`]: PID and start time, never used to decide liveness), [`thread_id`], [`effective_uid`] |
@@ -52,8 +52,8 @@ mod time;
 
 pub(crate) use fs::{
     Open, allocate, create_new_file, file_id, is_same_file, is_symlink_refusal, lock_exclusive,
-    open_nofollow, open_state_file, reopen, set_inherited, try_lock_exclusive, try_lock_shared,
-    unlock,
+    open_nofollow, open_state_file, reopen, set_group, set_inherited, try_lock_exclusive,
+    try_lock_shared, unlock,
 };
 pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
 pub(crate) use map::{SharedMap, fork_epoch};
