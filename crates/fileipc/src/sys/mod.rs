@@ -9,9 +9,9 @@
 //!
 //! | file | what it provides |
 //! |---|---|
-//! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
+//! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`], [`open_dir`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
 //! | `map.rs` | a file mapped shared between processes, read through atomics and bulk copies ([`SharedMap`]); the only file with `unsafe` code |
-//! | `process.rs` | processes and threads identified across ID reuse ([`ProcessId`], [`is_alive_low`], [`owner_ident`], [`owner_alive`]), [`thread_id`], [`effective_uid`] |
+//! | `process.rs` | processes and threads identified across ID reuse ([`ProcessId`], [`is_alive_low`], [`owner_ident`], [`owner_alive`]), [`thread_id`], [`effective_uid`], the machine's [`boot_id`] |
 //! | `time.rs` | clocks every process reads alike ([`monotonic_millis`], [`monotonic_micros`]) and [`remaining`] time to a deadline |
 //!
 //! Provided by the platform file:
@@ -50,12 +50,12 @@ mod time;
 
 pub(crate) use fs::{
     Open, allocate, create_new_file, file_id, is_same_file, is_symlink_refusal, lock_exclusive,
-    open_nofollow, open_state_file, try_lock_exclusive, try_lock_shared, unlock,
+    open_dir, open_nofollow, open_state_file, try_lock_exclusive, try_lock_shared, unlock,
 };
 pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
 pub(crate) use map::SharedMap;
 pub(crate) use process::{
-    ProcessId, effective_uid, is_alive_low, owner_alive, owner_ident, thread_id,
+    ProcessId, boot_id, effective_uid, is_alive_low, owner_alive, owner_ident, thread_id,
 };
 pub(crate) use time::{monotonic_micros, monotonic_millis, remaining};
 
