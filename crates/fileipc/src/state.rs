@@ -147,6 +147,16 @@ pub(crate) fn open_or_create(
     }
 }
 
+/// Opens the existing state file at `path` as [`open_or_create`] does; `Ok(None)` if
+/// there is none (nothing is created).
+pub(crate) fn open_existing(path: &Path, layout: Layout, mode: u32) -> Result<Option<StateFile>> {
+    match sys::open_state_file(path, Open::Existing) {
+        Ok(file) => validate(path, file, layout, mode).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("open", path, e)),
+    }
+}
+
 fn validate(path: &Path, file: File, layout: Layout, mode: u32) -> Result<StateFile> {
     let expected = layout.kind.name();
     let meta = file.metadata().at("stat", path)?;

@@ -41,16 +41,25 @@ impl LocalQueue {
                 // A read can fail because other consumers took the record and removed
                 // its segment meanwhile: then it is no longer ours to report.
                 Err(_) if head_word.load(Ordering::Acquire) != head => continue,
-                Err(e) => return Err(e),
+                // Or because the queue was destroyed (and its files removed) meanwhile.
+                Err(e) => {
+                    self.check_destroyed()?;
+                    return Err(e);
+                }
             };
             let (end, result) = match claimed {
                 Claim::Raced => continue,
                 Claim::Damaged => {
                     drop(cache);
                     match self.skip_damaged(head, tail, wait)? {
-                        Some(e) => return Err(e),
-                        None if matches!(wait, LockWait::IfFree) => return Ok(0),
-                        None => continue,
+                        Skip::Skipped(e) => return Err(e),
+                        // Progress: look at the new head.
+                        Skip::Moved => continue,
+                        // Another consumer holds the lock (skipping this very record)
+                        // past our deadline: nothing to take. Never retry here: the
+                        // head is still the damaged record, and a retry would spin on
+                        // it until the holder lets go.
+                        Skip::Busy => return Ok(0),
                     }
                 }
                 Claim::Deferred { end, header } => {
@@ -152,26 +161,26 @@ impl LocalQueue {
 
     /// Skips a damaged record header at `head` under the consumer lock: scans forward for
     /// the next valid header (everything before it is lost) and moves the head there.
-    /// `Some(error)` describing the damage if this call skipped it; `None` if the head
-    /// moved meanwhile, or the lock was not to be had (`IfFree`, or the deadline).
-    fn skip_damaged(&self, head: u64, tail: u64, wait: LockWait) -> Result<Option<Error>> {
+    fn skip_damaged(&self, head: u64, tail: u64, wait: LockWait) -> Result<Skip> {
         let _held = match wait {
-            LockWait::IfFree => {
+            LockWait::Now => {
+                // Free, or held by a dead thread (taken over; the consumer lock guards
+                // nothing to repair): never waits.
                 let l = self.ctl.consumer_lock();
-                if !l.try_lock_free()? {
-                    return Ok(None);
+                if l.try_lock()?.is_none() {
+                    return Ok(Skip::Busy);
                 }
                 Held(l)
             }
             LockWait::Until(deadline) => match self.lock_consumer(deadline)? {
                 Some(held) => held,
-                None => return Ok(None),
+                None => return Ok(Skip::Busy),
             },
         };
         self.check_destroyed()?;
         let head_word = self.a64(control::HEAD);
         if head_word.load(Ordering::Acquire) != head {
-            return Ok(None);
+            return Ok(Skip::Moved);
         }
         let mut cache = lock_cache(&self.consumer);
         let (path, offset) = cache.locate(head);
@@ -182,7 +191,7 @@ impl LocalQueue {
             .compare_exchange(head, next, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            return Ok(None);
+            return Ok(Skip::Moved);
         }
         let received = self.a64(control::RECEIVED);
         let r = received.load(Ordering::Acquire);
@@ -192,7 +201,7 @@ impl LocalQueue {
             drop(cache);
             self.remove_consumed_segments();
         }
-        Ok(Some(Error::Corrupt {
+        Ok(Skip::Skipped(Error::Corrupt {
             path,
             offset,
             detail: format!(
@@ -239,8 +248,8 @@ impl LocalQueue {
                 return Ok(0);
             }
             if !self.wait_for_data(deadline)? {
-                // At the deadline: one last look.
-                return self.take(max, out, LockWait::Until(None));
+                // At the deadline: one last look, without waiting.
+                return self.take(max, out, LockWait::Now);
             }
         }
     }
@@ -249,7 +258,7 @@ impl LocalQueue {
         // A message there now and nobody else receiving: no need to read the clock.
         self.check_destroyed()?;
         let mut out = None;
-        if self.take(1, &mut out, LockWait::IfFree)? > 0 {
+        if self.take(1, &mut out, LockWait::Now)? > 0 {
             return Ok(out);
         }
         self.recv_until(crate::deadline_after(timeout))
@@ -270,7 +279,7 @@ impl LocalQueue {
     pub(super) fn try_recv(&self) -> Result<Option<Message>> {
         self.check_destroyed()?;
         let mut out = None;
-        self.take(1, &mut out, LockWait::Until(None))?;
+        self.take(1, &mut out, LockWait::Now)?;
         Ok(out)
     }
 
@@ -312,10 +321,20 @@ fn payload_error(cache: &SegmentCache, pos: u64, h: &Header) -> Error {
 /// header).
 #[derive(Clone, Copy)]
 enum LockWait {
-    /// Only if it is free right now (otherwise take nothing).
-    IfFree,
+    /// Only if it is free right now, or its holder is dead (otherwise take nothing).
+    Now,
     /// Waiting until the deadline (`None`: without limit).
     Until(Option<Instant>),
+}
+
+/// What [`LocalQueue::skip_damaged`] did.
+enum Skip {
+    /// It skipped the damaged header; the error describes the damage.
+    Skipped(Error),
+    /// The head moved meanwhile (another consumer skipped it, or `clear`): look again.
+    Moved,
+    /// The lock was not to be had (held by a live consumer, now or until the deadline).
+    Busy,
 }
 
 /// Where [`LocalQueue::take`] puts the messages it takes: a vector, or for a single

@@ -28,6 +28,10 @@ pub(crate) const LAYOUT: Layout = Layout {
 pub(crate) const SEGMENT_SIZE: usize = 64;
 /// 1 once `destroy` began: every handle refuses to work.
 pub(crate) const DESTROYED: usize = 72;
+/// The boot ([`sys::boot_id`](crate::sys::boot_id)) in which the queue was last opened:
+/// the first open after a restart finds another one and recovers from a possible power
+/// loss (see `recover_after_reboot`). 0: unknown (files made before it existed).
+pub(crate) const BOOT_ID: usize = 80;
 
 // Producer block (under the producer lock).
 pub(crate) const P_LOCK: usize = 128;
@@ -70,6 +74,11 @@ pub(crate) const SYNC_GEN: usize = 536;
 pub(crate) const SYNC_GROUP: usize = 540;
 /// `sent` as the last sync read it.
 pub(crate) const SYNC_SENT: usize = 544;
+/// The log is on stable storage below this position: stored by a syncer after flushing
+/// the log and *before* flushing the control page, so the control page on disk always
+/// holds a value that covers every record a completed sync acknowledged (`SYNCED` is
+/// stored after, for senders to see that their sync is complete).
+pub(crate) const FLUSHED: usize = 552;
 
 /// Typed access to the mapped control region.
 #[derive(Debug)]
@@ -99,6 +108,8 @@ impl Control {
 
 /// Fills a new control region (the bytes after the common header).
 pub(crate) fn init(region: &mut [u8], segment_size: u64) {
-    let off = SEGMENT_SIZE - crate::state::HEADER_LEN;
-    region[off..off + 8].copy_from_slice(&segment_size.to_le_bytes());
+    let at = |off: usize| off - crate::state::HEADER_LEN..off - crate::state::HEADER_LEN + 8;
+    region[at(SEGMENT_SIZE)].copy_from_slice(&segment_size.to_le_bytes());
+    let boot = crate::sys::boot_id().unwrap_or(0);
+    region[at(BOOT_ID)].copy_from_slice(&boot.to_le_bytes());
 }

@@ -428,7 +428,9 @@ impl MessageQueue {
     }
 
     /// Removes the queue: its files and its directory. Every handle (in any process) then
-    /// fails with [`Error::Destroyed`]; receivers asleep in `recv` wake up with it.
+    /// fails with [`Error::Destroyed`]; receivers asleep in `recv` wake up with it. An
+    /// [`open`](Self::open) of the same path meanwhile either gets this queue (and then
+    /// `Destroyed`) or waits for the removal to finish and creates a new queue.
     ///
     /// # Errors
     ///

@@ -28,12 +28,17 @@ pub(crate) const CONTROL: &str = "control";
 /// The largest log position a sound queue can reach (see the check in `open`).
 const MAX_POSITION: u64 = 1 << 62;
 const DIR_EXPECTED: &str = "fileipc queue directory";
+/// How many times `open` starts over after a destroy removed the directory under it.
+const OPEN_ATTEMPTS: usize = 100;
 
 /// A handle on a queue in a local directory: the mapped control file, the options this
 /// handle was opened with, and one segment cache per side.
 pub(crate) struct LocalQueue {
     pub(super) dir: PathBuf,
     pub(super) ctl: Control,
+    /// The control file's identity (device, inode): `destroy` removes the files in the
+    /// directory only while this file is its control file.
+    ctl_id: (u64, u64),
     pub(super) seg_size: u64,
     pub(super) max_message_size: usize,
     pub(super) durable: bool,
@@ -81,123 +86,107 @@ impl LocalQueue {
             ));
         }
         let dir_mode = opts.mode | ((opts.mode & 0o444) >> 2);
-        // A symbolic link at the queue's path is never followed, and a directory another
-        // user could fill or swap files in is not trusted.
-        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(Error::Symlink {
-                path: dir.to_owned(),
-            });
-        }
-        create_dir(dir, dir_mode)?;
-        let meta = fs::symlink_metadata(dir).at("stat", dir)?;
-        if !meta.is_dir() {
-            return Err(Error::format(dir, DIR_EXPECTED, "not a directory"));
-        }
-        state::check_trust(dir, &meta, dir_mode, DIR_EXPECTED)?;
         let ctl_path = dir.join(CONTROL);
-        for _ in 0..3 {
-            let exists = match fs::symlink_metadata(&ctl_path) {
-                Ok(_) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => return Err(Error::io("stat", &ctl_path, e)),
-            };
-            if !exists {
-                // Only an empty directory becomes a queue (a racing creator's temporary
-                // control file does not count, nor its control file if it appeared since
-                // we looked: open_or_create then opens it).
-                let stray = fs::read_dir(dir)
-                    .at("read directory", dir)?
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .find(|n| n != CONTROL && !(n.starts_with(".control.") && n.ends_with(".tmp")));
-                if let Some(name) = stray {
-                    return Err(Error::format(
-                        dir,
-                        DIR_EXPECTED,
-                        format!("it has no control file and is not empty (it holds {name:?})"),
-                    ));
-                }
-            }
-            let sf = state::open_or_create(&ctl_path, control::LAYOUT, opts.mode, |r| {
-                control::init(r, s)
-            })?;
-            let owners = Owners::of(&sf.file, &sf.path)?;
-            let ctl = Control {
-                map: sf.map,
-                owners,
-            };
-            if ctl.u32(control::DESTROYED).load(Ordering::SeqCst) != 0 {
-                // A destroy was interrupted (or is in progress): finish removing the old
-                // queue's files, then create a new queue.
-                let same = sys::is_same_file(&sf.file, &ctl_path).unwrap_or(false);
-                if same {
-                    remove_queue_files(dir)?;
-                }
+        // Each retry follows a destroy that removed the directory meanwhile.
+        for _ in 0..OPEN_ATTEMPTS {
+            if !make_dir(dir, dir_mode)? {
                 continue;
             }
-            let seg_size = ctl.u64(control::SEGMENT_SIZE).load(Ordering::Relaxed);
-            if !segment::valid_size(seg_size) {
-                return Err(Error::format(
-                    &ctl_path,
-                    control::LAYOUT.kind.name(),
-                    format!("impossible segment size {seg_size}"),
-                ));
-            }
-            // The head never passes the tail (read in this order: the tail only grows).
-            let head = ctl.u64(control::HEAD).load(Ordering::SeqCst);
-            let tail = ctl.u64(control::TAIL).load(Ordering::SeqCst);
-            if head > tail {
-                return Err(Error::Corrupt {
-                    path: ctl_path,
-                    offset: control::HEAD as u64,
-                    detail: format!("head {head} is beyond tail {tail}"),
-                });
-            }
-            // A log position grows by the bytes sent: 2^62 bytes would take a century
-            // at 1 GiB/s. A tail beyond that is damage, and the position arithmetic
-            // (which adds record and segment sizes to it) must never overflow.
-            if tail > MAX_POSITION {
-                return Err(Error::Corrupt {
-                    path: ctl_path,
-                    offset: control::TAIL as u64,
-                    detail: format!("tail {tail} is beyond any possible log position"),
-                });
-            }
-            // The group the queue is shared with, if its mode shares it: new segment
-            // files get it, as the control file has it.
-            let group = if opts.mode & 0o070 != 0 {
-                Some(sf.file.metadata().at("stat", &ctl_path)?.gid())
-            } else {
-                None
+            // The common case: a live queue, opened without any lock.
+            let sf = match state::open_existing(&ctl_path, control::LAYOUT, opts.mode)? {
+                Some(sf) if !flag_destroyed(&sf) => sf,
+                // No queue, or a destroyed one: create one, excluding destroyers.
+                _ => match create_excluding_destroy(dir, opts.mode, s)? {
+                    Some(sf) => sf,
+                    None => continue,
+                },
             };
-            let q = LocalQueue {
-                dir: dir.to_owned(),
-                ctl,
-                seg_size,
-                max_message_size: opts.max_message_size,
-                durable: opts.durable,
-                producer: Mutex::new(SegmentCache::new(
-                    dir,
-                    seg_size,
-                    Missing::Create {
-                        mode: opts.mode,
-                        group,
-                        durable: opts.durable,
-                    },
-                )),
-                consumer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Fail)),
-                syncer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Skip)),
-                seen_tail: AtomicU64::new(tail),
-            };
-            q.repair_abandoned()?;
-            q.remove_consumed_segments();
-            return Ok(q);
+            match Self::from_control(dir, sf, opts) {
+                // Destroyed while we opened it: open the next queue.
+                Err(Error::Destroyed { .. }) => continue,
+                r => return r,
+            }
         }
         Err(Error::io(
             "open",
             &ctl_path,
             std::io::Error::other("the queue keeps being destroyed while being opened"),
         ))
+    }
+
+    /// The handle on the live queue whose control file `sf` was opened.
+    fn from_control(dir: &Path, sf: state::StateFile, opts: &QueueOptions) -> Result<LocalQueue> {
+        let ctl_path = sf.path.clone();
+        let ctl_id = sys::file_id(&sf.file).at("stat", &ctl_path)?;
+        let owners = Owners::of(&sf.file, &sf.path)?;
+        // The group the queue is shared with, if its mode shares it: new segment files
+        // get it, as the control file has it.
+        let group = if opts.mode & 0o070 != 0 {
+            Some(sf.file.metadata().at("stat", &ctl_path)?.gid())
+        } else {
+            None
+        };
+        let ctl = Control {
+            map: sf.map,
+            owners,
+        };
+        let seg_size = ctl.u64(control::SEGMENT_SIZE).load(Ordering::Relaxed);
+        if !segment::valid_size(seg_size) {
+            return Err(Error::format(
+                &ctl_path,
+                control::LAYOUT.kind.name(),
+                format!("impossible segment size {seg_size}"),
+            ));
+        }
+        // The head never passes the tail (read in this order: the tail only grows).
+        let head = ctl.u64(control::HEAD).load(Ordering::SeqCst);
+        let tail = ctl.u64(control::TAIL).load(Ordering::SeqCst);
+        if head > tail {
+            return Err(Error::Corrupt {
+                path: ctl_path,
+                offset: control::HEAD as u64,
+                detail: format!("head {head} is beyond tail {tail}"),
+            });
+        }
+        // A log position grows by the bytes sent: 2^62 bytes would take a century
+        // at 1 GiB/s. A tail beyond that is damage, and the position arithmetic
+        // (which adds record and segment sizes to it) must never overflow.
+        if tail > MAX_POSITION {
+            return Err(Error::Corrupt {
+                path: ctl_path,
+                offset: control::TAIL as u64,
+                detail: format!("tail {tail} is beyond any possible log position"),
+            });
+        }
+        let q = LocalQueue {
+            dir: dir.to_owned(),
+            ctl,
+            ctl_id,
+            seg_size,
+            max_message_size: opts.max_message_size,
+            durable: opts.durable,
+            producer: Mutex::new(SegmentCache::new(
+                dir,
+                seg_size,
+                Missing::Create {
+                    mode: opts.mode,
+                    group,
+                    durable: opts.durable,
+                },
+            )),
+            consumer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Fail)),
+            syncer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Skip)),
+            seen_tail: AtomicU64::new(tail),
+        };
+        q.repair_abandoned()?;
+        q.recover_after_reboot()?;
+        // The tail may have been cut back by the recovery.
+        q.seen_tail.store(
+            q.a64(control::TAIL).load(Ordering::Acquire),
+            Ordering::Release,
+        );
+        q.remove_consumed_segments();
+        Ok(q)
     }
 
     /// The queue's directory.
@@ -277,6 +266,10 @@ impl LocalQueue {
 
     /// Removes the segment files wholly below the head. Idempotent; any handle may do it.
     pub(super) fn remove_consumed_segments(&self) {
+        // The files at these paths may belong to a queue created since in the directory.
+        if self.destroyed() {
+            return;
+        }
         let below = self.a64(control::HEAD).load(Ordering::Acquire) / self.seg_size;
         let removed = self.a64(control::REMOVED_BELOW);
         let from = removed.load(Ordering::Acquire);
@@ -385,7 +378,19 @@ impl LocalQueue {
         Ok(())
     }
 
+    /// Destroys the queue: sets the destroyed flag, then removes its files and directory,
+    /// all under the directory's lock, so that no `open` finishes this destroy or creates
+    /// a new queue in the directory meanwhile (see "Destroy" in docs/FORMAT.md).
     pub(super) fn destroy(&self) -> Result<()> {
+        let dir_lock = match sys::open_dir(&self.dir) {
+            Ok(d) => {
+                sys::lock_exclusive(&d).at("lock", &self.dir)?;
+                Some(d)
+            }
+            // Gone already (removed by hand): there is only the flag to set.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("open", &self.dir, e)),
+        };
         {
             let Some(_p) = self.lock_producer(None)? else {
                 unreachable_timeout()?
@@ -396,8 +401,25 @@ impl LocalQueue {
             self.a32(control::DESTROYED).store(1, Ordering::SeqCst);
         }
         self.wake_all_receivers();
-        remove_queue_files(&self.dir)?;
-        fs::remove_dir(&self.dir).at("remove directory", &self.dir)
+        // Remove the files only if the directory at the path is the one locked and still
+        // holds this queue's control file: then, under the lock, every queue file in it
+        // is this queue's (a new queue is only ever created under the same lock).
+        let ours = match &dir_lock {
+            Some(d) => {
+                sys::is_same_file(d, &self.dir).at("stat", &self.dir)?
+                    && fs::symlink_metadata(self.dir.join(CONTROL)).is_ok_and(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        (m.dev(), m.ino()) == self.ctl_id
+                    })
+            }
+            None => false,
+        };
+        if ours {
+            remove_queue_files(&self.dir)?;
+            fs::remove_dir(&self.dir).at("remove directory", &self.dir)?;
+        }
+        drop(dir_lock);
+        Ok(())
     }
 
     pub(super) fn stats(&self) -> Result<QueueStats> {
@@ -466,22 +488,109 @@ fn create_dir(dir: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// Removes the control file, the segments and stray temporary files of a queue.
+/// Removes the segments and stray temporary files of a queue, then its control file
+/// (last: a destroy interrupted before leaves the control file with its destroyed flag,
+/// for the next `open` to finish the removal). The caller holds the directory's lock.
 fn remove_queue_files(dir: &Path) -> Result<()> {
+    let remove = |path: PathBuf| match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(Error::io("remove", path, err)),
+    };
     for e in fs::read_dir(dir).at("read directory", dir)? {
         let e = e.at("read directory", dir)?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        let ours = name == CONTROL
-            || segment::parse_name(&name).is_some()
+        let ours = segment::parse_name(&name).is_some()
             || (name.starts_with(".control.") && name.ends_with(".tmp"));
         if ours {
-            match fs::remove_file(e.path()) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(Error::io("remove", e.path(), err)),
+            remove(e.path())?;
+        }
+    }
+    remove(dir.join(CONTROL))
+}
+
+/// Whether the destroyed flag of the control file `sf` is set.
+fn flag_destroyed(sf: &state::StateFile) -> bool {
+    sf.map.u32(control::DESTROYED).load(Ordering::SeqCst) != 0
+}
+
+/// Creates the queue directory `dir` (and its parents) if missing, and checks it: not a
+/// symbolic link, a directory, trusted. `Ok(false)` if it vanished meanwhile (a destroy
+/// removed it): the caller starts over.
+fn make_dir(dir: &Path, dir_mode: u32) -> Result<bool> {
+    // A symbolic link at the queue's path is never followed, and a directory another
+    // user could fill or swap files in is not trusted.
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Symlink {
+            path: dir.to_owned(),
+        });
+    }
+    match create_dir(dir, dir_mode) {
+        Ok(()) => {}
+        // It existed when `mkdir` ran, and was gone when we opened it.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    }
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("stat", dir, e)),
+    };
+    if !meta.is_dir() {
+        return Err(Error::format(dir, DIR_EXPECTED, "not a directory"));
+    }
+    state::check_trust(dir, &meta, dir_mode, DIR_EXPECTED)?;
+    Ok(true)
+}
+
+/// The slow path of `open`, when `dir` holds no live queue: under the directory's lock
+/// (which `destroy` holds from setting the destroyed flag until the directory is gone),
+/// finishes an interrupted destroy if the control file has the flag, then creates the
+/// queue if the directory is empty. `Ok(None)` if the directory was removed meanwhile
+/// (a destroy finished while we waited for the lock): the caller starts over.
+fn create_excluding_destroy(
+    dir: &Path,
+    mode: u32,
+    seg_size: u64,
+) -> Result<Option<state::StateFile>> {
+    let ctl_path = dir.join(CONTROL);
+    let lock = match sys::open_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", dir, e)),
+    };
+    sys::lock_exclusive(&lock).at("lock", dir)?;
+    if !sys::is_same_file(&lock, dir).at("stat", dir)? {
+        return Ok(None);
+    }
+    match state::open_existing(&ctl_path, control::LAYOUT, mode)? {
+        // Created by another opener while we waited.
+        Some(sf) if !flag_destroyed(&sf) => return Ok(Some(sf)),
+        // Its destroyer died before the end (a live one would hold the lock): finish.
+        Some(_) => remove_queue_files(dir)?,
+        None => {
+            // Only an empty directory becomes a queue (a crashed creator's temporary
+            // control file does not count).
+            let stray = fs::read_dir(dir)
+                .at("read directory", dir)?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n != CONTROL && !(n.starts_with(".control.") && n.ends_with(".tmp")));
+            if let Some(name) = stray {
+                return Err(Error::format(
+                    dir,
+                    DIR_EXPECTED,
+                    format!("it has no control file and is not empty (it holds {name:?})"),
+                ));
             }
         }
     }
-    Ok(())
+    let sf = state::open_or_create(&ctl_path, control::LAYOUT, mode, |r| {
+        control::init(r, seg_size)
+    })?;
+    drop(lock);
+    Ok(Some(sf))
 }

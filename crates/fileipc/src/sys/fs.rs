@@ -72,6 +72,16 @@ pub(crate) fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens the directory `path` read-only (for a [`lock_exclusive`] on it), without
+/// following a symbolic link at its last component, close-on-exec. Fails with
+/// `NotADirectory` if it is not a directory.
+pub(crate) fn open_dir(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+        .open(path)
+}
+
 /// Whether an error from opening is the refusal of `O_NOFOLLOW` to follow a link.
 pub(crate) fn is_symlink_refusal(err: &io::Error) -> bool {
     err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())

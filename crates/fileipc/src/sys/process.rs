@@ -38,3 +38,26 @@ pub(crate) fn thread_id() -> u32 {
 pub(crate) fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
+
+/// An identifier of the current boot of the machine, the same in every process until it
+/// restarts: the first 64 bits of Linux's random boot ID
+/// (`/proc/sys/kernel/random/boot_id`), never 0. `None` where unknown (other systems),
+/// read once per process.
+pub(crate) fn boot_id() -> Option<u64> {
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        if !cfg!(any(target_os = "linux", target_os = "android")) {
+            return None;
+        }
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let hex: String = text
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(16)
+            .collect();
+        if hex.len() < 16 {
+            return None;
+        }
+        u64::from_str_radix(&hex, 16).ok().map(|v| v.max(1))
+    })
+}
