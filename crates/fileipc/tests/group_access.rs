@@ -1,4 +1,4 @@
-//! Sharing a primitive with a group (issue 13, point 1): a primitive created by one user
+//! Sharing a primitive with a group: a primitive created by one user
 //! with a group mode (`0o660`) is usable by another user of that group, whatever the
 //! umask of either.
 //!

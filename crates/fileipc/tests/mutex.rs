@@ -113,7 +113,7 @@ fn drop_holder(args: &[String]) {
     }
 }
 
-/// Point 1: 4 processes x 5,000 cycles on a counter file end at exactly 20,000.
+/// 4 processes x 5,000 cycles on a counter file end at exactly 20,000.
 #[test]
 fn four_processes_count_exactly() {
     let dir = common::tempdir();
@@ -135,7 +135,7 @@ fn four_processes_count_exactly() {
     assert!(!Mutex::open(&lock).unwrap().is_locked().unwrap());
 }
 
-/// Point 1, threads: threads sharing one handle and threads with their own (cloned)
+/// Threads sharing one handle and threads with their own (cloned)
 /// handles, plus a child process, all exclude each other.
 #[test]
 fn threads_sharing_and_cloning_handles_exclude_each_other() {
@@ -173,7 +173,7 @@ fn threads_sharing_and_cloning_handles_exclude_each_other() {
     assert_eq!(read_counter(&file), 6 * 500 + 1000);
 }
 
-/// Point 2: SIGKILL the holder; a blocked waiter gets the lock within 100 ms of the
+/// SIGKILL the holder; a blocked waiter gets the lock within 100 ms of the
 /// kill. Measured from the kill to the moment `lock_timeout` returned in the waiter
 /// (both on CLOCK_MONOTONIC). Design bound: one 10 ms wait slice plus scheduling; the
 /// 100 ms the issue demands leaves room for a loaded CI machine.
@@ -209,7 +209,7 @@ fn killed_holder_releases_within_100ms() {
     assert_eq!(m.holder().unwrap(), None);
 }
 
-/// Point 2, other half: a killed holder's lock is free for a `try_lock` at once
+/// A killed holder's lock is free for a `try_lock` at once
 /// (kernel-released, not a timeout guess).
 #[test]
 fn killed_holder_lock_is_free_immediately() {
@@ -225,7 +225,7 @@ fn killed_holder_lock_is_free_immediately() {
     m.unlock().unwrap();
 }
 
-/// Point 3: unlocking without holding is an error naming the path.
+/// Unlocking without holding is an error naming the path.
 #[test]
 fn unlock_without_holding_is_an_error() {
     let dir = common::tempdir();
@@ -247,7 +247,7 @@ fn unlock_without_holding_is_an_error() {
     assert!(g.unlock().is_err());
 }
 
-/// Point 3: dropping a handle that holds the lock releases it, in this process and in
+/// Dropping a handle that holds the lock releases it, in this process and in
 /// another one (which keeps running).
 #[test]
 fn dropping_a_holding_handle_releases() {
@@ -289,7 +289,7 @@ fn lock_timeout_returns_false_while_held_elsewhere() {
     assert!(m.is_locked().unwrap());
 }
 
-/// Point 14: mode 0600 by default, the builder's mode otherwise.
+/// Mode 0600 by default, the builder's mode otherwise.
 #[test]
 fn lock_file_mode() {
     let dir = common::tempdir();
@@ -303,7 +303,7 @@ fn lock_file_mode() {
     assert_eq!(mode, 0o660);
 }
 
-/// Point 14: symlinks, garbage and other primitives' files are refused, untouched.
+/// Symlinks, garbage and other primitives' files are refused, untouched.
 #[test]
 fn refuses_symlinks_garbage_and_other_kinds() {
     let dir = common::tempdir();

@@ -601,7 +601,7 @@ fn messages_persist_after_all_processes_exit() {
     assert!(MessageQueue::open(&dir).unwrap().is_empty().unwrap());
 }
 
-/// Issue 3, point 5: `recv_timeout` on an empty queue returns `None` at the timeout.
+/// `recv_timeout` on an empty queue returns `None` at the timeout.
 /// Each try must not return early; the median of five must be within 20 ms of the
 /// timeout (a single try on a loaded 2-CPU machine can be descheduled for longer).
 #[test]
@@ -1054,7 +1054,7 @@ fn unlinked_mapped_bytes(dir: &Path) -> (u64, usize) {
     (bytes, n)
 }
 
-/// Issue 13, point 4: segments the head has left are unlinked, and no handle keeps them
+/// Segments the head has left are unlinked, and no handle keeps them
 /// allocated through a stale mapping. 40 MiB pass through 1 MiB segments: a durable
 /// sender (its producer and syncer sides), a receiver, a second receiver that is mostly
 /// idle (waiting in `recv`), and a monitor calling `count()` and `stats()`. Once the
@@ -1143,7 +1143,7 @@ fn handles_keep_no_unlinked_segment_mapped() {
     });
 }
 
-/// Issue 13, point 6: `send_all` whose third batch of 256 fails (the next segment cannot
+/// `send_all` whose third batch of 256 fails (the next segment cannot
 /// be created: `RLIMIT_FSIZE`) reports how many messages were committed before, as
 /// `Error::Partial`, instead of a bare error after delivering 512 of them; a failure
 /// before anything was committed stays the plain error.

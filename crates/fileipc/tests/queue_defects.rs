@@ -272,7 +272,7 @@ fn open_send_recv_loop(args: &[String]) {
     ));
 }
 
-/// Issue 13, point 7: `destroy` racing `open` in other processes never loses a message
+/// `destroy` racing `open` in other processes never loses a message
 /// of the queue that `open` created and never leaves a queue that fails every receive:
 /// a send that returned Ok is received, or the handle reports `Destroyed`. Before the fix
 /// an `open` that found the destroyed flag finished the destroy and created a new queue

@@ -85,7 +85,7 @@ fn waiter(args: &[String]) {
     s.release().unwrap();
 }
 
-/// Point 5: 6 processes x 2,000 cycles on a 3-permit semaphore never see more than 3
+/// 6 processes x 2,000 cycles on a 3-permit semaphore never see more than 3
 /// holders at once, and the value ends at 3.
 #[test]
 fn six_processes_never_exceed_three_holders() {
@@ -125,7 +125,7 @@ fn six_processes_never_exceed_three_holders() {
     assert_eq!(Semaphore::open(&sem, 3).unwrap().value().unwrap(), 3);
 }
 
-/// Point 6: a release by a process holding no permit is a plain increment, and it
+/// A release by a process holding no permit is a plain increment, and it
 /// wakes a waiter in another process (signalling).
 #[test]
 fn release_without_holding_signals() {
@@ -147,7 +147,7 @@ fn release_without_holding_signals() {
     assert_eq!(s.held().unwrap(), 0);
 }
 
-/// Point 6: raising the value past u32::MAX is an error naming the path.
+/// Raising the value past u32::MAX is an error naming the path.
 #[test]
 fn release_overflow_is_an_error() {
     let dir = common::tempdir();
@@ -166,7 +166,7 @@ fn release_overflow_is_an_error() {
     assert_eq!(s.value().unwrap(), u32::MAX);
 }
 
-/// Point 7: a waiter blocked in acquire_timeout gets the permits of a SIGKILLed holder
+/// A waiter blocked in acquire_timeout gets the permits of a SIGKILLed holder
 /// within 100 ms of the kill (measured from the kill to the return of acquire_timeout
 /// in the waiter, both on CLOCK_MONOTONIC; design bound: one 10 ms slice plus the
 /// liveness check and scheduling).
@@ -198,7 +198,7 @@ fn killed_holder_permits_come_back_within_100ms() {
     assert_eq!(s.value().unwrap(), 2);
 }
 
-/// Point 7: once every holder is dead, value() is back at the initial value.
+/// Once every holder is dead, value() is back at the initial value.
 #[test]
 fn value_returns_to_initial_when_holders_die() {
     let dir = common::tempdir();
@@ -238,7 +238,7 @@ fn initial_applies_only_on_creation() {
     assert_eq!(a.value().unwrap(), 3);
 }
 
-/// Point 14: mode 0600 by default, the builder's mode otherwise.
+/// Mode 0600 by default, the builder's mode otherwise.
 #[test]
 fn semaphore_file_mode() {
     let dir = common::tempdir();
@@ -252,7 +252,7 @@ fn semaphore_file_mode() {
     assert_eq!(mode, 0o640);
 }
 
-/// Point 14: symlinks, garbage and other primitives' files are refused, untouched.
+/// Symlinks, garbage and other primitives' files are refused, untouched.
 #[test]
 fn refuses_symlinks_garbage_and_other_kinds() {
     let dir = common::tempdir();

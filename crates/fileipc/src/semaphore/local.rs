@@ -470,9 +470,9 @@ impl LocalSemaphore {
     ///   nobody registered, or (c) no waiting entry, every waiter registered or stored
     ///   its entry after (a), so its scan sees the permit.
     ///
-    /// All these accesses are sequentially consistent. (Before issue 13, (c) only woke
-    /// the oldest entry's futex without changing its word: a waiter between (3) and (4)
-    /// then slept its whole slice with the permit free.) What remains is bounded by the
+    /// All these accesses are sequentially consistent. ((c) must change the entry's word,
+    /// not only wake its futex: a waiter between (3) and (4) would otherwise sleep its
+    /// whole slice with the permit free.) What remains is bounded by the
     /// slice: a dead holder cannot release, a releaser killed or stopped between (a) and
     /// (d) cannot serve anyone, and one that could not enter the critical section for
     /// [`CRITICAL_PATIENCE`] only wakes the oldest entry; every [`WAITER_SLICE`] each
