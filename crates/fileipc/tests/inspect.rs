@@ -92,7 +92,7 @@ fn recognises_every_kind_and_changes_nothing() {
         (q.join("control"), Kind::QueueControl, Some(3)),
         (segment, Kind::QueueSegment, None),
         (m.clone(), Kind::Mutex, Some(2)),
-        (sem.clone(), Kind::Semaphore, Some(2)),
+        (sem.clone(), Kind::Semaphore, Some(3)),
         (kv.clone(), Kind::SharedData, Some(1)),
         (d.join("kv-lock"), Kind::SharedDataLock, None),
         (d.join("kv-board"), Kind::SharedDataBoard, Some(2)),
