@@ -56,15 +56,18 @@ impl Tmpfs {
                 _parent: parent,
             }),
             Ok(o) => {
-                eprintln!(
-                    "SKIPPED full-disk test: cannot mount a tmpfs ({}): {}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr).trim()
+                common::skip(
+                    "full-disk test",
+                    format!(
+                        "cannot mount a tmpfs ({}): {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
                 );
                 None
             }
             Err(e) => {
-                eprintln!("SKIPPED full-disk test: cannot run mount: {e}");
+                common::skip("full-disk test", format!("cannot run mount: {e}"));
                 None
             }
         }
@@ -141,7 +144,11 @@ fn full_disk_queue_send_fails_clearly_and_recovers() {
     // SIGBUS, which must never happen; the send must fail with an error instead.
     let mut child = Proc::spawn("fill-queue", &[qdir.to_str().unwrap()]);
     let st = child.wait(PATIENCE);
-    let line = child.try_line().unwrap_or_default();
+    let line = child
+        .remaining_lines(PATIENCE)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     assert!(
         st.success(),
         "the sender died with {st} (signal {:?}; 7 is SIGBUS) instead of getting an error",

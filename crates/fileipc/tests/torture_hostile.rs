@@ -179,8 +179,9 @@ fn refused(name: &str, what: &str, r: fileipc::Result<()>) {
 #[test]
 fn state_files_of_another_user_or_writable_by_others_are_refused() {
     if !is_root() {
-        eprintln!(
-            "SKIPPED state_files_of_another_user...: chown needs root (tests run as root in CI)"
+        common::skip(
+            "state_files_of_another_user_or_writable_by_others_are_refused",
+            "chown needs root",
         );
         return;
     }

@@ -244,3 +244,14 @@ impl Proc {
         }
     }
 }
+
+/// Reports that a test cannot run here (it needs root, a mount, a namespace...): loudly
+/// on stderr, and as a failure where `FILEIPC_REQUIRE_ROOT_TESTS` is set (CI sets it,
+/// since it runs as root and every such test must run there).
+pub fn skip(test: &str, why: impl std::fmt::Display) {
+    assert!(
+        std::env::var_os("FILEIPC_REQUIRE_ROOT_TESTS").is_none(),
+        "{test} could not run ({why}), and FILEIPC_REQUIRE_ROOT_TESTS is set"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
