@@ -36,12 +36,18 @@
 //! # When a process dies
 //!
 //! A process can be killed with `SIGKILL` between any two instructions. Every primitive
-//! is built so that this corrupts nothing and loses nothing that was acknowledged:
+//! is built so that this corrupts nothing and loses nothing that was acknowledged, and
+//! whether the owner of a lock, a permit or a slot is alive is always the kernel's word,
+//! never a guess from `/proc`: an owner holds an open-file-description lock on a byte
+//! of the state file that names its id, which the kernel drops when its last descriptor
+//! closes. That is right across users, `hidepid` `/proc` mounts, PID namespaces
+//! (containers sharing a volume) and `fork`, and no timer ever takes anything from a
+//! live owner, however long it is stopped (see `docs/FORMAT.md`, "Owners"):
 //!
 //! - a [`Mutex`] is an `flock` on the lock file: the kernel releases it when the holder's
 //!   last descriptor closes, and a waiter takes it over at once;
-//! - a [`Semaphore`] records which process (PID and start time, so a recycled PID is
-//!   not mistaken for it) holds which permits; waiters reclaim the permits of the dead;
+//! - a [`Semaphore`] records which process (its owner id) holds which permits; waiters
+//!   reclaim the permits of the dead;
 //! - a [`MessageQueue`] publishes every change with one final store after the data is in
 //!   place, and its internal locks are repaired by the next process when their owner died;
 //!   a message is lost only if a consumer died after taking it, before it returned;
