@@ -71,8 +71,23 @@ pub struct Proc {
 impl Proc {
     /// Starts `role` with `args` in a new process.
     pub fn spawn(role: &str, args: &[&str]) -> Proc {
+        Proc::spawn_under(&[], role, args)
+    }
+
+    /// Starts `role` with `args` in a new process run through the command `wrapper`
+    /// (e.g. `["unshare", "--pid", "--fork", "--mount-proc"]`), which must execute the
+    /// program and arguments that follow it.
+    pub fn spawn_under(wrapper: &[&str], role: &str, args: &[&str]) -> Proc {
         let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = cmd
             .args([
                 "child_process_entry",
                 "--exact",
