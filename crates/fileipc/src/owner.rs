@@ -282,6 +282,23 @@ impl Owners {
     }
 }
 
+/// Refuses a handle opened with fork epoch `epoch` (see [`sys::fork_epoch`]) when used
+/// in a child forked since: for handles whose ownership (an `flock` on the handle's open
+/// file description, a process's owner id) the child would share with its parent.
+#[inline]
+pub(crate) fn check_not_forked(epoch: u64, path: &Path, primitive: &str) -> Result<()> {
+    if epoch == sys::fork_epoch() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        path,
+        format!(
+            "this handle was opened by the parent of this forked process, and shares its \
+             ownership; open the {primitive} again in this process"
+        ),
+    ))
+}
+
 /// The calling thread's last few ids: `(owners serial, fork epoch) -> id`.
 struct Cache(Cell<[(u64, u64, u32); 4]>, Cell<usize>);
 

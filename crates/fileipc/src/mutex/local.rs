@@ -145,14 +145,7 @@ impl LocalMutex {
     /// Refuses a handle inherited across `fork`: its `flock` is the parent's.
     #[inline]
     fn check_fork(&self) -> Result<()> {
-        if self.epoch == sys::fork_epoch() {
-            return Ok(());
-        }
-        Err(Error::invalid(
-            self.path(),
-            "this handle was opened by the parent of this forked process, and shares its \
-             lock; open the mutex again in this process",
-        ))
+        crate::owner::check_not_forked(self.epoch, self.path(), "mutex")
     }
 
     /// [`Mutex::unlock`](super::Mutex::unlock).

@@ -118,14 +118,7 @@ impl LocalSemaphore {
     /// parent's.
     #[inline]
     fn check_fork(&self) -> Result<()> {
-        if self.epoch == sys::fork_epoch() {
-            return Ok(());
-        }
-        Err(Error::invalid(
-            self.path(),
-            "this handle was opened by the parent of this forked process, and speaks for \
-             it; open the semaphore again in this process",
-        ))
+        crate::owner::check_not_forked(self.epoch, self.path(), "semaphore")
     }
 
     /// [`Semaphore::share_with_children`](super::Semaphore::share_with_children).
