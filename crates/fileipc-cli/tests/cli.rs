@@ -566,3 +566,22 @@ fn demo_runs_and_checks_itself() {
     assert!(out.contains("0 lost, 0 duplicated"), "{out}");
     assert!(out.contains("-> OK"), "{out}");
 }
+
+/// `pidfile run` on a path that holds something else (here a SharedData store, which
+/// `pidfile check` already calls "not a PID file") refuses with exit 3, runs nothing and
+/// leaves the file byte-identical.
+#[test]
+fn pidfile_run_refuses_a_file_that_is_not_a_pid_file() {
+    let d = tmp();
+    let store = d.path().join("store");
+    fileipc::SharedData::open(&store)
+        .unwrap()
+        .set("k", &1)
+        .unwrap();
+    let before = std::fs::read(&store).unwrap();
+    let marker = d.path().join("ran");
+    let r = fileipc(&["pidfile", "run", s(&store), "--", "touch", s(&marker)]);
+    assert_eq!(code(&r), 3, "{}", stderr(&r));
+    assert!(!marker.exists(), "the command ran");
+    assert_eq!(std::fs::read(&store).unwrap(), before);
+}

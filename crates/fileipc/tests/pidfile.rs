@@ -348,3 +348,39 @@ fn missing_directory_is_an_error_naming_the_path() {
     assert_eq!(e.path(), p);
     assert_eq!(h.read().unwrap(), None);
 }
+
+/// Only nothing, an empty file or a PID file becomes a PID file: any other file at the
+/// path (a SharedData store, a copy of `/etc/hosts`) is refused with a format error and
+/// left byte-identical, even when no process holds it.
+#[test]
+fn create_refuses_a_file_that_is_not_a_pid_file_and_leaves_it_intact() {
+    let dir = common::tempdir();
+    let store = dir.path().join("store");
+    fileipc::SharedData::open(&store)
+        .unwrap()
+        .set("k", &1)
+        .unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n::1 localhost\n").unwrap();
+    for path in [&store, &hosts] {
+        let before = std::fs::read(path).unwrap();
+        let mut p = PidFile::open(path).unwrap();
+        match p.create() {
+            Err(fileipc::Error::Format { .. }) => {}
+            other => panic!("{}: create gave {other:?}", path.display()),
+        }
+        drop(p);
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            before,
+            "{} changed",
+            path.display()
+        );
+    }
+    // An empty file is taken, as `touch` or `flock(1)` leave it.
+    let empty = dir.path().join("empty.pid");
+    std::fs::write(&empty, b"").unwrap();
+    let mut p = PidFile::open(&empty).unwrap();
+    assert!(p.create().unwrap());
+    assert_eq!(p.read().unwrap(), Some(std::process::id()));
+}

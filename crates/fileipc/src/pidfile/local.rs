@@ -162,6 +162,10 @@ impl LocalPidFile {
                 continue; // its owner removed it between our open and our lock
             }
             self.check_takeover(&meta)?;
+            // Only a PID file (or an empty file) is taken over: anything else at the path
+            // (a store, a lock file of another kind, a mistyped path) is refused and left
+            // as it is.
+            self.read_pid(&file)?;
             // Ours now. Only now may the old content go.
             file.set_permissions(Permissions::from_mode(self.mode))
                 .at("chmod", &self.path)?;
