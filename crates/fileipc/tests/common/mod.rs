@@ -143,6 +143,19 @@ impl Proc {
         }
     }
 
+    /// The next line the child says within `timeout`, or `None` if it says none by then
+    /// (a bounded wait for something that must not happen); panics if the child exited
+    /// without saying one.
+    pub fn line_within(&mut self, timeout: Duration) -> Option<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => Some(l),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("child {} exited without saying a line", self.pid)
+            }
+        }
+    }
+
     /// Waits for a line equal to `want`, panicking on anything else or on timeout.
     pub fn expect(&mut self, want: &str) {
         let got = self.expect_line(PATIENCE);
