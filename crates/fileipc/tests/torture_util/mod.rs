@@ -75,7 +75,15 @@ pub fn case_scale() -> usize {
 
 /// `(state, flags, start time)` of a process from `/proc/PID/stat`, `None` if gone.
 fn proc_stat(pid: u32) -> Option<(char, u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// As [`proc_stat`], for thread `tid` of process `pid`.
+fn proc_stat_of(pid: u32, tid: u32) -> Option<(char, u64, u64)> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
+}
+
+fn parse_stat(s: &str) -> Option<(char, u64, u64)> {
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
     // Fields after the command: 3 state, 9 flags, 22 start time (1-based in proc(5)).
@@ -86,10 +94,26 @@ fn proc_stat(pid: u32) -> Option<(char, u64, u64)> {
     ))
 }
 
-/// Whether process `pid` is stopped by a signal (state `T` in `/proc/PID/stat`): a
-/// `SIGSTOP` takes effect some time after `kill` returns.
+/// Whether every thread of process `pid` is stopped by a signal (state `T` in
+/// `/proc/PID/task/*/stat`): a `SIGSTOP` takes effect some time after `kill` returns,
+/// and thread by thread: the thread that takes the signal (a child's main thread, asleep
+/// while its test thread works) stops the others after itself, so the main thread's state
+/// alone does not show that the thread doing the work stopped.
 pub fn stopped(pid: u32) -> bool {
-    proc_stat(pid).is_some_and(|s| s.0 == 'T')
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut threads = 0;
+    for t in tasks {
+        let Some(tid) = t.ok().and_then(|t| t.file_name().to_str()?.parse().ok()) else {
+            return false;
+        };
+        if proc_stat_of(pid, tid).is_none_or(|s| s.0 != 'T') {
+            return false;
+        }
+        threads += 1;
+    }
+    threads > 0
 }
 
 /// This process, as a `(pid, start time)` pair a recycled PID cannot impersonate.
