@@ -32,7 +32,7 @@ pub struct Inspection {
     /// The path inspected, as given.
     pub path: PathBuf,
     /// What is there.
-    pub kind: Kind,
+    pub kind: FileKind,
     /// The format version recorded in the file's header, whether or not this library
     /// reads that version: the common header's version field for state files (for a
     /// queue, its control file's), `PRAGMA user_version` for a SharedData store. `None`
@@ -45,7 +45,7 @@ pub struct Inspection {
 /// The kinds of things [`inspect`] tells apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Kind {
+pub enum FileKind {
     /// Nothing at the path (an [`Event`](crate::Event) there reads as clear).
     Missing,
     /// A symbolic link. fileipc never follows one at a state path; `target` is what it
@@ -107,20 +107,20 @@ pub enum Kind {
 ///
 /// The rules, in the order they are applied (`docs/FORMAT.md` describes each format):
 ///
-/// | what is at the path | [`Kind`] |
+/// | what is at the path | [`FileKind`] |
 /// |---|---|
-/// | nothing | [`Kind::Missing`] |
-/// | a symbolic link | [`Kind::Symlink`] |
-/// | a directory holding an entry `control` | [`Kind::Queue`] |
-/// | any other directory | [`Kind::Directory`] |
-/// | a FIFO, socket or device | [`Kind::Other`] |
-/// | a file `seg-<16 hex digits>.log` beside a queue control file | [`Kind::QueueSegment`] |
-/// | a file starting with the common header of state files (`FILEIPC\0`), by its kind field | [`Kind::Mutex`], [`Kind::Semaphore`], [`Kind::QueueControl`], [`Kind::SharedDataBoard`], [`Kind::UnknownState`] |
-/// | a file starting with `SQLite format 3\0`, by its `application_id` | [`Kind::SharedData`], [`Kind::Sqlite`] |
-/// | an empty file `PATH-lock` beside a SharedData store `PATH` | [`Kind::SharedDataLock`] |
-/// | any other empty file | [`Kind::Event`] |
-/// | a file holding one process ID, as a PID file does | [`Kind::PidFile`] |
-/// | any other file | [`Kind::Other`] |
+/// | nothing | [`FileKind::Missing`] |
+/// | a symbolic link | [`FileKind::Symlink`] |
+/// | a directory holding an entry `control` | [`FileKind::Queue`] |
+/// | any other directory | [`FileKind::Directory`] |
+/// | a FIFO, socket or device | [`FileKind::Other`] |
+/// | a file `seg-<16 hex digits>.log` beside a queue control file | [`FileKind::QueueSegment`] |
+/// | a file starting with the common header of state files (`FILEIPC\0`), by its kind field | [`FileKind::Mutex`], [`FileKind::Semaphore`], [`FileKind::QueueControl`], [`FileKind::SharedDataBoard`], [`FileKind::UnknownState`] |
+/// | a file starting with `SQLite format 3\0`, by its `application_id` | [`FileKind::SharedData`], [`FileKind::Sqlite`] |
+/// | an empty file `PATH-lock` beside a SharedData store `PATH` | [`FileKind::SharedDataLock`] |
+/// | any other empty file | [`FileKind::Event`] |
+/// | a file holding one process ID, as a PID file does | [`FileKind::PidFile`] |
+/// | any other file | [`FileKind::Other`] |
 ///
 /// The answer describes the moment of the call; another process may change the path
 /// right after. To read a primitive's live state, open it (which may create or repair
@@ -135,16 +135,16 @@ pub enum Kind {
 /// # Examples
 ///
 /// ```
-/// use fileipc::{Kind, Mutex};
+/// use fileipc::{FileKind, Mutex};
 ///
 /// # fn main() -> fileipc::Result<()> {
 /// # let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("backup.lock");
-/// assert_eq!(fileipc::inspect(&path)?.kind, Kind::Missing);
+/// assert_eq!(fileipc::inspect(&path)?.kind, FileKind::Missing);
 ///
 /// Mutex::open(&path)?;
 /// let found = fileipc::inspect(&path)?;
-/// assert_eq!(found.kind, Kind::Mutex);
+/// assert_eq!(found.kind, FileKind::Mutex);
 /// assert_eq!(found.version, Some(2));
 /// # Ok(())
 /// # }
@@ -168,16 +168,18 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection> {
 }
 
 /// One look at `path`; `None` if the entry changed between two steps of the look.
-fn look(path: &Path) -> Result<Option<(Kind, Option<u32>)>> {
+fn look(path: &Path) -> Result<Option<(FileKind, Option<u32>)>> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some((Kind::Missing, None))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Some((FileKind::Missing, None)));
+        }
         Err(e) => return Err(Error::io("stat", path, e)),
     };
     let file_type = meta.file_type();
     if file_type.is_symlink() {
         return match std::fs::read_link(path) {
-            Ok(target) => Ok(Some((Kind::Symlink { target }, None))),
+            Ok(target) => Ok(Some((FileKind::Symlink { target }, None))),
             // Replaced by something else meanwhile.
             Err(e)
                 if matches!(
@@ -193,16 +195,19 @@ fn look(path: &Path) -> Result<Option<(Kind, Option<u32>)>> {
     if file_type.is_dir() {
         return Ok(Some(
             match std::fs::symlink_metadata(path.join(QUEUE_CONTROL)) {
-                Ok(_) => (Kind::Queue, queue_version(path)),
-                Err(_) => (Kind::Directory, None),
+                Ok(_) => (FileKind::Queue, queue_version(path)),
+                Err(_) => (FileKind::Directory, None),
             },
         ));
     }
     if !file_type.is_file() {
-        return Ok(Some((Kind::Other("not a regular file".to_owned()), None)));
+        return Ok(Some((
+            FileKind::Other("not a regular file".to_owned()),
+            None,
+        )));
     }
     if is_segment_name(path) && is_queue_dir(&dir_of(path)) {
-        return Ok(Some((Kind::QueueSegment, None)));
+        return Ok(Some((FileKind::QueueSegment, None)));
     }
     let Some(head) = read_head(path, &meta)? else {
         return Ok(None);
@@ -211,44 +216,44 @@ fn look(path: &Path) -> Result<Option<(Kind, Option<u32>)>> {
 }
 
 /// What a regular file is, from its first bytes (and, for an empty file, its name).
-fn classify(path: &Path, head: &[u8]) -> (Kind, Option<u32>) {
+fn classify(path: &Path, head: &[u8]) -> (FileKind, Option<u32>) {
     if head.starts_with(&state::MAGIC) {
         let Some((code, version)) = state::peek(head) else {
             return (
-                Kind::Other(format!("a fileipc header cut short ({} bytes)", head.len())),
+                FileKind::Other(format!("a fileipc header cut short ({} bytes)", head.len())),
                 None,
             );
         };
         let kind = match state::Kind::from_u32(code) {
-            Some(state::Kind::Mutex) => Kind::Mutex,
-            Some(state::Kind::Semaphore) => Kind::Semaphore,
-            Some(state::Kind::Queue) => Kind::QueueControl,
-            Some(state::Kind::SharedDataBoard) => Kind::SharedDataBoard,
-            None => Kind::UnknownState { code },
+            Some(state::Kind::Mutex) => FileKind::Mutex,
+            Some(state::Kind::Semaphore) => FileKind::Semaphore,
+            Some(state::Kind::Queue) => FileKind::QueueControl,
+            Some(state::Kind::SharedDataBoard) => FileKind::SharedDataBoard,
+            None => FileKind::UnknownState { code },
         };
         return (kind, version);
     }
     if head.starts_with(SQLITE_MAGIC) {
         return match sqlite_ids(head) {
             Some((app, version)) if app == crate::shared_data::APPLICATION_ID as u32 => {
-                (Kind::SharedData, Some(version))
+                (FileKind::SharedData, Some(version))
             }
-            Some((application_id, _)) => (Kind::Sqlite { application_id }, None),
+            Some((application_id, _)) => (FileKind::Sqlite { application_id }, None),
             None => (
-                Kind::Other(format!("an SQLite header cut short ({} bytes)", head.len())),
+                FileKind::Other(format!("an SQLite header cut short ({} bytes)", head.len())),
                 None,
             ),
         };
     }
     if head.is_empty() {
         if is_store_lock(path) {
-            return (Kind::SharedDataLock, None);
+            return (FileKind::SharedDataLock, None);
         }
-        return (Kind::Event, None);
+        return (FileKind::Event, None);
     }
     match crate::pidfile::parse_pid(head) {
-        Ok(Some(pid)) => (Kind::PidFile { pid }, None),
-        _ => (Kind::Other("not a fileipc file".to_owned()), None),
+        Ok(Some(pid)) => (FileKind::PidFile { pid }, None),
+        _ => (FileKind::Other("not a fileipc file".to_owned()), None),
     }
 }
 

@@ -110,7 +110,7 @@ pub mod __fuzz {
 }
 
 pub use error::{Error, Result};
-pub use inspect::{Inspection, Kind, inspect};
+pub use inspect::{FileKind, Inspection, inspect};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:

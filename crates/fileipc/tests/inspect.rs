@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use fileipc::{Event, Kind, MessageQueue, Mutex, PidFile, Semaphore, SharedData, inspect};
+use fileipc::{Event, FileKind, MessageQueue, Mutex, PidFile, Semaphore, SharedData, inspect};
 
 /// Every entry under `dir` (recursively, links not followed) with its type, length and
 /// modification time.
@@ -26,7 +26,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, u64, SystemTime)> {
     out
 }
 
-fn kind(path: &Path) -> (Kind, Option<u32>) {
+fn kind(path: &Path) -> (FileKind, Option<u32>) {
     let found = inspect(path).unwrap();
     assert_eq!(found.path, path);
     (found.kind, found.version)
@@ -88,33 +88,41 @@ fn recognises_every_kind_and_changes_nothing() {
 
     let before = snapshot(d);
     let expected = [
-        (q.clone(), Kind::Queue, Some(3)),
-        (q.join("control"), Kind::QueueControl, Some(3)),
-        (segment, Kind::QueueSegment, None),
-        (m.clone(), Kind::Mutex, Some(2)),
-        (sem.clone(), Kind::Semaphore, Some(3)),
-        (kv.clone(), Kind::SharedData, Some(1)),
-        (d.join("kv-lock"), Kind::SharedDataLock, None),
-        (d.join("kv-board"), Kind::SharedDataBoard, Some(2)),
+        (q.clone(), FileKind::Queue, Some(3)),
+        (q.join("control"), FileKind::QueueControl, Some(3)),
+        (segment, FileKind::QueueSegment, None),
+        (m.clone(), FileKind::Mutex, Some(2)),
+        (sem.clone(), FileKind::Semaphore, Some(3)),
+        (kv.clone(), FileKind::SharedData, Some(1)),
+        (d.join("kv-lock"), FileKind::SharedDataLock, None),
+        (d.join("kv-board"), FileKind::SharedDataBoard, Some(2)),
         (
             pid.clone(),
-            Kind::PidFile {
+            FileKind::PidFile {
                 pid: std::process::id(),
             },
             None,
         ),
-        (ev, Kind::Event, None),
-        (sub, Kind::Directory, None),
-        (link, Kind::Symlink { target: m.clone() }, None),
-        (future, Kind::UnknownState { code: 99 }, Some(1)),
-        (foreign, Kind::Sqlite { application_id: 7 }, None),
-        (d.join("missing"), Kind::Missing, None),
+        (ev, FileKind::Event, None),
+        (sub, FileKind::Directory, None),
+        (link, FileKind::Symlink { target: m.clone() }, None),
+        (future, FileKind::UnknownState { code: 99 }, Some(1)),
+        (foreign, FileKind::Sqlite { application_id: 7 }, None),
+        (d.join("missing"), FileKind::Missing, None),
     ];
     for (path, want, version) in expected {
         assert_eq!(kind(&path), (want, version), "{}", path.display());
     }
-    assert!(matches!(kind(&text).0, Kind::Other(_)), "{:?}", kind(&text));
-    assert!(matches!(kind(&fifo).0, Kind::Other(_)), "{:?}", kind(&fifo));
+    assert!(
+        matches!(kind(&text).0, FileKind::Other(_)),
+        "{:?}",
+        kind(&text)
+    );
+    assert!(
+        matches!(kind(&fifo).0, FileKind::Other(_)),
+        "{:?}",
+        kind(&fifo)
+    );
     assert_eq!(snapshot(d), before, "inspect changed the directory");
 
     // Inspecting did not take the PID file's lock or the mutex: both still work.
@@ -136,11 +144,11 @@ fn a_missing_path_or_a_text_file_creates_nothing() {
     let sidecar_less = dir.path().join("notes.txt-lock");
 
     let before = snapshot(dir.path());
-    assert_eq!(kind(&missing), (Kind::Missing, None));
-    assert_eq!(kind(&in_missing_dir), (Kind::Missing, None));
-    assert_eq!(kind(&sidecar_less), (Kind::Missing, None));
+    assert_eq!(kind(&missing), (FileKind::Missing, None));
+    assert_eq!(kind(&in_missing_dir), (FileKind::Missing, None));
+    assert_eq!(kind(&sidecar_less), (FileKind::Missing, None));
     match kind(&text) {
-        (Kind::Other(what), None) => assert!(what.contains("not a fileipc file"), "{what}"),
+        (FileKind::Other(what), None) => assert!(what.contains("not a fileipc file"), "{what}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(snapshot(dir.path()), before);
@@ -154,7 +162,7 @@ fn tells_damaged_and_look_alike_files_apart() {
     // An empty `X-lock` with no store beside it is an event.
     let lock = d.join("x-lock");
     std::fs::write(&lock, "").unwrap();
-    assert_eq!(kind(&lock), (Kind::Event, None));
+    assert_eq!(kind(&lock), (FileKind::Event, None));
     // A PID file's format, not just any number.
     for (content, is_pid) in [
         ("1234\n", true),
@@ -167,7 +175,7 @@ fn tells_damaged_and_look_alike_files_apart() {
         std::fs::write(&p, content).unwrap();
         let found = kind(&p).0;
         assert_eq!(
-            matches!(found, Kind::PidFile { pid: 1234 }),
+            matches!(found, FileKind::PidFile { pid: 1234 }),
             is_pid,
             "{content:?}: {found:?}"
         );
@@ -176,7 +184,7 @@ fn tells_damaged_and_look_alike_files_apart() {
     let short = d.join("short");
     std::fs::write(&short, b"FILEIPC\0\x01").unwrap();
     assert!(
-        matches!(kind(&short).0, Kind::Other(_)),
+        matches!(kind(&short).0, FileKind::Other(_)),
         "{:?}",
         kind(&short)
     );
@@ -184,9 +192,13 @@ fn tells_damaged_and_look_alike_files_apart() {
     let q = d.join("q");
     std::fs::create_dir(&q).unwrap();
     std::fs::write(q.join("control"), "garbage").unwrap();
-    assert_eq!(kind(&q), (Kind::Queue, None));
+    assert_eq!(kind(&q), (FileKind::Queue, None));
     // A file named like a segment outside a queue is just a file.
     let seg = d.join("seg-0000000000000000.log");
     std::fs::write(&seg, "x").unwrap();
-    assert!(matches!(kind(&seg).0, Kind::Other(_)), "{:?}", kind(&seg));
+    assert!(
+        matches!(kind(&seg).0, FileKind::Other(_)),
+        "{:?}",
+        kind(&seg)
+    );
 }

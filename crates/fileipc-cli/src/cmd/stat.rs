@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use fileipc::{Inspection, Kind, MessageQueue, Mutex, PidFile, PidStatus, Semaphore, SharedData};
+use fileipc::{
+    FileKind, Inspection, MessageQueue, Mutex, PidFile, PidStatus, Semaphore, SharedData,
+};
 use serde_json::{Value, json};
 
 pub(crate) fn stat(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
@@ -25,13 +27,13 @@ fn report(path: &Path) -> anyhow::Result<Value> {
     let Inspection { kind, version, .. } = fileipc::inspect(path)?;
     let p = path.display().to_string();
     let mut report = match kind {
-        Kind::Missing => json!({"path": p, "kind": "missing", "event_set": false}),
-        Kind::Symlink { target } => json!({"path": p, "kind": "symlink",
+        FileKind::Missing => json!({"path": p, "kind": "missing", "event_set": false}),
+        FileKind::Symlink { target } => json!({"path": p, "kind": "symlink",
             "target": target.display().to_string(),
             "note": "fileipc never follows a symbolic link at a state path"}),
-        Kind::Directory => json!({"path": p, "kind": "directory",
+        FileKind::Directory => json!({"path": p, "kind": "directory",
             "note": "not a fileipc queue (no control file)"}),
-        Kind::Queue => {
+        FileKind::Queue => {
             let q = MessageQueue::open(path)?;
             let s = q.stats()?;
             json!({
@@ -41,11 +43,11 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 "bytes_on_disk": s.bytes_on_disk, "waiting_consumers": s.waiting_consumers,
             })
         }
-        Kind::QueueControl => json!({"path": p, "kind": "queue-control",
+        FileKind::QueueControl => json!({"path": p, "kind": "queue-control",
             "note": "the control file of a queue: stat its directory"}),
-        Kind::QueueSegment => json!({"path": p, "kind": "queue-segment",
+        FileKind::QueueSegment => json!({"path": p, "kind": "queue-segment",
             "note": "a segment file of a queue: stat its directory"}),
-        Kind::Mutex => {
+        FileKind::Mutex => {
             let m = Mutex::open(path)?;
             let holder = m.holder()?;
             json!({
@@ -55,7 +57,7 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 "waiting": m.waiting(),
             })
         }
-        Kind::Semaphore => {
+        FileKind::Semaphore => {
             let s = Semaphore::open(path, 0)?;
             let holders: Vec<Value> = s
                 .holders()?
@@ -67,15 +69,15 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 "holders": holders, "waiting": s.waiting(),
             })
         }
-        Kind::SharedData => {
+        FileKind::SharedData => {
             let d = SharedData::open(path)?;
             json!({"path": p, "kind": "kv", "keys": d.len()?})
         }
-        Kind::SharedDataLock => json!({"path": p, "kind": "kv-lock",
+        FileKind::SharedDataLock => json!({"path": p, "kind": "kv-lock",
             "note": "the writers' lock file of a shared data store: stat the store"}),
-        Kind::SharedDataBoard => json!({"path": p, "kind": "kv-board",
+        FileKind::SharedDataBoard => json!({"path": p, "kind": "kv-board",
             "note": "the request board of a shared data store: stat the store"}),
-        Kind::PidFile { .. } => {
+        FileKind::PidFile { .. } => {
             let status = PidFile::open(path)?.status()?;
             let (pid, alive) = match status {
                 PidStatus::Running { pid } => (pid, true),
@@ -84,13 +86,13 @@ fn report(path: &Path) -> anyhow::Result<Value> {
             json!({"path": p, "kind": "pidfile", "pid": pid, "alive": alive,
                 "stale": !alive})
         }
-        Kind::Event => json!({"path": p, "kind": "event", "event_set": true}),
-        Kind::UnknownState { code } => json!({"path": p, "kind": "other",
+        FileKind::Event => json!({"path": p, "kind": "event", "event_set": true}),
+        FileKind::UnknownState { code } => json!({"path": p, "kind": "other",
             "note": format!("fileipc file of unknown kind {code}")}),
-        Kind::Sqlite { application_id } => json!({"path": p, "kind": "other",
+        FileKind::Sqlite { application_id } => json!({"path": p, "kind": "other",
             "note": format!("an SQLite database of another application \
                 (application_id {application_id:#x})")}),
-        Kind::Other(what) => json!({"path": p, "kind": "other", "event_set": true,
+        FileKind::Other(what) => json!({"path": p, "kind": "other", "event_set": true,
             "note": format!("{what} (as an event path, it reads as set)")}),
         other => json!({"path": p, "kind": "other", "note": format!("{other:?}")}),
     };
