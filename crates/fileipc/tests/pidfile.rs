@@ -214,9 +214,14 @@ fn read_is_none_when_absent_and_an_error_naming_the_path_on_garbage() {
         let msg = e.to_string();
         assert!(msg.contains(s(&p)) && msg.contains("PID file"), "{msg}");
     }
-    // create() on garbage owned by nobody: a stale file, taken over.
+    // create() on garbage owned by nobody: not a PID file, so refused and left as it is
+    // (only nothing, an empty file or a PID file becomes a PID file).
     let mut mine = PidFile::open(&p).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(matches!(mine.create(), Err(Error::Format { .. })));
+    assert_eq!(std::fs::read(&p).unwrap(), b"FILEIPC\0");
+    // A stale PID file (a PID nobody holds the lock for) is taken over.
+    std::fs::write(&p, "4242\n").unwrap();
     assert!(mine.create().unwrap());
     assert_eq!(mine.read().unwrap(), Some(std::process::id()));
 }
