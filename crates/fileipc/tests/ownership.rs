@@ -87,10 +87,6 @@ const SLOTS_AT: u64 = 128;
 const SLOT_LEN: usize = 256;
 const SLOT_OWNER: usize = 8;
 
-/// Where the byte whose open-file-description lock marks owner id `id` alive lies
-/// (docs/FORMAT.md, "Owners").
-const OWNER_LOCK_BASE: i64 = 1 << 40;
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Primitive {
     Semaphore,
@@ -401,7 +397,7 @@ fn hold_lock_word(dir: &Path, word: u64) -> File {
             // A live owner id of this process: its byte locked through this
             // description, then the id in the word.
             let id = 0x4000_0000 | tid;
-            lock_owner_byte(&ctl, id);
+            common::hold_owner_id(&ctl, id);
             ctl.write_at(&id.to_le_bytes(), word).unwrap();
         }
         2 => {
@@ -415,20 +411,6 @@ fn hold_lock_word(dir: &Path, word: u64) -> File {
         v => panic!("queue control file version {v}"),
     }
     ctl
-}
-
-/// Takes the open-file-description lock that marks owner `id` of the state file `f`
-/// alive, held while `f` is open.
-fn lock_owner_byte(f: &File, id: u32) {
-    use nix::fcntl::{FcntlArg, fcntl};
-    let l = nix::libc::flock {
-        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-        l_start: OWNER_LOCK_BASE + i64::from(id),
-        l_len: 1,
-        l_pid: 0,
-    };
-    fcntl(f, FcntlArg::F_OFD_SETLK(&l)).unwrap();
 }
 
 /// The calling thread's start time (field 22 of its `stat`).

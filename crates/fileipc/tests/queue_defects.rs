@@ -32,24 +32,6 @@ const C_LOCK: u64 = 256;
 const BOOT_ID: u64 = 80;
 const DESTROYED: u64 = 72;
 
-/// Where the byte whose open-file-description lock marks owner id `id` alive lies
-/// (docs/FORMAT.md, "Owners").
-const OWNER_LOCK_BASE: i64 = 1 << 40;
-
-/// Registers `id` as a live owner id of the control file `ctl` (read-write), the way the
-/// library does: an open-file-description lock on its byte, held while `ctl` is open.
-fn hold_owner_id(ctl: &std::fs::File, id: u32) {
-    use nix::fcntl::{FcntlArg, fcntl};
-    let l = nix::libc::flock {
-        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-        l_start: OWNER_LOCK_BASE + i64::from(id),
-        l_len: 1,
-        l_pid: 0,
-    };
-    fcntl(ctl, FcntlArg::F_OFD_SETLK(&l)).unwrap();
-}
-
 /// CPU time the calling thread has used.
 fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
@@ -69,7 +51,7 @@ fn hold_consumer_lock(args: &[String]) {
         .open(dir.join("control"))
         .unwrap();
     let id = 0x4000_0000 | std::process::id();
-    hold_owner_id(&ctl, id);
+    common::hold_owner_id(&ctl, id);
     ctl.write_at(&id.to_le_bytes(), C_LOCK).unwrap();
     say("holding");
     std::thread::sleep(PATIENCE);

@@ -45,8 +45,6 @@ const JOURNAL_SENT: u64 = 168;
 const RECEIVED: u64 = 280;
 /// Bit 31 of a lock word marks it contended; the rest is the holder's owner id.
 const ID_MASK: u32 = 0x7fff_ffff;
-/// Where the byte whose open-file-description lock marks owner id `id` alive lies.
-const OWNER_LOCK_BASE: i64 = 1 << 40;
 
 /// The producer number of the probe sends the test process makes itself.
 const PROBE: u64 = 0xffff;
@@ -110,7 +108,6 @@ fn consumer(args: &[String]) {
 /// (`SIGSTOP`). Once continued, with "release" it clears the word as an unlock does (the
 /// word must still name it) and says "released"; with "die" it is killed while stopped.
 fn stopped_holder(args: &[String]) {
-    use nix::fcntl::{FcntlArg, fcntl};
     let dir = Path::new(&args[0]);
     let ctl = OpenOptions::new()
         .read(true)
@@ -118,14 +115,7 @@ fn stopped_holder(args: &[String]) {
         .open(dir.join("control"))
         .unwrap();
     let id = 0x4000_0000 | std::process::id();
-    let l = nix::libc::flock {
-        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-        l_start: OWNER_LOCK_BASE + i64::from(id),
-        l_len: 1,
-        l_pid: 0,
-    };
-    fcntl(&ctl, FcntlArg::F_OFD_SETLK(&l)).unwrap();
+    common::hold_owner_id(&ctl, id);
     assert_eq!(read_u32(&ctl, P_LOCK), 0, "the producer lock is not free");
     ctl.write_at(&id.to_le_bytes(), P_LOCK).unwrap();
     say("holding");

@@ -283,3 +283,22 @@ pub fn skip(test: &str, why: impl std::fmt::Display) {
     );
     eprintln!("SKIPPED {test}: {why}");
 }
+
+/// Where the byte whose open-file-description lock marks owner id `id` alive lies
+/// (docs/FORMAT.md, "Owners").
+pub const OWNER_LOCK_BASE: i64 = 1 << 40;
+
+/// Makes `id` a live owner id of the state file `f` (open read-write) the way the library
+/// does: an open-file-description lock on its byte, held while `f`'s description is open.
+/// Tests use it to stand for an owner in the middle of something (a lock word it holds).
+pub fn hold_owner_id(f: &std::fs::File, id: u32) {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let l = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: OWNER_LOCK_BASE + i64::from(id),
+        l_len: 1,
+        l_pid: 0,
+    };
+    fcntl(f, FcntlArg::F_OFD_SETLK(&l)).unwrap();
+}
