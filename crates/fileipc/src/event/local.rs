@@ -8,15 +8,26 @@
 //! the waiter checks the event, so a `set` racing with the start of a wait is never
 //! missed. A waiter that was woken by the creation of its name reports `true` even if
 //! the event has been cleared again by the time it looks: a waiter never sleeps past a
-//! `set`, however briefly the event stayed set (the portable polling backend, which can
-//! only look, may miss an event set and cleared between two looks).
+//! `set`, however briefly the event stayed set, with two exceptions: the portable
+//! polling backend, which can only look, may miss an event set and cleared between two
+//! looks; and on Linux, a set cleared again is lost if the watch's inotify queue
+//! overflows (more than `fs.inotify.max_queued_events`, default 16384, entries created
+//! in the directory while the waiter did not read; see docs/FORMAT.md, "Event").
 //!
 //! A handle keeps the watch of its last wait for the next one: closing an inotify
 //! instance waits for an RCU grace period (measured: a short wait costs ~0.5 ms with a
 //! fresh watch, ~0.1 ms with the kept one). So each handle that has waited holds one
 //! inotify instance (a descriptor) until it is dropped; Linux allows 128 instances per
 //! user by default (`fs.inotify.max_user_instances`), so programs waiting on hundreds of
-//! events at once should raise that limit or share handles.
+//! events at once should raise that limit or share handles. The kept watch belongs to
+//! the process that made it: a child created by `fork` that waits on an inherited handle
+//! closes its copy unread (one memory read, [`sys::fork_epoch`], tells it is a child) and
+//! makes its own, so parent and children never take each other's wake-ups.
+//!
+//! inotify follows the directory's inode, not its path: while sleeping, the watch checks
+//! every 100 ms that the path still leads to the watched directory, and a waiter whose
+//! path was re-pointed (an ancestor renamed away and recreated, a symbolic link in the
+//! path changed) watches the directory the path leads to now and looks again.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -35,8 +46,10 @@ pub(super) struct LocalEvent {
     dir: PathBuf,
     name: OsString,
     mode: u32,
-    /// The last wait's directory watch, kept for the next one (see `wait_until`).
-    watch: StdMutex<Option<DirWatch>>,
+    /// The last wait's directory watch, kept for the next one (see `wait_until`), with
+    /// the [`sys::fork_epoch`] of the process that made it: a forked child shares the
+    /// parent's inotify instance, so it must never use (or read) an inherited watch.
+    watch: StdMutex<Option<(u64, DirWatch)>>,
 }
 
 impl fmt::Debug for LocalEvent {
@@ -167,18 +180,26 @@ impl LocalEvent {
         }
         // Reuse the last wait's watch if no other thread is using it: creating an
         // inotify instance is cheap but destroying one waits for an RCU grace period.
+        // A watch inherited through fork() is shared with the parent (and its other
+        // children): reading it would steal their wake-ups, so it is only closed here.
+        let epoch = sys::fork_epoch();
         let cached = self.watch.lock().map(|mut w| w.take()).unwrap_or(None);
         let mut watch = match cached {
             // Events queued since the last wait are about earlier sets; drop them. If
             // the directory went away meanwhile, the watch is dead: watch the new one.
-            Some(w) if w.discard().at("watch the directory of", &self.path)? => w,
+            Some((e, w))
+                if e == epoch && w.discard().at("watch the directory of", &self.path)? =>
+            {
+                w
+            }
             _ => self.new_watch()?,
         };
         let result = self.wait_with(&mut watch, deadline);
         if result.is_ok()
             && let Ok(mut slot) = self.watch.lock()
+            && slot.as_ref().is_none_or(|(e, _)| *e != epoch)
         {
-            slot.get_or_insert(watch);
+            *slot = Some((epoch, watch));
         }
         result
     }

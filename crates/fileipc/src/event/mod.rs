@@ -287,7 +287,15 @@ impl Event {
     ///
     /// `true` means the event was set at some moment during the call: a waiter woken
     /// by the creation of the file reports it even if another process cleared the
-    /// event again before this call returned.
+    /// event again before this call returned. (Limit on Linux: a set cleared again is
+    /// lost if more than `fs.inotify.max_queued_events` entries, default 16384, are
+    /// created in the directory while the waiter cannot run; see docs/FORMAT.md.)
+    ///
+    /// The wait follows the path, not the directory it led to at first: every 100 ms
+    /// of sleep it checks that the path still leads to the watched directory, so an
+    /// ancestor renamed away and recreated, or a re-pointed symbolic link in the path,
+    /// delays a wake-up by at most that. A handle used in a child created by `fork`
+    /// makes its own watch there.
     ///
     /// # Errors
     ///

@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
@@ -62,15 +62,33 @@ pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// How often a waiting [`DirWatch`] checks that its directory's path still leads to the
+/// directory it watches (an ancestor renamed away and recreated, a symbolic link in the
+/// path re-pointed): inotify follows the inode, not the path.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Watches one directory for names created in it or moved into it.
 #[derive(Debug)]
 pub(crate) struct DirWatch {
     fd: OwnedFd,
+    /// The path the directory was watched by, and the (device, inode) it led to.
+    dir: PathBuf,
+    id: (u64, u64),
+}
+
+/// The (device, inode) of the directory `dir` leads to now (links followed).
+fn dir_identity(dir: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir)?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl DirWatch {
     /// Starts watching `dir`. Events that happen after this call are not missed.
     pub(crate) fn new(dir: &Path) -> io::Result<DirWatch> {
+        // The identity is taken before the watch is added: if the path is re-pointed in
+        // between, the first re-check sees a difference and watches anew (harmless).
+        let id = dir_identity(dir)?;
         let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
         inotify::add_watch(
             &fd,
@@ -81,29 +99,54 @@ impl DirWatch {
                 | inotify::WatchFlags::DELETE_SELF
                 | inotify::WatchFlags::MOVE_SELF,
         )?;
-        Ok(DirWatch { fd })
+        Ok(DirWatch {
+            fd,
+            dir: dir.to_owned(),
+            id,
+        })
+    }
+
+    /// Whether the watched path leads to another directory now than when the watch was
+    /// made. A path that leads nowhere (mid-swap) is not a change: the next check decides.
+    fn repointed(&self) -> bool {
+        dir_identity(&self.dir).is_ok_and(|id| id != self.id)
     }
 
     /// Sleeps until an entry named `name` is created in (or moved into) the directory,
     /// the directory goes away, events are lost, or `deadline` passes; says which. Events
     /// queued before the call count: call [`DirWatch::discard`] first to ignore them.
+    ///
+    /// Every [`RECHECK`] (100 ms) of sleep, the path is checked to still lead to the
+    /// watched directory; if it leads to another one, this returns `Gone`, so the caller
+    /// watches the directory the path leads to now.
     pub(crate) fn wait_for(
         &self,
         name: &OsStr,
         deadline: Option<Instant>,
     ) -> io::Result<super::DirEvent> {
+        let mut next_check = Instant::now() + RECHECK;
         loop {
             if let Some(ev) = self.scan(name)? {
                 return Ok(ev);
             }
-            let ts = match remaining(deadline) {
+            let now = Instant::now();
+            if now >= next_check {
+                // Checked by the clock, not only after a quiet slice: a busy old
+                // directory must not keep a waiter on it.
+                if self.repointed() {
+                    return Ok(super::DirEvent::Gone);
+                }
+                next_check = now + RECHECK;
+            }
+            let slice = next_check - now;
+            let slice = match deadline.map(|d| d.saturating_duration_since(now)) {
                 Some(d) if d.is_zero() => return Ok(super::DirEvent::TimedOut),
-                Some(d) => Some(timespec(d)),
-                None => None,
+                Some(d) => d.min(slice),
+                None => slice,
             };
+            let ts = timespec(slice);
             let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Ok(super::DirEvent::TimedOut),
+            match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(_) | Err(Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -65,6 +65,11 @@ pub(crate) fn process_start_time(_pid: u32) -> Option<u64> {
 #[derive(Debug)]
 pub(crate) struct DirWatch {
     dir: PathBuf,
+    /// The directory as it was when the watch was made, to tell that it was removed
+    /// (no links left) from a path that leads nowhere for a moment (an ancestor being
+    /// swapped); `None` if it cannot be opened (no read permission): then a path that
+    /// leads to no directory counts as removed.
+    handle: Option<std::fs::File>,
 }
 
 impl DirWatch {
@@ -76,12 +81,25 @@ impl DirWatch {
         }
         Ok(DirWatch {
             dir: dir.to_owned(),
+            handle: std::fs::File::open(dir).ok(),
         })
+    }
+
+    /// Whether the directory is gone: removed (no links left), or, without a handle,
+    /// the path leads to no directory.
+    fn gone(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match &self.handle {
+            Some(f) => f.metadata().is_ok_and(|m| m.nlink() == 0),
+            None => !std::fs::metadata(&self.dir).is_ok_and(|m| m.is_dir()),
+        }
     }
 
     /// Polls, with the back-off above, until an entry named `name` exists in the
     /// directory, the directory is gone, or `deadline` passes. An entry created and
     /// removed again between two polls is not seen: only kernel notification sees those.
+    /// Each poll looks the path up anew, so a path re-pointed to another directory (an
+    /// ancestor swapped, a symbolic link changed) is followed at once.
     pub(crate) fn wait_for(
         &self,
         name: &OsStr,
@@ -93,7 +111,7 @@ impl DirWatch {
             match std::fs::symlink_metadata(&path) {
                 Ok(_) => return Ok(super::DirEvent::Appeared),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if !std::fs::metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
+                    if self.gone() {
                         return Ok(super::DirEvent::Gone);
                     }
                 }
