@@ -276,6 +276,7 @@ impl LocalSharedData {
             ops.store_record(record)?;
         }
         ops.exec("COMMIT")?;
+        super::local::bound_wal(&inner.conn, &inner.wal);
         let mut mine = None;
         for (slot, a) in outcomes {
             if slot == own {

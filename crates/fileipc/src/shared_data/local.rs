@@ -9,15 +9,19 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex as StdMutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use rusqlite::Connection;
+use rusqlite::wal::CheckpointMode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::Transaction;
 use super::board::{self, Board};
+use super::open::BUSY_TIMEOUT;
 use super::registry;
 use super::sql::{Ops, cas_operands, check_key, encode};
 use crate::error::{Error, IoResultExt, Result};
@@ -47,6 +51,64 @@ pub(super) struct Inner {
     pub(super) seq: u64,
     /// The owner identity this process writes into the slots it claims.
     pub(super) me: u64,
+    /// The WAL's length at this connection's last commit (`bound_wal`).
+    pub(super) wal: Arc<WalSize>,
+}
+
+/// WAL frames (pages) after which a writer, still under the writers' lock, checkpoints
+/// and truncates the WAL (`bound_wal`): about 8 MB with 4 KiB pages.
+pub(super) const WAL_TRUNCATE_PAGES: i32 = 2000;
+/// After a truncation that readers prevented, how many more frames before trying again.
+const WAL_RETRY_PAGES: i32 = 250;
+/// How long that truncation waits for readers still reading from the WAL.
+const WAL_TRUNCATE_WAIT: Duration = Duration::from_millis(200);
+
+/// The WAL's length in frames as this connection's commits saw it (set by its WAL hook),
+/// and the length at which `bound_wal` truncates it next.
+pub(super) struct WalSize {
+    pages: AtomicI32,
+    next: AtomicI32,
+}
+
+impl WalSize {
+    pub(super) fn new() -> WalSize {
+        WalSize {
+            pages: AtomicI32::new(0),
+            next: AtomicI32::new(WAL_TRUNCATE_PAGES),
+        }
+    }
+
+    /// From the WAL hook, at each commit: the WAL holds `pages` frames.
+    pub(super) fn note(&self, pages: i32) {
+        self.pages.store(pages, Ordering::Relaxed);
+    }
+}
+
+/// Under the writers' lock, after a commit: once the WAL has grown past
+/// `WAL_TRUNCATE_PAGES` frames, checkpoints it and truncates it to nothing.
+///
+/// SQLite's passive autocheckpoint copies frames back but starts the WAL over only when
+/// no reader is reading from it at the next write: with readers overlapping a steady
+/// writer that moment never comes and the WAL grows without bound. A TRUNCATE
+/// checkpoint keeps SQLite's write lock (no frame is added) while it waits for the
+/// readers of the WAL to finish; readers starting meanwhile read the database file.
+/// It waits at most `WAL_TRUNCATE_WAIT` (a stopped reader must not stall writers),
+/// then tries again `WAL_RETRY_PAGES` frames later.
+pub(super) fn bound_wal(conn: &Connection, wal: &WalSize) {
+    let pages = wal.pages.load(Ordering::Relaxed);
+    if pages < wal.next.load(Ordering::Relaxed) {
+        return;
+    }
+    let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
+    let r = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::TRUNCATE);
+    let _ = conn.busy_timeout(BUSY_TIMEOUT);
+    if r.is_ok() {
+        wal.pages.store(0, Ordering::Relaxed);
+        wal.next.store(WAL_TRUNCATE_PAGES, Ordering::Relaxed);
+    } else {
+        wal.next
+            .store(pages.saturating_add(WAL_RETRY_PAGES), Ordering::Relaxed);
+    }
 }
 
 impl LocalSharedData {
@@ -203,8 +265,12 @@ impl LocalSharedData {
         }
         let r = f(&ops)?;
         if txn {
+            // `f` may have handled the error of an operation that ended the
+            // transaction (see `Ops::check_in_transaction`): then nothing commits.
+            ops.check_in_transaction()?;
             ops.exec("COMMIT")?;
         }
+        bound_wal(&inner.conn, &inner.wal);
         drop(held);
         Ok(r)
     }

@@ -8,13 +8,13 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::board::{self, Board};
-use super::local::{Inner, LocalSharedData, in_write, reentrant};
+use super::local::{Inner, LocalSharedData, WalSize, in_write, reentrant};
 use super::registry;
 use super::{APPLICATION_ID, SCHEMA_VERSION, SharedDataOptions};
 use crate::error::{Error, IoResultExt, Result};
@@ -35,11 +35,16 @@ const APPLIED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_applied (\n    
 /// How long SQLite's own busy handler may wait before reporting "busy". fileipc writers
 /// never make each other wait there (they queue on the lock file or the board); this
 /// covers WAL recovery after a crash and foreign writers.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pages of WAL after which the committing writer copies them back into the database
 /// (SQLite's default, stated so the choice is visible).
-const WAL_AUTOCHECKPOINT: u32 = 1000;
+const WAL_AUTOCHECKPOINT: i32 = 1000;
+
+/// The size SQLite trims the WAL file back to when it starts it over (`journal_size_limit`):
+/// about what `WAL_AUTOCHECKPOINT` pages take, so one large transaction does not leave a
+/// large file behind.
+const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
 
 impl LocalSharedData {
     /// Opens the store at `path` with `opts`; see [`SharedData::open`](super::SharedData::open).
@@ -74,7 +79,7 @@ impl LocalSharedData {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW
             | OpenFlags::SQLITE_OPEN_EXRESCODE;
-        let conn = Connection::open_with_flags(path, flags).map_err(sq)?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(sq)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
         conn.set_prepared_statement_cache_capacity(32);
         {
@@ -86,8 +91,20 @@ impl LocalSharedData {
         }
         let sync = if opts.durable { "FULL" } else { "NORMAL" };
         conn.pragma_update(None, "synchronous", sync).map_err(sq)?;
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(sq)?;
+        // In place of SQLite's autocheckpoint hook (same passive checkpoint), noting the
+        // WAL's length for `bound_wal`.
+        let wal = Arc::new(WalSize::new());
+        let seen = Arc::clone(&wal);
+        conn.wal_hook(Some(move |w: &mut rusqlite::hooks::Wal, pages| {
+            if pages >= WAL_AUTOCHECKPOINT {
+                let _ = w.checkpoint();
+            }
+            seen.note(pages);
+            Ok(())
+        }))
+        .map_err(sq)?;
         let board = Board::open(&sidecar(path, "-board"), opts.mode)?;
         let me = board::owner_ident(&board)?;
         // Requests published while we held the lock above wait for a combiner.
@@ -105,6 +122,7 @@ impl LocalSharedData {
                 slot: None,
                 seq: 0,
                 me,
+                wal,
             })),
         })
     }

@@ -30,6 +30,27 @@ impl Ops<'_> {
         }
     }
 
+    /// Inside a write transaction: an error if SQLite ended it already. On a full disk
+    /// or an I/O error (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM...) SQLite rolls the
+    /// whole transaction back by itself and returns to autocommit; a later statement
+    /// would then be a transaction of its own, committed at once.
+    pub(super) fn check_in_transaction(&self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            return Ok(());
+        }
+        Err(Error::Sqlite {
+            path: self.path.to_owned(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some(
+                    "transaction rolled back by SQLite after an earlier operation in it \
+                     failed; nothing of it was written"
+                        .to_owned(),
+                ),
+            ),
+        })
+    }
+
     pub(super) fn exec(&self, sql: &str) -> Result<usize> {
         let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sq(e))?;
         st.execute([]).map_err(|e| self.sq(e))

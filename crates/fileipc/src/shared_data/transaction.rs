@@ -17,6 +17,11 @@ use crate::error::Result;
 /// The operations of one atomic transaction, passed to the closure of
 /// [`SharedData::transaction`]. Reads see the transaction's own writes.
 ///
+/// An operation that fails on a full disk or an I/O error ends the whole transaction
+/// (SQLite rolls it back): the closure may handle that error, but every later operation
+/// of the transaction then fails too, nothing of it is written, and
+/// [`SharedData::transaction`] returns an error.
+///
 /// # Examples
 ///
 /// ```
@@ -211,33 +216,40 @@ struct LocalTransaction<'a> {
 
 impl LocalTransaction<'_> {
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.ops.check_in_transaction()?;
         self.ops.get(key)
     }
 
     fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        self.ops.check_in_transaction()?;
         check_key(self.ops.path, key)?;
         let json = encode(self.ops.path, key, value)?;
         self.ops.put(key, &json)
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
+        self.ops.check_in_transaction()?;
         check_key(self.ops.path, key)?;
         self.ops.delete(key)
     }
 
     fn contains_key(&self, key: &str) -> Result<bool> {
+        self.ops.check_in_transaction()?;
         self.ops.contains_key(key)
     }
 
     fn keys(&self) -> Result<Vec<String>> {
+        self.ops.check_in_transaction()?;
         self.ops.keys()
     }
 
     fn len(&self) -> Result<usize> {
+        self.ops.check_in_transaction()?;
         self.ops.len()
     }
 
     fn clear(&self) -> Result<()> {
+        self.ops.check_in_transaction()?;
         self.ops.clear()
     }
 
@@ -246,11 +258,13 @@ impl LocalTransaction<'_> {
         T: Serialize + DeserializeOwned,
         F: FnOnce(Option<T>) -> Option<T>,
     {
+        self.ops.check_in_transaction()?;
         check_key(self.ops.path, key)?;
         self.ops.update(key, f)
     }
 
     fn increment(&self, key: &str, by: i64) -> Result<i64> {
+        self.ops.check_in_transaction()?;
         check_key(self.ops.path, key)?;
         self.ops.increment(key, by)
     }
@@ -261,11 +275,13 @@ impl LocalTransaction<'_> {
         expected: Option<&T>,
         new: &T,
     ) -> Result<bool> {
+        self.ops.check_in_transaction()?;
         let (expected, new) = cas_operands(self.ops.path, key, expected, new)?;
         self.ops.compare_and_swap(key, expected.as_ref(), &new)
     }
 
     fn dump(&self) -> Result<Map<String, Value>> {
+        self.ops.check_in_transaction()?;
         self.ops.dump()
     }
 }
