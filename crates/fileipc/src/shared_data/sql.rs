@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::board;
+use super::{board, finite};
 use crate::error::{Error, Result};
 
 /// The operations on an open connection, shared by the local handle and the local
@@ -218,11 +218,21 @@ pub(super) fn check_key(path: &Path, key: &str) -> Result<()> {
 }
 
 pub(super) fn encode<T: Serialize + ?Sized>(path: &Path, key: &str, value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Value {
+    let json = serde_json::to_string(value).map_err(|e| cannot_encode::<T>(path, key, e))?;
+    // serde_json writes NaN and infinities as `null`, which would not read back: look
+    // for them only when there is a null.
+    if json.contains("null") {
+        finite::check(value).map_err(|e| cannot_encode::<T>(path, key, e))?;
+    }
+    Ok(json)
+}
+
+fn cannot_encode<T: ?Sized>(path: &Path, key: &str, e: impl std::fmt::Display) -> Error {
+    Error::Value {
         path: path.to_owned(),
         key: key.to_owned(),
         detail: format!("cannot encode {} as JSON: {e}", type_name::<T>()),
-    })
+    }
 }
 
 /// The operands of a compare-and-swap on `key`, checked and encoded: the expected value
@@ -242,11 +252,20 @@ pub(super) fn cas_operands<T: Serialize + ?Sized>(
 }
 
 fn to_value<T: Serialize + ?Sized>(path: &Path, key: &str, value: &T) -> Result<Value> {
-    serde_json::to_value(value).map_err(|e| Error::Value {
-        path: path.to_owned(),
-        key: key.to_owned(),
-        detail: format!("cannot encode {} as JSON: {e}", type_name::<T>()),
-    })
+    let v = serde_json::to_value(value).map_err(|e| cannot_encode::<T>(path, key, e))?;
+    if has_null(&v) {
+        finite::check(value).map_err(|e| cannot_encode::<T>(path, key, e))?;
+    }
+    Ok(v)
+}
+
+fn has_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.iter().any(has_null),
+        Value::Object(m) => m.values().any(has_null),
+        _ => false,
+    }
 }
 
 fn decode<T: DeserializeOwned>(path: &Path, key: &str, json: &[u8]) -> Result<T> {
