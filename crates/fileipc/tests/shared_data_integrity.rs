@@ -3,7 +3,33 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::{PATIENCE, Proc, say};
 use fileipc::{Error, SharedData};
+
+#[test]
+fn child_process_entry() {
+    common::child_main(|role, args| match role {
+        "incrementer" => incrementer(&args[0], args[1].parse().unwrap()),
+        other => panic!("unknown role {other}"),
+    });
+}
+
+/// Opens the store, increments once (claiming a board slot), says "ready", waits for
+/// the parent's go file, then increments `n` more times; says every result.
+fn incrementer(path: &str, n: usize) {
+    let d = SharedData::open(path).unwrap();
+    say(d.increment("counter", 1).unwrap());
+    say("ready");
+    let go = PathBuf::from(format!("{path}-go"));
+    common::eventually(PATIENCE, "go file", || go.exists());
+    for _ in 0..n {
+        say(d.increment("counter", 1).unwrap());
+    }
+    say("done");
+}
 
 /// xorshift64*: deterministic doubles without a dependency.
 struct Rng(u64);
@@ -84,4 +110,61 @@ fn non_finite_floats_are_refused() {
     d.set("n", &None::<f64>).unwrap();
     d.set("u", &()).unwrap();
     assert_eq!(d.get::<Option<f64>>("n").unwrap(), Some(None));
+}
+
+/// Issue 19.3: `PATH-board` deleted while handles are open. The old handles go on
+/// combining on the unlinked board, new handles on a new one; slot *i* of both must not
+/// share a record entry (before the fix: a lost increment and a duplicate result, when
+/// a request of one board had the sequence number the other board's slot had recorded).
+/// Every acknowledged increment is counted exactly once and every result is distinct.
+#[test]
+fn a_recreated_board_keeps_increments_exactly_once() {
+    const ROUNDS: usize = 20;
+    const EACH: usize = 1000;
+    let mut bad = Vec::new();
+    for round in 0..ROUNDS {
+        let dir = common::tempdir();
+        let path = dir.path().join("store");
+        let p = path.to_str().unwrap();
+        let spawn_ready = |procs: &mut Vec<(Proc, Vec<i64>)>| {
+            for _ in 0..2 {
+                let mut c = Proc::spawn("incrementer", &[p, &EACH.to_string()]);
+                let first = c.expect_line(PATIENCE).parse().unwrap();
+                c.expect("ready");
+                procs.push((c, vec![first]));
+            }
+        };
+        let mut procs = Vec::new();
+        spawn_ready(&mut procs);
+        // The old handles hold slots 0 and 1 of the first board; the new ones get
+        // slots 0 and 1 of a new board.
+        std::fs::remove_file(format!("{p}-board")).unwrap();
+        spawn_ready(&mut procs);
+        std::fs::write(format!("{p}-go"), b"").unwrap();
+        for (c, results) in &mut procs {
+            loop {
+                let l = c.expect_line(PATIENCE);
+                if l == "done" {
+                    break;
+                }
+                results.push(l.parse().unwrap());
+            }
+            c.wait_success();
+        }
+        let all: Vec<i64> = procs.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+        let distinct: BTreeSet<i64> = all.iter().copied().collect();
+        let stored: i64 = SharedData::open(&path)
+            .unwrap()
+            .get("counter")
+            .unwrap()
+            .unwrap();
+        if stored != all.len() as i64 || distinct.len() != all.len() {
+            bad.push(format!(
+                "round {round}: {} acknowledged, stored {stored}, {} distinct results",
+                all.len(),
+                distinct.len()
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{} of {ROUNDS} rounds: {bad:?}", bad.len());
 }

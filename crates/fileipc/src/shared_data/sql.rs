@@ -157,12 +157,13 @@ impl Ops<'_> {
     /// The record of combined requests applied: its entries up to the highest slot
     /// ever recorded (entries beyond read as zeros; the blob never shrinks, so that
     /// an entry once written stays).
-    pub(super) fn load_record(&self) -> Result<Vec<u8>> {
+    /// `row` is the board's (`Board::record_row`).
+    pub(super) fn load_record(&self, row: i64) -> Result<Vec<u8>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = 1")
+            .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = ?1")
             .map_err(|e| self.sq(e))?;
-        let mut rows = st.query([]).map_err(|e| self.sq(e))?;
+        let mut rows = st.query([row]).map_err(|e| self.sq(e))?;
         let mut rec = Vec::new();
         if let Some(row) = rows.next().map_err(|e| self.sq(e))?
             && let ValueRef::Blob(b) = row.get_ref(0).map_err(|e| self.sq(e))?
@@ -172,15 +173,16 @@ impl Ops<'_> {
         Ok(rec)
     }
 
-    pub(super) fn store_record(&self, rec: &[u8]) -> Result<()> {
+    pub(super) fn store_record(&self, row: i64, rec: &[u8]) -> Result<()> {
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+                "INSERT INTO fileipc_applied (id, slots) VALUES (?1, ?2) \
                  ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
             )
             .map_err(|e| self.sq(e))?;
-        st.execute([rec]).map_err(|e| self.sq(e))?;
+        st.execute(rusqlite::params![row, rec])
+            .map_err(|e| self.sq(e))?;
         Ok(())
     }
 
