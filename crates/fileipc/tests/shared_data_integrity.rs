@@ -168,3 +168,65 @@ fn a_recreated_board_keeps_increments_exactly_once() {
     }
     assert!(bad.is_empty(), "{} of {ROUNDS} rounds: {bad:?}", bad.len());
 }
+
+/// Every kind of write through `old`, each expected to fail naming `path`.
+fn every_write_fails(old: &SharedData, path: &std::path::Path, what: &str) {
+    let results: Vec<(&str, Result<(), Error>)> = vec![
+        ("set", old.set("k", &9)),
+        ("delete", old.delete("k").map(drop)),
+        (
+            "update",
+            old.update("k", |_: Option<i64>| Some(9)).map(drop),
+        ),
+        (
+            "compare_and_swap",
+            old.compare_and_swap("k", None, &9).map(drop),
+        ),
+        ("increment", old.increment("n", 1).map(drop)),
+        ("transaction", old.transaction(|tx| tx.set("k", &9))),
+        ("clear", old.clear()),
+    ];
+    let shown = path.display().to_string();
+    let wrong: Vec<String> = results
+        .into_iter()
+        .filter_map(|(op, r)| match r {
+            Err(e) if e.to_string().contains(&shown) && e.to_string().contains(what) => None,
+            other => Some(format!("{op}: {other:?}")),
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "writes through a handle whose store was {what}: {wrong:?}"
+    );
+}
+
+/// Issue 19.5: a store deleted, or replaced by another file, while a handle is open:
+/// the handle's writes would go to a file no one else sees (the store split in two);
+/// they fail with an error naming the path instead, and the store now at the path is
+/// untouched.
+#[test]
+fn writes_to_a_deleted_or_replaced_store_fail_naming_the_path() {
+    let dir = common::tempdir();
+    let path = dir.path().join("store");
+    let old = SharedData::open(&path).unwrap();
+    old.set("k", &1).unwrap();
+    old.increment("n", 1).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    every_write_fails(&old, &path, "deleted");
+
+    let new = SharedData::open(&path).unwrap();
+    new.set("k", &2).unwrap();
+    every_write_fails(&old, &path, "replaced");
+    assert_eq!(new.get::<i64>("k").unwrap(), Some(2));
+    assert_eq!(new.get::<i64>("n").unwrap(), None);
+
+    // Replaced by renaming another store over it: the file now at the path is left
+    // byte for byte as it was. (Not opened here: SQLite finds a WAL by name, and the
+    // displaced store's WAL is `store-wal` while connections to it are open.)
+    let other = dir.path().join("other");
+    SharedData::open(&other).unwrap().set("k", &3).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    every_write_fails(&new, &path, "replaced");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}

@@ -180,6 +180,9 @@ impl LocalSharedData {
             conn: &inner.conn,
             path: &self.path,
         };
+        // Before anything is applied: not into a store no longer at the path (one
+        // `lstat` per batch).
+        self.check_still_at_path()?;
         let _rollback = Rollback(&inner.conn);
         ops.exec("BEGIN IMMEDIATE")?;
         let mut seen = [false; board::SLOTS];
