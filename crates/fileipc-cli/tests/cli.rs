@@ -585,3 +585,54 @@ fn pidfile_run_refuses_a_file_that_is_not_a_pid_file() {
     assert!(!marker.exists(), "the command ran");
     assert_eq!(std::fs::read(&store).unwrap(), before);
 }
+
+/// Issue 19.4: `kv set` keeps a double's exact digits, refuses integers JSON numbers
+/// in the store cannot hold exactly (beyond i64/u64) instead of rounding them to a
+/// float, and `kv get` prints what was set.
+#[test]
+fn kv_numbers_round_trip_exactly() {
+    let d = tmp();
+    let p = d.path().join("kv");
+    for x in [
+        "0.9856906946328695",
+        "0.011425316439999667",
+        "1e300",
+        "-0.5",
+    ] {
+        ok(fileipc(&["kv", "set", s(&p), "f", "--", x]));
+        let back = ok(fileipc(&["kv", "get", s(&p), "f"]));
+        assert_eq!(
+            back.trim().parse::<f64>().unwrap().to_bits(),
+            x.parse::<f64>().unwrap().to_bits(),
+            "kv set f {x} then kv get printed {back}"
+        );
+    }
+    ok(fileipc(&["kv", "set", s(&p), "f", "0.9856906946328695"]));
+    assert_eq!(
+        ok(fileipc(&["kv", "get", s(&p), "f"])),
+        "0.9856906946328695\n"
+    );
+    for big in [
+        "18446744073709551616",
+        "-9223372036854775809",
+        r#"{"a": [1, 123456789012345678901234567890]}"#,
+    ] {
+        ok(fileipc(&["kv", "set", s(&p), "big", "1"]));
+        let r = fileipc(&["kv", "set", s(&p), "big", "--", big]);
+        assert_eq!(code(&r), 2, "kv set big {big}: {}", stderr(&r));
+        assert!(stderr(&r).contains("integer"), "{}", stderr(&r));
+        assert_eq!(ok(fileipc(&["kv", "get", s(&p), "big"])), "1\n", "{big}");
+    }
+    // The largest integers that fit, and a string of digits, are kept exactly.
+    for exact in [
+        "18446744073709551615",
+        "-9223372036854775808",
+        r#""123456789012345678901234567890""#,
+    ] {
+        ok(fileipc(&["kv", "set", s(&p), "big", "--", exact]));
+        assert_eq!(
+            ok(fileipc(&["kv", "get", s(&p), "big"])),
+            format!("{exact}\n")
+        );
+    }
+}

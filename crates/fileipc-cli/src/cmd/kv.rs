@@ -24,8 +24,49 @@ pub(crate) fn set(path: &Path, key: &str, json: &str) -> anyhow::Result<ExitCode
             "{json:?} is not JSON ({e}); a string needs its quotes, e.g. '\"text\"'"
         ))
     })?;
+    if let Some(n) = inexact_integer(json) {
+        return Err(Usage(format!(
+            "the integer {n} is outside the 64-bit range (-2^63 to 2^64-1) and would be \
+             stored rounded to a float; store it as a string, e.g. '\"{n}\"'"
+        ))
+        .into());
+    }
     SharedData::open(path)?.set(key, &value)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first integer literal of the JSON text `json` (already parsed, so valid) that
+/// fits neither i64 nor u64: serde_json would read it as the nearest double.
+fn inexact_integer(json: &str) -> Option<&str> {
+    let b = json.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+        } else if c == b'"' {
+            in_string = true;
+            i += 1;
+        } else if c == b'-' || c.is_ascii_digit() {
+            let start = i;
+            while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                i += 1;
+            }
+            let n = &json[start..i];
+            let integer = !n.contains(['.', 'e', 'E']);
+            if integer && n.parse::<i64>().is_err() && n.parse::<u64>().is_err() {
+                return Some(n);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 pub(crate) fn delete(path: &Path, key: &str) -> anyhow::Result<ExitCode> {

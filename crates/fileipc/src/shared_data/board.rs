@@ -111,6 +111,16 @@ const YIELD_EVERY: u32 = 4;
 /// lock in the low half; 0 = none. (In the header's reserved bytes, which older
 /// versions leave zero and never read: a compatible extension of version 1.)
 const LEASE: usize = HEADER_LEN;
+/// Where the board's identity is: a random 64-bit number written when the board file
+/// is created (never 0 or 1), naming its row of `fileipc_applied`. Slot numbers of
+/// two boards (one deleted while handles still use it, and its replacement) must not
+/// share record entries, or a request of one board could be taken for an applied
+/// request of the other. 0 = a board created before identities (reserved bytes), whose
+/// row is 1 as before.
+const IDENTITY: usize = HEADER_LEN + 8;
+/// The record row of a board created before identities.
+const LEGACY_ROW: i64 = 1;
+
 /// How long a combiner's lease runs after it released the writers' lock.
 const LEASE_US: u32 = 30;
 
@@ -193,9 +203,21 @@ impl Applied {
 impl Board {
     /// Opens the board at `path`, creating it (all slots free) if missing.
     pub(super) fn open(path: &Path, mode: u32) -> Result<Board> {
-        let file = state::open_or_create(path, LAYOUT, mode, |_| {})?;
+        let file = state::open_or_create(path, LAYOUT, mode, |region| {
+            let at = IDENTITY - HEADER_LEN;
+            region[at..at + 8].copy_from_slice(&new_identity().to_le_bytes());
+        })?;
         let owners = Owners::of(&file.file, &file.path)?;
         Ok(Board { file, owners })
+    }
+
+    /// The row of `fileipc_applied` holding this board's record: its identity, or 1
+    /// for a board created before identities.
+    pub(super) fn record_row(&self) -> i64 {
+        match self.file.map.u64(IDENTITY).load(Ordering::Relaxed) {
+            0 => LEGACY_ROW,
+            id => id as i64,
+        }
     }
 
     fn lease(&self) -> &AtomicU64 {
@@ -468,13 +490,37 @@ impl Board {
     }
 }
 
+/// A fresh board identity: 64 bits from the standard library's randomly keyed hasher
+/// (seeded from the OS), mixed with the time and the PID; never 0 or 1.
+fn new_identity() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        let id = h.finish();
+        if id > 1 {
+            return id;
+        }
+    }
+}
+
 /// The identity a slot owner records: the process's owner id in the board file (what
 /// [`Owners::is_alive`] checks).
 pub(super) fn owner_ident(board: &Board) -> Result<u64> {
     Ok(u64::from(board.owners.process_id()?))
 }
 
-const _: () = assert!(HEADER_LEN <= SLOTS_AT && KEY_AT + KEY_MAX == SLOT_LEN);
+const _: () = assert!(
+    HEADER_LEN <= SLOTS_AT
+        && IDENTITY + 8 <= SLOTS_AT
+        && LEASE + 8 <= IDENTITY
+        && KEY_AT + KEY_MAX == SLOT_LEN
+);
 
 #[cfg(test)]
 mod tests {

@@ -91,12 +91,13 @@ impl LocalSharedData {
             return Ok(None);
         };
         // The record cannot move for a slot no request is pending in; continuing from
-        // it keeps sequence numbers increasing even if the board file was recreated.
+        // it keeps the slot's sequence numbers above every recorded one. (A recreated
+        // board has its own record row: `Board::record_row`.)
         let ops = Ops {
             conn: &inner.conn,
             path: &self.path,
         };
-        match ops.load_record() {
+        match ops.load_record(inner.board.record_row()) {
             Ok(rec) => {
                 inner.slot = Some(slot);
                 inner.seq = board_seq.max(Applied::read(&rec, slot).seq);
@@ -148,7 +149,7 @@ impl LocalSharedData {
             conn: &inner.conn,
             path: &self.path,
         };
-        let entry = Applied::read(&ops.load_record()?, slot);
+        let entry = Applied::read(&ops.load_record(inner.board.record_row())?, slot);
         // Sequence numbers of a slot only grow and ours is its latest: an entry holding
         // it is our request's.
         Ok(
@@ -179,6 +180,9 @@ impl LocalSharedData {
             conn: &inner.conn,
             path: &self.path,
         };
+        // Before anything is applied: not into a store no longer at the path (one
+        // `lstat` per batch).
+        self.check_still_at_path()?;
         let _rollback = Rollback(&inner.conn);
         ops.exec("BEGIN IMMEDIATE")?;
         let mut seen = [false; board::SLOTS];
@@ -204,13 +208,13 @@ impl LocalSharedData {
                 if r.slot != own || r.taken {
                     let record = match &mut record {
                         Some(rec) => rec,
-                        None => record.insert(ops.load_record()?),
+                        None => record.insert(ops.load_record(inner.board.record_row())?),
                     };
                     let prev = Applied::read(record, r.slot);
                     if r.seq <= prev.seq {
                         // Applied by a combiner that died before marking it done
-                        // (equal), or older than the record (a recreated board): never
-                        // apply twice.
+                        // (equal), or older than the record (damage; a recreated board
+                        // has its own row): never apply twice.
                         let status = if r.seq == prev.seq {
                             prev.status
                         } else {
@@ -273,7 +277,7 @@ impl LocalSharedData {
                     a.write(record, *slot);
                 }
             }
-            ops.store_record(record)?;
+            ops.store_record(inner.board.record_row(), record)?;
         }
         ops.exec("COMMIT")?;
         super::local::bound_wal(&inner.conn, &inner.wal);
@@ -331,10 +335,13 @@ mod tests {
         let conn = Connection::open(path).unwrap();
         conn.execute_batch("BEGIN IMMEDIATE; UPDATE kv SET value = '15' WHERE key = 'k'")
             .unwrap();
+        let row = Board::open(&sidecar(path, "-board"), 0o600)
+            .unwrap()
+            .record_row();
         conn.execute(
-            "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+            "INSERT INTO fileipc_applied (id, slots) VALUES (?1, ?2) \
              ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
-            [&rec],
+            rusqlite::params![row, rec],
         )
         .unwrap();
         conn.execute_batch("COMMIT").unwrap();

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
@@ -230,6 +231,25 @@ impl LocalSharedData {
         Ok(self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Before a write, holding the writers' lock: fails, naming the path, if the file at
+    /// the path is no longer the store this handle opened (deleted, or replaced by
+    /// another file): its writes would go to a file no other handle sees. One `lstat`.
+    pub(super) fn check_still_at_path(&self) -> Result<()> {
+        let why = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.store_id => return Ok(()),
+            Ok(_) => "replaced by another file",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "deleted",
+            Err(e) => return Err(Error::io("stat", &self.path, e)),
+        };
+        Err(Error::invalid(
+            &self.path,
+            format!(
+                "the store was {why} while this handle was open; writes through it would \
+                 be lost to every other handle, so they are refused: open the store again"
+            ),
+        ))
+    }
+
     fn read<R>(&self, f: impl FnOnce(&Ops<'_>) -> Result<R>) -> Result<R> {
         let guard = self.inner()?;
         let Some(inner) = guard.as_ref() else {
@@ -259,6 +279,7 @@ impl LocalSharedData {
             board: &inner.board,
             lock_id: self.lock_id,
         };
+        self.check_still_at_path()?;
         IN_WRITE.with_borrow_mut(|v| v.push(self.lock_id));
         if txn {
             ops.exec("BEGIN IMMEDIATE")?;

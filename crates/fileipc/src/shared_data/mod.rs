@@ -101,6 +101,7 @@ use crate::error::Result;
 
 mod board;
 mod combining;
+mod finite;
 mod local;
 mod open;
 pub(crate) use open::{LOCK_SUFFIX, SQLITE_MAGIC};
@@ -407,7 +408,8 @@ impl SharedData {
     /// # Errors
     ///
     /// - [`Error::Value`] if `value` cannot be encoded as JSON (a map with non-string
-    ///   keys, a failing `Serialize` implementation).
+    ///   keys, a failing `Serialize` implementation, a NaN or infinite float: JSON has
+    ///   no text for them). A stored double reads back exactly.
     /// - [`Error::Invalid`] for an empty key (or see [`SharedData`] on re-entry and fork).
     /// - [`Error::Io`] if the lock file cannot be locked, [`Error::Sqlite`] if SQLite
     ///   fails (e.g. the disk is full).

@@ -27,7 +27,8 @@ pub(crate) const LOCK_SUFFIX: &str = "-lock";
 const EXPECTED: &str = "fileipc shared data store";
 const SCHEMA: &str = "CREATE TABLE kv (\n    key   TEXT PRIMARY KEY NOT NULL,\n    \
                       value TEXT NOT NULL\n) WITHOUT ROWID";
-/// The record of combined requests applied (see `board`), one row `id = 1`.
+/// The record of combined requests applied (see `board`), one row per board: `id` is
+/// its identity (`Board::record_row`).
 const APPLIED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_applied (\n    \
                               id    INTEGER PRIMARY KEY,\n    \
                               slots BLOB NOT NULL\n)";

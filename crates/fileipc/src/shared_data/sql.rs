@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::board;
+use super::{board, finite};
 use crate::error::{Error, Result};
 
 /// The operations on an open connection, shared by the local handle and the local
@@ -178,12 +178,13 @@ impl Ops<'_> {
     /// The record of combined requests applied: its entries up to the highest slot
     /// ever recorded (entries beyond read as zeros; the blob never shrinks, so that
     /// an entry once written stays).
-    pub(super) fn load_record(&self) -> Result<Vec<u8>> {
+    /// `row` is the board's (`Board::record_row`).
+    pub(super) fn load_record(&self, row: i64) -> Result<Vec<u8>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = 1")
+            .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = ?1")
             .map_err(|e| self.sq(e))?;
-        let mut rows = st.query([]).map_err(|e| self.sq(e))?;
+        let mut rows = st.query([row]).map_err(|e| self.sq(e))?;
         let mut rec = Vec::new();
         if let Some(row) = rows.next().map_err(|e| self.sq(e))?
             && let ValueRef::Blob(b) = row.get_ref(0).map_err(|e| self.sq(e))?
@@ -193,15 +194,16 @@ impl Ops<'_> {
         Ok(rec)
     }
 
-    pub(super) fn store_record(&self, rec: &[u8]) -> Result<()> {
+    pub(super) fn store_record(&self, row: i64, rec: &[u8]) -> Result<()> {
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT INTO fileipc_applied (id, slots) VALUES (1, ?1) \
+                "INSERT INTO fileipc_applied (id, slots) VALUES (?1, ?2) \
                  ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
             )
             .map_err(|e| self.sq(e))?;
-        st.execute([rec]).map_err(|e| self.sq(e))?;
+        st.execute(rusqlite::params![row, rec])
+            .map_err(|e| self.sq(e))?;
         Ok(())
     }
 
@@ -239,11 +241,21 @@ pub(super) fn check_key(path: &Path, key: &str) -> Result<()> {
 }
 
 pub(super) fn encode<T: Serialize + ?Sized>(path: &Path, key: &str, value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Value {
+    let json = serde_json::to_string(value).map_err(|e| cannot_encode::<T>(path, key, e))?;
+    // serde_json writes NaN and infinities as `null`, which would not read back: look
+    // for them only when there is a null.
+    if json.contains("null") {
+        finite::check(value).map_err(|e| cannot_encode::<T>(path, key, e))?;
+    }
+    Ok(json)
+}
+
+fn cannot_encode<T: ?Sized>(path: &Path, key: &str, e: impl std::fmt::Display) -> Error {
+    Error::Value {
         path: path.to_owned(),
         key: key.to_owned(),
         detail: format!("cannot encode {} as JSON: {e}", type_name::<T>()),
-    })
+    }
 }
 
 /// The operands of a compare-and-swap on `key`, checked and encoded: the expected value
@@ -263,11 +275,20 @@ pub(super) fn cas_operands<T: Serialize + ?Sized>(
 }
 
 fn to_value<T: Serialize + ?Sized>(path: &Path, key: &str, value: &T) -> Result<Value> {
-    serde_json::to_value(value).map_err(|e| Error::Value {
-        path: path.to_owned(),
-        key: key.to_owned(),
-        detail: format!("cannot encode {} as JSON: {e}", type_name::<T>()),
-    })
+    let v = serde_json::to_value(value).map_err(|e| cannot_encode::<T>(path, key, e))?;
+    if has_null(&v) {
+        finite::check(value).map_err(|e| cannot_encode::<T>(path, key, e))?;
+    }
+    Ok(v)
+}
+
+fn has_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.iter().any(has_null),
+        Value::Object(m) => m.values().any(has_null),
+        _ => false,
+    }
 }
 
 fn decode<T: DeserializeOwned>(path: &Path, key: &str, json: &[u8]) -> Result<T> {
