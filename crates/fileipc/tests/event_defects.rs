@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{PATIENCE, Proc, say};
 use fileipc::Event;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
+use nix::unistd::Pid;
 
 #[test]
 fn child_process_entry() {
@@ -37,23 +37,6 @@ fn asleep(pid: u32) -> bool {
     })
 }
 
-/// Forks; the child runs `child` and exits with the code it returns (or 101 if it
-/// panics), without running the parent's exit handlers.
-#[allow(unsafe_code)]
-fn spawn_forked(child: impl FnOnce() -> i32) -> Pid {
-    // SAFETY: the role that calls this starts no threads of its own, so the child is a
-    // copy of a process whose other threads (the test harness's) hold no lock the child
-    // needs; the child only uses this library and exits with `_exit`.
-    match unsafe { fork() }.expect("fork") {
-        ForkResult::Child => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-            // SAFETY: `_exit` ends the process at once; nothing runs after it.
-            unsafe { nix::libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => child,
-    }
-}
-
 const CHILDREN: usize = 4;
 /// How long a forked child waits; a child that sleeps past the set wakes only then.
 const CHILD_WAIT: Duration = Duration::from_secs(10);
@@ -68,7 +51,7 @@ fn fork_waiters(args: &[String]) {
     assert!(!e.wait_timeout(Duration::from_millis(1)).unwrap());
     let children: Vec<Pid> = (0..CHILDREN)
         .map(|_| {
-            spawn_forked(|| match e.wait_timeout(CHILD_WAIT) {
+            common::spawn_forked(|| match e.wait_timeout(CHILD_WAIT) {
                 Ok(true) => 0,
                 Ok(false) => 1,
                 Err(_) => 2,

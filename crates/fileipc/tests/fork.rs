@@ -13,7 +13,7 @@ use common::{PATIENCE, Proc, say};
 use fileipc::{Error, MessageQueue, Mutex, PidFile};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
+use nix::unistd::Pid;
 
 #[test]
 fn child_process_entry() {
@@ -23,23 +23,6 @@ fn child_process_entry() {
         "mutex" => mutex_role(&args),
         other => panic!("unknown role {other}"),
     });
-}
-
-/// Forks; the child runs `child` and exits with the code it returns (or 101 if it
-/// panics), without running the parent's exit handlers. Returns the child's PID.
-#[allow(unsafe_code)]
-fn spawn_forked(child: impl FnOnce() -> i32) -> Pid {
-    // SAFETY: the roles that call this start no threads of their own, so the child is a
-    // copy of a process whose other threads (the test harness's) hold no lock the child
-    // needs; the child only uses this library and exits with `_exit`.
-    match unsafe { fork() }.expect("fork") {
-        ForkResult::Child => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-            // SAFETY: `_exit` ends the process at once; nothing runs after it.
-            unsafe { nix::libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => child,
-    }
 }
 
 fn wait_exit(pid: Pid) -> WaitStatus {
@@ -54,7 +37,7 @@ fn pidfile_role(args: &[String]) {
     assert!(p.create().unwrap());
     // The child takes the handle out and drops it; in the parent it stays in place.
     let mut slot = Some(p);
-    let child = spawn_forked(|| {
+    let child = common::spawn_forked(|| {
         let p = slot.take().unwrap();
         assert!(!p.is_owner().unwrap(), "a forked child owns nothing");
         drop(p);
@@ -94,7 +77,7 @@ fn queue_role(args: &[String]) {
     let mut worst = Duration::ZERO;
     for round in 0..rounds {
         let before = q.count().unwrap();
-        let child = spawn_forked(|| {
+        let child = common::spawn_forked(|| {
             loop {
                 q.send("from the child").unwrap();
             }
@@ -149,7 +132,7 @@ fn mutex_role(args: &[String]) {
     let path = Path::new(&args[0]);
     let marker = Path::new(&args[1]).to_owned();
     let m = Mutex::open(path).unwrap();
-    let child = spawn_forked(|| {
+    let child = common::spawn_forked(|| {
         match m.try_lock() {
             Err(Error::Invalid { .. }) => {}
             other => panic!("the parent's handle in a forked child: {other:?}"),

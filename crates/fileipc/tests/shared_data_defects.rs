@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, Proc, say};
@@ -24,62 +23,6 @@ fn arg(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A small tmpfs mounted for one test, unmounted when dropped (even on failure).
-struct Tmpfs {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "2m"); `None`, with the reason printed (see
-    /// `common::skip`), where that is impossible (not root).
-    fn mount(test: &str, size: &str) -> Option<Tmpfs> {
-        let parent = common::tempdir();
-        let dir = parent.path().join("mnt");
-        std::fs::create_dir(&dir).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs {
-                dir,
-                _parent: parent,
-            }),
-            Ok(o) => {
-                common::skip(
-                    test,
-                    format!(
-                        "needs root: cannot mount a tmpfs ({}): {}",
-                        o.status,
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                common::skip(test, format!("needs root: cannot run mount: {e}"));
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let r = Command::new("umount").arg(&self.dir).status();
-        if !matches!(r, Ok(s) if s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
 // --- 19.1: a transaction that carries on after a failed operation ----------------------
 
 /// A closure moves 30 from `a` to `b` and, between the two, tries an optional 4 MB note
@@ -89,7 +32,7 @@ impl Drop for Tmpfs {
 #[test]
 fn transaction_that_carries_on_after_disk_full_writes_nothing() {
     let test = "transaction_that_carries_on_after_disk_full_writes_nothing";
-    let Some(fs) = Tmpfs::mount(test, "2m") else {
+    let Some(fs) = common::Tmpfs::mount(test, "2m") else {
         return;
     };
     let path = fs.dir.join("kv");

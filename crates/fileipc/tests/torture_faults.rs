@@ -6,7 +6,6 @@ mod torture_util;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, Proc, say};
@@ -26,63 +25,6 @@ fn child_process_entry() {
 }
 
 // --- full disk -------------------------------------------------------------------------
-
-/// A small tmpfs mounted for one test, unmounted when dropped (even on failure).
-struct Tmpfs {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "2m"); `None`, with the reason printed, where that
-    /// is impossible (not root, no mount namespace rights).
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let parent = common::tempdir();
-        let dir = parent.path().join("mnt");
-        std::fs::create_dir(&dir).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs {
-                dir,
-                _parent: parent,
-            }),
-            Ok(o) => {
-                common::skip(
-                    "full-disk test",
-                    format!(
-                        "cannot mount a tmpfs ({}): {}",
-                        o.status,
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                common::skip("full-disk test", format!("cannot run mount: {e}"));
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let r = Command::new("umount").arg(&self.dir).status();
-        if !matches!(r, Ok(s) if s.success()) {
-            // Lazily, so that a process still holding a file cannot keep it mounted.
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
 
 /// Fills the file system at `dir` with a file until ENOSPC; returns its path.
 fn fill(dir: &Path, leave: usize) -> PathBuf {
@@ -131,7 +73,7 @@ fn fill_queue(args: &[String]) {
 
 #[test]
 fn full_disk_queue_send_fails_clearly_and_recovers() {
-    let Some(fs) = Tmpfs::mount("2m") else {
+    let Some(fs) = common::Tmpfs::mount("full-disk test", "2m") else {
         return;
     };
     let qdir = fs.dir.join("q");
@@ -209,7 +151,7 @@ fn fill_kv(args: &[String]) {
 
 #[test]
 fn full_disk_shared_data_set_fails_clearly_and_recovers() {
-    let Some(fs) = Tmpfs::mount("2m") else {
+    let Some(fs) = common::Tmpfs::mount("full-disk test", "2m") else {
         return;
     };
     let path = fs.dir.join("kv");
@@ -244,7 +186,7 @@ fn full_disk_shared_data_set_fails_clearly_and_recovers() {
 
 #[test]
 fn full_disk_other_primitives_fail_clearly() {
-    let Some(fs) = Tmpfs::mount("1m") else {
+    let Some(fs) = common::Tmpfs::mount("full-disk test", "1m") else {
         return;
     };
     let filler = fill(&fs.dir, 0);

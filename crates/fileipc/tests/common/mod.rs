@@ -302,3 +302,80 @@ pub fn hold_owner_id(f: &std::fs::File, id: u32) {
     };
     fcntl(f, FcntlArg::F_OFD_SETLK(&l)).unwrap();
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped (even on failure).
+pub struct Tmpfs {
+    pub dir: std::path::PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "2m"); `None`, with the reason printed (see
+    /// `skip`), where that is impossible (not root).
+    pub fn mount(test: &str, size: &str) -> Option<Tmpfs> {
+        let parent = tempdir();
+        let dir = parent.path().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                dir,
+                _parent: parent,
+            }),
+            Ok(o) => {
+                skip(
+                    test,
+                    format!(
+                        "needs root: cannot mount a tmpfs ({}): {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                skip(test, format!("needs root: cannot run mount: {e}"));
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let r = std::process::Command::new("umount").arg(&self.dir).status();
+        if !matches!(r, Ok(s) if s.success()) {
+            // Lazily, so that a process still holding a file cannot keep it mounted.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+/// Forks; the child runs `child` and exits with the code it returns (or 101 if it
+/// panics), without running the parent's exit handlers. Returns the child's PID.
+#[allow(unsafe_code)]
+pub fn spawn_forked(child: impl FnOnce() -> i32) -> nix::unistd::Pid {
+    // SAFETY: the roles that call this start no threads of their own, so the child is a
+    // copy of a process whose other threads (the test harness's) hold no lock the child
+    // needs; the child only uses this library and exits with `_exit`.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+            // SAFETY: `_exit` ends the process at once; nothing runs after it.
+            unsafe { nix::libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    }
+}
