@@ -278,11 +278,18 @@ enum PidfileCmd {
     Run {
         /// The pid file.
         path: PathBuf,
+        /// Also take over a file that names a live process holding no lock on it (a PID
+        /// file written by another program, or a reused PID); never one a live owner holds.
+        #[arg(long)]
+        force: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
     /// Print the owner's PID; exit 0 if it is alive, 1 if not (or no file).
+    ///
+    /// A file whose PID names a live process that holds no lock on it (written by another
+    /// program) prints that PID, says so on stderr, and exits 0.
     #[command(after_help = "Example:\n  fileipc pidfile check /tmp/sync.pid")]
     Check {
         /// The pid file.
@@ -379,7 +386,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             KvCmd::Dump { path } => kv::dump(&path),
         },
         Command::Pidfile(c) => match c {
-            PidfileCmd::Run { path, cmd } => pidfile::run(&path, &cmd),
+            PidfileCmd::Run { path, force, cmd } => pidfile::run(&path, force, &cmd),
             PidfileCmd::Check { path } => pidfile::check(&path),
         },
         Command::Event(c) => match c {

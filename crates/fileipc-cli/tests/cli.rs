@@ -380,6 +380,77 @@ fn pidfile_commands() {
     lib.remove().unwrap();
 }
 
+/// A PID file written by another program (`sleep 100 & echo $! > f.pid`): `check` says
+/// the PID is alive but holds no lock, `run` refuses it and leaves it intact, `run
+/// --force` takes it over; once its process has died, plain `run` takes it over.
+#[test]
+fn pidfile_written_by_another_program_is_reported_and_not_taken_over() {
+    let d = tmp();
+    let p = d.path().join("f.pid");
+    let marker = d.path().join("ran");
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg("sleep 100 & echo $! > \"$1\"")
+        .arg("sh")
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(sh.success());
+    let content = std::fs::read_to_string(&p).unwrap();
+    let pid: u32 = content.trim().parse().unwrap();
+    let check = fileipc(&["pidfile", "check", s(&p)]);
+    let killer = kill_on_drop(pid);
+    assert_eq!(code(&check), 0, "{}", stderr(&check));
+    assert_eq!(stdout(&check), format!("{pid}\n"));
+    assert!(
+        stderr(&check).contains(&format!("PID {pid} is alive but does not hold the lock")),
+        "{}",
+        stderr(&check)
+    );
+
+    let touch = ["--", "touch", s(&marker)];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["pidfile", "run", s(&p)];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&touch);
+        fileipc(&args)
+    };
+    let refused = run(&[]);
+    assert_eq!(code(&refused), 1, "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    assert!(!marker.exists(), "the command ran");
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), content);
+
+    let forced = run(&["--force"]);
+    assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    assert!(marker.exists());
+    assert!(!p.exists(), "pidfile run removes the file it took over");
+    drop(killer);
+
+    // The same kind of file naming a process that has died is stale: taken over.
+    std::fs::remove_file(&marker).unwrap();
+    let mut dead = Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    std::fs::write(&p, format!("{}\n", dead.id())).unwrap();
+    let check = fileipc(&["pidfile", "check", s(&p)]);
+    assert_eq!(code(&check), 1);
+    assert!(stderr(&check).contains("stale"), "{}", stderr(&check));
+    let taken = run(&[]);
+    assert_eq!(code(&taken), 0, "{}", stderr(&taken));
+    assert!(marker.exists());
+}
+
+/// Kills the process `pid` (not our child: init reaps it) when dropped.
+fn kill_on_drop(pid: u32) -> impl Drop {
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            kill(self.0);
+        }
+    }
+    KillOnDrop(pid)
+}
+
 /// Killing `fileipc` alone leaves the PID file locked while the command runs (a second
 /// `pidfile run` exits 1); once the command is gone the file is stale and a second run
 /// takes it over.

@@ -48,6 +48,14 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A PID no process has: a child's, once it is reaped (reused only after the kernel
+/// cycles through the PID space).
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    child.id()
+}
+
 #[test]
 fn create_is_false_while_a_live_process_owns_it_and_its_pid_stays_readable() {
     let dir = common::tempdir();
@@ -115,17 +123,22 @@ fn a_sigkilled_owners_stale_file_is_taken_over() {
     );
 }
 
-/// Liveness is the lock, not the PID: a file naming a live process (PID 1 always
-/// runs) that does not hold the lock is stale.
+/// Liveness of an owner is the lock, not the PID: a file naming a live process (PID 1
+/// always runs) that does not hold the lock is never read as running, and, as another
+/// program's PID file, is taken over only by `create_force`.
 #[test]
-fn a_recycled_pid_never_reads_as_running() {
+fn a_live_pid_without_the_lock_never_reads_as_running() {
     let dir = common::tempdir();
     let p = dir.path().join("app.pid");
     std::fs::write(&p, "1\n").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut mine = PidFile::open(&p).unwrap();
-    assert_eq!(mine.status().unwrap(), PidStatus::Stale { pid: Some(1) });
-    assert!(mine.create().unwrap());
+    let status = mine.status().unwrap();
+    assert_eq!(status, PidStatus::AliveUnlocked { pid: 1 });
+    assert!(!status.is_running());
+    assert!(!mine.create().unwrap());
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "1\n");
+    assert!(mine.create_force().unwrap());
     assert_eq!(mine.read().unwrap(), Some(std::process::id()));
 }
 
@@ -290,7 +303,7 @@ fn modes_are_exact() {
     drop(h);
 
     // A stale file taken over gets the mode asked for.
-    std::fs::write(&p, "1\n").unwrap();
+    std::fs::write(&p, format!("{}\n", dead_pid())).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut h = PidFile::open(&p).unwrap();
     assert!(h.create().unwrap());
@@ -319,12 +332,13 @@ fn suspicious_stale_files_are_refused() {
 
     // Writable by group or others beyond the mode asked for.
     let p = dir.path().join("loose.pid");
-    std::fs::write(&p, "1\n").unwrap();
+    let stale = format!("{}\n", dead_pid());
+    std::fs::write(&p, &stale).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
     let e = PidFile::open(&p).unwrap().create().unwrap_err();
     assert!(matches!(e, Error::Invalid { .. }), "{e}");
     assert!(e.to_string().contains("writable by"), "{e}");
-    assert_eq!(std::fs::read_to_string(&p).unwrap(), "1\n");
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), stale);
     // ... unless the caller asked for that mode (a group shares it).
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).unwrap();
     let mut shared = PidFileOptions::new().mode(0o664).open(&p).unwrap();
@@ -388,4 +402,27 @@ fn create_refuses_a_file_that_is_not_a_pid_file_and_leaves_it_intact() {
     let mut p = PidFile::open(&empty).unwrap();
     assert!(p.create().unwrap());
     assert_eq!(p.read().unwrap(), Some(std::process::id()));
+}
+
+/// A PID file another program wrote without locking it (`sleep 100 & echo $! > f.pid`)
+/// is reported as naming a live process and never taken over by `create` while that
+/// process lives; once it has died, the file is stale and taken over.
+#[test]
+fn another_programs_pid_file_is_not_taken_over_while_its_process_lives() {
+    let dir = common::tempdir();
+    let p = dir.path().join("f.pid");
+    let mut sleeper = Command::new("sleep").arg("100").spawn().unwrap();
+    let pid = sleeper.id();
+    std::fs::write(&p, format!("{pid}\n")).unwrap();
+    let mut mine = PidFile::open(&p).unwrap();
+    assert_eq!(mine.status().unwrap(), PidStatus::AliveUnlocked { pid });
+    assert!(!mine.create().unwrap());
+    assert!(!mine.is_owner().unwrap());
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{pid}\n"));
+
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(mine.status().unwrap(), PidStatus::Stale { pid: Some(pid) });
+    assert!(mine.create().unwrap());
+    assert_eq!(mine.read().unwrap(), Some(std::process::id()));
 }

@@ -6,12 +6,24 @@ use std::process::ExitCode;
 
 use fileipc::{PidFile, PidStatus};
 
-pub(crate) fn run(path: &Path, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(path: &Path, force: bool, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
     let mut p = PidFile::open(path)?;
-    if !p.create()? {
-        match p.read()? {
-            Some(pid) => eprintln!("fileipc: {}: already running as PID {pid}", path.display()),
-            None => eprintln!("fileipc: {}: already running", path.display()),
+    let created = if force {
+        p.create_force()?
+    } else {
+        p.create()?
+    };
+    if !created {
+        match p.status()? {
+            PidStatus::AliveUnlocked { pid } => eprintln!(
+                "fileipc: {}: {}; not taking it over (--force takes it)",
+                path.display(),
+                alive_unlocked(pid)
+            ),
+            status => match status.pid() {
+                Some(pid) => eprintln!("fileipc: {}: already running as PID {pid}", path.display()),
+                None => eprintln!("fileipc: {}: already running", path.display()),
+            },
         }
         return Ok(crate::NO);
     }
@@ -28,6 +40,11 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<ExitCode> {
         PidStatus::Absent => {
             eprintln!("fileipc: {}: no pid file", path.display());
             Ok(crate::NO)
+        }
+        PidStatus::AliveUnlocked { pid } => {
+            println!("{pid}");
+            eprintln!("fileipc: {}: {}", path.display(), alive_unlocked(pid));
+            Ok(ExitCode::SUCCESS)
         }
         PidStatus::Running { pid } => {
             match pid {
@@ -47,4 +64,12 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(crate::NO)
         }
     }
+}
+
+/// What a PID file naming a live process that holds no lock on it means.
+fn alive_unlocked(pid: u32) -> String {
+    format!(
+        "PID {pid} is alive but does not hold the lock (a PID file written by another \
+         program, or a reused PID)"
+    )
 }

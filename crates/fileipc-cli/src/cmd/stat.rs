@@ -83,8 +83,9 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 PidStatus::Running { pid } => (pid, true),
                 other => (other.pid(), false),
             };
+            let stale = matches!(status, PidStatus::Stale { .. });
             json!({"path": p, "kind": "pidfile", "pid": pid, "alive": alive,
-                "stale": !alive})
+                "stale": stale})
         }
         FileKind::Event => json!({"path": p, "kind": "event", "event_set": true}),
         FileKind::UnknownState { code } => json!({"path": p, "kind": "other",

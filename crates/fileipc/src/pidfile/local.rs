@@ -11,6 +11,11 @@
 //! - `remove` unlinks before it unlocks, so nobody takes over a file about to vanish;
 //!   it and `Drop` remove only the file this handle locked.
 //! - `status` probes with a shared lock, released at once.
+//! - A file nobody locks is stale if it is empty or names a PID no process has; one
+//!   naming a live process other than this one was written by a program that does not
+//!   lock it (`echo $! > app.pid`): `create` leaves it alone unless forced, and
+//!   `status` says so. Whether a PID is alive is [`sys::process_exists`], asked only
+//!   of such unlocked files, never of a file a fileipc owner holds.
 //! - A handle belongs to the process (the `fork` generation, [`sys::fork_epoch`]) that
 //!   created the file: in a child forked without `exec` it owns nothing, so the child's
 //!   drop neither removes nor unlocks its parent's file (it only closes its own copy of
@@ -123,7 +128,9 @@ impl LocalPidFile {
     }
 
     /// Makes this process the owner; see [`PidFile::create`](super::PidFile::create).
-    pub(super) fn create(&mut self) -> Result<bool> {
+    /// `force`: also take over a file naming a live process that holds no lock on it
+    /// ([`PidFile::create_force`](super::PidFile::create_force)).
+    pub(super) fn create(&mut self, force: bool) -> Result<bool> {
         self.drop_if_forked();
         self.epoch = sys::fork_epoch();
         if let Some(file) = &self.owned {
@@ -165,7 +172,10 @@ impl LocalPidFile {
             // Only a PID file (or an empty file) is taken over: anything else at the path
             // (a store, a lock file of another kind, a mistyped path) is refused and left
             // as it is.
-            self.read_pid(&file)?;
+            let pid = self.read_pid(&file)?;
+            if !force && pid.is_some_and(names_other_live_process) {
+                return Ok(false); // the lock goes with `file`
+            }
             // Ours now. Only now may the old content go.
             file.set_permissions(Permissions::from_mode(self.mode))
                 .at("chmod", &self.path)?;
@@ -345,12 +355,19 @@ impl LocalPidFile {
             sys::unlock(&file).at("unlock", &self.path)?;
         }
         let pid = self.read_pid(&file)?;
-        Ok(if free {
-            PidStatus::Stale { pid }
-        } else {
-            PidStatus::Running { pid }
+        Ok(match pid {
+            _ if !free => PidStatus::Running { pid },
+            Some(pid) if sys::process_exists(pid) => PidStatus::AliveUnlocked { pid },
+            pid => PidStatus::Stale { pid },
         })
     }
+}
+
+/// Whether `pid`, read from a file nobody locks, names a live process other than the
+/// caller: a program that does not lock its PID file may be running as `pid`. The
+/// caller's own PID in such a file is a previous owner's, reused.
+fn names_other_live_process(pid: u32) -> bool {
+    pid != std::process::id() && sys::process_exists(pid)
 }
 
 impl Drop for LocalPidFile {

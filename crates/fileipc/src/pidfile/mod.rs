@@ -9,6 +9,9 @@
 //! - "already running" means "a live process holds the lock", never "a process with that
 //!   PID exists": a recycled PID cannot keep a crashed daemon from restarting;
 //! - a stale file left by a killed owner is simply taken over by the next `create`;
+//! - a file another program wrote without locking it (`sleep 100 & echo $! > app.pid`)
+//!   is not taken over while the process it names is alive
+//!   ([`PidStatus::AliveUnlocked`]; [`PidFile::create_force`] takes it anyway);
 //! - the running owner's PID stays readable while others try to start: nobody writes
 //!   the file before holding the lock.
 //!
@@ -161,13 +164,33 @@ pub enum PidStatus {
         /// The owner's process ID, as written in the file.
         pid: Option<u32>,
     },
-    /// A file no live process owns: its owner died without removing it (or it was
-    /// written by a program that does not lock it). The next [`PidFile::create`]
+    /// A file no live process owns: its owner died without removing it, and no process
+    /// with the PID it names exists (or it is empty). The next [`PidFile::create`]
     /// takes it over.
     Stale {
-        /// The process ID the file names; that process is not the owner, even if a
-        /// process with that ID exists now.
+        /// The process ID the file names; no process has it.
         pid: Option<u32>,
+    },
+    /// Nobody holds the lock on the file, but a process with the PID it names is alive:
+    /// most likely a program that writes its PID file without locking it (a daemon, a
+    /// shell's `echo $! > app.pid`). [`PidFile::create`] does not take such a file
+    /// over; [`PidFile::create_force`] does.
+    ///
+    /// Whether the process is alive is asked of the kernel (`kill(pid, 0)`), which knows
+    /// only that *some* process has that PID now. Two cases read wrong:
+    ///
+    /// - PID reuse: the file's writer died (or a fileipc owner was killed) and an
+    ///   unrelated process got its PID since. The file is reported here, not as
+    ///   [`Stale`](PidStatus::Stale), until that process ends or the file is forced or
+    ///   removed.
+    /// - PID namespaces: a PID written in another namespace (a container) names another
+    ///   process, or none, in the caller's.
+    ///
+    /// A file a live fileipc owner holds is [`Running`](PidStatus::Running), whatever its
+    /// PID: the lock, not the PID, decides that.
+    AliveUnlocked {
+        /// The process ID the file names; a process with that ID exists.
+        pid: u32,
     },
 }
 
@@ -182,6 +205,7 @@ impl PidStatus {
         match *self {
             PidStatus::Absent => None,
             PidStatus::Running { pid } | PidStatus::Stale { pid } => pid,
+            PidStatus::AliveUnlocked { pid } => Some(pid),
         }
     }
 }
@@ -216,7 +240,9 @@ impl PidFile {
     /// temporary name and linked into place already locked, so readers never see it
     /// empty. An existing file is locked first and only then truncated and rewritten,
     /// so a running owner's PID is never disturbed; a stale one (its owner died) is
-    /// taken over.
+    /// taken over. A file nobody locks that names a live process other than this one
+    /// ([`PidStatus::AliveUnlocked`]: another program's PID file) is left as it is and
+    /// this returns `false`; [`create_force`](PidFile::create_force) takes it over.
     ///
     /// # Errors
     ///
@@ -229,7 +255,41 @@ impl PidFile {
     ///   permissions).
     pub fn create(&mut self) -> Result<bool> {
         match &mut self.engine {
-            Engine::Local(e) => e.create(),
+            Engine::Local(e) => e.create(false),
+        }
+    }
+
+    /// As [`create`](PidFile::create), but also takes over a file that names a live
+    /// process holding no lock on it ([`PidStatus::AliveUnlocked`]), for when the caller
+    /// knows that process is not the program the file is about (a reused PID) or wants
+    /// to replace a program that does not lock its PID file. A file a live owner holds
+    /// is still never taken: this returns `false` then.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](PidFile::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("myapp.pid");
+    /// use fileipc::{PidFile, PidStatus};
+    ///
+    /// // Another program wrote its PID (here: PID 1, always alive) without locking.
+    /// std::fs::write(&path, "1\n").unwrap();
+    /// let mut pid_file = PidFile::open(&path)?;
+    /// assert_eq!(pid_file.status()?, PidStatus::AliveUnlocked { pid: 1 });
+    /// assert!(!pid_file.create()?);
+    /// assert!(pid_file.create_force()?);
+    /// assert_eq!(pid_file.read()?, Some(std::process::id()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create_force(&mut self) -> Result<bool> {
+        match &mut self.engine {
+            Engine::Local(e) => e.create(true),
         }
     }
 
@@ -314,8 +374,10 @@ impl PidFile {
         }
     }
 
-    /// Whether the PID file is absent, owned by a live process, or stale, with the PID
-    /// it names. Changes nothing and needs no write permission.
+    /// Whether the PID file is absent, owned by a live process, stale, or written by a
+    /// program that does not lock it and naming a live process
+    /// ([`PidStatus::AliveUnlocked`]), with the PID it names. Changes nothing and needs
+    /// no write permission.
     ///
     /// The probe takes a shared lock on the file and releases it at once. For the
     /// microseconds it holds it, a [`create`](PidFile::create) in another process sees

@@ -5,6 +5,8 @@
 //! open-file-description locks (`owner.rs`, `sys/ofd.rs`). A PID and its start time
 //! ([`process_start_time`]) are shown to people (`fileipc stat`, `Mutex::holder`) and
 //! may be unreadable (a `hidepid` `/proc`, another PID namespace): they read as 0 then.
+//! [`process_exists`] answers for a PID file another program wrote, which carries no
+//! lock to ask instead.
 
 use super::process_start_time;
 
@@ -26,6 +28,25 @@ impl ProcessId {
             pid,
             start: process_start_time(pid).unwrap_or(0),
         }
+    }
+}
+
+/// Whether a process with this PID exists in the caller's PID namespace: `kill(pid, 0)`,
+/// where `ESRCH` means none and `EPERM` (it exists, owned by another user) means one.
+/// Only a hint: the PID may have been reused by an unrelated process, and a PID written
+/// in another PID namespace names another process (or none) here. Any other error
+/// answers `true`, the cautious answer for the one caller (a foreign PID file is not
+/// taken over while its process may live).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
     }
 }
 
