@@ -171,7 +171,8 @@ enum SemCmd {
         #[command(flatten)]
         sem: SemOpts,
     },
-    /// Run CMD holding one permit; exit 1 if none came in time.
+    /// Run CMD holding one permit; exit 1 (or -E N) if none came in time, 127/126 if CMD
+    /// is not found / not executable.
     #[command(after_help = "Example (at most 4 at once):\n  \
         for f in *.wav; do fileipc sem run /tmp/enc --initial 4 --forever -- flac \"$f\" & done; wait")]
     Run {
@@ -179,25 +180,35 @@ enum SemCmd {
         sem: SemOpts,
         #[command(flatten)]
         wait: Wait,
-        /// The command and its arguments.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        /// The exit code when no permit was acquired in time, as flock(1)'s `-E`.
+        #[arg(short = 'E', long, value_name = "N", default_value_t = 1)]
+        conflict_exit_code: u8,
+        /// The command and its arguments (`--` before it is needed only if it starts
+        /// with `-`).
+        #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum MutexCmd {
-    /// Run CMD holding the mutex, like flock(1); exit 1 if it was not free in time.
+    /// Run CMD holding the mutex, like flock(1); exit 1 (or -E N) if it was not free in
+    /// time, 127/126 if CMD is not found / not executable.
     #[command(
         after_help = "Example:\n  fileipc mutex run /tmp/backup.lock --timeout 0 -- ./backup.sh"
     )]
     Run {
-        /// The mutex file (created if missing).
+        /// The mutex file (created if missing; an empty one, as flock(1) and touch make,
+        /// is adopted).
         path: PathBuf,
         #[command(flatten)]
         wait: Wait,
-        /// The command and its arguments.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        /// The exit code when the lock was not acquired in time, as flock(1)'s `-E`.
+        #[arg(short = 'E', long, value_name = "N", default_value_t = 1)]
+        conflict_exit_code: u8,
+        /// The command and its arguments (`--` before it is needed only if it starts
+        /// with `-`).
+        #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
     /// Exit 0 if locked, 1 if free.
@@ -272,7 +283,8 @@ enum KvCmd {
 
 #[derive(Debug, Subcommand)]
 enum PidfileCmd {
-    /// Run CMD holding PATH; exit 1 if a live owner holds it.
+    /// Run CMD holding PATH; exit 1 if a live owner holds it, 127/126 if CMD is not
+    /// found / not executable.
     #[command(after_help = "Example (crontab):\n  \
         */5 * * * * fileipc pidfile run /tmp/sync.pid -- /usr/local/bin/sync-mail")]
     Run {
@@ -282,8 +294,9 @@ enum PidfileCmd {
         /// file written by another program, or a reused PID); never one a live owner holds.
         #[arg(long)]
         force: bool,
-        /// The command and its arguments.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        /// The command and its arguments (`--` before it is needed only if it starts
+        /// with `-`).
+        #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
     /// Print the owner's PID; exit 0 if it is alive, 1 if not (or no file).
@@ -370,10 +383,26 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             SemCmd::Acquire { sem, wait } => sem::acquire(&sem.path, sem.initial, wait.limit()),
             SemCmd::Release { sem } => sem::release(&sem.path, sem.initial),
             SemCmd::Value { sem } => sem::value(&sem.path, sem.initial),
-            SemCmd::Run { sem, wait, cmd } => sem::run(&sem.path, sem.initial, wait.limit(), &cmd),
+            SemCmd::Run {
+                sem,
+                wait,
+                conflict_exit_code,
+                cmd,
+            } => sem::run(
+                &sem.path,
+                sem.initial,
+                wait.limit(),
+                conflict_exit_code,
+                &cmd,
+            ),
         },
         Command::Mutex(c) => match c {
-            MutexCmd::Run { path, wait, cmd } => mutex::run(&path, wait.limit(), &cmd),
+            MutexCmd::Run {
+                path,
+                wait,
+                conflict_exit_code,
+                cmd,
+            } => mutex::run(&path, wait.limit(), conflict_exit_code, &cmd),
             MutexCmd::Status { path } => mutex::status(&path),
         },
         Command::Kv(c) => match c {

@@ -89,7 +89,9 @@ fn must_forward(origin: &Origin, child: Pid) -> bool {
     }
 }
 
-/// Runs `argv` as a child and returns its exit code (128 + N if killed by signal N).
+/// Runs `argv` as a child and returns its exit code (128 + N if killed by signal N;
+/// 127 if the command is not found, 126 if it cannot be executed, with a message naming
+/// it).
 ///
 /// Signals sent to `fileipc` that would otherwise terminate it are forwarded to the
 /// child, so `kill PID` or `kill -USR1 PID` on the guard reaches the command and
@@ -107,9 +109,20 @@ pub(crate) fn run(argv: &[OsString], held: i32) -> anyhow::Result<ExitCode> {
         .context("installing signal handlers")?;
     let mut cmd = Command::new(program);
     cmd.args(args).env("FILEIPC_LOCK_FD", held.to_string());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            // As a shell reports it: 127 when the command is not found, 126 when it is
+            // found but cannot be executed.
+            let name = program.to_string_lossy();
+            let (code, what) = match e.kind() {
+                std::io::ErrorKind::NotFound => (127, "command not found".to_owned()),
+                _ => (126, format!("cannot execute: {e}")),
+            };
+            eprintln!("fileipc: {name}: {what}");
+            return Ok(ExitCode::from(code));
+        }
+    };
     let pid = Pid::from_raw(child.id() as i32).context("the command has no PID")?;
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {

@@ -476,6 +476,210 @@ fn pidfile_run_stays_locked_while_the_command_runs_after_fileipc_is_killed() {
     assert!(!p.exists(), "removed by the second run");
 }
 
+/// `flock PATH sh -c 'echo held; exec cat'`: returns once flock(1) holds PATH; it
+/// releases it when its standard input is closed.
+fn flock_holder(path: &Path) -> Child {
+    use std::io::BufRead;
+    let mut child = Command::new("flock")
+        .arg(path)
+        .args(["sh", "-c", "echo held; exec cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    child
+}
+
+/// A lock file `touch` made (empty) is adopted by `mutex run` in place (same inode),
+/// where it was refused ("the file is empty").
+#[test]
+fn mutex_run_adopts_an_empty_lock_file() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tmp();
+    let m = d.path().join("touched.lock");
+    std::fs::File::create(&m).unwrap();
+    let inode = std::fs::metadata(&m).unwrap().ino();
+    let o = fileipc(&["mutex", "run", s(&m), "--", "echo", "ran"]);
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "ran\n"),
+        "{}",
+        stderr(&o)
+    );
+    let meta = std::fs::metadata(&m).unwrap();
+    assert_eq!((meta.ino(), meta.len()), (inode, 256));
+    assert_eq!(code(&fileipc(&["mutex", "status", s(&m)])), 1);
+}
+
+/// flock(1) first, on a path it creates: `mutex run` adopts the file while flock(1)
+/// holds it, is refused (exit 1, or `-E N`), and a waiting `mutex run` runs once
+/// flock(1) lets go. Then `mutex run` first: `flock -n` and `flock -w` are refused until
+/// it ends.
+#[test]
+fn flock1_and_mutex_run_exclude_each_other() {
+    let d = tmp();
+    let m = d.path().join("shared.lock");
+    let marker = d.path().join("ran");
+    let mut holder = flock_holder(&m);
+    assert_eq!(
+        std::fs::metadata(&m).unwrap().len(),
+        0,
+        "flock(1) made it empty"
+    );
+    let refused = fileipc(&[
+        "mutex",
+        "run",
+        s(&m),
+        "--timeout",
+        "0",
+        "--",
+        "touch",
+        s(&marker),
+    ]);
+    assert_eq!(code(&refused), 1, "{}", stderr(&refused));
+    assert_eq!(std::fs::metadata(&m).unwrap().len(), 256, "adopted");
+    let refused = fileipc(&[
+        "mutex",
+        "run",
+        "-E",
+        "42",
+        s(&m),
+        "--timeout",
+        "100ms",
+        "true",
+    ]);
+    assert_eq!(code(&refused), 42, "{}", stderr(&refused));
+    let long = fileipc(&[
+        "mutex",
+        "run",
+        "--conflict-exit-code",
+        "7",
+        "-t",
+        "0",
+        s(&m),
+        "true",
+    ]);
+    assert_eq!(code(&long), 7);
+    assert_eq!(code(&fileipc(&["mutex", "status", s(&m)])), 0, "locked");
+    let mut waiter = bin()
+        .args([
+            "mutex",
+            "run",
+            s(&m),
+            "--timeout",
+            "30s",
+            "touch",
+            s(&marker),
+        ])
+        .spawn()
+        .unwrap();
+    assert!(!marker.exists());
+    drop(holder.stdin.take());
+    assert!(wait_exit(&mut holder).success());
+    assert!(wait_exit(&mut waiter).success());
+    assert!(marker.exists());
+
+    let (mut guard, cmd_pid) = start_guard(d.path(), &["mutex", "run", s(&m)]);
+    let flock = |args: &[&str]| {
+        let st = Command::new("flock")
+            .args(args)
+            .arg(&m)
+            .arg("true")
+            .status();
+        st.unwrap().code()
+    };
+    assert_eq!(
+        flock(&["-n"]),
+        Some(1),
+        "flock -n got the lock mutex run holds"
+    );
+    assert_eq!(flock(&["-w", "0.1"]), Some(1));
+    kill(cmd_pid);
+    wait_exit(&mut guard);
+    assert_eq!(flock(&["-n"]), Some(0));
+}
+
+/// `sem run -E N` exits N when no permit came in time.
+#[test]
+fn sem_run_conflict_exit_code() {
+    let d = tmp();
+    let p = d.path().join("pool");
+    let (mut guard, cmd_pid) = start_guard(d.path(), &["sem", "run", s(&p), "--initial", "1"]);
+    let o = fileipc(&["sem", "run", s(&p), "-t", "0", "-E", "99", "true"]);
+    assert_eq!(code(&o), 99, "{}", stderr(&o));
+    let o = fileipc(&["sem", "run", s(&p), "-t", "0", "true"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    kill(cmd_pid);
+    wait_exit(&mut guard);
+    assert_eq!(
+        code(&fileipc(&["sem", "run", s(&p), "-E", "99", "true"])),
+        0
+    );
+}
+
+/// Every `run` wrapper: a command that cannot be found exits 127, one found but not
+/// executable 126, each with a message naming it; `--` is optional before a command
+/// that does not start with `-` (its own options then pass through), and a command
+/// starting with `-` without it is a usage error that says to add `--`.
+#[test]
+fn run_wrappers_exit_127_and_126_and_take_the_command_without_dashes() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmp();
+    let script = d.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let missing = d.path().join("no-such-command");
+    for (i, wrapper) in [&["mutex", "run"][..], &["sem", "run"], &["pidfile", "run"]]
+        .iter()
+        .enumerate()
+    {
+        let path = d.path().join(format!("p{i}"));
+        let run = |cmd: &[&str]| {
+            let mut args = wrapper.to_vec();
+            args.push(s(&path));
+            args.extend_from_slice(cmd);
+            fileipc(&args)
+        };
+        let o = run(&["--", s(&missing)]);
+        assert_eq!(code(&o), 127, "{wrapper:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("no-such-command: command not found"),
+            "{}",
+            stderr(&o)
+        );
+        let o = run(&["nonexistent-command-fileipc-test", "x"]);
+        assert_eq!(code(&o), 127, "{wrapper:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("nonexistent-command-fileipc-test"),
+            "{}",
+            stderr(&o)
+        );
+        let o = run(&[s(&script)]);
+        assert_eq!(code(&o), 126, "{wrapper:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("not-executable.sh: cannot execute"),
+            "{}",
+            stderr(&o)
+        );
+        // Without `--`: the command's own options are its own.
+        let o = run(&["sh", "-c", "echo $0-$1", "a", "--timeout"]);
+        assert_eq!(
+            (code(&o), stdout(&o).as_str()),
+            (0, "a---timeout\n"),
+            "{}",
+            stderr(&o)
+        );
+        let o = run(&["-x"]);
+        assert_eq!(code(&o), 2, "{wrapper:?}");
+        assert!(stderr(&o).contains("'-- -x'"), "{}", stderr(&o));
+    }
+}
+
 #[test]
 fn event_commands() {
     let d = tmp();

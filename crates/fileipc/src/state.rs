@@ -101,10 +101,46 @@ pub(crate) fn open_or_create(
     mode: u32,
     init: impl FnOnce(&mut [u8]),
 ) -> Result<StateFile> {
+    open_or_create_inner(path, layout, mode, init, false)
+}
+
+/// As [`open_or_create`] with a zeroed region after the header, but an existing *empty*
+/// regular file (made by `touch` or `flock(1)`, which lock files and not content) is
+/// adopted: the header and the zeroed region are written into it in place, keeping its
+/// inode (the one other `flock` users lock), owner and mode.
+///
+/// Adopters serialise on an exclusive open-file-description lock on the byte at
+/// [`ADOPT_LOCK_BYTE`] (far past the end of the file, never written, independent of
+/// `flock` locks) and write only if the file is still empty under it, so two adopters
+/// never both write, and an adopter that found the file empty before another adopted it
+/// and put it to use writes nothing. A `flock` held on the file meanwhile (by `flock(1)`
+/// or a fileipc holder) does not matter: adoption takes no `flock` and changes no lock.
+/// The region is one write of at most a page, done before the file is mapped; an adopter
+/// killed during it leaves at worst a file too short to validate (refused, never mapped).
+pub(crate) fn open_or_adopt(path: &Path, layout: Layout, mode: u32) -> Result<StateFile> {
+    open_or_create_inner(path, layout, mode, |_| {}, true)
+}
+
+/// The byte whose open-file-description lock serialises [`open_or_adopt`]'s adopters:
+/// just below the owners' bytes (`owner::LOCK_BASE + id`, id 0 never used).
+pub(crate) const ADOPT_LOCK_BYTE: u64 = crate::owner::LOCK_BASE - 1;
+
+fn open_or_create_inner(
+    path: &Path,
+    layout: Layout,
+    mode: u32,
+    init: impl FnOnce(&mut [u8]),
+    adopt: bool,
+) -> Result<StateFile> {
     let mut init = Some(init);
     loop {
         match sys::open_state_file(path, Open::Existing) {
-            Ok(file) => return validate(path, file, layout, mode),
+            Ok(file) => {
+                if adopt {
+                    adopt_if_empty(path, &file, layout, mode)?;
+                }
+                return validate(path, file, layout, mode);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("open", path, e)),
         }
@@ -116,11 +152,7 @@ pub(crate) fn open_or_create(
                 std::io::Error::other("file keeps disappearing while being opened"),
             ));
         };
-        let mut region = vec![0u8; layout.len];
-        region[..8].copy_from_slice(&MAGIC);
-        region[8..12].copy_from_slice(&(layout.kind as u32).to_le_bytes());
-        region[12..16].copy_from_slice(&layout.version.to_le_bytes());
-        region[16..20].copy_from_slice(&(layout.len as u32).to_le_bytes());
+        let mut region = new_region(layout);
         init(&mut region[HEADER_LEN..]);
 
         let dir = match path.parent() {
@@ -145,6 +177,36 @@ pub(crate) fn open_or_create(
             Err(e) => return Err(Error::io("create", path, e.error)),
         }
     }
+}
+
+/// A new region of `layout`: its header, then zeros.
+fn new_region(layout: Layout) -> Vec<u8> {
+    let mut region = vec![0u8; layout.len];
+    region[..8].copy_from_slice(&MAGIC);
+    region[8..12].copy_from_slice(&(layout.kind as u32).to_le_bytes());
+    region[12..16].copy_from_slice(&layout.version.to_le_bytes());
+    region[16..20].copy_from_slice(&(layout.len as u32).to_le_bytes());
+    region
+}
+
+/// Writes a new zeroed region of `layout` into `file` if it is empty; see
+/// [`open_or_adopt`]. A file this process may not trust is refused before anything is
+/// written.
+fn adopt_if_empty(path: &Path, file: &File, layout: Layout, mode: u32) -> Result<()> {
+    let meta = file.metadata().at("stat", path)?;
+    if meta.len() != 0 {
+        return Ok(());
+    }
+    check_trust(path, &meta, mode, layout.kind.name())?;
+    sys::lock_byte(file, ADOPT_LOCK_BYTE).at("lock", path)?;
+    let written = match file.metadata() {
+        Ok(m) if m.len() == 0 => file.write_all_at(&new_region(layout), 0),
+        Ok(_) => Ok(()), // another adopter was first
+        Err(e) => Err(e),
+    };
+    let unlocked = sys::unlock_byte(file, ADOPT_LOCK_BYTE);
+    written.at("write", path)?;
+    unlocked.at("unlock", path)
 }
 
 /// Opens the existing state file at `path` as [`open_or_create`] does; `Ok(None)` if

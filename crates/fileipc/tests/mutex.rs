@@ -321,10 +321,13 @@ fn refuses_symlinks_garbage_and_other_kinds() {
     assert_eq!(e.path(), target);
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
 
+    // An empty file that group or others may write is not trusted, and not adopted.
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o666)).unwrap();
     let e = Mutex::open(&empty).unwrap_err();
-    assert!(e.to_string().contains("empty"), "{e}");
+    assert!(e.to_string().contains("writable by"), "{e}");
+    assert_eq!(std::fs::read(&empty).unwrap(), b"");
 
     let sem = dir.path().join("sem");
     fileipc::Semaphore::open(&sem, 1).unwrap();
@@ -437,4 +440,133 @@ fn no_locker_sleeps_on_a_free_lock_after_a_killed_waiter() {
         "a locker slept {worst:?} on a free lock ({over} cycles over 1 ms)"
     );
     assert_eq!(m.waiting(), 0);
+}
+
+/// An empty lock file (as `touch` and `flock(1)` leave them) is adopted in place: same
+/// inode, owner and mode, now a mutex file. Adopters racing on one empty file (threads
+/// with handles of their own, each its own open file description, released together;
+/// then processes) all open it, and their lock/increment/unlock cycles count exactly:
+/// no adopter rewrote a file another had adopted and put to use.
+#[test]
+fn an_empty_lock_file_is_adopted_once_by_racing_openers() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = common::tempdir();
+    for round in 0..20 {
+        let lock = dir.path().join(format!("lock{round}"));
+        std::fs::write(&lock, b"").unwrap();
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let inode = std::fs::metadata(&lock).unwrap().ino();
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let inside = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (lock, counter, inside, start) =
+                    (lock.clone(), counter.clone(), inside.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let m = Mutex::open(&lock).unwrap();
+                    for _ in 0..50 {
+                        assert!(m.lock_timeout(PATIENCE).unwrap());
+                        assert!(!inside.swap(true, std::sync::atomic::Ordering::SeqCst));
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        inside.store(false, std::sync::atomic::Ordering::SeqCst);
+                        m.unlock().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 400);
+        let meta = std::fs::metadata(&lock).unwrap();
+        assert_eq!((meta.ino(), meta.mode() & 0o777), (inode, 0o644));
+        assert_eq!(meta.len(), 256);
+        assert_eq!(&std::fs::read(&lock).unwrap()[..8], b"FILEIPC\0");
+    }
+
+    let lock = dir.path().join("lock");
+    let file = dir.path().join("counter");
+    std::fs::write(&lock, b"").unwrap();
+    std::fs::write(&file, "0\n").unwrap();
+    let (l, f) = (lock.to_str().unwrap(), file.to_str().unwrap());
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("counter", &[l, f, "500"]))
+        .collect();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    for k in &mut kids {
+        k.expect("done");
+        k.wait_success();
+    }
+    assert_eq!(read_counter(&file), 2_000);
+}
+
+/// An opener that found the lock file empty, and waits for the adoption lock while
+/// another adopter (here: the test, holding that lock) adopts the file and puts it to
+/// use, writes nothing once it gets the lock: the file keeps what the first adopter
+/// wrote (a doorbell value of 77 stands for "in use").
+#[test]
+fn a_late_adopter_does_not_rewrite_an_adopted_file() {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    use std::os::unix::fs::FileExt;
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    std::fs::write(&lock, b"").unwrap();
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let blocker = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock)
+        .unwrap();
+    // The adoption lock: an open-file-description lock on byte 2^40 - 1 (FORMAT.md).
+    let byte = |kind: libc::c_int| libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: (1i64 << 40) - 1,
+        l_len: 1,
+        l_pid: 0,
+    };
+    fcntl(&blocker, FcntlArg::F_OFD_SETLK(&byte(libc::F_WRLCK))).unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opener = {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            Mutex::open(&lock)
+        })
+    };
+    let tid = rx.recv().unwrap();
+    let in_fcntl = format!("{} ", libc::SYS_fcntl);
+    common::eventually(PATIENCE, "the opener to wait for the adoption lock", || {
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+            .is_ok_and(|s| s.starts_with(&in_fcntl))
+    });
+
+    let mut region = [0u8; 256];
+    region[..8].copy_from_slice(b"FILEIPC\0");
+    region[8..12].copy_from_slice(&1u32.to_le_bytes()); // kind: mutex
+    region[12..16].copy_from_slice(&2u32.to_le_bytes()); // version
+    region[16..20].copy_from_slice(&256u32.to_le_bytes()); // length
+    region[64..68].copy_from_slice(&77u32.to_le_bytes()); // doorbell
+    blocker.write_all_at(&region, 0).unwrap();
+    fcntl(&blocker, FcntlArg::F_OFD_SETLK(&byte(libc::F_UNLCK))).unwrap();
+
+    let m = opener.join().unwrap().unwrap();
+    // All as the first adopter left it but the owner id counter (offset 20), which the
+    // late opener's registration advanced.
+    let now = std::fs::read(&lock).unwrap();
+    assert_eq!(now.len(), 256);
+    assert_eq!(
+        (&now[..20], &now[24..]),
+        (&region[..20], &region[24..]),
+        "the file was rewritten"
+    );
+    assert!(m.try_lock().unwrap());
+    m.unlock().unwrap();
 }

@@ -10,6 +10,7 @@ use fileipc::Mutex;
 pub(crate) fn run(
     path: &Path,
     limit: Option<Duration>,
+    conflict_exit_code: u8,
     cmd: &[OsString],
 ) -> anyhow::Result<ExitCode> {
     let m = Mutex::open(path)?;
@@ -22,7 +23,7 @@ pub(crate) fn run(
     };
     if !locked {
         eprintln!("fileipc: {}: still locked after {limit:?}", path.display());
-        return Ok(crate::NO);
+        return Ok(ExitCode::from(conflict_exit_code));
     }
     // The command inherits the descriptor holding the lock: killing `fileipc` alone
     // leaves the lock held until the command (and what kept the descriptor) is gone.

@@ -56,6 +56,7 @@ pub(crate) fn run(
     path: &Path,
     initial: u32,
     limit: Option<Duration>,
+    conflict_exit_code: u8,
     cmd: &[OsString],
 ) -> anyhow::Result<ExitCode> {
     let s = Semaphore::open(path, initial)?;
@@ -71,7 +72,7 @@ pub(crate) fn run(
             "fileipc: {}: no permit free after {limit:?}",
             path.display()
         );
-        return Ok(crate::NO);
+        return Ok(ExitCode::from(conflict_exit_code));
     }
     let fd = s.share_with_children()?;
     // No release: the permit is the command's as much as ours, and goes back when the

@@ -111,9 +111,10 @@ pub(super) struct LocalMutex {
 }
 
 impl LocalMutex {
-    /// Opens the lock file at `path`, creating it with `mode` if it is missing.
+    /// Opens the lock file at `path`, creating it with `mode` if it is missing and
+    /// adopting it if it is empty (a lock file of `flock(1)` or `touch`).
     pub(super) fn open(path: &Path, mode: u32) -> Result<LocalMutex> {
-        let state = state::open_or_create(path, LAYOUT, mode, |_| {})?;
+        let state = state::open_or_adopt(path, LAYOUT, mode)?;
         let owners = Owners::of(&state.file, &state.path)?;
         Ok(LocalMutex {
             state,
@@ -183,9 +184,7 @@ impl LocalMutex {
         if self.held.load(Ordering::Acquire) != FREE {
             return Ok(true);
         }
-        if self.owner_pid().load(Ordering::Acquire) == 0 {
-            return Ok(false);
-        }
+        // No shortcut on an empty holder record: a `flock(1)` holder records nothing.
         self.probe()
     }
 

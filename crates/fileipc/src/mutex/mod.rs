@@ -44,6 +44,18 @@ pub struct MutexHolder {
 /// [`MutexGuard`], drops the handle, or dies — the kernel releases the underlying
 /// `flock` of a killed process, and waiters notice within 10 ms.
 ///
+/// # With `flock(1)`
+///
+/// The lock is an exclusive `flock` on the lock file itself, so `flock(1)` (and any
+/// program that `flock`s the file) and this mutex exclude each other on the same path.
+/// An empty file at the path, as `flock(1)` or `touch` make them, is adopted by
+/// [`open`](Mutex::open): the mutex's header is written into it in place (same inode,
+/// owner and mode), even while a `flock(1)` holds it. A waiter notices a `flock(1)`
+/// holder's release within 10 ms (it rings no doorbell), and [`holder`](Mutex::holder)
+/// knows nothing of it. Scripts must open the lock file without truncating it
+/// (`flock FILE cmd`, `9>>FILE`, not `9>FILE`): truncating a mapped lock file makes
+/// its handles fail with `SIGBUS`.
+///
 /// Do not delete the lock file while the mutex is in use: a process opening the path
 /// afterwards gets a new, unrelated lock. A handle must not be used in a child created
 /// by `fork` (the child shares the parent's lock).
@@ -78,7 +90,8 @@ enum Engine {
 
 impl Mutex {
     /// Opens the mutex at `path`, creating the lock file (mode `0o600`) if it is
-    /// missing. Opening does not lock.
+    /// missing, adopting it if it is empty (a `flock(1)` or `touch` lock file: see
+    /// [With `flock(1)`](Mutex#with-flock1)). Opening does not lock.
     ///
     /// # Errors
     ///
@@ -312,13 +325,13 @@ impl Mutex {
 
     /// Whether the mutex is held by anyone (this handle included) right now.
     ///
-    /// This does not disturb lockers: if this handle holds the lock the answer is
-    /// immediate; if the file records no holder the answer is `false` from the mapping
-    /// alone; only if it records one is a non-blocking shared `flock` probe made, which
-    /// fails at once without taking anything when the holder is alive, and otherwise
-    /// (the recorded holder died) holds the lock for a few microseconds, during which a
-    /// concurrent `try_lock` may return `false`. Like any such query the answer may be
-    /// stale by the time it is used.
+    /// If this handle holds the lock the answer is immediate; otherwise a non-blocking
+    /// shared `flock` probe is made (the file's holder record is not trusted alone: a
+    /// `flock(1)` holder writes none), which fails at once without taking anything
+    /// when someone holds the lock, and otherwise holds a shared lock for a few
+    /// microseconds, during which a concurrent `try_lock` may return `false` (waiters
+    /// are rung after it). A holder of a *shared* `flock` (`flock -s`) is not seen.
+    /// Like any such query the answer may be stale by the time it is used.
     ///
     /// # Errors
     ///

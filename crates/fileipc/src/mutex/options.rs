@@ -33,7 +33,9 @@ impl MutexOptions {
         self
     }
 
-    /// Opens the mutex at `path`, creating the lock file if it is missing.
+    /// Opens the mutex at `path`, creating the lock file if it is missing and adopting
+    /// it if it is empty (a `flock(1)` or `touch` lock file; see
+    /// [`Mutex`](crate::Mutex#with-flock1)).
     ///
     /// # Errors
     ///

@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `fs.rs` | opening and creating state files without following symbolic links ([`open_state_file`], [`create_new_file`], [`open_nofollow`], [`open_dir`]), their group ([`set_group`]), opening one again ([`reopen`]) and handing a descriptor to executed programs ([`set_inherited`]), file identity ([`is_same_file`], [`file_id`]), whole-file `flock` locks owned by an open file description ([`try_lock_exclusive`], [`try_lock_shared`], [`lock_exclusive`], [`unlock`]), reserving storage ([`allocate`]) |
 //! | `map.rs` | a file mapped shared between processes, read through atomics and bulk copies ([`SharedMap`]), and the [`fork_epoch`] that tells a forked child from its parent; the only file with `unsafe` code |
-//! | `ofd.rs` | byte-range locks owned by an open file description ([`try_lock_byte`], [`byte_locked_by_other`]): how an owner shows it is alive (Linux; a port provides these two) |
+//! | `ofd.rs` | byte-range locks owned by an open file description ([`try_lock_byte`], [`byte_locked_by_other`]): how an owner shows it is alive; [`lock_byte`] and [`unlock_byte`], waiting, for adopting an empty state file (Linux; a port provides these) |
 //! | `process.rs` | a process as shown to people ([`ProcessId`]: PID and start time, never used to decide liveness), [`thread_id`], [`effective_uid`], the machine's [`boot_id`], whether a PID exists ([`process_exists`], only for PID files other programs wrote) |
 //! | `time.rs` | clocks every process reads alike ([`monotonic_millis`], [`monotonic_micros`]) and [`remaining`] time to a deadline |
 //!
@@ -57,7 +57,7 @@ pub(crate) use fs::{
 };
 pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
 pub(crate) use map::{SharedMap, fork_epoch};
-pub(crate) use ofd::{byte_locked_by_other, try_lock_byte};
+pub(crate) use ofd::{byte_locked_by_other, lock_byte, try_lock_byte, unlock_byte};
 pub(crate) use process::{ProcessId, boot_id, effective_uid, process_exists, thread_id};
 pub(crate) use time::{monotonic_micros, monotonic_millis, remaining};
 

@@ -45,6 +45,31 @@ pub(crate) fn try_lock_byte(file: &File, offset: u64) -> io::Result<bool> {
     }
 }
 
+/// Takes an exclusive lock on the byte at `offset` through `file`'s open file
+/// description, waiting as long as another description holds one there
+/// (`F_OFD_SETLKW`). Release it with [`unlock_byte`] (or by closing the description).
+#[cfg(target_os = "linux")]
+pub(crate) fn lock_byte(file: &File, offset: u64) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let l = lock_struct(nix::libc::F_WRLCK as nix::libc::c_short, offset)?;
+    loop {
+        match fcntl(file, FcntlArg::F_OFD_SETLKW(&l)) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Releases the lock `file`'s open file description holds on the byte at `offset`.
+#[cfg(target_os = "linux")]
+pub(crate) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let l = lock_struct(nix::libc::F_UNLCK as nix::libc::c_short, offset)?;
+    fcntl(file, FcntlArg::F_OFD_SETLK(&l))?;
+    Ok(())
+}
+
 /// Whether a description other than `file`'s holds a lock on the byte at `offset`
 /// (`F_OFD_GETLK`; `file` must be open for reading and writing).
 #[cfg(target_os = "linux")]
@@ -61,9 +86,21 @@ pub(crate) fn byte_locked_by_other(file: &File, offset: u64) -> io::Result<bool>
 }
 
 /// Open file description locks exist on Linux only. A port to another system provides
-/// these two functions in its own file (for macOS: an `flock` on a per-owner file).
+/// these functions in its own file (for macOS: an `flock` on a per-owner file).
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn try_lock_byte(_file: &File, _offset: u64) -> io::Result<bool> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// See the Linux version.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lock_byte(_file: &File, _offset: u64) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// See the Linux version.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn unlock_byte(_file: &File, _offset: u64) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
