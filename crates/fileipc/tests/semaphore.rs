@@ -18,6 +18,7 @@ fn child_process_entry() {
         "holder" => holder(&args),
         "waiter" => waiter(&args),
         "flock_holder" => flock_holder(&args),
+        "hold_until" => hold_until(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -551,4 +552,45 @@ fn a_stopped_process_in_the_critical_section_does_not_hold_up_deadlines() {
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(s.try_acquire().unwrap());
     assert_eq!((s.held().unwrap(), s.value().unwrap()), (1, 0));
+}
+
+/// Child: takes one permit of the semaphore `args[0]` (created with `args[1]`), reports
+/// "got" (or the error), and holds it until the file `args[2]` exists (polled: 300
+/// inotify watches would exceed the default limit of instances per user).
+fn hold_until(args: &[String]) {
+    let s = Semaphore::open(&args[0], args[1].parse().unwrap()).unwrap();
+    match s.acquire_timeout(PATIENCE) {
+        Ok(true) => say("got"),
+        Ok(false) => say("timed out"),
+        Err(e) => say(format!("error: {e}")),
+    }
+    common::eventually(PATIENCE, "the done file", || Path::new(&args[2]).exists());
+}
+
+/// 300 processes (more than the 248 slots of the holder table; threads of one process
+/// share a slot, so processes) hold a permit each at the same time on a semaphore of 300:
+/// all acquire, none fails with "holder table full" while permits are free.
+#[test]
+fn three_hundred_processes_hold_permits_at_once() {
+    let dir = common::tempdir();
+    let sem = dir.path().join("sem");
+    let done = dir.path().join("done");
+    let (p, d) = (sem.to_str().unwrap(), done.to_str().unwrap());
+    let mut kids: Vec<Proc> = (0..300)
+        .map(|_| Proc::spawn("hold_until", &[p, "300", d]))
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
+    for k in &mut kids {
+        *outcomes.entry(k.expect_line(PATIENCE)).or_default() += 1;
+    }
+    let s = Semaphore::open(&sem, 300).unwrap();
+    let value = s.value().unwrap();
+    let holders: u32 = s.holders().unwrap().iter().map(|h| h.permits).sum();
+    std::fs::write(&done, b"").unwrap();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    assert_eq!(outcomes, [("got".to_owned(), 300)].into(), "{outcomes:?}");
+    assert_eq!((value, holders), (0, 300));
+    common::eventually(PATIENCE, "every permit back", || s.value().unwrap() == 300);
 }

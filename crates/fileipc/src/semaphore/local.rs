@@ -412,7 +412,7 @@ impl LocalSemaphore {
             } else {
                 0
             };
-            let got = self.table.take_locked()?;
+            let got = self.table.take_locked(&mut None)?;
             if reclaimed > 0 {
                 self.table.distribute();
             }
@@ -507,7 +507,9 @@ impl LocalSemaphore {
                     Some(_) => {}
                     None => *entry = self.table.claim_entry(),
                 }
-                if !self.table.take_locked()? {
+                // Taken into our own entry (every slot taken by others), `entry` is
+                // `None` afterwards: the entry holds the permit and is not left below.
+                if !self.table.take_locked(entry)? {
                     if reclaimed > 0 {
                         self.table.distribute();
                     }
@@ -584,7 +586,7 @@ impl LocalSemaphore {
 mod tests {
     use std::time::Duration;
 
-    use super::super::table::{MAX_HOLDERS, word, word_id};
+    use super::super::table::{MAX_HOLDERS, MAX_WAITS, word, word_id};
     use super::super::{Engine, Semaphore};
     use super::*;
     use crate::owner::LOCK_BASE;
@@ -632,10 +634,14 @@ mod tests {
         assert_eq!(t.owner(1).load(Ordering::SeqCst), 0);
     }
 
+    /// With every slot of the holder table taken by other (live) processes, a permit
+    /// that is free is still taken: recorded in a waiter entry marked given. With every
+    /// entry taken too, `try_acquire` says `false` and `acquire` waits (no "table full"
+    /// error) until a record frees, then takes the permit.
     #[test]
-    fn full_table_is_a_clear_error() {
+    fn a_full_holder_table_never_refuses_a_free_permit() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Semaphore::open(dir.path().join("s"), 1000).unwrap();
+        let s = std::sync::Arc::new(Semaphore::open(dir.path().join("s"), 1000).unwrap());
         let t = table(&s);
         // A live owner that is not this process: an id whose byte another open file
         // description holds locked.
@@ -647,13 +653,42 @@ mod tests {
             t.owner(i).store(word(live, 1), Ordering::SeqCst);
         }
         assert_eq!(s.value().unwrap(), 1000 - MAX_HOLDERS as u32);
-        let e = s.try_acquire().unwrap_err();
-        assert!(matches!(e, Error::Invalid { .. }), "{e}");
-        assert!(e.to_string().contains("holder table full"), "{e}");
-        // A slot freed by its holder is reused.
-        t.owner(7).store(0, Ordering::SeqCst);
         assert!(s.try_acquire().unwrap());
+        assert!(s.acquire_timeout(Duration::from_millis(100)).unwrap());
+        assert_eq!((t.scan().mine, t.scan().mine_given), (None, 2));
+        assert_eq!(s.held().unwrap(), 2);
+        assert_eq!(s.value().unwrap(), 1000 - MAX_HOLDERS as u32 - 2);
+        s.release().unwrap();
+        assert_eq!(s.held().unwrap(), 1);
+
+        // Every entry taken as well: a permit of the other process in each.
+        let high = t.whigh().load(Ordering::SeqCst) as usize;
+        for e in 0..MAX_WAITS {
+            if e >= high || t.entry(e).load(Ordering::SeqCst) & 3 == 0 {
+                t.entry_owner(e).store(live, Ordering::SeqCst);
+                t.entry(e).store(2, Ordering::SeqCst);
+            }
+        }
+        t.whigh().store(MAX_WAITS as u32, Ordering::SeqCst);
+        assert!(!s.try_acquire().unwrap());
+        assert!(!s.acquire_timeout(Duration::from_millis(30)).unwrap());
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || s.acquire_timeout(Duration::from_secs(10)))
+        };
+        let t0 = Instant::now();
+        while s.waiting() == 0 && t.waiters().load(Ordering::SeqCst) == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "waiter never waited"
+            );
+            std::thread::yield_now();
+        }
+        // The other process returns the permit of slot 7: the slot is free again.
+        t.owner(7).store(0, Ordering::SeqCst);
+        assert!(waiter.join().unwrap().unwrap());
         assert_eq!(word_id(t.owner(7).load(Ordering::SeqCst)), t.me);
+        assert_eq!(s.held().unwrap(), 2);
     }
 
     /// A thread waiting in the same process gets the permit handed over; the permit

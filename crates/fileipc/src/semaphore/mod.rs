@@ -29,8 +29,10 @@ pub use self::options::SemaphoreOptions;
 /// thread of the process acquired, dropping a handle does not return permits, and a
 /// process that dies gets its permits returned for it (noticed by waiters within about
 /// 10 ms, and by every [`value`](Semaphore::value)). A release by a process that holds
-/// no permit adds one to the semaphore (signalling). At most 248 processes can hold
-/// permits at the same time.
+/// no permit adds one to the semaphore (signalling). Up to 504 processes can hold
+/// permits at the same time (248 in the holder table, 256 more in waiter entries; threads
+/// of one process count once); beyond that a taker waits for a holder to return a permit,
+/// as if none were free.
 ///
 /// Taking a permit goes through a critical section of a few microseconds, shared by all
 /// processes (an exclusive `flock` on the file). A process stopped inside it (`SIGSTOP`, a
@@ -135,8 +137,7 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if a system call on the file fails; [`Error::Invalid`] if the
-    /// holder table is full (more than 248 processes hold permits at once).
+    /// [`Error::Io`] if a system call on the file fails.
     ///
     /// # Examples
     ///

@@ -25,6 +25,13 @@
 //! stores; it announces itself in the file, so that a concurrent scan in the critical
 //! section never counts the permit twice as free (see [`Table::settled_scan`]).
 //!
+//! *More processes than slots.* A process that takes a permit from the pool while every
+//! slot belongs to another process records it in a waiter entry marked given, as a gift
+//! would (see [`Table::take_locked`]); with every entry taken too, it waits until a
+//! holder returns a permit and so frees a record. So the holder table never refuses a
+//! permit that is free: up to 248 processes hold permits in slots and up to 256 more in
+//! entries.
+//!
 //! Methods documented "in the critical section" are called only inside it; the others
 //! are lock-free.
 
@@ -33,7 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::SemaphoreHolder;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::owner::Owners;
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
 use crate::sys;
@@ -55,7 +62,8 @@ const SLOT_LEN: usize = 16; // u64 owner id << 32 | held, u64 owner's PID (for d
 const TABLE_END: usize = 4096;
 const WAITS: usize = TABLE_END; // the waiter table
 const WAIT_LEN: usize = 16; // u32 ticket << 2 | state, u32 owner id, u64 PID (for display)
-const MAX_WAITS: usize = 256;
+/// How many waiter entries the file has.
+pub(super) const MAX_WAITS: usize = 256;
 const LEN: usize = WAITS + MAX_WAITS * WAIT_LEN;
 /// How many processes can hold permits at the same time.
 pub(crate) const MAX_HOLDERS: usize = (TABLE_END - SLOTS) / SLOT_LEN;
@@ -213,7 +221,7 @@ impl Table {
     fn tickets(&self) -> &AtomicU32 {
         self.state.map.u32(TICKETS)
     }
-    fn whigh(&self) -> &AtomicU32 {
+    pub(super) fn whigh(&self) -> &AtomicU32 {
         self.state.map.u32(WHIGH)
     }
     /// Waiter entries in use are below this index.
@@ -225,7 +233,7 @@ impl Table {
         self.state.map.u32(WAITS + e * WAIT_LEN)
     }
     /// The owner id of the process of waiter entry `e`.
-    fn entry_owner(&self, e: usize) -> &AtomicU32 {
+    pub(super) fn entry_owner(&self, e: usize) -> &AtomicU32 {
         self.state.map.u32(WAITS + e * WAIT_LEN + 4)
     }
     /// The PID of the process of waiter entry `e`, for display.
@@ -499,7 +507,14 @@ impl Table {
     }
 
     /// Takes a permit if the value is positive; in the critical section.
-    pub(super) fn take_locked(&self) -> Result<bool> {
+    ///
+    /// The permit goes to this process's slot, claimed if it has none. With every slot
+    /// taken by other processes it goes to a waiter entry marked given, as a gift would
+    /// leave it: the caller's own waiting entry `entry` (then set to `None`: the entry
+    /// holds the permit now), or one claimed for it. With no entry free either, `false`:
+    /// the caller waits like one that found no permit, woken when a holder returns one
+    /// (which frees its record).
+    pub(super) fn take_locked(&self, entry: &mut Option<(usize, u32)>) -> Result<bool> {
         let scan = self.settled_scan();
         if value_of(self.capacity().load(Ordering::SeqCst), scan.held) == 0 {
             return Ok(false);
@@ -529,18 +544,31 @@ impl Table {
                 self.high().store(scan.high as u32 + 1, Ordering::SeqCst);
                 scan.high
             }
-            None => {
-                return Err(Error::invalid(
-                    &self.state.path,
-                    format!("holder table full: {MAX_HOLDERS} processes already hold permits"),
-                ));
-            }
+            None => return Ok(self.take_into_entry(entry)),
         };
         // Claim: the PID first (display only), then owner and count in one store.
         self.holder_pid(slot)
             .store(u64::from(self.pid), Ordering::SeqCst);
         self.owner(slot).store(word(self.me, 1), Ordering::SeqCst);
         Ok(true)
+    }
+
+    /// Records a permit taken from the pool in a waiter entry of the caller, marked
+    /// given: its own waiting `entry`, or a new one; in the critical section, with the
+    /// value positive. `false` if no entry is free.
+    fn take_into_entry(&self, entry: &mut Option<(usize, u32)>) -> bool {
+        let Some((e, w)) = entry.take().or_else(|| self.claim_entry()) else {
+            return false;
+        };
+        // A gifter may have marked the entry given already (lock-free): that permit is
+        // ours then, and the pool keeps its own.
+        let _ = self.entry(e).compare_exchange(
+            w,
+            (w & !W_STATE) | W_GIVEN,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        true
     }
 
     /// Frees the slots and waiter entries of processes whose owner ids are dead; in the
