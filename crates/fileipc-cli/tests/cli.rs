@@ -559,7 +559,7 @@ fn flock1_and_mutex_run_exclude_each_other() {
         "run",
         "--conflict-exit-code",
         "7",
-        "-t",
+        "--timeout",
         "0",
         s(&m),
         "true",
@@ -610,9 +610,9 @@ fn sem_run_conflict_exit_code() {
     let d = tmp();
     let p = d.path().join("pool");
     let (mut guard, cmd_pid) = start_guard(d.path(), &["sem", "run", s(&p), "--initial", "1"]);
-    let o = fileipc(&["sem", "run", s(&p), "-t", "0", "-E", "99", "true"]);
+    let o = fileipc(&["sem", "run", s(&p), "--timeout", "0", "-E", "99", "true"]);
     assert_eq!(code(&o), 99, "{}", stderr(&o));
-    let o = fileipc(&["sem", "run", s(&p), "-t", "0", "true"]);
+    let o = fileipc(&["sem", "run", s(&p), "--timeout", "0", "true"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     kill(cmd_pid);
     wait_exit(&mut guard);
