@@ -1,0 +1,189 @@
+//! What every Redis engine shares: connections to the server named by a
+//! [`RedisUrl`], the error conversion, the kind check on the `meta` hash, and the
+//! process's lease keeper ([`lease`]). The engines themselves are siblings of the local
+//! ones (`mutex/redis.rs`, ...); `docs/REDIS.md` has the key layout and every script.
+
+pub(crate) mod lease;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex as StdMutex, MutexGuard as StdGuard, OnceLock};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::location::{RedisUrl, Server};
+
+/// How long one command may take before the connection is dropped and the call fails;
+/// a blocking wait sets its own, longer read timeout.
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The format version written in every `meta` hash.
+pub(crate) const VERSION: i64 = 1;
+
+/// The `redis` crate's URL for `url`'s server.
+fn client_url(url: &RedisUrl) -> Result<String> {
+    Ok(match url.server() {
+        Server::Tcp { tls: true, .. } => {
+            return Err(Error::Invalid {
+                path: url.as_path(),
+                detail: "rediss:// needs TLS, which this build of fileipc does not have".into(),
+            });
+        }
+        Server::Tcp { host, port, .. } => {
+            let auth = match url.credentials() {
+                (None, None) => String::new(),
+                (u, p) => format!("{}:{}@", u.unwrap_or(""), p.unwrap_or("")),
+            };
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            format!("redis://{auth}{host}:{port}/{}", url.db())
+        }
+        Server::Unix(path) => format!("redis+unix://{}?db={}", path.display(), url.db()),
+    })
+}
+
+/// Converts a `redis` error into ours, naming the URL.
+pub(crate) fn error(url: &RedisUrl, e: redis::RedisError) -> Error {
+    Error::Redis {
+        path: url.as_path(),
+        source: Box::new(e),
+    }
+}
+
+/// Opens a new connection to `url`'s server, with [`COMMAND_TIMEOUT`] on reads and
+/// writes.
+pub(crate) fn connect(url: &RedisUrl) -> Result<redis::Connection> {
+    let client = redis::Client::open(client_url(url)?).map_err(|e| error(url, e))?;
+    let mut con = client
+        .get_connection_with_timeout(COMMAND_TIMEOUT)
+        .map_err(|e| error(url, e))?;
+    con.set_read_timeout(Some(COMMAND_TIMEOUT))
+        .and_then(|()| con.set_write_timeout(Some(COMMAND_TIMEOUT)))
+        .map_err(|e| error(url, e))?;
+    warn_on_eviction(url, &mut con);
+    Ok(con)
+}
+
+/// A lazily (re)connected connection owned by one handle. After any error the
+/// connection is dropped and the next call connects anew: a reply that arrives after a
+/// timeout must never be read as the answer to a later command.
+pub(crate) struct Conn {
+    url: RedisUrl,
+    path: std::path::PathBuf,
+    con: StdMutex<Option<redis::Connection>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// A connection to `url`'s server, opened now so that a wrong URL fails at `open`.
+    pub(crate) fn open(url: &RedisUrl) -> Result<Conn> {
+        let con = connect(url)?;
+        Ok(Conn {
+            url: url.clone(),
+            path: url.as_path(),
+            con: StdMutex::new(Some(con)),
+        })
+    }
+
+    /// The URL this connection serves.
+    pub(crate) fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// The URL as a path (password redacted), for `path()` and errors.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection; drops the connection if `f` fails.
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let mut slot = lock(&self.con);
+        if slot.is_none() {
+            *slot = Some(connect(&self.url)?);
+        }
+        let con = slot.as_mut().expect("connected above");
+        let out = f(con);
+        if out.is_err() {
+            *slot = None;
+        }
+        out.map_err(|e| error(&self.url, e))
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning (the data behind each is valid at every
+/// instant: a connection slot, a list of leases).
+pub(crate) fn lock<T>(m: &StdMutex<T>) -> StdGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks (creating it if absent) that the `meta` hash of `url` names `kind` at our
+/// version.
+pub(crate) fn check_kind(conn: &Conn, kind: &str) -> Result<()> {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    let script = SCRIPT.get_or_init(|| {
+        redis::Script::new(
+            r"
+            redis.call('HSETNX', KEYS[1], 'kind', ARGV[1])
+            redis.call('HSETNX', KEYS[1], 'version', ARGV[2])
+            return redis.call('HMGET', KEYS[1], 'kind', 'version')
+            ",
+        )
+    });
+    let (found, version): (String, i64) = conn.with(|c| {
+        script
+            .key(conn.url().key("meta"))
+            .arg(kind)
+            .arg(VERSION)
+            .invoke(c)
+    })?;
+    if found != kind {
+        return Err(Error::Format {
+            path: conn.url().as_path(),
+            expected: "fileipc name of this kind",
+            detail: format!("it holds a {found}, not a {kind}"),
+        });
+    }
+    if version != VERSION {
+        return Err(Error::Format {
+            path: conn.url().as_path(),
+            expected: "fileipc name of this kind",
+            detail: format!("format version {version}; this build reads version {VERSION}"),
+        });
+    }
+    Ok(())
+}
+
+/// Warns once per process when the server may evict keys: an evicted lease key is a
+/// lock granted twice. Checked on the first connection only; a server that refuses
+/// `CONFIG` is not warned about.
+fn warn_on_eviction(url: &RedisUrl, con: &mut redis::Connection) {
+    static CHECKED: AtomicBool = AtomicBool::new(false);
+    if CHECKED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query(con);
+    if let Ok(v) = policy
+        && let Some(p) = v.get(1)
+        && p != "noeviction"
+    {
+        eprintln!(
+            "fileipc: warning: {url}: the server's maxmemory-policy is {p:?}, not \"noeviction\": \
+             evicting a lease key would let two holders in at once"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! One conformance suite, written once over a backend factory and run for every engine:
+//! `local` (a path) and `redis` (a URL on a private `redis-server`). Assertions that
+//! differ by design (how soon a dead holder's lock comes back) ask the backend.
+//!
+//! The Redis half needs `redis-server` and the `redis` feature; without them each test
+//! says so loudly and skips, and fails where `FILEIPC_REQUIRE_REDIS_TESTS` is set.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{PATIENCE, Proc, say};
+use fileipc::{Error, Mutex};
+
+#[test]
+fn child_process_entry() {
+    common::child_main(|role, args| match role {
+        "hold" => hold(&args),
+        "hold-until-lost" => hold_until_lost(&args),
+        "count" => count(&args),
+        other => panic!("unknown role {other}"),
+    });
+}
+
+/// Where a test's primitives live.
+enum Backend {
+    Local(tempfile::TempDir),
+    Redis(RedisServer),
+}
+
+/// The lease the Redis backend runs its tests with: short, so a dead holder's lock
+/// comes back quickly.
+const LEASE: Duration = Duration::from_secs(1);
+
+impl Backend {
+    /// The name of primitive `n`: a path, or a URL.
+    fn name(&self, n: &str) -> String {
+        match self {
+            Backend::Local(d) => d.path().join(n).display().to_string(),
+            Backend::Redis(s) => s.url(n, &format!("lease={}ms", LEASE.as_millis())),
+        }
+    }
+
+    /// The longest a lock held by a killed process stays taken: at once on the local
+    /// engine (the kernel releases it), the lease on Redis.
+    fn dead_holder_release(&self) -> Duration {
+        match self {
+            Backend::Local(_) => Duration::ZERO,
+            Backend::Redis(_) => LEASE,
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(&super::Backend::Local(common_tempdir()));
+                }
+            )*
+            fn common_tempdir() -> tempfile::TempDir {
+                super::common::tempdir()
+            }
+        }
+        mod redis {
+            $(
+                #[test]
+                fn $test() {
+                    if let Some(s) = super::RedisServer::start(concat!("redis::", stringify!($test))) {
+                        super::$test(&super::Backend::Redis(s));
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    mutex_excludes_other_handles,
+    mutex_times_out_while_held,
+    mutex_unlock_without_holding_is_an_error,
+    mutex_of_a_killed_holder_comes_back,
+    mutex_excludes_processes,
+);
+
+fn mutex_excludes_other_handles(b: &Backend) {
+    let name = b.name("m");
+    let a = Mutex::open(&name).unwrap();
+    let c = Mutex::open(&name).unwrap();
+    assert!(!a.is_locked().unwrap());
+    assert!(a.try_lock().unwrap());
+    assert!(a.is_locked().unwrap() && c.is_locked().unwrap());
+    assert!(!c.try_lock().unwrap());
+    assert!(!a.is_lost());
+    a.unlock().unwrap();
+    assert!(c.try_lock().unwrap());
+    assert!(!a.try_lock().unwrap());
+    let g = c.try_clone().unwrap();
+    assert!(!g.try_lock().unwrap());
+    c.unlock().unwrap();
+    let guard = g.guard_forever().unwrap();
+    assert!(!guard.is_lost());
+    assert!(!a.try_lock().unwrap());
+    drop(guard);
+    assert!(a.try_lock().unwrap());
+}
+
+fn mutex_times_out_while_held(b: &Backend) {
+    let name = b.name("m");
+    let a = Mutex::open(&name).unwrap();
+    let c = Mutex::open(&name).unwrap();
+    assert!(a.try_lock().unwrap());
+    let t = Duration::from_millis(200);
+    let start = Instant::now();
+    assert!(!c.lock_timeout(t).unwrap());
+    let took = start.elapsed();
+    assert!(
+        took >= t,
+        "gave up after {took:?}, before the {t:?} timeout"
+    );
+    assert!(c.guard_timeout(Duration::ZERO).unwrap().is_none());
+}
+
+fn mutex_unlock_without_holding_is_an_error(b: &Backend) {
+    let name = b.name("m");
+    let a = Mutex::open(&name).unwrap();
+    let e = a.unlock().unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
+    assert!(e.to_string().contains('m'), "{e}");
+}
+
+/// Child: takes the lock, says "locked", and waits to be killed.
+fn hold(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    assert!(m.lock_timeout(PATIENCE).unwrap());
+    say("locked");
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn mutex_of_a_killed_holder_comes_back(b: &Backend) {
+    let name = b.name("m");
+    let mut holder = Proc::spawn("hold", &[&name]);
+    holder.expect("locked");
+    let m = Mutex::open(&name).unwrap();
+    assert!(!m.try_lock().unwrap());
+    holder.kill_and_reap();
+    let start = Instant::now();
+    assert!(m.lock_timeout(PATIENCE).unwrap());
+    let took = start.elapsed();
+    // Generous slack for a loaded machine; the figure is printed for the record.
+    let bound = b.dead_holder_release() + Duration::from_millis(1500);
+    eprintln!("lock of a killed holder back after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+}
+
+/// Child: `n` cycles of lock, read-increment-write of a counter file, unlock.
+fn count(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    let file = Path::new(&args[1]);
+    let n: u32 = args[2].parse().unwrap();
+    for _ in 0..n {
+        let g = m
+            .guard_timeout(PATIENCE)
+            .unwrap()
+            .expect("lock within PATIENCE");
+        let v: u64 = std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::write(file, format!("{}\n", v + 1)).unwrap();
+        assert!(!g.is_lost());
+        g.unlock().unwrap();
+    }
+}
+
+fn mutex_excludes_processes(b: &Backend) {
+    let name = b.name("m");
+    let dir = common::tempdir();
+    let file = dir.path().join("counter");
+    std::fs::write(&file, "0\n").unwrap();
+    let f = file.display().to_string();
+    let (procs, cycles) = (4, 150);
+    let mut kids: Vec<Proc> = (0..procs)
+        .map(|_| Proc::spawn("count", &[&name, &f, &cycles.to_string()]))
+        .collect();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    let v: u64 = std::fs::read_to_string(&file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(v, procs * cycles, "lost updates: mutual exclusion broken");
+}
+
+// ---- Redis only: what differs by design ----
+
+/// Child: takes the lock, says "locked", waits until its lease is lost (it is stopped
+/// meanwhile), then reports what `is_lost` and `unlock` say.
+fn hold_until_lost(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    say("locked");
+    let start = Instant::now();
+    while !g.is_lost() {
+        assert!(start.elapsed() < PATIENCE, "lease never reported lost");
+        std::thread::park_timeout(Duration::from_millis(5));
+    }
+    match g.unlock() {
+        Err(Error::LeaseLost { .. }) => say("lost unlock-refused"),
+        other => say(format!("lost unlock-gave {other:?}")),
+    }
+}
+
+#[test]
+fn redis_stopped_holder_loses_its_lease_and_its_unlock_errs() {
+    let Some(s) = RedisServer::start("redis_stopped_holder_loses_its_lease_and_its_unlock_errs")
+    else {
+        return;
+    };
+    let name = s.url("m", "lease=1s");
+    let mut holder = Proc::spawn("hold-until-lost", &[&name]);
+    holder.expect("locked");
+    common::signal(holder.pid, rustix::process::Signal::STOP);
+    let m = Mutex::open(&name).unwrap();
+    let start = Instant::now();
+    let g = m
+        .guard_timeout(PATIENCE)
+        .unwrap()
+        .expect("the lease expires");
+    eprintln!(
+        "successor got the lock {:?} after the holder stopped",
+        start.elapsed()
+    );
+    common::signal(holder.pid, rustix::process::Signal::CONT);
+    holder.expect("lost unlock-refused");
+    // The late unlock did not release the successor's lock.
+    assert!(!g.is_lost());
+    assert!(Mutex::open(&name).unwrap().is_locked().unwrap());
+    g.unlock().unwrap();
+}
+
+#[test]
+fn redis_name_of_another_kind_is_refused_naming_the_url() {
+    let Some(s) = RedisServer::start("redis_name_of_another_kind_is_refused_naming_the_url") else {
+        return;
+    };
+    s.cli(&["HSET", "fileipc:q:meta", "kind", "queue", "version", "1"]);
+    let url = s.url("q", "");
+    let e = Mutex::open(&url).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("redis+unix://") && text.contains("queue"),
+        "{text}"
+    );
+}
+
+#[test]
+fn redis_unreachable_server_fails_at_open_naming_the_url() {
+    let dir = common::tempdir();
+    let url = format!("redis+unix://{}/none.sock?name=x", dir.path().display());
+    if !cfg!(feature = "redis") {
+        let e = Mutex::open(&url).unwrap_err();
+        assert!(e.to_string().contains("feature"), "{e}");
+        return;
+    }
+    let e = Mutex::open(&url).unwrap_err();
+    assert!(matches!(e, Error::Redis { .. }), "{e:?}");
+    assert!(e.to_string().contains("none.sock"), "{e}");
+}
