@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::{PATIENCE, Proc, say};
-use fileipc::{Error, Mutex};
+use fileipc::{Error, Mutex, Semaphore};
 
 #[test]
 fn child_process_entry() {
@@ -20,6 +20,8 @@ fn child_process_entry() {
         "hold" => hold(&args),
         "hold-until-lost" => hold_until_lost(&args),
         "count" => count(&args),
+        "hold-permits" => hold_permits(&args),
+        "permit-cycles" => permit_cycles(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -85,6 +87,10 @@ conformance!(
     mutex_unlock_without_holding_is_an_error,
     mutex_of_a_killed_holder_comes_back,
     mutex_excludes_processes,
+    semaphore_counts_permits,
+    semaphore_release_without_a_permit_signals,
+    semaphore_permits_of_a_killed_holder_come_back,
+    semaphore_admits_at_most_its_capacity,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -197,6 +203,116 @@ fn mutex_excludes_processes(b: &Backend) {
         .parse()
         .unwrap();
     assert_eq!(v, procs * cycles, "lost updates: mutual exclusion broken");
+}
+
+fn semaphore_counts_permits(b: &Backend) {
+    let name = b.name("s");
+    let s = Semaphore::open(&name, 3).unwrap();
+    let other = Semaphore::open(&name, 10).unwrap();
+    assert_eq!(
+        other.value().unwrap(),
+        3,
+        "an existing semaphore keeps its state"
+    );
+    assert!(s.acquire_timeout(PATIENCE).unwrap());
+    assert!(s.try_acquire().unwrap());
+    let p = other.try_permit().unwrap().expect("third permit");
+    assert_eq!((s.value().unwrap(), s.held().unwrap()), (0, 3));
+    assert!(!s.try_acquire().unwrap());
+    let t = Duration::from_millis(100);
+    let start = Instant::now();
+    assert!(!s.acquire_timeout(t).unwrap());
+    assert!(start.elapsed() >= t);
+    drop(p);
+    assert_eq!(s.value().unwrap(), 1);
+    s.release().unwrap();
+    s.release().unwrap();
+    assert_eq!((s.value().unwrap(), s.held().unwrap()), (3, 0));
+    assert!(s.try_acquire().unwrap());
+    assert!(s.detach().unwrap());
+    assert_eq!((s.value().unwrap(), s.held().unwrap()), (2, 0));
+    assert!(!s.detach().unwrap());
+    s.release().unwrap();
+    assert_eq!(s.value().unwrap(), 3);
+}
+
+fn semaphore_release_without_a_permit_signals(b: &Backend) {
+    let s = Semaphore::open(b.name("s"), 0).unwrap();
+    assert!(!s.try_acquire().unwrap());
+    s.release().unwrap();
+    assert_eq!(s.value().unwrap(), 1);
+    assert!(s.try_acquire().unwrap());
+}
+
+/// Child: takes `args[1]` permits, says "held", waits to be killed.
+fn hold_permits(args: &[String]) {
+    let s = Semaphore::open(&args[0], 0).unwrap();
+    for _ in 0..args[1].parse::<u32>().unwrap() {
+        assert!(s.acquire_timeout(PATIENCE).unwrap());
+    }
+    say("held");
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn semaphore_permits_of_a_killed_holder_come_back(b: &Backend) {
+    let name = b.name("s");
+    let s = Semaphore::open(&name, 2).unwrap();
+    let mut holder = Proc::spawn("hold-permits", &[&name, "2"]);
+    holder.expect("held");
+    assert_eq!(s.value().unwrap(), 0);
+    holder.kill_and_reap();
+    let start = Instant::now();
+    assert!(s.acquire_timeout(PATIENCE).unwrap());
+    assert!(s.acquire_timeout(PATIENCE).unwrap());
+    let took = start.elapsed();
+    let bound = b.dead_holder_release() + Duration::from_millis(1500);
+    eprintln!("permits of a killed holder back after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    assert_eq!((s.value().unwrap(), s.held().unwrap()), (0, 2));
+}
+
+/// Child: `args[2]` cycles of acquire, append `+` to the log, append `-`, release.
+fn permit_cycles(args: &[String]) {
+    use std::io::Write;
+    let s = Semaphore::open(&args[0], 0).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&args[1])
+        .unwrap();
+    for _ in 0..args[2].parse::<u32>().unwrap() {
+        let p = s
+            .permit_timeout(PATIENCE)
+            .unwrap()
+            .expect("a permit within PATIENCE");
+        log.write_all(b"+").unwrap();
+        log.write_all(b"-").unwrap();
+        p.release().unwrap();
+    }
+}
+
+fn semaphore_admits_at_most_its_capacity(b: &Backend) {
+    let name = b.name("s");
+    let _s = Semaphore::open(&name, 2).unwrap();
+    let dir = common::tempdir();
+    let log = dir.path().join("log");
+    std::fs::write(&log, "").unwrap();
+    let l = log.display().to_string();
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("permit-cycles", &[&name, &l, "100"]))
+        .collect();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    // Each `+` is written after an acquire returned and each `-` before its release,
+    // so at any point of the log the open `+` are at most the permits held.
+    let (mut inside, mut most) = (0i32, 0i32);
+    for c in std::fs::read(&log).unwrap() {
+        inside += if c == b'+' { 1 } else { -1 };
+        most = most.max(inside);
+    }
+    assert_eq!(inside, 0);
+    assert!(most <= 2, "{most} holders at once with 2 permits");
+    assert_eq!(Semaphore::open(&name, 0).unwrap().value().unwrap(), 2);
 }
 
 // ---- Redis only: what differs by design ----

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::location::RedisUrl;
 use crate::remote::lease::Lease;
-use crate::remote::{self, Conn, lock};
+use crate::remote::{self, Conn, Wake, lock};
 
 /// Takes the lock for token `ARGV[1]` with a lease of `ARGV[2]` ms: `{1, fence}`, or
 /// `{0, pttl}` when it is held.
@@ -39,19 +39,13 @@ end
 return 0
 ";
 
-fn script(cell: &'static OnceLock<redis::Script>, text: &str) -> &'static redis::Script {
-    cell.get_or_init(|| redis::Script::new(text))
-}
-
-/// The longest a waiter sleeps between two polls, whatever the TTL: bounds the cost of
-/// a lost wake-up message (pub/sub is not reliable).
-const MAX_NAP: Duration = Duration::from_millis(500);
+use crate::remote::MAX_NAP;
 
 /// A mutex on a Redis server.
 pub(super) struct RedisMutex {
     conn: Conn,
-    /// The connection subscribed to the wake channel, made by the first wait.
-    sub: StdMutex<Option<redis::Connection>>,
+    /// The wake channel, subscribed by the first wait.
+    wake: Wake,
     /// The lease this handle holds, if it holds the lock.
     held: StdMutex<Option<(Arc<Lease>, u64)>>,
 }
@@ -71,7 +65,7 @@ impl RedisMutex {
         remote::check_kind(&conn, "mutex")?;
         Ok(RedisMutex {
             conn,
-            sub: StdMutex::new(None),
+            wake: Wake::new(url, url.key("wake")),
             held: StdMutex::new(None),
         })
     }
@@ -93,10 +87,10 @@ impl RedisMutex {
             // of this handle waits until it is unlocked.
             return Ok(Some(MAX_NAP));
         }
-        let token = token();
+        let token = remote::token();
         let sent = Instant::now();
         let (ok, n): (i64, i64) = self.conn.with(|c| {
-            script(&S, ACQUIRE)
+            remote::script(&S, &[ACQUIRE])
                 .key(self.url().key("lock"))
                 .key(self.url().key("meta"))
                 .arg(&token)
@@ -133,36 +127,7 @@ impl RedisMutex {
                 }
                 nap = nap.min(d - now);
             }
-            self.nap(nap)?;
-        }
-    }
-
-    /// Waits for a wake-up message on the channel, at most `nap`. Subscribes on first
-    /// use; a message published between the attempt and the subscription is covered
-    /// by the next poll, at most [`MAX_NAP`] later.
-    fn nap(&self, nap: Duration) -> Result<()> {
-        let mut sub = lock(&self.sub);
-        if sub.is_none() {
-            let mut c = remote::connect(self.url())?;
-            c.as_pubsub()
-                .subscribe(self.url().key("wake"))
-                .map_err(|e| remote::error(self.url(), e))?;
-            *sub = Some(c);
-        }
-        let c = sub.as_mut().expect("subscribed above");
-        let mut ps = c.as_pubsub();
-        let r = ps
-            .set_read_timeout(Some(nap.max(Duration::from_millis(1))))
-            .and_then(|()| ps.get_message());
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_timeout() => Ok(()),
-            Err(_) => {
-                // A broken subscription is replaced by the next wait.
-                drop(ps);
-                *sub = None;
-                Ok(())
-            }
+            self.wake.nap(nap)?;
         }
     }
 
@@ -177,7 +142,7 @@ impl RedisMutex {
         let was_lost = lease.is_lost();
         lease.end();
         let released: i64 = self.conn.with(|c| {
-            script(&S, RELEASE)
+            remote::script(&S, &[RELEASE])
                 .key(self.url().key("lock"))
                 .key(self.url().key("wake"))
                 .arg(lease.token())
@@ -235,11 +200,4 @@ impl Drop for RedisMutex {
             let _ = self.unlock();
         }
     }
-}
-
-/// A token no other grant has: 128 random bits from the OS.
-fn token() -> String {
-    let mut b = [0u8; 16];
-    crate::sys::random(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

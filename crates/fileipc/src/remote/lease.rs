@@ -18,8 +18,19 @@ use std::time::{Duration, Instant};
 use super::{connect, lock};
 use crate::location::RedisUrl;
 
-/// Renews the lease on `KEYS[1]` if it still holds our token `ARGV[1]`.
+/// Renews lease `ARGV[1]` for `ARGV[2]` ms: a key `KEYS[1]` holding our token
+/// (`ARGV[3]` = `k`), or our member of the sorted set `KEYS[1]` scored by its expiry in
+/// server milliseconds (`ARGV[3]` = `z`). 1 if renewed, 0 if no longer ours.
 const RENEW: &str = r"
+if ARGV[3] == 'z' then
+  if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+    return 1
+  end
+  return 0
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
@@ -32,6 +43,8 @@ pub(crate) struct Lease {
     url: RedisUrl,
     key: String,
     token: String,
+    /// Whether the lease is a member of a sorted set (else a key holding the token).
+    member: bool,
     lease: Duration,
     /// When the last successful acquire or renewal was sent.
     sent: StdMutex<Instant>,
@@ -43,10 +56,32 @@ impl Lease {
     /// Registers a lease on `key` (holding `token`), acquired by a command sent at
     /// `sent`, with the keeper, which renews it until it is dropped or released.
     pub(crate) fn start(url: &RedisUrl, key: String, token: String, sent: Instant) -> Arc<Lease> {
+        Lease::begin(url, key, token, false, sent)
+    }
+
+    /// Registers a lease that is member `token` of the sorted set `key`, scored by its
+    /// expiry in server milliseconds, acquired by a command sent at `sent`.
+    pub(crate) fn start_member(
+        url: &RedisUrl,
+        key: String,
+        token: String,
+        sent: Instant,
+    ) -> Arc<Lease> {
+        Lease::begin(url, key, token, true, sent)
+    }
+
+    fn begin(
+        url: &RedisUrl,
+        key: String,
+        token: String,
+        member: bool,
+        sent: Instant,
+    ) -> Arc<Lease> {
         let lease = Arc::new(Lease {
             url: url.clone(),
             key,
             token,
+            member,
             lease: url.lease(),
             sent: StdMutex::new(sent),
             lost: AtomicBool::new(false),
@@ -161,6 +196,7 @@ impl Keeper {
                     .key(&l.key)
                     .arg(&l.token)
                     .arg(l.lease.as_millis() as u64)
+                    .arg(if l.member { "z" } else { "k" })
                     .invoke(con);
                 match r {
                     Ok(1) => *lock(&l.sent) = sent,

@@ -187,3 +187,78 @@ fn warn_on_eviction(url: &RedisUrl, con: &mut redis::Connection) {
         );
     }
 }
+
+/// The longest a waiter sleeps between two polls, whatever the TTL: bounds the cost of a
+/// lost wake-up message (pub/sub is not reliable).
+pub(crate) const MAX_NAP: Duration = Duration::from_millis(500);
+
+/// The script in `cell`, made from the concatenated `parts` on first use.
+pub(crate) fn script(
+    cell: &'static OnceLock<redis::Script>,
+    parts: &[&str],
+) -> &'static redis::Script {
+    cell.get_or_init(|| redis::Script::new(&parts.concat()))
+}
+
+/// A token no other grant has: 128 random bits from the kernel, in hex.
+pub(crate) fn token() -> String {
+    let mut b = [0u8; 16];
+    crate::sys::random(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A wake-up channel: releases publish on it, waiters nap on it between polls. Only a
+/// hint: a waiter always polls again after its nap, so a lost message costs latency,
+/// never a missed grant.
+pub(crate) struct Wake {
+    url: RedisUrl,
+    channel: String,
+    sub: StdMutex<Option<redis::Connection>>,
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wake")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wake {
+    pub(crate) fn new(url: &RedisUrl, channel: String) -> Wake {
+        Wake {
+            url: url.clone(),
+            channel,
+            sub: StdMutex::new(None),
+        }
+    }
+
+    /// Waits for a message on the channel, at most `nap`. Subscribes on first use; a
+    /// message published between the caller's poll and the subscription is covered by
+    /// the next poll, at most [`MAX_NAP`] later.
+    pub(crate) fn nap(&self, nap: Duration) -> Result<()> {
+        let mut sub = lock(&self.sub);
+        if sub.is_none() {
+            let mut c = connect(&self.url)?;
+            c.as_pubsub()
+                .subscribe(&self.channel)
+                .map_err(|e| error(&self.url, e))?;
+            *sub = Some(c);
+        }
+        let c = sub.as_mut().expect("subscribed above");
+        let mut ps = c.as_pubsub();
+        let r = ps
+            .set_read_timeout(Some(nap.max(Duration::from_millis(1))))
+            .and_then(|()| ps.get_message());
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_timeout() => Ok(()),
+            Err(_) => {
+                // A broken subscription is made anew by the next nap.
+                drop(ps);
+                *sub = None;
+                Ok(())
+            }
+        }
+    }
+}
