@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::{PATIENCE, Proc, say};
-use fileipc::{Error, Mutex, Semaphore};
+use fileipc::{Error, Event, Mutex, Semaphore, SharedData};
 
 #[test]
 fn child_process_entry() {
@@ -22,6 +22,8 @@ fn child_process_entry() {
         "count" => count(&args),
         "hold-permits" => hold_permits(&args),
         "permit-cycles" => permit_cycles(&args),
+        "increments" => increments(&args),
+        "set-event" => set_event(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -91,6 +93,11 @@ conformance!(
     semaphore_release_without_a_permit_signals,
     semaphore_permits_of_a_killed_holder_come_back,
     semaphore_admits_at_most_its_capacity,
+    shared_data_reads_what_was_written,
+    shared_data_increments_are_exact_across_processes,
+    shared_data_transaction_is_all_or_nothing,
+    event_set_clear_and_wait,
+    event_wakes_a_waiter_in_another_process,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -313,6 +320,139 @@ fn semaphore_admits_at_most_its_capacity(b: &Backend) {
     assert_eq!(inside, 0);
     assert!(most <= 2, "{most} holders at once with 2 permits");
     assert_eq!(Semaphore::open(&name, 0).unwrap().value().unwrap(), 2);
+}
+
+fn shared_data_reads_what_was_written(b: &Backend) {
+    let name = b.name("kv");
+    let d = SharedData::open(&name).unwrap();
+    assert!(d.is_empty().unwrap());
+    d.set("n", &41).unwrap();
+    d.set("s", "text").unwrap();
+    d.set("f", &0.9856906946328695f64).unwrap();
+    assert_eq!(d.get::<i64>("n").unwrap(), Some(41));
+    assert_eq!(d.get::<f64>("f").unwrap(), Some(0.9856906946328695));
+    assert_eq!(d.get_json("s").unwrap().as_deref(), Some("\"text\""));
+    assert!(matches!(d.get::<i64>("s"), Err(Error::Value { .. })));
+    assert_eq!(d.keys().unwrap(), ["f", "n", "s"]);
+    assert_eq!((d.len().unwrap(), d.contains_key("n").unwrap()), (3, true));
+    assert_eq!(d.increment("n", 1).unwrap(), 42);
+    assert_eq!(d.increment("big", i64::MAX - 1).unwrap(), i64::MAX - 1);
+    assert_eq!(
+        d.increment("big", 1).unwrap(),
+        i64::MAX,
+        "exact for every i64"
+    );
+    assert!(matches!(d.increment("big", 1), Err(Error::Value { .. })));
+    assert!(d.compare_and_swap("n", Some(&42), &43).unwrap());
+    assert!(!d.compare_and_swap("n", Some(&42), &44).unwrap());
+    assert!(d.compare_and_swap("new", None::<&i32>, &1).unwrap());
+    assert_eq!(
+        d.update("n", |v: Option<i64>| v.map(|x| x * 2)).unwrap(),
+        Some(86)
+    );
+    assert_eq!(d.update("n", |_: Option<i64>| None).unwrap(), None);
+    assert!(!d.contains_key("n").unwrap());
+    assert!(d.delete("s").unwrap());
+    assert!(!d.delete("s").unwrap());
+    assert!(d.set("nan", &f64::NAN).is_err());
+    assert!(d.get::<i64>("").is_err());
+    let other = SharedData::open(&name).unwrap();
+    assert_eq!(other.dump().unwrap().len(), d.len().unwrap());
+    d.clear().unwrap();
+    assert!(other.is_empty().unwrap());
+}
+
+/// Child: `args[1]` increments of key "c".
+fn increments(args: &[String]) {
+    let d = SharedData::open(&args[0]).unwrap();
+    for _ in 0..args[1].parse::<u32>().unwrap() {
+        d.increment("c", 1).unwrap();
+    }
+    d.transaction(|tx| tx.increment("t", 1)).unwrap();
+}
+
+fn shared_data_increments_are_exact_across_processes(b: &Backend) {
+    let name = b.name("kv");
+    let d = SharedData::open(&name).unwrap();
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("increments", &[&name, "200"]))
+        .collect();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    assert_eq!(d.get::<i64>("c").unwrap(), Some(800));
+    assert_eq!(d.get::<i64>("t").unwrap(), Some(4));
+}
+
+fn shared_data_transaction_is_all_or_nothing(b: &Backend) {
+    let d = SharedData::open(b.name("kv")).unwrap();
+    d.set("a", &1).unwrap();
+    let n = d
+        .transaction(|tx| {
+            tx.set("b", &2)?;
+            assert_eq!(
+                tx.get::<i64>("b")?,
+                Some(2),
+                "reads see the transaction's writes"
+            );
+            assert!(tx.delete("a")?);
+            assert_eq!(tx.keys()?, ["b"]);
+            tx.len()
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(d.keys().unwrap(), ["b"]);
+    let r: fileipc::Result<()> = d.transaction(|tx| {
+        tx.set("c", &3)?;
+        tx.clear()?;
+        Err(Error::Invalid {
+            path: "x".into(),
+            detail: "abandoned".into(),
+        })
+    });
+    assert!(r.is_err());
+    assert_eq!(
+        d.keys().unwrap(),
+        ["b"],
+        "an abandoned transaction writes nothing"
+    );
+    d.transaction(|tx| {
+        tx.clear()?;
+        tx.set("z", &26)
+    })
+    .unwrap();
+    assert_eq!(d.keys().unwrap(), ["z"]);
+}
+
+fn event_set_clear_and_wait(b: &Backend) {
+    let e = Event::open(b.name("ev")).unwrap();
+    assert!(!e.is_set().unwrap());
+    let t = Duration::from_millis(100);
+    let start = Instant::now();
+    assert!(!e.wait_timeout(t).unwrap());
+    assert!(start.elapsed() >= t);
+    e.set().unwrap();
+    assert!(e.is_set().unwrap() && e.try_wait().unwrap());
+    assert!(e.wait_timeout(Duration::ZERO).unwrap());
+    e.clear().unwrap();
+    assert!(!e.is_set().unwrap());
+    e.clear().unwrap();
+}
+
+/// Child: opens the event, says "ready", sets it.
+fn set_event(args: &[String]) {
+    let e = Event::open(&args[0]).unwrap();
+    say("ready");
+    e.set().unwrap();
+}
+
+fn event_wakes_a_waiter_in_another_process(b: &Backend) {
+    let name = b.name("ev");
+    let e = Event::open(&name).unwrap();
+    let mut setter = Proc::spawn("set-event", &[&name]);
+    setter.expect("ready");
+    assert!(e.wait_timeout(PATIENCE).unwrap());
+    setter.wait_success();
 }
 
 // ---- Redis only: what differs by design ----

@@ -233,9 +233,9 @@ impl Wake {
         }
     }
 
-    /// Waits for a message on the channel, at most `nap`. Subscribes on first use; a
-    /// message published between the caller's poll and the subscription is covered by
-    /// the next poll, at most [`MAX_NAP`] later.
+    /// Waits for a message on the channel, at most `nap`. The first call only
+    /// subscribes and returns at once: the caller polls again, so a message published
+    /// between its first poll and the subscription is not waited for.
     pub(crate) fn nap(&self, nap: Duration) -> Result<()> {
         let mut sub = lock(&self.sub);
         if sub.is_none() {
@@ -244,6 +244,7 @@ impl Wake {
                 .subscribe(&self.channel)
                 .map_err(|e| error(&self.url, e))?;
             *sub = Some(c);
+            return Ok(());
         }
         let c = sub.as_mut().expect("subscribed above");
         let mut ps = c.as_pubsub();
