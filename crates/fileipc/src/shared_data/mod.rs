@@ -162,7 +162,9 @@ pub struct SharedData {
     engine: Engine,
 }
 
-/// The engine behind a [`SharedData`] handle.
+/// The engine behind a [`SharedData`] handle. One per handle, made once: the variants'
+/// sizes do not matter.
+#[cfg_attr(feature = "redis", allow(clippy::large_enum_variant))]
 enum Engine {
     /// SQLite files on this machine.
     Local(LocalSharedData),
