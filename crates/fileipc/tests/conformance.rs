@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::{PATIENCE, Proc, say};
-use fileipc::{Error, Event, Mutex, Semaphore, SharedData};
+use fileipc::{Error, Event, Mutex, PidFile, PidStatus, Semaphore, SharedData};
 
 #[test]
 fn child_process_entry() {
@@ -24,6 +24,7 @@ fn child_process_entry() {
         "permit-cycles" => permit_cycles(&args),
         "increments" => increments(&args),
         "set-event" => set_event(&args),
+        "own-pidfile" => own_pidfile(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -98,6 +99,8 @@ conformance!(
     shared_data_transaction_is_all_or_nothing,
     event_set_clear_and_wait,
     event_wakes_a_waiter_in_another_process,
+    pidfile_admits_one_owner,
+    pidfile_of_a_killed_owner_is_taken_over,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -453,6 +456,56 @@ fn event_wakes_a_waiter_in_another_process(b: &Backend) {
     setter.expect("ready");
     assert!(e.wait_timeout(PATIENCE).unwrap());
     setter.wait_success();
+}
+
+fn pidfile_admits_one_owner(b: &Backend) {
+    let name = b.name("app.pid");
+    let mut a = PidFile::open(&name).unwrap();
+    let mut c = PidFile::open(&name).unwrap();
+    assert_eq!(a.status().unwrap(), PidStatus::Absent);
+    assert_eq!(a.read().unwrap(), None);
+    assert!(a.create().unwrap());
+    assert!(a.is_owner().unwrap());
+    assert!(!c.create().unwrap());
+    assert!(!c.is_owner().unwrap());
+    assert_eq!(c.read().unwrap(), Some(std::process::id()));
+    assert!(c.status().unwrap().is_running());
+    assert!(
+        c.remove().is_err(),
+        "a handle that does not own it cannot remove it"
+    );
+    a.remove().unwrap();
+    assert_eq!(c.read().unwrap(), None);
+    assert!(c.create().unwrap());
+    drop(c);
+    assert_eq!(a.read().unwrap(), None, "dropping the owner removes it");
+}
+
+/// Child: creates the PID file, says "owner", waits to be killed.
+fn own_pidfile(args: &[String]) {
+    let mut p = PidFile::open(&args[0]).unwrap();
+    assert!(p.create().unwrap());
+    say("owner");
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn pidfile_of_a_killed_owner_is_taken_over(b: &Backend) {
+    let name = b.name("app.pid");
+    let mut owner = Proc::spawn("own-pidfile", &[&name]);
+    owner.expect("owner");
+    let mut p = PidFile::open(&name).unwrap();
+    assert!(!p.create().unwrap());
+    assert_eq!(p.read().unwrap(), Some(owner.pid));
+    owner.kill_and_reap();
+    let start = Instant::now();
+    common::eventually(PATIENCE, "the dead owner's PID file is taken over", || {
+        p.create().unwrap()
+    });
+    let took = start.elapsed();
+    let bound = b.dead_holder_release() + Duration::from_millis(1500);
+    eprintln!("PID file of a killed owner taken over after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    assert_eq!(p.read().unwrap(), Some(std::process::id()));
 }
 
 // ---- Redis only: what differs by design ----

@@ -32,6 +32,8 @@
 
 mod local;
 mod parse;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::path::Path;
@@ -85,6 +87,9 @@ pub struct PidFile {
 enum Engine {
     /// The PID file is a locked file in the local file system.
     Local(LocalPidFile),
+    /// A leased entry on a Redis server.
+    #[cfg(feature = "redis")]
+    Redis(Box<self::redis::RedisPidFile>),
 }
 
 impl fmt::Debug for PidFile {
@@ -92,6 +97,8 @@ impl fmt::Debug for PidFile {
         // Each engine formats itself as `PidFile { .. }`.
         match &self.engine {
             Engine::Local(e) => fmt::Debug::fmt(e, f),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => fmt::Debug::fmt(e, f),
         }
     }
 }
@@ -144,7 +151,15 @@ impl PidFileOptions {
     ///
     /// As [`PidFile::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<PidFile> {
-        let engine = Engine::Local(LocalPidFile::open(path.as_ref(), self.mode)?);
+        let engine = match crate::location::Location::parse(path.as_ref())? {
+            crate::location::Location::Path(p) => Engine::Local(LocalPidFile::open(&p, self.mode)?),
+            crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
+                #[cfg(feature = "redis")]
+                return Ok(Engine::Redis(Box::new(self::redis::RedisPidFile::open(u)?)));
+                #[cfg(not(feature = "redis"))]
+                unreachable!("{u:?}")
+            })?,
+        };
         Ok(PidFile { engine })
     }
 }
@@ -205,6 +220,8 @@ impl PidFile {
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.path(),
         }
     }
 
@@ -230,6 +247,8 @@ impl PidFile {
     pub fn create(&mut self) -> Result<bool> {
         match &mut self.engine {
             Engine::Local(e) => e.create(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.create(),
         }
     }
 
@@ -249,6 +268,8 @@ impl PidFile {
     pub fn read(&self) -> Result<Option<u32>> {
         match &self.engine {
             Engine::Local(e) => e.read(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.read(),
         }
     }
 
@@ -268,6 +289,8 @@ impl PidFile {
     pub fn remove(&mut self) -> Result<()> {
         match &mut self.engine {
             Engine::Local(e) => e.remove(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.remove(),
         }
     }
 
@@ -299,6 +322,8 @@ impl PidFile {
     pub fn share_with_children(&mut self) -> Result<std::os::fd::RawFd> {
         match &mut self.engine {
             Engine::Local(e) => e.share_with_children(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.share_with_children(),
         }
     }
 
@@ -311,6 +336,8 @@ impl PidFile {
     pub fn is_owner(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.is_owner(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.is_owner(),
         }
     }
 
@@ -346,6 +373,8 @@ impl PidFile {
     pub fn status(&self) -> Result<PidStatus> {
         match &self.engine {
             Engine::Local(e) => e.status(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.status(),
         }
     }
 }
