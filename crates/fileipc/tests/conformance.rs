@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::{PATIENCE, Proc, say};
-use fileipc::{Error, Event, Mutex, PidFile, PidStatus, Semaphore, SharedData};
+use fileipc::{Error, Event, MessageQueue, Mutex, PidFile, PidStatus, Semaphore, SharedData};
 
 #[test]
 fn child_process_entry() {
@@ -25,6 +25,8 @@ fn child_process_entry() {
         "increments" => increments(&args),
         "set-event" => set_event(&args),
         "own-pidfile" => own_pidfile(&args),
+        "produce" => produce(&args),
+        "consume" => consume(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -101,6 +103,10 @@ conformance!(
     event_wakes_a_waiter_in_another_process,
     pidfile_admits_one_owner,
     pidfile_of_a_killed_owner_is_taken_over,
+    queue_delivers_in_order,
+    queue_waits_and_times_out,
+    queue_delivers_each_message_once_across_processes,
+    queue_destroyed_refuses_further_use,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -506,6 +512,122 @@ fn pidfile_of_a_killed_owner_is_taken_over(b: &Backend) {
     eprintln!("PID file of a killed owner taken over after {took:?} (bound {bound:?})");
     assert!(took <= bound, "took {took:?}, bound {bound:?}");
     assert_eq!(p.read().unwrap(), Some(std::process::id()));
+}
+
+fn queue_delivers_in_order(b: &Backend) {
+    let name = b.name("q");
+    let q = MessageQueue::open(&name).unwrap();
+    assert!(q.is_empty().unwrap());
+    assert!(q.try_recv().unwrap().is_none());
+    q.send("one").unwrap();
+    q.send(b"two\0\n\xff").unwrap();
+    assert_eq!(q.send_all(["3", "4", "5"]).unwrap(), 3);
+    assert_eq!(q.count().unwrap(), 5);
+    let other = MessageQueue::open(&name).unwrap();
+    assert_eq!(&*other.try_recv().unwrap().unwrap(), b"one");
+    assert_eq!(&*q.recv_timeout(PATIENCE).unwrap().unwrap(), b"two\0\n\xff");
+    let many = q.recv_many(10, PATIENCE).unwrap();
+    let got: Vec<&[u8]> = many.iter().map(|m| &**m).collect();
+    assert_eq!(got, [b"3", b"4", b"5"]);
+    assert_eq!(q.count().unwrap(), 0);
+    q.send("x").unwrap();
+    q.clear().unwrap();
+    assert!(q.is_empty().unwrap() && q.try_recv().unwrap().is_none());
+    let st = q.stats().unwrap();
+    assert_eq!(
+        (st.sent, st.received, st.count),
+        (6, 6, 0),
+        "cleared messages count as received"
+    );
+    let big = vec![7u8; fileipc::DEFAULT_MAX_MESSAGE_SIZE + 1];
+    assert!(matches!(q.send(&big), Err(Error::Invalid { .. })));
+}
+
+fn queue_waits_and_times_out(b: &Backend) {
+    let q = MessageQueue::open(b.name("q")).unwrap();
+    let t = Duration::from_millis(150);
+    let start = Instant::now();
+    assert!(q.recv_timeout(t).unwrap().is_none());
+    assert!(start.elapsed() >= t);
+    let mut p = Proc::spawn("produce", &[&b.name("q"), "1", "after-ready"]);
+    p.expect("ready");
+    assert_eq!(&*q.recv_timeout(PATIENCE).unwrap().unwrap(), b"0");
+    p.wait_success();
+}
+
+/// Child: sends `args[1]` messages numbered from 0 (says "ready" first if asked).
+fn produce(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    if args.get(2).is_some() {
+        say("ready");
+    }
+    for i in 0..args[1].parse::<u32>().unwrap() {
+        q.send(i.to_string()).unwrap();
+    }
+}
+
+/// Child: receives until it gets "stop", saying each message.
+fn consume(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let mut got = Vec::new();
+    loop {
+        let m = q
+            .recv_timeout(PATIENCE)
+            .unwrap()
+            .expect("a message within PATIENCE");
+        if &*m == b"stop" {
+            break;
+        }
+        got.push(m.into_string().unwrap());
+    }
+    say(got.join(","));
+}
+
+fn queue_delivers_each_message_once_across_processes(b: &Backend) {
+    let name = b.name("q");
+    let q = MessageQueue::open(&name).unwrap();
+    let mut consumers: Vec<Proc> = (0..3).map(|_| Proc::spawn("consume", &[&name])).collect();
+    let mut producers: Vec<Proc> = (0..2)
+        .map(|_| Proc::spawn("produce", &[&name, "300"]))
+        .collect();
+    for p in &mut producers {
+        p.wait_success();
+    }
+    for _ in &consumers {
+        q.send("stop").unwrap();
+    }
+    let mut all: Vec<u32> = Vec::new();
+    for c in &mut consumers {
+        let line = c.expect_line(PATIENCE);
+        all.extend(
+            line.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<u32>().unwrap()),
+        );
+        c.wait_success();
+    }
+    all.sort_unstable();
+    let want: Vec<u32> = (0..300).flat_map(|i| [i, i]).collect();
+    assert_eq!(all, want, "every message delivered exactly once");
+    assert_eq!(q.count().unwrap(), 0);
+}
+
+fn queue_destroyed_refuses_further_use(b: &Backend) {
+    let name = b.name("q");
+    let q = MessageQueue::open(&name).unwrap();
+    let other = MessageQueue::open(&name).unwrap();
+    q.send("x").unwrap();
+    q.destroy().unwrap();
+    assert!(
+        matches!(other.send("y"), Err(Error::Destroyed { .. })),
+        "{:?}",
+        other.send("y")
+    );
+    assert!(
+        matches!(other.try_recv(), Err(Error::Destroyed { .. })),
+        "{:?}",
+        other.try_recv()
+    );
 }
 
 // ---- Redis only: what differs by design ----
