@@ -66,13 +66,13 @@ impl RedisEvent {
     pub(super) fn clear(&self) -> Result<()> {
         let _: i64 = self
             .conn
-            .with(|c| redis::cmd("DEL").arg(self.url().key("flag")).query(c))?;
+            .read(|c| redis::cmd("DEL").arg(self.url().key("flag")).query(c))?;
         Ok(())
     }
 
     fn state(&self) -> Result<(bool, i64)> {
         static S: OnceLock<redis::Script> = OnceLock::new();
-        let (set, generation): (i64, i64) = self.conn.with(|c| {
+        let (set, generation): (i64, i64) = self.conn.read(|c| {
             remote::script(&S, &[STATE])
                 .key(self.url().key("flag"))
                 .key(self.url().key("meta"))

@@ -141,14 +141,15 @@ impl RedisMutex {
         };
         let was_lost = lease.is_lost();
         lease.end();
-        let released: i64 = self.conn.with(|c| {
+        let released: Result<i64> = self.conn.with(|c| {
             remote::script(&S, &[RELEASE])
                 .key(self.url().key("lock"))
                 .key(self.url().key("wake"))
                 .arg(lease.token())
                 .invoke(c)
-        })?;
-        if released != 1 || was_lost {
+        });
+        // A lost lease is the error to report, whatever the release found.
+        if was_lost || released? != 1 {
             return Err(Error::LeaseLost {
                 path: self.url().as_path(),
                 lease: self.url().lease(),
@@ -166,7 +167,7 @@ impl RedisMutex {
     pub(super) fn is_locked(&self) -> Result<bool> {
         let n: i64 = self
             .conn
-            .with(|c| redis::cmd("EXISTS").arg(self.url().key("lock")).query(c))?;
+            .read(|c| redis::cmd("EXISTS").arg(self.url().key("lock")).query(c))?;
         Ok(n == 1)
     }
 

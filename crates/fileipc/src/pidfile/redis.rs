@@ -74,7 +74,7 @@ impl RedisPidFile {
     pub(super) fn read(&self) -> Result<Option<u32>> {
         let v: Option<String> = self
             .conn
-            .with(|c| redis::cmd("GET").arg(self.url().key("pid")).query(c))?;
+            .read(|c| redis::cmd("GET").arg(self.url().key("pid")).query(c))?;
         Ok(v.and_then(|v| v.split(' ').next().and_then(|p| p.parse().ok())))
     }
 
@@ -111,7 +111,7 @@ impl RedisPidFile {
         };
         let v: Option<String> = self
             .conn
-            .with(|c| redis::cmd("GET").arg(self.url().key("pid")).query(c))?;
+            .read(|c| redis::cmd("GET").arg(self.url().key("pid")).query(c))?;
         Ok(v.as_deref() == Some(lease.token()))
     }
 

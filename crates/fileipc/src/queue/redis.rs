@@ -92,7 +92,7 @@ impl RedisQueue {
         static S: OnceLock<redis::Script> = OnceLock::new();
         let conn = Conn::open(url)?;
         remote::check_kind(&conn, "queue")?;
-        let _: i64 = conn.with(|c| {
+        let _: i64 = conn.read(|c| {
             remote::script(&S, &[CREATE])
                 .key(url.key("stream"))
                 .invoke(c)
@@ -278,7 +278,7 @@ impl RedisQueue {
 
     pub(super) fn count(&self) -> Result<u64> {
         self.conn
-            .with(|c| redis::cmd("XLEN").arg(self.url().key("stream")).query(c))
+            .read(|c| redis::cmd("XLEN").arg(self.url().key("stream")).query(c))
     }
 
     pub(super) fn is_empty(&self) -> Result<bool> {
@@ -314,7 +314,7 @@ impl RedisQueue {
     }
 
     pub(super) fn stats(&self) -> Result<QueueStats> {
-        let (count, sent, received): (u64, Option<u64>, Option<u64>) = self.conn.with(|c| {
+        let (count, sent, received): (u64, Option<u64>, Option<u64>) = self.conn.read(|c| {
             redis::pipe()
                 .cmd("XLEN")
                 .arg(self.url().key("stream"))

@@ -102,10 +102,18 @@ impl Lease {
     }
 
     /// Whether the lease is lost: the server took it back, or it has not been renewed
-    /// for the lease minus the margin.
+    /// for the lease minus the margin. Once lost, always lost: a renewal that succeeds
+    /// late does not make it valid again (the holder may have acted on the loss), and
+    /// the keeper stops renewing it.
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
-            || lock(&self.sent).elapsed() + self.margin() >= self.lease
+        if self.lost.load(Ordering::Acquire) {
+            return true;
+        }
+        if lock(&self.sent).elapsed() + self.margin() >= self.lease {
+            self.end();
+            return true;
+        }
+        false
     }
 
     /// Marks the lease as ended (released or lost): the keeper stops renewing it.
@@ -174,6 +182,9 @@ impl Keeper {
                 }
             };
             for l in due {
+                if l.is_lost() {
+                    continue;
+                }
                 let server = server_key(&l.url);
                 let sent = Instant::now();
                 if !cons.contains_key(&server) {

@@ -104,11 +104,40 @@ impl Conn {
         &self.path
     }
 
-    /// Runs `f` on the connection; drops the connection if `f` fails.
+    /// Runs `f`, a command that changes nothing (or whose repetition changes nothing
+    /// more), retrying it once on a fresh connection if the connection was dropped
+    /// (`CLIENT KILL`, a server restart, an idle timeout).
+    pub(crate) fn read<T>(
+        &self,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        match self.run(&mut f)? {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                self.run(f)?.map_err(|e| error(&self.url, e))
+            }
+            r => r.map_err(|e| error(&self.url, e)),
+        }
+    }
+
+    /// Runs `f` on the connection. A command is repeated on a fresh connection only if
+    /// it could not be sent (the server had closed the connection): one that may have
+    /// run is never run twice.
     pub(crate) fn with<T>(
         &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
+        match self.run(&mut f)? {
+            Err(e) if not_sent(&e) => self.run(f)?.map_err(|e| error(&self.url, e)),
+            r => r.map_err(|e| error(&self.url, e)),
+        }
+    }
+
+    /// Runs `f` on the connection, connecting first if there is none; drops the
+    /// connection if `f` fails. The outer error is a failure to connect.
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<redis::RedisResult<T>> {
         let mut slot = lock(&self.con);
         if slot.is_none() {
             *slot = Some(connect(&self.url)?);
@@ -118,8 +147,23 @@ impl Conn {
         if out.is_err() {
             *slot = None;
         }
-        out.map_err(|e| error(&self.url, e))
+        Ok(out)
     }
+}
+
+/// Whether `e` says the command was never sent: writing to a connection the server had
+/// already closed (`EPIPE`). Nothing else proves that a command did not run.
+fn not_sent(e: &redis::RedisError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let Some(source) = std::error::Error::source(e) else {
+        return false;
+    };
+    let io = source.downcast_ref::<std::io::Error>().or_else(|| {
+        source
+            .downcast_ref::<Shared>()
+            .and_then(|a| a.downcast_ref::<std::io::Error>())
+    });
+    io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Locks a std mutex, ignoring poisoning (the data behind each is valid at every
@@ -141,7 +185,7 @@ pub(crate) fn check_kind(conn: &Conn, kind: &str) -> Result<()> {
             ",
         )
     });
-    let (found, version): (String, i64) = conn.with(|c| {
+    let (found, version): (String, i64) = conn.read(|c| {
         script
             .key(conn.url().key("meta"))
             .arg(kind)

@@ -91,7 +91,7 @@ impl RedisSemaphore {
         static S: OnceLock<redis::Script> = OnceLock::new();
         let conn = Conn::open(url)?;
         remote::check_kind(&conn, "semaphore")?;
-        let _capacity: i64 = conn.with(|c| {
+        let _capacity: i64 = conn.read(|c| {
             remote::script(&S, &[CREATE])
                 .key(url.key("meta"))
                 .arg(initial)
@@ -235,7 +235,7 @@ impl RedisSemaphore {
 
     pub(super) fn value(&self) -> Result<u32> {
         static S: OnceLock<redis::Script> = OnceLock::new();
-        let free: i64 = self.conn.with(|c| {
+        let free: i64 = self.conn.read(|c| {
             remote::script(
                 &S,
                 &[
@@ -262,7 +262,7 @@ impl RedisSemaphore {
     /// while its lease runs.
     pub(super) fn holders(&self) -> Result<Vec<SemaphoreHolder>> {
         static S: OnceLock<redis::Script> = OnceLock::new();
-        let (members, now): (Vec<(String, f64)>, i64) = self.conn.with(|c| {
+        let (members, now): (Vec<(String, f64)>, i64) = self.conn.read(|c| {
             remote::script(
                 &S,
                 &[r"

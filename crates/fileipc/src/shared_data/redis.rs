@@ -116,7 +116,7 @@ impl RedisSharedData {
     // ---- reading ----
 
     fn get_raw(&self, key: &str) -> Result<Option<String>> {
-        self.conn.with(|c| {
+        self.conn.read(|c| {
             redis::cmd("HGET")
                 .arg(self.url().key("data"))
                 .arg(key)
@@ -138,7 +138,7 @@ impl RedisSharedData {
 
     pub(super) fn contains_key(&self, key: &str) -> Result<bool> {
         check_key(self.path(), key)?;
-        let n: i64 = self.conn.with(|c| {
+        let n: i64 = self.conn.read(|c| {
             redis::cmd("HEXISTS")
                 .arg(self.url().key("data"))
                 .arg(key)
@@ -150,20 +150,20 @@ impl RedisSharedData {
     pub(super) fn keys(&self) -> Result<Vec<String>> {
         let mut k: Vec<String> = self
             .conn
-            .with(|c| redis::cmd("HKEYS").arg(self.url().key("data")).query(c))?;
+            .read(|c| redis::cmd("HKEYS").arg(self.url().key("data")).query(c))?;
         k.sort();
         Ok(k)
     }
 
     pub(super) fn len(&self) -> Result<usize> {
         self.conn
-            .with(|c| redis::cmd("HLEN").arg(self.url().key("data")).query(c))
+            .read(|c| redis::cmd("HLEN").arg(self.url().key("data")).query(c))
     }
 
     pub(super) fn dump(&self) -> Result<Map<String, Value>> {
         let all: BTreeMap<String, String> = self
             .conn
-            .with(|c| redis::cmd("HGETALL").arg(self.url().key("data")).query(c))?;
+            .read(|c| redis::cmd("HGETALL").arg(self.url().key("data")).query(c))?;
         all.into_iter()
             .map(|(k, j)| {
                 let v = decode::<Value>(self.path(), &k, j.as_bytes())?;

@@ -21,25 +21,7 @@ impl RedisServer {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&sock)
-            .args([
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--daemonize", "no", "--loglevel", "warning"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn();
-        let child = match child {
+        let child = match spawn(dir.path()) {
             Ok(c) => c,
             Err(e) => {
                 skip(
@@ -52,6 +34,22 @@ impl RedisServer {
             }
         };
         let server = RedisServer { child, dir };
+        server.wait_ready();
+        Some(server)
+    }
+
+    /// Kills the server (losing every key: it persists nothing) and starts a new one on
+    /// the same socket.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.socket());
+        self.child = spawn(self.dir.path()).expect("restarting redis-server");
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let sock = self.socket();
         let start = Instant::now();
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             assert!(
@@ -60,7 +58,6 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
-        Some(server)
     }
 
     /// The server's socket.
@@ -101,6 +98,28 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `redis-server` with its socket and files in `dir`.
+fn spawn(dir: &std::path::Path) -> std::io::Result<Child> {
+    let sock = dir.join("redis.sock");
+    Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket"])
+        .arg(&sock)
+        .args([
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--daemonize", "no", "--loglevel", "warning"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
 }
 
 fn skip(test: &str, why: impl std::fmt::Display) {
