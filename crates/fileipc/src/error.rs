@@ -98,6 +98,28 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    /// The Redis server (or the connection to it) reported an error; `path` is the
+    /// primitive's URL, password redacted.
+    #[error("{}: redis: {source}", path.display())]
+    Redis {
+        /// The primitive's URL.
+        path: PathBuf,
+        /// The `redis` client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A holder's lease ran out before it released what it held (a lock, a permit, a
+    /// claim on Redis): someone else may have been granted it since. Raised by the
+    /// release that comes too late.
+    #[error("{}: the lease ({lease:?}) was lost before the release: another holder may have been granted it since", path.display())]
+    LeaseLost {
+        /// The primitive's URL.
+        path: PathBuf,
+        /// The lease that ran out.
+        lease: std::time::Duration,
+    },
+
     /// A batch operation failed after part of it took effect: the first `completed`
     /// items did, the others did not (see the operation, e.g.
     /// [`MessageQueue::send_all`](crate::MessageQueue::send_all)). Retrying the whole
@@ -126,6 +148,8 @@ impl Error {
             | Error::Destroyed { path }
             | Error::Value { path, .. }
             | Error::Sqlite { path, .. }
+            | Error::Redis { path, .. }
+            | Error::LeaseLost { path, .. }
             | Error::Partial { path, .. } => path,
         }
     }
@@ -149,7 +173,8 @@ impl Error {
                 io::ErrorKind::InvalidData
             }
             Error::Destroyed { .. } => io::ErrorKind::NotFound,
-            Error::Sqlite { .. } => io::ErrorKind::Other,
+            Error::Sqlite { .. } | Error::Redis { .. } => io::ErrorKind::Other,
+            Error::LeaseLost { .. } => io::ErrorKind::TimedOut,
             Error::Partial { source, .. } => source.kind(),
         }
     }

@@ -76,7 +76,10 @@
 
 mod error;
 mod inspect;
+mod location;
 mod owner;
+#[cfg(feature = "redis")]
+mod remote;
 mod robust;
 mod state;
 pub(crate) mod sys;
@@ -111,6 +114,7 @@ pub mod __fuzz {
 
 pub use error::{Error, Result};
 pub use inspect::{FileKind, Inspection, inspect};
+pub use location::{DEFAULT_LEASE, Location, RedisUrl};
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:

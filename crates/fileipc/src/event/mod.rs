@@ -14,6 +14,8 @@
 //! [`is_set`]: Event::is_set
 
 mod local;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::path::Path;
@@ -65,6 +67,9 @@ pub struct Event {
 enum Engine {
     /// The event is a file in the local file system.
     Local(LocalEvent),
+    /// A flag and a generation on a Redis server.
+    #[cfg(feature = "redis")]
+    Redis(Box<self::redis::RedisEvent>),
 }
 
 impl fmt::Debug for Event {
@@ -72,6 +77,8 @@ impl fmt::Debug for Event {
         // Each engine formats itself as `Event { .. }`.
         match &self.engine {
             Engine::Local(e) => fmt::Debug::fmt(e, f),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => fmt::Debug::fmt(e, f),
         }
     }
 }
@@ -123,7 +130,15 @@ impl EventOptions {
     ///
     /// As [`Event::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<Event> {
-        let engine = Engine::Local(LocalEvent::open(path.as_ref(), self.mode)?);
+        let engine = match crate::location::Location::parse(path.as_ref())? {
+            crate::location::Location::Path(p) => Engine::Local(LocalEvent::open(&p, self.mode)?),
+            crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
+                #[cfg(feature = "redis")]
+                return Ok(Engine::Redis(Box::new(self::redis::RedisEvent::open(u)?)));
+                #[cfg(not(feature = "redis"))]
+                unreachable!("{u:?}")
+            })?,
+        };
         Ok(Event { engine })
     }
 }
@@ -162,6 +177,8 @@ impl Event {
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.path(),
         }
     }
 
@@ -191,6 +208,8 @@ impl Event {
     pub fn set(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.set(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.set(),
         }
     }
 
@@ -219,6 +238,8 @@ impl Event {
     pub fn clear(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.clear(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.clear(),
         }
     }
 
@@ -232,6 +253,8 @@ impl Event {
     pub fn is_set(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.is_set(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.is_set(),
         }
     }
 
@@ -255,6 +278,8 @@ impl Event {
     pub fn try_wait(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.is_set(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.is_set(),
         }
     }
 
@@ -280,6 +305,8 @@ impl Event {
         let deadline = crate::deadline_after(timeout);
         match &self.engine {
             Engine::Local(e) => e.wait_until(deadline),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.wait_until(deadline),
         }
     }
 
@@ -306,6 +333,8 @@ impl Event {
     pub fn wait_deadline(&self, deadline: Instant) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.wait_until(Some(deadline)),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.wait_until(Some(deadline)),
         }
     }
 
@@ -317,6 +346,8 @@ impl Event {
     pub fn wait_forever(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.wait_until(None),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.wait_until(None),
         }
     }
 }

@@ -8,6 +8,8 @@
 mod handoff;
 mod local;
 mod options;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -86,6 +88,9 @@ pub struct Mutex {
 enum Engine {
     /// The lock file on the local file system.
     Local(LocalMutex),
+    /// A key on a Redis server, held under a lease.
+    #[cfg(feature = "redis")]
+    Redis(Box<self::redis::RedisMutex>),
 }
 
 impl Mutex {
@@ -138,6 +143,10 @@ impl Mutex {
             Engine::Local(e) => Ok(Mutex {
                 engine: Engine::Local(e.try_clone()?),
             }),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => Ok(Mutex {
+                engine: Engine::Redis(Box::new(e.try_clone()?)),
+            }),
         }
     }
 
@@ -145,6 +154,8 @@ impl Mutex {
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.path(),
         }
     }
 
@@ -261,6 +272,8 @@ impl Mutex {
     pub fn try_lock(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.try_lock(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.try_lock(),
         }
     }
 
@@ -286,6 +299,8 @@ impl Mutex {
     pub fn unlock(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.unlock(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.unlock(),
         }
     }
 
@@ -320,6 +335,8 @@ impl Mutex {
     pub fn share_with_children(&self) -> Result<std::os::fd::RawFd> {
         match &self.engine {
             Engine::Local(e) => e.share_with_children(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.share_with_children(),
         }
     }
 
@@ -352,6 +369,8 @@ impl Mutex {
     pub fn is_locked(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.is_locked(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.is_locked(),
         }
     }
 
@@ -376,6 +395,22 @@ impl Mutex {
     pub fn holder(&self) -> Result<Option<MutexHolder>> {
         match &self.engine {
             Engine::Local(e) => e.holder(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.holder(),
+        }
+    }
+
+    /// Whether the lock this handle holds was lost before it was released: on Redis,
+    /// its lease ran out (the holder stopped renewing it for longer than the lease, e.g.
+    /// a stopped process or a cut link), so someone else may hold it now. Always `false`
+    /// on the local engine, where a live holder never loses a lock, and when this handle
+    /// holds nothing. A lost lock's [`unlock`](Mutex::unlock) fails with
+    /// [`Error::LeaseLost`].
+    pub fn is_lost(&self) -> bool {
+        match &self.engine {
+            Engine::Local(_) => false,
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.is_lost(),
         }
     }
 
@@ -396,6 +431,8 @@ impl Mutex {
     pub fn waiting(&self) -> u32 {
         match &self.engine {
             Engine::Local(e) => e.waiting(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.waiting(),
         }
     }
 
@@ -514,6 +551,8 @@ impl Mutex {
     fn lock_until(&self, deadline: Option<Instant>) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.lock_until(deadline),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.lock_until(deadline),
         }
     }
 }
@@ -551,6 +590,12 @@ impl MutexGuard<'_> {
         let m = self.mutex;
         std::mem::forget(self);
         m.unlock()
+    }
+
+    /// Whether the lock was lost before this guard released it (see
+    /// [`Mutex::is_lost`]): check it before an action that needs exclusion.
+    pub fn is_lost(&self) -> bool {
+        self.mutex.is_lost()
     }
 
     /// The mutex this guard holds.

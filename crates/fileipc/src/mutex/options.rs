@@ -54,8 +54,15 @@ impl MutexOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Mutex> {
-        Ok(Mutex {
-            engine: Engine::Local(LocalMutex::open(path.as_ref(), self.mode)?),
-        })
+        let engine = match crate::location::Location::parse(path.as_ref())? {
+            crate::location::Location::Path(p) => Engine::Local(LocalMutex::open(&p, self.mode)?),
+            crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
+                #[cfg(feature = "redis")]
+                return Ok(Engine::Redis(Box::new(super::redis::RedisMutex::open(u)?)));
+                #[cfg(not(feature = "redis"))]
+                unreachable!("{u:?}")
+            })?,
+        };
+        Ok(Mutex { engine })
     }
 }

@@ -35,6 +35,8 @@
 
 mod local;
 mod parse;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::path::Path;
@@ -88,6 +90,9 @@ pub struct PidFile {
 enum Engine {
     /// The PID file is a locked file in the local file system.
     Local(LocalPidFile),
+    /// A leased entry on a Redis server.
+    #[cfg(feature = "redis")]
+    Redis(Box<self::redis::RedisPidFile>),
 }
 
 impl fmt::Debug for PidFile {
@@ -95,6 +100,8 @@ impl fmt::Debug for PidFile {
         // Each engine formats itself as `PidFile { .. }`.
         match &self.engine {
             Engine::Local(e) => fmt::Debug::fmt(e, f),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => fmt::Debug::fmt(e, f),
         }
     }
 }
@@ -147,7 +154,15 @@ impl PidFileOptions {
     ///
     /// As [`PidFile::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<PidFile> {
-        let engine = Engine::Local(LocalPidFile::open(path.as_ref(), self.mode)?);
+        let engine = match crate::location::Location::parse(path.as_ref())? {
+            crate::location::Location::Path(p) => Engine::Local(LocalPidFile::open(&p, self.mode)?),
+            crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
+                #[cfg(feature = "redis")]
+                return Ok(Engine::Redis(Box::new(self::redis::RedisPidFile::open(u)?)));
+                #[cfg(not(feature = "redis"))]
+                unreachable!("{u:?}")
+            })?,
+        };
         Ok(PidFile { engine })
     }
 }
@@ -229,6 +244,8 @@ impl PidFile {
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.path(),
         }
     }
 
@@ -255,6 +272,7 @@ impl PidFile {
     ///   permissions).
     pub fn create(&mut self) -> Result<bool> {
         match &mut self.engine {
+<<<<<<< HEAD
             Engine::Local(e) => e.create(false),
         }
     }
@@ -290,6 +308,11 @@ impl PidFile {
     pub fn create_force(&mut self) -> Result<bool> {
         match &mut self.engine {
             Engine::Local(e) => e.create(true),
+=======
+            Engine::Local(e) => e.create(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.create(),
+>>>>>>> s4-redis
         }
     }
 
@@ -309,6 +332,8 @@ impl PidFile {
     pub fn read(&self) -> Result<Option<u32>> {
         match &self.engine {
             Engine::Local(e) => e.read(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.read(),
         }
     }
 
@@ -328,6 +353,8 @@ impl PidFile {
     pub fn remove(&mut self) -> Result<()> {
         match &mut self.engine {
             Engine::Local(e) => e.remove(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.remove(),
         }
     }
 
@@ -359,6 +386,8 @@ impl PidFile {
     pub fn share_with_children(&mut self) -> Result<std::os::fd::RawFd> {
         match &mut self.engine {
             Engine::Local(e) => e.share_with_children(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.share_with_children(),
         }
     }
 
@@ -371,6 +400,8 @@ impl PidFile {
     pub fn is_owner(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.is_owner(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.is_owner(),
         }
     }
 
@@ -408,6 +439,8 @@ impl PidFile {
     pub fn status(&self) -> Result<PidStatus> {
         match &self.engine {
             Engine::Local(e) => e.status(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.status(),
         }
     }
 }

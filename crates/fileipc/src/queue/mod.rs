@@ -54,6 +54,8 @@ mod open;
 mod options;
 mod produce;
 pub(crate) mod record;
+#[cfg(feature = "redis")]
+mod redis;
 mod segment;
 
 use std::fmt;
@@ -96,9 +98,13 @@ pub struct MessageQueue {
 }
 
 /// The implementation behind a [`MessageQueue`].
+#[cfg_attr(feature = "redis", allow(clippy::large_enum_variant))]
 enum Engine {
     /// The queue in a local directory: a log of segment files and a mapped control file.
     Local(LocalQueue),
+    /// A stream with one consumer group on a Redis server.
+    #[cfg(feature = "redis")]
+    Redis(self::redis::RedisQueue),
 }
 
 impl fmt::Debug for MessageQueue {
@@ -109,6 +115,8 @@ impl fmt::Debug for MessageQueue {
                 .field("dir", &e.dir)
                 .field("segment_size", &e.seg_size)
                 .field("durable", &e.durable),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => d.field("url", &e.path()),
         };
         d.finish_non_exhaustive()
     }
@@ -160,6 +168,8 @@ impl MessageQueue {
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.path(),
         }
     }
 
@@ -187,6 +197,8 @@ impl MessageQueue {
     pub fn send(&self, message: impl AsRef<[u8]>) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.send(message.as_ref()),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.send(message.as_ref()),
         }
     }
 
@@ -222,6 +234,8 @@ impl MessageQueue {
     {
         match &self.engine {
             Engine::Local(e) => e.send_all(messages),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.send_all(messages),
         }
     }
 
@@ -268,6 +282,8 @@ impl MessageQueue {
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_timeout(timeout),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.recv_timeout(timeout),
         }
     }
 
@@ -291,6 +307,8 @@ impl MessageQueue {
     pub fn recv_deadline(&self, deadline: Instant) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_deadline(deadline),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.recv_deadline(deadline),
         }
     }
 
@@ -312,6 +330,8 @@ impl MessageQueue {
     pub fn recv_forever(&self) -> Result<Message> {
         match &self.engine {
             Engine::Local(e) => e.recv_forever(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.recv_forever(),
         }
     }
 
@@ -333,6 +353,8 @@ impl MessageQueue {
     pub fn try_recv(&self) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.try_recv(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.try_recv(),
         }
     }
 
@@ -358,6 +380,8 @@ impl MessageQueue {
     pub fn recv_many(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_many(max, timeout),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.recv_many(max, timeout),
         }
     }
 
@@ -381,6 +405,8 @@ impl MessageQueue {
     pub fn count(&self) -> Result<u64> {
         match &self.engine {
             Engine::Local(e) => e.count(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.count(),
         }
     }
 
@@ -401,6 +427,8 @@ impl MessageQueue {
     pub fn is_empty(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.is_empty(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.is_empty(),
         }
     }
 
@@ -424,6 +452,8 @@ impl MessageQueue {
     pub fn clear(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.clear(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.clear(),
         }
     }
 
@@ -451,6 +481,8 @@ impl MessageQueue {
     pub fn destroy(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.destroy(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.destroy(),
         }
     }
 
@@ -474,6 +506,8 @@ impl MessageQueue {
     pub fn stats(&self) -> Result<QueueStats> {
         match &self.engine {
             Engine::Local(e) => e.stats(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.stats(),
         }
     }
 }

@@ -101,8 +101,18 @@ impl QueueOptions {
     /// is not empty but holds no queue, or holds a queue of another format version;
     /// [`Error::Io`] if the file system refuses.
     pub fn open(&self, dir: impl AsRef<Path>) -> Result<MessageQueue> {
-        Ok(MessageQueue {
-            engine: Engine::Local(LocalQueue::open(dir.as_ref(), self)?),
-        })
+        let engine = match crate::location::Location::parse(dir.as_ref())? {
+            crate::location::Location::Path(p) => Engine::Local(LocalQueue::open(&p, self)?),
+            crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
+                #[cfg(feature = "redis")]
+                return Ok(Engine::Redis(super::redis::RedisQueue::open(
+                    u,
+                    self.max_message_size,
+                )?));
+                #[cfg(not(feature = "redis"))]
+                unreachable!("{u:?}")
+            })?,
+        };
+        Ok(MessageQueue { engine })
     }
 }

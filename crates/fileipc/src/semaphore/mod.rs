@@ -9,6 +9,8 @@
 
 mod local;
 mod options;
+#[cfg(feature = "redis")]
+mod redis;
 mod table;
 
 use std::path::Path;
@@ -70,6 +72,9 @@ pub struct Semaphore {
 enum Engine {
     /// The semaphore file on the local file system.
     Local(LocalSemaphore),
+    /// Counters and leased permits on a Redis server.
+    #[cfg(feature = "redis")]
+    Redis(Box<self::redis::RedisSemaphore>),
 }
 
 impl Semaphore {
@@ -122,6 +127,10 @@ impl Semaphore {
             Engine::Local(e) => Ok(Semaphore {
                 engine: Engine::Local(e.try_clone()?),
             }),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => Ok(Semaphore {
+                engine: Engine::Redis(Box::new(e.try_clone()?)),
+            }),
         }
     }
 
@@ -129,6 +138,8 @@ impl Semaphore {
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.path(),
         }
     }
 
@@ -244,6 +255,8 @@ impl Semaphore {
     pub fn try_acquire(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.try_acquire(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.try_acquire(),
         }
     }
 
@@ -269,6 +282,8 @@ impl Semaphore {
     pub fn release(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.release(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.release(),
         }
     }
 
@@ -302,6 +317,8 @@ impl Semaphore {
     pub fn share_with_children(&self) -> Result<std::os::fd::RawFd> {
         match &self.engine {
             Engine::Local(e) => e.share_with_children(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.share_with_children(),
         }
     }
 
@@ -333,6 +350,8 @@ impl Semaphore {
     pub fn detach(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.detach(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.detach(),
         }
     }
 
@@ -359,6 +378,8 @@ impl Semaphore {
     pub fn holders(&self) -> Result<Vec<SemaphoreHolder>> {
         match &self.engine {
             Engine::Local(e) => e.holders(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.holders(),
         }
     }
 
@@ -384,6 +405,8 @@ impl Semaphore {
     pub fn value(&self) -> Result<u32> {
         match &self.engine {
             Engine::Local(e) => e.value(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.value(),
         }
     }
 
@@ -407,6 +430,8 @@ impl Semaphore {
     pub fn held(&self) -> Result<u32> {
         match &self.engine {
             Engine::Local(e) => e.held(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.held(),
         }
     }
 
@@ -427,6 +452,8 @@ impl Semaphore {
     pub fn waiting(&self) -> u32 {
         match &self.engine {
             Engine::Local(e) => e.waiting(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.waiting(),
         }
     }
 
@@ -546,6 +573,8 @@ impl Semaphore {
     fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.acquire_until(deadline),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.acquire_until(deadline),
         }
     }
 }

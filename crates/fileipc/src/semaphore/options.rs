@@ -52,8 +52,19 @@ impl SemaphoreOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(&self, path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
-        Ok(Semaphore {
-            engine: Engine::Local(LocalSemaphore::open(path.as_ref(), self.mode, initial)?),
-        })
+        let engine = match crate::location::Location::parse(path.as_ref())? {
+            crate::location::Location::Path(p) => {
+                Engine::Local(LocalSemaphore::open(&p, self.mode, initial)?)
+            }
+            crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
+                #[cfg(feature = "redis")]
+                return Ok(Engine::Redis(Box::new(super::redis::RedisSemaphore::open(
+                    u, initial,
+                )?)));
+                #[cfg(not(feature = "redis"))]
+                unreachable!("{u:?} {initial}")
+            })?,
+        };
+        Ok(Semaphore { engine })
     }
 }

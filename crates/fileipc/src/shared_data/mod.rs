@@ -106,6 +106,8 @@ mod local;
 mod open;
 pub(crate) use open::{LOCK_SUFFIX, SQLITE_MAGIC};
 mod options;
+#[cfg(feature = "redis")]
+mod redis;
 mod registry;
 mod sql;
 mod transaction;
@@ -160,10 +162,15 @@ pub struct SharedData {
     engine: Engine,
 }
 
-/// The engine behind a [`SharedData`] handle.
+/// The engine behind a [`SharedData`] handle. One per handle, made once: the variants'
+/// sizes do not matter.
+#[cfg_attr(feature = "redis", allow(clippy::large_enum_variant))]
 enum Engine {
     /// SQLite files on this machine.
     Local(LocalSharedData),
+    /// A hash of JSON texts on a Redis server.
+    #[cfg(feature = "redis")]
+    Redis(self::redis::RedisSharedData),
 }
 
 impl fmt::Debug for SharedData {
@@ -225,6 +232,8 @@ impl SharedData {
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.path(),
         }
     }
 
@@ -257,6 +266,8 @@ impl SharedData {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match &self.engine {
             Engine::Local(e) => e.get(key),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.get(key),
         }
     }
 
@@ -280,6 +291,8 @@ impl SharedData {
     pub fn get_json(&self, key: &str) -> Result<Option<String>> {
         match &self.engine {
             Engine::Local(e) => e.get_json(key),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.get_json(key),
         }
     }
 
@@ -304,6 +317,8 @@ impl SharedData {
     pub fn contains_key(&self, key: &str) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.contains_key(key),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.contains_key(key),
         }
     }
 
@@ -328,6 +343,8 @@ impl SharedData {
     pub fn keys(&self) -> Result<Vec<String>> {
         match &self.engine {
             Engine::Local(e) => e.keys(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.keys(),
         }
     }
 
@@ -351,6 +368,8 @@ impl SharedData {
     pub fn len(&self) -> Result<usize> {
         match &self.engine {
             Engine::Local(e) => e.len(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.len(),
         }
     }
 
@@ -397,6 +416,8 @@ impl SharedData {
     pub fn dump(&self) -> Result<Map<String, Value>> {
         match &self.engine {
             Engine::Local(e) => e.dump(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.dump(),
         }
     }
 
@@ -428,6 +449,8 @@ impl SharedData {
     pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.set(key, value),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.set(key, value),
         }
     }
 
@@ -452,6 +475,8 @@ impl SharedData {
     pub fn delete(&self, key: &str) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.delete(key),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.delete(key),
         }
     }
 
@@ -476,6 +501,8 @@ impl SharedData {
     pub fn clear(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.clear(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.clear(),
         }
     }
 
@@ -516,6 +543,8 @@ impl SharedData {
     {
         match &self.engine {
             Engine::Local(e) => e.update(key, f),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.update(key, f),
         }
     }
 
@@ -552,6 +581,8 @@ impl SharedData {
     pub fn increment(&self, key: &str, by: i64) -> Result<i64> {
         match &self.engine {
             Engine::Local(e) => e.increment(key, by),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.increment(key, by),
         }
     }
 
@@ -585,6 +616,8 @@ impl SharedData {
     ) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.compare_and_swap(key, expected, new),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.compare_and_swap(key, expected, new),
         }
     }
 
@@ -621,6 +654,8 @@ impl SharedData {
     pub fn transaction<R>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<R>) -> Result<R> {
         match &self.engine {
             Engine::Local(e) => e.transaction(f),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.transaction(f),
         }
     }
 }

@@ -66,9 +66,15 @@ impl SharedDataOptions {
     ///
     /// As [`SharedData::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<SharedData> {
-        let local = LocalSharedData::open(path.as_ref(), self)?;
-        Ok(SharedData {
-            engine: Engine::Local(local),
-        })
+        let engine = match crate::location::Location::parse(path.as_ref())? {
+            crate::location::Location::Path(p) => Engine::Local(LocalSharedData::open(&p, self)?),
+            crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
+                #[cfg(feature = "redis")]
+                return Ok(Engine::Redis(super::redis::RedisSharedData::open(u)?));
+                #[cfg(not(feature = "redis"))]
+                unreachable!("{u:?}")
+            })?,
+        };
+        Ok(SharedData { engine })
     }
 }

@@ -291,7 +291,7 @@ fn has_null(v: &Value) -> bool {
     }
 }
 
-fn decode<T: DeserializeOwned>(path: &Path, key: &str, json: &[u8]) -> Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(path: &Path, key: &str, json: &[u8]) -> Result<T> {
     serde_json::from_slice(json).map_err(|e| Error::Value {
         path: path.to_owned(),
         key: key.to_owned(),

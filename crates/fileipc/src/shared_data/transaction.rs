@@ -45,6 +45,9 @@ pub struct Transaction<'a> {
 enum Engine<'a> {
     /// Inside a write transaction of the local engine's connection.
     Local(LocalTransaction<'a>),
+    /// Buffered writes under a Redis store's transaction lock.
+    #[cfg(feature = "redis")]
+    Redis(&'a super::redis::RedisTransaction<'a>),
 }
 
 impl<'a> Transaction<'a> {
@@ -54,12 +57,22 @@ impl<'a> Transaction<'a> {
             engine: Engine::Local(LocalTransaction { ops }),
         }
     }
+
+    /// The transaction of a Redis handle.
+    #[cfg(feature = "redis")]
+    pub(super) fn redis(tx: &'a super::redis::RedisTransaction<'a>) -> Transaction<'a> {
+        Transaction {
+            engine: Engine::Redis(tx),
+        }
+    }
 }
 
 impl fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let path = match &self.engine {
             Engine::Local(e) => e.ops.path,
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.path(),
         };
         f.debug_struct("Transaction")
             .field("path", &path)
@@ -76,6 +89,8 @@ impl Transaction<'_> {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match &self.engine {
             Engine::Local(e) => e.get(key),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.get(key),
         }
     }
 
@@ -87,6 +102,8 @@ impl Transaction<'_> {
     pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.set(key, value),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.set(key, value),
         }
     }
 
@@ -98,6 +115,8 @@ impl Transaction<'_> {
     pub fn delete(&self, key: &str) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.delete(key),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.delete(key),
         }
     }
 
@@ -109,6 +128,8 @@ impl Transaction<'_> {
     pub fn contains_key(&self, key: &str) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.contains_key(key),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.contains_key(key),
         }
     }
 
@@ -120,6 +141,8 @@ impl Transaction<'_> {
     pub fn keys(&self) -> Result<Vec<String>> {
         match &self.engine {
             Engine::Local(e) => e.keys(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.keys(),
         }
     }
 
@@ -131,6 +154,8 @@ impl Transaction<'_> {
     pub fn len(&self) -> Result<usize> {
         match &self.engine {
             Engine::Local(e) => e.len(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.len(),
         }
     }
 
@@ -151,6 +176,8 @@ impl Transaction<'_> {
     pub fn clear(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.clear(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.clear(),
         }
     }
 
@@ -166,6 +193,8 @@ impl Transaction<'_> {
     {
         match &self.engine {
             Engine::Local(e) => e.update(key, f),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.update(key, f),
         }
     }
 
@@ -177,6 +206,8 @@ impl Transaction<'_> {
     pub fn increment(&self, key: &str, by: i64) -> Result<i64> {
         match &self.engine {
             Engine::Local(e) => e.increment(key, by),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.increment(key, by),
         }
     }
 
@@ -193,6 +224,8 @@ impl Transaction<'_> {
     ) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.compare_and_swap(key, expected, new),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.compare_and_swap(key, expected, new),
         }
     }
 
@@ -204,6 +237,8 @@ impl Transaction<'_> {
     pub fn dump(&self) -> Result<Map<String, Value>> {
         match &self.engine {
             Engine::Local(e) => e.dump(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.dump(),
         }
     }
 }

@@ -58,6 +58,8 @@ pub(crate) use fs::{
 pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
 pub(crate) use map::{SharedMap, fork_epoch};
 pub(crate) use ofd::{byte_locked_by_other, lock_byte, try_lock_byte, unlock_byte};
+#[cfg(feature = "redis")]
+pub(crate) use process::random;
 pub(crate) use process::{ProcessId, boot_id, effective_uid, process_exists, thread_id};
 pub(crate) use time::{monotonic_micros, monotonic_millis, remaining};
 

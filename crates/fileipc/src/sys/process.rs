@@ -82,3 +82,17 @@ pub(crate) fn boot_id() -> Option<u64> {
         u64::from_str_radix(&hex, 16).ok().map(|v| v.max(1))
     })
 }
+
+/// Fills `buf` with random bytes from the kernel (`getrandom`), for tokens no other
+/// process can guess or repeat.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn random(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("getrandom failed: {e}"),
+        }
+    }
+}

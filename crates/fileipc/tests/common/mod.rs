@@ -22,6 +22,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod measure;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitStatus, Stdio};

@@ -1,0 +1,141 @@
+//! The Redis engine of [`PidFile`](super::PidFile): one key holding `PID TOKEN` under a
+//! lease renewed while the owner lives, so a dead owner's entry expires by itself.
+//!
+//! Keys (`{p}` = prefix + name): `{p}:pid` (`PID TOKEN`, leased), `{p}:meta` (hash:
+//! kind, version). "Running" means the lease runs: an owner on another machine counts.
+
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+use std::time::Instant;
+
+use super::PidStatus;
+use crate::error::{Error, Result};
+use crate::location::RedisUrl;
+use crate::remote::lease::Lease;
+use crate::remote::{self, Conn, lock};
+
+/// Deletes the entry if it is still `ARGV[1]`'s: 1, else 0.
+const REMOVE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// A PID file on a Redis server.
+#[derive(Debug)]
+pub(super) struct RedisPidFile {
+    conn: Conn,
+    /// The lease of the entry this handle created.
+    owned: StdMutex<Option<Arc<Lease>>>,
+}
+
+impl RedisPidFile {
+    pub(super) fn open(url: &RedisUrl) -> Result<RedisPidFile> {
+        let conn = Conn::open(url)?;
+        remote::check_kind(&conn, "pidfile")?;
+        Ok(RedisPidFile {
+            conn,
+            owned: StdMutex::new(None),
+        })
+    }
+
+    fn url(&self) -> &RedisUrl {
+        self.conn.url()
+    }
+
+    pub(super) fn path(&self) -> &std::path::Path {
+        self.conn.path()
+    }
+
+    pub(super) fn create(&self) -> Result<bool> {
+        let mut owned = lock(&self.owned);
+        if owned.as_ref().is_some_and(|l| !l.is_lost()) {
+            return Ok(true);
+        }
+        let value = format!("{} {}", std::process::id(), remote::token());
+        let sent = Instant::now();
+        let ok: Option<String> = self.conn.with(|c| {
+            redis::cmd("SET")
+                .arg(self.url().key("pid"))
+                .arg(&value)
+                .arg("NX")
+                .arg("PX")
+                .arg(self.url().lease().as_millis() as u64)
+                .query(c)
+        })?;
+        if ok.is_none() {
+            return Ok(false);
+        }
+        *owned = Some(Lease::start(self.url(), self.url().key("pid"), value, sent));
+        Ok(true)
+    }
+
+    pub(super) fn read(&self) -> Result<Option<u32>> {
+        let v: Option<String> = self
+            .conn
+            .read(|c| redis::cmd("GET").arg(self.url().key("pid")).query(c))?;
+        Ok(v.and_then(|v| v.split(' ').next().and_then(|p| p.parse().ok())))
+    }
+
+    pub(super) fn remove(&self) -> Result<()> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
+        let Some(lease) = lock(&self.owned).take() else {
+            return Err(Error::Invalid {
+                path: self.url().as_path(),
+                detail: "remove of a PID file this handle did not create".into(),
+            });
+        };
+        let lost = lease.is_lost();
+        lease.end();
+        let removed: i64 = self.conn.with(|c| {
+            remote::script(&S, &[REMOVE])
+                .key(self.url().key("pid"))
+                .arg(lease.token())
+                .invoke(c)
+        })?;
+        if removed == 1 && !lost {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost {
+                path: self.url().as_path(),
+                lease: self.url().lease(),
+            })
+        }
+    }
+
+    pub(super) fn is_owner(&self) -> Result<bool> {
+        let owned = lock(&self.owned);
+        let Some(lease) = owned.as_ref().filter(|l| !l.is_lost()) else {
+            return Ok(false);
+        };
+        let v: Option<String> = self
+            .conn
+            .read(|c| redis::cmd("GET").arg(self.url().key("pid")).query(c))?;
+        Ok(v.as_deref() == Some(lease.token()))
+    }
+
+    pub(super) fn status(&self) -> Result<PidStatus> {
+        Ok(match self.read()? {
+            None => PidStatus::Absent,
+            pid => PidStatus::Running { pid },
+        })
+    }
+
+    /// An entry on Redis is not a descriptor: a child cannot inherit it.
+    pub(super) fn share_with_children(&self) -> Result<std::os::fd::RawFd> {
+        Err(Error::Invalid {
+            path: self.url().as_path(),
+            detail: "a PID file on Redis cannot be handed to a child process as a descriptor"
+                .into(),
+        })
+    }
+}
+
+impl Drop for RedisPidFile {
+    fn drop(&mut self) {
+        if lock(&self.owned).is_some() {
+            let _ = self.remove();
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The Redis engine of [`MessageQueue`](super::MessageQueue): a Stream with one
+//! consumer group.
+//!
+//! Keys (`{p}` = prefix + name): `{p}:stream` (entries with one field `d`, the
+//! message), its consumer group `g`, `{p}:meta` (hash: kind, version, sent,
+//! received). `send` is one `XADD`; `recv` is one script that reads the next entry
+//! for the group, acknowledges and deletes it: a message is taken exactly once, and
+//! a receiver that dies before the script ran took nothing. A receiver that finds
+//! the queue empty waits with `XREAD BLOCK` from the group's last delivered id on its
+//! own connection (whose read timeout exceeds the block): waiting never consumes, so
+//! an abandoned wait loses nothing.
+
+use std::sync::{Mutex as StdMutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::message::{Message, QueueStats};
+use crate::error::{Error, Result};
+use crate::location::RedisUrl;
+use crate::remote::{self, Conn, lock};
+
+/// Creates the group if missing (with the stream).
+const CREATE: &str = r"
+local ok = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], 'g', '0', 'MKSTREAM')
+return 1
+";
+
+/// Appends message `ARGV[1]`: 1, or -1 if the queue was destroyed.
+const SEND: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'sent', 1)
+return 1
+";
+
+/// Takes up to `ARGV[1]` entries: `{1, {d1, d2, ...}}`, or `{0, last delivered id}`
+/// when there is none.
+const TAKE: &str = r"
+local r = redis.call('XREADGROUP', 'GROUP', 'g', 'c', 'COUNT', ARGV[1], 'STREAMS', KEYS[1], '>')
+if r and r[1] and #r[1][2] > 0 then
+  local out = {}
+  local ids = {}
+  for i, e in ipairs(r[1][2]) do
+    ids[i] = e[1]
+    local f = e[2]
+    local d = ''
+    if f then
+      for j = 1, #f, 2 do if f[j] == 'd' then d = f[j + 1] end end
+    end
+    out[i] = d
+  end
+  redis.call('XACK', KEYS[1], 'g', unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+  redis.call('HINCRBY', KEYS[2], 'received', #ids)
+  return {1, out}
+end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, last
+  for j = 1, #g, 2 do
+    if g[j] == 'name' then name = g[j + 1] end
+    if g[j] == 'last-delivered-id' then last = g[j + 1] end
+  end
+  if name == 'g' then return {0, last} end
+end
+return {0, '0-0'}
+";
+
+/// A queue on a Redis server.
+pub(super) struct RedisQueue {
+    conn: Conn,
+    /// The connection a receiver blocks on, made by the first wait.
+    waiter: StdMutex<Option<redis::Connection>>,
+    max_message_size: usize,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one take found.
+enum Taken {
+    Messages(Vec<Vec<u8>>),
+    /// None; new entries will have ids after this one.
+    Empty(String),
+}
+
+impl RedisQueue {
+    pub(super) fn open(url: &RedisUrl, max_message_size: usize) -> Result<RedisQueue> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
+        let conn = Conn::open(url)?;
+        remote::check_kind(&conn, "queue")?;
+        let _: i64 = conn.read(|c| {
+            remote::script(&S, &[CREATE])
+                .key(url.key("stream"))
+                .invoke(c)
+        })?;
+        Ok(RedisQueue {
+            conn,
+            waiter: StdMutex::new(None),
+            max_message_size,
+        })
+    }
+
+    fn url(&self) -> &RedisUrl {
+        self.conn.url()
+    }
+
+    pub(super) fn path(&self) -> &std::path::Path {
+        self.conn.path()
+    }
+
+    fn check_size(&self, m: &[u8]) -> Result<()> {
+        if m.len() > self.max_message_size {
+            return Err(Error::Invalid {
+                path: self.url().as_path(),
+                detail: format!(
+                    "message of {} bytes is over the limit of {} bytes",
+                    m.len(),
+                    self.max_message_size
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn send(&self, m: &[u8]) -> Result<()> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
+        self.check_size(m)?;
+        let r: i64 = self.conn.with(|c| {
+            remote::script(&S, &[SEND])
+                .key(self.url().key("stream"))
+                .key(self.url().key("meta"))
+                .arg(m)
+                .invoke(c)
+        })?;
+        if r == 1 {
+            Ok(())
+        } else {
+            Err(Error::Destroyed {
+                path: self.url().as_path(),
+            })
+        }
+    }
+
+    pub(super) fn send_all<I>(&self, messages: I) -> Result<usize>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let mut n = 0;
+        for m in messages {
+            if let Err(e) = self.send(m.as_ref()) {
+                return Err(Error::Partial {
+                    path: self.url().as_path(),
+                    completed: n,
+                    source: Box::new(e),
+                });
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn take(&self, max: usize) -> Result<Taken> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
+        let r: Result<(i64, redis::Value)> = self.conn.with(|c| {
+            remote::script(&S, &[TAKE])
+                .key(self.url().key("stream"))
+                .key(self.url().key("meta"))
+                .arg(max.max(1))
+                .invoke(c)
+        });
+        let (ok, payload) = match r {
+            Err(e) if e.to_string().contains("NOGROUP") => {
+                return Err(Error::Destroyed {
+                    path: self.url().as_path(),
+                });
+            }
+            r => r?,
+        };
+        let parse = |e: redis::ParsingError| remote::error(self.url(), e.into());
+        if ok == 1 {
+            Ok(Taken::Messages(
+                redis::from_redis_value(payload).map_err(parse)?,
+            ))
+        } else {
+            Ok(Taken::Empty(
+                redis::from_redis_value(payload).map_err(parse)?,
+            ))
+        }
+    }
+
+    /// Blocks until an entry after `last` exists, or `limit` passed. Consumes nothing.
+    fn wait_after(&self, last: &str, limit: Duration) -> Result<()> {
+        let block = limit.as_millis().clamp(1, 60_000) as u64;
+        let mut slot = lock(&self.waiter);
+        if slot.is_none() {
+            *slot = Some(remote::connect(self.url())?);
+        }
+        let c = slot.as_mut().expect("connected above");
+        let r: redis::RedisResult<redis::Value> = c
+            .set_read_timeout(Some(Duration::from_millis(block) + remote::COMMAND_TIMEOUT))
+            .and_then(|()| {
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(block)
+                    .arg("STREAMS")
+                    .arg(self.url().key("stream"))
+                    .arg(last)
+                    .query(c)
+            });
+        if let Err(e) = r {
+            *slot = None;
+            return Err(remote::error(self.url(), e));
+        }
+        Ok(())
+    }
+
+    pub(super) fn recv_deadline(&self, deadline: Instant) -> Result<Option<Message>> {
+        self.recv_until(Some(deadline))
+    }
+
+    pub(super) fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
+        self.recv_until(crate::deadline_after(timeout))
+    }
+
+    pub(super) fn recv_forever(&self) -> Result<Message> {
+        Ok(self.recv_until(None)?.expect("no deadline"))
+    }
+
+    pub(super) fn try_recv(&self) -> Result<Option<Message>> {
+        match self.take(1)? {
+            Taken::Messages(mut m) => Ok(m.pop().map(|data| Message { data })),
+            Taken::Empty(_) => Ok(None),
+        }
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
+        loop {
+            let last = match self.take(1)? {
+                Taken::Messages(mut m) => return Ok(m.pop().map(|data| Message { data })),
+                Taken::Empty(last) => last,
+            };
+            let limit = match deadline {
+                None => Duration::from_secs(60),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(None);
+                    }
+                    d - now
+                }
+            };
+            self.wait_after(&last, limit)?;
+        }
+    }
+
+    pub(super) fn recv_many(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(first) = self.recv_timeout(timeout)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![first];
+        if max > 1
+            && let Taken::Messages(more) = self.take(max - 1)?
+        {
+            out.extend(more.into_iter().map(|data| Message { data }));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn count(&self) -> Result<u64> {
+        self.conn
+            .read(|c| redis::cmd("XLEN").arg(self.url().key("stream")).query(c))
+    }
+
+    pub(super) fn is_empty(&self) -> Result<bool> {
+        Ok(self.count()? == 0)
+    }
+
+    /// Removes every message; they count as received, as on the local engine.
+    pub(super) fn clear(&self) -> Result<()> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
+        self.conn.with(|c| {
+            remote::script(
+                &S,
+                &[r"
+                local n = redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+                redis.call('HINCRBY', KEYS[2], 'received', n)
+                return n
+                "],
+            )
+            .key(self.url().key("stream"))
+            .key(self.url().key("meta"))
+            .invoke::<i64>(c)
+            .map(drop)
+        })
+    }
+
+    pub(super) fn destroy(&self) -> Result<()> {
+        self.conn.with(|c| {
+            redis::cmd("DEL")
+                .arg(self.url().key("stream"))
+                .arg(self.url().key("meta"))
+                .query::<()>(c)
+        })
+    }
+
+    pub(super) fn stats(&self) -> Result<QueueStats> {
+        let (count, sent, received): (u64, Option<u64>, Option<u64>) = self.conn.read(|c| {
+            redis::pipe()
+                .cmd("XLEN")
+                .arg(self.url().key("stream"))
+                .cmd("HGET")
+                .arg(self.url().key("meta"))
+                .arg("sent")
+                .cmd("HGET")
+                .arg(self.url().key("meta"))
+                .arg("received")
+                .query(c)
+        })?;
+        let (sent, received) = (sent.unwrap_or(0), received.unwrap_or(0));
+        Ok(QueueStats {
+            count,
+            head: received,
+            tail: sent,
+            sent,
+            received,
+            segment_size: 0,
+            segments: 0,
+            bytes_on_disk: 0,
+            waiting_consumers: 0,
+        })
+    }
+}

@@ -1,0 +1,708 @@
+//! One conformance suite, written once over a backend factory and run for every engine:
+//! `local` (a path) and `redis` (a URL on a private `redis-server`). Assertions that
+//! differ by design (how soon a dead holder's lock comes back) ask the backend.
+//!
+//! The Redis half needs `redis-server` and the `redis` feature; without them each test
+//! says so loudly and skips, and fails where `FILEIPC_REQUIRE_REDIS_TESTS` is set.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{PATIENCE, Proc, say};
+use fileipc::{Error, Event, MessageQueue, Mutex, PidFile, PidStatus, Semaphore, SharedData};
+
+#[test]
+fn child_process_entry() {
+    common::child_main(|role, args| match role {
+        "hold" => hold(&args),
+        "hold-until-lost" => hold_until_lost(&args),
+        "count" => count(&args),
+        "hold-permits" => hold_permits(&args),
+        "permit-cycles" => permit_cycles(&args),
+        "increments" => increments(&args),
+        "set-event" => set_event(&args),
+        "own-pidfile" => own_pidfile(&args),
+        "produce" => produce(&args),
+        "consume" => consume(&args),
+        other => panic!("unknown role {other}"),
+    });
+}
+
+/// Where a test's primitives live.
+enum Backend {
+    Local(tempfile::TempDir),
+    Redis(RedisServer),
+}
+
+/// The lease the Redis backend runs its tests with: short, so a dead holder's lock
+/// comes back quickly.
+const LEASE: Duration = Duration::from_secs(1);
+
+impl Backend {
+    /// The name of primitive `n`: a path, or a URL.
+    fn name(&self, n: &str) -> String {
+        match self {
+            Backend::Local(d) => d.path().join(n).display().to_string(),
+            Backend::Redis(s) => s.url(n, &format!("lease={}ms", LEASE.as_millis())),
+        }
+    }
+
+    /// The longest a lock held by a killed process stays taken: at once on the local
+    /// engine (the kernel releases it), the lease on Redis.
+    fn dead_holder_release(&self) -> Duration {
+        match self {
+            Backend::Local(_) => Duration::ZERO,
+            Backend::Redis(_) => LEASE,
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(&super::Backend::Local(common_tempdir()));
+                }
+            )*
+            fn common_tempdir() -> tempfile::TempDir {
+                super::common::tempdir()
+            }
+        }
+        mod redis {
+            $(
+                #[test]
+                fn $test() {
+                    if let Some(s) = super::RedisServer::start(concat!("redis::", stringify!($test))) {
+                        super::$test(&super::Backend::Redis(s));
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    mutex_excludes_other_handles,
+    mutex_times_out_while_held,
+    mutex_unlock_without_holding_is_an_error,
+    mutex_of_a_killed_holder_comes_back,
+    mutex_excludes_processes,
+    semaphore_counts_permits,
+    semaphore_release_without_a_permit_signals,
+    semaphore_permits_of_a_killed_holder_come_back,
+    semaphore_admits_at_most_its_capacity,
+    shared_data_reads_what_was_written,
+    shared_data_increments_are_exact_across_processes,
+    shared_data_transaction_is_all_or_nothing,
+    event_set_clear_and_wait,
+    event_wakes_a_waiter_in_another_process,
+    pidfile_admits_one_owner,
+    pidfile_of_a_killed_owner_is_taken_over,
+    queue_delivers_in_order,
+    queue_waits_and_times_out,
+    queue_delivers_each_message_once_across_processes,
+    queue_destroyed_refuses_further_use,
+);
+
+fn mutex_excludes_other_handles(b: &Backend) {
+    let name = b.name("m");
+    let a = Mutex::open(&name).unwrap();
+    let c = Mutex::open(&name).unwrap();
+    assert!(!a.is_locked().unwrap());
+    assert!(a.try_lock().unwrap());
+    assert!(a.is_locked().unwrap() && c.is_locked().unwrap());
+    assert!(!c.try_lock().unwrap());
+    assert!(!a.is_lost());
+    a.unlock().unwrap();
+    assert!(c.try_lock().unwrap());
+    assert!(!a.try_lock().unwrap());
+    let g = c.try_clone().unwrap();
+    assert!(!g.try_lock().unwrap());
+    c.unlock().unwrap();
+    let guard = g.guard_forever().unwrap();
+    assert!(!guard.is_lost());
+    assert!(!a.try_lock().unwrap());
+    drop(guard);
+    assert!(a.try_lock().unwrap());
+}
+
+fn mutex_times_out_while_held(b: &Backend) {
+    let name = b.name("m");
+    let a = Mutex::open(&name).unwrap();
+    let c = Mutex::open(&name).unwrap();
+    assert!(a.try_lock().unwrap());
+    let t = Duration::from_millis(200);
+    let start = Instant::now();
+    assert!(!c.lock_timeout(t).unwrap());
+    let took = start.elapsed();
+    assert!(
+        took >= t,
+        "gave up after {took:?}, before the {t:?} timeout"
+    );
+    assert!(c.guard_timeout(Duration::ZERO).unwrap().is_none());
+}
+
+fn mutex_unlock_without_holding_is_an_error(b: &Backend) {
+    let name = b.name("m");
+    let a = Mutex::open(&name).unwrap();
+    let e = a.unlock().unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
+    assert!(e.to_string().contains('m'), "{e}");
+}
+
+/// Child: takes the lock, says "locked", and waits to be killed.
+fn hold(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    assert!(m.lock_timeout(PATIENCE).unwrap());
+    say("locked");
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn mutex_of_a_killed_holder_comes_back(b: &Backend) {
+    let name = b.name("m");
+    let mut holder = Proc::spawn("hold", &[&name]);
+    holder.expect("locked");
+    let m = Mutex::open(&name).unwrap();
+    assert!(!m.try_lock().unwrap());
+    holder.kill_and_reap();
+    let start = Instant::now();
+    assert!(m.lock_timeout(PATIENCE).unwrap());
+    let took = start.elapsed();
+    // Generous slack for a loaded machine; the figure is printed for the record.
+    let bound = b.dead_holder_release() + Duration::from_millis(1500);
+    eprintln!("lock of a killed holder back after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+}
+
+/// Child: `n` cycles of lock, read-increment-write of a counter file, unlock.
+fn count(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    let file = Path::new(&args[1]);
+    let n: u32 = args[2].parse().unwrap();
+    for _ in 0..n {
+        let g = m
+            .guard_timeout(PATIENCE)
+            .unwrap()
+            .expect("lock within PATIENCE");
+        let v: u64 = std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::write(file, format!("{}\n", v + 1)).unwrap();
+        assert!(!g.is_lost());
+        g.unlock().unwrap();
+    }
+}
+
+fn mutex_excludes_processes(b: &Backend) {
+    let name = b.name("m");
+    let dir = common::tempdir();
+    let file = dir.path().join("counter");
+    std::fs::write(&file, "0\n").unwrap();
+    let f = file.display().to_string();
+    let (procs, cycles) = (4, 150);
+    let mut kids: Vec<Proc> = (0..procs)
+        .map(|_| Proc::spawn("count", &[&name, &f, &cycles.to_string()]))
+        .collect();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    let v: u64 = std::fs::read_to_string(&file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(v, procs * cycles, "lost updates: mutual exclusion broken");
+}
+
+fn semaphore_counts_permits(b: &Backend) {
+    let name = b.name("s");
+    let s = Semaphore::open(&name, 3).unwrap();
+    let other = Semaphore::open(&name, 10).unwrap();
+    assert_eq!(
+        other.value().unwrap(),
+        3,
+        "an existing semaphore keeps its state"
+    );
+    assert!(s.acquire_timeout(PATIENCE).unwrap());
+    assert!(s.try_acquire().unwrap());
+    let p = other.try_permit().unwrap().expect("third permit");
+    assert_eq!((s.value().unwrap(), s.held().unwrap()), (0, 3));
+    assert!(!s.try_acquire().unwrap());
+    let t = Duration::from_millis(100);
+    let start = Instant::now();
+    assert!(!s.acquire_timeout(t).unwrap());
+    assert!(start.elapsed() >= t);
+    drop(p);
+    assert_eq!(s.value().unwrap(), 1);
+    s.release().unwrap();
+    s.release().unwrap();
+    assert_eq!((s.value().unwrap(), s.held().unwrap()), (3, 0));
+    assert!(s.try_acquire().unwrap());
+    assert!(s.detach().unwrap());
+    assert_eq!((s.value().unwrap(), s.held().unwrap()), (2, 0));
+    assert!(!s.detach().unwrap());
+    s.release().unwrap();
+    assert_eq!(s.value().unwrap(), 3);
+}
+
+fn semaphore_release_without_a_permit_signals(b: &Backend) {
+    let s = Semaphore::open(b.name("s"), 0).unwrap();
+    assert!(!s.try_acquire().unwrap());
+    s.release().unwrap();
+    assert_eq!(s.value().unwrap(), 1);
+    assert!(s.try_acquire().unwrap());
+}
+
+/// Child: takes `args[1]` permits, says "held", waits to be killed.
+fn hold_permits(args: &[String]) {
+    let s = Semaphore::open(&args[0], 0).unwrap();
+    for _ in 0..args[1].parse::<u32>().unwrap() {
+        assert!(s.acquire_timeout(PATIENCE).unwrap());
+    }
+    say("held");
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn semaphore_permits_of_a_killed_holder_come_back(b: &Backend) {
+    let name = b.name("s");
+    let s = Semaphore::open(&name, 2).unwrap();
+    let mut holder = Proc::spawn("hold-permits", &[&name, "2"]);
+    holder.expect("held");
+    assert_eq!(s.value().unwrap(), 0);
+    holder.kill_and_reap();
+    let start = Instant::now();
+    assert!(s.acquire_timeout(PATIENCE).unwrap());
+    assert!(s.acquire_timeout(PATIENCE).unwrap());
+    let took = start.elapsed();
+    let bound = b.dead_holder_release() + Duration::from_millis(1500);
+    eprintln!("permits of a killed holder back after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    assert_eq!((s.value().unwrap(), s.held().unwrap()), (0, 2));
+}
+
+/// Child: `args[2]` cycles of acquire, append `+` to the log, append `-`, release.
+fn permit_cycles(args: &[String]) {
+    use std::io::Write;
+    let s = Semaphore::open(&args[0], 0).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&args[1])
+        .unwrap();
+    for _ in 0..args[2].parse::<u32>().unwrap() {
+        let p = s
+            .permit_timeout(PATIENCE)
+            .unwrap()
+            .expect("a permit within PATIENCE");
+        log.write_all(b"+").unwrap();
+        log.write_all(b"-").unwrap();
+        p.release().unwrap();
+    }
+}
+
+fn semaphore_admits_at_most_its_capacity(b: &Backend) {
+    let name = b.name("s");
+    let _s = Semaphore::open(&name, 2).unwrap();
+    let dir = common::tempdir();
+    let log = dir.path().join("log");
+    std::fs::write(&log, "").unwrap();
+    let l = log.display().to_string();
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("permit-cycles", &[&name, &l, "100"]))
+        .collect();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    // Each `+` is written after an acquire returned and each `-` before its release,
+    // so at any point of the log the open `+` are at most the permits held.
+    let (mut inside, mut most) = (0i32, 0i32);
+    for c in std::fs::read(&log).unwrap() {
+        inside += if c == b'+' { 1 } else { -1 };
+        most = most.max(inside);
+    }
+    assert_eq!(inside, 0);
+    assert!(most <= 2, "{most} holders at once with 2 permits");
+    assert_eq!(Semaphore::open(&name, 0).unwrap().value().unwrap(), 2);
+}
+
+fn shared_data_reads_what_was_written(b: &Backend) {
+    let name = b.name("kv");
+    let d = SharedData::open(&name).unwrap();
+    assert!(d.is_empty().unwrap());
+    d.set("n", &41).unwrap();
+    d.set("s", "text").unwrap();
+    d.set("f", &0.9856906946328695f64).unwrap();
+    assert_eq!(d.get::<i64>("n").unwrap(), Some(41));
+    assert_eq!(d.get::<f64>("f").unwrap(), Some(0.9856906946328695));
+    assert_eq!(d.get_json("s").unwrap().as_deref(), Some("\"text\""));
+    assert!(matches!(d.get::<i64>("s"), Err(Error::Value { .. })));
+    assert_eq!(d.keys().unwrap(), ["f", "n", "s"]);
+    assert_eq!((d.len().unwrap(), d.contains_key("n").unwrap()), (3, true));
+    assert_eq!(d.increment("n", 1).unwrap(), 42);
+    assert_eq!(d.increment("big", i64::MAX - 1).unwrap(), i64::MAX - 1);
+    assert_eq!(
+        d.increment("big", 1).unwrap(),
+        i64::MAX,
+        "exact for every i64"
+    );
+    assert!(matches!(d.increment("big", 1), Err(Error::Value { .. })));
+    assert!(d.compare_and_swap("n", Some(&42), &43).unwrap());
+    assert!(!d.compare_and_swap("n", Some(&42), &44).unwrap());
+    assert!(d.compare_and_swap("new", None::<&i32>, &1).unwrap());
+    assert_eq!(
+        d.update("n", |v: Option<i64>| v.map(|x| x * 2)).unwrap(),
+        Some(86)
+    );
+    assert_eq!(d.update("n", |_: Option<i64>| None).unwrap(), None);
+    assert!(!d.contains_key("n").unwrap());
+    assert!(d.delete("s").unwrap());
+    assert!(!d.delete("s").unwrap());
+    assert!(d.set("nan", &f64::NAN).is_err());
+    assert!(d.get::<i64>("").is_err());
+    let other = SharedData::open(&name).unwrap();
+    assert_eq!(other.dump().unwrap().len(), d.len().unwrap());
+    d.clear().unwrap();
+    assert!(other.is_empty().unwrap());
+}
+
+/// Child: `args[1]` increments of key "c".
+fn increments(args: &[String]) {
+    let d = SharedData::open(&args[0]).unwrap();
+    for _ in 0..args[1].parse::<u32>().unwrap() {
+        d.increment("c", 1).unwrap();
+    }
+    d.transaction(|tx| tx.increment("t", 1)).unwrap();
+}
+
+fn shared_data_increments_are_exact_across_processes(b: &Backend) {
+    let name = b.name("kv");
+    let d = SharedData::open(&name).unwrap();
+    let mut kids: Vec<Proc> = (0..4)
+        .map(|_| Proc::spawn("increments", &[&name, "200"]))
+        .collect();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    assert_eq!(d.get::<i64>("c").unwrap(), Some(800));
+    assert_eq!(d.get::<i64>("t").unwrap(), Some(4));
+}
+
+fn shared_data_transaction_is_all_or_nothing(b: &Backend) {
+    let d = SharedData::open(b.name("kv")).unwrap();
+    d.set("a", &1).unwrap();
+    let n = d
+        .transaction(|tx| {
+            tx.set("b", &2)?;
+            assert_eq!(
+                tx.get::<i64>("b")?,
+                Some(2),
+                "reads see the transaction's writes"
+            );
+            assert!(tx.delete("a")?);
+            assert_eq!(tx.keys()?, ["b"]);
+            tx.len()
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(d.keys().unwrap(), ["b"]);
+    let r: fileipc::Result<()> = d.transaction(|tx| {
+        tx.set("c", &3)?;
+        tx.clear()?;
+        Err(Error::Invalid {
+            path: "x".into(),
+            detail: "abandoned".into(),
+        })
+    });
+    assert!(r.is_err());
+    assert_eq!(
+        d.keys().unwrap(),
+        ["b"],
+        "an abandoned transaction writes nothing"
+    );
+    d.transaction(|tx| {
+        tx.clear()?;
+        tx.set("z", &26)
+    })
+    .unwrap();
+    assert_eq!(d.keys().unwrap(), ["z"]);
+}
+
+fn event_set_clear_and_wait(b: &Backend) {
+    let e = Event::open(b.name("ev")).unwrap();
+    assert!(!e.is_set().unwrap());
+    let t = Duration::from_millis(100);
+    let start = Instant::now();
+    assert!(!e.wait_timeout(t).unwrap());
+    assert!(start.elapsed() >= t);
+    e.set().unwrap();
+    assert!(e.is_set().unwrap() && e.try_wait().unwrap());
+    assert!(e.wait_timeout(Duration::ZERO).unwrap());
+    e.clear().unwrap();
+    assert!(!e.is_set().unwrap());
+    e.clear().unwrap();
+}
+
+/// Child: opens the event, says "ready", sets it.
+fn set_event(args: &[String]) {
+    let e = Event::open(&args[0]).unwrap();
+    say("ready");
+    e.set().unwrap();
+}
+
+fn event_wakes_a_waiter_in_another_process(b: &Backend) {
+    let name = b.name("ev");
+    let e = Event::open(&name).unwrap();
+    let mut setter = Proc::spawn("set-event", &[&name]);
+    setter.expect("ready");
+    assert!(e.wait_timeout(PATIENCE).unwrap());
+    setter.wait_success();
+}
+
+fn pidfile_admits_one_owner(b: &Backend) {
+    let name = b.name("app.pid");
+    let mut a = PidFile::open(&name).unwrap();
+    let mut c = PidFile::open(&name).unwrap();
+    assert_eq!(a.status().unwrap(), PidStatus::Absent);
+    assert_eq!(a.read().unwrap(), None);
+    assert!(a.create().unwrap());
+    assert!(a.is_owner().unwrap());
+    assert!(!c.create().unwrap());
+    assert!(!c.is_owner().unwrap());
+    assert_eq!(c.read().unwrap(), Some(std::process::id()));
+    assert!(c.status().unwrap().is_running());
+    assert!(
+        c.remove().is_err(),
+        "a handle that does not own it cannot remove it"
+    );
+    a.remove().unwrap();
+    assert_eq!(c.read().unwrap(), None);
+    assert!(c.create().unwrap());
+    drop(c);
+    assert_eq!(a.read().unwrap(), None, "dropping the owner removes it");
+}
+
+/// Child: creates the PID file, says "owner", waits to be killed.
+fn own_pidfile(args: &[String]) {
+    let mut p = PidFile::open(&args[0]).unwrap();
+    assert!(p.create().unwrap());
+    say("owner");
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn pidfile_of_a_killed_owner_is_taken_over(b: &Backend) {
+    let name = b.name("app.pid");
+    let mut owner = Proc::spawn("own-pidfile", &[&name]);
+    owner.expect("owner");
+    let mut p = PidFile::open(&name).unwrap();
+    assert!(!p.create().unwrap());
+    assert_eq!(p.read().unwrap(), Some(owner.pid));
+    owner.kill_and_reap();
+    let start = Instant::now();
+    common::eventually(PATIENCE, "the dead owner's PID file is taken over", || {
+        p.create().unwrap()
+    });
+    let took = start.elapsed();
+    let bound = b.dead_holder_release() + Duration::from_millis(1500);
+    eprintln!("PID file of a killed owner taken over after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    assert_eq!(p.read().unwrap(), Some(std::process::id()));
+}
+
+fn queue_delivers_in_order(b: &Backend) {
+    let name = b.name("q");
+    let q = MessageQueue::open(&name).unwrap();
+    assert!(q.is_empty().unwrap());
+    assert!(q.try_recv().unwrap().is_none());
+    q.send("one").unwrap();
+    q.send(b"two\0\n\xff").unwrap();
+    assert_eq!(q.send_all(["3", "4", "5"]).unwrap(), 3);
+    assert_eq!(q.count().unwrap(), 5);
+    let other = MessageQueue::open(&name).unwrap();
+    assert_eq!(&*other.try_recv().unwrap().unwrap(), b"one");
+    assert_eq!(&*q.recv_timeout(PATIENCE).unwrap().unwrap(), b"two\0\n\xff");
+    let many = q.recv_many(10, PATIENCE).unwrap();
+    let got: Vec<&[u8]> = many.iter().map(|m| &**m).collect();
+    assert_eq!(got, [b"3", b"4", b"5"]);
+    assert_eq!(q.count().unwrap(), 0);
+    q.send("x").unwrap();
+    q.clear().unwrap();
+    assert!(q.is_empty().unwrap() && q.try_recv().unwrap().is_none());
+    let st = q.stats().unwrap();
+    assert_eq!(
+        (st.sent, st.received, st.count),
+        (6, 6, 0),
+        "cleared messages count as received"
+    );
+    let big = vec![7u8; fileipc::DEFAULT_MAX_MESSAGE_SIZE + 1];
+    assert!(matches!(q.send(&big), Err(Error::Invalid { .. })));
+}
+
+fn queue_waits_and_times_out(b: &Backend) {
+    let q = MessageQueue::open(b.name("q")).unwrap();
+    let t = Duration::from_millis(150);
+    let start = Instant::now();
+    assert!(q.recv_timeout(t).unwrap().is_none());
+    assert!(start.elapsed() >= t);
+    let mut p = Proc::spawn("produce", &[&b.name("q"), "1", "after-ready"]);
+    p.expect("ready");
+    assert_eq!(&*q.recv_timeout(PATIENCE).unwrap().unwrap(), b"0");
+    p.wait_success();
+}
+
+/// Child: sends `args[1]` messages numbered from 0 (says "ready" first if asked).
+fn produce(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    if args.get(2).is_some() {
+        say("ready");
+    }
+    for i in 0..args[1].parse::<u32>().unwrap() {
+        q.send(i.to_string()).unwrap();
+    }
+}
+
+/// Child: receives until it gets "stop", saying each message.
+fn consume(args: &[String]) {
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let mut got = Vec::new();
+    loop {
+        let m = q
+            .recv_timeout(PATIENCE)
+            .unwrap()
+            .expect("a message within PATIENCE");
+        if &*m == b"stop" {
+            break;
+        }
+        got.push(m.into_string().unwrap());
+    }
+    say(got.join(","));
+}
+
+fn queue_delivers_each_message_once_across_processes(b: &Backend) {
+    let name = b.name("q");
+    let q = MessageQueue::open(&name).unwrap();
+    let mut consumers: Vec<Proc> = (0..3).map(|_| Proc::spawn("consume", &[&name])).collect();
+    let mut producers: Vec<Proc> = (0..2)
+        .map(|_| Proc::spawn("produce", &[&name, "300"]))
+        .collect();
+    for p in &mut producers {
+        p.wait_success();
+    }
+    for _ in &consumers {
+        q.send("stop").unwrap();
+    }
+    let mut all: Vec<u32> = Vec::new();
+    for c in &mut consumers {
+        let line = c.expect_line(PATIENCE);
+        all.extend(
+            line.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<u32>().unwrap()),
+        );
+        c.wait_success();
+    }
+    all.sort_unstable();
+    let want: Vec<u32> = (0..300).flat_map(|i| [i, i]).collect();
+    assert_eq!(all, want, "every message delivered exactly once");
+    assert_eq!(q.count().unwrap(), 0);
+}
+
+fn queue_destroyed_refuses_further_use(b: &Backend) {
+    let name = b.name("q");
+    let q = MessageQueue::open(&name).unwrap();
+    let other = MessageQueue::open(&name).unwrap();
+    q.send("x").unwrap();
+    q.destroy().unwrap();
+    assert!(
+        matches!(other.send("y"), Err(Error::Destroyed { .. })),
+        "{:?}",
+        other.send("y")
+    );
+    assert!(
+        matches!(other.try_recv(), Err(Error::Destroyed { .. })),
+        "{:?}",
+        other.try_recv()
+    );
+}
+
+// ---- Redis only: what differs by design ----
+
+/// Child: takes the lock, says "locked", waits until its lease is lost (it is stopped
+/// meanwhile), then reports what `is_lost` and `unlock` say.
+fn hold_until_lost(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    say("locked");
+    let start = Instant::now();
+    while !g.is_lost() {
+        assert!(start.elapsed() < PATIENCE, "lease never reported lost");
+        std::thread::park_timeout(Duration::from_millis(5));
+    }
+    match g.unlock() {
+        Err(Error::LeaseLost { .. }) => say("lost unlock-refused"),
+        other => say(format!("lost unlock-gave {other:?}")),
+    }
+}
+
+#[test]
+fn redis_stopped_holder_loses_its_lease_and_its_unlock_errs() {
+    let Some(s) = RedisServer::start("redis_stopped_holder_loses_its_lease_and_its_unlock_errs")
+    else {
+        return;
+    };
+    let name = s.url("m", "lease=1s");
+    let mut holder = Proc::spawn("hold-until-lost", &[&name]);
+    holder.expect("locked");
+    common::signal(holder.pid, rustix::process::Signal::STOP);
+    let m = Mutex::open(&name).unwrap();
+    let start = Instant::now();
+    let g = m
+        .guard_timeout(PATIENCE)
+        .unwrap()
+        .expect("the lease expires");
+    eprintln!(
+        "successor got the lock {:?} after the holder stopped",
+        start.elapsed()
+    );
+    common::signal(holder.pid, rustix::process::Signal::CONT);
+    holder.expect("lost unlock-refused");
+    // The late unlock did not release the successor's lock.
+    assert!(!g.is_lost());
+    assert!(Mutex::open(&name).unwrap().is_locked().unwrap());
+    g.unlock().unwrap();
+}
+
+#[test]
+fn redis_name_of_another_kind_is_refused_naming_the_url() {
+    let Some(s) = RedisServer::start("redis_name_of_another_kind_is_refused_naming_the_url") else {
+        return;
+    };
+    s.cli(&["HSET", "fileipc:q:meta", "kind", "queue", "version", "1"]);
+    let url = s.url("q", "");
+    let e = Mutex::open(&url).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("redis+unix://") && text.contains("queue"),
+        "{text}"
+    );
+}
+
+#[test]
+fn redis_unreachable_server_fails_at_open_naming_the_url() {
+    let dir = common::tempdir();
+    let url = format!("redis+unix://{}/none.sock?name=x", dir.path().display());
+    if !cfg!(feature = "redis") {
+        let e = Mutex::open(&url).unwrap_err();
+        assert!(e.to_string().contains("feature"), "{e}");
+        return;
+    }
+    let e = Mutex::open(&url).unwrap_err();
+    assert!(matches!(e, Error::Redis { .. }), "{e:?}");
+    assert!(e.to_string().contains("none.sock"), "{e}");
+}

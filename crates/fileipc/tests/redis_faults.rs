@@ -1,0 +1,216 @@
+//! The Redis engine under faults: connections killed by the server, a server that stops
+//! answering for longer than a lease, a server restart that loses every key, and a
+//! mutual-exclusion checker whose holders are killed at random.
+//!
+//! Each test starts its own `redis-server` (see `common::redis`); without one it skips
+//! loudly, and fails where `FILEIPC_REQUIRE_REDIS_TESTS` is set.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{PATIENCE, Proc, say};
+use fileipc::{Error, Mutex, SharedData};
+
+#[test]
+fn child_process_entry() {
+    common::child_main(|role, args| match role {
+        "checker" => checker(&args),
+        other => panic!("unknown role {other}"),
+    });
+}
+
+/// Watches `check` for `span`, polling every 50 ms; panics naming `what` if it fails.
+fn holds_for(span: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < span {
+        assert!(
+            check(),
+            "{what} stopped holding after {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn client_kill_does_not_lose_a_renewed_lease() {
+    let Some(s) = RedisServer::start("client_kill_does_not_lose_a_renewed_lease") else {
+        return;
+    };
+    let name = s.url("m", "lease=1s");
+    let m = Mutex::open(&name).unwrap();
+    let other = Mutex::open(&name).unwrap();
+    let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    let killed = s.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert_ne!(killed, "0", "CLIENT KILL killed no connection");
+    // Three leases later the lock is still held: the keeper reconnected and renewed.
+    holds_for(
+        Duration::from_secs(3),
+        "the lease after CLIENT KILL",
+        || !g.is_lost() && !other.try_lock().unwrap(),
+    );
+    // The handle's own connection was killed too: a read reconnects it.
+    assert!(m.is_locked().unwrap());
+    g.unlock().unwrap();
+    assert!(other.try_lock().unwrap());
+}
+
+#[test]
+fn a_paused_server_makes_the_holder_report_its_lease_lost_before_a_successor_gets_it() {
+    let Some(s) = RedisServer::start(
+        "a_paused_server_makes_the_holder_report_its_lease_lost_before_a_successor_gets_it",
+    ) else {
+        return;
+    };
+    let name = s.url("m", "lease=1s");
+    let m = Mutex::open(&name).unwrap();
+    let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    // No command is answered (renewals stall) for twice the lease.
+    s.cli(&["CLIENT", "PAUSE", "2000", "ALL"]);
+    let paused = Instant::now();
+    common::eventually(
+        Duration::from_secs(5),
+        "the holder to report its lease lost",
+        || g.is_lost(),
+    );
+    let lost_after = paused.elapsed();
+    eprintln!("lease reported lost {lost_after:?} into the pause");
+    assert!(
+        lost_after < Duration::from_secs(1),
+        "reported after {lost_after:?}, past the lease"
+    );
+    // A successor gets the lock once the server answers and the key expires; at that
+    // instant the old holder already knows.
+    let successor = Mutex::open(&name).unwrap();
+    assert!(successor.lock_timeout(PATIENCE).unwrap());
+    assert!(g.is_lost(), "once lost, always lost");
+    assert!(matches!(g.unlock(), Err(Error::LeaseLost { .. })));
+    assert!(
+        successor.is_locked().unwrap(),
+        "the late unlock released nothing"
+    );
+    successor.unlock().unwrap();
+}
+
+#[test]
+fn a_server_restart_signals_leases_lost_and_data_is_what_the_server_kept() {
+    let Some(mut s) =
+        RedisServer::start("a_server_restart_signals_leases_lost_and_data_is_what_the_server_kept")
+    else {
+        return;
+    };
+    let name = s.url("m", "lease=1s");
+    let m = Mutex::open(&name).unwrap();
+    let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    s.restart();
+    common::eventually(
+        Duration::from_secs(5),
+        "the lease to be reported lost",
+        || g.is_lost(),
+    );
+    assert!(matches!(g.unlock(), Err(Error::LeaseLost { .. })));
+    // The server kept nothing (no persistence): a new mutex, free.
+    let again = Mutex::open(&name).unwrap();
+    assert!(again.try_lock().unwrap());
+    let d = SharedData::open(s.url("kv", "")).unwrap();
+    d.set("k", &1).unwrap();
+    assert_eq!(d.get::<i64>("k").unwrap(), Some(1));
+}
+
+/// Child: forever, lock, append `+PID` and `-PID` lines to the log, unlock.
+fn checker(args: &[String]) {
+    use std::io::Write;
+    let m = Mutex::open(&args[0]).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&args[1])
+        .unwrap();
+    let me = std::process::id();
+    say("running");
+    loop {
+        let g = m
+            .guard_timeout(PATIENCE)
+            .unwrap()
+            .expect("lock within PATIENCE");
+        log.write_all(format!("+{me}\n").as_bytes()).unwrap();
+        log.write_all(format!("-{me}\n").as_bytes()).unwrap();
+        drop(g);
+    }
+}
+
+#[test]
+fn eight_holders_killed_at_random_never_overlap() {
+    let Some(s) = RedisServer::start("eight_holders_killed_at_random_never_overlap") else {
+        return;
+    };
+    let name = s.url("m", "lease=1s");
+    let dir = common::tempdir();
+    let log = dir.path().join("log");
+    std::fs::write(&log, "").unwrap();
+    let l = log.display().to_string();
+    let mut kids: Vec<Proc> = (0..8)
+        .map(|_| Proc::spawn("checker", &[&name, &l]))
+        .collect();
+    for k in &mut kids {
+        k.expect("running");
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let start = Instant::now();
+    let mut kills = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(100 + next() % 200));
+        let i = (next() % 8) as usize;
+        kids[i].kill();
+        // Logged right after the SIGKILL: a successor can take the lock only when the
+        // victim's lease runs out, a second later.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, format!("k{}\n", kids[i].pid).as_bytes())
+            })
+            .unwrap();
+        kids[i].kill_and_reap();
+        kills += 1;
+        kids[i] = Proc::spawn("checker", &[&name, &l]);
+        kids[i].expect("running");
+    }
+    for k in &mut kids {
+        k.kill_and_reap();
+    }
+    // A `+Q` while P holds the lock (P's `+` without its `-`) is legal only after P
+    // was killed (`kP`), which the parent logs right after the SIGKILL.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut holder: Option<(&str, bool)> = None;
+    let (mut cycles, mut interrupted) = (0, 0);
+    for line in text.lines() {
+        let (sign, pid) = line.split_at(1);
+        match (sign, holder) {
+            ("k", Some((h, _))) if h == pid => holder = Some((h, true)),
+            ("k", _) => {}
+            ("+", None) => holder = Some((pid, false)),
+            ("+", Some((h, killed))) => {
+                assert!(killed, "+{pid} while {h}, alive, held the lock");
+                interrupted += 1;
+                holder = Some((pid, false));
+            }
+            ("-", Some((h, _))) => {
+                assert_eq!(h, pid, "{pid} released while {h} held the lock");
+                holder = None;
+                cycles += 1;
+            }
+            ("-", None) => panic!("-{pid} without a +"),
+            _ => unreachable!("{line}"),
+        }
+    }
+    eprintln!("{cycles} cycles, {kills} kills, {interrupted} holders killed inside");
+    assert!(cycles > 100, "only {cycles} cycles");
+}
