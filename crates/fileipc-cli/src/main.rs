@@ -348,6 +348,14 @@ pub(crate) fn yes(b: bool) -> ExitCode {
     if b { ExitCode::SUCCESS } else { NO }
 }
 
+/// Whether `path` names a primitive on a server (a `redis://` URL) rather than a file.
+pub(crate) fn is_remote(path: &std::path::Path) -> bool {
+    matches!(
+        fileipc::Location::parse(path),
+        Ok(fileipc::Location::Redis(_))
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli.command) {

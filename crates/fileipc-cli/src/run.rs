@@ -102,13 +102,17 @@ fn must_forward(origin: &Origin, child: Pid) -> bool {
 /// inheritable by the caller: the command (and whatever it starts that keeps the
 /// descriptor) holds it too, so it stays held if `fileipc` itself is killed, as with
 /// `flock(1)`, and the command's environment names it in `FILEIPC_LOCK_FD` for a script
-/// that wants to close it.
-pub(crate) fn run(argv: &[OsString], held: i32) -> anyhow::Result<ExitCode> {
+/// that wants to close it. `None` for a lock or permit on a server (Redis): no
+/// descriptor holds it, `fileipc` keeps renewing its lease while the command runs.
+pub(crate) fn run(argv: &[OsString], held: Option<i32>) -> anyhow::Result<ExitCode> {
     let (program, args) = argv.split_first().context("no command given after --")?;
     let mut signals = SignalsInfo::<WithOrigin>::new(FORWARDED.map(Signal::as_raw))
         .context("installing signal handlers")?;
     let mut cmd = Command::new(program);
-    cmd.args(args).env("FILEIPC_LOCK_FD", held.to_string());
+    cmd.args(args);
+    if let Some(fd) = held {
+        cmd.env("FILEIPC_LOCK_FD", fd.to_string());
+    }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {

@@ -40,6 +40,10 @@ pub struct Inspection {
     /// directories, ...) and for a queue whose control file is not a readable queue
     /// control file.
     pub version: Option<u32>,
+    /// Figures the engine keeps beside the state, by name, for people debugging: for a
+    /// name on Redis, the lease left to the holder (`lease_left_ms`), the last fence
+    /// granted (`fence`), the backlog and messages in flight of a queue. Empty for files.
+    pub details: Vec<(String, String)>,
 }
 
 /// The kinds of things [`inspect`] tells apart.
@@ -151,12 +155,29 @@ pub enum FileKind {
 /// ```
 pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection> {
     let path = path.as_ref();
+    if let crate::location::Location::Redis(url) = crate::location::Location::parse(path)? {
+        return crate::location::redis_engine(&url, |u| {
+            #[cfg(feature = "redis")]
+            {
+                let (kind, version, details) = crate::remote::inspect::inspect(u)?;
+                Ok(Inspection {
+                    path: path.to_owned(),
+                    kind,
+                    version,
+                    details,
+                })
+            }
+            #[cfg(not(feature = "redis"))]
+            unreachable!("{u:?}")
+        });
+    }
     for _ in 0..ATTEMPTS {
         if let Some((kind, version)) = look(path)? {
             return Ok(Inspection {
                 path: path.to_owned(),
                 kind,
                 version,
+                details: Vec::new(),
             });
         }
     }

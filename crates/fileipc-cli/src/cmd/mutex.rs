@@ -27,7 +27,11 @@ pub(crate) fn run(
     }
     // The command inherits the descriptor holding the lock: killing `fileipc` alone
     // leaves the lock held until the command (and what kept the descriptor) is gone.
-    let fd = m.share_with_children()?;
+    // A lock on a server has no descriptor: this process renews its lease meanwhile.
+    let fd = match crate::is_remote(path) {
+        true => None,
+        false => Some(m.share_with_children()?),
+    };
     let result = crate::run::run(cmd, fd);
     m.unlock()?;
     result

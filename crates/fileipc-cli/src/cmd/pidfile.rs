@@ -29,7 +29,11 @@ pub(crate) fn run(path: &Path, force: bool, cmd: &[OsString]) -> anyhow::Result<
     }
     // The command inherits the locked descriptor: killing `fileipc` alone leaves the
     // PID file locked until the command (and what kept the descriptor) is gone.
-    let fd = p.share_with_children()?;
+    // An entry on a server has no descriptor: this process renews its lease meanwhile.
+    let fd = match crate::is_remote(path) {
+        true => None,
+        false => Some(p.share_with_children()?),
+    };
     let result = crate::run::run(cmd, fd);
     p.remove()?;
     result

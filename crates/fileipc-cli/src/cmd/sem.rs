@@ -74,8 +74,15 @@ pub(crate) fn run(
         );
         return Ok(ExitCode::from(conflict_exit_code));
     }
+    if crate::is_remote(path) {
+        // A permit on a server has no descriptor: this process renews its lease while
+        // the command runs, and gives it back after.
+        let result = crate::run::run(cmd, None);
+        s.release()?;
+        return result;
+    }
     let fd = s.share_with_children()?;
     // No release: the permit is the command's as much as ours, and goes back when the
     // last process holding the descriptor exits (this one included).
-    crate::run::run(cmd, fd)
+    crate::run::run(cmd, Some(fd))
 }

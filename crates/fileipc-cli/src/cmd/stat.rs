@@ -24,7 +24,12 @@ pub(crate) fn stat(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn report(path: &Path) -> anyhow::Result<Value> {
-    let Inspection { kind, version, .. } = fileipc::inspect(path)?;
+    let Inspection {
+        kind,
+        version,
+        details,
+        ..
+    } = fileipc::inspect(path)?;
     let p = path.display().to_string();
     let mut report = match kind {
         FileKind::Missing => json!({"path": p, "kind": "missing", "event_set": false}),
@@ -87,6 +92,8 @@ fn report(path: &Path) -> anyhow::Result<Value> {
             json!({"path": p, "kind": "pidfile", "pid": pid, "alive": alive,
                 "stale": stale})
         }
+        FileKind::Event if crate::is_remote(path) => json!({"path": p, "kind": "event",
+            "event_set": fileipc::Event::open(path)?.is_set()?}),
         FileKind::Event => json!({"path": p, "kind": "event", "event_set": true}),
         FileKind::UnknownState { code } => json!({"path": p, "kind": "other",
             "note": format!("fileipc file of unknown kind {code}")}),
@@ -97,8 +104,16 @@ fn report(path: &Path) -> anyhow::Result<Value> {
             "note": format!("{what} (as an event path, it reads as set)")}),
         other => json!({"path": p, "kind": "other", "note": format!("{other:?}")}),
     };
-    if let (Some(v), Value::Object(map)) = (version, &mut report) {
-        map.insert("version".to_owned(), json!(v));
+    if let Value::Object(map) = &mut report {
+        if let Some(v) = version {
+            map.insert("version".to_owned(), json!(v));
+        }
+        // Figures the engine keeps beside the state (a Redis name's leases, fences,
+        // backlog).
+        for (k, v) in details {
+            let v = v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n));
+            map.entry(k).or_insert(v);
+        }
     }
     Ok(report)
 }

@@ -272,8 +272,9 @@ impl PidFile {
     ///   permissions).
     pub fn create(&mut self) -> Result<bool> {
         match &mut self.engine {
-<<<<<<< HEAD
             Engine::Local(e) => e.create(false),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.create(),
         }
     }
 
@@ -308,11 +309,8 @@ impl PidFile {
     pub fn create_force(&mut self) -> Result<bool> {
         match &mut self.engine {
             Engine::Local(e) => e.create(true),
-=======
-            Engine::Local(e) => e.create(),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.create(),
->>>>>>> s4-redis
         }
     }
 

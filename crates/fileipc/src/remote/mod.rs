@@ -3,6 +3,7 @@
 //! process's lease keeper ([`lease`]). The engines themselves are siblings of the local
 //! ones (`mutex/redis.rs`, ...); `docs/REDIS.md` has the key layout and every script.
 
+pub(crate) mod inspect;
 pub(crate) mod lease;
 
 use std::sync::atomic::{AtomicBool, Ordering};
