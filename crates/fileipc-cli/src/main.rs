@@ -142,11 +142,13 @@ enum QueueCmd {
 
 #[derive(Debug, Clone, clap::Args)]
 struct SemOpts {
-    /// The semaphore file (created with the initial value if missing).
+    /// The semaphore file (created with the initial value if missing; `value` never
+    /// creates it).
     path: PathBuf,
-    /// Permits of a new semaphore.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    initial: u32,
+    /// Permits of a new semaphore (default 1). An existing semaphore of another
+    /// capacity is an error (exit 3); without `--initial`, it is used as it is.
+    #[arg(long, value_name = "N")]
+    initial: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +335,13 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
+            // Not found is exit 1, as for every query that finds nothing.
+            if let Some(fe) = e.downcast_ref::<fileipc::Error>()
+                && fe.io_kind() == Some(std::io::ErrorKind::NotFound)
+            {
+                eprintln!("fileipc: {}: not found", fe.path().display());
+                return NO;
+            }
             // One line: the cause chain joined; the library's messages name the path.
             eprintln!("fileipc: {e:#}");
             if e.is::<cmd::Usage>() {

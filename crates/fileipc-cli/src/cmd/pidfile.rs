@@ -26,7 +26,7 @@ pub(crate) fn run(path: &Path, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
 pub(crate) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     match PidFile::open(path)?.status()? {
         PidStatus::Absent => {
-            eprintln!("fileipc: {}: no pid file", path.display());
+            eprintln!("fileipc: {}: not found (no pid file)", path.display());
             Ok(crate::NO)
         }
         PidStatus::Running { pid } => {

@@ -105,4 +105,17 @@ impl QueueOptions {
             engine: Engine::Local(LocalQueue::open(dir.as_ref(), self)?),
         })
     }
+
+    /// Opens the existing queue in directory `dir` with these options; never creates
+    /// anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `dir` if there is no queue there;
+    /// otherwise as [`open`](QueueOptions::open).
+    pub fn open_existing(&self, dir: impl AsRef<Path>) -> Result<MessageQueue> {
+        Ok(MessageQueue {
+            engine: Engine::Local(LocalQueue::open_existing(dir.as_ref(), self)?),
+        })
+    }
 }

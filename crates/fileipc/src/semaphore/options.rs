@@ -33,14 +33,19 @@ impl SemaphoreOptions {
     }
 
     /// Opens the semaphore at `path`, creating it with `initial` permits if it is
-    /// missing. An existing semaphore keeps its state; `initial` is then ignored.
+    /// missing. An existing semaphore keeps its state, and its capacity must be
+    /// `initial`: a semaphore created with another capacity is refused rather than
+    /// silently used with a capacity the caller did not ask for. To open a semaphore
+    /// with whatever capacity it has (or one whose capacity signalling releases have
+    /// raised), use [`open_existing`](SemaphoreOptions::open_existing).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if the file cannot be created or opened, [`Error::Symlink`] if a
     /// symbolic link stands at `path`, [`Error::Format`] if the file is not a fileipc
     /// semaphore file, [`Error::Invalid`] if an existing file belongs to another user
-    /// (with a private mode) or is writable by group or others beyond the mode asked for.
+    /// (with a private mode) or is writable by group or others beyond the mode asked for,
+    /// or if its capacity is not `initial` (the message names both values).
     ///
     /// # Examples
     ///
@@ -53,7 +58,26 @@ impl SemaphoreOptions {
     /// ```
     pub fn open(&self, path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
         Ok(Semaphore {
-            engine: Engine::Local(LocalSemaphore::open(path.as_ref(), self.mode, initial)?),
+            engine: Engine::Local(LocalSemaphore::open(
+                path.as_ref(),
+                self.mode,
+                Some(initial),
+            )?),
+        })
+    }
+
+    /// Opens the existing semaphore at `path` with these options and the capacity it
+    /// has; never creates anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `path` if there is no file; otherwise as
+    /// [`open`](SemaphoreOptions::open).
+    pub fn open_existing(&self, path: impl AsRef<Path>) -> Result<Semaphore> {
+        let local =
+            state::without_creating(|| LocalSemaphore::open(path.as_ref(), self.mode, None))?;
+        Ok(Semaphore {
+            engine: Engine::Local(local),
         })
     }
 }

@@ -215,6 +215,32 @@ impl SharedData {
         SharedDataOptions::default().open(path)
     }
 
+    /// Opens the existing store at `path`; never creates the store file (nor a
+    /// directory). The lock file and the request board, which belong to the store, are
+    /// created beside it if they are missing. For queries on a path that may be
+    /// mistyped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `path` if there is no file there (or
+    /// its directory does not exist); otherwise as [`open`](SharedData::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("state");
+    /// let e = fileipc::SharedData::open_existing(&path).unwrap_err();
+    /// assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
+    /// assert!(!path.exists());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<SharedData> {
+        SharedDataOptions::default().open_existing(path)
+    }
+
     /// Options to open a store with (another mode, durable commits); see
     /// [`SharedDataOptions`].
     pub fn options() -> SharedDataOptions {

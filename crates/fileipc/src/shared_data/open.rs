@@ -49,9 +49,19 @@ const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
 
 impl LocalSharedData {
     /// Opens the store at `path` with `opts`; see [`SharedData::open`](super::SharedData::open).
-    pub(super) fn open(path: &Path, opts: SharedDataOptions) -> Result<LocalSharedData> {
+    /// `create`: whether a missing store file is created (the lock file and the board,
+    /// beside an existing store, are created either way).
+    pub(super) fn open(
+        path: &Path,
+        opts: SharedDataOptions,
+        create: bool,
+    ) -> Result<LocalSharedData> {
         check_path_len(path)?;
-        let store_id = registry::acquire(path, opts.mode)?;
+        let store_id = if create {
+            registry::acquire(path, opts.mode)?
+        } else {
+            crate::state::without_creating(|| registry::acquire(path, opts.mode))?
+        };
         match Self::open_registered(path, opts, store_id) {
             Ok(d) => Ok(d),
             Err(e) => {
@@ -174,7 +184,7 @@ pub(super) fn open_or_create(path: &Path, mode: u32) -> Result<File> {
                 crate::state::check_trust(path, &meta, mode, EXPECTED)?;
                 return Ok(f);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => crate::state::check_may_create(path)?,
             Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
                 return Err(Error::format(path, EXPECTED, "a directory"));
             }

@@ -66,7 +66,21 @@ impl SharedDataOptions {
     ///
     /// As [`SharedData::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<SharedData> {
-        let local = LocalSharedData::open(path.as_ref(), self)?;
+        let local = LocalSharedData::open(path.as_ref(), self, true)?;
+        Ok(SharedData {
+            engine: Engine::Local(local),
+        })
+    }
+
+    /// Opens the existing store at `path` with these options; never creates the store
+    /// file (its lock file and request board are created beside it if missing); see
+    /// [`SharedData::open_existing`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedData::open_existing`].
+    pub fn open_existing(self, path: impl AsRef<Path>) -> Result<SharedData> {
+        let local = LocalSharedData::open(path.as_ref(), self, false)?;
         Ok(SharedData {
             engine: Engine::Local(local),
         })
