@@ -273,3 +273,85 @@ fn event_path_that_is_a_directory_is_one_error() {
     );
     assert!(ev.is_dir(), "clear must not remove a directory");
 }
+
+/// Mounts a tmpfs on `dir` (root only); `false`, with a loud skip (a failure under
+/// `FILEIPC_REQUIRE_ROOT_TESTS`), where that is impossible.
+fn mount_tmpfs(test: &str, dir: &Path) -> bool {
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs"])
+        .arg(dir)
+        .output();
+    if matches!(&o, Ok(o) if o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("FILEIPC_REQUIRE_ROOT_TESTS").is_none(),
+        "{test} needs root (a tmpfs), and FILEIPC_REQUIRE_ROOT_TESTS is set: {o:?}"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: needs root: {test} (a tmpfs)");
+    false
+}
+
+/// Unmounts on drop.
+struct Mounted<'a>(&'a Path);
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let ok = Command::new("umount").arg(self.0).status();
+        if !matches!(ok, Ok(s) if s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+}
+
+/// `kv get`, `kv keys`, `kv dump` and `stat` read a store on a read-only mount (they
+/// failed with "Read-only file system", exit 3); `kv set` fails naming the path and
+/// saying the store is read-only.
+#[test]
+fn kv_queries_and_stat_read_a_store_on_a_read_only_mount() {
+    let parent = tempfile::tempdir().unwrap();
+    let mnt = parent.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    if !mount_tmpfs(
+        "kv_queries_and_stat_read_a_store_on_a_read_only_mount",
+        &mnt,
+    ) {
+        return;
+    }
+    let _mounted = Mounted(&mnt);
+    let kv = mnt.join("state");
+    {
+        let d = SharedData::open(&kv).unwrap();
+        d.set("a", &1).unwrap();
+        d.set("b", &"x").unwrap();
+    }
+    let o = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = |args: &[&str]| {
+        let o = fileipc(args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(run(&["kv", "get", s(&kv), "a"]), "1\n");
+    assert_eq!(run(&["kv", "keys", s(&kv)]), "a\nb\n");
+    assert_eq!(run(&["kv", "dump", s(&kv)]).trim(), r#"{"a":1,"b":"x"}"#);
+    let v: serde_json::Value = serde_json::from_str(&run(&["stat", s(&kv), "--json"])).unwrap();
+    assert_eq!(
+        (v["kind"].as_str(), v["keys"].as_u64()),
+        (Some("kv"), Some(2)),
+        "{v}"
+    );
+    let o = fileipc(&["kv", "set", s(&kv), "a", "2"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(s(&kv)) && stderr(&o).contains("read-only"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(run(&["kv", "get", s(&kv), "a"]), "1\n");
+}

@@ -106,12 +106,14 @@ mod local;
 mod open;
 pub(crate) use open::{LOCK_SUFFIX, SQLITE_MAGIC};
 mod options;
+mod readonly;
 mod registry;
 mod sql;
 mod transaction;
 
 use local::LocalSharedData;
 pub use options::SharedDataOptions;
+use readonly::ReadOnlySharedData;
 pub use transaction::Transaction;
 
 // How a store file of the local engine identifies itself (checked by `open`).
@@ -164,6 +166,8 @@ pub struct SharedData {
 enum Engine {
     /// SQLite files on this machine.
     Local(LocalSharedData),
+    /// A store this process may only read (read-only mount, no write permission).
+    ReadOnly(ReadOnlySharedData),
 }
 
 impl fmt::Debug for SharedData {
@@ -179,6 +183,11 @@ impl SharedData {
     /// file. The lock file `PATH-lock` and the request board `PATH-board` (see
     /// [`increment`](SharedData::increment)) are created beside it; SQLite adds `PATH-wal`
     /// and `PATH-shm` while the store is in use.
+    ///
+    /// A store this process cannot write (a read-only mount, `EROFS`; no write
+    /// permission, `EACCES`) is opened read-only: reads work, and every write fails with
+    /// an [`Error::Io`] of that kind naming the path and saying the store is read-only
+    /// (see [`is_read_only`](SharedData::is_read_only)).
     ///
     /// An existing file is checked before anything is written to it: a file that is not
     /// a fileipc store (garbage, an SQLite database of another application or schema,
@@ -247,10 +256,17 @@ impl SharedData {
         SharedDataOptions::default()
     }
 
+    /// Whether this handle only reads: the store was opened read-only because this
+    /// process may not write it (see [`open`](SharedData::open)).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.engine, Engine::ReadOnly(_))
+    }
+
     /// The path of the store.
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            Engine::ReadOnly(e) => e.path(),
         }
     }
 
@@ -283,6 +299,7 @@ impl SharedData {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match &self.engine {
             Engine::Local(e) => e.get(key),
+            Engine::ReadOnly(e) => e.get(key),
         }
     }
 
@@ -306,6 +323,7 @@ impl SharedData {
     pub fn get_json(&self, key: &str) -> Result<Option<String>> {
         match &self.engine {
             Engine::Local(e) => e.get_json(key),
+            Engine::ReadOnly(e) => e.get_json(key),
         }
     }
 
@@ -330,6 +348,7 @@ impl SharedData {
     pub fn contains_key(&self, key: &str) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.contains_key(key),
+            Engine::ReadOnly(e) => e.contains_key(key),
         }
     }
 
@@ -354,6 +373,7 @@ impl SharedData {
     pub fn keys(&self) -> Result<Vec<String>> {
         match &self.engine {
             Engine::Local(e) => e.keys(),
+            Engine::ReadOnly(e) => e.keys(),
         }
     }
 
@@ -377,6 +397,7 @@ impl SharedData {
     pub fn len(&self) -> Result<usize> {
         match &self.engine {
             Engine::Local(e) => e.len(),
+            Engine::ReadOnly(e) => e.len(),
         }
     }
 
@@ -423,6 +444,7 @@ impl SharedData {
     pub fn dump(&self) -> Result<Map<String, Value>> {
         match &self.engine {
             Engine::Local(e) => e.dump(),
+            Engine::ReadOnly(e) => e.dump(),
         }
     }
 
@@ -454,6 +476,7 @@ impl SharedData {
     pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.set(key, value),
+            Engine::ReadOnly(e) => Err(e.refuse()),
         }
     }
 
@@ -478,6 +501,7 @@ impl SharedData {
     pub fn delete(&self, key: &str) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.delete(key),
+            Engine::ReadOnly(e) => Err(e.refuse()),
         }
     }
 
@@ -502,6 +526,7 @@ impl SharedData {
     pub fn clear(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.clear(),
+            Engine::ReadOnly(e) => Err(e.refuse()),
         }
     }
 
@@ -542,6 +567,7 @@ impl SharedData {
     {
         match &self.engine {
             Engine::Local(e) => e.update(key, f),
+            Engine::ReadOnly(e) => Err(e.refuse()),
         }
     }
 
@@ -578,6 +604,7 @@ impl SharedData {
     pub fn increment(&self, key: &str, by: i64) -> Result<i64> {
         match &self.engine {
             Engine::Local(e) => e.increment(key, by),
+            Engine::ReadOnly(e) => Err(e.refuse()),
         }
     }
 
@@ -611,6 +638,7 @@ impl SharedData {
     ) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.compare_and_swap(key, expected, new),
+            Engine::ReadOnly(e) => Err(e.refuse()),
         }
     }
 
@@ -647,6 +675,7 @@ impl SharedData {
     pub fn transaction<R>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<R>) -> Result<R> {
         match &self.engine {
             Engine::Local(e) => e.transaction(f),
+            Engine::ReadOnly(e) => Err(e.refuse()),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::sys;
 pub(crate) const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Appended to a store's path, the name of its writers' lock file.
 pub(crate) const LOCK_SUFFIX: &str = "-lock";
-const EXPECTED: &str = "fileipc shared data store";
+pub(super) const EXPECTED: &str = "fileipc shared data store";
 const SCHEMA: &str = "CREATE TABLE kv (\n    key   TEXT PRIMARY KEY NOT NULL,\n    \
                       value TEXT NOT NULL\n) WITHOUT ROWID";
 /// The record of combined requests applied (see `board`), one row per board: `id` is
@@ -144,7 +144,7 @@ const SQLITE_MAX_PATH: usize = 512;
 
 /// Refuses, with an error that says why, a path SQLite would refuse with a bare
 /// "unable to open database file".
-fn check_path_len(path: &Path) -> Result<()> {
+pub(super) fn check_path_len(path: &Path) -> Result<()> {
     let len = if path.is_absolute() {
         path.as_os_str().len()
     } else {
@@ -250,6 +250,46 @@ pub(super) fn check_header(path: &Path, file: &File) -> Result<()> {
             path,
             EXPECTED,
             format!("format version {version}, this library reads version {SCHEMA_VERSION}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks, through SQLite and without writing, that the open database is a store of this
+/// version (for a read-only connection, which cannot initialise or migrate one).
+pub(super) fn validate_schema(conn: &Connection, path: &Path) -> Result<()> {
+    let sq = |e| Error::Sqlite {
+        path: path.to_owned(),
+        source: e,
+    };
+    let pragma = |name: &str| -> Result<i32> {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+            .map_err(sq)
+    };
+    let (app, version) = (pragma("application_id")?, pragma("user_version")?);
+    if app != APPLICATION_ID {
+        return Err(Error::format(
+            path,
+            EXPECTED,
+            format!("an SQLite database of another application (application_id {app:#x})"),
+        ));
+    }
+    if version != SCHEMA_VERSION {
+        return Err(Error::format(
+            path,
+            EXPECTED,
+            format!("format version {version}, this library reads version {SCHEMA_VERSION}"),
+        ));
+    }
+    let has_kv: bool = conn
+        .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'kv'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(sq)?;
+    if !has_kv {
+        return Err(Error::format(
+            path,
+            EXPECTED,
+            "fileipc header but no table kv",
         ));
     }
     Ok(())

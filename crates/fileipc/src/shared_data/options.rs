@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::local::LocalSharedData;
+use super::readonly::{ReadOnlySharedData, refuses_writing};
 use super::{Engine, SharedData};
 use crate::error::Result;
 use crate::state::DEFAULT_MODE;
@@ -66,10 +67,22 @@ impl SharedDataOptions {
     ///
     /// As [`SharedData::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<SharedData> {
-        let local = LocalSharedData::open(path.as_ref(), self, true)?;
-        Ok(SharedData {
-            engine: Engine::Local(local),
-        })
+        self.open_as(path.as_ref(), true)
+    }
+
+    /// The local engine; if the read-write open is refused (`EROFS`, `EACCES`), the
+    /// read-only one on the existing store (the first error if there is none).
+    fn open_as(self, path: &Path, create: bool) -> Result<SharedData> {
+        let engine = match LocalSharedData::open(path, self, create) {
+            Ok(local) => Engine::Local(local),
+            Err(e) if refuses_writing(&e) => match ReadOnlySharedData::open(path, self, &e) {
+                Ok(ro) => Engine::ReadOnly(ro),
+                Err(ro) if ro.io_kind() == Some(std::io::ErrorKind::NotFound) => return Err(e),
+                Err(ro) => return Err(ro),
+            },
+            Err(e) => return Err(e),
+        };
+        Ok(SharedData { engine })
     }
 
     /// Opens the existing store at `path` with these options; never creates the store
@@ -80,9 +93,6 @@ impl SharedDataOptions {
     ///
     /// As [`SharedData::open_existing`].
     pub fn open_existing(self, path: impl AsRef<Path>) -> Result<SharedData> {
-        let local = LocalSharedData::open(path.as_ref(), self, false)?;
-        Ok(SharedData {
-            engine: Engine::Local(local),
-        })
+        self.open_as(path.as_ref(), false)
     }
 }
