@@ -59,7 +59,7 @@ enum Command {
     /// An event: set while the file exists.
     #[command(subcommand)]
     Event(EventCmd),
-    /// What PATH is and its live state.
+    /// What PATH is and its live state; exit 1 if nothing is there.
     #[command(after_help = "Example:\n  fileipc stat /tmp/jobs --json")]
     Stat {
         /// Any fileipc path (or any path at all).
@@ -167,7 +167,7 @@ enum SemCmd {
         #[command(flatten)]
         sem: SemOpts,
     },
-    /// Print the number of free permits.
+    /// Print the number of free permits (never creates; exit 1 if not found).
     #[command(after_help = "Example:\n  fileipc sem value /tmp/pool")]
     Value {
         #[command(flatten)]
@@ -202,7 +202,7 @@ enum MutexCmd {
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
-    /// Exit 0 if locked, 1 if free.
+    /// Exit 0 if locked, 1 if free (or not found: it never creates the lock file).
     #[command(after_help = "Example:\n  fileipc mutex status /tmp/backup.lock && echo busy")]
     Status {
         /// The mutex file.
