@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     std::fs::write(p("s"), data).unwrap();
-    if let Ok(s) = fileipc::Semaphore::open(p("s"), 2) {
+    if let Ok(s) = fileipc::Semaphore::open_existing(p("s")) {
         let _ = s.value();
         if s.try_acquire().unwrap_or(false) {
             let _ = s.release();

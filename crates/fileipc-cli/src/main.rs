@@ -59,7 +59,7 @@ enum Command {
     /// An event: set while the file exists.
     #[command(subcommand)]
     Event(EventCmd),
-    /// What PATH is and its live state.
+    /// What PATH is and its live state; exit 1 if nothing is there.
     #[command(after_help = "Example:\n  fileipc stat /tmp/jobs --json")]
     Stat {
         /// Any fileipc path (or any path at all).
@@ -142,11 +142,13 @@ enum QueueCmd {
 
 #[derive(Debug, Clone, clap::Args)]
 struct SemOpts {
-    /// The semaphore file (created with the initial value if missing).
+    /// The semaphore file (created with the initial value if missing; `value` never
+    /// creates it).
     path: PathBuf,
-    /// Permits of a new semaphore.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    initial: u32,
+    /// Permits of a new semaphore (default 1). An existing semaphore of another
+    /// capacity is an error (exit 3); without `--initial`, it is used as it is.
+    #[arg(long, value_name = "N")]
+    initial: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,7 +167,7 @@ enum SemCmd {
         #[command(flatten)]
         sem: SemOpts,
     },
-    /// Print the number of free permits.
+    /// Print the number of free permits (never creates; exit 1 if not found).
     #[command(after_help = "Example:\n  fileipc sem value /tmp/pool")]
     Value {
         #[command(flatten)]
@@ -211,7 +213,7 @@ enum MutexCmd {
         #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
-    /// Exit 0 if locked, 1 if free.
+    /// Exit 0 if locked, 1 if free (or not found: it never creates the lock file).
     #[command(after_help = "Example:\n  fileipc mutex status /tmp/backup.lock && echo busy")]
     Status {
         /// The mutex file.
@@ -361,6 +363,13 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
+            // Not found is exit 1, as for every query that finds nothing.
+            if let Some(fe) = e.downcast_ref::<fileipc::Error>()
+                && fe.io_kind() == Some(std::io::ErrorKind::NotFound)
+            {
+                eprintln!("fileipc: {}: not found", fe.path().display());
+                return NO;
+            }
             // One line: the cause chain joined; the library's messages name the path.
             eprintln!("fileipc: {e:#}");
             if e.is::<cmd::Usage>() {

@@ -243,11 +243,13 @@ fn mutex_run_keeps_the_lock_while_the_command_runs_after_fileipc_is_killed() {
 fn sem_commands() {
     let d = tmp();
     let p = d.path().join("sem");
+    // A query creates nothing.
     assert_eq!(
-        ok(fileipc(&["sem", "value", s(&p), "--initial", "2"])),
-        "2\n"
+        code(&fileipc(&["sem", "value", s(&p), "--initial", "2"])),
+        1
     );
-    ok(fileipc(&["sem", "acquire", s(&p)]));
+    assert!(!p.exists());
+    ok(fileipc(&["sem", "acquire", s(&p), "--initial", "2"]));
     // A permit taken from the shell outlives the process that took it.
     assert_eq!(ok(fileipc(&["sem", "value", s(&p)])), "1\n");
     ok(fileipc(&["sem", "acquire", s(&p)]));
@@ -732,10 +734,15 @@ fn stat_reports_every_kind() {
         (&other, "other"),
         (&d.path().join("missing"), "missing"),
     ] {
-        let text = ok(fileipc(&["stat", s(path)]));
+        // Nothing there: reported, with exit 1 (not found).
+        let expect = if kind == "missing" { 1 } else { 0 };
+        let o = fileipc(&["stat", s(path)]);
+        assert_eq!(code(&o), expect, "{}", stderr(&o));
+        let text = stdout(&o);
         assert!(text.contains(s(path)), "{text}");
-        let json: serde_json::Value =
-            serde_json::from_str(&ok(fileipc(&["stat", s(path), "--json"]))).unwrap();
+        let o = fileipc(&["stat", s(path), "--json"]);
+        assert_eq!(code(&o), expect, "{}", stderr(&o));
+        let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(json["kind"], kind, "{json}");
     }
     let json: serde_json::Value =

@@ -91,6 +91,45 @@ pub(crate) struct StateFile {
     pub(crate) map: SharedMap,
 }
 
+thread_local! {
+    /// Set while [`without_creating`] runs on this thread.
+    static NO_CREATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with creation refused on this thread: inside it, [`open_or_create`] (and the
+/// SharedData store's own `open_or_create`) fail with an [`Error::Io`] of kind
+/// `NotFound` naming the missing file instead of creating it. The `open_existing`
+/// constructors open through the same code as `open` under this rule, so they differ
+/// from it in nothing else.
+pub(crate) fn without_creating<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NO_CREATE.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(NO_CREATE.with(|c| c.replace(true)));
+    f()
+}
+
+/// `Err(NotFound)` naming `path` if creation is refused on this thread (see
+/// [`without_creating`]).
+pub(crate) fn check_may_create(path: &Path) -> Result<()> {
+    if NO_CREATE.with(|c| c.get()) {
+        return Err(not_found(path));
+    }
+    Ok(())
+}
+
+/// The error of a query on a path where nothing exists: `NotFound`, naming the path.
+pub(crate) fn not_found(path: &Path) -> Error {
+    Error::io(
+        "open",
+        path,
+        std::io::Error::new(std::io::ErrorKind::NotFound, "not found"),
+    )
+}
+
 /// Opens the state file at `path`, creating it if missing. A new file is written in full
 /// (header, then `init` fills the bytes after the header) under a temporary name in the
 /// same directory and linked into place only if nothing exists there yet, so no process
@@ -141,7 +180,7 @@ fn open_or_create_inner(
                 }
                 return validate(path, file, layout, mode);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => check_may_create(path)?,
             Err(e) => return Err(Error::io("open", path, e)),
         }
         let Some(init) = init.take() else {

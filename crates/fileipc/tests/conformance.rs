@@ -87,6 +87,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    open_existing_never_creates,
     mutex_excludes_other_handles,
     mutex_times_out_while_held,
     mutex_unlock_without_holding_is_an_error,
@@ -145,6 +146,33 @@ fn mutex_times_out_while_held(b: &Backend) {
         "gave up after {took:?}, before the {t:?} timeout"
     );
     assert!(c.guard_timeout(Duration::ZERO).unwrap().is_none());
+}
+
+fn open_existing_never_creates(b: &Backend) {
+    let nf = Some(std::io::ErrorKind::NotFound);
+    assert_eq!(Mutex::open_existing(b.name("m")).unwrap_err().io_kind(), nf);
+    assert_eq!(
+        MessageQueue::open_existing(b.name("q"))
+            .unwrap_err()
+            .io_kind(),
+        nf
+    );
+    assert_eq!(
+        SharedData::open_existing(b.name("kv"))
+            .unwrap_err()
+            .io_kind(),
+        nf
+    );
+    assert_eq!(
+        Semaphore::open_existing(b.name("s")).unwrap_err().io_kind(),
+        nf
+    );
+    assert_eq!(
+        fileipc::inspect(b.name("m")).unwrap().kind,
+        fileipc::FileKind::Missing
+    );
+    drop(Mutex::open(b.name("m")).unwrap());
+    Mutex::open_existing(b.name("m")).unwrap();
 }
 
 fn mutex_unlock_without_holding_is_an_error(b: &Backend) {
@@ -224,12 +252,13 @@ fn mutex_excludes_processes(b: &Backend) {
 fn semaphore_counts_permits(b: &Backend) {
     let name = b.name("s");
     let s = Semaphore::open(&name, 3).unwrap();
-    let other = Semaphore::open(&name, 10).unwrap();
-    assert_eq!(
-        other.value().unwrap(),
-        3,
-        "an existing semaphore keeps its state"
+    let e = Semaphore::open(&name, 10).unwrap_err();
+    assert!(
+        e.to_string().contains("10") && e.to_string().contains('3'),
+        "{e}"
     );
+    let other = Semaphore::open_existing(&name).unwrap();
+    assert_eq!((other.value().unwrap(), other.capacity()), (3, 3));
     assert!(s.acquire_timeout(PATIENCE).unwrap());
     assert!(s.try_acquire().unwrap());
     let p = other.try_permit().unwrap().expect("third permit");
@@ -253,16 +282,20 @@ fn semaphore_counts_permits(b: &Backend) {
 }
 
 fn semaphore_release_without_a_permit_signals(b: &Backend) {
+    assert_eq!(
+        Semaphore::open_existing(b.name("s")).unwrap_err().io_kind(),
+        Some(std::io::ErrorKind::NotFound)
+    );
     let s = Semaphore::open(b.name("s"), 0).unwrap();
     assert!(!s.try_acquire().unwrap());
     s.release().unwrap();
-    assert_eq!(s.value().unwrap(), 1);
+    assert_eq!((s.value().unwrap(), s.capacity()), (1, 1));
     assert!(s.try_acquire().unwrap());
 }
 
 /// Child: takes `args[1]` permits, says "held", waits to be killed.
 fn hold_permits(args: &[String]) {
-    let s = Semaphore::open(&args[0], 0).unwrap();
+    let s = Semaphore::open_existing(&args[0]).unwrap();
     for _ in 0..args[1].parse::<u32>().unwrap() {
         assert!(s.acquire_timeout(PATIENCE).unwrap());
     }
@@ -290,7 +323,7 @@ fn semaphore_permits_of_a_killed_holder_come_back(b: &Backend) {
 /// Child: `args[2]` cycles of acquire, append `+` to the log, append `-`, release.
 fn permit_cycles(args: &[String]) {
     use std::io::Write;
-    let s = Semaphore::open(&args[0], 0).unwrap();
+    let s = Semaphore::open_existing(&args[0]).unwrap();
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(&args[1])
@@ -328,7 +361,7 @@ fn semaphore_admits_at_most_its_capacity(b: &Backend) {
     }
     assert_eq!(inside, 0);
     assert!(most <= 2, "{most} holders at once with 2 permits");
-    assert_eq!(Semaphore::open(&name, 0).unwrap().value().unwrap(), 2);
+    assert_eq!(Semaphore::open_existing(&name).unwrap().value().unwrap(), 2);
 }
 
 fn shared_data_reads_what_was_written(b: &Backend) {

@@ -148,7 +148,7 @@ fn operate(kind: &str, dir: &Path) -> fileipc::Result<String> {
             Ok("locked and unlocked".into())
         }
         "semaphore" => {
-            let s = Semaphore::open(dir.join("s"), 3)?;
+            let s = Semaphore::open_existing(dir.join("s"))?;
             let v = s.value()?;
             let got = s.acquire_timeout(Duration::from_millis(50))?;
             if got {
@@ -577,7 +577,7 @@ fn fuzz_corpus_state_files() {
                 m.unlock().unwrap();
             }
             std::fs::write(p("s"), &data).unwrap();
-            if let Ok(s) = Semaphore::open(p("s"), 2) {
+            if let Ok(s) = Semaphore::open_existing(p("s")) {
                 let _ = s.value();
             }
             std::fs::create_dir(p("q")).unwrap();

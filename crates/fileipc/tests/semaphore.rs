@@ -64,7 +64,7 @@ fn cycler(args: &[String]) {
 
 /// Child: takes `args[1]` permits, reports, and holds them until killed.
 fn holder(args: &[String]) {
-    let s = Semaphore::open(&args[0], 1).unwrap();
+    let s = Semaphore::open_existing(&args[0]).unwrap();
     let k: u32 = args[1].parse().unwrap();
     for _ in 0..k {
         assert!(s.try_acquire().unwrap(), "a permit should be free");
@@ -77,7 +77,7 @@ fn holder(args: &[String]) {
 
 /// Child: finds no permit, waits for one, reports when it got it, returns it.
 fn waiter(args: &[String]) {
-    let s = Semaphore::open(&args[0], 1).unwrap();
+    let s = Semaphore::open_existing(&args[0]).unwrap();
     assert!(!s.try_acquire().unwrap(), "no permit should be free");
     say("busy");
     assert!(s.acquire_timeout(PATIENCE).unwrap());
@@ -224,14 +224,29 @@ fn value_returns_to_initial_when_holders_die() {
     assert_eq!(s.held().unwrap(), 1);
 }
 
-/// The initial value applies only when the file is created.
+/// The initial value applies when the file is created; opening an existing semaphore
+/// with another capacity is an error naming both values and changes nothing;
+/// `open_existing` takes the stored capacity and never creates.
 #[test]
 fn initial_applies_only_on_creation() {
     let dir = common::tempdir();
     let path = dir.path().join("sem");
+    let e = Semaphore::open_existing(&path).unwrap_err();
+    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound), "{e}");
+    assert_eq!(e.path(), path);
+    assert!(!path.exists());
     let a = Semaphore::open(&path, 3).unwrap();
+    assert_eq!(a.capacity(), 3);
     assert!(a.try_acquire().unwrap());
-    let b = Semaphore::open(&path, 7).unwrap();
+    let e = Semaphore::open(&path, 7).unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("capacity 3") && msg.contains("the 7 asked for"),
+        "{msg}"
+    );
+    let b = Semaphore::open_existing(&path).unwrap();
+    assert_eq!(b.capacity(), 3);
     assert_eq!(b.value().unwrap(), 2);
     // Permits are the process's: another handle of it sees and returns them.
     assert_eq!(b.held().unwrap(), 1);

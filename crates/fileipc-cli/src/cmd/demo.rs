@@ -303,7 +303,7 @@ pub(crate) fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
 
 fn wait_start(p: &Paths, id: u32) -> anyhow::Result<()> {
     let start = Event::open(p.start())?;
-    Semaphore::open(p.ready(), 0)?.release()?;
+    Semaphore::open_existing(p.ready())?.release()?;
     ensure!(
         start.wait_timeout(Duration::from_secs(30))?,
         "no start signal"

@@ -17,7 +17,7 @@ pub(crate) fn clear(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn status(path: &Path) -> anyhow::Result<ExitCode> {
-    let set = Event::open(path)?.is_set()?;
+    let set = Event::open_existing(path)?.is_set()?;
     println!("{}", if set { "set" } else { "clear" });
     Ok(crate::yes(set))
 }
@@ -28,5 +28,10 @@ pub(crate) fn wait(path: &Path, limit: Option<Duration>) -> anyhow::Result<ExitC
         Some(t) => e.wait_timeout(t)?,
         None => e.wait_forever()?,
     };
+    if set {
+        // What appeared is judged as `status` and `clear` judge it: a directory (or
+        // another primitive's file) at the path is the same error, not "set".
+        Event::open(path)?;
+    }
     Ok(crate::yes(set))
 }

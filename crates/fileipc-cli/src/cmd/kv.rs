@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Usage;
 
 pub(crate) fn get(path: &Path, key: &str) -> anyhow::Result<ExitCode> {
-    match SharedData::open(path)?.get::<Value>(key)? {
+    match SharedData::open_existing(path)?.get::<Value>(key)? {
         Some(v) => {
             println!("{v}");
             Ok(ExitCode::SUCCESS)
@@ -79,7 +79,7 @@ pub(crate) fn incr(path: &Path, key: &str, delta: i64) -> anyhow::Result<ExitCod
 }
 
 pub(crate) fn keys(path: &Path) -> anyhow::Result<ExitCode> {
-    for k in SharedData::open(path)?.keys()? {
+    for k in SharedData::open_existing(path)?.keys()? {
         println!("{k}");
     }
     Ok(ExitCode::SUCCESS)
@@ -93,7 +93,7 @@ pub(crate) fn clear(path: &Path) -> anyhow::Result<ExitCode> {
 pub(crate) fn dump(path: &Path) -> anyhow::Result<ExitCode> {
     println!(
         "{}",
-        serde_json::Value::from(SharedData::open(path)?.dump()?)
+        serde_json::Value::from(SharedData::open_existing(path)?.dump()?)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -38,7 +38,7 @@ pub(crate) fn run(
 }
 
 pub(crate) fn status(path: &Path) -> anyhow::Result<ExitCode> {
-    let locked = Mutex::open(path)?.is_locked()?;
+    let locked = Mutex::open_existing(path)?.is_locked()?;
     println!("{}", if locked { "locked" } else { "free" });
     Ok(crate::yes(locked))
 }

@@ -42,7 +42,7 @@ pub(crate) fn run(path: &Path, force: bool, cmd: &[OsString]) -> anyhow::Result<
 pub(crate) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     match PidFile::open(path)?.status()? {
         PidStatus::Absent => {
-            eprintln!("fileipc: {}: no pid file", path.display());
+            eprintln!("fileipc: {}: not found (no pid file)", path.display());
             Ok(crate::NO)
         }
         PidStatus::AliveUnlocked { pid } => {

@@ -56,7 +56,7 @@ pub(crate) fn recv(
 }
 
 pub(crate) fn count(dir: &Path) -> anyhow::Result<ExitCode> {
-    let q = MessageQueue::open(dir)?;
+    let q = MessageQueue::open_existing(dir)?;
     println!("{}", q.count()?);
     Ok(ExitCode::SUCCESS)
 }

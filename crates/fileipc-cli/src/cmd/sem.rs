@@ -7,6 +7,25 @@ use std::time::{Duration, Instant};
 
 use fileipc::Semaphore;
 
+/// Opens the semaphore at `path`: with `--initial N`, creating it with N permits or
+/// checking that an existing one has capacity N (the library refuses another, naming
+/// both values); without, an existing one as it is, or a new one of 1 permit.
+fn open(path: &Path, initial: Option<u32>) -> fileipc::Result<Semaphore> {
+    if let Some(n) = initial {
+        return Semaphore::open(path, n);
+    }
+    match Semaphore::open_existing(path) {
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
+            match Semaphore::open(path, 1) {
+                // Created meanwhile by another with another capacity: use it as it is.
+                Err(fileipc::Error::Invalid { .. }) => Semaphore::open_existing(path),
+                r => r,
+            }
+        }
+        r => r,
+    }
+}
+
 fn deadline(limit: Option<Duration>) -> Option<Instant> {
     limit.and_then(|l| Instant::now().checked_add(l))
 }
@@ -16,10 +35,10 @@ fn deadline(limit: Option<Duration>) -> Option<Instant> {
 /// not reclaimed when we exit.
 pub(crate) fn acquire(
     path: &Path,
-    initial: u32,
+    initial: Option<u32>,
     limit: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
-    let s = Semaphore::open(path, initial)?;
+    let s = open(path, initial)?;
     let got = match deadline(limit) {
         Some(d) => s.acquire_deadline(d)?,
         None => {
@@ -38,13 +57,22 @@ pub(crate) fn acquire(
     Ok(crate::yes(got))
 }
 
-pub(crate) fn release(path: &Path, initial: u32) -> anyhow::Result<ExitCode> {
-    Semaphore::open(path, initial)?.release()?;
+pub(crate) fn release(path: &Path, initial: Option<u32>) -> anyhow::Result<ExitCode> {
+    open(path, initial)?.release()?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn value(path: &Path, initial: u32) -> anyhow::Result<ExitCode> {
-    println!("{}", Semaphore::open(path, initial)?.value()?);
+pub(crate) fn value(path: &Path, initial: Option<u32>) -> anyhow::Result<ExitCode> {
+    // A query: never creates; `--initial`, if given, must match.
+    let s = Semaphore::open_existing(path)?;
+    if let Some(n) = initial.filter(|&n| n != s.capacity()) {
+        anyhow::bail!(
+            "{}: the semaphore exists with capacity {}, not the {n} asked for",
+            path.display(),
+            s.capacity()
+        );
+    }
+    println!("{}", s.value()?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -54,12 +82,12 @@ pub(crate) fn value(path: &Path, initial: u32) -> anyhow::Result<ExitCode> {
 /// comes back to the others then (waiters notice within about 10 ms).
 pub(crate) fn run(
     path: &Path,
-    initial: u32,
+    initial: Option<u32>,
     limit: Option<Duration>,
     conflict_exit_code: u8,
     cmd: &[OsString],
 ) -> anyhow::Result<ExitCode> {
-    let s = Semaphore::open(path, initial)?;
+    let s = open(path, initial)?;
     let got = match limit {
         Some(t) => s.acquire_timeout(t)?,
         None => {

@@ -3,7 +3,7 @@
 //! The kind comes from the library ([`fileipc::inspect`]), which recognises every fileipc
 //! file from what is on disk without creating or changing anything. Only then, for the
 //! kinds that have live figures (queue, mutex, semaphore, shared data store, PID file), is
-//! the primitive opened to read them.
+//! the primitive opened to read them, with `open_existing`: `stat` never creates anything.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,6 +19,12 @@ pub(crate) fn stat(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         println!("{report}");
     } else {
         print_text(path, &report);
+    }
+    // Nothing at the path: reported (as an event it reads as clear), and exit 1 as
+    // every query that finds nothing.
+    if report["kind"] == "missing" {
+        eprintln!("fileipc: {}: not found", path.display());
+        return Ok(crate::NO);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -39,7 +45,7 @@ fn report(path: &Path) -> anyhow::Result<Value> {
         FileKind::Directory => json!({"path": p, "kind": "directory",
             "note": "not a fileipc queue (no control file)"}),
         FileKind::Queue => {
-            let q = MessageQueue::open(path)?;
+            let q = MessageQueue::open_existing(path)?;
             let s = q.stats()?;
             json!({
                 "path": p, "kind": "queue", "count": s.count, "sent": s.sent,
@@ -53,7 +59,7 @@ fn report(path: &Path) -> anyhow::Result<Value> {
         FileKind::QueueSegment => json!({"path": p, "kind": "queue-segment",
             "note": "a segment file of a queue: stat its directory"}),
         FileKind::Mutex => {
-            let m = Mutex::open(path)?;
+            let m = Mutex::open_existing(path)?;
             let holder = m.holder()?;
             json!({
                 "path": p, "kind": "mutex", "locked": m.is_locked()?,
@@ -63,7 +69,7 @@ fn report(path: &Path) -> anyhow::Result<Value> {
             })
         }
         FileKind::Semaphore => {
-            let s = Semaphore::open(path, 0)?;
+            let s = Semaphore::open_existing(path)?;
             let holders: Vec<Value> = s
                 .holders()?
                 .iter()
@@ -71,11 +77,12 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 .collect();
             json!({
                 "path": p, "kind": "semaphore", "value": s.value()?,
+                "capacity": s.capacity(),
                 "holders": holders, "waiting": s.waiting(),
             })
         }
         FileKind::SharedData => {
-            let d = SharedData::open(path)?;
+            let d = SharedData::open_existing(path)?;
             json!({"path": p, "kind": "kv", "keys": d.len()?})
         }
         FileKind::SharedDataLock => json!({"path": p, "kind": "kv-lock",

@@ -168,6 +168,18 @@ impl Event {
         EventOptions::default().open(path)
     }
 
+    /// The same as [`open`](Event::open), which never creates anything either (an
+    /// event's file exists exactly while it is set); named like the other primitives'
+    /// `open_existing`, whose rule it follows: `NotFound` naming `path` if its directory
+    /// does not exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Event::open).
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Event> {
+        EventOptions::default().open(path)
+    }
+
     /// Options to open an event with, e.g. another mode; see [`EventOptions`].
     pub fn options() -> EventOptions {
         EventOptions::default()

@@ -36,7 +36,7 @@ pub(super) struct RedisEvent {
 impl RedisEvent {
     pub(super) fn open(url: &RedisUrl) -> Result<RedisEvent> {
         let conn = Conn::open(url)?;
-        remote::check_kind(&conn, "event")?;
+        remote::check_kind(&conn, "event", true)?;
         Ok(RedisEvent {
             wake: Wake::new(url, url.key("wake")),
             conn,

@@ -115,6 +115,29 @@ impl Mutex {
         MutexOptions::default().open(path)
     }
 
+    /// Opens the existing mutex at `path`; never creates anything. The same as
+    /// [`open`](Mutex::open) otherwise. For queries (is it locked, who holds it) on a
+    /// path that may be mistyped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `path` if nothing exists there (or its
+    /// directory does not exist); otherwise as [`MutexOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("lock");
+    /// let e = fileipc::Mutex::open_existing(&path).unwrap_err();
+    /// assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
+    /// assert!(!path.exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Mutex> {
+        MutexOptions::default().open_existing(path)
+    }
+
     /// Options for opening a mutex (the creation mode).
     pub fn options() -> MutexOptions {
         MutexOptions::default()

@@ -65,4 +65,14 @@ impl MutexOptions {
         };
         Ok(Mutex { engine })
     }
+
+    /// Opens the existing mutex at `path` with these options; never creates anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `path` if there is no file; otherwise as
+    /// [`open`](MutexOptions::open).
+    pub fn open_existing(&self, path: impl AsRef<Path>) -> Result<Mutex> {
+        state::without_creating(|| self.open(path))
+    }
 }

@@ -62,7 +62,7 @@ impl std::fmt::Debug for RedisMutex {
 impl RedisMutex {
     pub(super) fn open(url: &RedisUrl) -> Result<RedisMutex> {
         let conn = Conn::open(url)?;
-        remote::check_kind(&conn, "mutex")?;
+        remote::check_kind(&conn, "mutex", true)?;
         Ok(RedisMutex {
             conn,
             wake: Wake::new(url, url.key("wake")),

@@ -33,7 +33,7 @@ pub(super) struct RedisPidFile {
 impl RedisPidFile {
     pub(super) fn open(url: &RedisUrl) -> Result<RedisPidFile> {
         let conn = Conn::open(url)?;
-        remote::check_kind(&conn, "pidfile")?;
+        remote::check_kind(&conn, "pidfile", true)?;
         Ok(RedisPidFile {
             conn,
             owned: StdMutex::new(None),

@@ -148,6 +148,30 @@ impl MessageQueue {
         QueueOptions::default().open(dir)
     }
 
+    /// Opens the existing queue in directory `dir`; never creates anything (neither the
+    /// directory, its parents, nor a control file). For queries on a path that may be
+    /// mistyped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `dir` if there is no queue there (no
+    /// directory, or a directory without a live queue); otherwise as
+    /// [`QueueOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("a/jobs");
+    /// let e = fileipc::MessageQueue::open_existing(&path).unwrap_err();
+    /// assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
+    /// assert!(!dir.path().join("a").exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_existing(dir: impl AsRef<Path>) -> Result<MessageQueue> {
+        QueueOptions::default().open_existing(dir)
+    }
+
     /// Options for opening a queue (the same as [`QueueOptions::new`]).
     ///
     /// # Examples

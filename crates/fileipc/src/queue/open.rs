@@ -114,6 +114,35 @@ impl LocalQueue {
         ))
     }
 
+    /// Opens the live queue in directory `dir`; never creates anything: `NotFound`
+    /// naming `dir` if there is none (no directory, no control file, a destroyed one).
+    pub(super) fn open_existing(dir: &Path, opts: &QueueOptions) -> Result<LocalQueue> {
+        let dir_mode = opts.mode | ((opts.mode & 0o444) >> 2);
+        let meta = match fs::symlink_metadata(dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(state::not_found(dir));
+            }
+            Err(e) => return Err(Error::io("stat", dir, e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(Error::Symlink {
+                path: dir.to_owned(),
+            });
+        }
+        if !meta.is_dir() {
+            return Err(Error::format(dir, DIR_EXPECTED, "not a directory"));
+        }
+        state::check_trust(dir, &meta, dir_mode, DIR_EXPECTED)?;
+        match state::open_existing(&dir.join(CONTROL), control::LAYOUT, opts.mode)? {
+            Some(sf) if !flag_destroyed(&sf) => match Self::from_control(dir, sf, opts) {
+                Err(Error::Destroyed { .. }) => Err(state::not_found(dir)),
+                r => r,
+            },
+            _ => Err(state::not_found(dir)),
+        }
+    }
+
     /// The handle on the live queue whose control file `sf` was opened.
     fn from_control(dir: &Path, sf: state::StateFile, opts: &QueueOptions) -> Result<LocalQueue> {
         let ctl_path = sf.path.clone();

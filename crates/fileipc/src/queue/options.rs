@@ -115,4 +115,21 @@ impl QueueOptions {
         };
         Ok(MessageQueue { engine })
     }
+
+    /// Opens the existing queue in directory `dir` with these options; never creates
+    /// anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `dir` if there is no queue there;
+    /// otherwise as [`open`](QueueOptions::open).
+    pub fn open_existing(&self, dir: impl AsRef<Path>) -> Result<MessageQueue> {
+        if let crate::location::Location::Redis(_) = crate::location::Location::parse(dir.as_ref())?
+        {
+            return crate::state::without_creating(|| self.open(dir));
+        }
+        Ok(MessageQueue {
+            engine: Engine::Local(LocalQueue::open_existing(dir.as_ref(), self)?),
+        })
+    }
 }

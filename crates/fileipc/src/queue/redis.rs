@@ -91,7 +91,7 @@ impl RedisQueue {
     pub(super) fn open(url: &RedisUrl, max_message_size: usize) -> Result<RedisQueue> {
         static S: OnceLock<redis::Script> = OnceLock::new();
         let conn = Conn::open(url)?;
-        remote::check_kind(&conn, "queue")?;
+        remote::check_kind(&conn, "queue", true)?;
         let _: i64 = conn.read(|c| {
             remote::script(&S, &[CREATE])
                 .key(url.key("stream"))

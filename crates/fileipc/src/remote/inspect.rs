@@ -39,8 +39,11 @@ end
 return {meta, out}
 ";
 
+/// What `inspect` found: the kind, the format version, the figures by name.
+type Found = (FileKind, Option<u32>, Vec<(String, String)>);
+
 /// The kind, version and figures of the name `url`.
-pub(crate) fn inspect(url: &RedisUrl) -> Result<(FileKind, Option<u32>, Vec<(String, String)>)> {
+pub(crate) fn inspect(url: &RedisUrl) -> Result<Found> {
     static S: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
     let conn = Conn::open(url)?;
     let base = url.key("");

@@ -173,26 +173,39 @@ pub(crate) fn lock<T>(m: &StdMutex<T>) -> StdGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Checks (creating it if absent) that the `meta` hash of `url` names `kind` at our
-/// version.
-pub(crate) fn check_kind(conn: &Conn, kind: &str) -> Result<()> {
+/// Checks that the `meta` hash of `url` names `kind` at our version, creating it if
+/// it is absent and `create` is true (and creation is not refused on this thread, see
+/// `state::without_creating`); absent otherwise: an [`Error::Io`] of kind `NotFound`
+/// naming the URL.
+pub(crate) fn check_kind(conn: &Conn, kind: &str, create: bool) -> Result<()> {
     static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    let script = SCRIPT.get_or_init(|| {
-        redis::Script::new(
-            r"
-            redis.call('HSETNX', KEYS[1], 'kind', ARGV[1])
-            redis.call('HSETNX', KEYS[1], 'version', ARGV[2])
-            return redis.call('HMGET', KEYS[1], 'kind', 'version')
-            ",
-        )
-    });
+    let script = script(
+        &SCRIPT,
+        &[r"
+        if ARGV[3] == '1' then
+          redis.call('HSETNX', KEYS[1], 'kind', ARGV[1])
+          redis.call('HSETNX', KEYS[1], 'version', ARGV[2])
+        end
+        local v = redis.call('HMGET', KEYS[1], 'kind', 'version')
+        return {v[1] or '', tonumber(v[2] or '0')}
+        "],
+    );
+    let create = create && crate::state::check_may_create(conn.path()).is_ok();
     let (found, version): (String, i64) = conn.read(|c| {
         script
             .key(conn.url().key("meta"))
             .arg(kind)
             .arg(VERSION)
+            .arg(if create { "1" } else { "0" })
             .invoke(c)
     })?;
+    if found.is_empty() {
+        return Err(Error::io(
+            "open",
+            conn.path(),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
     if found != kind {
         return Err(Error::Format {
             path: conn.url().as_path(),

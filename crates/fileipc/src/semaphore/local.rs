@@ -121,6 +121,11 @@ impl LocalSemaphore {
         crate::owner::check_not_forked(self.epoch, self.path(), "semaphore")
     }
 
+    /// [`Semaphore::capacity`](super::Semaphore::capacity).
+    pub(super) fn capacity(&self) -> u32 {
+        self.table.capacity().load(Ordering::SeqCst)
+    }
+
     /// [`Semaphore::share_with_children`](super::Semaphore::share_with_children).
     pub(super) fn share_with_children(&self) -> Result<i32> {
         self.check_fork()?;
@@ -128,10 +133,22 @@ impl LocalSemaphore {
     }
 
     /// Opens the semaphore file at `path`, creating it with `mode` and `initial` permits
-    /// if it is missing.
-    pub(super) fn open(path: &Path, mode: u32, initial: u32) -> Result<LocalSemaphore> {
+    /// if it is missing; an existing one whose capacity is not `initial` is refused.
+    /// `None`: any capacity (the caller refuses creation, see `state::without_creating`).
+    pub(super) fn open(path: &Path, mode: u32, initial: Option<u32>) -> Result<LocalSemaphore> {
+        let table = Table::open(path, mode, initial.unwrap_or(0))?;
+        let capacity = table.capacity().load(Ordering::SeqCst);
+        if let Some(initial) = initial.filter(|&i| i != capacity) {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "the semaphore exists with capacity {capacity}, not the {initial} asked for \
+                     (remove it to start over, or open it without a capacity)"
+                ),
+            ));
+        }
         Ok(LocalSemaphore {
-            table: Table::open(path, mode, initial)?,
+            table,
             mode,
             local: std::sync::Mutex::new(()),
             epoch: sys::fork_epoch(),
@@ -140,7 +157,9 @@ impl LocalSemaphore {
 
     /// A new handle on the same path, opened with the same mode.
     pub(super) fn try_clone(&self) -> Result<LocalSemaphore> {
-        LocalSemaphore::open(&self.table.state.path, self.mode, 0)
+        crate::state::without_creating(|| {
+            LocalSemaphore::open(&self.table.state.path, self.mode, None)
+        })
     }
 
     /// [`Semaphore::path`](super::Semaphore::path).

@@ -91,12 +91,51 @@ impl Semaphore {
     /// # let dir = tempfile::tempdir()?;
     /// # let path = dir.path().join("sem");
     /// let a = fileipc::Semaphore::open(&path, 3)?;
-    /// let b = fileipc::Semaphore::open(&path, 10)?; // already exists: stays at 3
+    /// let b = fileipc::Semaphore::open(&path, 3)?; // the same semaphore
     /// assert_eq!(b.value()?, 3);
+    /// // Created with 3: asking for 10 is an error naming both values.
+    /// let e = fileipc::Semaphore::open(&path, 10).unwrap_err();
+    /// assert!(e.to_string().contains("capacity 3, not the 10"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
         SemaphoreOptions::default().open(path, initial)
+    }
+
+    /// Opens the existing semaphore at `path` with the capacity it has; never creates
+    /// anything. For queries on a path that may be mistyped, and for a semaphore whose
+    /// capacity signalling releases have raised.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `path` if nothing exists there (or its
+    /// directory does not exist); otherwise as [`SemaphoreOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("sem");
+    /// let e = fileipc::Semaphore::open_existing(&path).unwrap_err();
+    /// assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
+    /// fileipc::Semaphore::open(&path, 4)?;
+    /// assert_eq!(fileipc::Semaphore::open_existing(&path)?.capacity(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Semaphore> {
+        SemaphoreOptions::default().open_existing(path)
+    }
+
+    /// The capacity stored in the file: the `initial` value it was created with, plus
+    /// every release made by a process holding no permit (a signalling release). With
+    /// no permit held, [`value`](Semaphore::value) equals it. On Redis, read from the
+    /// server (the one read at open if the server cannot be reached now).
+    pub fn capacity(&self) -> u32 {
+        match &self.engine {
+            Engine::Local(e) => e.capacity(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.capacity(),
+        }
     }
 
     /// Options for opening a semaphore (the creation mode).

@@ -33,14 +33,19 @@ impl SemaphoreOptions {
     }
 
     /// Opens the semaphore at `path`, creating it with `initial` permits if it is
-    /// missing. An existing semaphore keeps its state; `initial` is then ignored.
+    /// missing. An existing semaphore keeps its state, and its capacity must be
+    /// `initial`: a semaphore created with another capacity is refused rather than
+    /// silently used with a capacity the caller did not ask for. To open a semaphore
+    /// with whatever capacity it has (or one whose capacity signalling releases have
+    /// raised), use [`open_existing`](SemaphoreOptions::open_existing).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if the file cannot be created or opened, [`Error::Symlink`] if a
     /// symbolic link stands at `path`, [`Error::Format`] if the file is not a fileipc
     /// semaphore file, [`Error::Invalid`] if an existing file belongs to another user
-    /// (with a private mode) or is writable by group or others beyond the mode asked for.
+    /// (with a private mode) or is writable by group or others beyond the mode asked for,
+    /// or if its capacity is not `initial` (the message names both values).
     ///
     /// # Examples
     ///
@@ -52,17 +57,35 @@ impl SemaphoreOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(&self, path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
-        let engine = match crate::location::Location::parse(path.as_ref())? {
-            crate::location::Location::Path(p) => {
-                Engine::Local(LocalSemaphore::open(&p, self.mode, initial)?)
-            }
+        self.open_as(path.as_ref(), Some(initial))
+    }
+
+    /// Opens the existing semaphore at `path` with these options and the capacity it
+    /// has; never creates anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `path` if there is no file; otherwise as
+    /// [`open`](SemaphoreOptions::open).
+    pub fn open_existing(&self, path: impl AsRef<Path>) -> Result<Semaphore> {
+        self.open_as(path.as_ref(), None)
+    }
+
+    /// Opens the semaphore at `path`: creating it with `initial` permits, or, with
+    /// `None`, only if it exists.
+    fn open_as(&self, path: &Path, initial: Option<u32>) -> Result<Semaphore> {
+        let engine = match crate::location::Location::parse(path)? {
+            crate::location::Location::Path(p) => Engine::Local(match initial {
+                Some(_) => LocalSemaphore::open(&p, self.mode, initial)?,
+                None => state::without_creating(|| LocalSemaphore::open(&p, self.mode, None))?,
+            }),
             crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
                 #[cfg(feature = "redis")]
                 return Ok(Engine::Redis(Box::new(super::redis::RedisSemaphore::open(
                     u, initial,
                 )?)));
                 #[cfg(not(feature = "redis"))]
-                unreachable!("{u:?} {initial}")
+                unreachable!("{u:?} {initial:?}")
             })?,
         };
         Ok(Semaphore { engine })

@@ -50,25 +50,29 @@ return {0, -1}
 ";
 
 /// Returns the permit of member `ARGV[1]` (or, if `ARGV[1]` is empty, adds one:
-/// signalling) and wakes waiters: 1, or 0 if the member's lease was lost. Refuses to
+/// signalling, which also raises the capacity, as on the local engine) and wakes waiters: 1, or 0 if the member's lease was lost. Refuses to
 /// count past `ARGV[2]` permits in all.
 const RELEASE: &str = r"
 if ARGV[1] ~= '' then
   if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-elseif tonumber(redis.call('HGET', KEYS[1], 'free') or '0') + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
-  return -1
+else
+  if tonumber(redis.call('HGET', KEYS[1], 'free') or '0') + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+    return -1
+  end
+  redis.call('HINCRBY', KEYS[1], 'capacity', 1)
 end
 redis.call('HINCRBY', KEYS[1], 'free', 1)
 redis.call('PUBLISH', KEYS[3], '1')
 return 1
 ";
 
-/// Creates the counters with `ARGV[1]` permits if they are missing; the capacity.
+/// Creates the counters with `ARGV[1]` permits if they are missing (and `ARGV[1]` is
+/// not -1); the capacity (-1: none stored).
 const CREATE: &str = r"
-if redis.call('HSETNX', KEYS[1], 'capacity', ARGV[1]) == 1 then
+if ARGV[1] ~= '-1' and redis.call('HSETNX', KEYS[1], 'capacity', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'free', ARGV[1])
 end
-return tonumber(redis.call('HGET', KEYS[1], 'capacity'))
+return tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1')
 ";
 
 /// The permits this process holds, per semaphore (server and key), newest last.
@@ -84,23 +88,40 @@ pub(super) struct RedisSemaphore {
     wake: Wake,
     /// This semaphore's entry in [`held_here`].
     id: String,
+    /// The capacity read at open.
+    opened_capacity: u32,
 }
 
 impl RedisSemaphore {
-    pub(super) fn open(url: &RedisUrl, initial: u32) -> Result<RedisSemaphore> {
+    /// Opens the semaphore, creating it with `initial` permits if it is missing; with
+    /// `None`, only an existing one. An explicit `initial` that disagrees with the
+    /// stored capacity is an error naming both.
+    pub(super) fn open(url: &RedisUrl, initial: Option<u32>) -> Result<RedisSemaphore> {
         static S: OnceLock<redis::Script> = OnceLock::new();
         let conn = Conn::open(url)?;
-        remote::check_kind(&conn, "semaphore")?;
-        let _capacity: i64 = conn.read(|c| {
+        remote::check_kind(&conn, "semaphore", initial.is_some())?;
+        let capacity: i64 = conn.read(|c| {
             remote::script(&S, &[CREATE])
                 .key(url.key("meta"))
-                .arg(initial)
+                .arg(initial.map_or(-1, i64::from))
                 .invoke(c)
         })?;
+        if let Some(n) = initial
+            && i64::from(n) != capacity
+        {
+            return Err(Error::Invalid {
+                path: url.as_path(),
+                detail: format!(
+                    "the semaphore exists with capacity {capacity}, not the {n} asked for \
+                     (open it without a capacity to take the stored one)"
+                ),
+            });
+        }
         Ok(RedisSemaphore {
             wake: Wake::new(url, url.key("wake")),
             id: format!("{url}#{}", url.key("held")),
             conn,
+            opened_capacity: u32::try_from(capacity.max(0)).unwrap_or(u32::MAX),
         })
     }
 
@@ -110,6 +131,7 @@ impl RedisSemaphore {
             conn: Conn::open(url)?,
             wake: Wake::new(url, url.key("wake")),
             id: self.id.clone(),
+            opened_capacity: self.opened_capacity,
         })
     }
 
@@ -248,6 +270,16 @@ impl RedisSemaphore {
             .invoke(c)
         })?;
         Ok(u32::try_from(free.max(0)).unwrap_or(u32::MAX))
+    }
+
+    pub(super) fn capacity(&self) -> u32 {
+        let c: Result<Option<u32>> = self.conn.read(|c| {
+            redis::cmd("HGET")
+                .arg(self.url().key("meta"))
+                .arg("capacity")
+                .query(c)
+        });
+        c.ok().flatten().unwrap_or(self.opened_capacity)
     }
 
     pub(super) fn held(&self) -> Result<u32> {

@@ -318,7 +318,7 @@ mod tests {
     use crate::shared_data::open::sidecar;
 
     fn open(path: &Path) -> LocalSharedData {
-        LocalSharedData::open(path, SharedDataOptions::default()).unwrap()
+        LocalSharedData::open(path, SharedDataOptions::default(), true).unwrap()
     }
 
     /// What a combiner killed after its commit leaves: key "k" set to 15 and the

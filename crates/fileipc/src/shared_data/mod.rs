@@ -106,6 +106,7 @@ mod local;
 mod open;
 pub(crate) use open::{LOCK_SUFFIX, SQLITE_MAGIC};
 mod options;
+mod readonly;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
@@ -114,6 +115,7 @@ mod transaction;
 
 use local::LocalSharedData;
 pub use options::SharedDataOptions;
+use readonly::ReadOnlySharedData;
 pub use transaction::Transaction;
 
 // How a store file of the local engine identifies itself (checked by `open`).
@@ -168,6 +170,8 @@ pub struct SharedData {
 enum Engine {
     /// SQLite files on this machine.
     Local(LocalSharedData),
+    /// A store this process may only read (read-only mount, no write permission).
+    ReadOnly(ReadOnlySharedData),
     /// A hash of JSON texts on a Redis server.
     #[cfg(feature = "redis")]
     Redis(self::redis::RedisSharedData),
@@ -186,6 +190,11 @@ impl SharedData {
     /// file. The lock file `PATH-lock` and the request board `PATH-board` (see
     /// [`increment`](SharedData::increment)) are created beside it; SQLite adds `PATH-wal`
     /// and `PATH-shm` while the store is in use.
+    ///
+    /// A store this process cannot write (a read-only mount, `EROFS`; no write
+    /// permission, `EACCES`) is opened read-only: reads work, and every write fails with
+    /// an [`Error::Io`] of that kind naming the path and saying the store is read-only
+    /// (see [`is_read_only`](SharedData::is_read_only)).
     ///
     /// An existing file is checked before anything is written to it: a file that is not
     /// a fileipc store (garbage, an SQLite database of another application or schema,
@@ -222,16 +231,49 @@ impl SharedData {
         SharedDataOptions::default().open(path)
     }
 
+    /// Opens the existing store at `path`; never creates the store file (nor a
+    /// directory). The lock file and the request board, which belong to the store, are
+    /// created beside it if they are missing. For queries on a path that may be
+    /// mistyped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` naming `path` if there is no file there (or
+    /// its directory does not exist); otherwise as [`open`](SharedData::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("state");
+    /// let e = fileipc::SharedData::open_existing(&path).unwrap_err();
+    /// assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
+    /// assert!(!path.exists());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<SharedData> {
+        SharedDataOptions::default().open_existing(path)
+    }
+
     /// Options to open a store with (another mode, durable commits); see
     /// [`SharedDataOptions`].
     pub fn options() -> SharedDataOptions {
         SharedDataOptions::default()
     }
 
+    /// Whether this handle only reads: the store was opened read-only because this
+    /// process may not write it (see [`open`](SharedData::open)).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.engine, Engine::ReadOnly(_))
+    }
+
     /// The path of the store.
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Local(e) => e.path(),
+            Engine::ReadOnly(e) => e.path(),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.path(),
         }
@@ -266,6 +308,7 @@ impl SharedData {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match &self.engine {
             Engine::Local(e) => e.get(key),
+            Engine::ReadOnly(e) => e.get(key),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.get(key),
         }
@@ -291,6 +334,7 @@ impl SharedData {
     pub fn get_json(&self, key: &str) -> Result<Option<String>> {
         match &self.engine {
             Engine::Local(e) => e.get_json(key),
+            Engine::ReadOnly(e) => e.get_json(key),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.get_json(key),
         }
@@ -317,6 +361,7 @@ impl SharedData {
     pub fn contains_key(&self, key: &str) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.contains_key(key),
+            Engine::ReadOnly(e) => e.contains_key(key),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.contains_key(key),
         }
@@ -343,6 +388,7 @@ impl SharedData {
     pub fn keys(&self) -> Result<Vec<String>> {
         match &self.engine {
             Engine::Local(e) => e.keys(),
+            Engine::ReadOnly(e) => e.keys(),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.keys(),
         }
@@ -368,6 +414,7 @@ impl SharedData {
     pub fn len(&self) -> Result<usize> {
         match &self.engine {
             Engine::Local(e) => e.len(),
+            Engine::ReadOnly(e) => e.len(),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.len(),
         }
@@ -416,6 +463,7 @@ impl SharedData {
     pub fn dump(&self) -> Result<Map<String, Value>> {
         match &self.engine {
             Engine::Local(e) => e.dump(),
+            Engine::ReadOnly(e) => e.dump(),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.dump(),
         }
@@ -449,6 +497,7 @@ impl SharedData {
     pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.set(key, value),
+            Engine::ReadOnly(e) => Err(e.refuse()),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.set(key, value),
         }
@@ -475,6 +524,7 @@ impl SharedData {
     pub fn delete(&self, key: &str) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.delete(key),
+            Engine::ReadOnly(e) => Err(e.refuse()),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.delete(key),
         }
@@ -501,6 +551,7 @@ impl SharedData {
     pub fn clear(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.clear(),
+            Engine::ReadOnly(e) => Err(e.refuse()),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.clear(),
         }
@@ -543,6 +594,7 @@ impl SharedData {
     {
         match &self.engine {
             Engine::Local(e) => e.update(key, f),
+            Engine::ReadOnly(e) => Err(e.refuse()),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.update(key, f),
         }
@@ -581,6 +633,7 @@ impl SharedData {
     pub fn increment(&self, key: &str, by: i64) -> Result<i64> {
         match &self.engine {
             Engine::Local(e) => e.increment(key, by),
+            Engine::ReadOnly(e) => Err(e.refuse()),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.increment(key, by),
         }
@@ -616,6 +669,7 @@ impl SharedData {
     ) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.compare_and_swap(key, expected, new),
+            Engine::ReadOnly(e) => Err(e.refuse()),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.compare_and_swap(key, expected, new),
         }
@@ -654,6 +708,7 @@ impl SharedData {
     pub fn transaction<R>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<R>) -> Result<R> {
         match &self.engine {
             Engine::Local(e) => e.transaction(f),
+            Engine::ReadOnly(e) => Err(e.refuse()),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.transaction(f),
         }

@@ -24,7 +24,7 @@ use crate::sys;
 pub(crate) const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Appended to a store's path, the name of its writers' lock file.
 pub(crate) const LOCK_SUFFIX: &str = "-lock";
-const EXPECTED: &str = "fileipc shared data store";
+pub(super) const EXPECTED: &str = "fileipc shared data store";
 const SCHEMA: &str = "CREATE TABLE kv (\n    key   TEXT PRIMARY KEY NOT NULL,\n    \
                       value TEXT NOT NULL\n) WITHOUT ROWID";
 /// The record of combined requests applied (see `board`), one row per board: `id` is
@@ -49,9 +49,19 @@ const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
 
 impl LocalSharedData {
     /// Opens the store at `path` with `opts`; see [`SharedData::open`](super::SharedData::open).
-    pub(super) fn open(path: &Path, opts: SharedDataOptions) -> Result<LocalSharedData> {
+    /// `create`: whether a missing store file is created (the lock file and the board,
+    /// beside an existing store, are created either way).
+    pub(super) fn open(
+        path: &Path,
+        opts: SharedDataOptions,
+        create: bool,
+    ) -> Result<LocalSharedData> {
         check_path_len(path)?;
-        let store_id = registry::acquire(path, opts.mode)?;
+        let store_id = if create {
+            registry::acquire(path, opts.mode)?
+        } else {
+            crate::state::without_creating(|| registry::acquire(path, opts.mode))?
+        };
         match Self::open_registered(path, opts, store_id) {
             Ok(d) => Ok(d),
             Err(e) => {
@@ -134,7 +144,7 @@ const SQLITE_MAX_PATH: usize = 512;
 
 /// Refuses, with an error that says why, a path SQLite would refuse with a bare
 /// "unable to open database file".
-fn check_path_len(path: &Path) -> Result<()> {
+pub(super) fn check_path_len(path: &Path) -> Result<()> {
     let len = if path.is_absolute() {
         path.as_os_str().len()
     } else {
@@ -174,7 +184,7 @@ pub(super) fn open_or_create(path: &Path, mode: u32) -> Result<File> {
                 crate::state::check_trust(path, &meta, mode, EXPECTED)?;
                 return Ok(f);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => crate::state::check_may_create(path)?,
             Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
                 return Err(Error::format(path, EXPECTED, "a directory"));
             }
@@ -240,6 +250,46 @@ pub(super) fn check_header(path: &Path, file: &File) -> Result<()> {
             path,
             EXPECTED,
             format!("format version {version}, this library reads version {SCHEMA_VERSION}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks, through SQLite and without writing, that the open database is a store of this
+/// version (for a read-only connection, which cannot initialise or migrate one).
+pub(super) fn validate_schema(conn: &Connection, path: &Path) -> Result<()> {
+    let sq = |e| Error::Sqlite {
+        path: path.to_owned(),
+        source: e,
+    };
+    let pragma = |name: &str| -> Result<i32> {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+            .map_err(sq)
+    };
+    let (app, version) = (pragma("application_id")?, pragma("user_version")?);
+    if app != APPLICATION_ID {
+        return Err(Error::format(
+            path,
+            EXPECTED,
+            format!("an SQLite database of another application (application_id {app:#x})"),
+        ));
+    }
+    if version != SCHEMA_VERSION {
+        return Err(Error::format(
+            path,
+            EXPECTED,
+            format!("format version {version}, this library reads version {SCHEMA_VERSION}"),
+        ));
+    }
+    let has_kv: bool = conn
+        .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'kv'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(sq)?;
+    if !has_kv {
+        return Err(Error::format(
+            path,
+            EXPECTED,
+            "fileipc header but no table kv",
         ));
     }
     Ok(())

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::local::LocalSharedData;
+use super::readonly::{ReadOnlySharedData, refuses_writing};
 use super::{Engine, SharedData};
 use crate::error::Result;
 use crate::state::DEFAULT_MODE;
@@ -66,15 +67,48 @@ impl SharedDataOptions {
     ///
     /// As [`SharedData::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<SharedData> {
-        let engine = match crate::location::Location::parse(path.as_ref())? {
-            crate::location::Location::Path(p) => Engine::Local(LocalSharedData::open(&p, self)?),
-            crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
-                #[cfg(feature = "redis")]
-                return Ok(Engine::Redis(super::redis::RedisSharedData::open(u)?));
-                #[cfg(not(feature = "redis"))]
-                unreachable!("{u:?}")
-            })?,
+        self.open_as(path.as_ref(), true)
+    }
+
+    /// The engine the path names; for a local store, if the read-write open is refused
+    /// (`EROFS`, `EACCES`), the read-only one on the existing store (the first error if
+    /// there is none).
+    fn open_as(self, path: &Path, create: bool) -> Result<SharedData> {
+        let path = match crate::location::Location::parse(path)? {
+            crate::location::Location::Path(p) => p,
+            crate::location::Location::Redis(url) => {
+                let engine = crate::location::redis_engine(&url, |u| {
+                    #[cfg(feature = "redis")]
+                    return Ok(Engine::Redis(super::redis::RedisSharedData::open(
+                        u, create,
+                    )?));
+                    #[cfg(not(feature = "redis"))]
+                    unreachable!("{u:?} {create}")
+                })?;
+                return Ok(SharedData { engine });
+            }
+        };
+        let path = path.as_path();
+        let engine = match LocalSharedData::open(path, self, create) {
+            Ok(local) => Engine::Local(local),
+            Err(e) if refuses_writing(&e) => match ReadOnlySharedData::open(path, self, &e) {
+                Ok(ro) => Engine::ReadOnly(ro),
+                Err(ro) if ro.io_kind() == Some(std::io::ErrorKind::NotFound) => return Err(e),
+                Err(ro) => return Err(ro),
+            },
+            Err(e) => return Err(e),
         };
         Ok(SharedData { engine })
+    }
+
+    /// Opens the existing store at `path` with these options; never creates the store
+    /// file (its lock file and request board are created beside it if missing); see
+    /// [`SharedData::open_existing`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedData::open_existing`].
+    pub fn open_existing(self, path: impl AsRef<Path>) -> Result<SharedData> {
+        self.open_as(path.as_ref(), false)
     }
 }

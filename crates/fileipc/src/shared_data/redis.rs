@@ -96,9 +96,9 @@ pub(super) struct RedisSharedData {
 }
 
 impl RedisSharedData {
-    pub(super) fn open(url: &RedisUrl) -> Result<RedisSharedData> {
+    pub(super) fn open(url: &RedisUrl, create: bool) -> Result<RedisSharedData> {
         let conn = Conn::open(url)?;
-        remote::check_kind(&conn, "shared_data")?;
+        remote::check_kind(&conn, "shared_data", create)?;
         Ok(RedisSharedData {
             wake: Wake::new(url, url.key("wake")),
             conn,
