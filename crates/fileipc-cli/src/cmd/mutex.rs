@@ -21,7 +21,11 @@ pub(crate) fn run(
         }
     };
     if !locked {
-        eprintln!("fileipc: {}: still locked after {limit:?}", path.display());
+        eprintln!(
+            "fileipc: {}: still locked after {}",
+            path.display(),
+            super::human(limit.unwrap_or_default())
+        );
         return Ok(crate::NO);
     }
     // The command inherits the descriptor holding the lock: killing `fileipc` alone

@@ -31,8 +31,9 @@ pub(crate) fn acquire(
         s.detach()?;
     } else {
         eprintln!(
-            "fileipc: {}: no permit free after {limit:?}",
-            path.display()
+            "fileipc: {}: no permit free after {}",
+            path.display(),
+            super::human(limit.unwrap_or_default())
         );
     }
     Ok(crate::yes(got))
@@ -68,8 +69,9 @@ pub(crate) fn run(
     };
     if !got {
         eprintln!(
-            "fileipc: {}: no permit free after {limit:?}",
-            path.display()
+            "fileipc: {}: no permit free after {}",
+            path.display(),
+            super::human(limit.unwrap_or_default())
         );
         return Ok(crate::NO);
     }
