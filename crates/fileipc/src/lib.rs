@@ -9,18 +9,48 @@
 //! ```no_run
 //! use fileipc::{Mutex, MessageQueue};
 //!
-//! # fn main() -> fileipc::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let jobs = MessageQueue::open("/tmp/jobs")?;
 //! jobs.send("resize photo.png")?;
 //!
 //! let lock = Mutex::open("/tmp/jobs.lock")?;
-//! if lock.lock()? {              // waits at most DEFAULT_TIMEOUT (5 s)
+//! {
+//!     let _guard = lock.guard_forever()?; // waits as long as it takes
+//!     // ... critical section: the guard unlocks when dropped ...
+//! }
+//! let job = jobs.recv_forever()?;
+//! println!("{}", job.to_str()?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Waiting
+//!
+//! The first choice for every wait is the form that waits as long as it takes and hands
+//! back what it obtained: [`Mutex::guard_forever`] (a guard that unlocks when dropped),
+//! [`Semaphore::permit_forever`] (a permit released when dropped),
+//! [`MessageQueue::recv_forever`] and [`Event::wait_forever`]. Each also has a `_timeout`
+//! and a `_deadline` form, a `try_` form that does not wait, and a plain form (`lock`,
+//! `acquire`, `wait`, `recv`, `guard`, `permit`) that waits at most
+//! [`DEFAULT_TIMEOUT`] (5 s, as in the original `@stdlib/ipc`). A timeout is a result,
+//! not an error: `false` or `None`, which the caller must check:
+//!
+//! ```no_run
+//! # fn main() -> fileipc::Result<()> {
+//! # let m = fileipc::Mutex::open("/tmp/m")?;
+//! if m.lock()? {
 //!     // ... critical section ...
-//!     lock.unlock()?;
+//!     m.unlock()?;
+//! } else {
+//!     eprintln!("still locked after 5 s");
 //! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! These calls are `#[must_use]`, so `m.lock();` warns, but the compiler does not warn
+//! about a `bool` or an `Option` left behind `?`: `m.lock()?;` compiles and goes on
+//! without the lock after 5 s. Never write it; write `let _guard = m.guard_forever()?;`.
 //!
 //! # Design
 //!
@@ -128,6 +158,57 @@ pub use queue::{
 };
 // shared_data:
 pub use shared_data::{SharedData, SharedDataOptions, Transaction};
+
+/// What the compiler says about an ignored result (compile-fail doctests; each has a
+/// twin that compiles, so it fails for the reason named and no other).
+///
+/// An ignored `bool` from a timed call (a `Result` not even unwrapped):
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(m: &fileipc::Mutex) { m.lock(); }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn f(m: &fileipc::Mutex) { let _ = m.lock(); }
+/// ```
+///
+/// A received message, a guard or a permit dropped at once, behind `?`:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(q: &fileipc::MessageQueue) -> fileipc::Result<()> { q.recv_forever()?; Ok(()) }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn f(q: &fileipc::MessageQueue) -> fileipc::Result<()> { let _m = q.recv_forever()?; Ok(()) }
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(m: &fileipc::Mutex) -> fileipc::Result<()> { m.guard_forever()?; Ok(()) }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn f(m: &fileipc::Mutex) -> fileipc::Result<()> { let _g = m.guard_forever()?; Ok(()) }
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(s: &fileipc::Semaphore) -> fileipc::Result<()> { s.permit_forever()?; Ok(()) }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn f(s: &fileipc::Semaphore) -> fileipc::Result<()> { let _p = s.permit_forever()?; Ok(()) }
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(e: &fileipc::Event) { e.wait_timeout(std::time::Duration::ZERO); }
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(p: &mut fileipc::PidFile) { p.create(); }
+/// ```
+#[cfg(doctest)]
+pub struct MustUseChecks;
 
 // The README's examples are compiled as doctests.
 #[doc = include_str!("../../../README.md")]

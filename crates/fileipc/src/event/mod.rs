@@ -51,7 +51,7 @@ const DEFAULT_MODE: u32 = 0o600;
 /// let event = Event::open(&path)?;          // does not set it
 /// assert!(!event.wait_timeout(Duration::from_millis(10))?);
 /// event.set()?;                             // from any process
-/// assert!(event.wait()?);                   // returns at once: it is set
+/// event.wait_forever()?;                    // returns at once: it is set
 /// event.clear()?;
 /// assert!(!event.is_set()?);
 /// # Ok(())
@@ -241,6 +241,7 @@ impl Event {
     /// # Errors
     ///
     /// As [`wait_deadline`](Event::wait_deadline).
+    #[must_use = "`false` means the event was not set (the wait timed out)"]
     pub fn wait(&self) -> Result<bool> {
         self.wait_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -252,6 +253,7 @@ impl Event {
     ///
     /// As [`is_set`](Event::is_set).
     #[inline]
+    #[must_use = "`false` means the event was not set (the wait timed out)"]
     pub fn try_wait(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.is_set(),
@@ -276,6 +278,7 @@ impl Event {
     /// # Ok(())
     /// # }
     /// ```
+    #[must_use = "`false` means the event was not set (the wait timed out)"]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         let deadline = crate::deadline_after(timeout);
         match &self.engine {
@@ -303,6 +306,7 @@ impl Event {
     /// per-user inotify limits `fs.inotify.max_user_instances` and
     /// `max_user_watches` apply: `EMFILE`/`ENOSPC`), or if the directory is deleted
     /// while waiting (`NotFound`, reported at once, not at the deadline).
+    #[must_use = "`false` means the event was not set (the wait timed out)"]
     pub fn wait_deadline(&self, deadline: Instant) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.wait_until(Some(deadline)),

@@ -56,6 +56,12 @@ pub struct MutexHolder {
 /// use fileipc::Mutex;
 ///
 /// let mutex = Mutex::open(&path)?;
+/// {
+///     let _guard = mutex.guard_forever()?; // waits as long as it takes
+///     println!("in critical section");
+/// } // unlocked here
+///
+/// // With a bound on the wait: check the answer.
 /// if mutex.lock_timeout(std::time::Duration::from_millis(1000))? {
 ///     println!("in critical section");
 ///     mutex.unlock()?;
@@ -156,6 +162,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn lock(&self) -> Result<bool> {
         self.lock_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -180,6 +187,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<bool> {
         self.lock_until(crate::deadline_after(timeout))
     }
@@ -201,6 +209,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn lock_deadline(&self, deadline: Instant) -> Result<bool> {
         self.lock_until(Some(deadline))
     }
@@ -245,6 +254,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn try_lock(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.try_lock(),
@@ -332,7 +342,7 @@ impl Mutex {
     /// let a = fileipc::Mutex::open(&path)?;
     /// let b = fileipc::Mutex::open(&path)?;
     /// assert!(!b.is_locked()?);
-    /// a.lock()?;
+    /// let _guard = a.guard_forever()?;
     /// assert!(b.is_locked()?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -356,7 +366,7 @@ impl Mutex {
     /// # let path = dir.path().join("lock");
     /// let m = fileipc::Mutex::open(&path)?;
     /// assert_eq!(m.holder()?, None);
-    /// m.lock()?;
+    /// let _guard = m.guard_forever()?;
     /// assert_eq!(m.holder()?.map(|h| h.pid), Some(std::process::id()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -405,6 +415,7 @@ impl Mutex {
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard(&self) -> Result<Option<MutexGuard<'_>>> {
         self.guard_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -425,6 +436,7 @@ impl Mutex {
     /// assert!(g.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_>>> {
         Ok(self
             .lock_timeout(timeout)?
@@ -447,6 +459,7 @@ impl Mutex {
     /// assert!(m.guard_deadline(deadline)?.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard_deadline(&self, deadline: Instant) -> Result<Option<MutexGuard<'_>>> {
         Ok(self
             .lock_deadline(deadline)?
@@ -471,6 +484,7 @@ impl Mutex {
     /// assert!(m.try_guard()?.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn try_guard(&self) -> Result<Option<MutexGuard<'_>>> {
         Ok(self.try_lock()?.then(|| MutexGuard { mutex: self }))
     }

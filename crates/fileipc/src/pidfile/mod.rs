@@ -227,6 +227,7 @@ impl PidFile {
     ///   another user, or is writable by group or others beyond this handle's mode.
     /// - [`Error::Io`] naming the path for file system errors (missing directory,
     ///   permissions).
+    #[must_use = "`false` means another live process owns the PID file: this one is not the single instance"]
     pub fn create(&mut self) -> Result<bool> {
         match &mut self.engine {
             Engine::Local(e) => e.create(),
@@ -338,7 +339,7 @@ impl PidFile {
     /// let mut owner = PidFile::open(&path)?;
     /// let probe = PidFile::open(&path)?;
     /// assert_eq!(probe.status()?, PidStatus::Absent);
-    /// owner.create()?;
+    /// assert!(owner.create()?);
     /// assert_eq!(probe.status()?, PidStatus::Running { pid: Some(std::process::id()) });
     /// # Ok(())
     /// # }

@@ -85,8 +85,8 @@ pub(crate) use segment::parse_name as parse_segment_name;
 /// q.send("Task 1")?;
 /// q.send(b"\x00binary\xff")?;
 /// assert_eq!(q.count()?, 2);
-/// assert_eq!(q.recv()?.unwrap(), "Task 1");
-/// assert_eq!(&*q.recv()?.unwrap(), b"\x00binary\xff");
+/// assert_eq!(q.recv_forever()?, "Task 1"); // waits as long as it takes
+/// assert_eq!(&*q.recv_forever()?, b"\x00binary\xff");
 /// assert!(q.try_recv()?.is_none());
 /// q.destroy()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -245,6 +245,7 @@ impl MessageQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv(&self) -> Result<Option<Message>> {
         self.recv_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -265,6 +266,7 @@ impl MessageQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_timeout(timeout),
@@ -288,6 +290,7 @@ impl MessageQueue {
     /// assert_eq!(q.recv_deadline(deadline)?.unwrap(), "x");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv_deadline(&self, deadline: Instant) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_deadline(deadline),
@@ -309,6 +312,7 @@ impl MessageQueue {
     /// assert_eq!(q.recv_forever()?, "x");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv_forever(&self) -> Result<Message> {
         match &self.engine {
             Engine::Local(e) => e.recv_forever(),
@@ -330,6 +334,7 @@ impl MessageQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn try_recv(&self) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.try_recv(),
@@ -355,6 +360,7 @@ impl MessageQueue {
     /// assert_eq!(got.len(), 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv_many(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_many(max, timeout),

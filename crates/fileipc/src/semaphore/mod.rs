@@ -48,13 +48,14 @@ pub use self::options::SemaphoreOptions;
 ///
 /// let sem = Semaphore::open(&path, 3)?;
 /// assert_eq!(sem.value()?, 3);
-/// sem.acquire()?;
-/// assert_eq!(sem.value()?, 2);
-/// if sem.try_acquire()? {
-///     println!("got permit");
-///     sem.release()?;
-/// }
-/// sem.release()?;
+/// {
+///     let _permit = sem.permit_forever()?; // waits as long as it takes
+///     assert_eq!(sem.value()?, 2);
+///     if sem.try_acquire()? {
+///         println!("got a second permit");
+///         sem.release()?;
+///     }
+/// } // released here
 /// assert_eq!(sem.value()?, 3);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -149,6 +150,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn acquire(&self) -> Result<bool> {
         self.acquire_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -173,6 +175,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
         self.acquire_until(crate::deadline_after(timeout))
     }
@@ -194,6 +197,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn acquire_deadline(&self, deadline: Instant) -> Result<bool> {
         self.acquire_until(Some(deadline))
     }
@@ -240,6 +244,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn try_acquire(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.try_acquire(),
@@ -329,6 +334,7 @@ impl Semaphore {
     /// assert_eq!(s.value()?, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`false` means this handle held no permit, and nothing was detached"]
     pub fn detach(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.detach(),
@@ -350,7 +356,7 @@ impl Semaphore {
     /// # let dir = tempfile::tempdir()?;
     /// # let path = dir.path().join("sem");
     /// let s = fileipc::Semaphore::open(&path, 3)?;
-    /// s.acquire()?;
+    /// s.acquire_forever()?;
     /// let h = s.holders()?;
     /// assert_eq!((h[0].pid, h[0].permits, h[0].alive), (std::process::id(), 1, true));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -398,8 +404,8 @@ impl Semaphore {
     /// # let dir = tempfile::tempdir()?;
     /// # let path = dir.path().join("sem");
     /// let s = fileipc::Semaphore::open(&path, 3)?;
-    /// s.acquire()?;
-    /// s.acquire()?;
+    /// s.acquire_forever()?;
+    /// s.acquire_forever()?;
     /// assert_eq!(s.held()?, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -449,6 +455,7 @@ impl Semaphore {
     /// assert_eq!(s.value()?, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
         self.permit_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -469,6 +476,7 @@ impl Semaphore {
     /// assert!(p.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
             .acquire_timeout(timeout)?
@@ -491,6 +499,7 @@ impl Semaphore {
     /// assert!(s.permit_deadline(deadline)?.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit_deadline(&self, deadline: Instant) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
             .acquire_deadline(deadline)?
@@ -515,6 +524,7 @@ impl Semaphore {
     /// assert_eq!(s.value()?, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn try_permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self.try_acquire()?.then(|| SemaphorePermit { sem: self }))
     }

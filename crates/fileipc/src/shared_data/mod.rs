@@ -577,6 +577,7 @@ impl SharedData {
     /// # Ok(())
     /// # }
     /// ```
+    #[must_use = "`false` means the stored value was not the expected one, and nothing was written"]
     pub fn compare_and_swap<T: Serialize + ?Sized>(
         &self,
         key: &str,
