@@ -52,6 +52,26 @@
 //! about a `bool` or an `Option` left behind `?`: `m.lock()?;` compiles and goes on
 //! without the lock after 5 s. Never write it; write `let _guard = m.guard_forever()?;`.
 //!
+//! # Opening
+//!
+//! Every primitive opens the same way: `Prim::open(path)` with the default options, or
+//! the builder `PrimOptions::new()` (also `Prim::options()`, and `Default`) with
+//! chained setters (`.mode(0o660)`, ...) ending in `.open(path)`, which can be called
+//! again with the same options. [`Semaphore::open`] also takes the initial permits
+//! (`SemaphoreOptions::initial` in the builder).
+//!
+//! Opening creates the primitive if it is missing (the queue its directory, the others
+//! their file; [`PidFile`] and [`Event`] only when [`PidFile::create`] or [`Event::set`]
+//! runs), but never a missing parent directory: the parent must exist, as for
+//! `std::fs::File::create`, and an error of kind `NotFound` names the path otherwise.
+//! Create the directory first (`std::fs::create_dir_all`) with the mode you want.
+//!
+//! A handle that holds nothing for its user can be shared between threads through an
+//! `Arc` (every handle is `Send + Sync`); `try_clone` opens an independent handle on the
+//! same path and options: for [`Mutex`] and [`Semaphore`] a second holder that excludes
+//! the first, for [`MessageQueue`], [`Event`] and [`SharedData`] one with its own
+//! mappings or connection. A [`PidFile`] has none: ownership belongs to one handle.
+//!
 //! # Design
 //!
 //! State lives in small files mapped into every process that opens them, so the common

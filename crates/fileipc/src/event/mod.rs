@@ -122,7 +122,7 @@ impl EventOptions {
     /// # Errors
     ///
     /// As [`Event::open`].
-    pub fn open(self, path: impl AsRef<Path>) -> Result<Event> {
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Event> {
         let engine = Engine::Local(LocalEvent::open(path.as_ref(), self.mode)?);
         Ok(Event { engine })
     }
@@ -156,6 +156,22 @@ impl Event {
     /// Options to open an event with, e.g. another mode; see [`EventOptions`].
     pub fn options() -> EventOptions {
         EventOptions::default()
+    }
+
+    /// A new handle on the same path, opened again with the same options. Handles
+    /// hold nothing on behalf of their user, so this is the same as sharing one handle
+    /// (it is `Send + Sync`) through an `Arc`; it exists for symmetry with the other
+    /// primitives.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::open`].
+    pub fn try_clone(&self) -> Result<Event> {
+        match &self.engine {
+            Engine::Local(e) => Ok(Event {
+                engine: Engine::Local(e.try_clone()?),
+            }),
+        }
     }
 
     /// The path of the event file.
@@ -313,14 +329,30 @@ impl Event {
         }
     }
 
-    /// Waits until the event is set, without time limit.
+    /// Waits until the event is set, without time limit; returns once it was set (like
+    /// the other `_forever` calls, which return `()` or what they obtained, never a
+    /// `bool`).
     ///
     /// # Errors
     ///
     /// As [`wait_deadline`](Event::wait_deadline).
-    pub fn wait_forever(&self) -> Result<bool> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let event = fileipc::Event::open(dir.path().join("ready"))?;
+    /// let setter = event.try_clone()?;
+    /// std::thread::spawn(move || setter.set());
+    /// event.wait_forever()?;
+    /// assert!(event.is_set()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_forever(&self) -> Result<()> {
         match &self.engine {
-            Engine::Local(e) => e.wait_until(None),
+            Engine::Local(e) => e.wait_until(None).map(drop),
         }
     }
 }

@@ -143,7 +143,7 @@ impl PidFileOptions {
     /// # Errors
     ///
     /// As [`PidFile::open`].
-    pub fn open(self, path: impl AsRef<Path>) -> Result<PidFile> {
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<PidFile> {
         let engine = Engine::Local(LocalPidFile::open(path.as_ref(), self.mode)?);
         Ok(PidFile { engine })
     }

@@ -156,6 +156,35 @@ impl MessageQueue {
         QueueOptions::new()
     }
 
+    /// A new handle on the same queue, opened again with the same options. A handle
+    /// holds nothing on behalf of its user (it is `Send + Sync`: an `Arc` shares one as
+    /// well); a new one has its own mappings and segment caches.
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let a = fileipc::MessageQueue::open(dir.path().join("q"))?;
+    /// let b = a.try_clone()?;
+    /// a.send("hi")?;
+    /// assert_eq!(b.recv_forever()?, "hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<MessageQueue> {
+        match &self.engine {
+            Engine::Local(e) => QueueOptions::new()
+                .max_message_size(e.max_message_size)
+                .segment_size(e.seg_size)
+                .durable(e.durable)
+                .mode(e.mode)
+                .open(&e.dir),
+        }
+    }
+
     /// The queue's directory.
     pub fn path(&self) -> &Path {
         match &self.engine {

@@ -90,10 +90,10 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
-        SemaphoreOptions::default().open(path, initial)
+        SemaphoreOptions::new().initial(initial).open(path)
     }
 
-    /// Options for opening a semaphore (the creation mode).
+    /// Options for opening a semaphore (the creation mode, the initial permits).
     pub fn options() -> SemaphoreOptions {
         SemaphoreOptions::default()
     }

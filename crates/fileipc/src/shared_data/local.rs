@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use super::Transaction;
 use super::board::{self, Board};
 use super::open::BUSY_TIMEOUT;
+use super::options::SharedDataOptions;
 use super::registry;
 use super::sql::{Ops, cas_operands, check_key, encode};
 use crate::error::{Error, IoResultExt, Result};
@@ -38,6 +39,8 @@ pub(super) struct LocalSharedData {
     pub(super) store_id: (u64, u64),
     /// The process that opened the handle; any other one is a forked child.
     pub(super) owner_pid: u32,
+    /// The options this handle was opened with (for `try_clone`).
+    pub(super) opts: SharedDataOptions,
     pub(super) inner: StdMutex<Option<Inner>>,
 }
 

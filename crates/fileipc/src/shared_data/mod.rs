@@ -221,6 +221,33 @@ impl SharedData {
         SharedDataOptions::default()
     }
 
+    /// A new handle on the same store, opened again with the same options (its own
+    /// SQLite connection). A handle holds nothing on behalf of its user (it is
+    /// `Send + Sync`: an `Arc` shares one as well, its calls then take turns on one
+    /// connection).
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedData::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let a = fileipc::SharedData::open(dir.path().join("s"))?;
+    /// let b = a.try_clone()?;
+    /// a.set("k", &1)?;
+    /// assert_eq!(b.get::<i64>("k")?, Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_clone(&self) -> Result<SharedData> {
+        match &self.engine {
+            Engine::Local(e) => e.opts.open(&e.path),
+        }
+    }
+
     /// The path of the store.
     pub fn path(&self) -> &Path {
         match &self.engine {

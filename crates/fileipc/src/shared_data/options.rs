@@ -65,8 +65,8 @@ impl SharedDataOptions {
     /// # Errors
     ///
     /// As [`SharedData::open`].
-    pub fn open(self, path: impl AsRef<Path>) -> Result<SharedData> {
-        let local = LocalSharedData::open(path.as_ref(), self)?;
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<SharedData> {
+        let local = LocalSharedData::open(path.as_ref(), *self)?;
         Ok(SharedData {
             engine: Engine::Local(local),
         })
