@@ -72,6 +72,17 @@
 //! the first, for [`MessageQueue`], [`Event`] and [`SharedData`] one with its own
 //! mappings or connection. A [`PidFile`] has none: ownership belongs to one handle.
 //!
+//! # Cleanup
+//!
+//! Every primitive can be removed: [`Mutex::destroy`], [`Semaphore::destroy`],
+//! [`Event::destroy`], [`SharedData::destroy`] (with its `-wal`, `-shm`, `-board` and
+//! `-lock` files), [`MessageQueue::destroy`] and [`PidFile::remove`]; from the shell,
+//! `fileipc rm PATH...` knows every kind and refuses anything else. Removal never waits
+//! for or takes from a live holder: handles opened before keep working on the removed
+//! files (a destroyed queue or SharedData refuses their further sends and writes), and
+//! a handle opened at the path afterwards gets a new primitive. A [`Namespace`] is a
+//! temporary directory of primitives, removed with everything in it when dropped.
+//!
 //! # Design
 //!
 //! State lives in small files mapped into every process that opens them, so the common
@@ -126,6 +137,7 @@
 
 mod error;
 mod inspect;
+mod namespace;
 mod owner;
 mod robust;
 mod state;
@@ -161,6 +173,7 @@ pub mod __fuzz {
 
 pub use error::{Error, Result};
 pub use inspect::{FileKind, Inspection, inspect};
+pub use namespace::Namespace;
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:

@@ -6,6 +6,7 @@ pub(crate) mod kv;
 pub(crate) mod mutex;
 pub(crate) mod pidfile;
 pub(crate) mod queue;
+pub(crate) mod rm;
 pub(crate) mod sem;
 pub(crate) mod stat;
 

@@ -174,6 +174,17 @@ impl Event {
         }
     }
 
+    /// Removes the event: its file, which is all its state, so this is
+    /// [`clear`](Event::clear) under the name every primitive has. Waiters keep waiting
+    /// for the next [`set`](Event::set).
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](Event::clear).
+    pub fn destroy(&self) -> Result<()> {
+        self.clear()
+    }
+
     /// The path of the event file.
     pub fn path(&self) -> &Path {
         match &self.engine {

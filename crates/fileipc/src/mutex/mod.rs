@@ -134,6 +134,36 @@ impl Mutex {
         }
     }
 
+    /// Removes the lock file, if the file at the path is still the one this handle
+    /// opened (a file that replaced it is left alone; nothing there is not an error).
+    ///
+    /// It neither waits for the lock nor takes it from anyone: the handles that have the
+    /// removed file open (this one included) keep working on it, a live holder keeps
+    /// holding it and its waiters keep waiting for it, until they are dropped; a handle
+    /// opened at the path afterwards creates a new mutex, which does not exclude them.
+    /// So remove a mutex once the processes using it are done (`fileipc rm` does this
+    /// from the shell, [`Namespace`](crate::Namespace) for a whole directory).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be removed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// m.destroy()?;
+    /// assert!(!path.exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn destroy(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Local(e) => e.destroy(),
+        }
+    }
+
     /// The path of the lock file.
     pub fn path(&self) -> &Path {
         match &self.engine {

@@ -143,6 +143,11 @@ impl LocalSemaphore {
         LocalSemaphore::open(&self.table.state.path, self.mode, 0)
     }
 
+    /// [`Semaphore::destroy`](super::Semaphore::destroy).
+    pub(super) fn destroy(&self) -> Result<()> {
+        crate::state::remove_if_same(&self.table.state.path, &self.table.state.file).map(drop)
+    }
+
     /// [`Semaphore::path`](super::Semaphore::path).
     pub(super) fn path(&self) -> &Path {
         &self.table.state.path

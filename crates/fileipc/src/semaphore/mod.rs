@@ -124,6 +124,20 @@ impl Semaphore {
         }
     }
 
+    /// Removes the semaphore file, if the file at the path is still the one this handle
+    /// opened, without waiting: as [`Mutex::destroy`](crate::Mutex::destroy), the handles
+    /// that have it open keep their permits and keep working on the removed file; a handle
+    /// opened at the path afterwards creates a new semaphore.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be removed.
+    pub fn destroy(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Local(e) => e.destroy(),
+        }
+    }
+
     /// The path of the semaphore file.
     pub fn path(&self) -> &Path {
         match &self.engine {

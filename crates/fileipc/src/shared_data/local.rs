@@ -300,6 +300,46 @@ impl LocalSharedData {
     }
 }
 
+impl LocalSharedData {
+    /// [`SharedData::destroy`](super::SharedData::destroy).
+    pub(super) fn destroy(&self) -> Result<()> {
+        let guard = self.inner()?;
+        let Some(inner) = guard.as_ref() else {
+            return Err(Error::invalid(&self.path, "handle already closed"));
+        };
+        lock_writers(&inner.lock).at("lock", &self.lock_path)?;
+        let removed = self.remove_files(&inner.lock);
+        let _ = sys::unlock(&inner.lock);
+        inner.board.kick(0);
+        removed
+    }
+
+    /// Removes the store, its side files and its lock file (last), holding the writers'
+    /// lock `lock`; nothing if the store at the path is not this handle's.
+    fn remove_files(&self, lock: &File) -> Result<()> {
+        let remove = |path: &Path| match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", path, e)),
+        };
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.store_id => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("stat", &self.path, e)),
+        }
+        // The store first: every handle's next write then fails (`check_still_at_path`).
+        remove(&self.path)?;
+        for suffix in ["-wal", "-shm", "-journal", "-board"] {
+            remove(&super::open::sidecar(&self.path, suffix))?;
+        }
+        if sys::is_same_file(lock, &self.lock_path).at("stat", &self.lock_path)? {
+            remove(&self.lock_path)?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for LocalSharedData {
     fn drop(&mut self) {
         let inner = self

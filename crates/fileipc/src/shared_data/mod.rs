@@ -248,6 +248,38 @@ impl SharedData {
         }
     }
 
+    /// Removes the store and its side files (`PATH-wal`, `PATH-shm`, `PATH-journal`,
+    /// `PATH-board`, then `PATH-lock`), if the store at the path is still the one this
+    /// handle opened (else nothing is removed). It waits for a write in progress in any
+    /// process (it takes the writers' lock) and removes the store first: from then on
+    /// every write through a handle opened before, this one included, fails naming the
+    /// path, and reads see the store as it was; a handle opened at the path afterwards
+    /// creates a new, empty store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a file cannot be removed or locked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("s");
+    /// let d = fileipc::SharedData::open(&path)?;
+    /// d.set("k", &1)?;
+    /// d.destroy()?;
+    /// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    /// assert!(d.set("k", &2).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn destroy(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Local(e) => e.destroy(),
+        }
+    }
+
     /// The path of the store.
     pub fn path(&self) -> &Path {
         match &self.engine {
