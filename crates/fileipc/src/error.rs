@@ -301,6 +301,36 @@ mod tests {
         assert_eq!(c.join(": ").matches(&reason).count(), 1, "{c:?}");
     }
 
+    /// The variants without an underlying error name the path once and have no source.
+    #[test]
+    fn the_other_variants_name_the_path_once() {
+        let all = [
+            Error::Symlink {
+                path: "/the/path".into(),
+            },
+            Error::format("/the/path", "fileipc mutex file", "no fileipc header"),
+            Error::Corrupt {
+                path: "/the/path".into(),
+                offset: 8,
+                detail: "bad checksum".into(),
+            },
+            Error::invalid("/the/path", "not locked by this handle"),
+            Error::Destroyed {
+                path: "/the/path".into(),
+            },
+            Error::Value {
+                path: "/the/path".into(),
+                key: "k".into(),
+                detail: "expected i64".into(),
+            },
+        ];
+        for e in all {
+            let c = chain(&e);
+            assert_eq!(c.len(), 1, "{c:?}");
+            assert_eq!(c[0].matches("/the/path").count(), 1, "{c:?}");
+        }
+    }
+
     /// The `tempfile` crate's errors name the temporary file; they must not show.
     #[test]
     fn a_temporary_file_name_never_shows() {
