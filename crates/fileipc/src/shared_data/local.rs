@@ -328,11 +328,16 @@ impl LocalSharedData {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io("stat", &self.path, e)),
         }
-        // The store first: every handle's next write then fails (`check_still_at_path`).
-        remove(&self.path)?;
-        for suffix in ["-wal", "-shm", "-journal", "-board"] {
+        // The WAL before the store: a destroy killed in between leaves the store as its
+        // last checkpoint made it, never an old WAL beside a new store created at the
+        // path (SQLite would replay it into that store). No write runs meanwhile (the
+        // writers' lock is held), and once the store is gone every handle's next write
+        // fails (`check_still_at_path`).
+        for suffix in ["-wal", "-shm", "-journal"] {
             remove(&super::open::sidecar(&self.path, suffix))?;
         }
+        remove(&self.path)?;
+        remove(&super::open::sidecar(&self.path, "-board"))?;
         if sys::is_same_file(lock, &self.lock_path).at("stat", &self.lock_path)? {
             remove(&self.lock_path)?;
         }

@@ -249,12 +249,12 @@ impl SharedData {
     }
 
     /// Removes the store and its side files (`PATH-wal`, `PATH-shm`, `PATH-journal`,
-    /// `PATH-board`, then `PATH-lock`), if the store at the path is still the one this
-    /// handle opened (else nothing is removed). It waits for a write in progress in any
-    /// process (it takes the writers' lock) and removes the store first: from then on
-    /// every write through a handle opened before, this one included, fails naming the
-    /// path, and reads see the store as it was; a handle opened at the path afterwards
-    /// creates a new, empty store.
+    /// the store, `PATH-board`, then `PATH-lock`), if the store at the path is still the
+    /// one this handle opened (else nothing is removed). It waits for a write in progress
+    /// in any process (it takes the writers' lock); from then on every write through a
+    /// handle opened before, this one included, fails naming the path, and reads see the
+    /// store as it was; a handle opened at the path afterwards creates a new, empty store.
+    /// A destroy killed midway leaves the store as its last checkpoint made it.
     ///
     /// # Errors
     ///
