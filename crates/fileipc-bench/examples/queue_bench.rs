@@ -107,7 +107,7 @@ fn role(args: &[String]) {
             let q = MessageQueue::open(target).unwrap();
             wait_go();
             for _ in 0..n {
-                q.recv_forever().unwrap();
+                let _ = q.recv_forever().unwrap();
             }
         }
         "q-cons-batch" => {
@@ -306,7 +306,7 @@ fn one_round(
         let q_rtt = timed(vec![echo], || {
             for _ in 0..rounds {
                 qa.send([1u8; MSG]).unwrap();
-                qb.recv_forever().unwrap();
+                let _ = qb.recv_forever().unwrap();
             }
         }) / rounds as u32;
         r.mq_rtt = mq_rtt.as_secs_f64() * 1e6;

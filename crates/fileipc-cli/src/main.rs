@@ -68,6 +68,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove primitives of any kind (a store with its side files); refuses other files.
+    #[command(
+        after_help = "Exit status: 0 all removed, 1 a path was not found, 3 a path is not a \
+                      fileipc primitive (left untouched) or could not be removed.\n\n\
+                      Example:\n  fileipc rm /tmp/jobs /tmp/jobs.lock /tmp/state.db"
+    )]
+    Rm {
+        /// The primitives: a queue's directory, a mutex, semaphore, event, PID file or
+        /// SharedData store.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Run all six primitives together across real worker processes.
     #[command(after_help = "Example:\n  cargo run --release -- demo")]
     Demo,
@@ -442,6 +454,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             EventCmd::Wait { path, wait } => event::wait(&path, wait.limit()),
         },
         Command::Stat { path, json } => stat::stat(&path, json),
+        Command::Rm { paths } => rm::rm(&paths),
         Command::Demo => demo::run(),
         Command::DemoWorker(a) => demo::worker(a),
         #[cfg(feature = "bench")]

@@ -9,18 +9,79 @@
 //! ```no_run
 //! use fileipc::{Mutex, MessageQueue};
 //!
-//! # fn main() -> fileipc::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let jobs = MessageQueue::open("/tmp/jobs")?;
 //! jobs.send("resize photo.png")?;
 //!
 //! let lock = Mutex::open("/tmp/jobs.lock")?;
-//! if lock.lock()? {              // waits at most DEFAULT_TIMEOUT (5 s)
+//! {
+//!     let _guard = lock.guard_forever()?; // waits as long as it takes
+//!     // ... critical section: the guard unlocks when dropped ...
+//! }
+//! let job = jobs.recv_forever()?;
+//! println!("{}", job.to_str()?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Waiting
+//!
+//! The first choice for every wait is the form that waits as long as it takes and hands
+//! back what it obtained: [`Mutex::guard_forever`] (a guard that unlocks when dropped),
+//! [`Semaphore::permit_forever`] (a permit released when dropped),
+//! [`MessageQueue::recv_forever`] and [`Event::wait_forever`]. Each also has a `_timeout`
+//! and a `_deadline` form, a `try_` form that does not wait, and a plain form (`lock`,
+//! `acquire`, `wait`, `recv`, `guard`, `permit`) that waits at most
+//! [`DEFAULT_TIMEOUT`] (5 s, as in the original `@stdlib/ipc`). A timeout is a result,
+//! not an error: `false` or `None`, which the caller must check:
+//!
+//! ```no_run
+//! # fn main() -> fileipc::Result<()> {
+//! # let m = fileipc::Mutex::open("/tmp/m")?;
+//! if m.lock()? {
 //!     // ... critical section ...
-//!     lock.unlock()?;
+//!     m.unlock()?;
+//! } else {
+//!     eprintln!("still locked after 5 s");
 //! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! These calls are `#[must_use]`, so `m.lock();` warns, but the compiler does not warn
+//! about a `bool` or an `Option` left behind `?`: `m.lock()?;` compiles and goes on
+//! without the lock after 5 s. Never write it; write `let _guard = m.guard_forever()?;`.
+//!
+//! # Opening
+//!
+//! Every primitive opens the same way: `Prim::open(path)` with the default options, or
+//! the builder `PrimOptions::new()` (also `Prim::options()`, and `Default`) with
+//! chained setters (`.mode(0o660)`, ...) ending in `.open(path)`, which can be called
+//! again with the same options. [`Semaphore::open`] also takes the initial permits
+//! (`SemaphoreOptions::initial` in the builder).
+//!
+//! Opening creates the primitive if it is missing (the queue its directory, the others
+//! their file; [`PidFile`] and [`Event`] only when [`PidFile::create`] or [`Event::set`]
+//! runs), but never a missing parent directory: the parent must exist, as for
+//! `std::fs::File::create`, and an error of kind `NotFound` names the path otherwise.
+//! Create the directory first (`std::fs::create_dir_all`) with the mode you want.
+//!
+//! A handle that holds nothing for its user can be shared between threads through an
+//! `Arc` (every handle is `Send + Sync`); `try_clone` opens an independent handle on the
+//! same path and options: for [`Mutex`] and [`Semaphore`] a second holder that excludes
+//! the first, for [`MessageQueue`], [`Event`] and [`SharedData`] one with its own
+//! mappings or connection. A [`PidFile`] has none: ownership belongs to one handle.
+//!
+//! # Cleanup
+//!
+//! Every primitive can be removed: [`Mutex::destroy`], [`Semaphore::destroy`],
+//! [`Event::destroy`], [`SharedData::destroy`] (with its `-wal`, `-shm`, `-board` and
+//! `-lock` files), [`MessageQueue::destroy`] and [`PidFile::remove`]; from the shell,
+//! `fileipc rm PATH...` knows every kind and refuses anything else. Removal never waits
+//! for or takes from a live holder: handles opened before keep working on the removed
+//! files (a destroyed queue or SharedData refuses their further sends and writes), and
+//! a handle opened at the path afterwards gets a new primitive. A [`Namespace`] is a
+//! temporary directory of primitives, removed with everything in it when dropped.
 //!
 //! # Design
 //!
@@ -77,6 +138,7 @@
 mod error;
 mod inspect;
 mod location;
+mod namespace;
 mod owner;
 #[cfg(feature = "redis")]
 mod remote;
@@ -115,6 +177,7 @@ pub mod __fuzz {
 pub use error::{Error, Result};
 pub use inspect::{FileKind, Inspection, inspect};
 pub use location::{DEFAULT_LEASE, Location, RedisUrl};
+pub use namespace::Namespace;
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
 // mutex:
@@ -132,6 +195,57 @@ pub use queue::{
 };
 // shared_data:
 pub use shared_data::{SharedData, SharedDataOptions, Transaction};
+
+/// What the compiler says about an ignored result (compile-fail doctests; each has a
+/// twin that compiles, so it fails for the reason named and no other).
+///
+/// An ignored `bool` from a timed call (a `Result` not even unwrapped):
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(m: &fileipc::Mutex) { m.lock(); }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn f(m: &fileipc::Mutex) { let _ = m.lock(); }
+/// ```
+///
+/// A received message, a guard or a permit dropped at once, behind `?`:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(q: &fileipc::MessageQueue) -> fileipc::Result<()> { q.recv_forever()?; Ok(()) }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn f(q: &fileipc::MessageQueue) -> fileipc::Result<()> { let _m = q.recv_forever()?; Ok(()) }
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(m: &fileipc::Mutex) -> fileipc::Result<()> { m.guard_forever()?; Ok(()) }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn f(m: &fileipc::Mutex) -> fileipc::Result<()> { let _g = m.guard_forever()?; Ok(()) }
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(s: &fileipc::Semaphore) -> fileipc::Result<()> { s.permit_forever()?; Ok(()) }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn f(s: &fileipc::Semaphore) -> fileipc::Result<()> { let _p = s.permit_forever()?; Ok(()) }
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(e: &fileipc::Event) { e.wait_timeout(std::time::Duration::ZERO); }
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn f(p: &mut fileipc::PidFile) { p.create(); }
+/// ```
+#[cfg(doctest)]
+pub struct MustUseChecks;
 
 // The README's examples are compiled as doctests.
 #[doc = include_str!("../../../README.md")]

@@ -248,6 +248,20 @@ fn adopt_if_empty(path: &Path, file: &File, layout: Layout, mode: u32) -> Result
     unlocked.at("unlock", path)
 }
 
+/// Removes the file at `path` if it is still `file` (same device and inode); `false` if
+/// nothing, or another file, is there now (that is left alone). Processes that have the
+/// file open keep it: the kernel frees it when the last of them closes it.
+pub(crate) fn remove_if_same(path: &Path, file: &File) -> Result<bool> {
+    if !sys::is_same_file(file, path).at("stat", path)? {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
 /// Opens the existing state file at `path` as [`open_or_create`] does; `Ok(None)` if
 /// there is none (nothing is created).
 pub(crate) fn open_existing(path: &Path, layout: Layout, mode: u32) -> Result<Option<StateFile>> {

@@ -231,7 +231,8 @@ fn a_mutex_is_shared_with_its_group() {
 fn semaphore_child(args: &[String]) -> R {
     let s = Semaphore::options()
         .mode(0o660)
-        .open(&args[0], 1)
+        .initial(1)
+        .open(&args[0])
         .map_err(e)?;
     if !s.acquire_timeout(PATIENCE).map_err(e)? {
         return Err("acquire timed out".into());
@@ -248,7 +249,11 @@ fn a_semaphore_is_shared_with_its_group() {
     }
     let (t, group) = setup();
     let (path, go_file) = (t.path().join("s"), t.path().join("go"));
-    let s = Semaphore::options().mode(0o660).open(&path, 1).unwrap();
+    let s = Semaphore::options()
+        .mode(0o660)
+        .initial(1)
+        .open(&path)
+        .unwrap();
     assert_eq!(mode_of(&path), 0o660);
     let mut child = spawn_as("semaphore", ALICE, group, &[&path, &go_file]);
     child.expect("acquired");

@@ -156,7 +156,7 @@ fn store(path: &Path) -> fileipc::Result<SharedData> {
 }
 
 fn semaphore(path: &Path) -> fileipc::Result<Semaphore> {
-    Semaphore::options().mode(0o660).open(path, 1)
+    Semaphore::options().mode(0o660).initial(1).open(path)
 }
 
 fn mutex(path: &Path) -> fileipc::Result<Mutex> {

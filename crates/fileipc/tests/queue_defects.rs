@@ -405,7 +405,7 @@ fn after_power_loss(
         }
         let tail = qn.stats().unwrap().tail;
         for _ in 0..consumed {
-            qn.try_recv().unwrap().unwrap();
+            let _ = qn.try_recv().unwrap().unwrap();
         }
         let (from, to) = lose(synced_tail, tail);
         // The pages that never reached the disk read back as zeros.

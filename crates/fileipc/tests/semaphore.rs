@@ -263,7 +263,11 @@ fn semaphore_file_mode() {
     let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let q = dir.path().join("group");
-    Semaphore::options().mode(0o640).open(&q, 1).unwrap();
+    Semaphore::options()
+        .mode(0o640)
+        .initial(1)
+        .open(&q)
+        .unwrap();
     let mode = std::fs::metadata(&q).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
 }

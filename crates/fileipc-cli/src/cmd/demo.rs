@@ -184,7 +184,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
             break;
         }
         if t0.elapsed() > limit {
-            bail!("the workers did not finish within {limit:?}");
+            bail!("the workers did not finish within {}", super::human(limit));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -26,7 +26,10 @@ pub(crate) fn wait(path: &Path, limit: Option<Duration>) -> anyhow::Result<ExitC
     let e = Event::open(path)?;
     let set = match limit {
         Some(t) => e.wait_timeout(t)?,
-        None => e.wait_forever()?,
+        None => {
+            e.wait_forever()?;
+            true
+        }
     };
     if set {
         // What appeared is judged as `status` and `clear` judge it: a directory (or

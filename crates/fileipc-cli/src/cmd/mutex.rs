@@ -22,7 +22,11 @@ pub(crate) fn run(
         }
     };
     if !locked {
-        eprintln!("fileipc: {}: still locked after {limit:?}", path.display());
+        eprintln!(
+            "fileipc: {}: still locked after {}",
+            path.display(),
+            super::human(limit.unwrap_or_default())
+        );
         return Ok(ExitCode::from(conflict_exit_code));
     }
     // The command inherits the descriptor holding the lock: killing `fileipc` alone

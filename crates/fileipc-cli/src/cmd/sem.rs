@@ -50,8 +50,9 @@ pub(crate) fn acquire(
         s.detach()?;
     } else {
         eprintln!(
-            "fileipc: {}: no permit free after {limit:?}",
-            path.display()
+            "fileipc: {}: no permit free after {}",
+            path.display(),
+            super::human(limit.unwrap_or_default())
         );
     }
     Ok(crate::yes(got))
@@ -97,8 +98,9 @@ pub(crate) fn run(
     };
     if !got {
         eprintln!(
-            "fileipc: {}: no permit free after {limit:?}",
-            path.display()
+            "fileipc: {}: no permit free after {}",
+            path.display(),
+            super::human(limit.unwrap_or_default())
         );
         return Ok(ExitCode::from(conflict_exit_code));
     }

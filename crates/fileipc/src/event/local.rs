@@ -104,6 +104,11 @@ impl LocalEvent {
         Ok(event)
     }
 
+    /// [`Event::try_clone`](super::Event::try_clone).
+    pub(super) fn try_clone(&self) -> Result<LocalEvent> {
+        LocalEvent::open(&self.path, self.mode)
+    }
+
     /// Refuses a directory or another primitive's file at the path.
     fn check_existing(&self) -> Result<()> {
         let path = &self.path;

@@ -53,7 +53,7 @@ const DEFAULT_MODE: u32 = 0o600;
 /// let event = Event::open(&path)?;          // does not set it
 /// assert!(!event.wait_timeout(Duration::from_millis(10))?);
 /// event.set()?;                             // from any process
-/// assert!(event.wait()?);                   // returns at once: it is set
+/// event.wait_forever()?;                    // returns at once: it is set
 /// event.clear()?;
 /// assert!(!event.is_set()?);
 /// # Ok(())
@@ -129,7 +129,7 @@ impl EventOptions {
     /// # Errors
     ///
     /// As [`Event::open`].
-    pub fn open(self, path: impl AsRef<Path>) -> Result<Event> {
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Event> {
         let engine = match crate::location::Location::parse(path.as_ref())? {
             crate::location::Location::Path(p) => Engine::Local(LocalEvent::open(&p, self.mode)?),
             crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
@@ -183,6 +183,35 @@ impl Event {
     /// Options to open an event with, e.g. another mode; see [`EventOptions`].
     pub fn options() -> EventOptions {
         EventOptions::default()
+    }
+
+    /// A new handle on the same path, opened again with the same options. Handles
+    /// hold nothing on behalf of their user, so this is the same as sharing one handle
+    /// (it is `Send + Sync`) through an `Arc`; it exists for symmetry with the other
+    /// primitives.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::open`].
+    pub fn try_clone(&self) -> Result<Event> {
+        match &self.engine {
+            Engine::Local(e) => Ok(Event {
+                engine: Engine::Local(e.try_clone()?),
+            }),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => EventOptions::new().open(e.path()),
+        }
+    }
+
+    /// Removes the event: its file, which is all its state, so this is
+    /// [`clear`](Event::clear) under the name every primitive has. Waiters keep waiting
+    /// for the next [`set`](Event::set).
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](Event::clear).
+    pub fn destroy(&self) -> Result<()> {
+        self.clear()
     }
 
     /// The path of the event file.
@@ -276,6 +305,7 @@ impl Event {
     /// # Errors
     ///
     /// As [`wait_deadline`](Event::wait_deadline).
+    #[must_use = "`false` means the event was not set (the wait timed out)"]
     pub fn wait(&self) -> Result<bool> {
         self.wait_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -287,6 +317,7 @@ impl Event {
     ///
     /// As [`is_set`](Event::is_set).
     #[inline]
+    #[must_use = "`false` means the event was not set (the wait timed out)"]
     pub fn try_wait(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.is_set(),
@@ -313,6 +344,7 @@ impl Event {
     /// # Ok(())
     /// # }
     /// ```
+    #[must_use = "`false` means the event was not set (the wait timed out)"]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         let deadline = crate::deadline_after(timeout);
         match &self.engine {
@@ -342,6 +374,7 @@ impl Event {
     /// per-user inotify limits `fs.inotify.max_user_instances` and
     /// `max_user_watches` apply: `EMFILE`/`ENOSPC`), or if the directory is deleted
     /// while waiting (`NotFound`, reported at once, not at the deadline).
+    #[must_use = "`false` means the event was not set (the wait timed out)"]
     pub fn wait_deadline(&self, deadline: Instant) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.wait_until(Some(deadline)),
@@ -350,16 +383,32 @@ impl Event {
         }
     }
 
-    /// Waits until the event is set, without time limit.
+    /// Waits until the event is set, without time limit; returns once it was set (like
+    /// the other `_forever` calls, which return `()` or what they obtained, never a
+    /// `bool`).
     ///
     /// # Errors
     ///
     /// As [`wait_deadline`](Event::wait_deadline).
-    pub fn wait_forever(&self) -> Result<bool> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let event = fileipc::Event::open(dir.path().join("ready"))?;
+    /// let setter = event.try_clone()?;
+    /// std::thread::spawn(move || setter.set());
+    /// event.wait_forever()?;
+    /// assert!(event.is_set()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_forever(&self) -> Result<()> {
         match &self.engine {
-            Engine::Local(e) => e.wait_until(None),
+            Engine::Local(e) => e.wait_until(None).map(drop),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => e.wait_until(None),
+            Engine::Redis(e) => e.wait_until(None).map(drop),
         }
     }
 }

@@ -132,6 +132,11 @@ impl LocalMutex {
         LocalMutex::open(&self.state.path, self.mode)
     }
 
+    /// [`Mutex::destroy`](super::Mutex::destroy).
+    pub(super) fn destroy(&self) -> Result<()> {
+        state::remove_if_same(&self.state.path, &self.state.file).map(drop)
+    }
+
     /// [`Mutex::path`](super::Mutex::path).
     pub(super) fn path(&self) -> &Path {
         &self.state.path

@@ -70,6 +70,12 @@ pub struct MutexHolder {
 /// use fileipc::Mutex;
 ///
 /// let mutex = Mutex::open(&path)?;
+/// {
+///     let _guard = mutex.guard_forever()?; // waits as long as it takes
+///     println!("in critical section");
+/// } // unlocked here
+///
+/// // With a bound on the wait: check the answer.
 /// if mutex.lock_timeout(std::time::Duration::from_millis(1000))? {
 ///     println!("in critical section");
 ///     mutex.unlock()?;
@@ -173,6 +179,38 @@ impl Mutex {
         }
     }
 
+    /// Removes the lock file, if the file at the path is still the one this handle
+    /// opened (a file that replaced it is left alone; nothing there is not an error).
+    ///
+    /// It neither waits for the lock nor takes it from anyone: the handles that have the
+    /// removed file open (this one included) keep working on it, a live holder keeps
+    /// holding it and its waiters keep waiting for it, until they are dropped; a handle
+    /// opened at the path afterwards creates a new mutex, which does not exclude them.
+    /// So remove a mutex once the processes using it are done (`fileipc rm` does this
+    /// from the shell, [`Namespace`](crate::Namespace) for a whole directory).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be removed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// m.destroy()?;
+    /// assert!(!path.exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn destroy(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Local(e) => e.destroy(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.destroy(),
+        }
+    }
+
     /// The path of the lock file.
     pub fn path(&self) -> &Path {
         match &self.engine {
@@ -203,6 +241,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn lock(&self) -> Result<bool> {
         self.lock_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -227,6 +266,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<bool> {
         self.lock_until(crate::deadline_after(timeout))
     }
@@ -248,6 +288,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn lock_deadline(&self, deadline: Instant) -> Result<bool> {
         self.lock_until(Some(deadline))
     }
@@ -292,6 +333,7 @@ impl Mutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn try_lock(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.try_lock(),
@@ -385,7 +427,7 @@ impl Mutex {
     /// let a = fileipc::Mutex::open(&path)?;
     /// let b = fileipc::Mutex::open(&path)?;
     /// assert!(!b.is_locked()?);
-    /// a.lock()?;
+    /// let _guard = a.guard_forever()?;
     /// assert!(b.is_locked()?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -411,7 +453,7 @@ impl Mutex {
     /// # let path = dir.path().join("lock");
     /// let m = fileipc::Mutex::open(&path)?;
     /// assert_eq!(m.holder()?, None);
-    /// m.lock()?;
+    /// let _guard = m.guard_forever()?;
     /// assert_eq!(m.holder()?.map(|h| h.pid), Some(std::process::id()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -478,6 +520,7 @@ impl Mutex {
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard(&self) -> Result<Option<MutexGuard<'_>>> {
         self.guard_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -498,6 +541,7 @@ impl Mutex {
     /// assert!(g.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_>>> {
         Ok(self
             .lock_timeout(timeout)?
@@ -520,6 +564,7 @@ impl Mutex {
     /// assert!(m.guard_deadline(deadline)?.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard_deadline(&self, deadline: Instant) -> Result<Option<MutexGuard<'_>>> {
         Ok(self
             .lock_deadline(deadline)?
@@ -544,6 +589,7 @@ impl Mutex {
     /// assert!(m.try_guard()?.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn try_guard(&self) -> Result<Option<MutexGuard<'_>>> {
         Ok(self.try_lock()?.then(|| MutexGuard { mutex: self }))
     }

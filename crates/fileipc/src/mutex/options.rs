@@ -10,8 +10,9 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::state;
 
-/// Options for opening a [`Mutex`]: `Mutex::options().mode(0o660).open(path)`.
-#[derive(Debug, Clone)]
+/// Options for opening a [`Mutex`]: `MutexOptions::new().mode(0o660).open(path)` (or
+/// `Mutex::options()`), in the builder style shared by the six primitives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MutexOptions {
     mode: u32,
 }
@@ -25,10 +26,15 @@ impl Default for MutexOptions {
 }
 
 impl MutexOptions {
+    /// The default options: mode `0o600`.
+    pub fn new() -> MutexOptions {
+        MutexOptions::default()
+    }
+
     /// The permission bits the lock file is created with if it does not exist yet
     /// (default `0o600`, owner only; `0o660` lets a group share it). An existing file
     /// keeps its mode.
-    pub fn mode(&mut self, mode: u32) -> &mut MutexOptions {
+    pub fn mode(mut self, mode: u32) -> MutexOptions {
         self.mode = mode & 0o7777;
         self
     }

@@ -164,6 +164,13 @@ impl RedisMutex {
         lock(&self.held).as_ref().is_some_and(|(l, _)| l.is_lost())
     }
 
+    /// Removes the name's metadata (kind, fence). A lock held now stays held until
+    /// its holder releases it or its lease runs out: nothing is taken from a holder.
+    pub(super) fn destroy(&self) -> Result<()> {
+        self.conn
+            .read(|c| redis::cmd("DEL").arg(self.url().key("meta")).query::<()>(c))
+    }
+
     pub(super) fn is_locked(&self) -> Result<bool> {
         let n: i64 = self
             .conn

@@ -153,7 +153,7 @@ impl PidFileOptions {
     /// # Errors
     ///
     /// As [`PidFile::open`].
-    pub fn open(self, path: impl AsRef<Path>) -> Result<PidFile> {
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<PidFile> {
         let engine = match crate::location::Location::parse(path.as_ref())? {
             crate::location::Location::Path(p) => Engine::Local(LocalPidFile::open(&p, self.mode)?),
             crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
@@ -270,6 +270,7 @@ impl PidFile {
     ///   another user, or is writable by group or others beyond this handle's mode.
     /// - [`Error::Io`] naming the path for file system errors (missing directory,
     ///   permissions).
+    #[must_use = "`false` means another live process owns the PID file: this one is not the single instance"]
     pub fn create(&mut self) -> Result<bool> {
         match &mut self.engine {
             Engine::Local(e) => e.create(false),
@@ -429,7 +430,7 @@ impl PidFile {
     /// let mut owner = PidFile::open(&path)?;
     /// let probe = PidFile::open(&path)?;
     /// assert_eq!(probe.status()?, PidStatus::Absent);
-    /// owner.create()?;
+    /// assert!(owner.create()?);
     /// assert_eq!(probe.status()?, PidStatus::Running { pid: Some(std::process::id()) });
     /// # Ok(())
     /// # }

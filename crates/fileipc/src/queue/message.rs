@@ -16,6 +16,7 @@ use std::ops::Deref;
 /// assert_eq!(&*m, b"Task 1");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[must_use = "a received message is removed from the queue: ignoring it loses it"]
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Message {
     pub(super) data: Vec<u8>,

@@ -87,8 +87,8 @@ pub(crate) use segment::parse_name as parse_segment_name;
 /// q.send("Task 1")?;
 /// q.send(b"\x00binary\xff")?;
 /// assert_eq!(q.count()?, 2);
-/// assert_eq!(q.recv()?.unwrap(), "Task 1");
-/// assert_eq!(&*q.recv()?.unwrap(), b"\x00binary\xff");
+/// assert_eq!(q.recv_forever()?, "Task 1"); // waits as long as it takes
+/// assert_eq!(&*q.recv_forever()?, b"\x00binary\xff");
 /// assert!(q.try_recv()?.is_none());
 /// q.destroy()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -188,6 +188,39 @@ impl MessageQueue {
         QueueOptions::new()
     }
 
+    /// A new handle on the same queue, opened again with the same options. A handle
+    /// holds nothing on behalf of its user (it is `Send + Sync`: an `Arc` shares one as
+    /// well); a new one has its own mappings and segment caches.
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueOptions::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let a = fileipc::MessageQueue::open(dir.path().join("q"))?;
+    /// let b = a.try_clone()?;
+    /// a.send("hi")?;
+    /// assert_eq!(b.recv_forever()?, "hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<MessageQueue> {
+        match &self.engine {
+            Engine::Local(e) => QueueOptions::new()
+                .max_message_size(e.max_message_size)
+                .segment_size(e.seg_size)
+                .durable(e.durable)
+                .mode(e.mode)
+                .open(&e.dir),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => QueueOptions::new()
+                .max_message_size(e.max_message_size())
+                .open(e.path()),
+        }
+    }
+
     /// The queue's directory.
     pub fn path(&self) -> &Path {
         match &self.engine {
@@ -283,6 +316,7 @@ impl MessageQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv(&self) -> Result<Option<Message>> {
         self.recv_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -303,6 +337,7 @@ impl MessageQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_timeout(timeout),
@@ -328,6 +363,7 @@ impl MessageQueue {
     /// assert_eq!(q.recv_deadline(deadline)?.unwrap(), "x");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv_deadline(&self, deadline: Instant) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_deadline(deadline),
@@ -351,6 +387,7 @@ impl MessageQueue {
     /// assert_eq!(q.recv_forever()?, "x");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv_forever(&self) -> Result<Message> {
         match &self.engine {
             Engine::Local(e) => e.recv_forever(),
@@ -374,6 +411,7 @@ impl MessageQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn try_recv(&self) -> Result<Option<Message>> {
         match &self.engine {
             Engine::Local(e) => e.try_recv(),
@@ -401,6 +439,7 @@ impl MessageQueue {
     /// assert_eq!(got.len(), 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "a received message is removed from the queue: ignoring it loses it"]
     pub fn recv_many(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
         match &self.engine {
             Engine::Local(e) => e.recv_many(max, timeout),

@@ -42,6 +42,8 @@ pub(crate) struct LocalQueue {
     pub(super) seg_size: u64,
     pub(super) max_message_size: usize,
     pub(super) durable: bool,
+    /// The mode this handle was opened with (for `try_clone`).
+    pub(super) mode: u32,
     pub(super) producer: Mutex<SegmentCache>,
     pub(super) consumer: Mutex<SegmentCache>,
     pub(super) syncer: Mutex<SegmentCache>,
@@ -194,6 +196,7 @@ impl LocalQueue {
             seg_size,
             max_message_size: opts.max_message_size,
             durable: opts.durable,
+            mode: opts.mode,
             producer: Mutex::new(SegmentCache::new(
                 dir,
                 seg_size,
@@ -491,17 +494,11 @@ pub(super) fn unreachable_timeout<T>() -> Result<T> {
     })
 }
 
-/// Creates the queue directory `dir` (and missing parents) if it is missing. A queue
-/// directory this call creates gets exactly `mode` (`mkdir` filters it by the umask: a
-/// group mode would lose its group bits); an existing one keeps its mode.
+/// Creates the queue directory `dir` if it is missing; its parent must exist (as for
+/// every primitive: no parent directory is ever created). A queue directory this call
+/// creates gets exactly `mode` (`mkdir` filters it by the umask: a group mode would lose
+/// its group bits); an existing one keeps its mode.
 fn create_dir(dir: &Path, mode: u32) -> Result<()> {
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(parent)
-            .at("create directory", parent)?;
-    }
     match fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
@@ -544,7 +541,7 @@ fn flag_destroyed(sf: &state::StateFile) -> bool {
     sf.map.u32(control::DESTROYED).load(Ordering::SeqCst) != 0
 }
 
-/// Creates the queue directory `dir` (and its parents) if missing, and checks it: not a
+/// Creates the queue directory `dir` if missing (not its parent), and checks it: not a
 /// symbolic link, a directory, trusted. `Ok(false)` if it vanished meanwhile (a destroy
 /// removed it): the caller starts over.
 fn make_dir(dir: &Path, dir_mode: u32) -> Result<bool> {
@@ -557,8 +554,11 @@ fn make_dir(dir: &Path, dir_mode: u32) -> Result<bool> {
     }
     match create_dir(dir, dir_mode) {
         Ok(()) => {}
-        // It existed when `mkdir` ran, and was gone when we opened it.
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        // It existed when `mkdir` ran, and was gone when we opened it (a `NotFound` from
+        // `mkdir` itself is a missing parent: an error).
+        Err(Error::Io {
+            op: "open", source, ..
+        }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(false);
         }
         Err(e) => return Err(e),

@@ -93,7 +93,7 @@ impl QueueOptions {
     }
 
     /// Opens the queue in directory `dir` with these options, creating the directory and
-    /// the queue if missing.
+    /// the queue if missing (the parent directory must exist).
     ///
     /// # Errors
     ///

@@ -104,6 +104,10 @@ impl RedisQueue {
         })
     }
 
+    pub(super) fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
     fn url(&self) -> &RedisUrl {
         self.conn.url()
     }

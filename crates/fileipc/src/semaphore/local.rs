@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::SemaphoreHolder;
+use super::options::Capacity;
 use super::table::{Gift, Table, value_of, word_held};
 use crate::error::{Error, IoResultExt, Result};
 use crate::sys;
@@ -135,10 +136,17 @@ impl LocalSemaphore {
     /// Opens the semaphore file at `path`, creating it with `mode` and `initial` permits
     /// if it is missing; an existing one whose capacity is not `initial` is refused.
     /// `None`: any capacity (the caller refuses creation, see `state::without_creating`).
-    pub(super) fn open(path: &Path, mode: u32, initial: Option<u32>) -> Result<LocalSemaphore> {
-        let table = Table::open(path, mode, initial.unwrap_or(0))?;
+    pub(super) fn open(path: &Path, mode: u32, asked: Capacity) -> Result<LocalSemaphore> {
+        let initial = match asked {
+            Capacity::Exactly(n) => n,
+            Capacity::Default => 1,
+            Capacity::Existing => 0,
+        };
+        let table = Table::open(path, mode, initial)?;
         let capacity = table.capacity().load(Ordering::SeqCst);
-        if let Some(initial) = initial.filter(|&i| i != capacity) {
+        if let Capacity::Exactly(initial) = asked
+            && initial != capacity
+        {
             return Err(Error::invalid(
                 path,
                 format!(
@@ -158,8 +166,13 @@ impl LocalSemaphore {
     /// A new handle on the same path, opened with the same mode.
     pub(super) fn try_clone(&self) -> Result<LocalSemaphore> {
         crate::state::without_creating(|| {
-            LocalSemaphore::open(&self.table.state.path, self.mode, None)
+            LocalSemaphore::open(&self.table.state.path, self.mode, Capacity::Existing)
         })
+    }
+
+    /// [`Semaphore::destroy`](super::Semaphore::destroy).
+    pub(super) fn destroy(&self) -> Result<()> {
+        crate::state::remove_if_same(&self.table.state.path, &self.table.state.file).map(drop)
     }
 
     /// [`Semaphore::path`](super::Semaphore::path).

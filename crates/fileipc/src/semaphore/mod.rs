@@ -52,13 +52,14 @@ pub use self::options::SemaphoreOptions;
 ///
 /// let sem = Semaphore::open(&path, 3)?;
 /// assert_eq!(sem.value()?, 3);
-/// sem.acquire()?;
-/// assert_eq!(sem.value()?, 2);
-/// if sem.try_acquire()? {
-///     println!("got permit");
-///     sem.release()?;
-/// }
-/// sem.release()?;
+/// {
+///     let _permit = sem.permit_forever()?; // waits as long as it takes
+///     assert_eq!(sem.value()?, 2);
+///     if sem.try_acquire()? {
+///         println!("got a second permit");
+///         sem.release()?;
+///     }
+/// } // released here
 /// assert_eq!(sem.value()?, 3);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -99,7 +100,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(path: impl AsRef<Path>, initial: u32) -> Result<Semaphore> {
-        SemaphoreOptions::default().open(path, initial)
+        SemaphoreOptions::new().initial(initial).open(path)
     }
 
     /// Opens the existing semaphore at `path` with the capacity it has; never creates
@@ -138,7 +139,7 @@ impl Semaphore {
         }
     }
 
-    /// Options for opening a semaphore (the creation mode).
+    /// Options for opening a semaphore (the creation mode, the initial permits).
     pub fn options() -> SemaphoreOptions {
         SemaphoreOptions::default()
     }
@@ -173,6 +174,22 @@ impl Semaphore {
         }
     }
 
+    /// Removes the semaphore file, if the file at the path is still the one this handle
+    /// opened, without waiting: as [`Mutex::destroy`](crate::Mutex::destroy), the handles
+    /// that have it open keep their permits and keep working on the removed file; a handle
+    /// opened at the path afterwards creates a new semaphore.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be removed.
+    pub fn destroy(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Local(e) => e.destroy(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.destroy(),
+        }
+    }
+
     /// The path of the semaphore file.
     pub fn path(&self) -> &Path {
         match &self.engine {
@@ -200,6 +217,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn acquire(&self) -> Result<bool> {
         self.acquire_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -224,6 +242,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
         self.acquire_until(crate::deadline_after(timeout))
     }
@@ -245,6 +264,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn acquire_deadline(&self, deadline: Instant) -> Result<bool> {
         self.acquire_until(Some(deadline))
     }
@@ -291,6 +311,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
+    #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn try_acquire(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.try_acquire(),
@@ -386,6 +407,7 @@ impl Semaphore {
     /// assert_eq!(s.value()?, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`false` means this handle held no permit, and nothing was detached"]
     pub fn detach(&self) -> Result<bool> {
         match &self.engine {
             Engine::Local(e) => e.detach(),
@@ -409,7 +431,7 @@ impl Semaphore {
     /// # let dir = tempfile::tempdir()?;
     /// # let path = dir.path().join("sem");
     /// let s = fileipc::Semaphore::open(&path, 3)?;
-    /// s.acquire()?;
+    /// s.acquire_forever()?;
     /// let h = s.holders()?;
     /// assert_eq!((h[0].pid, h[0].permits, h[0].alive), (std::process::id(), 1, true));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -461,8 +483,8 @@ impl Semaphore {
     /// # let dir = tempfile::tempdir()?;
     /// # let path = dir.path().join("sem");
     /// let s = fileipc::Semaphore::open(&path, 3)?;
-    /// s.acquire()?;
-    /// s.acquire()?;
+    /// s.acquire_forever()?;
+    /// s.acquire_forever()?;
     /// assert_eq!(s.held()?, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -516,6 +538,7 @@ impl Semaphore {
     /// assert_eq!(s.value()?, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
         self.permit_timeout(crate::DEFAULT_TIMEOUT)
     }
@@ -536,6 +559,7 @@ impl Semaphore {
     /// assert!(p.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
             .acquire_timeout(timeout)?
@@ -558,6 +582,7 @@ impl Semaphore {
     /// assert!(s.permit_deadline(deadline)?.is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit_deadline(&self, deadline: Instant) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
             .acquire_deadline(deadline)?
@@ -582,6 +607,7 @@ impl Semaphore {
     /// assert_eq!(s.value()?, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn try_permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self.try_acquire()?.then(|| SemaphorePermit { sem: self }))
     }

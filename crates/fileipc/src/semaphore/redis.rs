@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::SemaphoreHolder;
+use super::options::Capacity;
 use crate::error::{Error, Result};
 use crate::location::RedisUrl;
 use crate::remote::lease::Lease;
@@ -93,20 +94,25 @@ pub(super) struct RedisSemaphore {
 }
 
 impl RedisSemaphore {
-    /// Opens the semaphore, creating it with `initial` permits if it is missing; with
-    /// `None`, only an existing one. An explicit `initial` that disagrees with the
-    /// stored capacity is an error naming both.
-    pub(super) fn open(url: &RedisUrl, initial: Option<u32>) -> Result<RedisSemaphore> {
+    /// Opens the semaphore, treating its capacity as `asked` says (as the local
+    /// engine does): an explicit capacity that disagrees with the stored one is an error
+    /// naming both.
+    pub(super) fn open(url: &RedisUrl, asked: Capacity) -> Result<RedisSemaphore> {
         static S: OnceLock<redis::Script> = OnceLock::new();
         let conn = Conn::open(url)?;
-        remote::check_kind(&conn, "semaphore", initial.is_some())?;
+        remote::check_kind(&conn, "semaphore", asked != Capacity::Existing)?;
+        let create = match asked {
+            Capacity::Exactly(n) => i64::from(n),
+            Capacity::Default => 1,
+            Capacity::Existing => -1,
+        };
         let capacity: i64 = conn.read(|c| {
             remote::script(&S, &[CREATE])
                 .key(url.key("meta"))
-                .arg(initial.map_or(-1, i64::from))
+                .arg(create)
                 .invoke(c)
         })?;
-        if let Some(n) = initial
+        if let Capacity::Exactly(n) = asked
             && i64::from(n) != capacity
         {
             return Err(Error::Invalid {
@@ -231,6 +237,18 @@ impl RedisSemaphore {
                 lease: self.url().lease(),
             }),
         }
+    }
+
+    /// Removes the semaphore (its counters and the leases of its permits): a holder's
+    /// later release fails with [`Error::LeaseLost`]; a handle opened afterwards makes a
+    /// new semaphore.
+    pub(super) fn destroy(&self) -> Result<()> {
+        self.conn.read(|c| {
+            redis::cmd("DEL")
+                .arg(self.url().key("meta"))
+                .arg(self.url().key("held"))
+                .query::<()>(c)
+        })
     }
 
     /// Turns one permit this process holds into a permit no process holds.

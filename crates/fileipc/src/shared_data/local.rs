@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use super::Transaction;
 use super::board::{self, Board};
 use super::open::BUSY_TIMEOUT;
+use super::options::SharedDataOptions;
 use super::registry;
 use super::sql::{Ops, cas_operands, check_key, encode};
 use crate::error::{Error, IoResultExt, Result};
@@ -38,6 +39,8 @@ pub(super) struct LocalSharedData {
     pub(super) store_id: (u64, u64),
     /// The process that opened the handle; any other one is a forked child.
     pub(super) owner_pid: u32,
+    /// The options this handle was opened with (for `try_clone`).
+    pub(super) opts: SharedDataOptions,
     pub(super) inner: StdMutex<Option<Inner>>,
 }
 
@@ -294,6 +297,51 @@ impl LocalSharedData {
         bound_wal(&inner.conn, &inner.wal);
         drop(held);
         Ok(r)
+    }
+}
+
+impl LocalSharedData {
+    /// [`SharedData::destroy`](super::SharedData::destroy).
+    pub(super) fn destroy(&self) -> Result<()> {
+        let guard = self.inner()?;
+        let Some(inner) = guard.as_ref() else {
+            return Err(Error::invalid(&self.path, "handle already closed"));
+        };
+        lock_writers(&inner.lock).at("lock", &self.lock_path)?;
+        let removed = self.remove_files(&inner.lock);
+        let _ = sys::unlock(&inner.lock);
+        inner.board.kick(0);
+        removed
+    }
+
+    /// Removes the store, its side files and its lock file (last), holding the writers'
+    /// lock `lock`; nothing if the store at the path is not this handle's.
+    fn remove_files(&self, lock: &File) -> Result<()> {
+        let remove = |path: &Path| match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", path, e)),
+        };
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.store_id => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("stat", &self.path, e)),
+        }
+        // The WAL before the store: a destroy killed in between leaves the store as its
+        // last checkpoint made it, never an old WAL beside a new store created at the
+        // path (SQLite would replay it into that store). No write runs meanwhile (the
+        // writers' lock is held), and once the store is gone every handle's next write
+        // fails (`check_still_at_path`).
+        for suffix in ["-wal", "-shm", "-journal"] {
+            remove(&super::open::sidecar(&self.path, suffix))?;
+        }
+        remove(&self.path)?;
+        remove(&super::open::sidecar(&self.path, "-board"))?;
+        if sys::is_same_file(lock, &self.lock_path).at("stat", &self.lock_path)? {
+            remove(&self.lock_path)?;
+        }
+        Ok(())
     }
 }
 

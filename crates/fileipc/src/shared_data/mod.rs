@@ -269,6 +269,71 @@ impl SharedData {
         matches!(self.engine, Engine::ReadOnly(_))
     }
 
+    /// A new handle on the same store, opened again with the same options (its own
+    /// SQLite connection). A handle holds nothing on behalf of its user (it is
+    /// `Send + Sync`: an `Arc` shares one as well, its calls then take turns on one
+    /// connection).
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedData::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let a = fileipc::SharedData::open(dir.path().join("s"))?;
+    /// let b = a.try_clone()?;
+    /// a.set("k", &1)?;
+    /// assert_eq!(b.get::<i64>("k")?, Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_clone(&self) -> Result<SharedData> {
+        match &self.engine {
+            Engine::Local(e) => e.opts.open(&e.path),
+            Engine::ReadOnly(e) => SharedDataOptions::new().open_existing(e.path()),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => SharedDataOptions::new().open_existing(e.path()),
+        }
+    }
+
+    /// Removes the store and its side files (`PATH-wal`, `PATH-shm`, `PATH-journal`,
+    /// the store, `PATH-board`, then `PATH-lock`), if the store at the path is still the
+    /// one this handle opened (else nothing is removed). It waits for a write in progress
+    /// in any process (it takes the writers' lock); from then on every write through a
+    /// handle opened before, this one included, fails naming the path, and reads see the
+    /// store as it was; a handle opened at the path afterwards creates a new, empty store.
+    /// A destroy killed midway leaves the store as its last checkpoint made it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a file cannot be removed or locked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> fileipc::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("s");
+    /// let d = fileipc::SharedData::open(&path)?;
+    /// d.set("k", &1)?;
+    /// d.destroy()?;
+    /// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    /// assert!(d.set("k", &2).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn destroy(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Local(e) => e.destroy(),
+            Engine::ReadOnly(e) => Err(e.refuse()),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.destroy(),
+        }
+    }
+
     /// The path of the store.
     pub fn path(&self) -> &Path {
         match &self.engine {
@@ -661,6 +726,7 @@ impl SharedData {
     /// # Ok(())
     /// # }
     /// ```
+    #[must_use = "`false` means the stored value was not the expected one, and nothing was written"]
     pub fn compare_and_swap<T: Serialize + ?Sized>(
         &self,
         key: &str,

@@ -126,6 +126,7 @@ impl LocalSharedData {
             lock_id,
             store_id,
             owner_pid: std::process::id(),
+            opts,
             inner: StdMutex::new(Some(Inner {
                 conn,
                 lock,

@@ -66,14 +66,14 @@ impl SharedDataOptions {
     /// # Errors
     ///
     /// As [`SharedData::open`].
-    pub fn open(self, path: impl AsRef<Path>) -> Result<SharedData> {
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<SharedData> {
         self.open_as(path.as_ref(), true)
     }
 
     /// The engine the path names; for a local store, if the read-write open is refused
     /// (`EROFS`, `EACCES`), the read-only one on the existing store (the first error if
     /// there is none).
-    fn open_as(self, path: &Path, create: bool) -> Result<SharedData> {
+    fn open_as(&self, path: &Path, create: bool) -> Result<SharedData> {
         let path = match crate::location::Location::parse(path)? {
             crate::location::Location::Path(p) => p,
             crate::location::Location::Redis(url) => {
@@ -89,9 +89,9 @@ impl SharedDataOptions {
             }
         };
         let path = path.as_path();
-        let engine = match LocalSharedData::open(path, self, create) {
+        let engine = match LocalSharedData::open(path, *self, create) {
             Ok(local) => Engine::Local(local),
-            Err(e) if refuses_writing(&e) => match ReadOnlySharedData::open(path, self, &e) {
+            Err(e) if refuses_writing(&e) => match ReadOnlySharedData::open(path, *self, &e) {
                 Ok(ro) => Engine::ReadOnly(ro),
                 Err(ro) if ro.io_kind() == Some(std::io::ErrorKind::NotFound) => return Err(e),
                 Err(ro) => return Err(ro),
@@ -108,7 +108,7 @@ impl SharedDataOptions {
     /// # Errors
     ///
     /// As [`SharedData::open_existing`].
-    pub fn open_existing(self, path: impl AsRef<Path>) -> Result<SharedData> {
+    pub fn open_existing(&self, path: impl AsRef<Path>) -> Result<SharedData> {
         self.open_as(path.as_ref(), false)
     }
 }

@@ -113,6 +113,18 @@ impl RedisSharedData {
         self.conn.path()
     }
 
+    /// Removes the store (its data and metadata); a transaction in progress fails to
+    /// commit with [`Error::LeaseLost`] only if its lock went too, which it does.
+    pub(super) fn destroy(&self) -> Result<()> {
+        self.conn.read(|c| {
+            redis::cmd("DEL")
+                .arg(self.url().key("data"))
+                .arg(self.url().key("meta"))
+                .arg(self.url().key("txlock"))
+                .query::<()>(c)
+        })
+    }
+
     // ---- reading ----
 
     fn get_raw(&self, key: &str) -> Result<Option<String>> {
