@@ -379,7 +379,13 @@ fn main() -> ExitCode {
             if let Some(fe) = e.downcast_ref::<fileipc::Error>()
                 && fe.io_kind() == Some(std::io::ErrorKind::NotFound)
             {
-                eprintln!("fileipc: {}: not found", fe.path().display());
+                // The path once, the operating system's reason once.
+                let reason = e
+                    .chain()
+                    .last()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                eprintln!("fileipc: {}: not found ({reason})", fe.path().display());
                 return NO;
             }
             // One line: the cause chain joined; the library's messages name the path.

@@ -25,6 +25,18 @@ fn entries(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The error and its sources, as `anyhow`'s `{:#}` prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 #[test]
 fn open_existing_never_creates() {
     let dir = common::tempdir();
@@ -40,7 +52,8 @@ fn open_existing_never_creates() {
             let e = r.expect_err(what);
             assert_eq!(e.io_kind(), Some(ErrorKind::NotFound), "{what}: {e}");
             assert_eq!(e.path(), p, "{what}: {e}");
-            assert!(e.to_string().contains("not found"), "{what}: {e}");
+            let chain = chain(&e);
+            assert!(chain.contains("not found"), "{what}: {chain}");
             assert!(
                 entries(dir.path()).is_empty(),
                 "{what}: {:?}",

@@ -7,6 +7,18 @@
 
 mod common;
 
+/// The error and its sources, as `anyhow`'s `{:#}` prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -102,7 +114,7 @@ fn reader(args: &[String]) -> Result<(), String> {
             Ok(()) => return Err(format!("{what} succeeded on a read-only store")),
             Err(e) => e,
         };
-        let msg = err.to_string();
+        let msg = chain(&err);
         if err.io_kind() != Some(kind) || !msg.contains(&args[0]) || !msg.contains("read-only") {
             return Err(format!(
                 "{what}: unexpected error {msg:?} ({:?})",

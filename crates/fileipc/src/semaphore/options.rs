@@ -86,8 +86,9 @@ impl SemaphoreOptions {
     /// # let path = dir.path().join("sem");
     /// let s = fileipc::Semaphore::options().initial(2).mode(0o660).open(&path)?;
     /// assert_eq!(s.value()?, 2);
-    /// assert!(fileipc::Semaphore::options().initial(3).open(&path).is_err());
-    /// assert_eq!(fileipc::Semaphore::options().open(&path)?.capacity(), 2);
+    /// let shared = fileipc::Semaphore::options().mode(0o660);
+    /// assert!(shared.initial(3).open(&path).is_err()); // exists with 2
+    /// assert_eq!(shared.open(&path)?.capacity(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Semaphore> {
