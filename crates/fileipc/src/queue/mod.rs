@@ -39,16 +39,20 @@
 //! | `open.rs` | the engine's handle: open, lock repair, segment removal, clear, destroy, stats |
 //! | `produce.rs` | the producer commit: `send`, `send_all` |
 //! | `consume.rs` | the lock-free consumer claim, damaged-record skipping, the receive calls |
+//! | `claim.rs` | claim/ack: [`Claimed`], the claim calls, redelivery, dead letters |
+//! | `inflight.rs` | the in-flight table of claimed messages in the control file |
 //! | `durable.rs` | the group commit of durable mode |
 //! | `doorbell.rs` | the doorbell, the waiter registry and a receiver's wait for data |
 //! | `control.rs` | the control file's layout |
 //! | `record.rs` | the record header's encoding |
 //! | `segment.rs` | segment files and the per-side caches of their mappings |
 
+mod claim;
 mod consume;
 mod control;
 mod doorbell;
 mod durable;
+mod inflight;
 mod message;
 mod open;
 mod options;
@@ -63,6 +67,7 @@ use std::time::{Duration, Instant};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
+pub use claim::{Claimed, DEFAULT_LEASE};
 pub use message::{Message, QueueStats};
 pub(crate) use open::CONTROL;
 use open::LocalQueue;
@@ -361,7 +366,8 @@ impl MessageQueue {
         }
     }
 
-    /// How many messages are waiting. O(1); exact when no process is sending or receiving
+    /// How many messages are waiting, claimed ones not yet acknowledged included
+    /// ([`stats`](Self::stats) shows them apart). O(1) without claims; exact when no process is sending or receiving
     /// (after a process was killed in a critical section too: the lock it held is taken
     /// over and repaired first).
     ///
@@ -451,6 +457,172 @@ impl MessageQueue {
     pub fn destroy(&self) -> Result<()> {
         match &self.engine {
             Engine::Local(e) => e.destroy(),
+        }
+    }
+
+    /// Claims the next message for at-least-once processing, waiting at most
+    /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT) (5 s); `Ok(None)` if none came.
+    ///
+    /// The message stays in the queue, invisible to other claimers and receivers, until
+    /// the [`Claimed`] is acknowledged ([`Claimed::ack`]); it is delivered again (to any
+    /// claimer, [`Claimed::attempt`] counting up) if it is given back ([`Claimed::nack`]
+    /// or dropping it), if this process dies (seen at once: the kernel releases the
+    /// process's lock on its owner id), or if its lease ([`QueueOptions::lease`], 30 s by
+    /// default) runs out first. Messages due for redelivery come before newer ones. With
+    /// [`QueueOptions::max_deliveries`], a message that had that many deliveries moves to
+    /// the [dead-letter queue](Self::dead_letters) instead.
+    ///
+    /// Plain receives ([`recv`](Self::recv)) work on the same queue and take messages
+    /// from the log only, never a message given back for redelivery. At most 1024
+    /// messages can be claimed (or await redelivery) at once; beyond that `claim` waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// q.send("job")?;
+    /// let first = q.claim()?.expect("a job");
+    /// drop(first); // not acknowledged: given back at once
+    /// let again = q.claim()?.expect("the same job");
+    /// assert_eq!((again.bytes(), again.attempt()), (&b"job"[..], 2));
+    /// again.ack()?;
+    /// assert!(q.try_claim()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim(&self) -> Result<Option<Claimed<'_>>> {
+        self.claim_timeout(crate::DEFAULT_TIMEOUT)
+    }
+
+    /// Claims the next message, waiting at most `timeout`; `Ok(None)` if none came. See
+    /// [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// assert!(q.claim_timeout(Duration::from_millis(10))?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim_timeout(&self, timeout: Duration) -> Result<Option<Claimed<'_>>> {
+        match &self.engine {
+            Engine::Local(e) => e.claim_until(crate::deadline_after(timeout)),
+        }
+    }
+
+    /// Claims the next message, waiting until `deadline`; `Ok(None)` if none came. See
+    /// [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::{Duration, Instant};
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// q.send("x")?;
+    /// let job = q.claim_deadline(Instant::now() + Duration::from_secs(1))?.unwrap();
+    /// job.ack()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim_deadline(&self, deadline: Instant) -> Result<Option<Claimed<'_>>> {
+        match &self.engine {
+            Engine::Local(e) => e.claim_until(Some(deadline)),
+        }
+    }
+
+    /// Claims the next message if one can be had now, without waiting. See
+    /// [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// assert!(q.try_claim()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_claim(&self) -> Result<Option<Claimed<'_>>> {
+        match &self.engine {
+            Engine::Local(e) => e.claim_until(Some(Instant::now())),
+        }
+    }
+
+    /// Claims the next message, waiting as long as it takes. See [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// q.send("x")?;
+    /// q.claim_forever()?.ack()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim_forever(&self) -> Result<Claimed<'_>> {
+        match &self.engine {
+            Engine::Local(e) => loop {
+                if let Some(c) = e.claim_until(None)? {
+                    return Ok(c);
+                }
+            },
+        }
+    }
+
+    /// The dead-letter queue: messages claimed [`max_deliveries`](QueueOptions::max_deliveries)
+    /// times without being acknowledged, each with its delivery count
+    /// ([`Message::dead_letter_attempts`]). It is an ordinary queue in the sub-directory
+    /// `dead-letters` of this queue's directory, opened (created if missing) with this
+    /// handle's options but without a delivery limit; [`destroy`](Self::destroy) removes
+    /// it with the queue.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// let q = fileipc::MessageQueue::options().max_deliveries(1).open(dir.path())?;
+    /// q.send("poison")?;
+    /// q.claim()?.unwrap().nack(Duration::ZERO)?; // its only delivery failed
+    /// assert!(q.try_claim()?.is_none());
+    /// let dead = q.dead_letters()?.try_recv()?.unwrap();
+    /// assert_eq!((&*dead, dead.dead_letter_attempts()), (&b"poison"[..], 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dead_letters(&self) -> Result<MessageQueue> {
+        match &self.engine {
+            Engine::Local(e) => Ok(MessageQueue {
+                engine: Engine::Local(LocalQueue::open(
+                    &e.dir.join(claim::DEAD_LETTERS),
+                    &e.claims_options(),
+                )?),
+            }),
         }
     }
 

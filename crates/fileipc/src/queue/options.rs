@@ -38,6 +38,8 @@ pub struct QueueOptions {
     pub(super) segment_size: u64,
     pub(super) durable: bool,
     pub(super) mode: u32,
+    pub(super) lease: std::time::Duration,
+    pub(super) max_deliveries: u32,
 }
 
 impl Default for QueueOptions {
@@ -47,6 +49,8 @@ impl Default for QueueOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             durable: false,
             mode: DEFAULT_MODE,
+            lease: super::claim::DEFAULT_LEASE,
+            max_deliveries: 0,
         }
     }
 }
@@ -89,6 +93,25 @@ impl QueueOptions {
     /// that group too. Every handle on a shared queue should ask for the same mode.
     pub fn mode(mut self, mode: u32) -> QueueOptions {
         self.mode = mode & 0o777;
+        self
+    }
+
+    /// How long a message this handle [claims](MessageQueue::claim) stays invisible to
+    /// other claimers unless acknowledged, given back or
+    /// [extended](super::Claimed::extend) (default 30 s). A claimer that dies loses its
+    /// claims at once, whatever the lease; one that lives on (stopped, stuck) loses them
+    /// when the lease runs out, and its late `ack` then fails.
+    pub fn lease(mut self, lease: std::time::Duration) -> QueueOptions {
+        self.lease = lease;
+        self
+    }
+
+    /// After how many deliveries a claimed message that is not acknowledged (given back,
+    /// or its claimer died or let its lease run out) moves to the dead-letter queue
+    /// ([`MessageQueue::dead_letters`]) instead of being delivered again (default 0: no
+    /// limit). Applies to the claims of this handle and to the redeliveries it makes.
+    pub fn max_deliveries(mut self, n: u32) -> QueueOptions {
+        self.max_deliveries = n;
         self
     }
 

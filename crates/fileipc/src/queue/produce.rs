@@ -33,7 +33,11 @@ impl LocalQueue {
         self.check_size(data.len())?;
         self.check_destroyed()?;
         let crc = crc32fast::hash(data);
-        let end = self.append(Some(record_size(data.len())), std::iter::once((data, crc)))?;
+        let end = self.append(
+            Some(record_size(data.len())),
+            std::iter::once((data, crc)),
+            0,
+        )?;
         self.ring();
         if self.durable {
             self.sync_to(end)?;
@@ -58,7 +62,7 @@ impl LocalQueue {
         let (mut end, mut committed) = (0, 0);
         for (chunk, crcs) in items.chunks(BATCH).zip(crcs.chunks(BATCH)) {
             let records = chunk.iter().map(|m| m.as_ref()).zip(crcs.iter().copied());
-            match self.append(None, records) {
+            match self.append(None, records, 0) {
                 Ok(e) => end = e,
                 Err(e) if committed == 0 => return Err(e),
                 Err(e) => {
@@ -78,6 +82,22 @@ impl LocalQueue {
         Ok(committed)
     }
 
+    /// Sends a dead letter: `data`, after `deliveries` deliveries in the queue it left.
+    pub(super) fn send_dead(&self, data: &[u8], deliveries: u32) -> Result<()> {
+        self.check_destroyed()?;
+        let crc = crc32fast::hash(data);
+        let end = self.append(
+            Some(record_size(data.len())),
+            std::iter::once((data, crc)),
+            deliveries,
+        )?;
+        self.ring();
+        if self.durable {
+            self.sync_to(end)?;
+        }
+        Ok(())
+    }
+
     /// The error of a `send_all` that committed its first `committed` messages only.
     fn partial(&self, committed: usize, source: Error) -> Error {
         Error::Partial {
@@ -90,12 +110,14 @@ impl LocalQueue {
     /// Appends `records` (payload, payload checksum) at the tail under one hold of the
     /// producer lock and commits them; returns the new tail. With `prefault`, the pages of
     /// that many bytes beyond the tail are made writable before the lock is taken, so
-    /// that their page faults are not taken while holding it.
+    /// that their page faults are not taken while holding it. `deliveries` goes into
+    /// every record's header (0 but in a dead-letter queue).
     #[inline]
     fn append<'a>(
         &self,
         prefault: Option<u64>,
         records: impl Iterator<Item = (&'a [u8], u32)>,
+        deliveries: u32,
     ) -> Result<u64> {
         let mut cache = lock_cache(&self.producer);
         if let Some(bytes) = prefault {
@@ -112,6 +134,7 @@ impl LocalQueue {
                 len: data.len() as u32,
                 payload_crc: crc,
                 seq,
+                deliveries,
             };
             cache.write(tail, &h.encode(tail))?;
             cache.write(tail + HEADER as u64, data)?;

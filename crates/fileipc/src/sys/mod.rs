@@ -59,7 +59,7 @@ pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
 pub(crate) use map::{SharedMap, fork_epoch};
 pub(crate) use ofd::{byte_locked_by_other, try_lock_byte};
 pub(crate) use process::{ProcessId, boot_id, effective_uid, thread_id};
-pub(crate) use time::{monotonic_micros, monotonic_millis, remaining};
+pub(crate) use time::{boot_nanos, monotonic_micros, monotonic_millis, remaining};
 
 /// The name of the backend in use, for diagnostics (`fileipc stat`, benchmarks).
 pub(crate) const BACKEND: &str = imp::NAME;
