@@ -247,14 +247,22 @@ impl LocalQueue {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
-            let until = wait::slice_end(deadline, CLAIM_SLICE);
-            if full {
+            // While the table holds claims, their owners may die or their leases and
+            // delays end, which rings no doorbell: look again every slice. Otherwise a
+            // send rings (and `wait_for_data` returns at its own slices' end anyway).
+            let f = self.in_flight();
+            let until = if f.claimed + f.released > 0 || full {
+                Some(wait::slice_end(deadline, CLAIM_SLICE))
+            } else {
+                deadline
+            };
+            if let (true, Some(until)) = (full, until) {
                 // The head holds messages (so the doorbell would not hold us): sleep the
                 // slice; an ack frees a slot without ringing.
                 let bell = self.a32(control::DOORBELL);
                 let _ = wait::sleep(bell, bell.load(SeqCst), until);
             } else {
-                self.wait_for_data(Some(until))?;
+                self.wait_for_data(until)?;
             }
             waited = true;
         }
@@ -481,8 +489,8 @@ impl LocalQueue {
             .store(inflight::now().saturating_add(duration_ns(delay)), SeqCst);
         slot.state
             .store(taking.next(READY, 0, taking.attempt()).0, SeqCst);
-        // Claimers asleep on the doorbell look again (those in a slice re-check anyway).
-        self.wake_all_receivers();
+        // Claimers asleep on the doorbell look again (a system call only if one sleeps).
+        self.ring();
         Ok(())
     }
 
