@@ -95,6 +95,8 @@ pub struct Claimed<'q> {
     seq: u64,
     data: Vec<u8>,
     fence: u64,
+    /// The record header's dead-letter delivery count.
+    dead_attempts: u32,
     done: bool,
 }
 
@@ -137,6 +139,13 @@ impl Claimed<'_> {
     /// work (`UPDATE ... WHERE last_fence < $fence`).
     pub fn fence(&self) -> u64 {
         self.fence
+    }
+
+    /// In a [dead-letter queue](super::MessageQueue::dead_letters): how many deliveries
+    /// the message had before it was moved there (as
+    /// [`Message::dead_letter_attempts`](super::Message::dead_letter_attempts)).
+    pub fn dead_letter_attempts(&self) -> u32 {
+        self.dead_attempts
     }
 
     /// The message's sequence number in the queue (its `sent` count when it was sent).
@@ -329,6 +338,7 @@ impl LocalQueue {
                     seq: h.seq,
                     data,
                     fence,
+                    dead_attempts: h.deliveries,
                     done: false,
                 })),
                 Err(e) => {
@@ -418,6 +428,7 @@ impl LocalQueue {
                 seq: h.seq,
                 data,
                 fence,
+                dead_attempts: h.deliveries,
                 done: false,
             }));
         }
