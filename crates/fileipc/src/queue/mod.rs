@@ -41,6 +41,7 @@
 //! | `consume.rs` | the lock-free consumer claim, damaged-record skipping, the receive calls |
 //! | `claim.rs` | claim/ack: [`Claimed`], the claim calls, redelivery, dead letters |
 //! | `inflight.rs` | the in-flight table of claimed messages in the control file |
+//! | `iter.rs`, `json.rs` | iterators over the messages; messages as JSON (serde) |
 //! | `durable.rs` | the group commit of durable mode |
 //! | `doorbell.rs` | the doorbell, the waiter registry and a receiver's wait for data |
 //! | `control.rs` | the control file's layout |
@@ -53,6 +54,8 @@ mod control;
 mod doorbell;
 mod durable;
 mod inflight;
+mod iter;
+mod json;
 mod message;
 mod open;
 mod options;
@@ -68,6 +71,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::error::Result;
 pub use claim::{Claimed, DEFAULT_LEASE};
+pub use iter::{Iter, TryIter};
 pub use message::{Message, QueueStats};
 pub(crate) use open::CONTROL;
 use open::LocalQueue;
