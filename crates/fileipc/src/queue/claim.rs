@@ -547,6 +547,9 @@ impl LocalQueue {
     /// The options the dead-letter queue is opened with: this handle's, without a
     /// delivery limit.
     pub(super) fn claims_options(&self) -> QueueOptions {
-        self.claims.opts.clone().max_deliveries(0)
+        let mut opts = self.claims.opts.clone().max_deliveries(0);
+        // Dead-lettering never waits for room.
+        opts.capacity = None;
+        opts
     }
 }

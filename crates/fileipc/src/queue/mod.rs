@@ -42,12 +42,14 @@
 //! | `claim.rs` | claim/ack: [`Claimed`], the claim calls, redelivery, dead letters |
 //! | `inflight.rs` | the in-flight table of claimed messages in the control file |
 //! | `iter.rs`, `json.rs` | iterators over the messages; messages as JSON (serde) |
+//! | `bounded.rs` | sends that wait for room in a queue with a capacity |
 //! | `durable.rs` | the group commit of durable mode |
 //! | `doorbell.rs` | the doorbell, the waiter registry and a receiver's wait for data |
 //! | `control.rs` | the control file's layout |
 //! | `record.rs` | the record header's encoding |
 //! | `segment.rs` | segment files and the per-side caches of their mappings |
 
+mod bounded;
 mod claim;
 mod consume;
 mod control;
@@ -173,7 +175,10 @@ impl MessageQueue {
     }
 
     /// Appends a message (any bytes, empty included) to the queue. In durable mode it is
-    /// on stable storage when this returns.
+    /// on stable storage when this returns. With a
+    /// [`capacity`](QueueOptions::capacity), waits as long as it takes for room (see
+    /// [`try_send`](Self::try_send), [`send_timeout`](Self::send_timeout)); so does
+    /// [`send_all`](Self::send_all), batch by batch.
     ///
     /// # Errors
     ///

@@ -43,6 +43,8 @@ pub(crate) struct LocalQueue {
     pub(super) seg_size: u64,
     pub(super) max_message_size: usize,
     pub(super) durable: bool,
+    /// The most messages a send of this handle lets the queue hold (`None`: no limit).
+    pub(super) capacity: Option<u64>,
     pub(super) producer: Mutex<SegmentCache>,
     pub(super) consumer: Mutex<SegmentCache>,
     pub(super) syncer: Mutex<SegmentCache>,
@@ -79,6 +81,12 @@ impl LocalQueue {
                     "max_message_size {} is over the limit of {MESSAGE_SIZE_LIMIT} bytes",
                     opts.max_message_size
                 ),
+            ));
+        }
+        if opts.capacity == Some(0) {
+            return Err(Error::invalid(
+                dir,
+                "capacity 0: a queue must hold at least 1 message",
             ));
         }
         let s = opts.segment_size;
@@ -168,6 +176,7 @@ impl LocalQueue {
             seg_size,
             max_message_size: opts.max_message_size,
             durable: opts.durable,
+            capacity: opts.capacity,
             producer: Mutex::new(SegmentCache::new(
                 dir,
                 seg_size,

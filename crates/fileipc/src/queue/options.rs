@@ -40,6 +40,7 @@ pub struct QueueOptions {
     pub(super) mode: u32,
     pub(super) lease: std::time::Duration,
     pub(super) max_deliveries: u32,
+    pub(super) capacity: Option<u64>,
 }
 
 impl Default for QueueOptions {
@@ -51,6 +52,7 @@ impl Default for QueueOptions {
             mode: DEFAULT_MODE,
             lease: super::claim::DEFAULT_LEASE,
             max_deliveries: 0,
+            capacity: None,
         }
     }
 }
@@ -112,6 +114,17 @@ impl QueueOptions {
     /// limit). Applies to the claims of this handle and to the redeliveries it makes.
     pub fn max_deliveries(mut self, n: u32) -> QueueOptions {
         self.max_deliveries = n;
+        self
+    }
+
+    /// The most messages this handle lets the queue hold (waiting, claimed or awaiting
+    /// redelivery): its `send` waits for room beyond that, and
+    /// [`try_send`](MessageQueue::try_send) and [`send_timeout`](MessageQueue::send_timeout)
+    /// report the queue full (default: no limit). Checked under the producer lock, so
+    /// producers that all ask for it never together pass it. Give every producer
+    /// handle the same capacity.
+    pub fn capacity(mut self, messages: u64) -> QueueOptions {
+        self.capacity = Some(messages);
         self
     }
 
