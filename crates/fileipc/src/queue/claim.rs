@@ -163,7 +163,7 @@ impl Claimed<'_> {
     pub fn ack(mut self) -> Result<()> {
         self.done = true;
         let slot = self.q.slot(self.slot);
-        if !slot.cas(self.state, self.state.next(FREE, 0, 0)) {
+        if !self.still_ours() || !slot.cas(self.state, self.state.next(FREE, 0, 0)) {
             return Err(self.lost("ack"));
         }
         self.q.after_release(slot.pos.load(SeqCst));
@@ -180,6 +180,9 @@ impl Claimed<'_> {
     /// (it is then delivered again).
     pub fn nack(mut self, delay: Duration) -> Result<()> {
         self.done = true;
+        if !self.still_ours() {
+            return Err(self.lost("nack"));
+        }
         self.q.give_back(self.slot, self.state, delay, self.seq)
     }
 
@@ -192,7 +195,7 @@ impl Claimed<'_> {
     pub fn extend(&mut self, lease: Duration) -> Result<()> {
         let slot = self.q.slot(self.slot);
         let taking = self.state.next(TAKING, self.state.owner(), self.attempt());
-        if !slot.cas(self.state, taking) {
+        if !self.still_ours() || !slot.cas(self.state, taking) {
             return Err(self.lost("extend"));
         }
         slot.deadline
@@ -201,6 +204,14 @@ impl Claimed<'_> {
         slot.state.store(claimed.0, SeqCst);
         self.state = claimed;
         Ok(())
+    }
+
+    /// Whether the slot still holds this grant's fence. The state word's generation has
+    /// 14 bits: after 16,384 changes of the slot it could repeat, with the same owner and
+    /// delivery count, for a claim of another message; the fence (never reused) tells
+    /// that claim apart from this one. (The compare-and-swap that follows decides.)
+    fn still_ours(&self) -> bool {
+        self.q.slot(self.slot).fence.load(SeqCst) == self.fence
     }
 
     fn lost(&self, op: &str) -> Error {
@@ -225,7 +236,7 @@ impl std::ops::Deref for Claimed<'_> {
 
 impl Drop for Claimed<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && self.still_ours() {
             let _ = self
                 .q
                 .give_back(self.slot, self.state, Duration::ZERO, self.seq);
