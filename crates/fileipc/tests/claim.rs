@@ -209,7 +209,7 @@ fn hold_then_ack(dir: &Path, go: &str) {
         .open(dir)
         .unwrap();
     let m = q.claim_timeout(PATIENCE).unwrap().unwrap();
-    say(format!("claimed {}", m.to_str().unwrap()));
+    say(format!("claimed {} {}", m.to_str().unwrap(), m.fence()));
     eventually(PATIENCE, "the go file", || Path::new(go).exists());
     match m.ack() {
         Ok(()) => say("ack ok"),
@@ -270,11 +270,13 @@ fn a_claimer_stopped_past_its_lease_loses_the_claim() {
         "hold_then_ack",
         &[d.path().to_str().unwrap(), go.to_str().unwrap()],
     );
-    child.expect("claimed job");
+    let said = child.expect_line(PATIENCE);
+    let stale_fence: u64 = said.strip_prefix("claimed job ").unwrap().parse().unwrap();
     common::signal(child.pid, Signal::STOP);
     // Stopped, alive: taken only once its lease ran out.
     let m = q.claim_timeout(PATIENCE).unwrap().unwrap();
     assert_eq!((m.bytes(), m.attempt()), (&b"job"[..], 2));
+    assert!(m.fence() > stale_fence, "the successor's fence is higher");
     m.ack().unwrap();
     std::fs::write(&go, "").unwrap();
     common::signal(child.pid, Signal::CONT);
@@ -447,4 +449,81 @@ fn kill_storm_every_message_acked_once_or_redelivered_only_after_a_death() {
     }
     eprintln!("kill storm: {redelivered} messages processed again after their claimer died");
     assert!(q.dead_letters().unwrap().is_empty().unwrap());
+}
+
+// --- a claimer killed inside the claim lock --------------------------------------------
+
+/// Control file offsets (docs/FORMAT.md, "Claim and ack").
+const CLAIM_LOCK: u64 = 264;
+const SLOTS_USED: u64 = 1536;
+const SLOT0: u64 = 4096;
+/// An owner id never handed out: nobody holds its byte lock, so it reads as dead.
+const DEAD: u64 = 0x7ff0_0001;
+/// Slot 0 *reserving* for `DEAD`, first delivery (owner | tag 1 << 31 | 1 << 34).
+const RESERVING_DEAD: u64 = DEAD | 1 << 31 | 1 << 34;
+
+fn write_at(dir: &Path, off: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("control"))
+        .unwrap();
+    f.write_at(bytes, off).unwrap();
+}
+
+/// What a claimer killed after reserving its slot and before its head exchange leaves:
+/// the lock word and a *reserving* slot naming it. The message was not taken.
+#[test]
+fn a_claimer_killed_before_its_head_exchange_leaves_the_message_in_place() {
+    let d = common::tempdir();
+    let q = MessageQueue::open(d.path()).unwrap();
+    q.send("a").unwrap();
+    write_at(d.path(), SLOT0 + 8, &0u64.to_le_bytes()); // the head's position
+    write_at(d.path(), SLOTS_USED, &1u32.to_le_bytes());
+    write_at(d.path(), SLOT0, &RESERVING_DEAD.to_le_bytes());
+    write_at(d.path(), CLAIM_LOCK, &(DEAD as u32).to_le_bytes());
+    assert_eq!(q.count().unwrap(), 1);
+    let m = q.try_claim().unwrap().unwrap();
+    assert_eq!((m.bytes(), m.attempt()), (&b"a"[..], 1), "delivered once");
+    m.ack().unwrap();
+    assert!(q.try_claim().unwrap().is_none());
+    assert_eq!(q.count().unwrap(), 0);
+}
+
+/// What a claimer killed after its head exchange and before marking its slot claimed
+/// leaves: the head past the message, the slot still *reserving*. The message must come
+/// back (not be lost with the claimer).
+#[test]
+fn a_claimer_killed_after_its_head_exchange_has_the_message_redelivered() {
+    let d = common::tempdir();
+    let q = MessageQueue::open(d.path()).unwrap();
+    q.send("a").unwrap();
+    // A real claim moves the head and fills slot 0; then it is made to look like the
+    // dead claimer's, caught between the two stores.
+    std::mem::forget(q.try_claim().unwrap().unwrap());
+    write_at(d.path(), SLOT0, &RESERVING_DEAD.to_le_bytes());
+    write_at(d.path(), CLAIM_LOCK, &(DEAD as u32).to_le_bytes());
+    assert!(q.try_recv().unwrap().is_none(), "taken from the log");
+    assert_eq!(q.count().unwrap(), 1, "repaired: in flight, not lost");
+    let m = q.try_claim().unwrap().unwrap();
+    assert_eq!((m.bytes(), m.attempt()), (&b"a"[..], 2));
+    m.ack().unwrap();
+    assert_eq!(q.count().unwrap(), 0);
+}
+
+#[test]
+fn a_full_in_flight_table_holds_claims_back_but_not_plain_receives() {
+    let d = common::tempdir();
+    let q = MessageQueue::open(d.path()).unwrap();
+    q.send_all((0..1026).map(|i| i.to_string())).unwrap();
+    let held: Vec<_> = (0..1024).map(|_| q.try_claim().unwrap().unwrap()).collect();
+    assert!(q.try_claim().unwrap().is_none(), "1024 in flight at most");
+    assert_eq!(q.try_recv().unwrap().unwrap(), "1024");
+    let st = q.stats().unwrap();
+    assert_eq!((st.ready, st.in_flight), (1, 1024));
+    let mut held = held.into_iter();
+    held.next().unwrap().ack().unwrap();
+    assert_eq!(q.try_claim().unwrap().unwrap().bytes(), b"1025");
+    drop(held);
+    assert_eq!(q.count().unwrap(), 1024, "dropped claims come back");
 }

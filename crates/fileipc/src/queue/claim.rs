@@ -300,7 +300,18 @@ impl LocalQueue {
         if let Some(c) = self.redeliver(now, check)? {
             return Ok(Look::Got(c));
         }
-        self.claim_at_head(now, deadline)
+        match self.claim_at_head(now, deadline)? {
+            // Nothing at the head either: before answering "nothing", check the owners
+            // of the claims after all (the rate limit is for a claimer that finds work).
+            nothing @ (Look::Empty | Look::Full) if !check => {
+                last.store(now, Ordering::Relaxed);
+                Ok(match self.redeliver(now, true)? {
+                    Some(c) => Look::Got(c),
+                    None => nothing,
+                })
+            }
+            found => Ok(found),
+        }
     }
 
     /// Takes a message due for redelivery, if there is one: released and visible again,
