@@ -1,4 +1,5 @@
-//! The queue's control file: a fixed 4 KiB region mapped by every handle.
+//! The queue's control file: a fixed 36 KiB region mapped by every handle (4 KiB of
+//! fields, then the in-flight table of claim/ack).
 //!
 //! Fields are grouped by who writes them, each group on its own 128-byte block so that
 //! producers and consumers do not bounce one cache line between CPUs. Offsets below are

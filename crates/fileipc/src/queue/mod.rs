@@ -27,6 +27,15 @@
 //! (the head moved) or still there. The next process that wants a lock a dead process
 //! held takes it over within a few milliseconds and repairs the counters.
 //!
+//! # At-least-once delivery
+//!
+//! A `recv` consumes a message when it takes it: if the receiver dies before finishing
+//! its work, the message is gone. [`MessageQueue::claim`] instead records the message in
+//! an in-flight table of the control file and leaves it in the log until the
+//! [`Claimed`] is acknowledged; it is delivered again if it is given back, if its
+//! claimer's process dies (seen at once through the kernel's lock on the claimer's owner
+//! id), or if its lease runs out. Plain receivers and claimers can share a queue.
+
 //! # Layout of this module
 //!
 //! This file is the public front: [`MessageQueue`] dispatches every call to its engine.
