@@ -527,3 +527,74 @@ fn a_full_in_flight_table_holds_claims_back_but_not_plain_receives() {
     drop(held);
     assert_eq!(q.count().unwrap(), 1024, "dropped claims come back");
 }
+
+/// Claimers, plain receivers and producers on one queue, threads of one process, nobody
+/// dying: every message is taken exactly once (acked, or received), none twice.
+#[test]
+fn claimers_and_plain_receivers_share_a_queue_exactly_once() {
+    let d = common::tempdir();
+    let path = d.path().to_owned();
+    let per_producer = 20_000usize;
+    let producers: Vec<_> = (0..2)
+        .map(|p| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let q = small(&path);
+                for i in 0..per_producer {
+                    q.send(format!("{p}:{i}")).unwrap();
+                }
+            })
+        })
+        .collect();
+    let total = 2 * per_producer;
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(total)));
+    let consumers: Vec<_> = (0..4)
+        .map(|c| {
+            let (path, taken) = (path.clone(), taken.clone());
+            std::thread::spawn(move || {
+                let q = small(&path);
+                let start = Instant::now();
+                loop {
+                    assert!(start.elapsed() < PATIENCE, "messages missing");
+                    let got = if c < 3 {
+                        match q.claim_timeout(Duration::from_millis(200)).unwrap() {
+                            // One in 20 given back once, to be redelivered.
+                            Some(m) if m.attempt() == 1 && m.seq() % 20 == 3 => {
+                                m.nack(Duration::ZERO).unwrap();
+                                continue;
+                            }
+                            Some(m) => {
+                                let s = m.to_str().unwrap().to_owned();
+                                m.ack().unwrap();
+                                Some(s)
+                            }
+                            None => None,
+                        }
+                    } else {
+                        q.recv_timeout(Duration::from_millis(200))
+                            .unwrap()
+                            .map(|m| m.into_string().unwrap())
+                    };
+                    let mut t = taken.lock().unwrap();
+                    match got {
+                        Some(s) => t.push(s),
+                        None if t.len() >= total => return,
+                        None => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    for c in consumers {
+        c.join().unwrap();
+    }
+    let taken = taken.lock().unwrap();
+    let unique: HashSet<&String> = taken.iter().collect();
+    assert_eq!((taken.len(), unique.len()), (total, total));
+    let q = small(&path);
+    assert_eq!(q.count().unwrap(), 0);
+    assert_eq!(q.stats().unwrap().segments, 1, "consumed segments removed");
+}
