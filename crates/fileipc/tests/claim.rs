@@ -598,3 +598,17 @@ fn claimers_and_plain_receivers_share_a_queue_exactly_once() {
     assert_eq!(q.count().unwrap(), 0);
     assert_eq!(q.stats().unwrap().segments, 1, "consumed segments removed");
 }
+
+#[test]
+fn a_claim_can_go_to_another_thread() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<fileipc::Claimed<'static>>();
+    let d = common::tempdir();
+    let q = MessageQueue::open(d.path()).unwrap();
+    q.send("x").unwrap();
+    let m = q.try_claim().unwrap().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || m.ack().unwrap());
+    });
+    assert_eq!(q.count().unwrap(), 0);
+}
