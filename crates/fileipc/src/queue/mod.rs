@@ -408,7 +408,8 @@ impl MessageQueue {
         }
     }
 
-    /// Whether no message is waiting. O(1).
+    /// Whether no message is waiting (none claimed and unacknowledged either). O(1)
+    /// without claims.
     ///
     /// # Errors
     ///
