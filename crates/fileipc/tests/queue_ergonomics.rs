@@ -130,8 +130,10 @@ fn a_fast_producer_never_holds_more_than_the_capacity() {
         q.count().unwrap() >= CAPACITY - 10
     });
     common::signal(consumer.pid, rustix::process::Signal::STOP);
+    // (One less if the consumer was stopped between taking a message and raising
+    // `received`: producers then count that message a moment longer.)
     common::eventually(common::PATIENCE, "the producer blocked", || {
-        q.count().unwrap() == CAPACITY
+        q.count().unwrap() >= CAPACITY - 1
     });
     assert!(!q.try_send("extra").unwrap());
     assert_eq!(
@@ -139,7 +141,11 @@ fn a_fast_producer_never_holds_more_than_the_capacity() {
         None,
         "the producer must wait"
     );
-    assert_eq!(q.count().unwrap(), CAPACITY, "never more than the capacity");
+    let held = q.count().unwrap();
+    assert!(
+        (CAPACITY - 1..=CAPACITY).contains(&held),
+        "held {held}, capacity {CAPACITY}"
+    );
     common::signal(consumer.pid, rustix::process::Signal::CONT);
     // While both run: `sent` read first, `received` after, so a consumer's progress in
     // between can only make the figure smaller than what the queue held when `sent` was
