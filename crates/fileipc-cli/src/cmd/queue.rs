@@ -211,5 +211,9 @@ pub(crate) fn dead(dir: &Path, drain: bool) -> anyhow::Result<ExitCode> {
             held.push(m);
         }
     }
+    let left = dead.count()?.saturating_sub(held.len() as u64);
+    if !drain && left > 0 {
+        eprintln!("fileipc: {left} more dead letters not listed (drain these to see them)");
+    }
     Ok(ExitCode::SUCCESS)
 }
