@@ -28,6 +28,34 @@ impl QueueEnd for Queue {
     }
 }
 
+/// A queue end whose receive is a claim acknowledged at once (at-least-once delivery).
+struct ClaimQueue(MessageQueue);
+
+impl QueueEnd for ClaimQueue {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.0.send(msg)?;
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
+        // `claim` waits at most DEFAULT_TIMEOUT (5 s), as `recv` does.
+        match self.0.claim()? {
+            Some(m) => {
+                buf.clear();
+                buf.extend_from_slice(m.bytes());
+                m.ack()?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// The queue in directory `dir`, received by claim and ack.
+pub(crate) fn queue_claim(dir: &Path) -> Result<Box<dyn QueueEnd>> {
+    Ok(Box::new(ClaimQueue(MessageQueue::open(dir)?)))
+}
+
 /// The queue in directory `dir`; `durable` asks for fsync-per-send with group commit.
 pub(crate) fn queue(dir: &Path, durable: bool) -> Result<Box<dyn QueueEnd>> {
     let q = if durable {

@@ -69,6 +69,7 @@ fn goal(bench: &str, baseline: &str) -> Option<Goal> {
         ("queue.1p1c.64B", "seed_files") => RatioMin(100.0),
         ("queue.pingpong.64B", "posix_mq") => RatioMax(1.5),
         ("queue.4p4c.64B", "ours:queue.1p1c.64B") => RatioMin(1.0),
+        ("queue.claim.1p1c.64B", "posix_mq") => RatioMin(1.0),
         ("queue.durable.4p.64B", "ours:queue.durable.1p.64B") => RatioMin(3.0),
         ("mutex.uncontended", "flock") => RatioMax(1.5),
         ("mutex.contended4.wait_p99", "flock") => AbsMax(10_000.0, "<= 10 ms"),

@@ -137,6 +137,19 @@ pub(crate) fn workloads() -> Vec<Workload> {
         (300_000, 700),
         (2_000, 100),
     ));
+    w.push(Workload {
+        group: Queue,
+        name: "queue.claim.1p1c.64B",
+        kind: Kind::Flow {
+            p: 1,
+            c: 1,
+            size: 64,
+        },
+        contenders: vec![ours("ours_claim"), base("posix_mq", "posix_mq")],
+        metrics: vec![rate("msg/s")],
+        full: (300_000, 700),
+        quick: (2_000, 100),
+    });
     w.push(q(
         "queue.1p1c.4KiB",
         Kind::Flow {

@@ -150,6 +150,38 @@ enum QueueCmd {
         /// The queue directory.
         dir: PathBuf,
     },
+    /// Claim a message and run CMD with it on standard input: acknowledge it if CMD exits
+    /// 0, give it back otherwise (or if CMD is killed, or fileipc is). Exit with CMD's
+    /// status; 1 if no message came.
+    #[command(after_help = "Example (a worker pool in one line per worker):\n  \
+        while fileipc queue claim /tmp/jobs --forever -- ./work.sh; do :; done")]
+    Claim {
+        /// The queue directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        wait: Wait,
+        /// How long the message stays invisible to other claimers if this one stops
+        /// (renewed while CMD runs); a claimer that dies gives it back at once.
+        #[arg(long, value_name = "T", value_parser = args::parse_duration, default_value = "30s")]
+        lease: std::time::Duration,
+        /// Move a message to the dead letters after N failed deliveries (0: no limit).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_deliveries: u32,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<OsString>,
+    },
+    /// List the dead letters (messages that had their --max-deliveries), each as
+    /// "ATTEMPTS<TAB>MESSAGE"; with --drain, remove them as they are printed.
+    #[command(after_help = "Examples:\n  fileipc queue dead /tmp/jobs\n  \
+        fileipc queue dead /tmp/jobs --drain > failed.txt")]
+    Dead {
+        /// The queue directory.
+        dir: PathBuf,
+        /// Remove each dead letter once it is written out.
+        #[arg(long)]
+        drain: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -413,6 +445,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             QueueCmd::Count { dir } => queue::count(&dir),
             QueueCmd::Clear { dir } => queue::clear(&dir),
             QueueCmd::Destroy { dir } => queue::destroy(&dir),
+            QueueCmd::Claim {
+                dir,
+                wait,
+                lease,
+                max_deliveries,
+                cmd,
+            } => queue::claim(&dir, wait.limit(), lease, max_deliveries, &cmd),
+            QueueCmd::Dead { dir, drain } => queue::dead(&dir, drain),
         },
         Command::Sem(c) => match c {
             SemCmd::Acquire { sem, wait } => sem::acquire(&sem.path, sem.initial, wait.limit()),

@@ -176,7 +176,7 @@ pub mod __fuzz {
 
 pub use error::{Error, Result};
 pub use inspect::{FileKind, Inspection, inspect};
-pub use location::{DEFAULT_LEASE, Location, RedisUrl};
+pub use location::{Location, RedisUrl};
 pub use namespace::Namespace;
 
 // Re-exports of the primitives: one line per module, each owned by that module's author.
@@ -189,6 +189,7 @@ pub use event::{Event, EventOptions};
 // pidfile:
 pub use pidfile::{PidFile, PidFileOptions, PidStatus};
 // queue:
+pub use queue::{Claimed, DEFAULT_LEASE, Iter as QueueIter, TryIter as QueueTryIter};
 pub use queue::{
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEGMENT_SIZE, MESSAGE_SIZE_LIMIT, Message, MessageQueue,
     QueueOptions, QueueStats,

@@ -80,15 +80,13 @@ pub(crate) fn redis_engine<T>(
     }
 }
 
-/// The default lease of a holder on Redis (see `docs/REDIS.md`): how long a lock,
-/// permit or claim outlives a holder that stopped renewing it.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+use crate::DEFAULT_LEASE;
 
 /// A primitive on a Redis server:
 /// `redis://[user[:password]@]host[:port]/NAME[?db=N&prefix=P&lease=D]`,
 /// `rediss://...` (TLS), or `redis+unix:///path/to/socket?name=NAME[&db=..]`.
 ///
-/// `prefix` (default `fileipc:`) starts every key; `lease` (default 30 s; `500ms`,
+/// `prefix` (default `fileipc:`) starts every key; `lease` (default [`DEFAULT_LEASE`], 30 s; `500ms`,
 /// `10s`, `2m`) is how long a dead holder keeps what it held.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {

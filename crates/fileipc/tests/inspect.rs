@@ -88,8 +88,8 @@ fn recognises_every_kind_and_changes_nothing() {
 
     let before = snapshot(d);
     let expected = [
-        (q.clone(), FileKind::Queue, Some(3)),
-        (q.join("control"), FileKind::QueueControl, Some(3)),
+        (q.clone(), FileKind::Queue, Some(4)),
+        (q.join("control"), FileKind::QueueControl, Some(4)),
         (segment, FileKind::QueueSegment, None),
         (m.clone(), FileKind::Mutex, Some(2)),
         (sem.clone(), FileKind::Semaphore, Some(3)),

@@ -21,6 +21,7 @@ pub(crate) fn open_queue(imp: &str, env: &Env, chan: &str) -> Result<Box<dyn Que
     Ok(match imp {
         "ours" => ours::queue(&env.dir.join(chan), false)?,
         "ours_durable" => ours::queue(&env.dir.join(chan), true)?,
+        "ours_claim" => ours::queue_claim(&env.dir.join(chan))?,
         "posix_mq" => {
             let name = format!("/{}-{chan}", env.tag);
             let mq = Mq::open(&name, env.depth, env.size.max(16))

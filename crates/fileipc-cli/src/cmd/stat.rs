@@ -52,6 +52,7 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 "received": s.received, "head": s.head, "tail": s.tail,
                 "segments": s.segments, "segment_size": s.segment_size,
                 "bytes_on_disk": s.bytes_on_disk, "waiting_consumers": s.waiting_consumers,
+                "ready": s.ready, "in_flight": s.in_flight,
             })
         }
         FileKind::QueueControl => json!({"path": p, "kind": "queue-control",

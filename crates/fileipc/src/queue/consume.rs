@@ -70,7 +70,10 @@ impl LocalQueue {
                     let mut payload = vec![0u8; header.len as usize];
                     cache.read(head + HEADER as u64, &mut payload)?;
                     if header.payload_ok(&payload) {
-                        out.push(Message { data: payload });
+                        out.push(Message {
+                            data: payload,
+                            deliveries: header.deliveries,
+                        });
                         (end, Ok(1))
                     } else {
                         (end, Err(payload_error(&cache, head, &header)))
@@ -148,7 +151,10 @@ impl LocalQueue {
                 }
                 break; // reported by the next call
             }
-            messages.push(Message { data: payload });
+            messages.push(Message {
+                data: payload,
+                deliveries: h.deliveries,
+            });
             seq = h.seq;
             pos += size;
         }
@@ -161,7 +167,7 @@ impl LocalQueue {
 
     /// Skips a damaged record header at `head` under the consumer lock: scans forward for
     /// the next valid header (everything before it is lost) and moves the head there.
-    fn skip_damaged(&self, head: u64, tail: u64, wait: LockWait) -> Result<Skip> {
+    pub(super) fn skip_damaged(&self, head: u64, tail: u64, wait: LockWait) -> Result<Skip> {
         let _held = match wait {
             LockWait::Now => {
                 // Free, or held by a dead thread (taken over; the consumer lock guards
@@ -320,7 +326,7 @@ fn payload_error(cache: &SegmentCache, pos: u64, h: &Header) -> Error {
 /// How [`LocalQueue::take`] takes the consumer lock (needed only to skip a damaged
 /// header).
 #[derive(Clone, Copy)]
-enum LockWait {
+pub(super) enum LockWait {
     /// Only if it is free right now, or its holder is dead (otherwise take nothing).
     Now,
     /// Waiting until the deadline (`None`: without limit).
@@ -328,7 +334,7 @@ enum LockWait {
 }
 
 /// What [`LocalQueue::skip_damaged`] did.
-enum Skip {
+pub(super) enum Skip {
     /// It skipped the damaged header; the error describes the damage.
     Skipped(Error),
     /// The head moved meanwhile (another consumer skipped it, or `clear`): look again.

@@ -1,4 +1,5 @@
-//! The queue's control file: a fixed 4 KiB region mapped by every handle.
+//! The queue's control file: a fixed 36 KiB region mapped by every handle (4 KiB of
+//! fields, then the in-flight table of claim/ack).
 //!
 //! Fields are grouped by who writes them, each group on its own 128-byte block so that
 //! producers and consumers do not bounce one cache line between CPUs. Offsets below are
@@ -12,12 +13,13 @@ use crate::robust::RobustLock;
 use crate::state::{Kind, Layout};
 use crate::sys::SharedMap;
 
-/// Version 3: lock words and waiter slots hold owner ids (`owner.rs`), whose life the
-/// kernel vouches for; version 2 held thread IDs judged through `/proc`. Consumers claim
-/// records by compare-and-swap on the head (since version 2). No two versions may share
-/// a queue.
-pub(crate) const VERSION: u32 = 3;
-pub(crate) const LEN: usize = 4096;
+/// Version 4: the file grows to 36 KiB and holds the in-flight table of claimed messages
+/// (claim/ack), the claim lock and the fence counter. Version 3: lock words and waiter
+/// slots hold owner ids (`owner.rs`), whose life the kernel vouches for; version 2 held
+/// thread IDs judged through `/proc`. Consumers claim records by compare-and-swap on the
+/// head (since version 2). No two versions may share a queue.
+pub(crate) const VERSION: u32 = 4;
+pub(crate) const LEN: usize = TABLE + SLOT_COUNT * SLOT_SIZE;
 pub(crate) const LAYOUT: Layout = Layout {
     kind: Kind::Queue,
     version: VERSION,
@@ -44,7 +46,10 @@ pub(crate) const P_JOURNAL_SENT: usize = 168;
 // Consumer block. The lock is taken only to skip a damaged header and by `clear` and
 // `destroy`; the head moves by compare-and-swap, `received` by fetch-max.
 pub(crate) const C_LOCK: usize = 256;
-// 264..272: reserved (zero).
+/// The claim lock: claimers hold it from reserving an in-flight slot until the slot
+/// records whether their compare-and-swap of the head took the record (see `inflight.rs`).
+pub(crate) const CLAIM_LOCK: usize = 264;
+// 268..272: reserved (zero).
 pub(crate) const HEAD: usize = 272;
 pub(crate) const RECEIVED: usize = 280;
 // 288..304: the consumer journal of version 1, unused (zero) since version 2.
@@ -80,6 +85,21 @@ pub(crate) const SYNC_SENT: usize = 544;
 /// stored after, for senders to see that their sync is complete).
 pub(crate) const FLUSHED: usize = 552;
 
+// Claim block (see `inflight.rs`).
+/// One more than the highest in-flight slot index ever used (fetch-max): scans of the
+/// table stop there.
+pub(crate) const SLOTS_USED: usize = 1536;
+/// The last fence handed out (fetch-add); seeded at creation with the wall clock in
+/// nanoseconds, so a queue created again at the same path hands out higher fences.
+pub(crate) const FENCE: usize = 1544;
+
+/// The in-flight table: [`SLOT_COUNT`] slots of [`SLOT_SIZE`] bytes from here.
+pub(crate) const TABLE: usize = 4096;
+/// Slots in the in-flight table: claimed messages, and released ones awaiting redelivery.
+pub(crate) const SLOT_COUNT: usize = 1024;
+/// Bytes per in-flight slot: state word, record position, deadline, fence.
+pub(crate) const SLOT_SIZE: usize = 32;
+
 /// Typed access to the mapped control region.
 #[derive(Debug)]
 pub(crate) struct Control {
@@ -104,6 +124,9 @@ impl Control {
     pub(crate) fn sync_lock(&self) -> RobustLock<'_> {
         RobustLock::new(self.u32(S_LOCK), &self.owners)
     }
+    pub(crate) fn claim_lock(&self) -> RobustLock<'_> {
+        RobustLock::new(self.u32(CLAIM_LOCK), &self.owners)
+    }
 }
 
 /// Fills a new control region (the bytes after the common header).
@@ -112,4 +135,8 @@ pub(crate) fn init(region: &mut [u8], segment_size: u64) {
     region[at(SEGMENT_SIZE)].copy_from_slice(&segment_size.to_le_bytes());
     let boot = crate::sys::boot_id().unwrap_or(0);
     region[at(BOOT_ID)].copy_from_slice(&boot.to_le_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    region[at(FENCE)].copy_from_slice(&now.to_le_bytes());
 }

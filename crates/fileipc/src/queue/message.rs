@@ -20,9 +20,16 @@ use std::ops::Deref;
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Message {
     pub(super) data: Vec<u8>,
+    pub(super) deliveries: u32,
 }
 
 impl Message {
+    /// In a [dead-letter queue](super::MessageQueue::dead_letters): how many deliveries
+    /// the message had before it was moved there. 0 for a message sent by `send`.
+    pub fn dead_letter_attempts(&self) -> u32 {
+        self.deliveries
+    }
+
     /// The payload, as owned bytes.
     pub fn into_bytes(self) -> Vec<u8> {
         self.data
@@ -98,8 +105,14 @@ impl fmt::Debug for Message {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QueueStats {
-    /// Messages waiting (as [`MessageQueue::count`](super::MessageQueue::count)).
+    /// Messages waiting (as [`MessageQueue::count`](super::MessageQueue::count)):
+    /// `ready + in_flight`.
     pub count: u64,
+    /// Messages a receiver or claimer could take: in the log, or given back (or whose
+    /// claimer died or let its lease run out) and awaiting redelivery.
+    pub ready: u64,
+    /// Messages claimed and not yet acknowledged or given back.
+    pub in_flight: u64,
     /// Log position of the next record to receive.
     pub head: u64,
     /// Log position after the last committed record.

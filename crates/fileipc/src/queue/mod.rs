@@ -27,6 +27,15 @@
 //! (the head moved) or still there. The next process that wants a lock a dead process
 //! held takes it over within a few milliseconds and repairs the counters.
 //!
+//! # At-least-once delivery
+//!
+//! A `recv` consumes a message when it takes it: if the receiver dies before finishing
+//! its work, the message is gone. [`MessageQueue::claim`] instead records the message in
+//! an in-flight table of the control file and leaves it in the log until the
+//! [`Claimed`] is acknowledged; it is delivered again if it is given back, if its
+//! claimer's process dies (seen at once through the kernel's lock on the claimer's owner
+//! id), or if its lease runs out. Plain receivers and claimers can share a queue.
+
 //! # Layout of this module
 //!
 //! This file is the public front: [`MessageQueue`] dispatches every call to its engine.
@@ -39,16 +48,25 @@
 //! | `open.rs` | the engine's handle: open, lock repair, segment removal, clear, destroy, stats |
 //! | `produce.rs` | the producer commit: `send`, `send_all` |
 //! | `consume.rs` | the lock-free consumer claim, damaged-record skipping, the receive calls |
+//! | `claim.rs` | claim/ack: [`Claimed`], the claim calls, redelivery, dead letters |
+//! | `inflight.rs` | the in-flight table of claimed messages in the control file |
+//! | `iter.rs`, `json.rs` | iterators over the messages; messages as JSON (serde) |
+//! | `bounded.rs` | sends that wait for room in a queue with a capacity |
 //! | `durable.rs` | the group commit of durable mode |
 //! | `doorbell.rs` | the doorbell, the waiter registry and a receiver's wait for data |
 //! | `control.rs` | the control file's layout |
 //! | `record.rs` | the record header's encoding |
 //! | `segment.rs` | segment files and the per-side caches of their mappings |
 
+mod bounded;
+mod claim;
 mod consume;
 mod control;
 mod doorbell;
 mod durable;
+mod inflight;
+mod iter;
+mod json;
 mod message;
 mod open;
 mod options;
@@ -65,6 +83,8 @@ use std::time::{Duration, Instant};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
+pub use claim::{Claimed, DEFAULT_LEASE};
+pub use iter::{Iter, TryIter};
 pub use message::{Message, QueueStats};
 pub(crate) use open::CONTROL;
 use open::LocalQueue;
@@ -231,7 +251,10 @@ impl MessageQueue {
     }
 
     /// Appends a message (any bytes, empty included) to the queue. In durable mode it is
-    /// on stable storage when this returns.
+    /// on stable storage when this returns. With a
+    /// [`capacity`](QueueOptions::capacity), waits as long as it takes for room (see
+    /// [`try_send`](Self::try_send), [`send_timeout`](Self::send_timeout)); so does
+    /// [`send_all`](Self::send_all), batch by batch.
     ///
     /// # Errors
     ///
@@ -448,7 +471,8 @@ impl MessageQueue {
         }
     }
 
-    /// How many messages are waiting. O(1); exact when no process is sending or receiving
+    /// How many messages are waiting, claimed ones not yet acknowledged included
+    /// ([`stats`](Self::stats) shows them apart). O(1) without claims; exact when no process is sending or receiving
     /// (after a process was killed in a critical section too: the lock it held is taken
     /// over and repaired first).
     ///
@@ -473,7 +497,8 @@ impl MessageQueue {
         }
     }
 
-    /// Whether no message is waiting. O(1).
+    /// Whether no message is waiting (none claimed and unacknowledged either). O(1)
+    /// without claims.
     ///
     /// # Errors
     ///
@@ -546,6 +571,182 @@ impl MessageQueue {
             Engine::Local(e) => e.destroy(),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.destroy(),
+        }
+    }
+
+    /// Claims the next message for at-least-once processing, waiting at most
+    /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT) (5 s); `Ok(None)` if none came.
+    ///
+    /// The message stays in the queue, invisible to other claimers and receivers, until
+    /// the [`Claimed`] is acknowledged ([`Claimed::ack`]); it is delivered again (to any
+    /// claimer, [`Claimed::attempt`] counting up) if it is given back ([`Claimed::nack`]
+    /// or dropping it), if this process dies (seen at once: the kernel releases the
+    /// process's lock on its owner id), or if its lease ([`QueueOptions::lease`], 30 s by
+    /// default) runs out first. Messages due for redelivery come before newer ones. With
+    /// [`QueueOptions::max_deliveries`], a message that had that many deliveries moves to
+    /// the [dead-letter queue](Self::dead_letters) instead.
+    ///
+    /// Plain receives ([`recv`](Self::recv)) work on the same queue and take messages
+    /// from the log only, never a message given back for redelivery. At most 1024
+    /// messages can be claimed (or await redelivery) at once; beyond that `claim` waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// q.send("job")?;
+    /// let first = q.claim()?.expect("a job");
+    /// drop(first); // not acknowledged: given back at once
+    /// let again = q.claim()?.expect("the same job");
+    /// assert_eq!((again.bytes(), again.attempt()), (&b"job"[..], 2));
+    /// again.ack()?;
+    /// assert!(q.try_claim()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim(&self) -> Result<Option<Claimed<'_>>> {
+        self.claim_timeout(crate::DEFAULT_TIMEOUT)
+    }
+
+    /// Claims the next message, waiting at most `timeout`; `Ok(None)` if none came. See
+    /// [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// assert!(q.claim_timeout(Duration::from_millis(10))?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim_timeout(&self, timeout: Duration) -> Result<Option<Claimed<'_>>> {
+        match &self.engine {
+            Engine::Local(e) => e.claim_until(crate::deadline_after(timeout)),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+        }
+    }
+
+    /// Claims the next message, waiting until `deadline`; `Ok(None)` if none came. See
+    /// [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::{Duration, Instant};
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// q.send("x")?;
+    /// let job = q.claim_deadline(Instant::now() + Duration::from_secs(1))?.unwrap();
+    /// job.ack()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim_deadline(&self, deadline: Instant) -> Result<Option<Claimed<'_>>> {
+        match &self.engine {
+            Engine::Local(e) => e.claim_until(Some(deadline)),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+        }
+    }
+
+    /// Claims the next message if one can be had now, without waiting. See
+    /// [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// assert!(q.try_claim()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_claim(&self) -> Result<Option<Claimed<'_>>> {
+        match &self.engine {
+            Engine::Local(e) => e.claim_until(Some(Instant::now())),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+        }
+    }
+
+    /// Claims the next message, waiting as long as it takes. See [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let q = fileipc::MessageQueue::open(dir.path())?;
+    /// q.send("x")?;
+    /// q.claim_forever()?.ack()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim_forever(&self) -> Result<Claimed<'_>> {
+        match &self.engine {
+            Engine::Local(e) => loop {
+                if let Some(c) = e.claim_until(None)? {
+                    return Ok(c);
+                }
+            },
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+        }
+    }
+
+    /// The dead-letter queue: messages claimed [`max_deliveries`](QueueOptions::max_deliveries)
+    /// times without being acknowledged, each with its delivery count
+    /// ([`Message::dead_letter_attempts`]). It is an ordinary queue in the sub-directory
+    /// `dead-letters` of this queue's directory, opened (created if missing) with this
+    /// handle's options but without a delivery limit; [`destroy`](Self::destroy) removes
+    /// it with the queue.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// let q = fileipc::MessageQueue::options().max_deliveries(1).open(dir.path())?;
+    /// q.send("poison")?;
+    /// q.claim()?.unwrap().nack(Duration::ZERO)?; // its only delivery failed
+    /// assert!(q.try_claim()?.is_none());
+    /// let dead = q.dead_letters()?.try_recv()?.unwrap();
+    /// assert_eq!((&*dead, dead.dead_letter_attempts()), (&b"poison"[..], 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dead_letters(&self) -> Result<MessageQueue> {
+        match &self.engine {
+            Engine::Local(e) => Ok(MessageQueue {
+                engine: Engine::Local(LocalQueue::open(
+                    &e.dir.join(claim::DEAD_LETTERS),
+                    &e.claims_options(),
+                )?),
+            }),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => Err(e.not_yet("dead letters")),
         }
     }
 

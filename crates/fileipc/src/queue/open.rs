@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use super::QueueStats;
+use super::claim::{ClaimConfig, DEAD_LETTERS};
 use super::consume::record_at;
 use super::control::{self, Control};
 use super::options::{MESSAGE_SIZE_LIMIT, QueueOptions};
@@ -44,6 +45,8 @@ pub(crate) struct LocalQueue {
     pub(super) durable: bool,
     /// The mode this handle was opened with (for `try_clone`).
     pub(super) mode: u32,
+    /// The most messages a send of this handle lets the queue hold (`None`: no limit).
+    pub(super) capacity: Option<u64>,
     pub(super) producer: Mutex<SegmentCache>,
     pub(super) consumer: Mutex<SegmentCache>,
     pub(super) syncer: Mutex<SegmentCache>,
@@ -51,6 +54,8 @@ pub(crate) struct LocalQueue {
     /// consumer reads the shared tail (a cache line every producer writes) only when the
     /// head reaches this mark, not once per message.
     pub(super) seen_tail: AtomicU64,
+    /// Claim/ack settings and the dead-letter queue (see `claim.rs`).
+    pub(super) claims: ClaimConfig,
 }
 
 /// Holds a robust lock of the control file; unlocks on drop.
@@ -78,6 +83,12 @@ impl LocalQueue {
                     "max_message_size {} is over the limit of {MESSAGE_SIZE_LIMIT} bytes",
                     opts.max_message_size
                 ),
+            ));
+        }
+        if opts.capacity == Some(0) {
+            return Err(Error::invalid(
+                dir,
+                "capacity 0: a queue must hold at least 1 message",
             ));
         }
         let s = opts.segment_size;
@@ -197,6 +208,7 @@ impl LocalQueue {
             max_message_size: opts.max_message_size,
             durable: opts.durable,
             mode: opts.mode,
+            capacity: opts.capacity,
             producer: Mutex::new(SegmentCache::new(
                 dir,
                 seg_size,
@@ -209,6 +221,7 @@ impl LocalQueue {
             consumer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Fail)),
             syncer: Mutex::new(SegmentCache::new(dir, seg_size, Missing::Skip)),
             seen_tail: AtomicU64::new(tail),
+            claims: ClaimConfig::new(opts),
         };
         q.repair_abandoned()?;
         q.recover_after_reboot()?;
@@ -262,6 +275,12 @@ impl LocalQueue {
         self.lock_side(self.ctl.consumer_lock(), deadline, |_| {})
     }
 
+    /// Takes the claim lock, resolving the slot a dead holder left reserved.
+    /// `Ok(None)` at `deadline`.
+    pub(super) fn lock_claim(&self, deadline: Option<Instant>) -> Result<Option<Held<'_>>> {
+        self.lock_side(self.ctl.claim_lock(), deadline, Self::repair_claims)
+    }
+
     fn lock_side<'a>(
         &'a self,
         l: RobustLock<'a>,
@@ -293,16 +312,26 @@ impl LocalQueue {
         if s.is_held() && s.take_if_abandoned()?.is_some() {
             s.unlock();
         }
+        let k = self.ctl.claim_lock();
+        if k.is_held() && k.take_if_abandoned()?.is_some() {
+            self.repair_claims();
+            k.unlock();
+        }
         Ok(())
     }
 
-    /// Removes the segment files wholly below the head. Idempotent; any handle may do it.
+    /// Removes the segment files wholly below the head and below every in-flight claim.
+    /// Idempotent; any handle may do it.
     pub(super) fn remove_consumed_segments(&self) {
         // The files at these paths may belong to a queue created since in the directory.
         if self.destroyed() {
             return;
         }
-        let below = self.a64(control::HEAD).load(Ordering::Acquire) / self.seg_size;
+        // The head first, then the table: a claimer reserves its slot before it moves
+        // the head (both SeqCst), so a head read here past its record comes with the slot.
+        let head = self.a64(control::HEAD).load(Ordering::SeqCst);
+        let keep = self.lowest_in_flight().map_or(head, |p| p.min(head));
+        let below = keep / self.seg_size;
         let removed = self.a64(control::REMOVED_BELOW);
         let from = removed.load(Ordering::Acquire);
         if from >= below {
@@ -362,7 +391,8 @@ impl LocalQueue {
         self.check_destroyed()?;
         self.repair_abandoned()?;
         self.release_consumed_mappings();
-        Ok(self.count_now())
+        let f = self.in_flight();
+        Ok(self.count_now() + f.claimed + f.released)
     }
 
     fn count_now(&self) -> u64 {
@@ -386,7 +416,11 @@ impl LocalQueue {
     pub(super) fn is_empty(&self) -> Result<bool> {
         self.check_destroyed()?;
         let head = self.a64(control::HEAD).load(Ordering::Acquire);
-        Ok(head >= self.a64(control::TAIL).load(Ordering::Acquire))
+        if head < self.a64(control::TAIL).load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let f = self.in_flight();
+        Ok(f.claimed + f.released == 0)
     }
 
     pub(super) fn clear(&self) -> Result<()> {
@@ -406,6 +440,7 @@ impl LocalQueue {
             self.a64(control::RECEIVED)
                 .fetch_max(sent, Ordering::AcqRel);
         }
+        self.clear_released();
         self.remove_consumed_segments();
         Ok(())
     }
@@ -447,6 +482,19 @@ impl LocalQueue {
             None => false,
         };
         if ours {
+            // The dead-letter queue inside goes first (its own destroy, so that its
+            // handles see it destroyed).
+            let dead = self.dir.join(DEAD_LETTERS);
+            if fs::symlink_metadata(dead.join(CONTROL)).is_ok() {
+                match LocalQueue::open(&dead, &self.claims_options()) {
+                    Ok(d) => match d.destroy() {
+                        Ok(()) | Err(Error::Destroyed { .. }) => {}
+                        Err(e) => return Err(e),
+                    },
+                    Err(Error::Destroyed { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             remove_queue_files(&self.dir)?;
             fs::remove_dir(&self.dir).at("remove directory", &self.dir)?;
         }
@@ -471,8 +519,12 @@ impl LocalQueue {
             segments += u64::from(is_seg);
         }
         let waiting = self.waiting_receivers();
+        let f = self.in_flight();
+        let ready = self.count_now() + f.released;
         Ok(QueueStats {
-            count: self.count_now(),
+            count: ready + f.claimed,
+            ready,
+            in_flight: f.claimed,
             head: self.a64(control::HEAD).load(Ordering::Acquire),
             tail: self.a64(control::TAIL).load(Ordering::Acquire),
             sent: self.a64(control::SENT).load(Ordering::Acquire),

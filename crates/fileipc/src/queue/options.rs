@@ -38,6 +38,9 @@ pub struct QueueOptions {
     pub(super) segment_size: u64,
     pub(super) durable: bool,
     pub(super) mode: u32,
+    pub(super) lease: std::time::Duration,
+    pub(super) max_deliveries: u32,
+    pub(super) capacity: Option<u64>,
 }
 
 impl Default for QueueOptions {
@@ -47,6 +50,9 @@ impl Default for QueueOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             durable: false,
             mode: DEFAULT_MODE,
+            lease: super::claim::DEFAULT_LEASE,
+            max_deliveries: 0,
+            capacity: None,
         }
     }
 }
@@ -92,6 +98,36 @@ impl QueueOptions {
         self
     }
 
+    /// How long a message this handle [claims](MessageQueue::claim) stays invisible to
+    /// other claimers unless acknowledged, given back or
+    /// [extended](super::Claimed::extend) (default 30 s). A claimer that dies loses its
+    /// claims at once, whatever the lease; one that lives on (stopped, stuck) loses them
+    /// when the lease runs out, and its late `ack` then fails.
+    pub fn lease(mut self, lease: std::time::Duration) -> QueueOptions {
+        self.lease = lease;
+        self
+    }
+
+    /// After how many deliveries a claimed message that is not acknowledged (given back,
+    /// or its claimer died or let its lease run out) moves to the dead-letter queue
+    /// ([`MessageQueue::dead_letters`]) instead of being delivered again (default 0: no
+    /// limit). Applies to the claims of this handle and to the redeliveries it makes.
+    pub fn max_deliveries(mut self, n: u32) -> QueueOptions {
+        self.max_deliveries = n;
+        self
+    }
+
+    /// The most messages this handle lets the queue hold (waiting, claimed or awaiting
+    /// redelivery): its `send` waits for room beyond that, and
+    /// [`try_send`](MessageQueue::try_send) and [`send_timeout`](MessageQueue::send_timeout)
+    /// report the queue full (default: no limit). Checked under the producer lock, so
+    /// producers that all ask for it never together pass it. Give every producer
+    /// handle the same capacity.
+    pub fn capacity(mut self, messages: u64) -> QueueOptions {
+        self.capacity = Some(messages);
+        self
+    }
+
     /// Opens the queue in directory `dir` with these options, creating the directory and
     /// the queue if missing (the parent directory must exist).
     ///
@@ -104,6 +140,12 @@ impl QueueOptions {
         let engine = match crate::location::Location::parse(dir.as_ref())? {
             crate::location::Location::Path(p) => Engine::Local(LocalQueue::open(&p, self)?),
             crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
+                if self.capacity.is_some() {
+                    return Err(crate::error::Error::Invalid {
+                        path: u.as_path(),
+                        detail: "a capacity is not available on the Redis engine yet".into(),
+                    });
+                }
                 #[cfg(feature = "redis")]
                 return Ok(Engine::Redis(super::redis::RedisQueue::open(
                     u,

@@ -6,11 +6,16 @@
 //! producer killed while writing leaves bytes that the next send overwrites.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::control;
 use super::open::{LocalQueue, lock_cache, unreachable_timeout};
 use super::record::{HEADER, Header, record_size};
 use crate::error::{Error, Result};
+use crate::wait;
+
+/// How often a sender waiting for room in a full queue looks again.
+const ROOM_POLL: Duration = Duration::from_millis(1);
 
 /// Records a send commits per lock hold in `send_all`.
 const BATCH: usize = 256;
@@ -30,15 +35,55 @@ impl LocalQueue {
     }
 
     pub(super) fn send(&self, data: &[u8]) -> Result<()> {
+        self.send_until(data, None).map(|_| ())
+    }
+
+    /// Sends `data`, waiting for room until `deadline` (`None`: as long as it takes) if
+    /// the handle has a capacity; `Ok(false)` if the queue stayed full.
+    pub(super) fn send_until(&self, data: &[u8], deadline: Option<Instant>) -> Result<bool> {
         self.check_size(data.len())?;
         self.check_destroyed()?;
         let crc = crc32fast::hash(data);
-        let end = self.append(Some(record_size(data.len())), std::iter::once((data, crc)))?;
+        let end = loop {
+            let records = std::iter::once((data, crc));
+            match self.append(Some(record_size(data.len())), records, 0, 1)? {
+                Some(end) => break end,
+                None if self.wait_for_room(deadline)? => {}
+                None => return Ok(false),
+            }
+        };
         self.ring();
         if self.durable {
             self.sync_to(end)?;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Waits a moment for consumers to make room; `Ok(false)` once `deadline` passed.
+    /// Consumers ring nothing for producers: a full queue is polled (1 ms apart).
+    fn wait_for_room(&self, deadline: Option<Instant>) -> Result<bool> {
+        let left = crate::sys::remaining(deadline);
+        if left == Some(Duration::ZERO) {
+            return Ok(false);
+        }
+        wait::nap(left.map_or(ROOM_POLL, |l| l.min(ROOM_POLL)));
+        self.check_destroyed()?;
+        Ok(true)
+    }
+
+    /// Whether `n` more messages fit within the handle's capacity; the caller holds the
+    /// producer lock (so producers never together pass it). Messages that wait count
+    /// (`received` is a lower bound of those consumed: a dead consumer's message may
+    /// count a moment longer), and so do claimed ones and those awaiting redelivery.
+    fn has_room(&self, n: u64) -> bool {
+        let Some(cap) = self.capacity else {
+            return true;
+        };
+        let sent = self.a64(control::SENT).load(Ordering::Acquire);
+        let received = self.a64(control::RECEIVED).load(Ordering::Acquire);
+        let f = self.in_flight();
+        let held = sent.saturating_sub(received) + f.claimed + f.released;
+        held.saturating_add(n) <= cap
     }
 
     pub(super) fn send_all<I>(&self, messages: I) -> Result<usize>
@@ -56,9 +101,22 @@ impl LocalQueue {
         // them would stall every other sender for as long as the whole call), so a
         // failure after the first batch reports what was committed (`Error::Partial`).
         let (mut end, mut committed) = (0, 0);
-        for (chunk, crcs) in items.chunks(BATCH).zip(crcs.chunks(BATCH)) {
-            let records = chunk.iter().map(|m| m.as_ref()).zip(crcs.iter().copied());
-            match self.append(None, records) {
+        let batch = self
+            .capacity
+            .map_or(BATCH, |c| BATCH.min(c.max(1) as usize));
+        for (chunk, crcs) in items.chunks(batch).zip(crcs.chunks(batch)) {
+            let appended = loop {
+                let records = chunk.iter().map(|m| m.as_ref()).zip(crcs.iter().copied());
+                match self.append(None, records, 0, chunk.len() as u64) {
+                    Ok(None) => match self.wait_for_room(None) {
+                        Ok(_) => continue,
+                        Err(e) => break Err(e),
+                    },
+                    Ok(Some(e)) => break Ok(e),
+                    Err(e) => break Err(e),
+                }
+            };
+            match appended {
                 Ok(e) => end = e,
                 Err(e) if committed == 0 => return Err(e),
                 Err(e) => {
@@ -78,6 +136,25 @@ impl LocalQueue {
         Ok(committed)
     }
 
+    /// Sends a dead letter: `data`, after `deliveries` deliveries in the queue it left.
+    pub(super) fn send_dead(&self, data: &[u8], deliveries: u32) -> Result<()> {
+        self.check_destroyed()?;
+        let crc = crc32fast::hash(data);
+        let end = self
+            .append(
+                Some(record_size(data.len())),
+                std::iter::once((data, crc)),
+                deliveries,
+                1,
+            )?
+            .unwrap_or(0);
+        self.ring();
+        if self.durable {
+            self.sync_to(end)?;
+        }
+        Ok(())
+    }
+
     /// The error of a `send_all` that committed its first `committed` messages only.
     fn partial(&self, committed: usize, source: Error) -> Error {
         Error::Partial {
@@ -90,13 +167,17 @@ impl LocalQueue {
     /// Appends `records` (payload, payload checksum) at the tail under one hold of the
     /// producer lock and commits them; returns the new tail. With `prefault`, the pages of
     /// that many bytes beyond the tail are made writable before the lock is taken, so
-    /// that their page faults are not taken while holding it.
+    /// that their page faults are not taken while holding it. `deliveries` goes into
+    /// every record's header (0 but in a dead-letter queue). `Ok(None)`, with nothing
+    /// written, if the handle has a capacity and the `count` records do not fit.
     #[inline]
     fn append<'a>(
         &self,
         prefault: Option<u64>,
         records: impl Iterator<Item = (&'a [u8], u32)>,
-    ) -> Result<u64> {
+        deliveries: u32,
+        count: u64,
+    ) -> Result<Option<u64>> {
         let mut cache = lock_cache(&self.producer);
         if let Some(bytes) = prefault {
             let tail = self.a64(control::TAIL).load(Ordering::Relaxed);
@@ -105,6 +186,9 @@ impl LocalQueue {
         let Some(held) = self.lock_producer(None)? else {
             unreachable_timeout()?
         };
+        if self.capacity.is_some() && !self.has_room(count) {
+            return Ok(None);
+        }
         let mut tail = self.a64(control::TAIL).load(Ordering::Relaxed);
         let mut seq = self.a64(control::SENT).load(Ordering::Relaxed);
         for (data, crc) in records {
@@ -112,6 +196,7 @@ impl LocalQueue {
                 len: data.len() as u32,
                 payload_crc: crc,
                 seq,
+                deliveries,
             };
             cache.write(tail, &h.encode(tail))?;
             cache.write(tail + HEADER as u64, data)?;
@@ -121,7 +206,7 @@ impl LocalQueue {
         self.commit_tail(tail, seq);
         drop(held);
         cache.retain_from(tail / self.seg_size);
-        Ok(tail)
+        Ok(Some(tail))
     }
 
     /// Commits the producer side: journal, then the tail (the commit point), then `sent`.

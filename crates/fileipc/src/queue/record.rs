@@ -8,7 +8,7 @@
 //! | 12 | 4 | CRC-32 of the payload |
 //! | 16 | 8 | sequence number (the queue's `sent` count before this record) |
 //! | 24 | 4 | CRC-32 of bytes 0..4 and 8..24 followed by the record's log position (u64) |
-//! | 28 | 4 | reserved, zero |
+//! | 28 | 4 | deliveries before dead-lettering (0 for a message sent by `send`); not covered by the header checksum |
 //!
 //! The payload follows, then zero to seven bytes of padding up to a multiple of 8.
 
@@ -34,6 +34,9 @@ pub(crate) struct Header {
     pub(crate) len: u32,
     pub(crate) payload_crc: u32,
     pub(crate) seq: u64,
+    /// In a dead-letter queue: how many deliveries the message had before it was moved
+    /// there; 0 otherwise.
+    pub(crate) deliveries: u32,
 }
 
 /// Bytes a record with a payload of `len` bytes occupies in the log, padding included.
@@ -59,6 +62,7 @@ impl Header {
             len: payload.len() as u32,
             payload_crc: crc32fast::hash(payload),
             seq,
+            deliveries: 0,
         }
     }
 
@@ -71,6 +75,7 @@ impl Header {
         b[16..24].copy_from_slice(&self.seq.to_le_bytes());
         let crc = header_crc(&b, pos);
         b[24..28].copy_from_slice(&crc.to_le_bytes());
+        b[28..32].copy_from_slice(&self.deliveries.to_le_bytes());
         b
     }
 
@@ -89,6 +94,7 @@ impl Header {
             len: le32(8..12),
             payload_crc: le32(12..16),
             seq: u64::from_le_bytes(b[16..24].try_into().unwrap_or([0; 8])),
+            deliveries: le32(28..32),
         })
     }
 

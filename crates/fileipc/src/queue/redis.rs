@@ -104,6 +104,14 @@ impl RedisQueue {
         })
     }
 
+    /// The error of a queue feature the Redis engine does not have yet.
+    pub(super) fn not_yet(&self, what: &str) -> Error {
+        Error::Invalid {
+            path: self.url().as_path(),
+            detail: format!("{what} is not available on the Redis engine yet"),
+        }
+    }
+
     pub(super) fn max_message_size(&self) -> usize {
         self.max_message_size
     }
@@ -239,7 +247,10 @@ impl RedisQueue {
 
     pub(super) fn try_recv(&self) -> Result<Option<Message>> {
         match self.take(1)? {
-            Taken::Messages(mut m) => Ok(m.pop().map(|data| Message { data })),
+            Taken::Messages(mut m) => Ok(m.pop().map(|data| Message {
+                data,
+                deliveries: 0,
+            })),
             Taken::Empty(_) => Ok(None),
         }
     }
@@ -247,7 +258,12 @@ impl RedisQueue {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
         loop {
             let last = match self.take(1)? {
-                Taken::Messages(mut m) => return Ok(m.pop().map(|data| Message { data })),
+                Taken::Messages(mut m) => {
+                    return Ok(m.pop().map(|data| Message {
+                        data,
+                        deliveries: 0,
+                    }));
+                }
                 Taken::Empty(last) => last,
             };
             let limit = match deadline {
@@ -275,7 +291,10 @@ impl RedisQueue {
         if max > 1
             && let Taken::Messages(more) = self.take(max - 1)?
         {
-            out.extend(more.into_iter().map(|data| Message { data }));
+            out.extend(more.into_iter().map(|data| Message {
+                data,
+                deliveries: 0,
+            }));
         }
         Ok(out)
     }
@@ -341,6 +360,8 @@ impl RedisQueue {
             segments: 0,
             bytes_on_disk: 0,
             waiting_consumers: 0,
+            ready: count,
+            in_flight: 0,
         })
     }
 }

@@ -61,7 +61,7 @@ pub(crate) use ofd::{byte_locked_by_other, lock_byte, try_lock_byte, unlock_byte
 #[cfg(feature = "redis")]
 pub(crate) use process::random;
 pub(crate) use process::{ProcessId, boot_id, effective_uid, process_exists, thread_id};
-pub(crate) use time::{monotonic_micros, monotonic_millis, remaining};
+pub(crate) use time::{boot_nanos, monotonic_micros, monotonic_millis, remaining};
 
 /// The name of the backend in use, for diagnostics (`fileipc stat`, benchmarks).
 pub(crate) const BACKEND: &str = imp::NAME;

@@ -29,3 +29,18 @@ fn monotonic_in(per_second: u64) -> u32 {
         .wrapping_add(ts.tv_nsec as u64 / (1_000_000_000 / per_second));
     units as u32
 }
+
+/// Nanoseconds since boot, the same in every process of the machine: `CLOCK_BOOTTIME`
+/// on Linux (it keeps counting while the machine is suspended, so a lease stored as a
+/// deadline on it expires when it should), `CLOCK_MONOTONIC` elsewhere. For deadlines
+/// stored in shared mappings.
+pub(crate) fn boot_nanos() -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let clock = rustix::time::ClockId::Boottime;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let clock = rustix::time::ClockId::Monotonic;
+    let ts = rustix::time::clock_gettime(clock);
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
