@@ -17,7 +17,7 @@ fn build(py: Python<'_>, e: &fileipc::Error) -> PyResult<PyErr> {
     let extra = PyDict::new(py);
     let kind = classify(e, &extra)?;
     let make = py.import("fileipc._errors")?.getattr("make")?;
-    let path = e.path().to_string_lossy().into_owned();
+    let path = e.path().as_os_str();
     let value = make.call1((kind, e.to_string(), path, extra))?;
     Ok(PyErr::from_value(value))
 }

@@ -21,9 +21,18 @@ impl Event {
     }
 
     /// The event file's path.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (std::path::PathBuf,))> {
+        Ok((
+            slf.get_type().into_any(),
+            (slf.get().inner.path().to_path_buf(),),
+        ))
+    }
+
     #[getter]
-    fn path(&self) -> std::path::PathBuf {
-        self.inner.path().to_path_buf()
+    fn path(&self) -> std::ffi::OsString {
+        self.inner.path().as_os_str().to_owned()
     }
 
     /// Sets the event, waking every waiter.

@@ -5,6 +5,7 @@
 
 mod errors;
 mod event;
+mod fork;
 mod json;
 mod pidfile;
 mod queue;
@@ -23,6 +24,7 @@ fn _fileipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event::Event>()?;
     m.add_class::<pidfile::PidFile>()?;
     m.add_class::<shared::SharedDataCore>()?;
+    m.add_function(wrap_pyfunction!(fork::after_fork_in_child, m)?)?;
     m.add("DEFAULT_TIMEOUT", fileipc::DEFAULT_TIMEOUT.as_secs_f64())?;
     m.add("WAIT_BACKEND", fileipc::WAIT_BACKEND)?;
     Ok(())

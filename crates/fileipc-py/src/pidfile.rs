@@ -34,10 +34,16 @@ impl PidFile {
         })
     }
 
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (std::path::PathBuf,))> {
+        Ok((slf.get_type().into_any(), (slf.get().path().into(),)))
+    }
+
     /// The PID file's path.
     #[getter]
-    fn path(&self) -> std::path::PathBuf {
-        self.inner().path().to_path_buf()
+    fn path(&self) -> std::ffi::OsString {
+        self.inner().path().as_os_str().to_owned()
     }
 
     /// Makes this process the owner; `False` if another live process (or another handle

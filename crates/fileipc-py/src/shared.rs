@@ -8,32 +8,36 @@ use pyo3::prelude::*;
 use serde_json::Value;
 
 use crate::errors::to_py;
+use crate::fork::Reopening;
 use crate::json;
 
 /// The native store behind `fileipc.SharedData`.
 #[pyclass(frozen, name = "_SharedData", module = "fileipc")]
 pub(crate) struct SharedDataCore {
-    inner: fileipc::SharedData,
+    path: std::path::PathBuf,
+    inner: Reopening<fileipc::SharedData>,
 }
 
 #[pymethods]
 impl SharedDataCore {
     #[new]
     fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let inner = py
-            .detach(|| fileipc::SharedData::open(&path))
-            .map_err(to_py)?;
-        Ok(SharedDataCore { inner })
+        let p = path.clone();
+        let inner = Reopening::new(py, move || fileipc::SharedData::open(&p))?;
+        Ok(SharedDataCore { path, inner })
     }
 
     #[getter]
-    fn path(&self) -> std::path::PathBuf {
-        self.inner.path().to_path_buf()
+    fn path(&self) -> std::ffi::OsString {
+        self.path.as_os_str().to_owned()
     }
 
     /// The value of `key`; `KeyError` if there is none.
     fn getitem<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-        match py.detach(|| self.inner.get::<Value>(key)).map_err(to_py)? {
+        match py
+            .detach(|| self.inner.get()?.get::<Value>(key))
+            .map_err(to_py)?
+        {
             Some(v) => json::to_py(py, &v),
             None => Err(PyKeyError::new_err(key.to_owned())),
         }
@@ -41,37 +45,40 @@ impl SharedDataCore {
 
     fn set(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = json::to_value(value)?;
-        py.detach(|| self.inner.set(key, &value)).map_err(to_py)
+        py.detach(|| self.inner.get()?.set(key, &value))
+            .map_err(to_py)
     }
 
     fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
-        py.detach(|| self.inner.delete(key)).map_err(to_py)
+        py.detach(|| self.inner.get()?.delete(key)).map_err(to_py)
     }
 
     fn contains(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
-        py.detach(|| self.inner.contains_key(key)).map_err(to_py)
+        py.detach(|| self.inner.get()?.contains_key(key))
+            .map_err(to_py)
     }
 
     fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        py.detach(|| self.inner.keys()).map_err(to_py)
+        py.detach(|| self.inner.get()?.keys()).map_err(to_py)
     }
 
     fn len(&self, py: Python<'_>) -> PyResult<usize> {
-        py.detach(|| self.inner.len()).map_err(to_py)
+        py.detach(|| self.inner.get()?.len()).map_err(to_py)
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.clear()).map_err(to_py)
+        py.detach(|| self.inner.get()?.clear()).map_err(to_py)
     }
 
     fn dump<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let map = py.detach(|| self.inner.dump()).map_err(to_py)?;
+        let map = py.detach(|| self.inner.get()?.dump()).map_err(to_py)?;
         json::to_py(py, &Value::Object(map))
     }
 
     #[pyo3(signature = (key, by = 1))]
     fn increment(&self, py: Python<'_>, key: &str, by: i64) -> PyResult<i64> {
-        py.detach(|| self.inner.increment(key, by)).map_err(to_py)
+        py.detach(|| self.inner.get()?.increment(key, by))
+            .map_err(to_py)
     }
 
     fn compare_and_swap(
@@ -87,8 +94,12 @@ impl SharedDataCore {
             Some(json::to_value(expected)?)
         };
         let new = json::to_value(new)?;
-        py.detach(|| self.inner.compare_and_swap(key, expected.as_ref(), &new))
-            .map_err(to_py)
+        py.detach(|| {
+            self.inner
+                .get()?
+                .compare_and_swap(key, expected.as_ref(), &new)
+        })
+        .map_err(to_py)
     }
 
     /// Atomically replaces the value of `key` with `f(current)` (`None` for a missing
@@ -97,7 +108,7 @@ impl SharedDataCore {
     fn update<'py>(&self, py: Python<'py>, key: &str, f: Py<PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let mut raised: Option<PyErr> = None;
         let result = py.detach(|| {
-            self.inner.transaction(|tx| {
+            self.inner.get()?.transaction(|tx| {
                 let old: Option<Value> = tx.get(key)?;
                 let new = Python::attach(|py| -> PyResult<Option<Value>> {
                     let arg = match &old {
@@ -123,7 +134,7 @@ impl SharedDataCore {
                     Err(e) => {
                         raised = Some(e);
                         Err(fileipc::Error::Invalid {
-                            path: self.inner.path().to_path_buf(),
+                            path: self.path.clone(),
                             detail: "the update function raised".to_owned(),
                         })
                     }

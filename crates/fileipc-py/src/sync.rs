@@ -3,7 +3,10 @@
 
 use pyo3::prelude::*;
 
+use std::path::PathBuf;
+
 use crate::errors::to_py;
+use crate::fork::Reopening;
 use crate::wait::{deadline, sliced_bool};
 
 /// A mutex named by a file path, excluding every process (and thread) that uses it;
@@ -14,21 +17,27 @@ use crate::wait::{deadline, sliced_bool};
 /// threads, which then exclude each other.
 #[pyclass(frozen, module = "fileipc")]
 pub(crate) struct Mutex {
-    inner: fileipc::Mutex,
+    path: PathBuf,
+    inner: Reopening<fileipc::Mutex>,
 }
 
 #[pymethods]
 impl Mutex {
     #[new]
-    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let inner = py.detach(|| fileipc::Mutex::open(&path)).map_err(to_py)?;
-        Ok(Mutex { inner })
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let p = path.clone();
+        let inner = Reopening::new(py, move || fileipc::Mutex::open(&p))?;
+        Ok(Mutex { path, inner })
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (PathBuf,))> {
+        Ok((slf.get_type().into_any(), (slf.get().path.clone(),)))
     }
 
     /// The lock file's path.
     #[getter]
-    fn path(&self) -> std::path::PathBuf {
-        self.inner.path().to_path_buf()
+    fn path(&self) -> std::ffi::OsString {
+        self.path.as_os_str().to_owned()
     }
 
     /// Takes the lock, waiting at most `timeout` seconds (`None`: without limit);
@@ -36,27 +45,27 @@ impl Mutex {
     #[pyo3(signature = (timeout = 5.0))]
     fn lock(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let deadline = deadline(timeout)?;
-        sliced_bool(py, deadline, |d| self.inner.lock_deadline(d))
+        sliced_bool(py, deadline, |d| self.inner.get()?.lock_deadline(d))
     }
 
     /// Takes the lock if it is free; whether it was taken.
     fn try_lock(&self, py: Python<'_>) -> PyResult<bool> {
-        py.detach(|| self.inner.try_lock()).map_err(to_py)
+        py.detach(|| self.inner.get()?.try_lock()).map_err(to_py)
     }
 
     /// Releases the lock; `fileipc.InvalidOperation` if this handle does not hold it.
     fn unlock(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.unlock()).map_err(to_py)
+        py.detach(|| self.inner.get()?.unlock()).map_err(to_py)
     }
 
     /// Whether any process holds the lock.
     fn is_locked(&self, py: Python<'_>) -> PyResult<bool> {
-        py.detach(|| self.inner.is_locked()).map_err(to_py)
+        py.detach(|| self.inner.get()?.is_locked()).map_err(to_py)
     }
 
     fn __enter__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<Bound<'py, Self>> {
         let inner = &slf.get().inner;
-        sliced_bool(py, None, |d| inner.lock_deadline(d))?;
+        sliced_bool(py, None, |d| inner.get()?.lock_deadline(d))?;
         Ok(slf.clone())
     }
 
@@ -72,7 +81,7 @@ impl Mutex {
     }
 
     fn __repr__(&self) -> String {
-        format!("Mutex({:?})", self.inner.path())
+        format!("Mutex({:?})", self.path)
     }
 }
 
@@ -84,24 +93,34 @@ impl Mutex {
 /// and releases it on exit.
 #[pyclass(frozen, module = "fileipc")]
 pub(crate) struct Semaphore {
-    inner: fileipc::Semaphore,
+    path: PathBuf,
+    initial: u32,
+    inner: Reopening<fileipc::Semaphore>,
 }
 
 #[pymethods]
 impl Semaphore {
     #[new]
     #[pyo3(signature = (path, initial = 1))]
-    fn new(py: Python<'_>, path: std::path::PathBuf, initial: u32) -> PyResult<Self> {
-        let inner = py
-            .detach(|| fileipc::Semaphore::open(&path, initial))
-            .map_err(to_py)?;
-        Ok(Semaphore { inner })
+    fn new(py: Python<'_>, path: PathBuf, initial: u32) -> PyResult<Self> {
+        let p = path.clone();
+        let inner = Reopening::new(py, move || fileipc::Semaphore::open(&p, initial))?;
+        Ok(Semaphore {
+            path,
+            initial,
+            inner,
+        })
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (PathBuf, u32))> {
+        let s = slf.get();
+        Ok((slf.get_type().into_any(), (s.path.clone(), s.initial)))
     }
 
     /// The semaphore file's path.
     #[getter]
-    fn path(&self) -> std::path::PathBuf {
-        self.inner.path().to_path_buf()
+    fn path(&self) -> std::ffi::OsString {
+        self.path.as_os_str().to_owned()
     }
 
     /// Takes a permit, waiting at most `timeout` seconds (`None`: without limit);
@@ -109,27 +128,27 @@ impl Semaphore {
     #[pyo3(signature = (timeout = 5.0))]
     fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let deadline = deadline(timeout)?;
-        sliced_bool(py, deadline, |d| self.inner.acquire_deadline(d))
+        sliced_bool(py, deadline, |d| self.inner.get()?.acquire_deadline(d))
     }
 
     /// Takes a permit if one is free; whether one was taken.
     fn try_acquire(&self, py: Python<'_>) -> PyResult<bool> {
-        py.detach(|| self.inner.try_acquire()).map_err(to_py)
+        py.detach(|| self.inner.get()?.try_acquire()).map_err(to_py)
     }
 
     /// Gives back a permit this process holds.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.release()).map_err(to_py)
+        py.detach(|| self.inner.get()?.release()).map_err(to_py)
     }
 
     /// The number of free permits.
     fn value(&self, py: Python<'_>) -> PyResult<u32> {
-        py.detach(|| self.inner.value()).map_err(to_py)
+        py.detach(|| self.inner.get()?.value()).map_err(to_py)
     }
 
     fn __enter__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<Bound<'py, Self>> {
         let inner = &slf.get().inner;
-        sliced_bool(py, None, |d| inner.acquire_deadline(d))?;
+        sliced_bool(py, None, |d| inner.get()?.acquire_deadline(d))?;
         Ok(slf.clone())
     }
 
@@ -145,6 +164,6 @@ impl Semaphore {
     }
 
     fn __repr__(&self) -> String {
-        format!("Semaphore({:?})", self.inner.path())
+        format!("Semaphore({:?})", self.path)
     }
 }

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// The longest a blocking call waits without handling signals.
-pub(crate) const SLICE: Duration = Duration::from_millis(50);
+pub(crate) const SLICE: Duration = Duration::from_millis(25);
 
 /// The deadline of a Python `timeout` argument in seconds: `None` (or `inf`, or a
 /// value too large for `Instant`) waits forever; negative or NaN is a `ValueError`.

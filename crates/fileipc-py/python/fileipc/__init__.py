@@ -26,6 +26,7 @@ holds is not held by the child, and the child's locks are released when it exits
 
 from __future__ import annotations
 
+import os as _os
 from collections.abc import MutableMapping
 from typing import Any, Callable, Iterator, Optional
 
@@ -51,7 +52,11 @@ from ._fileipc import (
     PidFile,
     Semaphore,
     _SharedData,
+    after_fork_in_child as _after_fork_in_child,
 )
+
+# A Mutex, Semaphore or SharedData handle used in a forked child reopens its file there.
+_os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -117,6 +122,9 @@ class SharedData(MutableMapping):
 
     def __repr__(self) -> str:
         return f"SharedData({self.path!r})"
+
+    def __reduce__(self):
+        return (SharedData, (self.path,))
 
     def keys(self):  # type: ignore[override]
         """The keys, read in one transaction (a list-backed view)."""
