@@ -20,8 +20,11 @@ Blocking calls (``recv``, ``lock``, ``acquire``, ``wait``) take ``timeout`` in s
 (``None``: without limit), release the GIL while they wait, and are interrupted by
 Ctrl-C at once. A timeout is an answer (``False`` / ``None``), never an exception.
 Handles may be shared by threads. A handle used in a child made by ``os.fork()`` (or
-``multiprocessing``'s fork start method) is a distinct owner there: a lock the parent
-holds is not held by the child, and the child's locks are released when it exits.
+``multiprocessing``'s fork start method) is a distinct owner there: the child opens the
+file again on first use, so a lock the parent holds is not held by the child (unlocking
+it there raises ``InvalidOperation``), and what the child takes is released when it
+exits. Handles pickle as their path (``multiprocessing``'s spawn start method): the
+receiving process opens the primitive again, holding nothing.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from ._fileipc import (
     after_fork_in_child as _after_fork_in_child,
 )
 
-# A Mutex, Semaphore or SharedData handle used in a forked child reopens its file there.
+# A MessageQueue, Mutex, Semaphore or SharedData handle used in a forked child reopens
+# its file there (see fork.rs).
 _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = [
