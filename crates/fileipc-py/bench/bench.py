@@ -73,6 +73,7 @@ def _bump(counter: str) -> None:
 
 def lock_child(lib: str, path: str, counter: str, rounds: int, go, times) -> None:
     acquire, release = make_lock(lib, path)
+    times.put(None)  # started: the first round does not time the child's start-up
     for _ in range(rounds):
         go.get(timeout=PATIENCE)  # the parent holds the lock again
         acquire()
@@ -90,6 +91,7 @@ def bench_lock(lib: str, d: str, rounds: int) -> Dict[str, Any]:
     acquire()
     child = SPAWN.Process(target=lock_child, args=(lib, path, counter, rounds, go, times))
     child.start()
+    times.get(timeout=PATIENCE)
     handoffs = []
     for _ in range(rounds):
         go.put(1)
