@@ -117,9 +117,9 @@ def bench_lock(lib: str, d: str, rounds: int) -> Dict[str, Any]:
 
 # --- queues: throughput with one producer and two consumers --------------------------
 
-def make_queue(lib: str, d: str, shared: Any) -> Any:
+def make_queue(lib: str, d: str, shared: Any, name: str = "q") -> Any:
     """(send(bytes), recv() -> bytes | None after ~1 s of nothing)."""
-    path = os.path.join(d, f"{lib}.q")
+    path = os.path.join(d, f"{lib}.{name}")
     if lib == "fileipc":
         q = fileipc.MessageQueue(path)
         return q.send, lambda: q.recv(timeout=1.0)
@@ -170,8 +170,7 @@ def make_queue(lib: str, d: str, shared: Any) -> Any:
         return q.put, get
     if lib == "posix_ipc":
         import posix_ipc
-        name = "/fileipc-bench-" + os.path.basename(d)
-        q = posix_ipc.MessageQueue(name, posix_ipc.O_CREAT)
+        q = posix_ipc.MessageQueue(_posix_name(d, name), posix_ipc.O_CREAT)
 
         def get():
             try:
@@ -180,6 +179,10 @@ def make_queue(lib: str, d: str, shared: Any) -> Any:
                 return None
         return q.send, get
     raise ValueError(lib)
+
+
+def _posix_name(d: str, name: str) -> str:
+    return f"/fileipc-bench-{os.path.basename(d)}-{name}"
 
 
 def queue_producer(lib: str, d: str, shared: Any, n: int, consumers: int, start) -> None:
@@ -231,11 +234,50 @@ def bench_queue(lib: str, d: str, n: int, consumers: int = 2) -> Dict[str, Any]:
     dups = len(got) - len(distinct)
     if lib == "posix_ipc":
         import posix_ipc
-        posix_ipc.unlink_message_queue("/fileipc-bench-" + os.path.basename(d))
+        posix_ipc.unlink_message_queue(_posix_name(d, "q"))
     return {
         "msgs_per_s": len(distinct) / (end - t0) if end > t0 else 0.0,
         "valid": f"{'ok' if not lost and not dups else 'FAIL'}: {len(got)} received, "
                  f"{lost} lost, {dups} duplicates",
+    }
+
+
+# --- queues: ping-pong round trips between two processes --------------------------
+
+def pong(lib: str, d: str, shared: Any, rounds: int) -> None:
+    _, recv = make_queue(lib, d, shared[0] if shared else None, "ping")
+    send, _ = make_queue(lib, d, shared[1] if shared else None, "pong")
+    for _ in range(rounds):
+        m = recv()
+        while m is None:
+            m = recv()
+        send(m)
+
+
+def bench_pingpong(lib: str, d: str, rounds: int) -> Dict[str, Any]:
+    shared = (SPAWN.Queue(), SPAWN.Queue()) if lib == "multiprocessing.Queue" else None
+    send, _ = make_queue(lib, d, shared[0] if shared else None, "ping")
+    _, recv = make_queue(lib, d, shared[1] if shared else None, "pong")
+    child = SPAWN.Process(target=pong, args=(lib, d, shared, rounds))
+    child.start()
+    trips, wrong = [], 0
+    for i in range(rounds):
+        t0 = time.monotonic()
+        send(b"p%d" % i)
+        m = recv()
+        deadline = t0 + PATIENCE
+        while m is None and time.monotonic() < deadline:
+            m = recv()
+        trips.append(time.monotonic() - t0)
+        wrong += m is None or bytes(m) != b"p%d" % i
+    child.join(PATIENCE)
+    if lib == "posix_ipc":
+        import posix_ipc
+        for name in ("ping", "pong"):
+            posix_ipc.unlink_message_queue(_posix_name(d, name))
+    return {
+        "median_rtt_ms": statistics.median(trips[1:] or trips) * 1e3,
+        "valid": f"{'ok' if not wrong else 'FAIL'}: {rounds - wrong}/{rounds} replies in order",
     }
 
 
@@ -384,11 +426,13 @@ def run(name: str, fn: Callable[[], Dict[str, Any]]) -> Optional[Dict[str, Any]]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
-    ap.add_argument("--only", choices=["lock", "queue", "counter", "event"], action="append")
+    ap.add_argument("--only", choices=["lock", "queue", "pingpong", "counter", "event"],
+                    action="append")
     args = ap.parse_args()
     q = args.quick
     lock_rounds, msgs, incs, ev_rounds = (5, 2000, 100, 5) if q else (20, 20000, 1000, 20)
-    only = set(args.only or ["lock", "queue", "counter", "event"])
+    trips = 50 if q else 500
+    only = set(args.only or ["lock", "queue", "pingpong", "counter", "event"])
     print(f"fileipc {fileipc.WAIT_BACKEND}; Python {sys.version.split()[0]}; "
           f"{os.cpu_count()} CPUs; {'quick' if q else 'full'} run", flush=True)
     with tempfile.TemporaryDirectory(prefix="fileipc-pybench-") as d:
@@ -403,6 +447,13 @@ def main() -> None:
                 n = msgs if lib in ("fileipc", "posix_ipc", "multiprocessing.Queue") else msgs // 10
                 sub = tempfile.mkdtemp(dir=d)
                 run(f"{lib} ({n})", lambda: bench_queue(lib, sub, n))
+        if "pingpong" in only:
+            print(f"queue ping-pong between two processes, {trips} round trips (lower is better)")
+            for lib in ["fileipc", "posix_ipc", "multiprocessing.Queue", "diskcache Deque",
+                        "persist-queue (SQLite)"]:
+                sub = tempfile.mkdtemp(dir=d)
+                n = trips if not lib.startswith("persist") else 10  # ~1 s per trip
+                run(f"{lib} ({n})", lambda: bench_pingpong(lib, sub, n))
         if "counter" in only:
             print(f"counter: 4 processes x {incs} increments (higher is better)")
             for lib in ["fileipc", "diskcache incr", "SQLite by hand", "sqlitedict (naive)"]:
