@@ -218,3 +218,52 @@ def test_os_fork_child_cannot_release_the_parents_lock(tmp_path):
     assert status == b"\x00"
     assert m.is_locked()
     m.unlock()
+
+
+def test_os_fork_child_owns_nothing_of_the_parents_pidfile(tmp_path):
+    path = tmp_path / "app.pid"
+    p = fileipc.PidFile(path)
+    assert p.create()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            owner = p.is_owner()
+            try:
+                p.remove()  # owns nothing here: refused, the parent's file stays
+            except fileipc.InvalidOperation:
+                code = 0 if not owner else 2
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(0)
+    os.close(w)
+    status = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert status == b"\x00"
+    assert p.is_owner() and p.read() == os.getpid()
+    p.remove()
+    assert not path.exists()
+
+
+def test_threads_sharing_a_queue_handle_get_each_message_once(tmp_path):
+    import threading
+    q = fileipc.MessageQueue(tmp_path / "q")
+    got = [[] for _ in range(4)]
+
+    def consume(mine):
+        while (m := q.recv(timeout=PATIENCE)) != b"stop":
+            mine.append(m)
+
+    threads = [threading.Thread(target=consume, args=(g,)) for g in got]
+    for t in threads:
+        t.start()
+    for i in range(2000):
+        q.send(b"%d" % i)
+    for _ in threads:
+        q.send(b"stop")
+    for t in threads:
+        t.join(PATIENCE)
+    everything = [m for g in got for m in g]
+    assert sorted(everything) == sorted(b"%d" % i for i in range(2000))
