@@ -250,6 +250,9 @@ fn classify(path: &Path, head: &[u8]) -> (FileKind, Option<u32>) {
             Some(state::Kind::Semaphore) => FileKind::Semaphore,
             Some(state::Kind::Queue) => FileKind::QueueControl,
             Some(state::Kind::SharedDataBoard) => FileKind::SharedDataBoard,
+            Some(state::Kind::HostOwners) => FileKind::Other(
+                "the host file where processes using the Redis engine register".into(),
+            ),
             None => FileKind::UnknownState { code },
         };
         return (kind, version);

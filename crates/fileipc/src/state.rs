@@ -36,6 +36,9 @@ pub(crate) enum Kind {
     Semaphore = 2,
     Queue = 3,
     SharedDataBoard = 4,
+    /// The host-wide file in which processes using the Redis engine register their
+    /// owner ids (`remote/host.rs`).
+    HostOwners = 5,
 }
 
 impl Kind {
@@ -45,6 +48,7 @@ impl Kind {
             Kind::Semaphore => "fileipc semaphore file",
             Kind::Queue => "fileipc queue control file",
             Kind::SharedDataBoard => "fileipc shared data request board",
+            Kind::HostOwners => "fileipc host owners file",
         }
     }
 
@@ -55,6 +59,7 @@ impl Kind {
             2 => Kind::Semaphore,
             3 => Kind::Queue,
             4 => Kind::SharedDataBoard,
+            5 => Kind::HostOwners,
             _ => return None,
         })
     }

@@ -17,8 +17,87 @@ use fileipc::{Error, Mutex, SharedData};
 fn child_process_entry() {
     common::child_main(|role, args| match role {
         "checker" => checker(&args),
+        "hold" => hold(&args),
         other => panic!("unknown role {other}"),
     });
+}
+
+/// Child: takes what `args[0]` names (`mutex`, `semaphore`, `pidfile`, `transaction`) at
+/// `args[1]`, says "held", and waits to be killed.
+fn hold(args: &[String]) {
+    let url = &args[1];
+    let mut _keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    match args[0].as_str() {
+        "mutex" => {
+            let m = Mutex::open(url).unwrap();
+            assert!(m.lock_timeout(PATIENCE).unwrap());
+            _keep.push(Box::new(m));
+        }
+        "semaphore" => {
+            let s = fileipc::Semaphore::open(url, 1).unwrap();
+            assert!(s.acquire_timeout(PATIENCE).unwrap());
+            _keep.push(Box::new(s));
+        }
+        "pidfile" => {
+            let mut p = fileipc::PidFile::open(url).unwrap();
+            assert!(p.create().unwrap());
+            _keep.push(Box::new(p));
+        }
+        "transaction" => {
+            let d = SharedData::open(url).unwrap();
+            d.transaction(|tx| {
+                tx.set("half", &1)?;
+                say("held");
+                std::thread::park_timeout(PATIENCE * 2);
+                Ok(())
+            })
+            .unwrap();
+        }
+        other => panic!("{other}"),
+    }
+    say("held");
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+#[test]
+fn a_killed_holder_on_the_same_host_is_reclaimed_long_before_its_lease() {
+    let Some(s) =
+        RedisServer::start("a_killed_holder_on_the_same_host_is_reclaimed_long_before_its_lease")
+    else {
+        return;
+    };
+    // A lease of a minute: anything back within a few seconds was reclaimed because the
+    // holder was proven dead, not because its lease ran out.
+    for kind in ["mutex", "semaphore", "pidfile", "transaction"] {
+        let url = s.url(kind, "lease=60s");
+        let mut holder = Proc::spawn("hold", &[kind, &url]);
+        holder.expect("held");
+        holder.kill_and_reap();
+        let start = Instant::now();
+        match kind {
+            "mutex" => assert!(Mutex::open(&url).unwrap().lock_timeout(PATIENCE).unwrap()),
+            "semaphore" => {
+                let sem = fileipc::Semaphore::open(&url, 1).unwrap();
+                assert!(sem.acquire_timeout(PATIENCE).unwrap());
+            }
+            "pidfile" => {
+                let mut p = fileipc::PidFile::open(&url).unwrap();
+                assert!(p.create().unwrap());
+            }
+            _ => {
+                let d = SharedData::open(&url).unwrap();
+                d.set("after", &2).unwrap();
+                assert_eq!(
+                    d.get::<i64>("half").unwrap(),
+                    None,
+                    "the dead transaction wrote nothing"
+                );
+            }
+        }
+        let took = start.elapsed();
+        eprintln!("{kind} of a killed holder (lease 60 s) back after {took:?}");
+        assert!(took < Duration::from_secs(5), "{kind}: {took:?}");
+    }
 }
 
 /// Watches `check` for `span`, polling every 50 ms; panics naming `what` if it fails.

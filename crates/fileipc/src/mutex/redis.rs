@@ -16,7 +16,7 @@ use crate::remote::lease::Lease;
 use crate::remote::{self, Conn, Wake, lock};
 
 /// Takes the lock for token `ARGV[1]` with a lease of `ARGV[2]` ms: `{1, fence}`, or
-/// `{0, pttl}` when it is held.
+/// `{0, pttl, holder's token}` when it is held.
 const ACQUIRE: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local t = redis.call('TIME')
@@ -24,10 +24,24 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local f = tonumber(redis.call('HGET', KEYS[2], 'fence') or '0')
   if f < now then f = now else f = f + 1 end
   redis.call('HSET', KEYS[2], 'fence', string.format('%d', f))
-  return {1, f}
+  return {1, f, false}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1]) or ''}
 ";
+
+/// Deletes the lock if it still holds `ARGV[1]` (a holder proven dead), and wakes
+/// waiters.
+const RECLAIM: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[2], '1')
+  return 1
+end
+return 0
+";
+
+/// How often a waiter polls a holder of its own host, whose death it can prove.
+const LOCAL_HOLDER_POLL: Duration = Duration::from_millis(50);
 
 /// Releases the lock if `ARGV[1]` still holds it, and wakes waiters.
 const RELEASE: &str = r"
@@ -89,7 +103,7 @@ impl RedisMutex {
         }
         let token = remote::token();
         let sent = Instant::now();
-        let (ok, n): (i64, i64) = self.conn.with(|c| {
+        let (ok, n, holder): (i64, i64, Option<String>) = self.conn.with(|c| {
             remote::script(&S, &[ACQUIRE])
                 .key(self.url().key("lock"))
                 .key(self.url().key("meta"))
@@ -102,16 +116,43 @@ impl RedisMutex {
             *held = Some((lease, n as u64));
             Ok(None)
         } else {
-            Ok(Some(if n > 0 {
+            let ttl = if n > 0 {
                 Duration::from_millis(n as u64)
             } else {
                 MAX_NAP
-            }))
+            };
+            match holder {
+                Some(h) if remote::host::holder_is_dead(&h) => {
+                    drop(held);
+                    self.reclaim(&h)?;
+                    Ok(Some(Duration::ZERO))
+                }
+                Some(h) if remote::host::is_local(&h) => Ok(Some(ttl.min(LOCAL_HOLDER_POLL))),
+                _ => Ok(Some(ttl)),
+            }
         }
     }
 
+    /// Frees the lock of a holder proven dead (same host, owner id unlocked).
+    fn reclaim(&self, holder: &str) -> Result<()> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
+        let _: i64 = self.conn.with(|c| {
+            remote::script(&S, &[RECLAIM])
+                .key(self.url().key("lock"))
+                .key(self.url().key("wake"))
+                .arg(holder)
+                .invoke(c)
+        })?;
+        Ok(())
+    }
+
     pub(super) fn try_lock(&self) -> Result<bool> {
-        Ok(self.attempt()?.is_none())
+        match self.attempt()? {
+            None => Ok(true),
+            // A dead holder was freed: try once more.
+            Some(d) if d.is_zero() => Ok(self.attempt()?.is_none()),
+            Some(_) => Ok(false),
+        }
     }
 
     pub(super) fn lock_until(&self, deadline: Option<Instant>) -> Result<bool> {
@@ -119,6 +160,9 @@ impl RedisMutex {
             let Some(ttl) = self.attempt()? else {
                 return Ok(true);
             };
+            if ttl.is_zero() {
+                continue;
+            }
             let now = Instant::now();
             let mut nap = ttl.min(MAX_NAP);
             if let Some(d) = deadline {

@@ -65,6 +65,12 @@ impl RedisPidFile {
                 .query(c)
         })?;
         if ok.is_none() {
+            // An owner of this host proven dead is taken over at once.
+            let key = self.url().key("pid");
+            if remote::free_if_dead(&self.conn, &key, &self.url().key("wake"))? {
+                drop(owned);
+                return self.create();
+            }
             return Ok(false);
         }
         *owned = Some(Lease::start(self.url(), self.url().key("pid"), value, sent));

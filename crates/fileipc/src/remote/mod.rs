@@ -3,6 +3,7 @@
 //! process's lease keeper ([`lease`]). The engines themselves are siblings of the local
 //! ones (`mutex/redis.rs`, ...); `docs/REDIS.md` has the key layout and every script.
 
+pub(crate) mod host;
 pub(crate) mod inspect;
 pub(crate) mod lease;
 
@@ -258,11 +259,15 @@ pub(crate) fn script(
     cell.get_or_init(|| redis::Script::new(&parts.concat()))
 }
 
-/// A token no other grant has: 128 random bits from the kernel, in hex.
+/// A token no other grant has: 128 random bits from the kernel, in hex, followed by
+/// this process's host identity and owner id where it has them (`host.rs`), so that a
+/// waiter on the same host can prove the holder dead.
 pub(crate) fn token() -> String {
     let mut b = [0u8; 16];
     crate::sys::random(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut t: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    t.push_str(&host::token_suffix());
+    t
 }
 
 /// A wake-up channel: releases publish on it, waiters nap on it between polls. Only a
@@ -319,5 +324,39 @@ impl Wake {
                 Ok(())
             }
         }
+    }
+}
+
+/// Deletes `key` if it still holds `value` and publishes on `channel`: how a waiter
+/// frees what a holder proven dead held (`host.rs`). Whether it deleted.
+pub(crate) fn delete_if_holds(conn: &Conn, key: &str, value: &str, channel: &str) -> Result<bool> {
+    static S: OnceLock<redis::Script> = OnceLock::new();
+    let n: i64 = conn.with(|c| {
+        script(
+            &S,
+            &[r"
+            if redis.call('GET', KEYS[1]) == ARGV[1] then
+              redis.call('DEL', KEYS[1])
+              redis.call('PUBLISH', KEYS[2], '1')
+              return 1
+            end
+            return 0
+            "],
+        )
+        .key(key)
+        .key(channel)
+        .arg(value)
+        .invoke(c)
+    })?;
+    Ok(n == 1)
+}
+
+/// If `key` holds the token of a holder of this host proven dead, frees it (see
+/// [`delete_if_holds`]). Whether it did.
+pub(crate) fn free_if_dead(conn: &Conn, key: &str, channel: &str) -> Result<bool> {
+    let holder: Option<String> = conn.read(|c| redis::cmd("GET").arg(key).query(c))?;
+    match holder {
+        Some(h) if host::holder_is_dead(&h) => delete_if_holds(conn, key, &h, channel),
+        _ => Ok(false),
     }
 }

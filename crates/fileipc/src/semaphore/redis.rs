@@ -20,6 +20,10 @@ use crate::location::RedisUrl;
 use crate::remote::lease::Lease;
 use crate::remote::{self, Conn, MAX_NAP, Wake, lock};
 
+/// How often a waiter polls when some permits are held by processes of its own host,
+/// whose death it can prove.
+const LOCAL_HOLDER_POLL: Duration = Duration::from_millis(50);
+
 /// Returns the permits of expired members to `free`. Shared head of the scripts below:
 /// defines `now` (server ms) and `t` (server TIME).
 const RECLAIM: &str = r"
@@ -33,7 +37,7 @@ end
 ";
 
 /// Takes a permit for member `ARGV[1]` with a lease of `ARGV[2]` ms: `{1, fence}`, or
-/// `{0, ms until the earliest lease expires (-1: none)}`.
+/// `{0, ms until the earliest lease expires (-1: none), the members}`.
 const ACQUIRE: &str = r"
 local free = tonumber(redis.call('HGET', KEYS[1], 'free') or '0')
 if free > 0 then
@@ -43,11 +47,21 @@ if free > 0 then
   local f = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
   if f < us then f = us else f = f + 1 end
   redis.call('HSET', KEYS[1], 'fence', string.format('%d', f))
-  return {1, f}
+  return {1, f, {}}
 end
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if first[2] then return {0, tonumber(first[2]) - now} end
-return {0, -1}
+local wait = -1
+if first[2] then wait = tonumber(first[2]) - now end
+return {0, wait, redis.call('ZRANGE', KEYS[2], 0, -1)}
+";
+
+/// Returns the permit of member `ARGV[1]`, whose holder was proven dead, and wakes
+/// waiters: 1, or 0 if the member is gone already.
+const RECLAIM_DEAD: &str = r"
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'free', 1)
+redis.call('PUBLISH', KEYS[3], '1')
+return 1
 ";
 
 /// Returns the permit of member `ARGV[1]` (or, if `ARGV[1]` is empty, adds one:
@@ -155,7 +169,7 @@ impl RedisSemaphore {
         static S: OnceLock<redis::Script> = OnceLock::new();
         let member = format!("{}:{}", std::process::id(), remote::token());
         let sent = Instant::now();
-        let (ok, n): (i64, i64) = self.conn.with(|c| {
+        let (ok, n, members): (i64, i64, Vec<String>) = self.conn.with(|c| {
             remote::script(&S, &[RECLAIM, ACQUIRE])
                 .key(self.url().key("meta"))
                 .key(self.url().key("held"))
@@ -171,15 +185,53 @@ impl RedisSemaphore {
                 .push(lease);
             return Ok(None);
         }
-        Ok(Some(if n > 0 {
+        // Holders of this host proven dead give their permits back at once.
+        let mut freed = false;
+        let mut local = false;
+        for m in &members {
+            let token = m.split_once(':').map_or(m.as_str(), |(_, t)| t);
+            if remote::host::holder_is_dead(token) {
+                freed |= self.reclaim(m)?;
+            } else if remote::host::is_local(token) {
+                local = true;
+            }
+        }
+        if freed {
+            return Ok(Some(Duration::ZERO));
+        }
+        let wait = if n > 0 {
             Duration::from_millis(n as u64).min(MAX_NAP)
         } else {
             MAX_NAP
+        };
+        Ok(Some(if local {
+            wait.min(LOCAL_HOLDER_POLL)
+        } else {
+            wait
         }))
     }
 
+    /// Returns the permit of `member`, whose holder was proven dead.
+    fn reclaim(&self, member: &str) -> Result<bool> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
+        let n: i64 = self.conn.with(|c| {
+            remote::script(&S, &[RECLAIM_DEAD])
+                .key(self.url().key("meta"))
+                .key(self.url().key("held"))
+                .key(self.url().key("wake"))
+                .arg(member)
+                .invoke(c)
+        })?;
+        Ok(n == 1)
+    }
+
     pub(super) fn try_acquire(&self) -> Result<bool> {
-        Ok(self.attempt()?.is_none())
+        match self.attempt()? {
+            None => Ok(true),
+            // Dead holders' permits came back: try once more.
+            Some(d) if d.is_zero() => Ok(self.attempt()?.is_none()),
+            Some(_) => Ok(false),
+        }
     }
 
     pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
@@ -187,6 +239,9 @@ impl RedisSemaphore {
             let Some(mut nap) = self.attempt()? else {
                 return Ok(true);
             };
+            if nap.is_zero() {
+                continue;
+            }
             if let Some(d) = deadline {
                 let now = Instant::now();
                 if now >= d {

@@ -203,8 +203,19 @@ impl RedisSharedData {
             if r != -2 {
                 return Ok(r);
             }
+            self.wait_for_transaction()?;
+        }
+    }
+
+    /// Waits while another transaction holds the lock: until it ends (the `wake`
+    /// hint), at most [`MAX_NAP`]; a transaction of this host whose process is proven
+    /// dead is ended at once (nothing of it was committed).
+    fn wait_for_transaction(&self) -> Result<()> {
+        let (lock, wake) = (self.url().key("txlock"), self.url().key("wake"));
+        if !remote::free_if_dead(&self.conn, &lock, &wake)? {
             self.wake.nap(MAX_NAP)?;
         }
+        Ok(())
     }
 
     pub(super) fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
@@ -240,7 +251,7 @@ impl RedisSharedData {
                     .invoke(c)
             })?;
             match r {
-                -2 => self.wake.nap(MAX_NAP)?,
+                -2 => self.wait_for_transaction()?,
                 r => return Ok(r == 1),
             }
         }
@@ -338,6 +349,15 @@ impl RedisSharedData {
                     token,
                     sent,
                 ));
+            }
+            // A transaction of this host whose process is proven dead ends at once
+            // (nothing of it was committed).
+            if remote::free_if_dead(
+                &self.conn,
+                &self.url().key("txlock"),
+                &self.url().key("wake"),
+            )? {
+                continue;
             }
             let nap = if ttl > 0 {
                 std::time::Duration::from_millis(ttl as u64).min(MAX_NAP)
