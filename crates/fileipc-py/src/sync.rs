@@ -86,25 +86,33 @@ impl Mutex {
 }
 
 /// A counting semaphore named by a file path; the permits of a holder that dies come
-/// back. `initial` is the number of permits when the file is created (ignored when it
-/// exists).
+/// back. `initial` is its capacity: the permits a semaphore created now starts with, and
+/// the capacity an existing one must have (else `InvalidOperation` naming both values).
+/// Left out (`None`), a semaphore created now gets 1 permit and an existing one keeps
+/// its capacity.
 ///
 /// `with Semaphore(path, 4): ...` waits for a permit without limit (Ctrl-C interrupts)
 /// and releases it on exit.
 #[pyclass(frozen, module = "fileipc")]
 pub(crate) struct Semaphore {
     path: PathBuf,
-    initial: u32,
+    initial: Option<u32>,
     inner: Reopening<fileipc::Semaphore>,
 }
+
+/// What `Semaphore.__reduce__` returns: the class and its constructor's arguments.
+type Reduced<'py> = (Bound<'py, PyAny>, (PathBuf, Option<u32>));
 
 #[pymethods]
 impl Semaphore {
     #[new]
-    #[pyo3(signature = (path, initial = 1))]
-    fn new(py: Python<'_>, path: PathBuf, initial: u32) -> PyResult<Self> {
+    #[pyo3(signature = (path, initial = None))]
+    fn new(py: Python<'_>, path: PathBuf, initial: Option<u32>) -> PyResult<Self> {
         let p = path.clone();
-        let inner = Reopening::new(py, move || fileipc::Semaphore::open(&p, initial))?;
+        let inner = Reopening::new(py, move || match initial {
+            Some(n) => fileipc::Semaphore::open(&p, n),
+            None => fileipc::SemaphoreOptions::new().open(&p),
+        })?;
         Ok(Semaphore {
             path,
             initial,
@@ -112,7 +120,7 @@ impl Semaphore {
         })
     }
 
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (PathBuf, u32))> {
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Reduced<'py>> {
         let s = slf.get();
         Ok((slf.get_type().into_any(), (s.path.clone(), s.initial)))
     }

@@ -138,7 +138,10 @@ def test_semaphore(tmp_path):
         assert s.value() == 0
     assert s.value() == 1
     s.release()
-    assert fileipc.Semaphore(tmp_path / "s", 5).value() == 2  # initial only on creation
+    # An explicit capacity must match the stored one; left out, the stored one is taken.
+    with pytest.raises(fileipc.InvalidOperation, match="capacity 2, not the 5"):
+        fileipc.Semaphore(tmp_path / "s", 5)
+    assert fileipc.Semaphore(tmp_path / "s").value() == 2
 
 
 def test_event(tmp_path):

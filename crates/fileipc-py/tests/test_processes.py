@@ -56,7 +56,7 @@ def test_sigkilled_semaphore_holder_gives_its_permits_back(tmp_path, children):
 WAITS = {
     "recv": "fileipc.MessageQueue(ARGS[0] + '.q').recv(timeout=None)",
     "lock": "fileipc.Mutex(ARGS[0] + '.m').lock(timeout=None)",
-    "acquire": "fileipc.Semaphore(ARGS[0] + '.s', 0).acquire(timeout=None)",
+    "acquire": "fileipc.Semaphore(ARGS[0] + '.s', 0).acquire(timeout=None)",  # created with 0
     "wait": "fileipc.Event(ARGS[0] + '.e').wait(timeout=None)",
     "with": "fileipc.Mutex(ARGS[0] + '.m').__enter__()",
 }
