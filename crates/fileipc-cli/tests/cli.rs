@@ -124,7 +124,7 @@ fn queue_commands_and_exit_codes() {
         "two\nthree\n"
     );
     assert_eq!(ok(fileipc(&["queue", "recv", s(&q), "--all"])), "four\n");
-    let empty = fileipc(&["queue", "recv", s(&q), "--timeout", "100"]);
+    let empty = fileipc(&["queue", "recv", s(&q), "--timeout", "100ms"]);
     assert_eq!(code(&empty), 1, "{}", stderr(&empty));
     assert_eq!(stdout(&empty), "");
     ok(fileipc(&["queue", "send", s(&q), "x"]));
@@ -147,7 +147,7 @@ fn queue_shell_and_library_interoperate() {
 
     // A blocked shell receiver is woken by a library send.
     let mut child = bin()
-        .args(["queue", "recv", s(&q), "--forever"])
+        .args(["queue", "recv", s(&q)])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -194,7 +194,7 @@ fn mutex_run_and_status() {
     let lib = Mutex::open(&m).unwrap();
     assert!(lib.try_lock().unwrap());
     assert_eq!(code(&fileipc(&["mutex", "status", s(&m)])), 0);
-    let busy = fileipc(&["mutex", "run", s(&m), "--timeout", "50", "--", "true"]);
+    let busy = fileipc(&["mutex", "run", s(&m), "--timeout", "50ms", "--", "true"]);
     assert_eq!(code(&busy), 1, "{}", stderr(&busy));
     lib.unlock().unwrap();
     assert_eq!(code(&fileipc(&["mutex", "status", s(&m)])), 1);
@@ -251,7 +251,7 @@ fn sem_commands() {
     // A permit taken from the shell outlives the process that took it.
     assert_eq!(ok(fileipc(&["sem", "value", s(&p)])), "1\n");
     ok(fileipc(&["sem", "acquire", s(&p)]));
-    let none = fileipc(&["sem", "acquire", s(&p), "--timeout", "50"]);
+    let none = fileipc(&["sem", "acquire", s(&p), "--timeout", "50ms"]);
     assert_eq!(code(&none), 1, "{}", stderr(&none));
     ok(fileipc(&["sem", "release", s(&p)]));
     ok(fileipc(&["sem", "release", s(&p)]));
@@ -412,13 +412,10 @@ fn event_commands() {
     let st = fileipc(&["event", "status", s(&p)]);
     assert_eq!((code(&st), stdout(&st).as_str()), (1, "clear\n"));
     assert_eq!(
-        code(&fileipc(&["event", "wait", s(&p), "--timeout", "50"])),
+        code(&fileipc(&["event", "wait", s(&p), "--timeout", "50ms"])),
         1
     );
-    let mut waiter = bin()
-        .args(["event", "wait", s(&p), "--forever"])
-        .spawn()
-        .unwrap();
+    let mut waiter = bin().args(["event", "wait", s(&p)]).spawn().unwrap();
     Event::open(&p).unwrap().set().unwrap();
     assert!(wait_exit(&mut waiter).success());
     assert_eq!(ok(fileipc(&["event", "status", s(&p)])), "set\n");

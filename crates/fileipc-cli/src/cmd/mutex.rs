@@ -10,9 +10,13 @@ use fileipc::Mutex;
 pub(crate) fn run(
     path: &Path,
     limit: Option<Duration>,
+    mode: Option<u32>,
     cmd: &[OsString],
 ) -> anyhow::Result<ExitCode> {
-    let m = Mutex::open(path)?;
+    let m = match mode {
+        Some(mode) => Mutex::options().mode(mode).open(path)?,
+        None => Mutex::open(path)?,
+    };
     let locked = match limit {
         Some(t) => m.lock_timeout(t)?,
         None => {

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use fileipc::{PidFile, PidStatus};
 
-pub(crate) fn run(path: &Path, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
-    let mut p = PidFile::open(path)?;
+pub(crate) fn run(path: &Path, mode: Option<u32>, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
+    let mut p = match mode {
+        Some(mode) => PidFile::options().mode(mode).open(path)?,
+        None => PidFile::open(path)?,
+    };
     if !p.create()? {
         match p.read()? {
             Some(pid) => eprintln!("fileipc: {}: already running as PID {pid}", path.display()),

@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 
 use fileipc::Semaphore;
 
+/// Opens (creating if missing, with `mode` if given) the semaphore at `path`.
+fn open(path: &Path, initial: u32, mode: Option<u32>) -> fileipc::Result<Semaphore> {
+    match mode {
+        Some(mode) => Semaphore::options().mode(mode).open(path, initial),
+        None => Semaphore::open(path, initial),
+    }
+}
+
 fn deadline(limit: Option<Duration>) -> Option<Instant> {
     limit.and_then(|l| Instant::now().checked_add(l))
 }
@@ -18,8 +26,9 @@ pub(crate) fn acquire(
     path: &Path,
     initial: u32,
     limit: Option<Duration>,
+    mode: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let s = Semaphore::open(path, initial)?;
+    let s = open(path, initial, mode)?;
     let got = match deadline(limit) {
         Some(d) => s.acquire_deadline(d)?,
         None => {
@@ -38,8 +47,8 @@ pub(crate) fn acquire(
     Ok(crate::yes(got))
 }
 
-pub(crate) fn release(path: &Path, initial: u32) -> anyhow::Result<ExitCode> {
-    Semaphore::open(path, initial)?.release()?;
+pub(crate) fn release(path: &Path, initial: u32, mode: Option<u32>) -> anyhow::Result<ExitCode> {
+    open(path, initial, mode)?.release()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -56,9 +65,10 @@ pub(crate) fn run(
     path: &Path,
     initial: u32,
     limit: Option<Duration>,
+    mode: Option<u32>,
     cmd: &[OsString],
 ) -> anyhow::Result<ExitCode> {
-    let s = Semaphore::open(path, initial)?;
+    let s = open(path, initial, mode)?;
     let got = match limit {
         Some(t) => s.acquire_timeout(t)?,
         None => {
