@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod args;
 mod cmd;
@@ -72,6 +72,22 @@ enum Command {
     /// Run all six primitives together across real worker processes.
     #[command(after_help = "Example:\n  cargo run --release -- demo")]
     Demo,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        fileipc completions bash > /etc/bash_completion.d/fileipc\n  \
+        fileipc completions zsh > \"${fpath[1]}/_fileipc\"\n  \
+        fileipc completions fish > ~/.config/fish/completions/fileipc.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, or write every command's page into DIR.
+    #[command(after_help = "Examples:\n  fileipc man | man -l -\n  \
+        fileipc man /usr/local/share/man/man1")]
+    Man {
+        /// A directory for fileipc.1, fileipc-queue.1, fileipc-queue-send.1, ...
+        dir: Option<PathBuf>,
+    },
     /// Measure every primitive beside its baseline.
     #[cfg(feature = "bench")]
     Bench(fileipc_bench::BenchArgs),
@@ -460,6 +476,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Stat { path, json } => stat::stat(&path, json),
         Command::Demo => demo::run(),
+        Command::Completions { shell } => docs::completions(shell, Cli::command()),
+        Command::Man { dir } => docs::man(Cli::command(), dir.as_deref()),
         Command::DemoWorker(a) => demo::worker(a),
         #[cfg(feature = "bench")]
         Command::Bench(a) => {
