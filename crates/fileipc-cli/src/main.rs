@@ -70,8 +70,12 @@ enum Command {
         json: bool,
     },
     /// Run all six primitives together across real worker processes.
-    #[command(after_help = "Example:\n  cargo run --release -- demo")]
-    Demo,
+    #[command(after_help = "Examples:\n  cargo run --release -- demo\n  fileipc demo --keep")]
+    Demo {
+        /// Leave the demo's directory (its queue, semaphore, store...) for `fileipc stat`.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  \
         fileipc completions bash > /etc/bash_completion.d/fileipc\n  \
@@ -475,7 +479,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             EventCmd::Wait { path, wait } => event::wait(&path, wait.limit()),
         },
         Command::Stat { path, json } => stat::stat(&path, json),
-        Command::Demo => demo::run(),
+        Command::Demo { keep } => demo::run(keep),
         Command::Completions { shell } => docs::completions(shell, Cli::command()),
         Command::Man { dir } => docs::man(Cli::command(), dir.as_deref()),
         Command::DemoWorker(a) => demo::worker(a),

@@ -555,13 +555,79 @@ fn run_forwards_sigterm_to_the_command_and_releases() {
     assert!(!Mutex::open(&m).unwrap().is_locked().unwrap());
 }
 
+/// The numbers of a demo line, in order (`1,000,000` is one number).
+fn numbers(line: &str) -> Vec<u64> {
+    line.split(|c: char| !(c.is_ascii_digit() || c == ','))
+        .map(|w| w.replace(',', ""))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect()
+}
+
+/// The demo names all six primitives, kills a consumer mid-run with SIGKILL, reports
+/// what survived with counts that add up, and says what to try next; with `--keep` its
+/// directory stays for `fileipc stat`.
 #[test]
 fn demo_runs_and_checks_itself() {
-    let o = fileipc(&["demo"]);
+    let o = fileipc(&["demo", "--keep"]);
     let out = stdout(&o);
     assert_eq!(code(&o), 0, "{out}\n{}", stderr(&o));
-    assert!(out.contains("0 lost, 0 duplicated"), "{out}");
-    assert!(out.contains("-> OK"), "{out}");
+    for name in [
+        "PidFile",
+        "Event",
+        "MessageQueue",
+        "Semaphore",
+        "SharedData",
+        "Mutex",
+    ] {
+        assert!(out.contains(&format!("  {name} ")), "{name}: {out}");
+    }
+    assert!(out.contains("SharedData::increment"), "{out}");
+    assert!(out.contains("kill -9       consumer 1 (PID "), "{out}");
+    assert!(
+        out.contains("what survived the kill -9 of consumer 1"),
+        "{out}"
+    );
+    assert!(out.contains(" 0 duplicated, "), "{out}");
+    // counted S = a (consumer 0) + b (consumer 1, killed) + c (consumer 2)
+    let line = out
+        .lines()
+        .find(|l| l.contains("SharedData    counted"))
+        .unwrap();
+    let v = numbers(line);
+    assert_eq!(v.len(), 7, "{line}");
+    assert_eq!(v[0], v[1] + v[3] + v[5], "{line}");
+    assert!(line.contains("(consumer 1, killed)"), "{line}");
+    // counted S + processed but not counted U + lost L = T sent
+    let line = out
+        .lines()
+        .find(|l| l.contains("processed but not counted"))
+        .unwrap();
+    let v = numbers(line);
+    assert_eq!(v[0] + v[1] + v[2], v[3], "{line}");
+    assert_eq!(v[3], 1_000_000, "{line}");
+    assert!(line.contains("the counts add up"), "{line}");
+    assert!(out.contains("2 of 2 permits could be taken"), "{out}");
+    assert!(out.contains("Mutex         free;"), "{out}");
+    assert!(out.contains("check                 OK"), "{out}");
+    assert!(out.contains("Try next:"), "{out}");
+
+    let dir = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("fileipc demo in "))
+        .unwrap()
+        .to_owned();
+    let dir = Path::new(&dir);
+    let stat = ok(fileipc(&["stat", s(&dir.join("jobs"))]));
+    assert!(stat.contains("message queue"), "{stat}");
+    let stat = ok(fileipc(&["stat", s(&dir.join("pool"))]));
+    assert!(stat.contains("semaphore"), "{stat}");
+    assert!(
+        out.contains(&format!("fileipc stat {}/jobs", dir.display())),
+        "{out}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// `pidfile run` on a path that holds something else (here a SharedData store, which
