@@ -27,8 +27,9 @@ impl Wait {
 #[derive(Debug, Clone, Copy, clap::Args)]
 #[group(skip)]
 pub(crate) struct Mode {
-    /// Permission bits, in octal, of the files this command creates (default 600: the
-    /// owner only; 660 shares with the group). Every user of a path should give the same.
+    /// Permission bits, in octal, of the files this command creates (default 600, the
+    /// owner only; PID files 644). 660 shares them with the group; every user of a path
+    /// must give the same mode.
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
     pub(crate) mode: Option<u32>,
 }

@@ -151,7 +151,7 @@ enum QueueCmd {
         #[command(flatten)]
         framing: args::Framing,
         #[command(flatten)]
-        create: args::QueueCreate,
+        mode: Mode,
     },
     /// Print the number of pending messages.
     #[command(after_help = "Example:\n  fileipc queue count /tmp/jobs")]
@@ -420,8 +420,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 count,
                 all,
                 framing,
-                create,
-            } => queue::recv(&dir, wait.limit(), count, all, framing.get(), create.get()),
+                mode,
+            } => queue::recv(&dir, wait.limit(), count, all, framing.get(), mode.mode),
             QueueCmd::Count { dir } => queue::count(&dir),
             QueueCmd::Clear { dir } => queue::clear(&dir),
             QueueCmd::Destroy { dir } => queue::destroy(&dir),

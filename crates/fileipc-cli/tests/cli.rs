@@ -523,6 +523,8 @@ fn every_help_has_an_example() {
         &["event", "wait"],
         &["stat"],
         &["demo"],
+        &["completions"],
+        &["man"],
     ] {
         let mut args = sub.to_vec();
         args.push("--help");

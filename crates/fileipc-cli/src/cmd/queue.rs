@@ -232,9 +232,16 @@ pub(crate) fn recv(
     count: Option<u64>,
     all: bool,
     framing: Framing,
-    create: Create,
+    mode: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let q = open(dir, create)?;
+    // Durability concerns sends only: receiving never syncs.
+    let q = open(
+        dir,
+        Create {
+            mode,
+            durable: false,
+        },
+    )?;
     let deadline = limit.and_then(|l| Instant::now().checked_add(l));
     let want = if all { u64::MAX } else { count.unwrap_or(1) };
     let mut out = std::io::stdout().lock();
