@@ -8,13 +8,13 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod args;
 mod cmd;
 mod run;
 
-use args::Wait;
+use args::{Mode, Wait};
 
 /// Inter-process communication through the file system, from the shell.
 ///
@@ -30,8 +30,9 @@ use args::Wait;
         fileipc queue recv /tmp/jobs --timeout 2s\n  \
         fileipc mutex run /tmp/backup.lock -- rsync -a src/ dst/\n  \
         fileipc sem run /tmp/pool --initial 4 -- ./work.sh item\n  \
-        fileipc event wait /tmp/ready --forever\n  \
+        fileipc event wait /tmp/ready --timeout 30s\n  \
         fileipc demo\n\n\
+        Waiting commands wait without limit unless given --timeout (30, 500ms, 30s, 1h30m).\n\
         Exit codes: 0 success, 1 timeout/not found/false, 2 usage error, 3 other error."
 )]
 struct Cli {
@@ -81,8 +82,28 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Run all six primitives together across real worker processes.
-    #[command(after_help = "Example:\n  cargo run --release -- demo")]
-    Demo,
+    #[command(after_help = "Examples:\n  cargo run --release -- demo\n  fileipc demo --keep")]
+    Demo {
+        /// Leave the demo's directory (its queue, semaphore, store...) for `fileipc stat`.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        fileipc completions bash > /etc/bash_completion.d/fileipc\n  \
+        fileipc completions zsh > \"${fpath[1]}/_fileipc\"\n  \
+        fileipc completions fish > ~/.config/fish/completions/fileipc.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, or write every command's page into DIR.
+    #[command(after_help = "Examples:\n  fileipc man | man -l -\n  \
+        fileipc man /usr/local/share/man/man1")]
+    Man {
+        /// A directory for fileipc.1, fileipc-queue.1, fileipc-queue-send.1, ...
+        dir: Option<PathBuf>,
+    },
     /// Measure every primitive beside its baseline.
     #[cfg(feature = "bench")]
     Bench(fileipc_bench::BenchArgs),
@@ -107,30 +128,42 @@ enum QueueCmd {
     /// Send messages: each MSG, or one message per line of stdin.
     #[command(
         after_help = "Examples:\n  fileipc queue send /tmp/jobs 'job 1' 'job 2'\n  \
-        ls *.png | fileipc queue send /tmp/jobs"
+        ls *.png | fileipc queue send /tmp/jobs\n  \
+        find . -name '*.png' -print0 | fileipc queue send /tmp/jobs -0 --mode 660\n\n\
+        Standard input is read as it comes: a message too large (over 64 MiB) or a failed\n\
+        send stops with an error saying how many messages were sent before it."
     )]
     Send {
         /// The queue directory (created if missing).
         dir: PathBuf,
         /// Messages; none: one message per line of standard input.
         msg: Vec<OsString>,
+        #[command(flatten)]
+        framing: args::Framing,
+        #[command(flatten)]
+        create: args::QueueCreate,
     },
     /// Receive messages and print each followed by a newline; exit 1 if none came.
     #[command(
         after_help = "Examples:\n  fileipc queue recv /tmp/jobs --timeout 2s\n  \
-        fileipc queue recv /tmp/jobs --forever -n 10\n  fileipc queue recv /tmp/jobs --all"
+        fileipc queue recv /tmp/jobs -n 10\n  fileipc queue recv /tmp/jobs --all\n  \
+        fileipc queue recv /tmp/blobs --framed --timeout 0 > blobs.bin"
     )]
     Recv {
         /// The queue directory.
         dir: PathBuf,
         #[command(flatten)]
         wait: Wait,
-        /// Receive up to COUNT messages, waiting for each until the time is up.
+        /// Receive up to COUNT messages (default 1), waiting for each until the time is up.
         #[arg(short = 'n', long, value_name = "COUNT", conflicts_with = "all")]
         count: Option<u64>,
         /// Wait for a first message, then take every message queued.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        framing: args::Framing,
+        #[command(flatten)]
+        mode: Mode,
     },
     /// Print the number of pending messages.
     #[command(after_help = "Example:\n  fileipc queue count /tmp/jobs")]
@@ -204,12 +237,16 @@ enum SemCmd {
         sem: SemOpts,
         #[command(flatten)]
         wait: Wait,
+        #[command(flatten)]
+        mode: Mode,
     },
     /// Give a permit back.
     #[command(after_help = "Example:\n  fileipc sem release /tmp/pool")]
     Release {
         #[command(flatten)]
         sem: SemOpts,
+        #[command(flatten)]
+        mode: Mode,
     },
     /// Print the number of free permits (never creates; exit 1 if not found).
     #[command(after_help = "Example:\n  fileipc sem value /tmp/pool")]
@@ -220,7 +257,7 @@ enum SemCmd {
     /// Run CMD holding one permit; exit 1 (or -E N) if none came in time, 127/126 if CMD
     /// is not found / not executable.
     #[command(after_help = "Example (at most 4 at once):\n  \
-        for f in *.wav; do fileipc sem run /tmp/enc --initial 4 --forever -- flac \"$f\" & done; wait")]
+        for f in *.wav; do fileipc sem run /tmp/enc --initial 4 -- flac \"$f\" & done; wait")]
     Run {
         #[command(flatten)]
         sem: SemOpts,
@@ -229,6 +266,8 @@ enum SemCmd {
         /// The exit code when no permit was acquired in time, as flock(1)'s `-E`.
         #[arg(short = 'E', long, value_name = "N", default_value_t = 1)]
         conflict_exit_code: u8,
+        #[command(flatten)]
+        mode: Mode,
         /// The command and its arguments (`--` before it is needed only if it starts
         /// with `-`).
         #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
@@ -252,6 +291,8 @@ enum MutexCmd {
         /// The exit code when the lock was not acquired in time, as flock(1)'s `-E`.
         #[arg(short = 'E', long, value_name = "N", default_value_t = 1)]
         conflict_exit_code: u8,
+        #[command(flatten)]
+        mode: Mode,
         /// The command and its arguments (`--` before it is needed only if it starts
         /// with `-`).
         #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
@@ -268,25 +309,38 @@ enum MutexCmd {
 #[derive(Debug, Subcommand)]
 enum KvCmd {
     /// Print the JSON value of KEY; exit 1 if absent.
-    #[command(after_help = "Example:\n  fileipc kv get /tmp/state counter")]
+    #[command(after_help = "Examples:\n  fileipc kv get /tmp/state counter\n  \
+        cd \"$(fileipc kv get /tmp/state workdir --raw)\"")]
     Get {
         /// The store file.
         path: PathBuf,
         /// The key.
         key: String,
+        /// Print a string value as its bare text (no JSON quotes or escapes); other
+        /// values print as JSON.
+        #[arg(long)]
+        raw: bool,
     },
     /// Set KEY to a JSON value.
     #[command(
         after_help = "Examples:\n  fileipc kv set /tmp/state status '\"running\"'\n  \
-        fileipc kv set /tmp/state config '{\"workers\": 4}'"
+        fileipc kv set /tmp/state config '{\"workers\": 4}'\n  \
+        fileipc kv set /tmp/state motd --raw - < /etc/motd\n  \
+        curl -s https://example.org/config.json | fileipc kv set /tmp/state config -"
     )]
     Set {
         /// The store file (created if missing).
         path: PathBuf,
         /// The key.
         key: String,
-        /// The value, as JSON (a string needs its quotes: '"text"').
+        /// The value, as JSON (a string needs its quotes: '"text"'); `-`: read it from
+        /// standard input (a JSON text, or the raw bytes with --raw).
         json: String,
+        /// Store the value as a string, exactly as given (no JSON quotes needed).
+        #[arg(long)]
+        raw: bool,
+        #[command(flatten)]
+        create: args::KvCreate,
     },
     /// Delete KEY; exit 1 if it was absent.
     #[command(after_help = "Example:\n  fileipc kv delete /tmp/state status")]
@@ -306,6 +360,8 @@ enum KvCmd {
         /// The amount to add.
         #[arg(default_value_t = 1, allow_negative_numbers = true)]
         delta: i64,
+        #[command(flatten)]
+        create: args::KvCreate,
     },
     /// Print every key, one per line.
     #[command(after_help = "Example:\n  fileipc kv keys /tmp/state")]
@@ -340,6 +396,8 @@ enum PidfileCmd {
         /// file written by another program, or a reused PID); never one a live owner holds.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        mode: Mode,
         /// The command and its arguments (`--` before it is needed only if it starts
         /// with `-`).
         #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
@@ -363,6 +421,8 @@ enum EventCmd {
     Set {
         /// The event file.
         path: PathBuf,
+        #[command(flatten)]
+        mode: Mode,
     },
     /// Clear the event (remove the file).
     #[command(after_help = "Example:\n  fileipc event clear /tmp/ready")]
@@ -435,13 +495,20 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     use cmd::*;
     match command {
         Command::Queue(c) => match c {
-            QueueCmd::Send { dir, msg } => queue::send(&dir, msg),
+            QueueCmd::Send {
+                dir,
+                msg,
+                framing,
+                create,
+            } => queue::send(&dir, msg, framing.get(), create.get()),
             QueueCmd::Recv {
                 dir,
                 wait,
                 count,
                 all,
-            } => queue::recv(&dir, wait.limit(), count, all),
+                framing,
+                mode,
+            } => queue::recv(&dir, wait.limit(), count, all, framing.get(), mode.mode),
             QueueCmd::Count { dir } => queue::count(&dir),
             QueueCmd::Clear { dir } => queue::clear(&dir),
             QueueCmd::Destroy { dir } => queue::destroy(&dir),
@@ -455,19 +522,23 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             QueueCmd::Dead { dir, drain } => queue::dead(&dir, drain),
         },
         Command::Sem(c) => match c {
-            SemCmd::Acquire { sem, wait } => sem::acquire(&sem.path, sem.initial, wait.limit()),
-            SemCmd::Release { sem } => sem::release(&sem.path, sem.initial),
+            SemCmd::Acquire { sem, wait, mode } => {
+                sem::acquire(&sem.path, sem.initial, wait.limit(), mode.mode)
+            }
+            SemCmd::Release { sem, mode } => sem::release(&sem.path, sem.initial, mode.mode),
             SemCmd::Value { sem } => sem::value(&sem.path, sem.initial),
             SemCmd::Run {
                 sem,
                 wait,
                 conflict_exit_code,
+                mode,
                 cmd,
             } => sem::run(
                 &sem.path,
                 sem.initial,
                 wait.limit(),
                 conflict_exit_code,
+                mode.mode,
                 &cmd,
             ),
         },
@@ -476,32 +547,51 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 path,
                 wait,
                 conflict_exit_code,
+                mode,
                 cmd,
-            } => mutex::run(&path, wait.limit(), conflict_exit_code, &cmd),
+            } => mutex::run(&path, wait.limit(), conflict_exit_code, mode.mode, &cmd),
             MutexCmd::Status { path } => mutex::status(&path),
         },
         Command::Kv(c) => match c {
-            KvCmd::Get { path, key } => kv::get(&path, &key),
-            KvCmd::Set { path, key, json } => kv::set(&path, &key, &json),
+            KvCmd::Get { path, key, raw } => kv::get(&path, &key, raw),
+            KvCmd::Set {
+                path,
+                key,
+                json,
+                raw,
+                create,
+            } => kv::set(&path, &key, &json, raw, create.get()),
             KvCmd::Delete { path, key } => kv::delete(&path, &key),
-            KvCmd::Incr { path, key, delta } => kv::incr(&path, &key, delta),
+            KvCmd::Incr {
+                path,
+                key,
+                delta,
+                create,
+            } => kv::incr(&path, &key, delta, create.get()),
             KvCmd::Keys { path } => kv::keys(&path),
             KvCmd::Clear { path } => kv::clear(&path),
             KvCmd::Dump { path } => kv::dump(&path),
         },
         Command::Pidfile(c) => match c {
-            PidfileCmd::Run { path, force, cmd } => pidfile::run(&path, force, &cmd),
+            PidfileCmd::Run {
+                path,
+                force,
+                mode,
+                cmd,
+            } => pidfile::run(&path, force, mode.mode, &cmd),
             PidfileCmd::Check { path } => pidfile::check(&path),
         },
         Command::Event(c) => match c {
-            EventCmd::Set { path } => event::set(&path),
+            EventCmd::Set { path, mode } => event::set(&path, mode.mode),
             EventCmd::Clear { path } => event::clear(&path),
             EventCmd::Status { path } => event::status(&path),
             EventCmd::Wait { path, wait } => event::wait(&path, wait.limit()),
         },
         Command::Stat { path, json } => stat::stat(&path, json),
         Command::Rm { paths } => rm::rm(&paths),
-        Command::Demo => demo::run(),
+        Command::Demo { keep } => demo::run(keep),
+        Command::Completions { shell } => docs::completions(shell, Cli::command()),
+        Command::Man { dir } => docs::man(Cli::command(), dir.as_deref()),
         Command::DemoWorker(a) => demo::worker(a),
         #[cfg(feature = "bench")]
         Command::Bench(a) => {

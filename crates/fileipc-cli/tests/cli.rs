@@ -124,7 +124,7 @@ fn queue_commands_and_exit_codes() {
         "two\nthree\n"
     );
     assert_eq!(ok(fileipc(&["queue", "recv", s(&q), "--all"])), "four\n");
-    let empty = fileipc(&["queue", "recv", s(&q), "--timeout", "100"]);
+    let empty = fileipc(&["queue", "recv", s(&q), "--timeout", "100ms"]);
     assert_eq!(code(&empty), 1, "{}", stderr(&empty));
     assert_eq!(stdout(&empty), "");
     ok(fileipc(&["queue", "send", s(&q), "x"]));
@@ -147,7 +147,7 @@ fn queue_shell_and_library_interoperate() {
 
     // A blocked shell receiver is woken by a library send.
     let mut child = bin()
-        .args(["queue", "recv", s(&q), "--forever"])
+        .args(["queue", "recv", s(&q)])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -194,7 +194,7 @@ fn mutex_run_and_status() {
     let lib = Mutex::open(&m).unwrap();
     assert!(lib.try_lock().unwrap());
     assert_eq!(code(&fileipc(&["mutex", "status", s(&m)])), 0);
-    let busy = fileipc(&["mutex", "run", s(&m), "--timeout", "50", "--", "true"]);
+    let busy = fileipc(&["mutex", "run", s(&m), "--timeout", "50ms", "--", "true"]);
     assert_eq!(code(&busy), 1, "{}", stderr(&busy));
     lib.unlock().unwrap();
     assert_eq!(code(&fileipc(&["mutex", "status", s(&m)])), 1);
@@ -253,7 +253,7 @@ fn sem_commands() {
     // A permit taken from the shell outlives the process that took it.
     assert_eq!(ok(fileipc(&["sem", "value", s(&p)])), "1\n");
     ok(fileipc(&["sem", "acquire", s(&p)]));
-    let none = fileipc(&["sem", "acquire", s(&p), "--timeout", "50"]);
+    let none = fileipc(&["sem", "acquire", s(&p), "--timeout", "50ms"]);
     assert_eq!(code(&none), 1, "{}", stderr(&none));
     ok(fileipc(&["sem", "release", s(&p)]));
     ok(fileipc(&["sem", "release", s(&p)]));
@@ -689,13 +689,10 @@ fn event_commands() {
     let st = fileipc(&["event", "status", s(&p)]);
     assert_eq!((code(&st), stdout(&st).as_str()), (1, "clear\n"));
     assert_eq!(
-        code(&fileipc(&["event", "wait", s(&p), "--timeout", "50"])),
+        code(&fileipc(&["event", "wait", s(&p), "--timeout", "50ms"])),
         1
     );
-    let mut waiter = bin()
-        .args(["event", "wait", s(&p), "--forever"])
-        .spawn()
-        .unwrap();
+    let mut waiter = bin().args(["event", "wait", s(&p)]).spawn().unwrap();
     Event::open(&p).unwrap().set().unwrap();
     assert!(wait_exit(&mut waiter).success());
     assert_eq!(ok(fileipc(&["event", "status", s(&p)])), "set\n");
@@ -808,6 +805,8 @@ fn every_help_has_an_example() {
         &["event", "wait"],
         &["stat"],
         &["demo"],
+        &["completions"],
+        &["man"],
     ] {
         let mut args = sub.to_vec();
         args.push("--help");
@@ -840,13 +839,79 @@ fn run_forwards_sigterm_to_the_command_and_releases() {
     assert!(!Mutex::open(&m).unwrap().is_locked().unwrap());
 }
 
+/// The numbers of a demo line, in order (`1,000,000` is one number).
+fn numbers(line: &str) -> Vec<u64> {
+    line.split(|c: char| !(c.is_ascii_digit() || c == ','))
+        .map(|w| w.replace(',', ""))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect()
+}
+
+/// The demo names all six primitives, kills a consumer mid-run with SIGKILL, reports
+/// what survived with counts that add up, and says what to try next; with `--keep` its
+/// directory stays for `fileipc stat`.
 #[test]
 fn demo_runs_and_checks_itself() {
-    let o = fileipc(&["demo"]);
+    let o = fileipc(&["demo", "--keep"]);
     let out = stdout(&o);
     assert_eq!(code(&o), 0, "{out}\n{}", stderr(&o));
-    assert!(out.contains("0 lost, 0 duplicated"), "{out}");
-    assert!(out.contains("-> OK"), "{out}");
+    for name in [
+        "PidFile",
+        "Event",
+        "MessageQueue",
+        "Semaphore",
+        "SharedData",
+        "Mutex",
+    ] {
+        assert!(out.contains(&format!("  {name} ")), "{name}: {out}");
+    }
+    assert!(out.contains("SharedData::increment"), "{out}");
+    assert!(out.contains("kill -9       consumer 1 (PID "), "{out}");
+    assert!(
+        out.contains("what survived the kill -9 of consumer 1"),
+        "{out}"
+    );
+    assert!(out.contains(" 0 duplicated, "), "{out}");
+    // counted S = a (consumer 0) + b (consumer 1, killed) + c (consumer 2)
+    let line = out
+        .lines()
+        .find(|l| l.contains("SharedData    counted"))
+        .unwrap();
+    let v = numbers(line);
+    assert_eq!(v.len(), 7, "{line}");
+    assert_eq!(v[0], v[1] + v[3] + v[5], "{line}");
+    assert!(line.contains("(consumer 1, killed)"), "{line}");
+    // counted S + processed but not counted U + lost L = T sent
+    let line = out
+        .lines()
+        .find(|l| l.contains("processed but not counted"))
+        .unwrap();
+    let v = numbers(line);
+    assert_eq!(v[0] + v[1] + v[2], v[3], "{line}");
+    assert_eq!(v[3], 1_000_000, "{line}");
+    assert!(line.contains("the counts add up"), "{line}");
+    assert!(out.contains("2 of 2 permits could be taken"), "{out}");
+    assert!(out.contains("Mutex         free;"), "{out}");
+    assert!(out.contains("check                 OK"), "{out}");
+    assert!(out.contains("Try next:"), "{out}");
+
+    let dir = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("fileipc demo in "))
+        .unwrap()
+        .to_owned();
+    let dir = Path::new(&dir);
+    let stat = ok(fileipc(&["stat", s(&dir.join("jobs"))]));
+    assert!(stat.contains("message queue"), "{stat}");
+    let stat = ok(fileipc(&["stat", s(&dir.join("pool"))]));
+    assert!(stat.contains("semaphore"), "{stat}");
+    assert!(
+        out.contains(&format!("fileipc stat {}/jobs", dir.display())),
+        "{out}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// `pidfile run` on a path that holds something else (here a SharedData store, which

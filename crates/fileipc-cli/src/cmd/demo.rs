@@ -1,14 +1,19 @@
-//! `fileipc demo`: all six primitives working together across real worker processes.
+//! `fileipc demo`: all six primitives working together across real worker processes,
+//! one of which is killed with SIGKILL mid-run.
 //!
 //! The coordinator (this process) holds a [`PidFile`] for the run, spawns producers and
 //! consumers (this binary re-executed as `fileipc __demo-worker ROLE ...`), and starts
 //! them all at once with an [`Event`]. Producers fill a [`MessageQueue`]; consumers
-//! drain it in batches, each batch processed while holding one of a [`Semaphore`]'s
-//! permits (a bounded pool), and add their batch to a [`SharedData`] counter inside a
-//! [`Mutex`] (the original `@stdlib/ipc` "shared state coordination" pattern, made
-//! correct by the lock). Every consumer records what it received in its own file; at the
-//! end the coordinator checks that every message arrived exactly once and that the
-//! shared counter agrees.
+//! drain it in batches. Each batch is processed (written to the consumer's own file)
+//! while holding one of a [`Semaphore`]'s permits (a bounded pool), then counted with
+//! [`SharedData::increment`] under the consumer's own key, then added to a plain text
+//! file, `tally.txt`, by a read-modify-write under a [`Mutex`] (what `flock(1)` users do).
+//!
+//! Once a third of the messages are counted, the coordinator kills one consumer with
+//! SIGKILL. At the end it reports what survived: no message delivered twice; the ones
+//! lost are the batch the dead consumer had taken (at most one); every permit can be
+//! taken again; the mutex is free; the counts add up. `--keep` leaves the directory for
+//! `fileipc stat`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,8 @@ const PER_PRODUCER: u32 = 500_000;
 const POOL: u32 = 2;
 const BATCH: usize = 512;
 const PINGS: usize = 200;
+/// The consumer killed mid-run.
+const VICTIM: u32 = 1;
 
 /// Arguments of the hidden demo worker role.
 #[derive(Debug, clap::Args)]
@@ -69,10 +76,16 @@ impl Paths {
         self.dir.join("pool")
     }
     fn lock(&self) -> PathBuf {
-        self.dir.join("state.lock")
+        self.dir.join("tally.lock")
+    }
+    fn tally(&self) -> PathBuf {
+        self.dir.join("tally.txt")
     }
     fn state(&self) -> PathBuf {
         self.dir.join("state.db")
+    }
+    fn count_key(id: u32) -> String {
+        format!("consumer.{id}")
     }
     fn received(&self, id: u32) -> PathBuf {
         self.dir.join(format!("received-{id}"))
@@ -93,7 +106,29 @@ fn spawn(role: &str, dir: &Path, id: u32) -> anyhow::Result<Child> {
         .with_context(|| format!("spawning the {role} worker"))
 }
 
-pub(crate) fn run() -> anyhow::Result<ExitCode> {
+/// The sum of the consumers' counts.
+fn counted(state: &SharedData) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for id in 0..CONSUMERS {
+        sum += state.get::<u64>(&Paths::count_key(id))?.unwrap_or(0);
+    }
+    Ok(sum)
+}
+
+/// Thousands separated by commas: 1,000,000.
+fn n(x: u64) -> String {
+    let digits = x.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub(crate) fn run(keep: bool) -> anyhow::Result<ExitCode> {
     let tmp = tempfile::Builder::new()
         .prefix("fileipc-demo-")
         .tempdir()
@@ -102,6 +137,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         dir: tmp.path().to_owned(),
     };
     println!("fileipc demo in {}", p.dir.display());
+    let total = u64::from(PRODUCERS * PER_PRODUCER);
 
     let mut pid = PidFile::open(p.pidfile())?;
     ensure!(
@@ -111,37 +147,44 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     );
     let mut second = PidFile::open(p.pidfile())?;
     ensure!(!second.create()?, "the pid file let a second owner in");
-    println!(
-        "  pid file   {} guards this run (a second instance is refused)",
-        p.pidfile().display()
-    );
+    println!("  PidFile       demo.pid guards this run (a second instance was refused)");
 
     let start = Event::open(p.start())?;
     let jobs = MessageQueue::open(p.jobs())?;
-    Semaphore::open(p.pool(), POOL)?;
+    let pool = Semaphore::open(p.pool(), POOL)?;
     let ready = Semaphore::open(p.ready(), 0)?;
-    SharedData::open(p.state())?.set("processed", &0u64)?;
+    let lock = Mutex::open(p.lock())?;
+    std::fs::write(p.tally(), "0\n")?;
+    let state = SharedData::open(p.state())?;
+    println!(
+        "  Event         start: the {} workers wait on it and start together",
+        PRODUCERS + CONSUMERS
+    );
+    println!(
+        "  MessageQueue  jobs: {PRODUCERS} producers x {} messages -> {CONSUMERS} consumers, \
+         in batches of up to {BATCH}",
+        n(u64::from(PER_PRODUCER))
+    );
+    println!(
+        "  Semaphore     pool: {POOL} permits, so at most {POOL} consumers process a batch at once"
+    );
+    println!("  SharedData    state.db: each consumer's count, by SharedData::increment");
+    println!("  Mutex         tally.lock: guards a read-modify-write of the plain file tally.txt");
 
     let mut workers = Vec::new();
     for id in 0..PRODUCERS {
-        workers.push(("producer", spawn("producer", &p.dir, id)?));
+        workers.push(("producer", id, spawn("producer", &p.dir, id)?));
     }
     for id in 0..CONSUMERS {
-        workers.push(("consumer", spawn("consumer", &p.dir, id)?));
+        workers.push(("consumer", id, spawn("consumer", &p.dir, id)?));
     }
-    let total = u64::from(PRODUCERS * PER_PRODUCER);
-    println!(
-        "  {PRODUCERS} producers x {PER_PRODUCER} messages -> queue -> {CONSUMERS} consumers, \
-         pool of {POOL} permits, mutex-guarded counter"
-    );
 
     let bar = indicatif::ProgressBar::new(total).with_style(
         indicatif::ProgressStyle::with_template(
-            "  {bar:40.cyan/blue} {pos:>7}/{len} messages  {per_sec}  {elapsed}",
+            "  {bar:40.cyan/blue} {pos:>7}/{len} counted  {per_sec}  {elapsed}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let state = SharedData::open(p.state())?;
     // Every worker signals the `ready` semaphore just before it waits for the start
     // event; once all have, one set() starts them together.
     for _ in 0..PRODUCERS + CONSUMERS {
@@ -154,33 +197,52 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     start.set()?;
     let t0 = Instant::now();
 
-    // Progress: the shared counter, read (not waited on) a few times a second.
+    // Progress: the shared counts, read (not waited on) a few times a second.
+    let mut killed: Option<(u32, u64)> = None;
     let mut stopped = false;
-    let limit = Duration::from_secs(60);
+    let limit = Duration::from_secs(120);
     loop {
-        let processed: u64 = state.get("processed")?.unwrap_or(0);
-        bar.set_position(processed);
-        for (role, child) in workers.iter_mut() {
-            if let Some(st) = child.try_wait()? {
-                ensure!(st.success(), "a {role} worker failed: {st}");
+        let counted_now = counted(&state)?;
+        bar.set_position(counted_now);
+        if killed.is_none() && counted_now >= total / 3 {
+            let (_, _, victim) = workers
+                .iter_mut()
+                .find(|(role, id, _)| *role == "consumer" && *id == VICTIM)
+                .context("no victim")?;
+            victim.kill().context("killing a consumer")?;
+            victim.wait()?;
+            let at: u64 = state.get(&Paths::count_key(VICTIM))?.unwrap_or(0);
+            bar.suspend(|| {
+                println!(
+                    "  kill -9       consumer {VICTIM} (PID {}) killed mid-run, after it had \
+                     counted {} messages",
+                    victim.id(),
+                    n(at)
+                );
+            });
+            killed = Some((victim.id(), at));
+        }
+        let mut producers = 0;
+        let mut consumers = 0;
+        for (role, id, child) in workers.iter_mut() {
+            let dead_victim = *role == "consumer" && *id == VICTIM && killed.is_some();
+            match child.try_wait()? {
+                Some(st) if !dead_victim => {
+                    ensure!(st.success(), "{role} {id} failed: {st}");
+                }
+                Some(_) => {}
+                None if *role == "producer" => producers += 1,
+                None => consumers += 1,
             }
         }
-        let alive = |role: &str, ws: &mut Vec<(&str, Child)>| -> anyhow::Result<usize> {
-            let mut n = 0;
-            for (r, c) in ws.iter_mut() {
-                if *r == role && c.try_wait()?.is_none() {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        };
-        if !stopped && alive("producer", &mut workers)? == 0 {
-            for _ in 0..CONSUMERS {
+        // The STOPs go out once the victim is dead: it would take one with it otherwise.
+        if !stopped && producers == 0 && killed.is_some() {
+            for _ in 0..CONSUMERS - 1 {
                 jobs.send(b"STOP")?;
             }
             stopped = true;
         }
-        if stopped && alive("consumer", &mut workers)? == 0 {
+        if stopped && consumers == 0 {
             break;
         }
         if t0.elapsed() > limit {
@@ -189,12 +251,13 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let elapsed = t0.elapsed();
-    bar.set_position(state.get("processed")?.unwrap_or(0));
+    bar.set_position(counted(&state)?);
     bar.finish();
+    let (victim_pid, _) = killed.context("the victim was never killed")?;
 
-    // Exactly once: every (producer, seq) in exactly one consumer's file.
+    // Delivered once: every (producer, seq) in at most one consumer's file.
     let mut seen = vec![0u8; total as usize];
-    let mut received = 0u64;
+    let mut in_files = vec![0u64; CONSUMERS as usize];
     for id in 0..CONSUMERS {
         let data = std::fs::read(p.received(id))?;
         for rec in data.chunks_exact(8) {
@@ -205,12 +268,37 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
                 "a message that was never sent"
             );
             seen[(producer * PER_PRODUCER + seq) as usize] += 1;
-            received += 1;
+            in_files[id as usize] += 1;
         }
     }
-    let lost = seen.iter().filter(|&&c| c == 0).count();
-    let dup = seen.iter().filter(|&&c| c > 1).count();
-    let counter: u64 = state.get("processed")?.unwrap_or(0);
+    let lost = seen.iter().filter(|&&c| c == 0).count() as u64;
+    let dup = seen.iter().filter(|&&c| c > 1).count() as u64;
+    let counts: Vec<u64> = (0..CONSUMERS)
+        .map(|id| Ok(state.get::<u64>(&Paths::count_key(id))?.unwrap_or(0)))
+        .collect::<anyhow::Result<_>>()?;
+    let sum: u64 = counts.iter().sum();
+    // Written to the victim's file but not yet counted when it died.
+    let uncounted = in_files[VICTIM as usize].saturating_sub(counts[VICTIM as usize]);
+    let survivors_exact = (0..CONSUMERS)
+        .filter(|&id| id != VICTIM)
+        .all(|id| in_files[id as usize] == counts[id as usize]);
+    let adds_up = sum + uncounted + lost == total && survivors_exact;
+    let in_hand_ok = lost + uncounted <= BATCH as u64;
+
+    // What the dead consumer held comes back: every permit can be taken again, and
+    // the mutex is free.
+    let mut permits = 0;
+    for _ in 0..POOL {
+        if pool.acquire_timeout(Duration::from_secs(5))? {
+            permits += 1;
+        }
+    }
+    for _ in 0..permits {
+        pool.release()?;
+    }
+    let mutex_free = !lock.is_locked()?;
+    let tally: u64 = std::fs::read_to_string(p.tally())?.trim().parse()?;
+    let tally_ok = tally <= sum && sum - tally <= BATCH as u64;
 
     // Wake-up latency of the start event, per worker.
     let mut wakes: Vec<u64> = Vec::new();
@@ -226,40 +314,100 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     // Queue round trip: ping-pong with an echo worker through two queues.
     let rtt = ping_pong(&p)?;
 
-    let rate = received as f64 / elapsed.as_secs_f64();
+    let moved = total - lost;
     println!();
     println!(
-        "  messages moved       {received} in {:.2} s ({:.0} msg/s end to end)",
+        "  messages moved        {} in {:.2} s ({} msg/s end to end)",
+        n(moved),
         elapsed.as_secs_f64(),
-        rate
+        n((moved as f64 / elapsed.as_secs_f64()) as u64)
     );
     if let (Some(first), Some(last)) = (wakes.first(), wakes.last()) {
         println!(
-            "  start event wake-up  {} workers woke {:.0}-{:.0} us after set()",
+            "  start event wake-up   {} workers woke {:.0}-{:.0} us after set()",
             wakes.len(),
             *first as f64 / 1e3,
             *last as f64 / 1e3
         );
     }
     println!(
-        "  queue round trip     median {:.1} us (ping-pong through two queues)",
+        "  queue round trip      median {:.1} us (ping-pong through two queues)",
         rtt / 1e3
     );
-    println!("  shared counter       {counter} (mutex-guarded read-modify-write)");
-    let ok = lost == 0 && dup == 0 && received == total && counter == total;
+    println!("  what survived the kill -9 of consumer {VICTIM} (PID {victim_pid}):");
+    // A message is delivered once, to the receiver that takes it: the batch the victim
+    // had taken and not yet processed died with it.
     println!(
-        "  check                {} lost, {} duplicated, counter {} -> {}",
-        lost,
-        dup,
-        if counter == total {
-            "matches"
+        "    MessageQueue  {dup} duplicated, {lost} lost ({})",
+        if lost == 0 {
+            format!("consumer {VICTIM} had no message in hand when it died")
+        } else {
+            format!("taken by consumer {VICTIM}, not yet processed when it died")
+        }
+    );
+    let parts: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .map(|(id, c)| {
+            let dead = if id as u32 == VICTIM { ", killed" } else { "" };
+            format!("{} (consumer {id}{dead})", n(*c))
+        })
+        .collect();
+    println!(
+        "    SharedData    counted {} = {}",
+        n(sum),
+        parts.join(" + ")
+    );
+    println!(
+        "                  counted {} + processed but not counted {uncounted} + lost {lost} = \
+         {} sent: {}",
+        n(sum),
+        n(total),
+        if adds_up {
+            "the counts add up"
         } else {
             "MISMATCH"
-        },
+        }
+    );
+    println!(
+        "    Semaphore     {permits} of {POOL} permits could be taken at the end (a dead \
+         holder's permit comes back)"
+    );
+    println!(
+        "    Mutex         {}; tally.txt says {} ({})",
+        if mutex_free { "free" } else { "STILL LOCKED" },
+        n(tally),
+        if tally == sum {
+            "equal to the counts".to_owned()
+        } else {
+            format!(
+                "{} behind: consumer {VICTIM} died between counting and the tally",
+                n(sum.saturating_sub(tally))
+            )
+        }
+    );
+    let ok = dup == 0 && adds_up && in_hand_ok && permits == POOL && mutex_free && tally_ok;
+    println!(
+        "  check                 {}",
         if ok { "OK" } else { "FAILED" }
     );
     pid.remove()?;
-    drop(tmp);
+
+    println!();
+    println!("Try next:");
+    if keep {
+        let dir = tmp.keep();
+        println!("  fileipc stat {}/jobs", dir.display());
+        println!("  fileipc stat {}/pool", dir.display());
+        println!("  fileipc kv dump {}/state.db", dir.display());
+        println!("  rm -r {}        # when done", dir.display());
+    } else {
+        println!("  fileipc demo --keep, then fileipc stat on what it leaves");
+        drop(tmp);
+    }
+    println!("  fileipc queue send /tmp/jobs hello && fileipc queue recv /tmp/jobs");
+    println!("  fileipc sem run /tmp/pool --initial 2 -- sleep 10    # in three terminals");
+    println!("  fileipc --help, and docs/GUIDE.md: timeouts, shutdown, cleanup, sharing");
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -333,33 +481,35 @@ fn consumer(p: &Paths, id: u32) -> anyhow::Result<()> {
     let pool = Semaphore::open(p.pool(), POOL)?;
     let lock = Mutex::open(p.lock())?;
     let state = SharedData::open(p.state())?;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(p.received(id))?);
+    let key = Paths::count_key(id);
+    let mut out = std::fs::File::create(p.received(id))?;
     wait_start(p, 100 + id)?;
     loop {
         let batch = q.recv_many(BATCH, Duration::from_secs(30))?;
         ensure!(!batch.is_empty(), "consumer {id}: no message for 30 s");
-        let mut stops = 0;
-        let mut n = 0u64;
-        ensure!(
-            pool.acquire_timeout(Duration::from_secs(30))?,
-            "no permit for 30 s"
-        );
-        for m in &batch {
-            if &m[..] == b"STOP" {
-                stops += 1;
-                continue;
-            }
-            out.write_all(&m[..])?;
-            n += 1;
+        let stops = batch.iter().filter(|m| &m[..] == b"STOP").count();
+        let mut records = Vec::with_capacity(batch.len() * 8);
+        for m in batch.iter().filter(|m| &m[..] != b"STOP") {
+            records.extend_from_slice(&m[..]);
         }
-        pool.release()?;
+        let n = (records.len() / 8) as i64;
         if n > 0 {
+            // Processing: one write, holding a permit of the pool.
+            let permit = pool
+                .permit_timeout(Duration::from_secs(30))?
+                .context("no permit for 30 s")?;
+            out.write_all(&records)?;
+            drop(permit);
+            state.increment(&key, n)?;
             ensure!(
                 lock.lock_timeout(Duration::from_secs(30))?,
                 "mutex not free for 30 s"
             );
-            let count: u64 = state.get("processed")?.unwrap_or(0);
-            state.set("processed", &(count + n))?;
+            let tally: i64 = std::fs::read_to_string(p.tally())?.trim().parse()?;
+            // Replaced by a rename: a kill mid-write leaves the old tally, never half.
+            let tmp = p.tally().with_extension("tmp");
+            std::fs::write(&tmp, format!("{}\n", tally + n))?;
+            std::fs::rename(&tmp, p.tally())?;
             lock.unlock()?;
         }
         if stops > 0 {
@@ -367,11 +517,9 @@ fn consumer(p: &Paths, id: u32) -> anyhow::Result<()> {
             for _ in 1..stops {
                 q.send(b"STOP")?;
             }
-            break;
+            return Ok(());
         }
     }
-    out.flush()?;
-    Ok(())
 }
 
 fn echo(p: &Paths) -> anyhow::Result<()> {

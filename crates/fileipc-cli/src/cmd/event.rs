@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use fileipc::Event;
 
-pub(crate) fn set(path: &Path) -> anyhow::Result<ExitCode> {
-    Event::open(path)?.set()?;
+pub(crate) fn set(path: &Path, mode: Option<u32>) -> anyhow::Result<ExitCode> {
+    match mode {
+        Some(mode) => Event::options().mode(mode).open(path)?,
+        None => Event::open(path)?,
+    }
+    .set()?;
     Ok(ExitCode::SUCCESS)
 }
 

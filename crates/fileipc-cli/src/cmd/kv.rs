@@ -1,5 +1,6 @@
 //! `fileipc kv ...`
 
+use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -8,8 +9,30 @@ use serde_json::Value;
 
 use super::Usage;
 
-pub(crate) fn get(path: &Path, key: &str) -> anyhow::Result<ExitCode> {
+/// How a command that may create the store opens it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Create {
+    /// Permission bits of the files created (`None`: the library's default).
+    pub(crate) mode: Option<u32>,
+    /// Whether each commit is synced to stable storage.
+    pub(crate) durable: bool,
+}
+
+fn open(path: &Path, create: Create) -> fileipc::Result<SharedData> {
+    let options = SharedData::options().durable(create.durable);
+    match create.mode {
+        Some(mode) => options.mode(mode).open(path),
+        None => options.open(path),
+    }
+}
+
+/// Prints the value of `key`: as JSON, or with `raw` a string as its bare text.
+pub(crate) fn get(path: &Path, key: &str, raw: bool) -> anyhow::Result<ExitCode> {
     match SharedData::open_existing(path)?.get::<Value>(key)? {
+        Some(Value::String(text)) if raw => {
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         Some(v) => {
             println!("{v}");
             Ok(ExitCode::SUCCESS)
@@ -18,7 +41,35 @@ pub(crate) fn get(path: &Path, key: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub(crate) fn set(path: &Path, key: &str, json: &str) -> anyhow::Result<ExitCode> {
+/// Sets `key` to `arg` (JSON; with `raw`, a string as given); `-` reads standard input,
+/// whole and exactly (no newline is removed).
+pub(crate) fn set(
+    path: &Path,
+    key: &str,
+    arg: &str,
+    raw: bool,
+    create: Create,
+) -> anyhow::Result<ExitCode> {
+    let input;
+    let text = if arg == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut bytes)?;
+        input = String::from_utf8(bytes).map_err(|_| {
+            Usage(
+                "standard input is not UTF-8 text: kv values are JSON, whose strings are \
+                 text (send bytes through a queue with --framed, or encode them)"
+                    .into(),
+            )
+        })?;
+        input.as_str()
+    } else {
+        arg
+    };
+    if raw {
+        open(path, create)?.set(key, &Value::String(text.to_owned()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let json = text;
     let value: Value = serde_json::from_str(json).map_err(|e| {
         Usage(format!(
             "{json:?} is not JSON ({e}); a string needs its quotes, e.g. '\"text\"'"
@@ -31,7 +82,7 @@ pub(crate) fn set(path: &Path, key: &str, json: &str) -> anyhow::Result<ExitCode
         ))
         .into());
     }
-    SharedData::open(path)?.set(key, &value)?;
+    open(path, create)?.set(key, &value)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -73,8 +124,8 @@ pub(crate) fn delete(path: &Path, key: &str) -> anyhow::Result<ExitCode> {
     Ok(crate::yes(SharedData::open(path)?.delete(key)?))
 }
 
-pub(crate) fn incr(path: &Path, key: &str, delta: i64) -> anyhow::Result<ExitCode> {
-    println!("{}", SharedData::open(path)?.increment(key, delta)?);
+pub(crate) fn incr(path: &Path, key: &str, delta: i64, create: Create) -> anyhow::Result<ExitCode> {
+    println!("{}", open(path, create)?.increment(key, delta)?);
     Ok(ExitCode::SUCCESS)
 }
 

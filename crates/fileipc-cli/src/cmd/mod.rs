@@ -1,6 +1,7 @@
 //! One module per primitive: each function is one subcommand.
 
 pub(crate) mod demo;
+pub(crate) mod docs;
 pub(crate) mod event;
 pub(crate) mod kv;
 pub(crate) mod mutex;

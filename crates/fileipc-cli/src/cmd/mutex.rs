@@ -11,9 +11,13 @@ pub(crate) fn run(
     path: &Path,
     limit: Option<Duration>,
     conflict_exit_code: u8,
+    mode: Option<u32>,
     cmd: &[OsString],
 ) -> anyhow::Result<ExitCode> {
-    let m = Mutex::open(path)?;
+    let m = match mode {
+        Some(mode) => Mutex::options().mode(mode).open(path)?,
+        None => Mutex::open(path)?,
+    };
     let locked = match limit {
         Some(t) => m.lock_timeout(t)?,
         None => {

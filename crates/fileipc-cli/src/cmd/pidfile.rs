@@ -6,8 +6,16 @@ use std::process::ExitCode;
 
 use fileipc::{PidFile, PidStatus};
 
-pub(crate) fn run(path: &Path, force: bool, cmd: &[OsString]) -> anyhow::Result<ExitCode> {
-    let mut p = PidFile::open(path)?;
+pub(crate) fn run(
+    path: &Path,
+    force: bool,
+    mode: Option<u32>,
+    cmd: &[OsString],
+) -> anyhow::Result<ExitCode> {
+    let mut p = match mode {
+        Some(mode) => PidFile::options().mode(mode).open(path)?,
+        None => PidFile::open(path)?,
+    };
     let created = if force {
         p.create_force()?
     } else {

@@ -7,23 +7,19 @@ use std::time::{Duration, Instant};
 
 use fileipc::Semaphore;
 
-/// Opens the semaphore at `path`: with `--initial N`, creating it with N permits or
-/// checking that an existing one has capacity N (the library refuses another, naming
-/// both values); without, an existing one as it is, or a new one of 1 permit.
-fn open(path: &Path, initial: Option<u32>) -> fileipc::Result<Semaphore> {
+/// Opens the semaphore at `path` (creating it with `mode` if given): with `--initial N`,
+/// creating it with N permits or checking that an existing one has capacity N (the
+/// library refuses another, naming both values); without, an existing one as it is, or
+/// a new one of 1 permit.
+fn open(path: &Path, initial: Option<u32>, mode: Option<u32>) -> fileipc::Result<Semaphore> {
+    let mut options = Semaphore::options();
     if let Some(n) = initial {
-        return Semaphore::open(path, n);
+        options = options.initial(n);
     }
-    match Semaphore::open_existing(path) {
-        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
-            match Semaphore::open(path, 1) {
-                // Created meanwhile by another with another capacity: use it as it is.
-                Err(fileipc::Error::Invalid { .. }) => Semaphore::open_existing(path),
-                r => r,
-            }
-        }
-        r => r,
+    if let Some(m) = mode {
+        options = options.mode(m);
     }
+    options.open(path)
 }
 
 fn deadline(limit: Option<Duration>) -> Option<Instant> {
@@ -37,8 +33,9 @@ pub(crate) fn acquire(
     path: &Path,
     initial: Option<u32>,
     limit: Option<Duration>,
+    mode: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let s = open(path, initial)?;
+    let s = open(path, initial, mode)?;
     let got = match deadline(limit) {
         Some(d) => s.acquire_deadline(d)?,
         None => {
@@ -58,8 +55,12 @@ pub(crate) fn acquire(
     Ok(crate::yes(got))
 }
 
-pub(crate) fn release(path: &Path, initial: Option<u32>) -> anyhow::Result<ExitCode> {
-    open(path, initial)?.release()?;
+pub(crate) fn release(
+    path: &Path,
+    initial: Option<u32>,
+    mode: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    open(path, initial, mode)?.release()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -86,9 +87,10 @@ pub(crate) fn run(
     initial: Option<u32>,
     limit: Option<Duration>,
     conflict_exit_code: u8,
+    mode: Option<u32>,
     cmd: &[OsString],
 ) -> anyhow::Result<ExitCode> {
-    let s = open(path, initial)?;
+    let s = open(path, initial, mode)?;
     let got = match limit {
         Some(t) => s.acquire_timeout(t)?,
         None => {
