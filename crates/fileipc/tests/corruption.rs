@@ -367,7 +367,8 @@ impl LinesOrExit for Proc {
                 return Some(l);
             }
             if self.try_wait().is_some() {
-                return self.try_line();
+                // Its last lines may still be on their way from the pipe.
+                return self.line_or_eof(PATIENCE);
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),

@@ -167,6 +167,13 @@ impl Proc {
         );
     }
 
+    /// The next line the child said, waiting at most `timeout` for its output to be
+    /// read to the end; `None` once all of it was read. For a child that has exited:
+    /// its last lines may still be on their way from the pipe.
+    pub fn line_or_eof(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
     /// The next line if one is already there.
     pub fn try_line(&mut self) -> Option<String> {
         self.lines.try_recv().ok()
