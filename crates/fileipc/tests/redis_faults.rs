@@ -18,6 +18,11 @@ fn child_process_entry() {
     common::child_main(|role, args| match role {
         "checker" => checker(&args),
         "hold" => hold(&args),
+        "wait-event" => {
+            let e = fileipc::Event::open(&args[0]).unwrap();
+            e.wait_forever().unwrap();
+            say("woke");
+        }
         other => panic!("unknown role {other}"),
     });
 }
@@ -111,6 +116,28 @@ fn holds_for(span: Duration, what: &str, mut check: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_waiter_stays_subscribed_between_naps_and_wakes_on_the_message() {
+    let Some(s) =
+        RedisServer::start("a_waiter_stays_subscribed_between_naps_and_wakes_on_the_message")
+    else {
+        return;
+    };
+    let url = s.url("ev", "");
+    let mut waiter = Proc::spawn("wait-event", &[&url]);
+    let subscribed = || {
+        s.cli(&["PUBSUB", "NUMSUB", "fileipc:ev:wake"])
+            .ends_with('1')
+    };
+    common::eventually(PATIENCE, "the waiter to subscribe", subscribed);
+    // Over three naps (500 ms each) the subscription never lapses: a message published
+    // between two naps is not lost.
+    holds_for(Duration::from_millis(1600), "the subscription", subscribed);
+    fileipc::Event::open(&url).unwrap().set().unwrap();
+    waiter.expect("woke");
+    waiter.wait_success();
 }
 
 #[test]

@@ -21,6 +21,19 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// The format version written in every `meta` hash.
 pub(crate) const VERSION: i64 = 1;
 
+/// The `redis` crate's URL for `url`'s server, speaking RESP3 if `resp3`.
+fn client_url_with(url: &RedisUrl, resp3: bool) -> Result<String> {
+    let mut u = client_url(url)?;
+    if resp3 {
+        u.push_str(if u.contains('?') {
+            "&protocol=resp3"
+        } else {
+            "?protocol=resp3"
+        });
+    }
+    Ok(u)
+}
+
 /// The `redis` crate's URL for `url`'s server.
 fn client_url(url: &RedisUrl) -> Result<String> {
     Ok(match url.server() {
@@ -57,7 +70,14 @@ pub(crate) fn error(url: &RedisUrl, e: redis::RedisError) -> Error {
 /// Opens a new connection to `url`'s server, with [`COMMAND_TIMEOUT`] on reads and
 /// writes.
 pub(crate) fn connect(url: &RedisUrl) -> Result<redis::Connection> {
-    let client = redis::Client::open(client_url(url)?).map_err(|e| error(url, e))?;
+    connect_with(url, false)
+}
+
+/// As [`connect`], speaking RESP3 if `resp3` (for subscriptions: published messages
+/// are then push frames, which a reader that timed out does not mistake for a late
+/// reply and skip, as it skips the next reply after a timeout on RESP2).
+fn connect_with(url: &RedisUrl, resp3: bool) -> Result<redis::Connection> {
+    let client = redis::Client::open(client_url_with(url, resp3)?).map_err(|e| error(url, e))?;
     let mut con = client
         .get_connection_with_timeout(COMMAND_TIMEOUT)
         .map_err(|e| error(url, e))?;
@@ -299,27 +319,35 @@ impl Wake {
     /// Waits for a message on the channel, at most `nap`. The first call only
     /// subscribes and returns at once: the caller polls again, so a message published
     /// between its first poll and the subscription is not waited for.
+    ///
+    /// The connection stays subscribed from then on (it is this handle's, used for
+    /// nothing else): `SUBSCRIBE` is sent raw and messages are read with
+    /// `recv_response`, because the `redis` crate's `PubSub` guard unsubscribes when
+    /// dropped, which would lose every message published between two naps. It speaks
+    /// RESP3, so that a message after a nap that timed out is not skipped as a late
+    /// reply.
     pub(crate) fn nap(&self, nap: Duration) -> Result<()> {
         let mut sub = lock(&self.sub);
         if sub.is_none() {
-            let mut c = connect(&self.url)?;
-            c.as_pubsub()
-                .subscribe(&self.channel)
+            let mut c = connect_with(&self.url, true)?;
+            let packed = redis::cmd("SUBSCRIBE")
+                .arg(&self.channel)
+                .get_packed_command();
+            c.send_packed_command(&packed)
+                .and_then(|()| c.recv_response())
                 .map_err(|e| error(&self.url, e))?;
             *sub = Some(c);
             return Ok(());
         }
         let c = sub.as_mut().expect("subscribed above");
-        let mut ps = c.as_pubsub();
-        let r = ps
+        let r = c
             .set_read_timeout(Some(nap.max(Duration::from_millis(1))))
-            .and_then(|()| ps.get_message());
+            .and_then(|()| c.recv_response());
         match r {
             Ok(_) => Ok(()),
             Err(e) if e.is_timeout() => Ok(()),
             Err(_) => {
                 // A broken subscription is made anew by the next nap.
-                drop(ps);
                 *sub = None;
                 Ok(())
             }

@@ -122,7 +122,9 @@ fn spawn(dir: &std::path::Path) -> std::io::Result<Child> {
         .spawn()
 }
 
-fn skip(test: &str, why: impl std::fmt::Display) {
+/// Reports that a Redis test cannot run here: loudly, and as a failure where
+/// `FILEIPC_REQUIRE_REDIS_TESTS` is set.
+pub fn skip(test: &str, why: impl std::fmt::Display) {
     assert!(
         std::env::var_os("FILEIPC_REQUIRE_REDIS_TESTS").is_none(),
         "{test} could not run ({why}), and FILEIPC_REQUIRE_REDIS_TESTS is set"
