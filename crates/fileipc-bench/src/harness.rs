@@ -89,7 +89,8 @@ pub fn run(args: &BenchArgs, worker_exe: &Path) -> Result<ExitCode> {
             }
             Some(url) => {
                 let version = redis_env::check(url)?;
-                Some((url.to_owned(), format!("redis-server {version} at {url}")))
+                let about = format!("redis-server {version} at {}", redis_env::redact(url));
+                Some((url.to_owned(), about))
             }
         };
         run_in(args, &root, worker_exe, redis)

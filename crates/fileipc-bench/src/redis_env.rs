@@ -20,6 +20,17 @@ fn split(base: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// `url` with any `user:password@` password replaced by `***`, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
 /// fileipc's URL for the primitive `name` on the server `base`.
 pub(crate) fn ours_url(base: &str, name: &str) -> String {
     let (addr, query) = split(base);
@@ -55,10 +66,11 @@ pub(crate) fn client_url(base: &str) -> String {
 /// A new connection to the server `base` whose reads wait at most `read_timeout`.
 pub(crate) fn connect(base: &str, read_timeout: Duration) -> Result<redis::Connection> {
     let url = client_url(base);
-    let client = redis::Client::open(url.as_str()).with_context(|| format!("redis URL {url}"))?;
+    let client =
+        redis::Client::open(url.as_str()).with_context(|| format!("redis URL {}", redact(&url)))?;
     let con = client
         .get_connection_with_timeout(Duration::from_secs(5))
-        .with_context(|| format!("connecting to {url}"))?;
+        .with_context(|| format!("connecting to {}", redact(&url)))?;
     con.set_read_timeout(Some(read_timeout))?;
     con.set_write_timeout(Some(Duration::from_secs(5)))?;
     Ok(con)
@@ -67,11 +79,12 @@ pub(crate) fn connect(base: &str, read_timeout: Duration) -> Result<redis::Conne
 /// Checks that `base` names a server (a fileipc Redis URL without a primitive's name)
 /// that answers; returns the server's version.
 pub(crate) fn check(base: &str) -> Result<String> {
+    let shown = redact(base);
     ensure!(
         ["redis://", "rediss://", "redis+unix://"]
             .iter()
             .any(|s| base.starts_with(s)),
-        "--redis {base:?}: not a Redis URL (redis://HOST[:PORT], redis+unix:///SOCKET); \
+        "--redis {shown:?}: not a Redis URL (redis://HOST[:PORT], redis+unix:///SOCKET); \
          `fileipc bench --redis` alone starts a private redis-server"
     );
     let (addr, query) = split(base);
@@ -80,19 +93,19 @@ pub(crate) fn check(base: &str) -> Result<String> {
         .is_some_and(|(s, rest)| s != "redis+unix" && rest.trim_end_matches('/').contains('/'));
     ensure!(
         !has_path && !query.is_some_and(|q| q.split('&').any(|p| p.starts_with("name="))),
-        "--redis {base:?}: give the server only, the benchmark chooses the names"
+        "--redis {shown:?}: give the server only, the benchmark chooses the names"
     );
     match fileipc::Location::parse(ours_url(base, "probe"))
-        .with_context(|| format!("--redis {base:?}"))?
+        .with_context(|| format!("--redis {shown:?}"))?
     {
         fileipc::Location::Redis(_) => {}
-        _ => bail!("--redis {base:?}: not a Redis URL"),
+        _ => bail!("--redis {shown:?}: not a Redis URL"),
     }
     let mut con = connect(base, Duration::from_secs(5))?;
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query(&mut con)
-        .with_context(|| format!("INFO server on {base}"))?;
+        .with_context(|| format!("INFO server on {shown}"))?;
     Ok(info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
@@ -200,5 +213,6 @@ mod tests {
             ours_url("redis+unix:///s?db=1", "q"),
             "redis+unix:///s?name=q&db=1"
         );
+        assert_eq!(redact("redis://u:pw@h:1"), "redis://u:***@h:1");
     }
 }
