@@ -17,14 +17,16 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::hist::Hist;
 use crate::report::{self, Row};
-use crate::workloads::{Contender, Kind, Which, Workload, workloads};
-use crate::{baselines, sys, workers};
+use crate::workloads::{Contender, Kind, Which, Workload, redis_workloads, workloads};
+use crate::{baselines, redis_env, sys, workers};
 
 /// Options of `fileipc bench`.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  fileipc bench all\n  fileipc bench queue --dir /dev/shm\n  \
-                        fileipc bench all --quick --json"
+                        fileipc bench all --quick --json\n  \
+                        fileipc bench all --redis redis://127.0.0.1:6379\n  \
+                        fileipc bench mutex --redis"
 )]
 pub struct BenchArgs {
     /// The workloads to run.
@@ -42,6 +44,11 @@ pub struct BenchArgs {
     /// Rounds per workload (default 5, or 3 with --quick); medians are taken over rounds.
     #[arg(long)]
     rounds: Option<usize>,
+    /// Measure the Redis engine instead, each primitive beside raw redis-rs doing the same
+    /// job, on the server at URL (`redis+unix:///SOCKET`, `redis://HOST[:PORT]`; the
+    /// benchmark chooses the names). Without URL: a private redis-server on a unix socket.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    redis: Option<String>,
 }
 
 /// Facts about the run, printed with the results.
@@ -56,6 +63,8 @@ pub(crate) struct Setup {
     pub(crate) mq_note: String,
     pub(crate) rounds: usize,
     pub(crate) quick: bool,
+    /// The Redis server of a `--redis` run, and its description for the header.
+    pub(crate) redis: Option<(String, String)>,
 }
 
 /// `fileipc bench`: runs the workloads `args` select and prints their result lines.
@@ -68,12 +77,34 @@ pub fn run(args: &BenchArgs, worker_exe: &Path) -> Result<ExitCode> {
     ensure!(base_dir.is_dir(), "{}: not a directory", base_dir.display());
     let root = base_dir.join(format!("fileipc-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let result = run_in(args, &root, worker_exe);
+    let result = (|| {
+        let private;
+        let redis = match args.redis.as_deref() {
+            None => None,
+            Some("") => {
+                private = redis_env::PrivateServer::start(&root)?;
+                let version = redis_env::check(&private.url)?;
+                let about = format!("private redis-server {version} on {}", private.url);
+                Some((private.url.clone(), about))
+            }
+            Some(url) => {
+                let version = redis_env::check(url)?;
+                let about = format!("redis-server {version} at {}", redis_env::redact(url));
+                Some((url.to_owned(), about))
+            }
+        };
+        run_in(args, &root, worker_exe, redis)
+    })();
     let _ = std::fs::remove_dir_all(&root);
     result
 }
 
-fn run_in(args: &BenchArgs, root: &Path, worker_exe: &Path) -> Result<ExitCode> {
+fn run_in(
+    args: &BenchArgs,
+    root: &Path,
+    worker_exe: &Path,
+    redis: Option<(String, String)>,
+) -> Result<ExitCode> {
     let rlimit = sys::raise_mq_rlimit(64 << 20);
     let mq_depth = [(64, probe_mq_depth(64)), (4096, probe_mq_depth(4096))];
     let mq_note = format!(
@@ -86,13 +117,23 @@ fn run_in(args: &BenchArgs, root: &Path, worker_exe: &Path) -> Result<ExitCode> 
     let setup = Setup {
         exe: worker_exe.to_path_buf(),
         root: root.to_path_buf(),
-        fs: sys::fs_type(root),
+        fs: if redis.is_some() {
+            "redis".into()
+        } else {
+            sys::fs_type(root)
+        },
         mq_depth,
         mq_note,
         rounds: args.rounds.unwrap_or(if args.quick { 3 } else { 5 }).max(1),
         quick: args.quick,
+        redis,
     };
-    let selected: Vec<Workload> = workloads()
+    let all = if setup.redis.is_some() {
+        redis_workloads()
+    } else {
+        workloads()
+    };
+    let selected: Vec<Workload> = all
         .into_iter()
         .filter(|w| args.which == Which::All || w.group == args.which)
         .collect();
@@ -249,11 +290,16 @@ fn run_once(setup: &Setup, w: &Workload, c: Contender, round: usize) -> Result<S
         },
         n,
         cap_ms,
+        redis: setup.redis.as_ref().map(|(url, _)| url.as_str()),
     };
     let outs = run_group(&common, &specs);
     baselines::unlink_names(&tag);
+    let removed = common.redis.map_or(Ok(()), |url| {
+        redis_env::remove_keys(url, &tag).context("removing the run's keys from Redis")
+    });
     let _ = std::fs::remove_dir_all(&dir);
     let outs = outs?;
+    removed?;
     compute(w.kind, &specs, &outs, c.imp == "seed_files")
 }
 
@@ -267,6 +313,7 @@ struct Common<'a> {
     depth: usize,
     n: u64,
     cap_ms: u64,
+    redis: Option<&'a str>,
 }
 
 /// Turns the workers' reports into the workload's figures, validating them.
@@ -390,6 +437,7 @@ fn run_group(common: &Common<'_>, specs: &[Spec]) -> Result<Vec<Out>> {
                 .args(["--id", &sp.id.to_string()])
                 .args(["--producers", &sp.producers.to_string()])
                 .args(["--consumers", &sp.consumers.to_string()])
+                .args(common.redis.iter().flat_map(|u| ["--redis", u]))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

@@ -11,6 +11,8 @@
 //! - `baselines/`: the baselines behind those traits (POSIX mq, pipes, futex, flock, POSIX
 //!   semaphores, SQLite, inotify, and the seed's designs), one file per kind of primitive;
 //! - `ours.rs`: the `fileipc` primitives behind the same traits;
+//! - `redis_env.rs`: the server of `--redis` runs (given, or a private `redis-server`),
+//!   the run's names on it, and the removal of a run's keys;
 //! - `report.rs`: medians, ratios, goals, the table and the JSON lines;
 //! - `hist.rs`: latency histograms;
 //! - [`sys`]: the raw system calls, the only module allowed `unsafe`;
@@ -25,6 +27,7 @@ mod baselines;
 mod harness;
 mod hist;
 mod ours;
+mod redis_env;
 mod report;
 mod workers;
 mod workloads;

@@ -40,6 +40,8 @@ enum Goal {
     AbsMin(f64, &'static str),
     /// ours <= x (in the line's unit), with its text
     AbsMax(f64, &'static str),
+    /// ratio >= 1/x: a rate within x times the baseline's
+    RateWithin(f64),
 }
 
 impl Goal {
@@ -47,6 +49,7 @@ impl Goal {
         match self {
             Goal::RatioMin(x) => format!(">= {x}"),
             Goal::RatioMax(x) => format!("<= {x}"),
+            Goal::RateWithin(x) => format!(">= 1/{x}"),
             Goal::AbsMin(_, t) | Goal::AbsMax(_, t) => t.to_owned(),
         }
     }
@@ -55,6 +58,7 @@ impl Goal {
         match self {
             Goal::RatioMin(x) => ratio.map(|r| r >= x),
             Goal::RatioMax(x) => ratio.map(|r| r <= x),
+            Goal::RateWithin(x) => ratio.map(|r| r * x >= 1.0),
             Goal::AbsMin(x, _) => Some(ours >= x),
             Goal::AbsMax(x, _) => Some(ours <= x),
         }
@@ -82,6 +86,8 @@ fn goal(bench: &str, baseline: &str) -> Option<Goal> {
         ("kv.incr4.p99", "sqlite") => AbsMax(5_000.0, "<= 5 ms"),
         ("event.wake", "inotify") => RatioMax(1.5),
         ("event.wake", "poll10ms") => RatioMax(0.05),
+        ("redis.mutex.uncontended", "redis_set_nx_px+lua") => RatioMax(1.5),
+        ("redis.queue.1p1c.64B", "redis_lpush_brpop") => RateWithin(1.5),
         _ => return None,
     })
 }
@@ -206,6 +212,14 @@ pub(crate) fn print_header(setup: &Setup, json: bool) {
         if setup.quick { ", quick" } else { "" },
         setup.mq_note,
     );
+    let text = match &setup.redis {
+        // The file system, POSIX mq and SQLite play no part in a Redis run.
+        Some((_, about)) => {
+            let first = text.lines().next().unwrap_or_default();
+            format!("{first}\nredis: {about}\n")
+        }
+        None => text,
+    };
     if json {
         eprint!("{text}");
     } else {

@@ -61,6 +61,9 @@ pub struct WorkerArgs {
     /// Number of consumer processes.
     #[arg(long, default_value_t = 1)]
     consumers: u32,
+    /// The Redis server of a `--redis` run (a URL naming the server only).
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 /// The result line a worker prints, built up key by key.
@@ -83,6 +86,7 @@ pub fn worker(a: WorkerArgs) -> Result<std::process::ExitCode> {
         depth: a.depth,
         consumers: a.consumers,
         deadline: Rc::new(Cell::new(u64::MAX)),
+        redis: a.redis.clone(),
     };
     let mut rep = Report::default();
     let role = a.role.as_str();

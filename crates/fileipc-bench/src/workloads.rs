@@ -339,3 +339,71 @@ pub(crate) fn workloads() -> Vec<Workload> {
     });
     w
 }
+
+/// The workloads of `--redis` runs: each primitive on the Redis engine beside raw redis-rs
+/// doing the same job (see `baselines/redis.rs`), in the order they run and are reported.
+pub(crate) fn redis_workloads() -> Vec<Workload> {
+    use Which::*;
+    let lock_pair = |group, name, ours_imp, label, imp| Workload {
+        group,
+        name,
+        kind: Kind::LockPair,
+        contenders: vec![ours(ours_imp), base(label, imp)],
+        metrics: vec![lat("ns", "", "ns/pair")],
+        full: (20_000, 1000),
+        quick: (200, 100),
+    };
+    vec![
+        lock_pair(
+            Mutex,
+            "redis.mutex.uncontended",
+            "ours_redis_mutex",
+            "redis_set_nx_px+lua",
+            "redis_setnx",
+        ),
+        Workload {
+            group: Queue,
+            name: "redis.queue.1p1c.64B",
+            kind: Kind::Flow {
+                p: 1,
+                c: 1,
+                size: 64,
+            },
+            contenders: vec![ours("ours_redis"), base("redis_lpush_brpop", "redis_list")],
+            metrics: vec![rate("msg/s")],
+            full: (50_000, 1500),
+            quick: (500, 200),
+        },
+        lock_pair(
+            Semaphore,
+            "redis.semaphore.uncontended",
+            "ours_redis_sem",
+            "redis_incr_script+decr",
+            "redis_sem",
+        ),
+        Workload {
+            group: Kv,
+            name: "redis.kv.incr4",
+            kind: Kind::KvIncr,
+            contenders: vec![ours("ours_redis"), base("redis_hincrby", "redis_hash")],
+            metrics: vec![
+                rate("ops/s"),
+                lat("p50", ".p50", "us"),
+                lat("p99", ".p99", "us"),
+            ],
+            full: (u64::MAX, 1000),
+            quick: (u64::MAX, 100),
+        },
+        Workload {
+            group: Event,
+            name: "redis.event.wake",
+            kind: Kind::EventWake,
+            contenders: vec![ours("ours_redis"), base("redis_pubsub", "redis_pubsub")],
+            metrics: vec![lat("p50", "", "us")],
+            // Caps long enough for a few samples when a wake-up takes a poll interval
+            // (the engine's longest nap between polls is 500 ms).
+            full: (200, 4000),
+            quick: (8, 2000),
+        },
+    ]
+}

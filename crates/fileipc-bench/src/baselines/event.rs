@@ -17,6 +17,8 @@ pub(crate) fn open_event(imp: &str, env: &Env) -> Result<Box<dyn EventFlag>> {
     let path = env.dir.join("event");
     Ok(match imp {
         "ours" => ours::event(&path)?,
+        "ours_redis" => ours::event(&env.redis_ours("event")?)?,
+        "redis_pubsub" => super::redis::open_event(env)?,
         "inotify" => Box::new(InotifyFlag {
             watch: sys::Inotify::watch_dir(&env.dir)?,
             path,

@@ -17,6 +17,8 @@ use crate::sys;
 pub(crate) fn open_kv(imp: &str, env: &Env) -> Result<Box<dyn Kv>> {
     Ok(match imp {
         "ours" => ours::kv(&env.dir.join("shared_data"))?,
+        "ours_redis" => ours::kv(&env.redis_ours("shared_data")?)?,
+        "redis_hash" => super::redis::open_kv(env)?,
         "sqlite" => Box::new(Sqlite::open(&env.dir.join("kv.sqlite"))?),
         "seed_json" => Box::new(SeedJson {
             path: env.dir.join("kv.json"),

@@ -17,6 +17,9 @@ pub(crate) fn open_lock(imp: &str, env: &Env) -> Result<Box<dyn Lock>> {
     Ok(match imp {
         "ours_mutex" => ours::mutex(&env.dir.join("mutex"))?,
         "ours_sem" => ours::semaphore(&env.dir.join("semaphore"))?,
+        "ours_redis_mutex" => ours::mutex(&env.redis_ours("mutex")?)?,
+        "ours_redis_sem" => ours::semaphore(&env.redis_ours("semaphore")?)?,
+        "redis_setnx" | "redis_sem" => super::redis::open_lock(imp, env)?,
         "flock" => {
             let f = OpenOptions::new()
                 .read(true)

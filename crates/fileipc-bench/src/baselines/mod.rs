@@ -1,6 +1,7 @@
 //! The alternatives every figure is compared with, written with raw system calls
 //! (`sys.rs`) or the bare libraries, and the seed's own designs: one file per kind of
-//! primitive (`queue.rs`, `lock.rs`, `kv.rs`, `event.rs`).
+//! primitive (`queue.rs`, `lock.rs`, `kv.rs`, `event.rs`), and the raw redis-rs jobs of
+//! `--redis` runs (`redis.rs`).
 //!
 //! Each `open_*` function maps an implementation name (the `--imp` of a worker) to an
 //! object of the workload's trait; `"ours*"` names go to `ours.rs`.
@@ -10,12 +11,15 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
+use anyhow::{Context, Result};
+
 use crate::sys::{Mq, NamedSem};
 
 mod event;
 mod kv;
 mod lock;
 mod queue;
+mod redis;
 
 pub(crate) use event::open_event;
 pub(crate) use kv::open_kv;
@@ -37,6 +41,20 @@ pub(crate) struct Env {
     pub(crate) consumers: u32,
     /// CLOCK_MONOTONIC ns after which polling implementations give up (u64::MAX: none).
     pub(crate) deadline: Rc<Cell<u64>>,
+    /// The Redis server of `--redis` runs (a URL naming the server only).
+    pub(crate) redis: Option<String>,
+}
+
+impl Env {
+    /// fileipc's URL of the run's primitive `part` on the `--redis` server.
+    pub(crate) fn redis_ours(&self, part: &str) -> Result<PathBuf> {
+        let base = self
+            .redis
+            .as_deref()
+            .context("a Redis implementation without --redis")?;
+        let name = format!("{}-{part}", self.tag);
+        Ok(PathBuf::from(crate::redis_env::ours_url(base, &name)))
+    }
 }
 
 /// The seed's polling interval.

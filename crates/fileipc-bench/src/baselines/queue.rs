@@ -22,6 +22,8 @@ pub(crate) fn open_queue(imp: &str, env: &Env, chan: &str) -> Result<Box<dyn Que
         "ours" => ours::queue(&env.dir.join(chan), false)?,
         "ours_durable" => ours::queue(&env.dir.join(chan), true)?,
         "ours_claim" => ours::queue_claim(&env.dir.join(chan))?,
+        "ours_redis" => ours::queue(&env.redis_ours(chan)?, false)?,
+        "redis_list" => super::redis::open_queue(env, chan)?,
         "posix_mq" => {
             let name = format!("/{}-{chan}", env.tag);
             let mq = Mq::open(&name, env.depth, env.size.max(16))
