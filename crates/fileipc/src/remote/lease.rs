@@ -130,15 +130,32 @@ impl Lease {
 /// The process's keeper: the leases to renew and the thread renewing them.
 #[derive(Debug)]
 struct Keeper {
-    leases: StdMutex<Vec<Weak<Lease>>>,
+    leases: StdMutex<List>,
     changed: Condvar,
+}
+
+/// The leases the keeper knows, and when it sleeps until.
+#[derive(Debug, Default)]
+struct List {
+    leases: Vec<Weak<Lease>>,
+    /// When the sleeping keeper wakes by itself (`None` while it is awake): a new lease
+    /// due later needs no wake-up, which spares a context switch per lock.
+    wake_at: Option<Instant>,
+}
+
+impl List {
+    /// Forgets ended leases.
+    fn prune(&mut self) {
+        self.leases
+            .retain(|w| w.upgrade().is_some_and(|l| !l.lost.load(Ordering::Acquire)));
+    }
 }
 
 fn keeper() -> &'static Keeper {
     static KEEPER: OnceLock<Keeper> = OnceLock::new();
     static THREAD: OnceLock<()> = OnceLock::new();
     let k = KEEPER.get_or_init(|| Keeper {
-        leases: StdMutex::new(Vec::new()),
+        leases: StdMutex::new(List::default()),
         changed: Condvar::new(),
     });
     THREAD.get_or_init(|| {
@@ -152,8 +169,14 @@ fn keeper() -> &'static Keeper {
 
 impl Keeper {
     fn add(&self, lease: &Arc<Lease>) {
-        lock(&self.leases).push(Arc::downgrade(lease));
-        self.changed.notify_one();
+        let mut list = lock(&self.leases);
+        if list.leases.len() >= 64 {
+            list.prune();
+        }
+        list.leases.push(Arc::downgrade(lease));
+        if list.wake_at.is_some_and(|w| lease.due() < w) {
+            self.changed.notify_one();
+        }
     }
 
     /// Renews each lease when it is due, forever.
@@ -165,18 +188,20 @@ impl Keeper {
         loop {
             let due: Vec<Arc<Lease>> = {
                 let mut list = lock(&self.leases);
-                list.retain(|w| w.upgrade().is_some_and(|l| !l.lost.load(Ordering::Acquire)));
+                list.prune();
                 let now = Instant::now();
-                let live: Vec<Arc<Lease>> = list.iter().filter_map(Weak::upgrade).collect();
-                let next = live.iter().map(|l| l.due()).min();
-                match next {
+                let live: Vec<Arc<Lease>> = list.leases.iter().filter_map(Weak::upgrade).collect();
+                match live.iter().map(|l| l.due()).min() {
                     Some(t) if t <= now => live.into_iter().filter(|l| l.due() <= now).collect(),
-                    Some(t) => {
-                        drop(self.changed.wait_timeout(list, t - now));
-                        continue;
-                    }
-                    None => {
-                        drop(self.changed.wait_timeout(list, Duration::from_secs(60)));
+                    next => {
+                        drop(live);
+                        let until = next.unwrap_or(now + Duration::from_secs(60));
+                        list.wake_at = Some(until);
+                        let (mut list, _) = self
+                            .changed
+                            .wait_timeout(list, until - now)
+                            .unwrap_or_else(|p| p.into_inner());
+                        list.wake_at = None;
                         continue;
                     }
                 }
@@ -226,8 +251,13 @@ impl Keeper {
         // `due` is computed from `sent`; a failed renewal leaves it in the past, so
         // the loop would spin: wait a little first.
         let pause = (l.lease / 20).clamp(Duration::from_millis(10), Duration::from_millis(200));
-        let list = lock(&self.leases);
-        drop(self.changed.wait_timeout(list, pause));
+        let mut list = lock(&self.leases);
+        list.wake_at = Some(Instant::now() + pause);
+        let (mut list, _) = self
+            .changed
+            .wait_timeout(list, pause)
+            .unwrap_or_else(|p| p.into_inner());
+        list.wake_at = None;
     }
 }
 
