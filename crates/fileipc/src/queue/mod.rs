@@ -48,7 +48,8 @@
 //! | `open.rs` | the engine's handle: open, lock repair, segment removal, clear, destroy, stats |
 //! | `produce.rs` | the producer commit: `send`, `send_all` |
 //! | `consume.rs` | the lock-free consumer claim, damaged-record skipping, the receive calls |
-//! | `claim.rs` | claim/ack: [`Claimed`], the claim calls, redelivery, dead letters |
+//! | `claimed.rs` | [`Claimed`], the public front of a claimed message |
+//! | `claim.rs` | claim/ack: the local grant, the claim calls, redelivery, dead letters |
 //! | `inflight.rs` | the in-flight table of claimed messages in the control file |
 //! | `iter.rs`, `json.rs` | iterators over the messages; messages as JSON (serde) |
 //! | `bounded.rs` | sends that wait for room in a queue with a capacity |
@@ -57,9 +58,11 @@
 //! | `control.rs` | the control file's layout |
 //! | `record.rs` | the record header's encoding |
 //! | `segment.rs` | segment files and the per-side caches of their mappings |
+//! | `redis.rs`, `redis_claim.rs` | the Redis engine: a stream with one consumer group; its claim/ack |
 
 mod bounded;
 mod claim;
+mod claimed;
 mod consume;
 mod control;
 mod doorbell;
@@ -74,6 +77,8 @@ mod produce;
 pub(crate) mod record;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_claim;
 mod segment;
 
 use std::fmt;
@@ -83,7 +88,8 @@ use std::time::{Duration, Instant};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
-pub use claim::{Claimed, DEFAULT_LEASE};
+pub use claim::DEFAULT_LEASE;
+pub use claimed::Claimed;
 pub use iter::{Iter, TryIter};
 pub use message::{Message, QueueStats};
 pub(crate) use open::CONTROL;
@@ -237,6 +243,8 @@ impl MessageQueue {
             #[cfg(feature = "redis")]
             Engine::Redis(e) => QueueOptions::new()
                 .max_message_size(e.max_message_size())
+                .lease(e.lease)
+                .max_deliveries(e.max_deliveries)
                 .open(e.path()),
         }
     }
@@ -631,9 +639,13 @@ impl MessageQueue {
     /// ```
     pub fn claim_timeout(&self, timeout: Duration) -> Result<Option<Claimed<'_>>> {
         match &self.engine {
-            Engine::Local(e) => e.claim_until(crate::deadline_after(timeout)),
+            Engine::Local(e) => Ok(e
+                .claim_until(crate::deadline_after(timeout))?
+                .map(Into::into)),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+            Engine::Redis(e) => Ok(e
+                .claim_until(crate::deadline_after(timeout))?
+                .map(Into::into)),
         }
     }
 
@@ -657,9 +669,9 @@ impl MessageQueue {
     /// ```
     pub fn claim_deadline(&self, deadline: Instant) -> Result<Option<Claimed<'_>>> {
         match &self.engine {
-            Engine::Local(e) => e.claim_until(Some(deadline)),
+            Engine::Local(e) => Ok(e.claim_until(Some(deadline))?.map(Into::into)),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+            Engine::Redis(e) => Ok(e.claim_until(Some(deadline))?.map(Into::into)),
         }
     }
 
@@ -680,9 +692,9 @@ impl MessageQueue {
     /// ```
     pub fn try_claim(&self) -> Result<Option<Claimed<'_>>> {
         match &self.engine {
-            Engine::Local(e) => e.claim_until(Some(Instant::now())),
+            Engine::Local(e) => Ok(e.claim_until(Some(Instant::now()))?.map(Into::into)),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+            Engine::Redis(e) => Ok(e.claim_until(Some(Instant::now()))?.map(Into::into)),
         }
     }
 
@@ -705,11 +717,15 @@ impl MessageQueue {
         match &self.engine {
             Engine::Local(e) => loop {
                 if let Some(c) = e.claim_until(None)? {
-                    return Ok(c);
+                    return Ok(c.into());
                 }
             },
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+            Engine::Redis(e) => loop {
+                if let Some(c) = e.claim_until(None)? {
+                    return Ok(c.into());
+                }
+            },
         }
     }
 
@@ -746,7 +762,9 @@ impl MessageQueue {
                 )?),
             }),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("dead letters")),
+            Engine::Redis(e) => Ok(MessageQueue {
+                engine: Engine::Redis(e.dead_letters()?),
+            }),
         }
     }
 

@@ -147,10 +147,7 @@ impl QueueOptions {
                     });
                 }
                 #[cfg(feature = "redis")]
-                return Ok(Engine::Redis(super::redis::RedisQueue::open(
-                    u,
-                    self.max_message_size,
-                )?));
+                return Ok(Engine::Redis(super::redis::RedisQueue::open(u, self)?));
                 #[cfg(not(feature = "redis"))]
                 unreachable!("{u:?}")
             })?,
