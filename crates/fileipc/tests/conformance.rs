@@ -116,6 +116,7 @@ conformance!(
     queue_expired_lease_is_lost_and_a_late_ack_says_so,
     queue_max_deliveries_moves_a_message_to_the_dead_letters,
     queue_claim_of_a_killed_claimer_comes_back,
+    queue_capacity_counts_claimed_messages_and_try_send_reports_full,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -814,6 +815,31 @@ fn queue_claim_of_a_killed_claimer_comes_back(b: &Backend) {
     assert_eq!((m.bytes(), m.attempt()), (&b"job"[..], 2));
     m.ack().unwrap();
     assert_eq!(q.count().unwrap(), 0);
+}
+
+fn queue_capacity_counts_claimed_messages_and_try_send_reports_full(b: &Backend) {
+    let name = b.name("q");
+    let q = QueueOptions::new().capacity(3).open(&name).unwrap();
+    assert_eq!(q.send_all(["a", "b"]).unwrap(), 2);
+    let c = q.try_claim().unwrap().unwrap();
+    assert!(q.try_send("c").unwrap());
+    assert!(
+        !q.try_send("d").unwrap(),
+        "a claimed message holds its place"
+    );
+    let t = Instant::now();
+    assert!(!q.send_timeout("d", Duration::from_millis(50)).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    c.ack().unwrap();
+    assert!(q.try_send("d").unwrap());
+    assert_eq!(q.count().unwrap(), 3);
+    assert!(QueueOptions::new().capacity(0).open(&name).is_err());
+    // A sender waiting for room gets it when a message is received.
+    let other = q.try_clone().unwrap();
+    let sender = std::thread::spawn(move || other.send_timeout("e", PATIENCE).unwrap());
+    assert_eq!(q.recv_timeout(PATIENCE).unwrap().unwrap(), "b");
+    assert!(sender.join().unwrap(), "the waiting send went through");
+    assert_eq!(q.count().unwrap(), 3);
 }
 
 // ---- Redis only: what differs by design ----

@@ -241,11 +241,14 @@ impl MessageQueue {
                 .mode(e.mode)
                 .open(&e.dir),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => QueueOptions::new()
-                .max_message_size(e.max_message_size())
-                .lease(e.lease)
-                .max_deliveries(e.max_deliveries)
-                .open(e.path()),
+            Engine::Redis(e) => {
+                let mut opts = QueueOptions::new()
+                    .max_message_size(e.max_message_size())
+                    .lease(e.lease)
+                    .max_deliveries(e.max_deliveries);
+                opts.capacity = e.capacity;
+                opts.open(e.path())
+            }
         }
     }
 

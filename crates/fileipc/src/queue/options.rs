@@ -140,12 +140,6 @@ impl QueueOptions {
         let engine = match crate::location::Location::parse(dir.as_ref())? {
             crate::location::Location::Path(p) => Engine::Local(LocalQueue::open(&p, self)?),
             crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
-                if self.capacity.is_some() {
-                    return Err(crate::error::Error::Invalid {
-                        path: u.as_path(),
-                        detail: "a capacity is not available on the Redis engine yet".into(),
-                    });
-                }
                 #[cfg(feature = "redis")]
                 return Ok(Engine::Redis(super::redis::RedisQueue::open(u, self)?));
                 #[cfg(not(feature = "redis"))]

@@ -26,9 +26,10 @@ return 1
 ";
 
 /// Appends message `ARGV[1]` with its sequence number (field `s`): 1, or -1 if the
-/// queue was destroyed.
+/// queue was destroyed, or 0 if it holds `ARGV[2]` entries (unless empty: no capacity).
 const SEND: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if ARGV[2] ~= '' and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 local n = redis.call('HINCRBY', KEYS[2], 'sent', 1)
 redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 's', n - 1)
 return 1
@@ -68,6 +69,9 @@ end
 return {0, '0-0'}
 ";
 
+/// How often a producer waiting for room in a full queue asks again.
+const ROOM_POLL: Duration = Duration::from_millis(5);
+
 /// A queue on a Redis server.
 pub(super) struct RedisQueue {
     conn: Conn,
@@ -78,6 +82,8 @@ pub(super) struct RedisQueue {
     pub(super) lease: Duration,
     /// After how many deliveries a claimed message goes to the dead letters (0: never).
     pub(super) max_deliveries: u32,
+    /// The most entries (claimed ones included) this handle's sends let the stream hold.
+    pub(super) capacity: Option<u64>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -99,6 +105,12 @@ enum Taken {
 impl RedisQueue {
     pub(super) fn open(url: &RedisUrl, opts: &QueueOptions) -> Result<RedisQueue> {
         static S: OnceLock<redis::Script> = OnceLock::new();
+        if opts.capacity == Some(0) {
+            return Err(Error::invalid(
+                url.as_path(),
+                "capacity 0: a queue must hold at least 1 message",
+            ));
+        }
         let conn = Conn::open(url)?;
         remote::check_kind(&conn, "queue", true)?;
         let _: i64 = conn.read(|c| {
@@ -112,6 +124,7 @@ impl RedisQueue {
             max_message_size: opts.max_message_size,
             lease: opts.lease,
             max_deliveries: opts.max_deliveries,
+            capacity: opts.capacity,
         })
     }
 
@@ -159,21 +172,39 @@ impl RedisQueue {
     }
 
     pub(super) fn send(&self, m: &[u8]) -> Result<()> {
+        self.send_until(m, None).map(drop)
+    }
+
+    /// Sends `m`, waiting until `deadline` (`None`: without limit) for room if the queue
+    /// has a capacity; `Ok(false)` if it stayed full. Receivers and acks signal nothing
+    /// to producers: a full queue is polled ([`ROOM_POLL`] apart).
+    pub(super) fn send_until(&self, m: &[u8], deadline: Option<Instant>) -> Result<bool> {
         static S: OnceLock<redis::Script> = OnceLock::new();
         self.check_size(m)?;
-        let r: i64 = self.conn.with(|c| {
-            remote::script(&S, &[SEND])
-                .key(self.url().key("stream"))
-                .key(self.url().key("meta"))
-                .arg(m)
-                .invoke(c)
-        })?;
-        if r == 1 {
-            Ok(())
-        } else {
-            Err(Error::Destroyed {
-                path: self.url().as_path(),
-            })
+        let cap = self.capacity.map(|c| c.to_string()).unwrap_or_default();
+        loop {
+            let r: i64 = self.conn.with(|c| {
+                remote::script(&S, &[SEND])
+                    .key(self.url().key("stream"))
+                    .key(self.url().key("meta"))
+                    .arg(m)
+                    .arg(&cap)
+                    .invoke(c)
+            })?;
+            match r {
+                1 => return Ok(true),
+                0 => {}
+                _ => {
+                    return Err(Error::Destroyed {
+                        path: self.url().as_path(),
+                    });
+                }
+            }
+            let left = crate::sys::remaining(deadline);
+            if left == Some(Duration::ZERO) {
+                return Ok(false);
+            }
+            crate::wait::nap(left.map_or(ROOM_POLL, |l| l.min(ROOM_POLL)));
         }
     }
 
