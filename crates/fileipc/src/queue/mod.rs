@@ -592,14 +592,15 @@ impl MessageQueue {
     /// the [`Claimed`] is acknowledged ([`Claimed::ack`]); it is delivered again (to any
     /// claimer, [`Claimed::attempt`] counting up) if it is given back ([`Claimed::nack`]
     /// or dropping it), if this process dies (seen at once: the kernel releases the
-    /// process's lock on its owner id), or if its lease ([`QueueOptions::lease`], 30 s by
-    /// default) runs out first. Messages due for redelivery come before newer ones. With
+    /// process's lock on its owner id; on the Redis engine, when its lease runs out), or
+    /// if its lease ([`QueueOptions::lease`], 30 s by default) runs out first. Messages due for redelivery come before newer ones. With
     /// [`QueueOptions::max_deliveries`], a message that had that many deliveries moves to
     /// the [dead-letter queue](Self::dead_letters) instead.
     ///
     /// Plain receives ([`recv`](Self::recv)) work on the same queue and take messages
     /// from the log only, never a message given back for redelivery. At most 1024
-    /// messages can be claimed (or await redelivery) at once; beyond that `claim` waits.
+    /// messages can be claimed (or await redelivery) at once on the local engine; beyond
+    /// that `claim` waits (the Redis engine has no such limit).
     ///
     /// # Errors
     ///
@@ -735,9 +736,9 @@ impl MessageQueue {
     /// The dead-letter queue: messages claimed [`max_deliveries`](QueueOptions::max_deliveries)
     /// times without being acknowledged, each with its delivery count
     /// ([`Message::dead_letter_attempts`]). It is an ordinary queue in the sub-directory
-    /// `dead-letters` of this queue's directory, opened (created if missing) with this
-    /// handle's options but without a delivery limit; [`destroy`](Self::destroy) removes
-    /// it with the queue.
+    /// `dead-letters` of this queue's directory (on Redis, the queue named `NAME:dead`),
+    /// opened (created if missing) with this handle's options but without a delivery
+    /// limit; [`destroy`](Self::destroy) removes it with the queue.
     ///
     /// # Errors
     ///

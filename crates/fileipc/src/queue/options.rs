@@ -101,8 +101,9 @@ impl QueueOptions {
     /// How long a message this handle [claims](MessageQueue::claim) stays invisible to
     /// other claimers unless acknowledged, given back or
     /// [extended](super::Claimed::extend) (default 30 s). A claimer that dies loses its
-    /// claims at once, whatever the lease; one that lives on (stopped, stuck) loses them
-    /// when the lease runs out, and its late `ack` then fails.
+    /// claims at once, whatever the lease (on the Redis engine: when the lease runs out;
+    /// a URL's `?lease=` is for holders of locks, not for claims); one that lives on
+    /// (stopped, stuck) loses them when the lease runs out, and its late `ack` then fails.
     pub fn lease(mut self, lease: std::time::Duration) -> QueueOptions {
         self.lease = lease;
         self

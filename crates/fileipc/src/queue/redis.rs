@@ -1,14 +1,16 @@
 //! The Redis engine of [`MessageQueue`](super::MessageQueue): a Stream with one
 //! consumer group.
 //!
-//! Keys (`{p}` = prefix + name): `{p}:stream` (entries with one field `d`, the
-//! message), its consumer group `g`, `{p}:meta` (hash: kind, version, sent,
-//! received). `send` is one `XADD`; `recv` is one script that reads the next entry
-//! for the group, acknowledges and deletes it: a message is taken exactly once, and
-//! a receiver that dies before the script ran took nothing. A receiver that finds
-//! the queue empty waits with `XREAD BLOCK` from the group's last delivered id on its
-//! own connection (whose read timeout exceeds the block): waiting never consumes, so
-//! an abandoned wait loses nothing.
+//! Keys (`{p}` = prefix + name): `{p}:stream` (entries with the fields `d`, the
+//! message, and `s`, its sequence number), its consumer group `g`, `{p}:meta` (hash:
+//! kind, version, sent, received, fence), `{p}:due` (claims and given-back entries, see
+//! `redis_claim.rs`), and the dead-letter queue `{p}:dead:*` (the queue `NAME:dead`).
+//! `send` is one script (`XADD`, refused beyond a capacity); `recv` is one script that
+//! reads the next entry for the group, acknowledges and deletes it: a message is taken
+//! exactly once, and a receiver that dies before the script ran took nothing. A
+//! receiver that finds the queue empty waits with `XREAD BLOCK` from the group's last
+//! delivered id on its own connection (whose read timeout exceeds the block): waiting
+//! never consumes, so an abandoned wait loses nothing.
 
 use std::sync::{Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
