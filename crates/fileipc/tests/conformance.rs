@@ -670,6 +670,11 @@ fn queue_destroyed_refuses_further_use(b: &Backend) {
         "{:?}",
         other.try_recv()
     );
+    assert!(
+        matches!(other.try_claim(), Err(Error::Destroyed { .. })),
+        "{:?}",
+        other.try_claim()
+    );
 }
 
 fn queue_claims_are_acked_given_back_and_redelivered_first(b: &Backend) {
