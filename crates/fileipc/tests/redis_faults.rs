@@ -21,6 +21,7 @@ fn child_process_entry() {
         "checker" => checker(&args),
         "storm-producer" => storm_producer(&args),
         "storm-claimer" => storm_claimer(&args),
+        "claim-then-ack" => claim_then_ack(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -121,6 +122,61 @@ fn a_server_restart_signals_leases_lost_and_data_is_what_the_server_kept() {
     let d = SharedData::open(s.url("kv", "")).unwrap();
     d.set("k", &1).unwrap();
     assert_eq!(d.get::<i64>("k").unwrap(), Some(1));
+}
+
+/// Child: claims a message of `args[0]` with a lease of 500 ms, says "claimed", waits
+/// (bounded) for the file `args[1]`, then acks and says what the ack returned.
+fn claim_then_ack(args: &[String]) {
+    let q = QueueOptions::new()
+        .lease(Duration::from_millis(500))
+        .open(&args[0])
+        .unwrap();
+    let m = q.claim_timeout(PATIENCE).unwrap().unwrap();
+    say("claimed");
+    let go = std::path::Path::new(&args[1]);
+    common::eventually(PATIENCE, "the go file", || go.exists());
+    match m.ack() {
+        Err(e) if e.to_string().contains("lost lease") => say("ack-refused"),
+        other => say(format!("ack-gave {other:?}")),
+    }
+}
+
+#[test]
+fn a_claimer_stopped_past_its_lease_loses_the_claim_and_its_late_ack_errs() {
+    let Some(s) = RedisServer::start(
+        "a_claimer_stopped_past_its_lease_loses_the_claim_and_its_late_ack_errs",
+    ) else {
+        return;
+    };
+    let url = s.url("q", "");
+    let q = QueueOptions::new()
+        .lease(Duration::from_millis(500))
+        .open(&url)
+        .unwrap();
+    q.send("job").unwrap();
+    let d = common::tempdir();
+    let go = d.path().join("go");
+    let mut child = Proc::spawn("claim-then-ack", &[&url, go.to_str().unwrap()]);
+    child.expect("claimed");
+    common::signal(child.pid, rustix::process::Signal::STOP);
+    let start = Instant::now();
+    let m = q
+        .claim_timeout(PATIENCE)
+        .unwrap()
+        .expect("the stopped claimer's message after its lease");
+    eprintln!("taken over {:?} after the claimer stopped", start.elapsed());
+    assert_eq!((m.bytes(), m.attempt()), (&b"job"[..], 2));
+    std::fs::write(&go, "").unwrap();
+    common::signal(child.pid, rustix::process::Signal::CONT);
+    child.expect("ack-refused");
+    child.wait_success();
+    assert_eq!(q.count().unwrap(), 1, "the late ack removed nothing");
+    m.ack().unwrap();
+    assert_eq!(q.count().unwrap(), 0);
+    assert!(
+        q.try_claim().unwrap().is_none(),
+        "processed exactly once after"
+    );
 }
 
 // --- the claim/ack kill storm ------------------------------------------------------------
