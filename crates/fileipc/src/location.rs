@@ -285,6 +285,25 @@ impl RedisUrl {
     pub(crate) fn key(&self, part: &str) -> String {
         format!("{}{}:{}", self.prefix, self.name, part)
     }
+
+    /// The same server, database, prefix and lease, naming `{name}{suffix}` (its text
+    /// too, where the name appears in it).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn with_suffix(&self, suffix: &str) -> RedisUrl {
+        let name = format!("{}{suffix}", self.name);
+        let text = if let Some(i) = self.text.find(&format!("name={}", self.name)) {
+            let at = i + "name=".len() + self.name.len();
+            format!("{}{suffix}{}", &self.text[..at], &self.text[at..])
+        } else {
+            let end = self.text.find('?').unwrap_or(self.text.len());
+            format!("{}{suffix}{}", &self.text[..end], &self.text[end..])
+        };
+        RedisUrl {
+            text,
+            name,
+            ..self.clone()
+        }
+    }
 }
 
 /// `url` with any `user:password@` password replaced by `***`.

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::{PATIENCE, Proc, say};
-use fileipc::{Error, Event, MessageQueue, Mutex, PidFile, PidStatus, Semaphore, SharedData};
+use fileipc::{
+    Error, Event, MessageQueue, Mutex, PidFile, PidStatus, QueueOptions, Semaphore, SharedData,
+};
 
 #[test]
 fn child_process_entry() {
@@ -27,6 +29,7 @@ fn child_process_entry() {
         "own-pidfile" => own_pidfile(&args),
         "produce" => produce(&args),
         "consume" => consume(&args),
+        "claim-and-hold" => claim_and_hold(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -108,6 +111,12 @@ conformance!(
     queue_waits_and_times_out,
     queue_delivers_each_message_once_across_processes,
     queue_destroyed_refuses_further_use,
+    queue_claims_are_acked_given_back_and_redelivered_first,
+    queue_nacked_message_is_invisible_for_its_delay,
+    queue_expired_lease_is_lost_and_a_late_ack_says_so,
+    queue_max_deliveries_moves_a_message_to_the_dead_letters,
+    queue_claim_of_a_killed_claimer_comes_back,
+    queue_capacity_counts_claimed_messages_and_try_send_reports_full,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -661,6 +670,181 @@ fn queue_destroyed_refuses_further_use(b: &Backend) {
         "{:?}",
         other.try_recv()
     );
+    assert!(
+        matches!(other.try_claim(), Err(Error::Destroyed { .. })),
+        "{:?}",
+        other.try_claim()
+    );
+}
+
+fn queue_claims_are_acked_given_back_and_redelivered_first(b: &Backend) {
+    let q = MessageQueue::open(b.name("q")).unwrap();
+    q.send_all(["a", "b", "c"]).unwrap();
+    let a = q.claim_timeout(PATIENCE).unwrap().unwrap();
+    assert_eq!((a.bytes(), a.attempt()), (&b"a"[..], 1));
+    assert_eq!(
+        q.count().unwrap(),
+        3,
+        "an unacknowledged claim still counts"
+    );
+    let st = q.stats().unwrap();
+    assert_eq!((st.count, st.ready, st.in_flight), (3, 2, 1));
+    let first_b = q.try_claim().unwrap().unwrap();
+    assert_eq!(first_b.bytes(), b"b");
+    assert!(first_b.fence() > a.fence(), "fences grow");
+    drop(first_b); // given back at once
+    let again = q.try_claim().unwrap().unwrap();
+    assert_eq!(
+        (again.bytes(), again.attempt()),
+        (&b"b"[..], 2),
+        "a redelivery comes before newer messages"
+    );
+    again.nack(Duration::ZERO).unwrap();
+    let st = q.stats().unwrap();
+    assert_eq!((st.count, st.ready, st.in_flight), (3, 2, 1));
+    // Plain receivers never see a message given back for redelivery.
+    assert_eq!(q.try_recv().unwrap().unwrap(), "c");
+    assert!(q.try_recv().unwrap().is_none());
+    a.ack().unwrap();
+    let third = q.try_claim().unwrap().unwrap();
+    assert_eq!((third.bytes(), third.attempt()), (&b"b"[..], 3));
+    third.ack().unwrap();
+    assert_eq!(q.count().unwrap(), 0);
+    assert!(q.try_claim().unwrap().is_none());
+    let st = q.stats().unwrap();
+    assert_eq!((st.count, st.ready, st.in_flight), (0, 0, 0));
+}
+
+fn queue_nacked_message_is_invisible_for_its_delay(b: &Backend) {
+    let q = MessageQueue::open(b.name("q")).unwrap();
+    q.send("later").unwrap();
+    let delay = Duration::from_millis(300);
+    let t = Instant::now();
+    q.try_claim().unwrap().unwrap().nack(delay).unwrap();
+    assert!(q.try_claim().unwrap().is_none(), "still within its delay");
+    let m = q.claim_timeout(PATIENCE).unwrap().unwrap();
+    assert!(t.elapsed() >= delay, "came back after {:?}", t.elapsed());
+    assert_eq!(m.attempt(), 2);
+    m.ack().unwrap();
+}
+
+fn queue_expired_lease_is_lost_and_a_late_ack_says_so(b: &Backend) {
+    let name = b.name("q");
+    let q = QueueOptions::new()
+        .lease(Duration::from_millis(200))
+        .open(&name)
+        .unwrap();
+    q.send("job").unwrap();
+    let mut slow = q.try_claim().unwrap().unwrap();
+    slow.extend(Duration::from_millis(400)).unwrap();
+    let t = Instant::now();
+    let fast = q.claim_timeout(PATIENCE).unwrap().unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "the extension held only {:?}",
+        t.elapsed()
+    );
+    assert_eq!((fast.bytes(), fast.attempt()), (&b"job"[..], 2));
+    assert!(fast.fence() > slow.fence());
+    let e = slow.extend(Duration::from_secs(1)).unwrap_err();
+    assert!(e.to_string().contains("lost lease"), "{e}");
+    fast.ack().unwrap();
+    let e = slow.ack().unwrap_err();
+    assert!(e.to_string().contains("lost lease"), "{e}");
+    assert!(e.to_string().contains(&name), "{e}");
+    assert_eq!(q.count().unwrap(), 0);
+}
+
+fn queue_max_deliveries_moves_a_message_to_the_dead_letters(b: &Backend) {
+    let q = QueueOptions::new()
+        .max_deliveries(3)
+        .open(b.name("q"))
+        .unwrap();
+    q.send_all(["poison", "fine"]).unwrap();
+    for attempt in 1..=3 {
+        let m = q.try_claim().unwrap().unwrap();
+        assert_eq!((m.bytes(), m.attempt()), (&b"poison"[..], attempt));
+        m.nack(Duration::ZERO).unwrap();
+    }
+    let m = q.try_claim().unwrap().unwrap();
+    assert_eq!(m.bytes(), b"fine");
+    m.ack().unwrap();
+    assert!(q.try_claim().unwrap().is_none());
+    assert!(q.try_recv().unwrap().is_none());
+    assert_eq!(q.count().unwrap(), 0);
+    let dead = q.dead_letters().unwrap();
+    assert_eq!(dead.count().unwrap(), 1);
+    let m = dead.try_claim().unwrap().unwrap();
+    assert_eq!((m.bytes(), m.dead_letter_attempts()), (&b"poison"[..], 3));
+    m.ack().unwrap();
+    assert!(dead.try_recv().unwrap().is_none());
+    assert!(dead.try_claim().unwrap().is_none());
+    q.destroy().unwrap();
+    assert!(
+        MessageQueue::open_existing(b.name("q")).is_err(),
+        "destroyed"
+    );
+}
+
+/// Child: claims a message of queue `args[0]` with a lease of `args[1]` ms, says
+/// "claimed ATTEMPT", and holds it until killed.
+fn claim_and_hold(args: &[String]) {
+    let q = QueueOptions::new()
+        .lease(Duration::from_millis(args[1].parse().unwrap()))
+        .open(&args[0])
+        .unwrap();
+    let m = q.claim_timeout(PATIENCE).unwrap().unwrap();
+    say(format!("claimed {}", m.attempt()));
+    loop {
+        std::thread::park();
+    }
+}
+
+fn queue_claim_of_a_killed_claimer_comes_back(b: &Backend) {
+    let name = b.name("q");
+    let q = QueueOptions::new().lease(LEASE).open(&name).unwrap();
+    q.send("job").unwrap();
+    let mut p = Proc::spawn("claim-and-hold", &[&name, &LEASE.as_millis().to_string()]);
+    p.expect("claimed 1");
+    assert!(q.try_claim().unwrap().is_none(), "claimed by the child");
+    p.kill_and_reap();
+    let start = Instant::now();
+    let m = q
+        .claim_timeout(PATIENCE)
+        .unwrap()
+        .expect("the dead claimer's message");
+    let took = start.elapsed();
+    let bound = b.dead_holder_release() + Duration::from_millis(500);
+    eprintln!("a killed claimer's message came back after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    assert_eq!((m.bytes(), m.attempt()), (&b"job"[..], 2));
+    m.ack().unwrap();
+    assert_eq!(q.count().unwrap(), 0);
+}
+
+fn queue_capacity_counts_claimed_messages_and_try_send_reports_full(b: &Backend) {
+    let name = b.name("q");
+    let q = QueueOptions::new().capacity(3).open(&name).unwrap();
+    assert_eq!(q.send_all(["a", "b"]).unwrap(), 2);
+    let c = q.try_claim().unwrap().unwrap();
+    assert!(q.try_send("c").unwrap());
+    assert!(
+        !q.try_send("d").unwrap(),
+        "a claimed message holds its place"
+    );
+    let t = Instant::now();
+    assert!(!q.send_timeout("d", Duration::from_millis(50)).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    c.ack().unwrap();
+    assert!(q.try_send("d").unwrap());
+    assert_eq!(q.count().unwrap(), 3);
+    assert!(QueueOptions::new().capacity(0).open(&name).is_err());
+    // A sender waiting for room gets it when a message is received.
+    let other = q.try_clone().unwrap();
+    let sender = std::thread::spawn(move || other.send_timeout("e", PATIENCE).unwrap());
+    assert_eq!(q.recv_timeout(PATIENCE).unwrap().unwrap(), "b");
+    assert!(sender.join().unwrap(), "the waiting send went through");
+    assert_eq!(q.count().unwrap(), 3);
 }
 
 // ---- Redis only: what differs by design ----

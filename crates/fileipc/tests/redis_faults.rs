@@ -1,17 +1,19 @@
 //! The Redis engine under faults: connections killed by the server, a server that stops
 //! answering for longer than a lease, a server restart that loses every key, and a
-//! mutual-exclusion checker whose holders are killed at random.
+//! mutual-exclusion checker whose holders are killed at random, and a claim/ack kill
+//! storm.
 //!
 //! Each test starts its own `redis-server` (see `common::redis`); without one it skips
 //! loudly, and fails where `FILEIPC_REQUIRE_REDIS_TESTS` is set.
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::{PATIENCE, Proc, say};
-use fileipc::{Error, Mutex, SharedData};
+use fileipc::{Error, MessageQueue, Mutex, QueueOptions, SharedData};
 
 #[test]
 fn child_process_entry() {
@@ -23,6 +25,9 @@ fn child_process_entry() {
             e.wait_forever().unwrap();
             say("woke");
         }
+        "storm-producer" => storm_producer(&args),
+        "storm-claimer" => storm_claimer(&args),
+        "claim-then-ack" => claim_then_ack(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -223,6 +228,253 @@ fn a_server_restart_signals_leases_lost_and_data_is_what_the_server_kept() {
     let d = SharedData::open(s.url("kv", "")).unwrap();
     d.set("k", &1).unwrap();
     assert_eq!(d.get::<i64>("k").unwrap(), Some(1));
+}
+
+/// Child: claims a message of `args[0]` with a lease of 500 ms, says "claimed", waits
+/// (bounded) for the file `args[1]`, then acks and says what the ack returned.
+fn claim_then_ack(args: &[String]) {
+    let q = QueueOptions::new()
+        .lease(Duration::from_millis(500))
+        .open(&args[0])
+        .unwrap();
+    let m = q.claim_timeout(PATIENCE).unwrap().unwrap();
+    say("claimed");
+    let go = std::path::Path::new(&args[1]);
+    common::eventually(PATIENCE, "the go file", || go.exists());
+    match m.ack() {
+        Err(e) if e.to_string().contains("lost lease") => say("ack-refused"),
+        other => say(format!("ack-gave {other:?}")),
+    }
+}
+
+#[test]
+fn a_claimer_stopped_past_its_lease_loses_the_claim_and_its_late_ack_errs() {
+    let Some(s) = RedisServer::start(
+        "a_claimer_stopped_past_its_lease_loses_the_claim_and_its_late_ack_errs",
+    ) else {
+        return;
+    };
+    let url = s.url("q", "");
+    let q = QueueOptions::new()
+        .lease(Duration::from_millis(500))
+        .open(&url)
+        .unwrap();
+    q.send("job").unwrap();
+    let d = common::tempdir();
+    let go = d.path().join("go");
+    let mut child = Proc::spawn("claim-then-ack", &[&url, go.to_str().unwrap()]);
+    child.expect("claimed");
+    common::signal(child.pid, rustix::process::Signal::STOP);
+    let start = Instant::now();
+    let m = q
+        .claim_timeout(PATIENCE)
+        .unwrap()
+        .expect("the stopped claimer's message after its lease");
+    eprintln!("taken over {:?} after the claimer stopped", start.elapsed());
+    assert_eq!((m.bytes(), m.attempt()), (&b"job"[..], 2));
+    std::fs::write(&go, "").unwrap();
+    common::signal(child.pid, rustix::process::Signal::CONT);
+    child.expect("ack-refused");
+    child.wait_success();
+    assert_eq!(q.count().unwrap(), 1, "the late ack removed nothing");
+    m.ack().unwrap();
+    assert_eq!(q.count().unwrap(), 0);
+    assert!(
+        q.try_claim().unwrap().is_none(),
+        "processed exactly once after"
+    );
+}
+
+// --- the claim/ack kill storm ------------------------------------------------------------
+
+const STORM_PRODUCERS: usize = 2;
+const STORM_CLAIMERS: usize = 4;
+const STORM_MESSAGES: usize = 5_000;
+/// Short, so a killed claimer's message comes back soon.
+const STORM_LEASE: Duration = Duration::from_secs(1);
+const STORM_MAX_DELIVERIES: u32 = 4;
+
+fn storm_queue(url: &str) -> MessageQueue {
+    QueueOptions::new()
+        .lease(STORM_LEASE)
+        .max_deliveries(STORM_MAX_DELIVERIES)
+        .open(url)
+        .unwrap()
+}
+
+/// Child: sends `args[2]` messages `NAME:i` (`args[1]` = NAME) in batches.
+fn storm_producer(args: &[String]) {
+    let q = storm_queue(&args[0]);
+    let n: usize = args[2].parse().unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
+        q.send_all(chunk.iter().map(|i| format!("{}:{i}", args[1])))
+            .unwrap();
+    }
+    say("done");
+}
+
+/// Child: claims, appends "id attempt" to its log `args[1]` (one `write` of an
+/// `O_APPEND` file), then acks (or gives one message in 50 back unprocessed on its first
+/// delivery); a late ack refused as a lost lease appends "lost id". Until the file
+/// `args[2]` exists and nothing is left.
+fn storm_claimer(args: &[String]) {
+    use std::io::Write;
+    let q = storm_queue(&args[0]);
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args[1])
+        .unwrap();
+    let stop = std::path::Path::new(&args[2]);
+    say("ready");
+    loop {
+        match q.claim_timeout(Duration::from_millis(50)).unwrap() {
+            Some(m) if m.attempt() == 1 && m.seq() % 50 == 7 => drop(m),
+            Some(m) => {
+                let id = m.to_str().unwrap().to_owned();
+                out.write_all(format!("{id} {}\n", m.attempt()).as_bytes())
+                    .unwrap();
+                if let Err(e) = m.ack() {
+                    assert!(e.to_string().contains("lost lease"), "{e}");
+                    out.write_all(format!("lost {id}\n").as_bytes()).unwrap();
+                }
+            }
+            None if stop.exists() => return,
+            None => {}
+        }
+    }
+}
+
+#[test]
+fn claim_kill_storm_every_message_acked_once_or_dead_lettered() {
+    let Some(s) = RedisServer::start("claim_kill_storm_every_message_acked_once_or_dead_lettered")
+    else {
+        return;
+    };
+    let url = s.url("q", "");
+    let q = storm_queue(&url);
+    let d = common::tempdir();
+    let stop = d.path().join("stop");
+    let stop_s = stop.display().to_string();
+    let per = STORM_MESSAGES / STORM_PRODUCERS;
+    let mut producers: Vec<Proc> = (0..STORM_PRODUCERS)
+        .map(|p| {
+            Proc::spawn(
+                "storm-producer",
+                &[&url, &format!("p{p}"), &per.to_string()],
+            )
+        })
+        .collect();
+    let mut generation = 0usize;
+    let spawn_claimer = |generation: &mut usize| {
+        *generation += 1;
+        let log = d.path().join(format!("{generation}.log"));
+        let mut p = Proc::spawn("storm-claimer", &[&url, log.to_str().unwrap(), &stop_s]);
+        p.expect("ready");
+        (*generation, p)
+    };
+    let mut claimers: Vec<(usize, Proc)> = (0..STORM_CLAIMERS)
+        .map(|_| spawn_claimer(&mut generation))
+        .collect();
+    let mut killed: HashSet<usize> = HashSet::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let start = Instant::now();
+    let (mut producers_done, mut kills) = (0, 0);
+    loop {
+        assert!(start.elapsed() < 6 * PATIENCE, "storm did not finish");
+        for p in &mut producers {
+            if p.try_line().is_some() {
+                producers_done += 1;
+            }
+        }
+        if producers_done == STORM_PRODUCERS && q.count().unwrap() == 0 {
+            break;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Kills go on until every message is acknowledged or dead-lettered; a victim's
+        // message comes back after its lease.
+        {
+            let i = (rng % STORM_CLAIMERS as u64) as usize;
+            if let Some(st) = claimers[i].1.try_wait() {
+                panic!("claimer {} exited by itself: {st}", claimers[i].0);
+            }
+            claimers[i].1.kill_and_reap();
+            killed.insert(claimers[i].0);
+            kills += 1;
+            claimers[i] = spawn_claimer(&mut generation);
+        }
+        std::thread::sleep(Duration::from_millis(20)); // the storm's pace, not a sync
+    }
+    std::fs::write(&stop, "").unwrap();
+    for (_, c) in &mut claimers {
+        c.wait_success();
+    }
+    for p in &mut producers {
+        p.wait_success();
+    }
+    assert_eq!(q.count().unwrap(), 0);
+    let st = q.stats().unwrap();
+    assert_eq!((st.ready, st.in_flight), (0, 0));
+
+    let mut dead: HashMap<String, u32> = HashMap::new();
+    let dq = q.dead_letters().unwrap();
+    while let Some(m) = dq.try_recv().unwrap() {
+        assert_eq!(m.dead_letter_attempts(), STORM_MAX_DELIVERIES);
+        dead.insert(m.to_str().unwrap().to_owned(), m.dead_letter_attempts());
+    }
+    // Every message processed or dead-lettered; processed by a survivor at most once
+    // (a second time only after its first processor was killed holding it, or lost
+    // its lease: its late ack said so).
+    let mut seen: HashMap<String, Vec<(usize, bool)>> = HashMap::new();
+    let mut lost: HashSet<String> = HashSet::new();
+    let mut later_deliveries = 0;
+    for g in 1..=generation {
+        let text = std::fs::read_to_string(d.path().join(format!("{g}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("lost ")).collect();
+        lost.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("lost ").map(str::to_owned)),
+        );
+        for (k, line) in lines.iter().enumerate() {
+            let (id, attempt) = line.rsplit_once(' ').unwrap();
+            if attempt != "1" {
+                later_deliveries += 1;
+            }
+            let last_of_killed = killed.contains(&g) && k + 1 == lines.len();
+            seen.entry(id.to_owned())
+                .or_default()
+                .push((g, last_of_killed));
+        }
+    }
+    let mut redelivered = 0;
+    for p in 0..STORM_PRODUCERS {
+        for i in 0..per {
+            let id = format!("p{p}:{i}");
+            let times = seen.get(&id).map_or(&[][..], Vec::as_slice);
+            let survivors = times.iter().filter(|(_, k)| !k).count();
+            if dead.contains_key(&id) {
+                assert_eq!(survivors, 0, "{id} dead-lettered and acked: {times:?}");
+            } else {
+                assert!(!times.is_empty(), "{id} lost");
+                assert!(
+                    survivors <= 1 || lost.contains(&id),
+                    "{id} processed {} times, by {times:?}",
+                    times.len()
+                );
+            }
+            redelivered += times.len().saturating_sub(1);
+        }
+    }
+    eprintln!(
+        "claim kill storm: {STORM_MESSAGES} messages, {kills} claimers killed, {redelivered} \
+         processed again, {later_deliveries} processed on a later delivery, {} dead-lettered, {} late acks refused, {:?}",
+        dead.len(),
+        lost.len(),
+        start.elapsed()
+    );
+    assert!(kills > 10, "only {kills} kills");
 }
 
 /// Child: forever, lock, append `+PID` and `-PID` lines to the log, unlock.

@@ -34,7 +34,7 @@ impl MessageQueue {
         match &self.engine {
             Engine::Local(e) => e.send_until(message.as_ref(), Some(Instant::now())),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => e.send(message.as_ref()).map(|()| true),
+            Engine::Redis(e) => e.send_until(message.as_ref(), Some(Instant::now())),
         }
     }
 
@@ -59,7 +59,7 @@ impl MessageQueue {
         match &self.engine {
             Engine::Local(e) => e.send_until(message.as_ref(), crate::deadline_after(timeout)),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => e.send(message.as_ref()).map(|()| true),
+            Engine::Redis(e) => e.send_until(message.as_ref(), crate::deadline_after(timeout)),
         }
     }
 }

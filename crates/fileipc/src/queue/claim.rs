@@ -1,4 +1,5 @@
-//! Claim/ack (at-least-once delivery): [`Claimed`], the claim calls, redelivery of
+//! Claim/ack (at-least-once delivery) on the local engine: the grant behind
+//! [`Claimed`](super::Claimed), the claim calls, redelivery of
 //! messages whose claimer died, gave them back or let the lease run out, and dead
 //! letters. The in-flight table they work on is in `inflight.rs`.
 //!
@@ -64,31 +65,9 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// A message delivered by [`claim`](super::MessageQueue::claim) and not yet acknowledged.
-///
-/// Other claimers and receivers do not see it until it is acknowledged ([`ack`](Self::ack):
-/// gone for good), given back ([`nack`](Self::nack), or dropping it: visible again at once),
-/// its lease runs out (see [`extend`](Self::extend)), or its claimer's process dies (seen at
-/// once, through the kernel's lock on the process's owner id: not after the lease).
-///
-/// # Examples
-///
-/// ```
-/// # let dir = tempfile::tempdir()?;
-/// use std::time::Duration;
-/// let q = fileipc::MessageQueue::open(dir.path())?;
-/// q.send("job 1")?;
-/// let job = q.claim_timeout(Duration::from_secs(1))?.expect("a job");
-/// assert_eq!(job.bytes(), b"job 1");
-/// assert_eq!(job.attempt(), 1);
-/// assert_eq!(q.count()?, 1); // in flight: still counted
-/// job.ack()?;
-/// assert_eq!(q.count()?, 0);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[must_use = "dropping a claimed message gives it back at once; ack it when its work is done"]
-#[clippy::has_significant_drop]
-pub struct Claimed<'q> {
+/// A claim on the local engine: the in-flight slot it holds, and the message's copy.
+/// The public [`Claimed`](super::Claimed) wraps it.
+pub(crate) struct LocalClaim<'q> {
     q: &'q LocalQueue,
     slot: usize,
     state: State,
@@ -100,9 +79,9 @@ pub struct Claimed<'q> {
     done: bool,
 }
 
-impl std::fmt::Debug for Claimed<'_> {
+impl std::fmt::Debug for LocalClaim<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Claimed")
+        f.debug_struct("LocalClaim")
             .field("seq", &self.seq)
             .field("attempt", &self.attempt())
             .field("fence", &self.fence)
@@ -111,23 +90,14 @@ impl std::fmt::Debug for Claimed<'_> {
     }
 }
 
-impl Claimed<'_> {
+impl LocalClaim<'_> {
     /// The message's bytes, exactly as sent.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.data
     }
 
-    /// The message's bytes as text.
-    ///
-    /// # Errors
-    ///
-    /// If they are not valid UTF-8.
-    pub fn to_str(&self) -> std::result::Result<&str, std::str::Utf8Error> {
-        std::str::from_utf8(&self.data)
-    }
-
     /// Which delivery of the message this is: 1 the first time, 2 after one redelivery...
-    pub fn attempt(&self) -> u32 {
+    pub(crate) fn attempt(&self) -> u32 {
         self.state.attempt()
     }
 
@@ -137,19 +107,19 @@ impl Claimed<'_> {
     /// to the resource the work writes to, which refuses tokens lower than the highest it
     /// has seen: a claimer stopped past its lease then cannot overwrite its successor's
     /// work (`UPDATE ... WHERE last_fence < $fence`).
-    pub fn fence(&self) -> u64 {
+    pub(crate) fn fence(&self) -> u64 {
         self.fence
     }
 
     /// In a [dead-letter queue](super::MessageQueue::dead_letters): how many deliveries
     /// the message had before it was moved there (as
     /// [`Message::dead_letter_attempts`](super::Message::dead_letter_attempts)).
-    pub fn dead_letter_attempts(&self) -> u32 {
+    pub(crate) fn dead_letter_attempts(&self) -> u32 {
         self.dead_attempts
     }
 
     /// The message's sequence number in the queue (its `sent` count when it was sent).
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
 
@@ -160,7 +130,7 @@ impl Claimed<'_> {
     /// [`Error::Invalid`] naming the lost lease if the claim was lost: its lease ran out
     /// and another claimer took the message (the work may be done twice: see
     /// [`fence`](Self::fence)).
-    pub fn ack(mut self) -> Result<()> {
+    pub(crate) fn ack(mut self) -> Result<()> {
         self.done = true;
         let slot = self.q.slot(self.slot);
         if !self.still_ours() || !slot.cas(self.state, self.state.next(FREE, 0, 0)) {
@@ -178,7 +148,7 @@ impl Claimed<'_> {
     ///
     /// As [`ack`](Self::ack); [`Error::Io`] if moving it to the dead-letter queue failed
     /// (it is then delivered again).
-    pub fn nack(mut self, delay: Duration) -> Result<()> {
+    pub(crate) fn nack(mut self, delay: Duration) -> Result<()> {
         self.done = true;
         if !self.still_ours() {
             return Err(self.lost("nack"));
@@ -192,7 +162,7 @@ impl Claimed<'_> {
     ///
     /// As [`ack`](Self::ack), if the lease had already run out and another claimer took
     /// the message.
-    pub fn extend(&mut self, lease: Duration) -> Result<()> {
+    pub(crate) fn extend(&mut self, lease: Duration) -> Result<()> {
         let slot = self.q.slot(self.slot);
         let taking = self.state.next(TAKING, self.state.owner(), self.attempt());
         if !self.still_ours() || !slot.cas(self.state, taking) {
@@ -227,14 +197,7 @@ impl Claimed<'_> {
     }
 }
 
-impl std::ops::Deref for Claimed<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.data
-    }
-}
-
-impl Drop for Claimed<'_> {
+impl Drop for LocalClaim<'_> {
     fn drop(&mut self) {
         if !self.done && self.still_ours() {
             let _ = self
@@ -246,7 +209,7 @@ impl Drop for Claimed<'_> {
 
 /// What one look at the queue found.
 enum Look<'q> {
-    Got(Claimed<'q>),
+    Got(LocalClaim<'q>),
     /// Nothing to claim now.
     Empty,
     /// Messages wait at the head, but every in-flight slot is taken.
@@ -255,7 +218,7 @@ enum Look<'q> {
 
 impl LocalQueue {
     /// Claims a message, waiting until `deadline` (`None`: without limit).
-    pub(super) fn claim_until(&self, deadline: Option<Instant>) -> Result<Option<Claimed<'_>>> {
+    pub(super) fn claim_until(&self, deadline: Option<Instant>) -> Result<Option<LocalClaim<'_>>> {
         let mut waited = false;
         loop {
             self.check_destroyed()?;
@@ -317,7 +280,7 @@ impl LocalQueue {
     /// Takes a message due for redelivery, if there is one: released and visible again,
     /// or claimed by an owner that is dead (checked only with `check_owners`) or whose
     /// lease ran out. One that had its `max_deliveries` goes to the dead letters.
-    fn redeliver(&self, now: u64, check_owners: bool) -> Result<Option<Claimed<'_>>> {
+    fn redeliver(&self, now: u64, check_owners: bool) -> Result<Option<LocalClaim<'_>>> {
         for i in 0..self.slots_used() {
             let slot = self.slot(i);
             let s = slot.load();
@@ -353,7 +316,7 @@ impl LocalQueue {
             slot.state.store(state.0, SeqCst);
             let pos = slot.pos.load(SeqCst);
             return match self.read_record(pos) {
-                Ok((h, data)) => Ok(Some(Claimed {
+                Ok((h, data)) => Ok(Some(LocalClaim {
                     q: self,
                     slot: i,
                     state,
@@ -443,7 +406,7 @@ impl LocalQueue {
                 read?;
                 return Err(self.damaged_payload(head, &h));
             }
-            return Ok(Look::Got(Claimed {
+            return Ok(Look::Got(LocalClaim {
                 q: self,
                 slot: i,
                 state,

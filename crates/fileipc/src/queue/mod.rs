@@ -48,7 +48,8 @@
 //! | `open.rs` | the engine's handle: open, lock repair, segment removal, clear, destroy, stats |
 //! | `produce.rs` | the producer commit: `send`, `send_all` |
 //! | `consume.rs` | the lock-free consumer claim, damaged-record skipping, the receive calls |
-//! | `claim.rs` | claim/ack: [`Claimed`], the claim calls, redelivery, dead letters |
+//! | `claimed.rs` | [`Claimed`], the public front of a claimed message |
+//! | `claim.rs` | claim/ack: the local grant, the claim calls, redelivery, dead letters |
 //! | `inflight.rs` | the in-flight table of claimed messages in the control file |
 //! | `iter.rs`, `json.rs` | iterators over the messages; messages as JSON (serde) |
 //! | `bounded.rs` | sends that wait for room in a queue with a capacity |
@@ -57,9 +58,11 @@
 //! | `control.rs` | the control file's layout |
 //! | `record.rs` | the record header's encoding |
 //! | `segment.rs` | segment files and the per-side caches of their mappings |
+//! | `redis.rs`, `redis_claim.rs` | the Redis engine: a stream with one consumer group; its claim/ack |
 
 mod bounded;
 mod claim;
+mod claimed;
 mod consume;
 mod control;
 mod doorbell;
@@ -74,6 +77,8 @@ mod produce;
 pub(crate) mod record;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_claim;
 mod segment;
 
 use std::fmt;
@@ -83,7 +88,8 @@ use std::time::{Duration, Instant};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
-pub use claim::{Claimed, DEFAULT_LEASE};
+pub use claim::DEFAULT_LEASE;
+pub use claimed::Claimed;
 pub use iter::{Iter, TryIter};
 pub use message::{Message, QueueStats};
 pub(crate) use open::CONTROL;
@@ -235,9 +241,14 @@ impl MessageQueue {
                 .mode(e.mode)
                 .open(&e.dir),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => QueueOptions::new()
-                .max_message_size(e.max_message_size())
-                .open(e.path()),
+            Engine::Redis(e) => {
+                let mut opts = QueueOptions::new()
+                    .max_message_size(e.max_message_size())
+                    .lease(e.lease)
+                    .max_deliveries(e.max_deliveries);
+                opts.capacity = e.capacity;
+                opts.open(e.path())
+            }
         }
     }
 
@@ -581,14 +592,15 @@ impl MessageQueue {
     /// the [`Claimed`] is acknowledged ([`Claimed::ack`]); it is delivered again (to any
     /// claimer, [`Claimed::attempt`] counting up) if it is given back ([`Claimed::nack`]
     /// or dropping it), if this process dies (seen at once: the kernel releases the
-    /// process's lock on its owner id), or if its lease ([`QueueOptions::lease`], 30 s by
-    /// default) runs out first. Messages due for redelivery come before newer ones. With
+    /// process's lock on its owner id; on the Redis engine, when its lease runs out), or
+    /// if its lease ([`QueueOptions::lease`], 30 s by default) runs out first. Messages due for redelivery come before newer ones. With
     /// [`QueueOptions::max_deliveries`], a message that had that many deliveries moves to
     /// the [dead-letter queue](Self::dead_letters) instead.
     ///
     /// Plain receives ([`recv`](Self::recv)) work on the same queue and take messages
     /// from the log only, never a message given back for redelivery. At most 1024
-    /// messages can be claimed (or await redelivery) at once; beyond that `claim` waits.
+    /// messages can be claimed (or await redelivery) at once on the local engine; beyond
+    /// that `claim` waits (the Redis engine has no such limit).
     ///
     /// # Errors
     ///
@@ -631,9 +643,13 @@ impl MessageQueue {
     /// ```
     pub fn claim_timeout(&self, timeout: Duration) -> Result<Option<Claimed<'_>>> {
         match &self.engine {
-            Engine::Local(e) => e.claim_until(crate::deadline_after(timeout)),
+            Engine::Local(e) => Ok(e
+                .claim_until(crate::deadline_after(timeout))?
+                .map(Into::into)),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+            Engine::Redis(e) => Ok(e
+                .claim_until(crate::deadline_after(timeout))?
+                .map(Into::into)),
         }
     }
 
@@ -657,9 +673,9 @@ impl MessageQueue {
     /// ```
     pub fn claim_deadline(&self, deadline: Instant) -> Result<Option<Claimed<'_>>> {
         match &self.engine {
-            Engine::Local(e) => e.claim_until(Some(deadline)),
+            Engine::Local(e) => Ok(e.claim_until(Some(deadline))?.map(Into::into)),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+            Engine::Redis(e) => Ok(e.claim_until(Some(deadline))?.map(Into::into)),
         }
     }
 
@@ -680,9 +696,9 @@ impl MessageQueue {
     /// ```
     pub fn try_claim(&self) -> Result<Option<Claimed<'_>>> {
         match &self.engine {
-            Engine::Local(e) => e.claim_until(Some(Instant::now())),
+            Engine::Local(e) => Ok(e.claim_until(Some(Instant::now()))?.map(Into::into)),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+            Engine::Redis(e) => Ok(e.claim_until(Some(Instant::now()))?.map(Into::into)),
         }
     }
 
@@ -705,20 +721,24 @@ impl MessageQueue {
         match &self.engine {
             Engine::Local(e) => loop {
                 if let Some(c) = e.claim_until(None)? {
-                    return Ok(c);
+                    return Ok(c.into());
                 }
             },
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("claim/ack")),
+            Engine::Redis(e) => loop {
+                if let Some(c) = e.claim_until(None)? {
+                    return Ok(c.into());
+                }
+            },
         }
     }
 
     /// The dead-letter queue: messages claimed [`max_deliveries`](QueueOptions::max_deliveries)
     /// times without being acknowledged, each with its delivery count
     /// ([`Message::dead_letter_attempts`]). It is an ordinary queue in the sub-directory
-    /// `dead-letters` of this queue's directory, opened (created if missing) with this
-    /// handle's options but without a delivery limit; [`destroy`](Self::destroy) removes
-    /// it with the queue.
+    /// `dead-letters` of this queue's directory (on Redis, the queue named `NAME:dead`),
+    /// opened (created if missing) with this handle's options but without a delivery
+    /// limit; [`destroy`](Self::destroy) removes it with the queue.
     ///
     /// # Errors
     ///
@@ -746,7 +766,9 @@ impl MessageQueue {
                 )?),
             }),
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => Err(e.not_yet("dead letters")),
+            Engine::Redis(e) => Ok(MessageQueue {
+                engine: Engine::Redis(e.dead_letters()?),
+            }),
         }
     }
 

@@ -101,8 +101,9 @@ impl QueueOptions {
     /// How long a message this handle [claims](MessageQueue::claim) stays invisible to
     /// other claimers unless acknowledged, given back or
     /// [extended](super::Claimed::extend) (default 30 s). A claimer that dies loses its
-    /// claims at once, whatever the lease; one that lives on (stopped, stuck) loses them
-    /// when the lease runs out, and its late `ack` then fails.
+    /// claims at once, whatever the lease (on the Redis engine: when the lease runs out;
+    /// a URL's `?lease=` is for holders of locks, not for claims); one that lives on
+    /// (stopped, stuck) loses them when the lease runs out, and its late `ack` then fails.
     pub fn lease(mut self, lease: std::time::Duration) -> QueueOptions {
         self.lease = lease;
         self
@@ -140,17 +141,8 @@ impl QueueOptions {
         let engine = match crate::location::Location::parse(dir.as_ref())? {
             crate::location::Location::Path(p) => Engine::Local(LocalQueue::open(&p, self)?),
             crate::location::Location::Redis(url) => crate::location::redis_engine(&url, |u| {
-                if self.capacity.is_some() {
-                    return Err(crate::error::Error::Invalid {
-                        path: u.as_path(),
-                        detail: "a capacity is not available on the Redis engine yet".into(),
-                    });
-                }
                 #[cfg(feature = "redis")]
-                return Ok(Engine::Redis(super::redis::RedisQueue::open(
-                    u,
-                    self.max_message_size,
-                )?));
+                return Ok(Engine::Redis(super::redis::RedisQueue::open(u, self)?));
                 #[cfg(not(feature = "redis"))]
                 unreachable!("{u:?}")
             })?,

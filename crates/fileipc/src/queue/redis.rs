@@ -1,19 +1,22 @@
 //! The Redis engine of [`MessageQueue`](super::MessageQueue): a Stream with one
 //! consumer group.
 //!
-//! Keys (`{p}` = prefix + name): `{p}:stream` (entries with one field `d`, the
-//! message), its consumer group `g`, `{p}:meta` (hash: kind, version, sent,
-//! received). `send` is one `XADD`; `recv` is one script that reads the next entry
-//! for the group, acknowledges and deletes it: a message is taken exactly once, and
-//! a receiver that dies before the script ran took nothing. A receiver that finds
-//! the queue empty waits with `XREAD BLOCK` from the group's last delivered id on its
-//! own connection (whose read timeout exceeds the block): waiting never consumes, so
-//! an abandoned wait loses nothing.
+//! Keys (`{p}` = prefix + name): `{p}:stream` (entries with the fields `d`, the
+//! message, and `s`, its sequence number), its consumer group `g`, `{p}:meta` (hash:
+//! kind, version, sent, received, fence), `{p}:due` (claims and given-back entries, see
+//! `redis_claim.rs`), and the dead-letter queue `{p}:dead:*` (the queue `NAME:dead`).
+//! `send` is one script (`XADD`, refused beyond a capacity); `recv` is one script that
+//! reads the next entry for the group, acknowledges and deletes it: a message is taken
+//! exactly once, and a receiver that dies before the script ran took nothing. A
+//! receiver that finds the queue empty waits with `XREAD BLOCK` from the group's last
+//! delivered id on its own connection (whose read timeout exceeds the block): waiting
+//! never consumes, so an abandoned wait loses nothing.
 
 use std::sync::{Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::message::{Message, QueueStats};
+use super::options::QueueOptions;
 use crate::error::{Error, Result};
 use crate::location::RedisUrl;
 use crate::remote::{self, Conn, lock};
@@ -24,16 +27,18 @@ local ok = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], 'g', '0', 'MKSTREAM')
 return 1
 ";
 
-/// Appends message `ARGV[1]`: 1, or -1 if the queue was destroyed.
+/// Appends message `ARGV[1]` with its sequence number (field `s`): 1, or -1 if the
+/// queue was destroyed, or 0 if it holds `ARGV[2]` entries (unless empty: no capacity).
 const SEND: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-redis.call('XADD', KEYS[1], '*', 'd', ARGV[1])
-redis.call('HINCRBY', KEYS[2], 'sent', 1)
+if ARGV[2] ~= '' and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local n = redis.call('HINCRBY', KEYS[2], 'sent', 1)
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 's', n - 1)
 return 1
 ";
 
-/// Takes up to `ARGV[1]` entries: `{1, {d1, d2, ...}}`, or `{0, last delivered id}`
-/// when there is none.
+/// Takes up to `ARGV[1]` entries: `{1, {{d1, n1}, {d2, n2}, ...}}` (`n`: the field
+/// `n` of a dead letter, else 0), or `{0, last delivered id}` when there is none.
 const TAKE: &str = r"
 local r = redis.call('XREADGROUP', 'GROUP', 'g', 'c', 'COUNT', ARGV[1], 'STREAMS', KEYS[1], '>')
 if r and r[1] and #r[1][2] > 0 then
@@ -42,11 +47,13 @@ if r and r[1] and #r[1][2] > 0 then
   for i, e in ipairs(r[1][2]) do
     ids[i] = e[1]
     local f = e[2]
-    local d = ''
+    local d, n = '', 0
     if f then
-      for j = 1, #f, 2 do if f[j] == 'd' then d = f[j + 1] end end
+      for j = 1, #f, 2 do
+        if f[j] == 'd' then d = f[j + 1] elseif f[j] == 'n' then n = tonumber(f[j + 1]) end
+      end
     end
-    out[i] = d
+    out[i] = {d, n}
   end
   redis.call('XACK', KEYS[1], 'g', unpack(ids))
   redis.call('XDEL', KEYS[1], unpack(ids))
@@ -64,12 +71,21 @@ end
 return {0, '0-0'}
 ";
 
+/// How often a producer waiting for room in a full queue asks again.
+const ROOM_POLL: Duration = Duration::from_millis(5);
+
 /// A queue on a Redis server.
 pub(super) struct RedisQueue {
     conn: Conn,
     /// The connection a receiver blocks on, made by the first wait.
     waiter: StdMutex<Option<redis::Connection>>,
     max_message_size: usize,
+    /// The lease of this handle's claims.
+    pub(super) lease: Duration,
+    /// After how many deliveries a claimed message goes to the dead letters (0: never).
+    pub(super) max_deliveries: u32,
+    /// The most entries (claimed ones included) this handle's sends let the stream hold.
+    pub(super) capacity: Option<u64>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -82,14 +98,21 @@ impl std::fmt::Debug for RedisQueue {
 
 /// What one take found.
 enum Taken {
-    Messages(Vec<Vec<u8>>),
+    /// Messages, each with its dead-letter delivery count.
+    Messages(Vec<(Vec<u8>, u32)>),
     /// None; new entries will have ids after this one.
     Empty(String),
 }
 
 impl RedisQueue {
-    pub(super) fn open(url: &RedisUrl, max_message_size: usize) -> Result<RedisQueue> {
+    pub(super) fn open(url: &RedisUrl, opts: &QueueOptions) -> Result<RedisQueue> {
         static S: OnceLock<redis::Script> = OnceLock::new();
+        if opts.capacity == Some(0) {
+            return Err(Error::invalid(
+                url.as_path(),
+                "capacity 0: a queue must hold at least 1 message",
+            ));
+        }
         let conn = Conn::open(url)?;
         remote::check_kind(&conn, "queue", true)?;
         let _: i64 = conn.read(|c| {
@@ -100,23 +123,35 @@ impl RedisQueue {
         Ok(RedisQueue {
             conn,
             waiter: StdMutex::new(None),
-            max_message_size,
+            max_message_size: opts.max_message_size,
+            lease: opts.lease,
+            max_deliveries: opts.max_deliveries,
+            capacity: opts.capacity,
         })
     }
 
-    /// The error of a queue feature the Redis engine does not have yet.
-    pub(super) fn not_yet(&self, what: &str) -> Error {
-        Error::Invalid {
-            path: self.url().as_path(),
-            detail: format!("{what} is not available on the Redis engine yet"),
-        }
+    /// The dead-letter queue: the queue named `NAME:dead` on the same server, opened
+    /// with this handle's options but without a delivery limit.
+    pub(super) fn dead_letters(&self) -> Result<RedisQueue> {
+        let opts = QueueOptions::new()
+            .max_message_size(self.max_message_size)
+            .lease(self.lease);
+        RedisQueue::open(&self.url().with_suffix(":dead"), &opts)
+    }
+
+    /// Runs `f` on the handle's connection (see `Conn::with`).
+    pub(super) fn conn_with<T>(
+        &self,
+        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        self.conn.with(f)
     }
 
     pub(super) fn max_message_size(&self) -> usize {
         self.max_message_size
     }
 
-    fn url(&self) -> &RedisUrl {
+    pub(super) fn url(&self) -> &RedisUrl {
         self.conn.url()
     }
 
@@ -139,21 +174,39 @@ impl RedisQueue {
     }
 
     pub(super) fn send(&self, m: &[u8]) -> Result<()> {
+        self.send_until(m, None).map(drop)
+    }
+
+    /// Sends `m`, waiting until `deadline` (`None`: without limit) for room if the queue
+    /// has a capacity; `Ok(false)` if it stayed full. Receivers and acks signal nothing
+    /// to producers: a full queue is polled ([`ROOM_POLL`] apart).
+    pub(super) fn send_until(&self, m: &[u8], deadline: Option<Instant>) -> Result<bool> {
         static S: OnceLock<redis::Script> = OnceLock::new();
         self.check_size(m)?;
-        let r: i64 = self.conn.with(|c| {
-            remote::script(&S, &[SEND])
-                .key(self.url().key("stream"))
-                .key(self.url().key("meta"))
-                .arg(m)
-                .invoke(c)
-        })?;
-        if r == 1 {
-            Ok(())
-        } else {
-            Err(Error::Destroyed {
-                path: self.url().as_path(),
-            })
+        let cap = self.capacity.map(|c| c.to_string()).unwrap_or_default();
+        loop {
+            let r: i64 = self.conn.with(|c| {
+                remote::script(&S, &[SEND])
+                    .key(self.url().key("stream"))
+                    .key(self.url().key("meta"))
+                    .arg(m)
+                    .arg(&cap)
+                    .invoke(c)
+            })?;
+            match r {
+                1 => return Ok(true),
+                0 => {}
+                _ => {
+                    return Err(Error::Destroyed {
+                        path: self.url().as_path(),
+                    });
+                }
+            }
+            let left = crate::sys::remaining(deadline);
+            if left == Some(Duration::ZERO) {
+                return Ok(false);
+            }
+            crate::wait::nap(left.map_or(ROOM_POLL, |l| l.min(ROOM_POLL)));
         }
     }
 
@@ -185,14 +238,7 @@ impl RedisQueue {
                 .arg(max.max(1))
                 .invoke(c)
         });
-        let (ok, payload) = match r {
-            Err(e) if e.to_string().contains("NOGROUP") => {
-                return Err(Error::Destroyed {
-                    path: self.url().as_path(),
-                });
-            }
-            r => r?,
-        };
+        let (ok, payload) = self.destroyed_if_nogroup(r)?;
         let parse = |e: redis::ParsingError| remote::error(self.url(), e.into());
         if ok == 1 {
             Ok(Taken::Messages(
@@ -205,8 +251,18 @@ impl RedisQueue {
         }
     }
 
+    /// `r`, or [`Error::Destroyed`] if the server said the group is gone.
+    pub(super) fn destroyed_if_nogroup<T>(&self, r: Result<T>) -> Result<T> {
+        match r {
+            Err(e) if e.to_string().contains("NOGROUP") => Err(Error::Destroyed {
+                path: self.url().as_path(),
+            }),
+            r => r,
+        }
+    }
+
     /// Blocks until an entry after `last` exists, or `limit` passed. Consumes nothing.
-    fn wait_after(&self, last: &str, limit: Duration) -> Result<()> {
+    pub(super) fn wait_after(&self, last: &str, limit: Duration) -> Result<()> {
         let block = limit.as_millis().clamp(1, 60_000) as u64;
         let mut slot = lock(&self.waiter);
         if slot.is_none() {
@@ -247,10 +303,7 @@ impl RedisQueue {
 
     pub(super) fn try_recv(&self) -> Result<Option<Message>> {
         match self.take(1)? {
-            Taken::Messages(mut m) => Ok(m.pop().map(|data| Message {
-                data,
-                deliveries: 0,
-            })),
+            Taken::Messages(mut m) => Ok(m.pop().map(message)),
             Taken::Empty(_) => Ok(None),
         }
     }
@@ -258,12 +311,7 @@ impl RedisQueue {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
         loop {
             let last = match self.take(1)? {
-                Taken::Messages(mut m) => {
-                    return Ok(m.pop().map(|data| Message {
-                        data,
-                        deliveries: 0,
-                    }));
-                }
+                Taken::Messages(mut m) => return Ok(m.pop().map(message)),
                 Taken::Empty(last) => last,
             };
             let limit = match deadline {
@@ -291,10 +339,7 @@ impl RedisQueue {
         if max > 1
             && let Taken::Messages(more) = self.take(max - 1)?
         {
-            out.extend(more.into_iter().map(|data| Message {
-                data,
-                deliveries: 0,
-            }));
+            out.extend(more.into_iter().map(message));
         }
         Ok(out)
     }
@@ -308,48 +353,73 @@ impl RedisQueue {
         Ok(self.count()? == 0)
     }
 
-    /// Removes every message; they count as received, as on the local engine.
+    /// Removes every message, claimed ones included (their late `ack` then fails as a
+    /// lost lease); they count as received, as on the local engine. The group is made
+    /// anew at the stream's last id, which empties the pending list.
     pub(super) fn clear(&self) -> Result<()> {
         static S: OnceLock<redis::Script> = OnceLock::new();
-        self.conn.with(|c| {
+        let r = self.conn.with(|c| {
             remote::script(
                 &S,
                 &[r"
                 local n = redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+                redis.call('XGROUP', 'DESTROY', KEYS[1], 'g')
+                redis.call('XGROUP', 'CREATE', KEYS[1], 'g', '$')
+                redis.call('DEL', KEYS[3])
                 redis.call('HINCRBY', KEYS[2], 'received', n)
                 return n
                 "],
             )
             .key(self.url().key("stream"))
             .key(self.url().key("meta"))
+            .key(self.url().key("due"))
             .invoke::<i64>(c)
             .map(drop)
-        })
+        });
+        self.destroyed_if_nogroup(r)
     }
 
+    /// Removes the queue's keys and those of its dead-letter queue.
     pub(super) fn destroy(&self) -> Result<()> {
+        let dead = self.url().with_suffix(":dead");
         self.conn.with(|c| {
             redis::cmd("DEL")
                 .arg(self.url().key("stream"))
                 .arg(self.url().key("meta"))
+                .arg(self.url().key("due"))
+                .arg(dead.key("stream"))
+                .arg(dead.key("meta"))
                 .query::<()>(c)
         })
     }
 
     pub(super) fn stats(&self) -> Result<QueueStats> {
-        let (count, sent, received): (u64, Option<u64>, Option<u64>) = self.conn.read(|c| {
-            redis::pipe()
-                .cmd("XLEN")
-                .arg(self.url().key("stream"))
-                .cmd("HGET")
-                .arg(self.url().key("meta"))
-                .arg("sent")
-                .cmd("HGET")
-                .arg(self.url().key("meta"))
-                .arg("received")
-                .query(c)
-        })?;
+        type Pending = (u64, Option<String>, Option<String>, Vec<(String, u64)>);
+        let (count, sent, received, pending): (u64, Option<u64>, Option<u64>, Pending) = self
+            .destroyed_if_nogroup(self.conn.read(|c| {
+                redis::pipe()
+                    .cmd("XLEN")
+                    .arg(self.url().key("stream"))
+                    .cmd("HGET")
+                    .arg(self.url().key("meta"))
+                    .arg("sent")
+                    .cmd("HGET")
+                    .arg(self.url().key("meta"))
+                    .arg("received")
+                    .cmd("XPENDING")
+                    .arg(self.url().key("stream"))
+                    .arg("g")
+                    .query(c)
+            }))?;
         let (sent, received) = (sent.unwrap_or(0), received.unwrap_or(0));
+        // Entries given back (owned by the consumer `~`) are ready, not in flight.
+        let released: u64 = pending
+            .3
+            .iter()
+            .filter(|(name, _)| name == super::redis_claim::RELEASED)
+            .map(|(_, n)| n)
+            .sum();
+        let in_flight = pending.0.saturating_sub(released).min(count);
         Ok(QueueStats {
             count,
             head: received,
@@ -360,8 +430,13 @@ impl RedisQueue {
             segments: 0,
             bytes_on_disk: 0,
             waiting_consumers: 0,
-            ready: count,
-            in_flight: 0,
+            ready: count - in_flight,
+            in_flight,
         })
     }
+}
+
+/// A taken entry as a message.
+fn message((data, deliveries): (Vec<u8>, u32)) -> Message {
+    Message { data, deliveries }
 }

@@ -26,7 +26,15 @@ elseif kind == 'semaphore' then
 elseif kind == 'queue' then
   put('backlog', redis.call('XLEN', KEYS[2] .. 'stream'))
   local ok, p = pcall(redis.call, 'XPENDING', KEYS[2] .. 'stream', 'g')
-  if ok then put('in_flight', p[1]) end
+  if ok then
+    local released = 0
+    for _, c in ipairs(p[4] or {}) do
+      if c[1] == '~' then released = tonumber(c[2]) end
+    end
+    put('in_flight', p[1] - released)
+    put('given_back', released)
+  end
+  put('dead_letters', redis.call('XLEN', KEYS[2] .. 'dead:stream'))
 elseif kind == 'shared_data' then
   put('keys', redis.call('HLEN', KEYS[2] .. 'data'))
   put('transaction_lease_left_ms', redis.call('PTTL', KEYS[2] .. 'txlock'))
