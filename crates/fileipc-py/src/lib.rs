@@ -3,6 +3,7 @@
 //! `SharedData` as a `MutableMapping` over `_SharedData`, and defines the exception
 //! classes that `errors::to_py` raises.
 
+mod claim;
 mod errors;
 mod event;
 mod fork;
@@ -19,6 +20,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _fileipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::MessageQueue>()?;
+    m.add_class::<claim::Job>()?;
     m.add_class::<sync::Mutex>()?;
     m.add_class::<sync::Semaphore>()?;
     m.add_class::<event::Event>()?;

@@ -9,6 +9,11 @@ the ``fileipc`` command line on the same paths) and robust to ``kill -9``::
     q.send("resize photo.png")           # bytes or str
     print(q.recv(timeout=5.0))           # b'resize photo.png', or None after 5 s
 
+    jobs = fileipc.MessageQueue("/tmp/work", max_deliveries=5)
+    while (job := jobs.claim(timeout=5.0)) is not None:
+        with job:                        # acked if the block ends normally, given
+            handle(job.data)             # back (delivered again) if it raises
+
     with fileipc.Mutex("/tmp/jobs.lock"):
         ...                              # one process at a time
 
@@ -50,6 +55,7 @@ from ._fileipc import (
     DEFAULT_TIMEOUT,
     WAIT_BACKEND,
     Event,
+    Job,
     MessageQueue,
     Mutex,
     PidFile,
@@ -73,6 +79,7 @@ __all__ = [
     "Event",
     "FormatError",
     "InvalidOperation",
+    "Job",
     "MessageQueue",
     "Mutex",
     "NotFound",

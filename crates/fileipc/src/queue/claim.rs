@@ -227,6 +227,90 @@ impl Claimed<'_> {
     }
 }
 
+/// A claim detached from the queue handle it borrows, by [`Claimed::detach`]: an owned
+/// value (no lifetime) to keep beside an `Arc` of the handle, for a claim that must
+/// outlive a borrow (another language's object, a task). [`attach`](Self::attach) to a
+/// handle of the same queue makes it a [`Claimed`] again, to acknowledge, give back or
+/// extend it.
+///
+/// Dropping a token does nothing: the message stays claimed until its lease runs out or
+/// the claiming process dies (a [`Claimed`] dropped gives it back at once).
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use std::sync::Arc;
+/// let q = Arc::new(fileipc::MessageQueue::open(dir.path())?);
+/// q.send("job")?;
+/// let token = q.claim()?.expect("a job").detach();
+/// let job = token.attach(&q)?;
+/// assert_eq!(job.bytes(), b"job");
+/// job.ack()?;
+/// assert_eq!(q.count()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "a dropped claim token leaves its message claimed until the lease runs out"]
+pub struct ClaimToken {
+    dir: std::path::PathBuf,
+    slot: usize,
+    state: State,
+    seq: u64,
+    data: Vec<u8>,
+    fence: u64,
+    dead_attempts: u32,
+}
+
+impl Claimed<'_> {
+    /// Detaches the claim from the queue handle (see [`ClaimToken`]); the message stays
+    /// claimed.
+    pub fn detach(mut self) -> ClaimToken {
+        self.done = true;
+        ClaimToken {
+            dir: self.q.dir.clone(),
+            slot: self.slot,
+            state: self.state,
+            seq: self.seq,
+            data: std::mem::take(&mut self.data),
+            fence: self.fence,
+            dead_attempts: self.dead_attempts,
+        }
+    }
+}
+
+impl ClaimToken {
+    /// The claim again, on `q`, a handle of the queue it was detached from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `q` is a handle of another queue (another path).
+    pub fn attach(self, q: &super::MessageQueue) -> Result<Claimed<'_>> {
+        let q = match &q.engine {
+            super::Engine::Local(e) if e.dir == self.dir => e,
+            _ => {
+                return Err(Error::invalid(
+                    q.path(),
+                    format!(
+                        "a claim of the queue {} cannot be attached to another queue",
+                        self.dir.display()
+                    ),
+                ));
+            }
+        };
+        Ok(Claimed {
+            q,
+            slot: self.slot,
+            state: self.state,
+            seq: self.seq,
+            data: self.data,
+            fence: self.fence,
+            dead_attempts: self.dead_attempts,
+            done: false,
+        })
+    }
+}
+
 impl std::ops::Deref for Claimed<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

@@ -83,7 +83,7 @@ use std::time::{Duration, Instant};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
-pub use claim::{Claimed, DEFAULT_LEASE};
+pub use claim::{ClaimToken, Claimed, DEFAULT_LEASE};
 pub use iter::{Iter, TryIter};
 pub use message::{Message, QueueStats};
 pub(crate) use open::CONTROL;
