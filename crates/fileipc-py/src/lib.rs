@@ -12,6 +12,7 @@ mod pidfile;
 mod queue;
 mod shared;
 mod sync;
+mod transaction;
 mod wait;
 
 use pyo3::prelude::*;
@@ -26,6 +27,7 @@ fn _fileipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event::Event>()?;
     m.add_class::<pidfile::PidFile>()?;
     m.add_class::<shared::SharedDataCore>()?;
+    m.add_class::<transaction::Transaction>()?;
     m.add_function(wrap_pyfunction!(fork::after_fork_in_child, m)?)?;
     m.add("DEFAULT_TIMEOUT", fileipc::DEFAULT_TIMEOUT.as_secs_f64())?;
     m.add("WAIT_BACKEND", fileipc::WAIT_BACKEND)?;

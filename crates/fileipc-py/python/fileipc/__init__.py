@@ -159,6 +159,23 @@ class SharedData(MutableMapping):
         if ``key`` is absent); whether it did. Values compare as JSON (``1 != 1.0``)."""
         return self._core.compare_and_swap(key, expected, new)
 
+    def transaction(self, fn: Callable[[Any], Any]) -> Any:
+        """Runs ``fn(tx)`` as one atomic transaction and returns what it returns: other
+        processes see all of its writes or none, and no other writer runs between its
+        reads and its writes. ``tx`` has the store's mapping methods (``tx[k]``,
+        ``tx[k] = v``, ``del tx[k]``, ``k in tx``, ``len``, ``get``, ``keys``,
+        ``delete``, ``increment``, ``compare_and_swap``, ``to_dict``), valid only inside
+        ``fn``. If ``fn`` raises, nothing it wrote is kept and the exception propagates.
+        ``fn`` runs while the store's writers wait: keep it short, and use only ``tx``
+        inside it (not this store's handles)::
+
+            def move(tx):
+                tx["alice"] = tx.get("alice", 0) - 30
+                tx.increment("bob", 30)
+            d.transaction(move)
+        """
+        return self._core.transaction(fn)
+
     def update(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """``update(key, fn)``: atomically replaces the value of ``key`` with
         ``fn(current)`` (``current`` is ``None`` for a missing key; ``fn`` returning
