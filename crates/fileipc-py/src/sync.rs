@@ -86,25 +86,29 @@ impl Mutex {
 }
 
 /// A counting semaphore named by a file path; the permits of a holder that dies come
-/// back. `initial` is the number of permits when the file is created (ignored when it
-/// exists).
+/// back. `initial` is the number of permits when the file is created (`None`: 1); when
+/// it exists, an `initial` given must be its capacity (`InvalidOperation` otherwise),
+/// and `None` takes the capacity it has.
 ///
 /// `with Semaphore(path, 4): ...` waits for a permit without limit (Ctrl-C interrupts)
 /// and releases it on exit.
 #[pyclass(frozen, module = "fileipc")]
 pub(crate) struct Semaphore {
     path: PathBuf,
-    initial: u32,
+    initial: Option<u32>,
     inner: Reopening<fileipc::Semaphore>,
 }
 
 #[pymethods]
 impl Semaphore {
     #[new]
-    #[pyo3(signature = (path, initial = 1))]
-    fn new(py: Python<'_>, path: PathBuf, initial: u32) -> PyResult<Self> {
+    #[pyo3(signature = (path, initial = None))]
+    fn new(py: Python<'_>, path: PathBuf, initial: Option<u32>) -> PyResult<Self> {
         let p = path.clone();
-        let inner = Reopening::new(py, move || fileipc::Semaphore::open(&p, initial))?;
+        let inner = Reopening::new(py, move || match initial {
+            Some(n) => fileipc::Semaphore::open(&p, n),
+            None => fileipc::Semaphore::options().open(&p),
+        })?;
         Ok(Semaphore {
             path,
             initial,
@@ -112,7 +116,10 @@ impl Semaphore {
         })
     }
 
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (PathBuf, u32))> {
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (PathBuf, Option<u32>))> {
         let s = slf.get();
         Ok((slf.get_type().into_any(), (s.path.clone(), s.initial)))
     }

@@ -138,7 +138,11 @@ def test_semaphore(tmp_path):
         assert s.value() == 0
     assert s.value() == 1
     s.release()
-    assert fileipc.Semaphore(tmp_path / "s", 5).value() == 2  # initial only on creation
+    assert fileipc.Semaphore(tmp_path / "s").value() == 2  # no initial: the one it has
+    assert fileipc.Semaphore(tmp_path / "s", 2).value() == 2
+    with pytest.raises(fileipc.InvalidOperation, match="capacity 2, not the 5"):
+        fileipc.Semaphore(tmp_path / "s", 5)
+    assert fileipc.Semaphore(tmp_path / "t").value() == 1  # created with 1
 
 
 def test_event(tmp_path):
