@@ -25,6 +25,11 @@ pub(crate) fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// This process's fork generation: it differs in every child made by `os.fork()`.
+pub(crate) fn generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 type Opener<T> = Box<dyn Fn() -> fileipc::Result<T> + Send + Sync>;
 
 /// A library handle, opened again by `open` when used in a forked child.

@@ -3,6 +3,7 @@
 //! `SharedData` as a `MutableMapping` over `_SharedData`, and defines the exception
 //! classes that `errors::to_py` raises.
 
+mod claim;
 mod errors;
 mod event;
 mod fork;
@@ -11,6 +12,7 @@ mod pidfile;
 mod queue;
 mod shared;
 mod sync;
+mod transaction;
 mod wait;
 
 use pyo3::prelude::*;
@@ -19,11 +21,13 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _fileipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::MessageQueue>()?;
+    m.add_class::<claim::Job>()?;
     m.add_class::<sync::Mutex>()?;
     m.add_class::<sync::Semaphore>()?;
     m.add_class::<event::Event>()?;
     m.add_class::<pidfile::PidFile>()?;
     m.add_class::<shared::SharedDataCore>()?;
+    m.add_class::<transaction::Transaction>()?;
     m.add_function(wrap_pyfunction!(fork::after_fork_in_child, m)?)?;
     m.add("DEFAULT_TIMEOUT", fileipc::DEFAULT_TIMEOUT.as_secs_f64())?;
     m.add("WAIT_BACKEND", fileipc::WAIT_BACKEND)?;

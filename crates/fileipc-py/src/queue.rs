@@ -5,18 +5,24 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::PyBytes;
 
+use crate::claim::Job;
 use crate::errors::to_py;
 use crate::fork::Reopening;
-use crate::wait::{deadline, sliced};
+use crate::wait::{deadline, seconds, sliced};
 
 /// A message queue at a directory path, shared by any processes that open it: many
 /// producers, many consumers, each message delivered once, in order per producer.
 ///
 /// `MessageQueue(path)` opens the queue, creating the directory if it is missing.
-/// Messages are bytes; a `str` is sent as its UTF-8 encoding.
+/// Messages are bytes; a `str` is sent as its UTF-8 encoding. For `claim`: `lease`
+/// (seconds a claimed message stays invisible unless acknowledged; default 30) and
+/// `max_deliveries` (deliveries after which a message goes to the dead letters; 0, the
+/// default: no limit).
 #[pyclass(frozen, module = "fileipc")]
 pub(crate) struct MessageQueue {
     path: std::path::PathBuf,
+    lease: Option<f64>,
+    max_deliveries: u32,
     // Reopened in a forked child: children of one parent sending concurrently through
     // the inherited library handle lose messages (crates/fileipc-py/tests,
     // `test_child_is_a_distinct_owner[fork]`), through handles of their own they do not.
@@ -54,17 +60,34 @@ impl Payload {
 #[pymethods]
 impl MessageQueue {
     #[new]
-    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, lease = None, max_deliveries = 0))]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        lease: Option<f64>,
+        max_deliveries: u32,
+    ) -> PyResult<Self> {
+        let opts = options(lease, max_deliveries)?;
         let p = path.clone();
-        let inner = Reopening::new(py, move || fileipc::MessageQueue::open(&p))?;
-        Ok(MessageQueue { path, inner })
+        let inner = Reopening::new(py, move || opts.open(&p))?;
+        Ok(MessageQueue {
+            path,
+            lease,
+            max_deliveries,
+            inner,
+        })
     }
 
-    /// The queue's directory.
+    /// The queue's directory and claim options.
+    #[allow(clippy::type_complexity)]
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyAny>, (std::path::PathBuf,))> {
-        Ok((slf.get_type().into_any(), (slf.get().path.clone(),)))
+    ) -> PyResult<(Bound<'py, PyAny>, (std::path::PathBuf, Option<f64>, u32))> {
+        let q = slf.get();
+        Ok((
+            slf.get_type().into_any(),
+            (q.path.clone(), q.lease, q.max_deliveries),
+        ))
     }
 
     #[getter]
@@ -98,6 +121,45 @@ impl MessageQueue {
         Ok(msg.map(|m| PyBytes::new(py, &m)))
     }
 
+    /// Claims the next message, waiting at most `timeout` seconds (`None`: without
+    /// limit): a `Job` to acknowledge when its work is done, or `None` if none came in
+    /// time. Ctrl-C interrupts the wait. `with q.claim() as job: ...` acknowledges on
+    /// success and gives the message back on an exception.
+    #[pyo3(signature = (timeout = 5.0))]
+    fn claim(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Job>> {
+        let deadline = deadline(timeout)?;
+        let q = self.inner.get().map_err(to_py)?;
+        let token = sliced(py, deadline, |d| {
+            Ok(q.claim_deadline(d)?.map(fileipc::Claimed::detach))
+        })?;
+        job(py, q, token)
+    }
+
+    /// Claims the next message if one can be had now, without waiting.
+    fn try_claim(&self, py: Python<'_>) -> PyResult<Option<Job>> {
+        let q = self.inner.get().map_err(to_py)?;
+        let token = py
+            .detach(|| Ok(q.try_claim()?.map(fileipc::Claimed::detach)))
+            .map_err(to_py)?;
+        job(py, q, token)
+    }
+
+    /// The dead-letter queue: the messages claimed `max_deliveries` times without being
+    /// acknowledged (claim them to read `Job.dead_letter_attempts`), an ordinary queue
+    /// in the sub-directory `dead-letters`.
+    fn dead_letters(&self, py: Python<'_>) -> PyResult<MessageQueue> {
+        let opts = options(self.lease, self.max_deliveries)?;
+        let p = self.path.clone();
+        let inner = Reopening::new(py, move || opts.open(&p)?.dead_letters())?;
+        let path = inner.get().map_err(to_py)?.path().to_owned();
+        Ok(MessageQueue {
+            path,
+            lease: self.lease,
+            max_deliveries: 0,
+            inner,
+        })
+    }
+
     /// The number of messages in the queue.
     fn count(&self, py: Python<'_>) -> PyResult<u64> {
         py.detach(|| self.inner.get()?.count()).map_err(to_py)
@@ -121,4 +183,27 @@ impl MessageQueue {
     fn __repr__(&self) -> String {
         format!("MessageQueue({:?})", self.path)
     }
+}
+
+/// The library options of `MessageQueue(path, lease, max_deliveries)`.
+fn options(lease: Option<f64>, max_deliveries: u32) -> PyResult<fileipc::QueueOptions> {
+    let mut opts = fileipc::MessageQueue::options().max_deliveries(max_deliveries);
+    if let Some(lease) = lease {
+        opts = opts.lease(seconds("lease", lease)?);
+    }
+    Ok(opts)
+}
+
+/// The `Job` of a claim detached from `q`.
+fn job(
+    py: Python<'_>,
+    q: std::sync::Arc<fileipc::MessageQueue>,
+    token: Option<fileipc::ClaimToken>,
+) -> PyResult<Option<Job>> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let q2 = q.clone();
+    let claim = token.attach(&q2).map_err(to_py)?;
+    Ok(Some(Job::new(py, q, claim)))
 }

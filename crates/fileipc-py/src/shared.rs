@@ -102,6 +102,12 @@ impl SharedDataCore {
         .map_err(to_py)
     }
 
+    /// Runs `f(tx)` as one atomic transaction (see `transaction.rs`); what `f` returns.
+    fn transaction(&self, py: Python<'_>, f: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let store = self.inner.get().map_err(to_py)?;
+        crate::transaction::transaction(py, &store, &self.path, f)
+    }
+
     /// Atomically replaces the value of `key` with `f(current)` (`None` for a missing
     /// key); `f` returning `None` deletes the key. Returns the new value. If `f`
     /// raises, nothing is changed and the exception propagates.

@@ -24,6 +24,17 @@ pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
         .and_then(|d| Instant::now().checked_add(d)))
 }
 
+/// A duration argument `what` in seconds (finite, non-negative) as a `Duration`.
+pub(crate) fn seconds(what: &str, t: f64) -> PyResult<Duration> {
+    if t.is_nan() || t < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be a non-negative number of seconds, not {t}"
+        )));
+    }
+    Duration::try_from_secs_f64(t)
+        .map_err(|_| PyValueError::new_err(format!("{what} is too large: {t} seconds")))
+}
+
 /// Calls `step(slice_deadline)` without the GIL until it returns `Some`, or until
 /// `deadline` passes (then `None`); between calls, runs Python's signal handlers and
 /// returns the exception one raises (`KeyboardInterrupt` for Ctrl-C). `step` is called

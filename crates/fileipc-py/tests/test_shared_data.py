@@ -106,3 +106,61 @@ def test_concurrent_increments_and_updates_are_exact(tmp_path, children):
         assert p.wait() == 0
     d = fileipc.SharedData(path)
     assert d["n"] == 4 * n and d["u"] == 4 * n
+
+
+def test_transaction_commits_all_or_nothing(tmp_path):
+    d = fileipc.SharedData(tmp_path / "bank")
+    d["alice"] = 100
+
+    def move(tx):
+        a = tx["alice"]
+        tx["alice"] = a - 30
+        assert tx.increment("bob", 30) == 30
+        assert "bob" in tx and len(tx) == 2 and sorted(tx.keys()) == ["alice", "bob"]
+        assert tx.get("carol") is None and tx.get("carol", 5) == 5
+        return tx.to_dict()
+
+    assert d.transaction(move) == {"alice": 70, "bob": 30}
+    assert d.to_dict() == {"alice": 70, "bob": 30}
+    kept = []
+
+    def fails(tx):
+        tx["alice"] = 0
+        del tx["bob"]
+        assert tx.compare_and_swap("carol", None, 1)
+        kept.append(tx)
+        raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        d.transaction(fails)
+    assert d.to_dict() == {"alice": 70, "bob": 30}  # rolled back
+    with pytest.raises(fileipc.InvalidOperation, match="transaction is over"):
+        kept[0]["x"] = 1
+    with pytest.raises(KeyError):
+        d.transaction(lambda tx: tx["missing"])
+    with pytest.raises(fileipc.DataError):
+        d.transaction(lambda tx: tx.increment("bob", 2**63 - 1))
+    assert d.to_dict() == {"alice": 70, "bob": 30}
+
+
+def test_concurrent_transactions_keep_the_invariant(tmp_path, children):
+    # Each transaction reads two keys and writes both back: without isolation, updates
+    # of concurrent processes are lost and the sum drifts.
+    path = str(tmp_path / "s")
+    d = fileipc.SharedData(path)
+    d["a"], d["b"] = 0, 0
+    n = 100
+    procs = [children("""
+        import fileipc
+        d = fileipc.SharedData(ARGS[0])
+        def move(tx):
+            a, b = tx["a"], tx["b"]
+            tx["a"], tx["b"] = a - 1, b + 1
+        for i in range(int(ARGS[1])):
+            d.transaction(move)
+        print("done", flush=True)
+        """, path, str(n)) for _ in range(3)]
+    for p in procs:
+        p.expect("done")
+        assert p.wait() == 0
+    assert (d["a"], d["b"]) == (-3 * n, 3 * n)

@@ -189,7 +189,7 @@ pub use event::{Event, EventOptions};
 // pidfile:
 pub use pidfile::{PidFile, PidFileOptions, PidStatus};
 // queue:
-pub use queue::{Claimed, DEFAULT_LEASE, Iter as QueueIter, TryIter as QueueTryIter};
+pub use queue::{ClaimToken, Claimed, DEFAULT_LEASE, Iter as QueueIter, TryIter as QueueTryIter};
 pub use queue::{
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEGMENT_SIZE, MESSAGE_SIZE_LIMIT, Message, MessageQueue,
     QueueOptions, QueueStats,

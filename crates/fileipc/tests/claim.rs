@@ -612,3 +612,27 @@ fn a_claim_can_go_to_another_thread() {
     });
     assert_eq!(q.count().unwrap(), 0);
 }
+
+#[test]
+fn a_detached_claim_stays_claimed_and_attaches_only_to_its_queue() {
+    let d = common::tempdir();
+    let q = small(&d.path().join("q"));
+    let other = small(&d.path().join("other"));
+    q.send("job").unwrap();
+    let token = q.claim().unwrap().expect("a job").detach();
+    // Detached, the message is still claimed: neither another handle nor this one gets it.
+    let peer = small(&d.path().join("q"));
+    assert!(peer.try_claim().unwrap().is_none());
+    let err = token.attach(&other).unwrap_err();
+    assert!(err.to_string().contains("another queue"), "{err}");
+
+    q.send("second").unwrap();
+    let mut job = q.claim().unwrap().expect("the second job");
+    job.extend(PATIENCE).unwrap();
+    let job = job.detach().attach(&peer).unwrap(); // a handle of the same queue
+    assert_eq!((job.bytes(), job.attempt()), (&b"second"[..], 1));
+    drop(job); // attached again, a drop gives it back
+    let again = q.try_claim().unwrap().expect("given back");
+    assert_eq!((again.bytes(), again.attempt()), (&b"second"[..], 2));
+    again.ack().unwrap();
+}

@@ -111,6 +111,7 @@ conformance!(
     queue_waits_and_times_out,
     queue_delivers_each_message_once_across_processes,
     queue_destroyed_refuses_further_use,
+    queue_detached_claim_stays_claimed_and_attaches_to_its_queue,
     queue_claims_are_acked_given_back_and_redelivered_first,
     queue_nacked_message_is_invisible_for_its_delay,
     queue_expired_lease_is_lost_and_a_late_ack_says_so,
@@ -845,6 +846,28 @@ fn queue_capacity_counts_claimed_messages_and_try_send_reports_full(b: &Backend)
     assert_eq!(q.recv_timeout(PATIENCE).unwrap().unwrap(), "b");
     assert!(sender.join().unwrap(), "the waiting send went through");
     assert_eq!(q.count().unwrap(), 3);
+}
+
+fn queue_detached_claim_stays_claimed_and_attaches_to_its_queue(b: &Backend) {
+    let q = MessageQueue::open(b.name("q")).unwrap();
+    let other = MessageQueue::open(b.name("q2")).unwrap();
+    q.send("job").unwrap();
+    let token = q.try_claim().unwrap().expect("a job").detach();
+    assert!(
+        q.try_claim().unwrap().is_none(),
+        "still claimed while detached"
+    );
+    assert!(q.try_recv().unwrap().is_none());
+    let e = token.attach(&other).unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
+    q.send("second").unwrap();
+    let token = q.try_claim().unwrap().expect("the second job").detach();
+    let job = token
+        .attach(&q.try_clone().unwrap())
+        .map(|j| (j.bytes().to_vec(), j.ack()));
+    let (bytes, acked) = job.unwrap();
+    assert_eq!(bytes, b"second");
+    acked.unwrap();
 }
 
 // ---- Redis only: what differs by design ----

@@ -9,6 +9,11 @@ the ``fileipc`` command line on the same paths) and robust to ``kill -9``::
     q.send("resize photo.png")           # bytes or str
     print(q.recv(timeout=5.0))           # b'resize photo.png', or None after 5 s
 
+    jobs = fileipc.MessageQueue("/tmp/work", max_deliveries=5)
+    while (job := jobs.claim(timeout=5.0)) is not None:
+        with job:                        # acked if the block ends normally, given
+            handle(job.data)             # back (delivered again) if it raises
+
     with fileipc.Mutex("/tmp/jobs.lock"):
         ...                              # one process at a time
 
@@ -50,6 +55,7 @@ from ._fileipc import (
     DEFAULT_TIMEOUT,
     WAIT_BACKEND,
     Event,
+    Job,
     MessageQueue,
     Mutex,
     PidFile,
@@ -73,6 +79,7 @@ __all__ = [
     "Event",
     "FormatError",
     "InvalidOperation",
+    "Job",
     "MessageQueue",
     "Mutex",
     "NotFound",
@@ -151,6 +158,23 @@ class SharedData(MutableMapping):
         """Atomically stores ``new`` if the current value equals ``expected`` (``None``:
         if ``key`` is absent); whether it did. Values compare as JSON (``1 != 1.0``)."""
         return self._core.compare_and_swap(key, expected, new)
+
+    def transaction(self, fn: Callable[[Any], Any]) -> Any:
+        """Runs ``fn(tx)`` as one atomic transaction and returns what it returns: other
+        processes see all of its writes or none, and no other writer runs between its
+        reads and its writes. ``tx`` has the store's mapping methods (``tx[k]``,
+        ``tx[k] = v``, ``del tx[k]``, ``k in tx``, ``len``, ``get``, ``keys``,
+        ``delete``, ``increment``, ``compare_and_swap``, ``to_dict``), valid only inside
+        ``fn``. If ``fn`` raises, nothing it wrote is kept and the exception propagates.
+        ``fn`` runs while the store's writers wait: keep it short, and use only ``tx``
+        inside it (not this store's handles)::
+
+            def move(tx):
+                tx["alice"] = tx.get("alice", 0) - 30
+                tx.increment("bob", 30)
+            d.transaction(move)
+        """
+        return self._core.transaction(fn)
 
     def update(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """``update(key, fn)``: atomically replaces the value of ``key`` with

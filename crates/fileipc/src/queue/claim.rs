@@ -197,6 +197,53 @@ impl LocalClaim<'_> {
     }
 }
 
+/// A local claim detached from its handle's borrow (see `ClaimToken`).
+#[derive(Debug)]
+pub(crate) struct LocalToken {
+    dir: std::path::PathBuf,
+    slot: usize,
+    state: State,
+    seq: u64,
+    data: Vec<u8>,
+    fence: u64,
+    dead_attempts: u32,
+}
+
+impl<'q> LocalClaim<'q> {
+    /// The claim without its borrow of the handle; the message stays claimed.
+    pub(crate) fn detach(mut self) -> LocalToken {
+        self.done = true;
+        LocalToken {
+            dir: self.q.dir.clone(),
+            slot: self.slot,
+            state: self.state,
+            seq: self.seq,
+            data: std::mem::take(&mut self.data),
+            fence: self.fence,
+            dead_attempts: self.dead_attempts,
+        }
+    }
+}
+
+impl LocalToken {
+    /// The claim again, on `q`; `Err(self)` if `q` is another queue's handle.
+    pub(crate) fn attach(self, q: &LocalQueue) -> std::result::Result<LocalClaim<'_>, Self> {
+        if q.dir != self.dir {
+            return Err(self);
+        }
+        Ok(LocalClaim {
+            q,
+            slot: self.slot,
+            state: self.state,
+            seq: self.seq,
+            data: self.data,
+            fence: self.fence,
+            dead_attempts: self.dead_attempts,
+            done: false,
+        })
+    }
+}
+
 impl Drop for LocalClaim<'_> {
     fn drop(&mut self) {
         if !self.done && self.still_ours() {

@@ -167,3 +167,80 @@ impl std::ops::Deref for Claimed<'_> {
         self.bytes()
     }
 }
+
+/// A claim detached from the queue handle it borrows, by [`Claimed::detach`]: an owned
+/// value (no lifetime) to keep beside an `Arc` of the handle, for a claim that must
+/// outlive a borrow (another language's object, a task). [`attach`](Self::attach) to a
+/// handle of the same queue makes it a [`Claimed`] again, to acknowledge, give back or
+/// extend it.
+///
+/// Dropping a token does nothing: the message stays claimed until its lease runs out or
+/// the claiming process dies (a [`Claimed`] dropped gives it back at once).
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use std::sync::Arc;
+/// let q = Arc::new(fileipc::MessageQueue::open(dir.path())?);
+/// q.send("job")?;
+/// let token = q.claim()?.expect("a job").detach();
+/// let job = token.attach(&q)?;
+/// assert_eq!(job.bytes(), b"job");
+/// job.ack()?;
+/// assert_eq!(q.count()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "a dropped claim token leaves its message claimed until the lease runs out"]
+pub struct ClaimToken {
+    token: Token,
+}
+
+/// The engine's detached claim behind a [`ClaimToken`].
+#[derive(Debug)]
+enum Token {
+    Local(super::claim::LocalToken),
+    #[cfg(feature = "redis")]
+    Redis(super::redis_claim::RedisToken),
+}
+
+impl Claimed<'_> {
+    /// Detaches the claim from the queue handle (see [`ClaimToken`]); the message stays
+    /// claimed.
+    pub fn detach(self) -> ClaimToken {
+        let token = match self.grant {
+            Grant::Local(g) => Token::Local(g.detach()),
+            #[cfg(feature = "redis")]
+            Grant::Redis(g) => Token::Redis(g.detach()),
+        };
+        ClaimToken { token }
+    }
+}
+
+impl ClaimToken {
+    /// The claim again, on `q`, a handle of the queue it was detached from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `q` is a handle of another queue (another path or engine).
+    pub fn attach(self, q: &super::MessageQueue) -> Result<Claimed<'_>> {
+        let other = |what: &str| crate::error::Error::Invalid {
+            path: q.path().to_owned(),
+            detail: format!("a claim of the queue {what} cannot be attached to another queue"),
+        };
+        match (self.token, &q.engine) {
+            (Token::Local(t), super::Engine::Local(e)) => match t.attach(e) {
+                Ok(c) => Ok(c.into()),
+                Err(t) => Err(other(&format!("{t:?}"))),
+            },
+            #[cfg(feature = "redis")]
+            (Token::Redis(t), super::Engine::Redis(e)) => match t.attach(e) {
+                Ok(c) => Ok(c.into()),
+                Err(t) => Err(other(&format!("{t:?}"))),
+            },
+            #[cfg(feature = "redis")]
+            (t, _) => Err(other(&format!("{t:?}"))),
+        }
+    }
+}

@@ -89,7 +89,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::error::Result;
 pub use claim::DEFAULT_LEASE;
-pub use claimed::Claimed;
+pub use claimed::{ClaimToken, Claimed};
 pub use iter::{Iter, TryIter};
 pub use message::{Message, QueueStats};
 pub(crate) use open::CONTROL;

@@ -173,6 +173,53 @@ pub(crate) struct RedisClaim<'q> {
     done: bool,
 }
 
+/// A Redis claim detached from its handle's borrow (see `ClaimToken`).
+#[derive(Debug)]
+pub(crate) struct RedisToken {
+    path: std::path::PathBuf,
+    id: String,
+    data: Vec<u8>,
+    attempt: u32,
+    fence: u64,
+    seq: u64,
+    dead_attempts: u32,
+}
+
+impl<'q> RedisClaim<'q> {
+    /// The claim without its borrow of the handle; the message stays claimed.
+    pub(crate) fn detach(mut self) -> RedisToken {
+        self.done = true;
+        RedisToken {
+            path: self.q.path().to_owned(),
+            id: std::mem::take(&mut self.id),
+            data: std::mem::take(&mut self.data),
+            attempt: self.attempt,
+            fence: self.fence,
+            seq: self.seq,
+            dead_attempts: self.dead_attempts,
+        }
+    }
+}
+
+impl RedisToken {
+    /// The claim again, on `q`; `Err(self)` if `q` is another queue's handle.
+    pub(super) fn attach(self, q: &RedisQueue) -> std::result::Result<RedisClaim<'_>, Self> {
+        if q.path() != self.path {
+            return Err(self);
+        }
+        Ok(RedisClaim {
+            q,
+            id: self.id,
+            data: self.data,
+            attempt: self.attempt,
+            fence: self.fence,
+            seq: self.seq,
+            dead_attempts: self.dead_attempts,
+            done: false,
+        })
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
