@@ -27,6 +27,8 @@ fn child_process_entry() {
         "own-pidfile" => own_pidfile(&args),
         "produce" => produce(&args),
         "consume" => consume(&args),
+        "hold-fenced" => hold_fenced(&args),
+        "permit-fenced" => permit_fenced(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -108,6 +110,9 @@ conformance!(
     queue_waits_and_times_out,
     queue_delivers_each_message_once_across_processes,
     queue_destroyed_refuses_further_use,
+    mutex_regranted_after_a_kill_has_a_higher_fence,
+    semaphore_permit_after_a_kill_has_a_higher_fence,
+    fences_grow_across_a_destroyed_and_recreated_primitive,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -663,6 +668,102 @@ fn queue_destroyed_refuses_further_use(b: &Backend) {
     );
 }
 
+/// Child: takes the lock with a guard, says its fence, and waits to be killed.
+fn hold_fenced(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    assert_eq!(m.fence(), Some(g.fence()));
+    say(format!("fence {}", g.fence()));
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+/// The fence a child said ("fence N").
+fn said_fence(p: &mut Proc) -> u64 {
+    let l = p.expect_line(PATIENCE);
+    l.strip_prefix("fence ")
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("child said {l:?}, expected a fence"))
+}
+
+fn mutex_regranted_after_a_kill_has_a_higher_fence(b: &Backend) {
+    let name = b.name("m");
+    let m = Mutex::open(&name).unwrap();
+    assert_eq!(m.fence(), None);
+    let mut holder = Proc::spawn("hold-fenced", &[&name]);
+    let killed = said_fence(&mut holder);
+    assert!(!m.try_lock().unwrap());
+    holder.kill_and_reap();
+    let g = m
+        .guard_timeout(PATIENCE)
+        .unwrap()
+        .expect("the lock comes back");
+    eprintln!(
+        "fence of the killed holder {killed}, of its successor {}",
+        g.fence()
+    );
+    assert!(g.fence() > killed);
+    assert_eq!(m.fence(), Some(g.fence()));
+    let f = g.fence();
+    g.unlock().unwrap();
+    assert_eq!(m.fence(), None);
+    // The bool API: the next grant's fence, while held.
+    assert!(m.try_lock().unwrap());
+    assert!(m.fence().unwrap() > f);
+    m.unlock().unwrap();
+}
+
+/// Child: takes one permit with a guard, says its fence, and waits to be killed.
+fn permit_fenced(args: &[String]) {
+    let s = Semaphore::open_existing(&args[0]).unwrap();
+    let p = s.permit_timeout(PATIENCE).unwrap().unwrap();
+    say(format!("fence {}", p.fence()));
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn semaphore_permit_after_a_kill_has_a_higher_fence(b: &Backend) {
+    let name = b.name("s");
+    let s = Semaphore::open(&name, 1).unwrap();
+    assert_eq!(s.last_fence(), None);
+    let mut holder = Proc::spawn("permit-fenced", &[&name]);
+    let killed = said_fence(&mut holder);
+    assert!(!s.try_acquire().unwrap());
+    holder.kill_and_reap();
+    let p = s
+        .permit_timeout(PATIENCE)
+        .unwrap()
+        .expect("the permit comes back");
+    eprintln!(
+        "fence of the killed holder {killed}, of its successor {}",
+        p.fence()
+    );
+    assert!(p.fence() > killed);
+    assert_eq!(s.last_fence(), Some(p.fence()));
+    let f = p.fence();
+    p.release().unwrap();
+    assert!(s.acquire_timeout(PATIENCE).unwrap());
+    assert!(s.last_fence().unwrap() > f);
+    s.release().unwrap();
+}
+
+fn fences_grow_across_a_destroyed_and_recreated_primitive(b: &Backend) {
+    let (m_name, s_name) = (b.name("m"), b.name("s"));
+    let m = Mutex::open(&m_name).unwrap();
+    let s = Semaphore::open(&s_name, 1).unwrap();
+    let mf = m.guard_forever().unwrap().fence();
+    let sf = s.permit_forever().unwrap().fence();
+    m.destroy().unwrap();
+    s.destroy().unwrap();
+    drop((m, s));
+    let m = Mutex::open(&m_name).unwrap();
+    let s = Semaphore::open(&s_name, 1).unwrap();
+    let (mf2, sf2) = (
+        m.guard_forever().unwrap().fence(),
+        s.permit_forever().unwrap().fence(),
+    );
+    eprintln!("mutex fence {mf} then {mf2}; semaphore fence {sf} then {sf2}");
+    assert!(mf2 > mf && sf2 > sf);
+}
+
 // ---- Redis only: what differs by design ----
 
 /// Child: takes the lock, says "locked", waits until its lease is lost (it is stopped
@@ -670,6 +771,7 @@ fn queue_destroyed_refuses_further_use(b: &Backend) {
 fn hold_until_lost(args: &[String]) {
     let m = Mutex::open(&args[0]).unwrap();
     let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    say(format!("fence {}", g.fence()));
     say("locked");
     let start = Instant::now();
     while !g.is_lost() {
@@ -690,6 +792,7 @@ fn redis_stopped_holder_loses_its_lease_and_its_unlock_errs() {
     };
     let name = s.url("m", "lease=1s");
     let mut holder = Proc::spawn("hold-until-lost", &[&name]);
+    let stale = said_fence(&mut holder);
     holder.expect("locked");
     common::signal(holder.pid, rustix::process::Signal::STOP);
     let m = Mutex::open(&name).unwrap();
@@ -702,6 +805,8 @@ fn redis_stopped_holder_loses_its_lease_and_its_unlock_errs() {
         "successor got the lock {:?} after the holder stopped",
         start.elapsed()
     );
+    // The stopped holder's fence is lower than its successor's.
+    assert!(g.fence() > stale, "{} <= {stale}", g.fence());
     common::signal(holder.pid, rustix::process::Signal::CONT);
     holder.expect("lost unlock-refused");
     // The late unlock did not release the successor's lock.

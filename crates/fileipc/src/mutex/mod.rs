@@ -543,9 +543,7 @@ impl Mutex {
     /// ```
     #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_>>> {
-        Ok(self
-            .lock_timeout(timeout)?
-            .then(|| MutexGuard { mutex: self }))
+        Ok(self.lock_timeout(timeout)?.then(|| self.new_guard()))
     }
 
     /// [`lock_deadline`](Mutex::lock_deadline) returning a guard; `None` at the deadline.
@@ -566,9 +564,7 @@ impl Mutex {
     /// ```
     #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard_deadline(&self, deadline: Instant) -> Result<Option<MutexGuard<'_>>> {
-        Ok(self
-            .lock_deadline(deadline)?
-            .then(|| MutexGuard { mutex: self }))
+        Ok(self.lock_deadline(deadline)?.then(|| self.new_guard()))
     }
 
     /// [`try_lock`](Mutex::try_lock) returning a guard; `None` if the lock is taken.
@@ -591,7 +587,7 @@ impl Mutex {
     /// ```
     #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn try_guard(&self) -> Result<Option<MutexGuard<'_>>> {
-        Ok(self.try_lock()?.then(|| MutexGuard { mutex: self }))
+        Ok(self.try_lock()?.then(|| self.new_guard()))
     }
 
     /// [`lock_forever`](Mutex::lock_forever) returning a guard.
@@ -611,7 +607,56 @@ impl Mutex {
     /// ```
     pub fn guard_forever(&self) -> Result<MutexGuard<'_>> {
         self.lock_forever()?;
-        Ok(MutexGuard { mutex: self })
+        Ok(self.new_guard())
+    }
+
+    /// The fencing token of the grant this handle holds, `None` when it holds nothing
+    /// (for the bool API; a [`MutexGuard`] carries its own: [`MutexGuard::fence`]).
+    ///
+    /// Every grant of the lock gets a number higher than every grant before it, by any
+    /// process, also on a mutex destroyed and made again at the same name: the counter
+    /// starts from the clock (wall clock in ns on files, Redis server time in us).
+    /// Pass it to the resource the lock guards, which refuses tokens lower than the
+    /// highest it has seen ([`SharedData::set_fenced`](crate::SharedData::set_fenced),
+    /// or `UPDATE ... WHERE last_fence < $fence` in a database): a holder that lost
+    /// the lock without knowing it (stopped past its Redis lease) is refused there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert_eq!(m.fence(), None);
+    /// let first = m.guard_forever()?.fence();
+    /// assert!(m.lock()?);
+    /// assert!(m.fence().unwrap() > first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fence(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Local(e) => e.fence(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.fence(),
+        }
+    }
+
+    /// The last fence granted on this mutex by any process (0 if none is known).
+    #[doc(hidden)]
+    pub fn __last_granted_fence(&self) -> Result<u64> {
+        match &self.engine {
+            Engine::Local(e) => Ok(e.last_fence()),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.last_fence(),
+        }
+    }
+
+    /// The guard of the grant this handle just took.
+    fn new_guard(&self) -> MutexGuard<'_> {
+        MutexGuard {
+            mutex: self,
+            fence: self.fence().unwrap_or_default(),
+        }
     }
 
     /// Takes the lock, waiting until `deadline` (`None`: without limit); `false` if it
@@ -635,6 +680,7 @@ impl Mutex {
 #[derive(Debug)]
 pub struct MutexGuard<'a> {
     mutex: &'a Mutex,
+    fence: u64,
 }
 
 impl MutexGuard<'_> {
@@ -665,6 +711,12 @@ impl MutexGuard<'_> {
     /// [`Mutex::is_lost`]): check it before an action that needs exclusion.
     pub fn is_lost(&self) -> bool {
         self.mutex.is_lost()
+    }
+
+    /// This grant's fencing token (see [`Mutex::fence`]): higher than every earlier
+    /// grant's, never reused.
+    pub fn fence(&self) -> u64 {
+        self.fence
     }
 
     /// The mutex this guard holds.
