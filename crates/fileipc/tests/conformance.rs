@@ -29,6 +29,7 @@ fn child_process_entry() {
         "consume" => consume(&args),
         "hold-fenced" => hold_fenced(&args),
         "permit-fenced" => permit_fenced(&args),
+        "write-fenced" => write_fenced(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -113,6 +114,7 @@ conformance!(
     mutex_regranted_after_a_kill_has_a_higher_fence,
     semaphore_permit_after_a_kill_has_a_higher_fence,
     fences_grow_across_a_destroyed_and_recreated_primitive,
+    shared_data_refuses_a_stale_fence,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -762,6 +764,61 @@ fn fences_grow_across_a_destroyed_and_recreated_primitive(b: &Backend) {
     );
     eprintln!("mutex fence {mf} then {mf2}; semaphore fence {sf} then {sf2}");
     assert!(mf2 > mf && sf2 > sf);
+}
+
+/// Child: `set_fenced(args[1], args[2], args[3])` on store `args[0]`, then a fenced
+/// compare-and-swap from that value to `args[2] + "!"`; says both results.
+fn write_fenced(args: &[String]) {
+    let d = SharedData::open(&args[0]).unwrap();
+    let fence: u64 = args[3].parse().unwrap();
+    let set = d.set_fenced(&args[1], &args[2], fence).unwrap();
+    let cas = d
+        .compare_and_swap_fenced(&args[1], Some(&args[2]), &format!("{}!", args[2]), fence)
+        .unwrap();
+    say(format!("set {set} cas {cas}"));
+}
+
+fn shared_data_refuses_a_stale_fence(b: &Backend) {
+    let (m_name, d_name) = (b.name("m"), b.name("d"));
+    let m = Mutex::open(&m_name).unwrap();
+    let d = SharedData::open(&d_name).unwrap();
+    let mut holder = Proc::spawn("hold-fenced", &[&m_name]);
+    let stale = said_fence(&mut holder);
+    holder.kill_and_reap();
+    let g = m
+        .guard_timeout(PATIENCE)
+        .unwrap()
+        .expect("the lock comes back");
+    assert!(d.set_fenced("k", &"new", g.fence()).unwrap());
+    // The killed holder's token, written by another process: both writes refused.
+    let mut late = Proc::spawn("write-fenced", &[&d_name, "k", "old", &stale.to_string()]);
+    late.expect("set false cas false");
+    late.wait_success();
+    assert_eq!(d.get::<String>("k").unwrap().as_deref(), Some("new"));
+    // A newer grant's token is accepted, by another process too.
+    g.unlock().unwrap();
+    let newer = m.guard_forever().unwrap().fence();
+    let mut next = Proc::spawn("write-fenced", &[&d_name, "k", "newer", &newer.to_string()]);
+    next.expect("set true cas true");
+    next.wait_success();
+    assert_eq!(d.get::<String>("k").unwrap().as_deref(), Some("newer!"));
+    // The highest fence outlives the value, and the same fence is accepted again.
+    assert!(d.delete("k").unwrap());
+    assert!(!d.set_fenced("k", &"x", newer - 1).unwrap());
+    assert!(!d.contains_key("k").unwrap());
+    assert!(d.set_fenced("k", &"y", newer).unwrap());
+    // Fences are per key; a CAS on a wrong value writes nothing and records nothing.
+    assert!(d.set_fenced("other", &1, stale).unwrap());
+    assert!(
+        !d.compare_and_swap_fenced("k2", Some(&1), &2, u64::MAX >> 1)
+            .unwrap()
+    );
+    assert!(d.set_fenced("k2", &3, 5).unwrap());
+    // Fences are compared exactly, also above 2^53 (doubles would round them).
+    let big = (1u64 << 60) + 1;
+    assert!(d.set_fenced("big", &1, big).unwrap());
+    assert!(!d.set_fenced("big", &2, big - 1).unwrap());
+    assert_eq!(d.get::<i64>("big").unwrap(), Some(1));
 }
 
 // ---- Redis only: what differs by design ----

@@ -101,6 +101,7 @@ use crate::error::Result;
 
 mod board;
 mod combining;
+mod fenced;
 mod finite;
 mod local;
 mod open;
