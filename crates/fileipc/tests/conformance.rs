@@ -30,6 +30,7 @@ fn child_process_entry() {
         "hold-fenced" => hold_fenced(&args),
         "permit-fenced" => permit_fenced(&args),
         "write-fenced" => write_fenced(&args),
+        "own-pidfile-fenced" => own_pidfile_fenced(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -115,6 +116,7 @@ conformance!(
     semaphore_permit_after_a_kill_has_a_higher_fence,
     fences_grow_across_a_destroyed_and_recreated_primitive,
     shared_data_refuses_a_stale_fence,
+    pidfile_generation_grows_across_owners_and_files,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -819,6 +821,37 @@ fn shared_data_refuses_a_stale_fence(b: &Backend) {
     assert!(d.set_fenced("big", &1, big).unwrap());
     assert!(!d.set_fenced("big", &2, big - 1).unwrap());
     assert_eq!(d.get::<i64>("big").unwrap(), Some(1));
+}
+
+/// Child: creates the PID file, says its generation ("fence N"), waits to be killed.
+fn own_pidfile_fenced(args: &[String]) {
+    let mut p = PidFile::open(&args[0]).unwrap();
+    assert!(p.create().unwrap());
+    say(format!("fence {}", p.generation().unwrap()));
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn pidfile_generation_grows_across_owners_and_files(b: &Backend) {
+    let name = b.name("app.pid");
+    let mut p = PidFile::open(&name).unwrap();
+    assert_eq!(p.last_generation().unwrap(), None);
+    let mut owner = Proc::spawn("own-pidfile-fenced", &[&name]);
+    let killed = said_fence(&mut owner);
+    assert_eq!(p.generation(), None);
+    assert_eq!(p.last_generation().unwrap(), Some(killed));
+    owner.kill_and_reap();
+    common::eventually(PATIENCE, "the dead owner's PID file is taken over", || {
+        p.create().unwrap()
+    });
+    let taken = p.generation().unwrap();
+    eprintln!("generation of the killed owner {killed}, of its successor {taken}");
+    assert!(taken > killed);
+    assert_eq!(p.last_generation().unwrap(), Some(taken));
+    // Created again after a removal: higher still.
+    p.remove().unwrap();
+    assert_eq!(p.generation(), None);
+    assert!(p.create().unwrap());
+    assert!(p.generation().unwrap() > taken);
 }
 
 // ---- Redis only: what differs by design ----

@@ -362,9 +362,13 @@ impl Semaphore {
         f
     }
 
-    /// The last fence granted on this semaphore by any process (0 if none is known).
-    #[doc(hidden)]
-    pub fn __last_granted_fence(&self) -> Result<u64> {
+    /// The last fence granted on this semaphore by any process (0 if none was): what
+    /// `fileipc stat` shows. The next grant gets a higher one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) (or a Redis error) if it cannot be read.
+    pub fn last_granted_fence(&self) -> Result<u64> {
         match &self.engine {
             Engine::Local(e) => Ok(e.last_granted_fence()),
             #[cfg(feature = "redis")]

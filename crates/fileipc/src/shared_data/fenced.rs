@@ -28,7 +28,8 @@ impl SharedData {
     /// This makes the store a resource that checks fencing tokens: take the token from
     /// the lock that guards the work ([`MutexGuard::fence`](crate::MutexGuard::fence),
     /// [`SemaphorePermit::fence`](crate::SemaphorePermit::fence),
-    /// [`Claimed::fence`](crate::Claimed::fence)) and pass it with every
+    /// [`Claimed::fence`](crate::Claimed::fence),
+    /// [`PidFile::generation`](crate::PidFile::generation)) and pass it with every
     /// write; a holder that lost its lock without knowing it (stopped past its lease,
     /// paused by a debugger, or simply slow after a successor took over) is refused
     /// here instead of overwriting its successor's work. Plain writes (`set`,
