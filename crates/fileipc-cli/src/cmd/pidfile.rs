@@ -34,7 +34,7 @@ pub(crate) fn run(path: &Path, force: bool, cmd: &[OsString]) -> anyhow::Result<
         true => None,
         false => Some(p.share_with_children()?),
     };
-    let result = crate::run::run(cmd, fd);
+    let result = crate::run::run(cmd, fd, p.generation());
     p.remove()?;
     result
 }
