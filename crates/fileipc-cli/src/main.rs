@@ -256,6 +256,8 @@ enum SemCmd {
     },
     /// Run CMD holding one permit; exit 1 (or -E N) if none came in time, 127/126 if CMD
     /// is not found / not executable.
+    ///
+    /// CMD gets the permit's fencing token in FILEIPC_FENCE.
     #[command(after_help = "Example (at most 4 at once):\n  \
         for f in *.wav; do fileipc sem run /tmp/enc --initial 4 -- flac \"$f\" & done; wait")]
     Run {
@@ -279,6 +281,8 @@ enum SemCmd {
 enum MutexCmd {
     /// Run CMD holding the mutex, like flock(1); exit 1 (or -E N) if it was not free in
     /// time, 127/126 if CMD is not found / not executable.
+    ///
+    /// CMD gets the grant's fencing token in FILEIPC_FENCE.
     #[command(
         after_help = "Example:\n  fileipc mutex run /tmp/backup.lock --timeout 0 -- ./backup.sh"
     )]
@@ -387,6 +391,8 @@ enum KvCmd {
 enum PidfileCmd {
     /// Run CMD holding PATH; exit 1 if a live owner holds it, 127/126 if CMD is not
     /// found / not executable.
+    ///
+    /// CMD gets the ownership's generation (a fencing token) in FILEIPC_FENCE.
     #[command(after_help = "Example (crontab):\n  \
         */5 * * * * fileipc pidfile run /tmp/sync.pid -- /usr/local/bin/sync-mail")]
     Run {

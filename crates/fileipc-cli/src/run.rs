@@ -104,7 +104,12 @@ fn must_forward(origin: &Origin, child: Pid) -> bool {
 /// `flock(1)`, and the command's environment names it in `FILEIPC_LOCK_FD` for a script
 /// that wants to close it. `None` for a lock or permit on a server (Redis): no
 /// descriptor holds it, `fileipc` keeps renewing its lease while the command runs.
-pub(crate) fn run(argv: &[OsString], held: Option<i32>) -> anyhow::Result<ExitCode> {
+/// `fence` is the fencing token of that grant, exported as `FILEIPC_FENCE`.
+pub(crate) fn run(
+    argv: &[OsString],
+    held: Option<i32>,
+    fence: Option<u64>,
+) -> anyhow::Result<ExitCode> {
     let (program, args) = argv.split_first().context("no command given after --")?;
     let mut signals = SignalsInfo::<WithOrigin>::new(FORWARDED.map(Signal::as_raw))
         .context("installing signal handlers")?;
@@ -112,6 +117,9 @@ pub(crate) fn run(argv: &[OsString], held: Option<i32>) -> anyhow::Result<ExitCo
     cmd.args(args);
     if let Some(fd) = held {
         cmd.env("FILEIPC_LOCK_FD", fd.to_string());
+    }
+    if let Some(f) = fence {
+        cmd.env("FILEIPC_FENCE", f.to_string());
     }
     let mut child = match cmd.spawn() {
         Ok(child) => child,

@@ -983,3 +983,43 @@ fn kv_numbers_round_trip_exactly() {
         );
     }
 }
+
+/// `mutex run`, `sem run` and `pidfile run` give the command the grant's fencing token
+/// in `FILEIPC_FENCE`, growing from one run to the next; `stat` shows the last one.
+#[test]
+fn runs_export_a_growing_fence_and_stat_shows_it() {
+    let d = tmp();
+    for (prim, path, extra) in [
+        ("mutex", d.path().join("m"), None),
+        ("sem", d.path().join("s"), Some("--initial=2")),
+        ("pidfile", d.path().join("p"), None),
+    ] {
+        let fence = || -> u64 {
+            let mut args = vec![prim, "run", s(&path)];
+            args.extend(extra);
+            args.extend(["--", "sh", "-c", "echo $FILEIPC_FENCE"]);
+            let out = ok(fileipc(&args));
+            out.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{prim} run exported {out:?}"))
+        };
+        let (first, second) = (fence(), fence());
+        assert!(second > first, "{prim}: {first} then {second}");
+        if prim == "pidfile" {
+            continue; // removed after the run: nothing to stat
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(fileipc(&["stat", s(&path), "--json"]))).unwrap();
+        assert_eq!(json["fence"], second, "{json}");
+        let text = ok(fileipc(&["stat", s(&path)]));
+        assert!(text.contains("fence"), "{text}");
+    }
+    // A PID file that stays: stat shows its generation.
+    let pid = d.path().join("pid");
+    let mut pf = PidFile::open(&pid).unwrap();
+    assert!(pf.create().unwrap());
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(fileipc(&["stat", s(&pid), "--json"]))).unwrap();
+    assert_eq!(json["generation"], pf.generation().unwrap(), "{json}");
+    pf.remove().unwrap();
+}

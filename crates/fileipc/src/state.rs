@@ -135,6 +135,15 @@ pub(crate) fn not_found(path: &Path) -> Error {
     )
 }
 
+/// The first value of a fence counter: the wall clock in nanoseconds since 1970, so a
+/// file created again at the same path hands out higher fences than the one before it
+/// (a counter moves by one per grant, far slower than the clock).
+pub(crate) fn fence_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
 /// Opens the state file at `path`, creating it if missing. A new file is written in full
 /// (header, then `init` fills the bytes after the header) under a temporary name in the
 /// same directory and linked into place only if nothing exists there yet, so no process

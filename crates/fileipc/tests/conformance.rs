@@ -30,6 +30,10 @@ fn child_process_entry() {
         "produce" => produce(&args),
         "consume" => consume(&args),
         "claim-and-hold" => claim_and_hold(&args),
+        "hold-fenced" => hold_fenced(&args),
+        "permit-fenced" => permit_fenced(&args),
+        "write-fenced" => write_fenced(&args),
+        "own-pidfile-fenced" => own_pidfile_fenced(&args),
         other => panic!("unknown role {other}"),
     });
 }
@@ -118,6 +122,11 @@ conformance!(
     queue_max_deliveries_moves_a_message_to_the_dead_letters,
     queue_claim_of_a_killed_claimer_comes_back,
     queue_capacity_counts_claimed_messages_and_try_send_reports_full,
+    mutex_regranted_after_a_kill_has_a_higher_fence,
+    semaphore_permit_after_a_kill_has_a_higher_fence,
+    fences_grow_across_a_destroyed_and_recreated_primitive,
+    shared_data_refuses_a_stale_fence,
+    pidfile_generation_grows_across_owners_and_files,
 );
 
 fn mutex_excludes_other_handles(b: &Backend) {
@@ -870,6 +879,188 @@ fn queue_detached_claim_stays_claimed_and_attaches_to_its_queue(b: &Backend) {
     acked.unwrap();
 }
 
+/// Child: takes the lock with a guard, says its fence, and waits to be killed.
+fn hold_fenced(args: &[String]) {
+    let m = Mutex::open(&args[0]).unwrap();
+    let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    assert_eq!(m.fence(), Some(g.fence()));
+    say(format!("fence {}", g.fence()));
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+/// The fence a child said ("fence N").
+fn said_fence(p: &mut Proc) -> u64 {
+    let l = p.expect_line(PATIENCE);
+    l.strip_prefix("fence ")
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("child said {l:?}, expected a fence"))
+}
+
+fn mutex_regranted_after_a_kill_has_a_higher_fence(b: &Backend) {
+    let name = b.name("m");
+    let m = Mutex::open(&name).unwrap();
+    assert_eq!(m.fence(), None);
+    let mut holder = Proc::spawn("hold-fenced", &[&name]);
+    let killed = said_fence(&mut holder);
+    assert!(!m.try_lock().unwrap());
+    holder.kill_and_reap();
+    let g = m
+        .guard_timeout(PATIENCE)
+        .unwrap()
+        .expect("the lock comes back");
+    eprintln!(
+        "fence of the killed holder {killed}, of its successor {}",
+        g.fence()
+    );
+    assert!(g.fence() > killed);
+    assert_eq!(m.fence(), Some(g.fence()));
+    let f = g.fence();
+    g.unlock().unwrap();
+    assert_eq!(m.fence(), None);
+    // The bool API: the next grant's fence, while held.
+    assert!(m.try_lock().unwrap());
+    assert!(m.fence().unwrap() > f);
+    m.unlock().unwrap();
+}
+
+/// Child: takes one permit with a guard, says its fence, and waits to be killed.
+fn permit_fenced(args: &[String]) {
+    let s = Semaphore::open_existing(&args[0]).unwrap();
+    let p = s.permit_timeout(PATIENCE).unwrap().unwrap();
+    say(format!("fence {}", p.fence()));
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn semaphore_permit_after_a_kill_has_a_higher_fence(b: &Backend) {
+    let name = b.name("s");
+    let s = Semaphore::open(&name, 1).unwrap();
+    assert_eq!(s.last_fence(), None);
+    let mut holder = Proc::spawn("permit-fenced", &[&name]);
+    let killed = said_fence(&mut holder);
+    assert!(!s.try_acquire().unwrap());
+    holder.kill_and_reap();
+    let p = s
+        .permit_timeout(PATIENCE)
+        .unwrap()
+        .expect("the permit comes back");
+    eprintln!(
+        "fence of the killed holder {killed}, of its successor {}",
+        p.fence()
+    );
+    assert!(p.fence() > killed);
+    assert_eq!(s.last_fence(), Some(p.fence()));
+    let f = p.fence();
+    p.release().unwrap();
+    assert!(s.acquire_timeout(PATIENCE).unwrap());
+    assert!(s.last_fence().unwrap() > f);
+    s.release().unwrap();
+}
+
+fn fences_grow_across_a_destroyed_and_recreated_primitive(b: &Backend) {
+    let (m_name, s_name) = (b.name("m"), b.name("s"));
+    let m = Mutex::open(&m_name).unwrap();
+    let s = Semaphore::open(&s_name, 1).unwrap();
+    let mf = m.guard_forever().unwrap().fence();
+    let sf = s.permit_forever().unwrap().fence();
+    m.destroy().unwrap();
+    s.destroy().unwrap();
+    drop((m, s));
+    let m = Mutex::open(&m_name).unwrap();
+    let s = Semaphore::open(&s_name, 1).unwrap();
+    let (mf2, sf2) = (
+        m.guard_forever().unwrap().fence(),
+        s.permit_forever().unwrap().fence(),
+    );
+    eprintln!("mutex fence {mf} then {mf2}; semaphore fence {sf} then {sf2}");
+    assert!(mf2 > mf && sf2 > sf);
+}
+
+/// Child: `set_fenced(args[1], args[2], args[3])` on store `args[0]`, then a fenced
+/// compare-and-swap from that value to `args[2] + "!"`; says both results.
+fn write_fenced(args: &[String]) {
+    let d = SharedData::open(&args[0]).unwrap();
+    let fence: u64 = args[3].parse().unwrap();
+    let set = d.set_fenced(&args[1], &args[2], fence).unwrap();
+    let cas = d
+        .compare_and_swap_fenced(&args[1], Some(&args[2]), &format!("{}!", args[2]), fence)
+        .unwrap();
+    say(format!("set {set} cas {cas}"));
+}
+
+fn shared_data_refuses_a_stale_fence(b: &Backend) {
+    let (m_name, d_name) = (b.name("m"), b.name("d"));
+    let m = Mutex::open(&m_name).unwrap();
+    let d = SharedData::open(&d_name).unwrap();
+    let mut holder = Proc::spawn("hold-fenced", &[&m_name]);
+    let stale = said_fence(&mut holder);
+    holder.kill_and_reap();
+    let g = m
+        .guard_timeout(PATIENCE)
+        .unwrap()
+        .expect("the lock comes back");
+    assert!(d.set_fenced("k", &"new", g.fence()).unwrap());
+    // The killed holder's token, written by another process: both writes refused.
+    let mut late = Proc::spawn("write-fenced", &[&d_name, "k", "old", &stale.to_string()]);
+    late.expect("set false cas false");
+    late.wait_success();
+    assert_eq!(d.get::<String>("k").unwrap().as_deref(), Some("new"));
+    // A newer grant's token is accepted, by another process too.
+    g.unlock().unwrap();
+    let newer = m.guard_forever().unwrap().fence();
+    let mut next = Proc::spawn("write-fenced", &[&d_name, "k", "newer", &newer.to_string()]);
+    next.expect("set true cas true");
+    next.wait_success();
+    assert_eq!(d.get::<String>("k").unwrap().as_deref(), Some("newer!"));
+    // The highest fence outlives the value, and the same fence is accepted again.
+    assert!(d.delete("k").unwrap());
+    assert!(!d.set_fenced("k", &"x", newer - 1).unwrap());
+    assert!(!d.contains_key("k").unwrap());
+    assert!(d.set_fenced("k", &"y", newer).unwrap());
+    // Fences are per key; a CAS on a wrong value writes nothing and records nothing.
+    assert!(d.set_fenced("other", &1, stale).unwrap());
+    assert!(
+        !d.compare_and_swap_fenced("k2", Some(&1), &2, u64::MAX >> 1)
+            .unwrap()
+    );
+    assert!(d.set_fenced("k2", &3, 5).unwrap());
+    // Fences are compared exactly, also above 2^53 (doubles would round them).
+    let big = (1u64 << 60) + 1;
+    assert!(d.set_fenced("big", &1, big).unwrap());
+    assert!(!d.set_fenced("big", &2, big - 1).unwrap());
+    assert_eq!(d.get::<i64>("big").unwrap(), Some(1));
+}
+
+/// Child: creates the PID file, says its generation ("fence N"), waits to be killed.
+fn own_pidfile_fenced(args: &[String]) {
+    let mut p = PidFile::open(&args[0]).unwrap();
+    assert!(p.create().unwrap());
+    say(format!("fence {}", p.generation().unwrap()));
+    std::thread::park_timeout(PATIENCE * 2);
+}
+
+fn pidfile_generation_grows_across_owners_and_files(b: &Backend) {
+    let name = b.name("app.pid");
+    let mut p = PidFile::open(&name).unwrap();
+    assert_eq!(p.last_generation().unwrap(), None);
+    let mut owner = Proc::spawn("own-pidfile-fenced", &[&name]);
+    let killed = said_fence(&mut owner);
+    assert_eq!(p.generation(), None);
+    assert_eq!(p.last_generation().unwrap(), Some(killed));
+    owner.kill_and_reap();
+    common::eventually(PATIENCE, "the dead owner's PID file is taken over", || {
+        p.create().unwrap()
+    });
+    let taken = p.generation().unwrap();
+    eprintln!("generation of the killed owner {killed}, of its successor {taken}");
+    assert!(taken > killed);
+    assert_eq!(p.last_generation().unwrap(), Some(taken));
+    // Created again after a removal: higher still.
+    p.remove().unwrap();
+    assert_eq!(p.generation(), None);
+    assert!(p.create().unwrap());
+    assert!(p.generation().unwrap() > taken);
+}
+
 // ---- Redis only: what differs by design ----
 
 /// Child: takes the lock, says "locked", waits until its lease is lost (it is stopped
@@ -877,6 +1068,7 @@ fn queue_detached_claim_stays_claimed_and_attaches_to_its_queue(b: &Backend) {
 fn hold_until_lost(args: &[String]) {
     let m = Mutex::open(&args[0]).unwrap();
     let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    say(format!("fence {}", g.fence()));
     say("locked");
     let start = Instant::now();
     while !g.is_lost() {
@@ -897,6 +1089,7 @@ fn redis_stopped_holder_loses_its_lease_and_its_unlock_errs() {
     };
     let name = s.url("m", "lease=1s");
     let mut holder = Proc::spawn("hold-until-lost", &[&name]);
+    let stale = said_fence(&mut holder);
     holder.expect("locked");
     common::signal(holder.pid, rustix::process::Signal::STOP);
     let m = Mutex::open(&name).unwrap();
@@ -909,6 +1102,8 @@ fn redis_stopped_holder_loses_its_lease_and_its_unlock_errs() {
         "successor got the lock {:?} after the holder stopped",
         start.elapsed()
     );
+    // The stopped holder's fence is lower than its successor's.
+    assert!(g.fence() > stale, "{} <= {stale}", g.fence());
     common::signal(holder.pid, rustix::process::Signal::CONT);
     holder.expect("lost unlock-refused");
     // The late unlock did not release the successor's lock.

@@ -551,9 +551,10 @@ fn a_late_adopter_does_not_rewrite_an_adopted_file() {
     let mut region = [0u8; 256];
     region[..8].copy_from_slice(b"FILEIPC\0");
     region[8..12].copy_from_slice(&1u32.to_le_bytes()); // kind: mutex
-    region[12..16].copy_from_slice(&2u32.to_le_bytes()); // version
+    region[12..16].copy_from_slice(&3u32.to_le_bytes()); // version
     region[16..20].copy_from_slice(&256u32.to_le_bytes()); // length
     region[64..68].copy_from_slice(&77u32.to_le_bytes()); // doorbell
+    region[96..104].copy_from_slice(&5u64.to_le_bytes()); // fence counter, seeded
     blocker.write_all_at(&region, 0).unwrap();
     fcntl(&blocker, FcntlArg::F_OFD_SETLK(&byte(libc::F_UNLCK))).unwrap();
 
@@ -569,4 +570,38 @@ fn a_late_adopter_does_not_rewrite_an_adopted_file() {
     );
     assert!(m.try_lock().unwrap());
     m.unlock().unwrap();
+}
+
+/// A lock file adopted from an empty file gets its fence counter seeded from the clock,
+/// as a created one does; a version 2 file (no counter) is refused naming its version.
+#[test]
+fn adopted_file_fences_start_from_the_clock_and_version_2_is_refused() {
+    use std::os::unix::fs::FileExt;
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    std::fs::File::create(&lock).unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let m = Mutex::open(&lock).unwrap();
+    let f = m.guard_forever().unwrap().fence();
+    assert!(
+        f > before,
+        "fence {f} not seeded from the clock ({before} ns)"
+    );
+    drop(m);
+
+    let old = dir.path().join("old");
+    let mut region = [0u8; 256];
+    region[..8].copy_from_slice(b"FILEIPC\0");
+    region[8..12].copy_from_slice(&1u32.to_le_bytes()); // kind: mutex
+    region[12..16].copy_from_slice(&2u32.to_le_bytes()); // version
+    region[16..20].copy_from_slice(&256u32.to_le_bytes()); // length
+    std::fs::File::create(&old)
+        .unwrap()
+        .write_all_at(&region, 0)
+        .unwrap();
+    let e = Mutex::open(&old).unwrap_err();
+    assert!(e.to_string().contains("format version 2"), "{e}");
 }

@@ -426,3 +426,24 @@ fn another_programs_pid_file_is_not_taken_over_while_its_process_lives() {
     assert!(mine.create().unwrap());
     assert_eq!(mine.read().unwrap(), Some(std::process::id()));
 }
+
+/// The generation of a take-over is one more than the previous owner's (the file's
+/// modification time) when the clock is behind it, so it never goes back.
+#[test]
+fn generation_never_goes_back_behind_a_slow_clock() {
+    let dir = common::tempdir();
+    let path = dir.path().join("app.pid");
+    std::fs::write(&path, format!("{}\n", dead_pid())).unwrap();
+    let future = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(4_000_000_000_000_000_007);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(future)
+        .unwrap();
+    let mut p = PidFile::open(&path).unwrap();
+    assert!(p.create().unwrap());
+    assert_eq!(p.generation(), Some(4_000_000_000_000_000_008));
+    assert_eq!(p.last_generation().unwrap(), p.generation());
+    assert_eq!(p.read().unwrap(), Some(std::process::id()));
+}

@@ -811,3 +811,30 @@ fn shared_state_example_from_three_processes() {
         assert!(SharedData::open(&path).unwrap().is_empty().unwrap());
     }
 }
+
+/// A version-1 store made before fenced writes (no `fileipc_fences` table) gets the
+/// table when a writer opens it, and keeps its data; fences are stored as SQLite reads
+/// them (`sqlite3 PATH 'select * from fileipc_fences'`).
+#[test]
+fn a_store_without_the_fence_table_gets_it_on_open() {
+    let dir = common::tempdir();
+    let path = dir.path().join("s");
+    SharedData::open(&path).unwrap().set("a", &1).unwrap();
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("DROP TABLE fileipc_fences").unwrap();
+    }
+    let d = SharedData::open(&path).unwrap();
+    assert_eq!(d.get::<i64>("a").unwrap(), Some(1));
+    assert!(d.set_fenced("a", &2, 7).unwrap());
+    assert!(!d.set_fenced("a", &3, 6).unwrap());
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let f: i64 = c
+        .query_row(
+            "SELECT fence FROM fileipc_fences WHERE key = 'a'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(f, 7);
+}

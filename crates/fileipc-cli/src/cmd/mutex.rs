@@ -40,7 +40,7 @@ pub(crate) fn run(
         true => None,
         false => Some(m.share_with_children()?),
     };
-    let result = crate::run::run(cmd, fd);
+    let result = crate::run::run(cmd, fd, m.fence());
     m.unlock()?;
     result
 }

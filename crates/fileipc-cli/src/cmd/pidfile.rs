@@ -42,7 +42,7 @@ pub(crate) fn run(
         true => None,
         false => Some(p.share_with_children()?),
     };
-    let result = crate::run::run(cmd, fd);
+    let result = crate::run::run(cmd, fd, p.generation());
     p.remove()?;
     result
 }

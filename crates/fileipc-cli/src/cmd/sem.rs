@@ -109,12 +109,12 @@ pub(crate) fn run(
     if crate::is_remote(path) {
         // A permit on a server has no descriptor: this process renews its lease while
         // the command runs, and gives it back after.
-        let result = crate::run::run(cmd, None);
+        let result = crate::run::run(cmd, None, s.last_fence());
         s.release()?;
         return result;
     }
     let fd = s.share_with_children()?;
     // No release: the permit is the command's as much as ours, and goes back when the
     // last process holding the descriptor exits (this one included).
-    crate::run::run(cmd, Some(fd))
+    crate::run::run(cmd, Some(fd), s.last_fence())
 }

@@ -66,7 +66,7 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 "path": p, "kind": "mutex", "locked": m.is_locked()?,
                 "holder": holder.map(|h| json!({"pid": h.pid, "tid": h.tid,
                     "alive": process_alive(h.pid)})),
-                "waiting": m.waiting(),
+                "waiting": m.waiting(), "fence": m.last_granted_fence()?,
             })
         }
         FileKind::Semaphore => {
@@ -80,6 +80,7 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 "path": p, "kind": "semaphore", "value": s.value()?,
                 "capacity": s.capacity(),
                 "holders": holders, "waiting": s.waiting(),
+                "fence": s.last_granted_fence()?,
             })
         }
         FileKind::SharedData => {
@@ -91,14 +92,15 @@ fn report(path: &Path) -> anyhow::Result<Value> {
         FileKind::SharedDataBoard => json!({"path": p, "kind": "kv-board",
             "note": "the request board of a shared data store: stat the store"}),
         FileKind::PidFile { .. } => {
-            let status = PidFile::open(path)?.status()?;
+            let pf = PidFile::open(path)?;
+            let status = pf.status()?;
             let (pid, alive) = match status {
                 PidStatus::Running { pid } => (pid, true),
                 other => (other.pid(), false),
             };
             let stale = matches!(status, PidStatus::Stale { .. });
             json!({"path": p, "kind": "pidfile", "pid": pid, "alive": alive,
-                "stale": stale})
+                "stale": stale, "generation": pf.last_generation()?})
         }
         FileKind::Event if crate::is_remote(path) => json!({"path": p, "kind": "event",
             "event_set": fileipc::Event::open(path)?.is_set()?}),

@@ -36,16 +36,17 @@ use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
 use crate::sys::{self, ProcessId};
 use crate::wait::{self, CountedBell, WAITER_SLICE};
 
-// The layout of a mutex file (version 2), offsets from the start of the file; see
+// The layout of a mutex file (version 3), offsets from the start of the file; see
 // docs/FORMAT.md. Version 1 counted waiters in a plain number (a killed waiter stayed
-// counted).
-const VERSION: u32 = 2;
+// counted); version 2 had no fence counter.
+const VERSION: u32 = 3;
 const SEQ: usize = HEADER_LEN; // u32 doorbell: incremented by every unlock
 const WAITERS: usize = HEADER_LEN + 4; // u32 waiter mask: bit i = slot i registered, bit 31 = unregistered waiters
 const OWNER_PID: usize = HEADER_LEN + 8; // u32 holder's PID, 0 when not held
 const OWNER_TID: usize = HEADER_LEN + 12; // u32 holder's thread ID
 const OWNER_START: usize = HEADER_LEN + 16; // u64 holder's process start time
 const HANDOFF: usize = HEADER_LEN + 24; // u64 pending hand-off, 0 when none
+const FENCE: usize = HEADER_LEN + 32; // u64 last fence granted; 0 until seeded from the wall clock
 const SLOTS: usize = HEADER_LEN + 64; // 31 x u32: the owner id of each registered waiter
 /// Waiter slots, one bit each in the mask.
 const SLOT_COUNT: usize = 31;
@@ -108,6 +109,8 @@ pub(super) struct LocalMutex {
     /// without `exec` shares the handle's open file description, and so its `flock`,
     /// with the parent: it must open the mutex again to be an owner of its own.
     epoch: u64,
+    /// The fence of the grant this handle holds (meaningful while `held` is HELD).
+    fence: AtomicU64,
 }
 
 impl LocalMutex {
@@ -116,6 +119,14 @@ impl LocalMutex {
     pub(super) fn open(path: &Path, mode: u32) -> Result<LocalMutex> {
         let state = state::open_or_adopt(path, LAYOUT, mode)?;
         let owners = Owners::of(&state.file, &state.path)?;
+        // A file created or adopted here has a zero counter: seed it before any grant
+        // (a seeder killed before the CAS leaves it to the next opener).
+        let _ = state.map.u64(FENCE).compare_exchange(
+            0,
+            state::fence_seed(),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        );
         Ok(LocalMutex {
             state,
             mode,
@@ -124,7 +135,18 @@ impl LocalMutex {
             held: AtomicU32::new(FREE),
             shared: std::sync::atomic::AtomicBool::new(false),
             epoch: sys::fork_epoch(),
+            fence: AtomicU64::new(0),
         })
+    }
+
+    /// [`Mutex::fence`](super::Mutex::fence): the fence of the grant this handle holds.
+    pub(super) fn fence(&self) -> Option<u64> {
+        (self.held.load(Ordering::Acquire) == HELD).then(|| self.fence.load(Ordering::Relaxed))
+    }
+
+    /// The last fence granted on this file (for `stat`).
+    pub(super) fn last_fence(&self) -> u64 {
+        self.state.map.u64(FENCE).load(Ordering::SeqCst)
     }
 
     /// A new, independent handle on the same path, opened with the same mode.
@@ -392,6 +414,9 @@ impl LocalMutex {
         self.owner_start().store(self.me.start, Ordering::Relaxed);
         self.owner_tid().store(cached_tid(), Ordering::Relaxed);
         self.owner_pid().store(self.me.pid, Ordering::Release);
+        // Grants are serialised by the `flock`; the counter is seeded at open.
+        let f = self.state.map.u64(FENCE).fetch_add(1, Ordering::SeqCst);
+        self.fence.store(f.wrapping_add(1), Ordering::Relaxed);
         Ok(Attempt::Acquired)
     }
 

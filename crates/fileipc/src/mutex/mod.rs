@@ -5,6 +5,7 @@
 //! futex doorbell for waiting, and a hand-off word for fairness ([`handoff`]). Its
 //! design and the proof that no wake-up is lost are in those files.
 
+mod guard;
 mod handoff;
 mod local;
 mod options;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::error::Result;
 
+pub use self::guard::MutexGuard;
 use self::local::LocalMutex;
 pub use self::options::MutexOptions;
 
@@ -543,9 +545,7 @@ impl Mutex {
     /// ```
     #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard<'_>>> {
-        Ok(self
-            .lock_timeout(timeout)?
-            .then(|| MutexGuard { mutex: self }))
+        Ok(self.lock_timeout(timeout)?.then(|| self.new_guard()))
     }
 
     /// [`lock_deadline`](Mutex::lock_deadline) returning a guard; `None` at the deadline.
@@ -566,9 +566,7 @@ impl Mutex {
     /// ```
     #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn guard_deadline(&self, deadline: Instant) -> Result<Option<MutexGuard<'_>>> {
-        Ok(self
-            .lock_deadline(deadline)?
-            .then(|| MutexGuard { mutex: self }))
+        Ok(self.lock_deadline(deadline)?.then(|| self.new_guard()))
     }
 
     /// [`try_lock`](Mutex::try_lock) returning a guard; `None` if the lock is taken.
@@ -591,7 +589,7 @@ impl Mutex {
     /// ```
     #[must_use = "`None` means the lock was not taken; a guard dropped at once unlocks at once"]
     pub fn try_guard(&self) -> Result<Option<MutexGuard<'_>>> {
-        Ok(self.try_lock()?.then(|| MutexGuard { mutex: self }))
+        Ok(self.try_lock()?.then(|| self.new_guard()))
     }
 
     /// [`lock_forever`](Mutex::lock_forever) returning a guard.
@@ -611,7 +609,60 @@ impl Mutex {
     /// ```
     pub fn guard_forever(&self) -> Result<MutexGuard<'_>> {
         self.lock_forever()?;
-        Ok(MutexGuard { mutex: self })
+        Ok(self.new_guard())
+    }
+
+    /// The fencing token of the grant this handle holds, `None` when it holds nothing
+    /// (for the bool API; a [`MutexGuard`] carries its own: [`MutexGuard::fence`]).
+    ///
+    /// Every grant of the lock gets a number higher than every grant before it, by any
+    /// process, also on a mutex destroyed and made again at the same name: the counter
+    /// starts from the clock (wall clock in ns on files, Redis server time in us).
+    /// Pass it to the resource the lock guards, which refuses tokens lower than the
+    /// highest it has seen ([`SharedData::set_fenced`](crate::SharedData::set_fenced),
+    /// or `UPDATE ... WHERE last_fence < $fence` in a database): a holder that lost
+    /// the lock without knowing it (stopped past its Redis lease) is refused there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lock");
+    /// let m = fileipc::Mutex::open(&path)?;
+    /// assert_eq!(m.fence(), None);
+    /// let first = m.guard_forever()?.fence();
+    /// assert!(m.lock()?);
+    /// assert!(m.fence().unwrap() > first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fence(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Local(e) => e.fence(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.fence(),
+        }
+    }
+
+    /// The last fence granted on this mutex by any process (0 if none was): what
+    /// `fileipc stat` shows. The next grant gets a higher one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) (or a Redis error) if it cannot be read.
+    pub fn last_granted_fence(&self) -> Result<u64> {
+        match &self.engine {
+            Engine::Local(e) => Ok(e.last_fence()),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.last_fence(),
+        }
+    }
+
+    /// The guard of the grant this handle just took.
+    fn new_guard(&self) -> MutexGuard<'_> {
+        MutexGuard {
+            mutex: self,
+            fence: self.fence().unwrap_or_default(),
+        }
     }
 
     /// Takes the lock, waiting until `deadline` (`None`: without limit); `false` if it
@@ -623,59 +674,6 @@ impl Mutex {
             #[cfg(feature = "redis")]
             Engine::Redis(e) => e.lock_until(deadline),
         }
-    }
-}
-
-/// Holds a [`Mutex`] locked; unlocks it when dropped.
-///
-/// Made by [`Mutex::guard`] and its variants. Dropping ignores errors; use
-/// [`unlock`](MutexGuard::unlock) to see them.
-#[must_use = "the mutex is unlocked as soon as the guard is dropped"]
-#[clippy::has_significant_drop]
-#[derive(Debug)]
-pub struct MutexGuard<'a> {
-    mutex: &'a Mutex,
-}
-
-impl MutexGuard<'_> {
-    /// Unlocks the mutex, reporting errors (dropping the guard ignores them).
-    ///
-    /// # Errors
-    ///
-    /// As [`Mutex::unlock`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// # let path = dir.path().join("lock");
-    /// let m = fileipc::Mutex::open(&path)?;
-    /// let g = m.guard_forever()?;
-    /// g.unlock()?;
-    /// assert!(!m.is_locked()?);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn unlock(self) -> Result<()> {
-        let m = self.mutex;
-        std::mem::forget(self);
-        m.unlock()
-    }
-
-    /// Whether the lock was lost before this guard released it (see
-    /// [`Mutex::is_lost`]): check it before an action that needs exclusion.
-    pub fn is_lost(&self) -> bool {
-        self.mutex.is_lost()
-    }
-
-    /// The mutex this guard holds.
-    pub fn mutex(&self) -> &Mutex {
-        self.mutex
-    }
-}
-
-impl Drop for MutexGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.mutex.unlock();
     }
 }
 

@@ -202,6 +202,22 @@ impl RedisMutex {
         Ok(())
     }
 
+    /// The fence of the grant this handle holds.
+    pub(super) fn fence(&self) -> Option<u64> {
+        lock(&self.held).as_ref().map(|(_, f)| *f)
+    }
+
+    /// The last fence granted (the `meta` hash's `fence`, 0 if none).
+    pub(super) fn last_fence(&self) -> Result<u64> {
+        let f: Option<u64> = self.conn.read(|c| {
+            redis::cmd("HGET")
+                .arg(self.url().key("meta"))
+                .arg("fence")
+                .query(c)
+        })?;
+        Ok(f.unwrap_or(0))
+    }
+
     /// Whether the lease of the lock this handle holds is lost (always `false` when it
     /// holds nothing).
     pub(super) fn is_lost(&self) -> bool {

@@ -49,6 +49,8 @@ pub(super) struct LocalPidFile {
     epoch: u64,
     /// Whether programs this process runs inherit the locked descriptor.
     shared: bool,
+    /// The generation of the ownership `owned` holds (see [`generation_after`]).
+    generation: u64,
 }
 
 impl fmt::Debug for LocalPidFile {
@@ -77,6 +79,7 @@ impl LocalPidFile {
             owned: None,
             epoch: 0,
             shared: false,
+            generation: 0,
         })
     }
 
@@ -144,8 +147,9 @@ impl LocalPidFile {
             let file = match sys::open_nofollow(&self.path, true) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => match self.create_new()? {
-                    Some(file) => {
+                    Some((file, generation)) => {
                         self.owned = Some(file);
+                        self.generation = generation;
                         return Ok(true);
                     }
                     None => continue, // someone created it meanwhile
@@ -179,10 +183,14 @@ impl LocalPidFile {
             // Ours now. Only now may the old content go.
             file.set_permissions(Permissions::from_mode(self.mode))
                 .at("chmod", &self.path)?;
+            let previous = modified_ns(&file.metadata().at("stat", &self.path)?);
             file.set_len(0).at("truncate", &self.path)?;
             file.write_all_at(pid_line().as_bytes(), 0)
                 .at("write", &self.path)?;
+            let generation = generation_after(previous);
+            stamp(&file, generation).at("utimens", &self.path)?;
             self.owned = Some(file);
+            self.generation = generation;
             return Ok(true);
         }
         Err(Error::io(
@@ -192,9 +200,24 @@ impl LocalPidFile {
         ))
     }
 
+    /// [`PidFile::generation`](super::PidFile::generation).
+    pub(super) fn generation(&self) -> Option<u64> {
+        (self.owned.is_some() && self.epoch == sys::fork_epoch()).then_some(self.generation)
+    }
+
+    /// [`PidFile::last_generation`](super::PidFile::last_generation): the file's
+    /// modification time in nanoseconds, `None` if there is no file.
+    pub(super) fn last_generation(&self) -> Result<Option<u64>> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) => Ok(Some(modified_ns(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", &self.path, e)),
+        }
+    }
+
     /// Writes a complete, locked PID file under a temporary name and links it into
     /// place if the name is free; `None` if something is there by then.
-    fn create_new(&self) -> Result<Option<File>> {
+    fn create_new(&self) -> Result<Option<(File, u64)>> {
         let path = &self.path;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -215,8 +238,10 @@ impl LocalPidFile {
         sys::try_lock_exclusive(file).at("lock", path)?;
         file.write_all_at(pid_line().as_bytes(), 0)
             .at("write", path)?;
+        let generation = generation_after(0);
+        stamp(file, generation).at("utimens", path)?;
         match tmp.persist_noclobber(path) {
-            Ok(file) => Ok(Some(file)),
+            Ok(file) => Ok(Some((file, generation))),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(Error::io("create", path, e.error)),
         }
@@ -366,6 +391,28 @@ impl LocalPidFile {
 /// Whether `pid`, read from a file nobody locks, names a live process other than the
 /// caller: a program that does not lock its PID file may be running as `pid`. The
 /// caller's own PID in such a file is a previous owner's, reused.
+/// The generation of a new ownership: the wall clock in nanoseconds, or one more than
+/// the `previous` generation (the file's modification time) if the clock is behind it.
+/// Owners follow one another under the file's lock, so each reads the clock after its
+/// predecessor did: generations only grow, also across a removed and recreated file.
+fn generation_after(previous: u64) -> u64 {
+    crate::state::fence_seed().max(previous.saturating_add(1))
+}
+
+/// Records `generation` as the file's modification time (after the last write, which
+/// would change it).
+fn stamp(file: &File, generation: u64) -> io::Result<()> {
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(generation))
+}
+
+/// A file's modification time in nanoseconds since 1970 (0 before it).
+fn modified_ns(meta: &std::fs::Metadata) -> u64 {
+    let (s, ns) = (meta.mtime(), meta.mtime_nsec());
+    u64::try_from(s)
+        .map_or(0, |s| s.saturating_mul(1_000_000_000))
+        .saturating_add(ns as u64)
+}
+
 fn names_other_live_process(pid: u32) -> bool {
     pid != std::process::id() && sys::process_exists(pid)
 }

@@ -226,6 +226,54 @@ impl PidStatus {
 }
 
 impl PidFile {
+    /// The generation of this handle's ownership, `None` unless it owns the file: a
+    /// fencing token that only grows from one owner to the next, never reused, also
+    /// across a removed and recreated file (it starts from the clock). Pass it to the
+    /// resources the owner writes, which refuse a lower one than the highest seen
+    /// ([`SharedData::set_fenced`](crate::SharedData::set_fenced)): a previous owner
+    /// still running (stopped past its Redis lease, or a forced take-over) is refused.
+    ///
+    /// On the local engine it is the wall clock in nanoseconds when the ownership began
+    /// (or one more than the previous owner's, if the clock is behind it), stored as the
+    /// file's modification time; on Redis, `max(last + 1, server TIME in us)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.pid");
+    /// let mut p = fileipc::PidFile::open(&path)?;
+    /// assert_eq!(p.generation(), None);
+    /// assert!(p.create()?);
+    /// let first = p.generation().unwrap();
+    /// p.remove()?;
+    /// assert!(p.create()?);
+    /// assert!(p.generation().unwrap() > first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn generation(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Local(e) => e.generation(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.generation(),
+        }
+    }
+
+    /// The generation of the last ownership of the file, by any process (the file's
+    /// modification time in nanoseconds on the local engine; `None` if there is no file,
+    /// or, on Redis, no ownership yet).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) if the file cannot be examined.
+    pub fn last_generation(&self) -> Result<Option<u64>> {
+        match &self.engine {
+            Engine::Local(e) => e.last_generation(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.last_generation(),
+        }
+    }
+
     /// A handle on the PID file at `path`. Touches nothing on disk.
     ///
     /// # Errors

@@ -2,7 +2,7 @@
 //! lease renewed while the owner lives, so a dead owner's entry expires by itself.
 //!
 //! Keys (`{p}` = prefix + name): `{p}:pid` (`PID TOKEN`, leased), `{p}:meta` (hash:
-//! kind, version). "Running" means the lease runs: an owner on another machine counts.
+//! kind, version, fence: the last generation). "Running" means the lease runs: an owner on another machine counts.
 
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Instant;
@@ -12,6 +12,20 @@ use crate::error::{Error, Result};
 use crate::location::RedisUrl;
 use crate::remote::lease::Lease;
 use crate::remote::{self, Conn, lock};
+
+/// Creates the entry `ARGV[1]` with a lease of `ARGV[2]` ms if there is none: its
+/// generation, `max(last + 1, server TIME in us)`; else 0.
+const CREATE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local f = tonumber(redis.call('HGET', KEYS[2], 'fence') or '0')
+  if f < now then f = now else f = f + 1 end
+  redis.call('HSET', KEYS[2], 'fence', string.format('%d', f))
+  return f
+end
+return 0
+";
 
 /// Deletes the entry if it is still `ARGV[1]`'s: 1, else 0.
 const REMOVE: &str = r"
@@ -26,8 +40,9 @@ return 0
 #[derive(Debug)]
 pub(super) struct RedisPidFile {
     conn: Conn,
-    /// The lease of the entry this handle created.
+    /// The lease of the entry this handle created, and its generation.
     owned: StdMutex<Option<Arc<Lease>>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl RedisPidFile {
@@ -37,6 +52,7 @@ impl RedisPidFile {
         Ok(RedisPidFile {
             conn,
             owned: StdMutex::new(None),
+            generation: Default::default(),
         })
     }
 
@@ -54,17 +70,17 @@ impl RedisPidFile {
             return Ok(true);
         }
         let value = format!("{} {}", std::process::id(), remote::token());
+        static S: OnceLock<redis::Script> = OnceLock::new();
         let sent = Instant::now();
-        let ok: Option<String> = self.conn.with(|c| {
-            redis::cmd("SET")
-                .arg(self.url().key("pid"))
+        let generation: u64 = self.conn.with(|c| {
+            remote::script(&S, &[CREATE])
+                .key(self.url().key("pid"))
+                .key(self.url().key("meta"))
                 .arg(&value)
-                .arg("NX")
-                .arg("PX")
                 .arg(self.url().lease().as_millis() as u64)
-                .query(c)
+                .invoke(c)
         })?;
-        if ok.is_none() {
+        if generation == 0 {
             // An owner of this host proven dead is taken over at once.
             let key = self.url().key("pid");
             if remote::free_if_dead(&self.conn, &key, &self.url().key("wake"))? {
@@ -74,7 +90,25 @@ impl RedisPidFile {
             return Ok(false);
         }
         *owned = Some(Lease::start(self.url(), self.url().key("pid"), value, sent));
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
+    }
+
+    pub(super) fn generation(&self) -> Option<u64> {
+        lock(&self.owned)
+            .is_some()
+            .then(|| self.generation.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The `meta` hash's `fence`: the last generation, `None` if none was made.
+    pub(super) fn last_generation(&self) -> Result<Option<u64>> {
+        self.conn.read(|c| {
+            redis::cmd("HGET")
+                .arg(self.url().key("meta"))
+                .arg("fence")
+                .query(c)
+        })
     }
 
     pub(super) fn read(&self) -> Result<Option<u32>> {

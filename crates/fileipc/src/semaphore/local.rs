@@ -182,14 +182,30 @@ impl LocalSemaphore {
 
     /// [`Semaphore::try_acquire`](super::Semaphore::try_acquire): `false` also if the
     /// critical section stayed taken for [`CRITICAL_PATIENCE`].
-    pub(super) fn try_acquire(&self) -> Result<bool> {
+    /// The fence of the permit taken, `None` if none was.
+    pub(super) fn try_acquire(&self) -> Result<Option<u64>> {
         self.check_fork()?;
         let mut patience = Patience::For(CRITICAL_PATIENCE);
-        match self.take(false, &mut patience)? {
-            Some(true) => Ok(true),
-            Some(false) => Ok(self.take(true, &mut patience)? == Some(true)),
-            None => Ok(false),
-        }
+        let took = match self.take(false, &mut patience)? {
+            Some(true) => true,
+            Some(false) => self.take(true, &mut patience)? == Some(true),
+            None => false,
+        };
+        Ok(took.then(|| self.next_fence()))
+    }
+
+    /// The fence of a permit just taken: one `fetch_add` on the counter, seeded at
+    /// creation from the wall clock.
+    fn next_fence(&self) -> u64 {
+        self.table
+            .fence()
+            .fetch_add(1, Ordering::SeqCst)
+            .wrapping_add(1)
+    }
+
+    /// The last fence granted on this file.
+    pub(super) fn last_granted_fence(&self) -> u64 {
+        self.table.fence().load(Ordering::SeqCst)
     }
 
     /// [`Semaphore::release`](super::Semaphore::release).
@@ -296,9 +312,15 @@ impl LocalSemaphore {
         self.table.live_waiting()
     }
 
-    /// Takes a permit, waiting until `deadline` (`None`: without limit); `false` if none
-    /// became free.
-    pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
+    /// Takes a permit, waiting until `deadline` (`None`: without limit); its fence, or
+    /// `None` if none became free.
+    pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<Option<u64>> {
+        Ok(self
+            .acquire_until_inner(deadline)?
+            .then(|| self.next_fence()))
+    }
+
+    fn acquire_until_inner(&self, deadline: Option<Instant>) -> Result<bool> {
         self.check_fork()?;
         match self.take(false, &mut Patience::Until(deadline))? {
             Some(true) => return Ok(true),

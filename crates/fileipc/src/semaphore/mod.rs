@@ -9,6 +9,7 @@
 
 mod local;
 mod options;
+mod permit;
 #[cfg(feature = "redis")]
 mod redis;
 mod table;
@@ -22,6 +23,7 @@ use crate::error::Result;
 
 use self::local::LocalSemaphore;
 pub use self::options::SemaphoreOptions;
+pub use self::permit::SemaphorePermit;
 
 /// A counting semaphore between processes, named by a file path.
 ///
@@ -66,6 +68,8 @@ pub use self::options::SemaphoreOptions;
 #[derive(Debug)]
 pub struct Semaphore {
     engine: Engine,
+    /// The fence of the latest permit taken through this handle, 0 before the first.
+    last_fence: std::sync::atomic::AtomicU64,
 }
 
 /// The engine behind a [`Semaphore`] handle.
@@ -165,10 +169,12 @@ impl Semaphore {
     pub fn try_clone(&self) -> Result<Semaphore> {
         match &self.engine {
             Engine::Local(e) => Ok(Semaphore {
+                last_fence: Default::default(),
                 engine: Engine::Local(e.try_clone()?),
             }),
             #[cfg(feature = "redis")]
             Engine::Redis(e) => Ok(Semaphore {
+                last_fence: Default::default(),
                 engine: Engine::Redis(Box::new(e.try_clone()?)),
             }),
         }
@@ -313,10 +319,62 @@ impl Semaphore {
     #[inline]
     #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn try_acquire(&self) -> Result<bool> {
-        match &self.engine {
-            Engine::Local(e) => e.try_acquire(),
+        Ok(self.try_grant()?.is_some())
+    }
+
+    /// The fence of the latest permit taken through this handle (by `acquire`, `permit`
+    /// or their variants, from any thread), `None` before the first: for the bool API;
+    /// a [`SemaphorePermit`] carries its own ([`SemaphorePermit::fence`]). It stays
+    /// readable after the permit is released.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("sem");
+    /// let s = fileipc::Semaphore::open(&path, 2)?;
+    /// assert_eq!(s.last_fence(), None);
+    /// assert!(s.acquire()?);
+    /// let first = s.last_fence().unwrap();
+    /// let p = s.permit_forever()?;
+    /// assert!(p.fence() > first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn last_fence(&self) -> Option<u64> {
+        let f = self.last_fence.load(std::sync::atomic::Ordering::Relaxed);
+        (f != 0).then_some(f)
+    }
+
+    /// One attempt; the fence of the permit taken.
+    fn try_grant(&self) -> Result<Option<u64>> {
+        let f = match &self.engine {
+            Engine::Local(e) => e.try_acquire()?,
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => e.try_acquire(),
+            Engine::Redis(e) => e.try_acquire()?,
+        };
+        Ok(self.note(f))
+    }
+
+    /// Records the fence of a permit just taken as the handle's latest.
+    fn note(&self, f: Option<u64>) -> Option<u64> {
+        if let Some(f) = f {
+            self.last_fence
+                .fetch_max(f, std::sync::atomic::Ordering::Relaxed);
+        }
+        f
+    }
+
+    /// The last fence granted on this semaphore by any process (0 if none was): what
+    /// `fileipc stat` shows. The next grant gets a higher one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) (or a Redis error) if it cannot be read.
+    pub fn last_granted_fence(&self) -> Result<u64> {
+        match &self.engine {
+            Engine::Local(e) => Ok(e.last_granted_fence()),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.last_granted_fence(),
         }
     }
 
@@ -562,8 +620,8 @@ impl Semaphore {
     #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
-            .acquire_timeout(timeout)?
-            .then(|| SemaphorePermit { sem: self }))
+            .grant_until(crate::deadline_after(timeout))?
+            .map(|fence| SemaphorePermit { sem: self, fence }))
     }
 
     /// [`acquire_deadline`](Semaphore::acquire_deadline) returning a permit guard.
@@ -585,8 +643,8 @@ impl Semaphore {
     #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit_deadline(&self, deadline: Instant) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
-            .acquire_deadline(deadline)?
-            .then(|| SemaphorePermit { sem: self }))
+            .grant_until(Some(deadline))?
+            .map(|fence| SemaphorePermit { sem: self, fence }))
     }
 
     /// [`try_acquire`](Semaphore::try_acquire) returning a permit guard.
@@ -609,7 +667,9 @@ impl Semaphore {
     /// ```
     #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn try_permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
-        Ok(self.try_acquire()?.then(|| SemaphorePermit { sem: self }))
+        Ok(self
+            .try_grant()?
+            .map(|fence| SemaphorePermit { sem: self, fence }))
     }
 
     /// [`acquire_forever`](Semaphore::acquire_forever) returning a permit guard.
@@ -628,19 +688,26 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn permit_forever(&self) -> Result<SemaphorePermit<'_>> {
-        self.acquire_forever()?;
-        Ok(SemaphorePermit { sem: self })
+        let fence = self.grant_until(None)?.unwrap_or_default();
+        Ok(SemaphorePermit { sem: self, fence })
     }
 
     /// Takes a permit, waiting until `deadline` (`None`: without limit); `false` if none
     /// became free.
     #[inline]
     fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
-        match &self.engine {
-            Engine::Local(e) => e.acquire_until(deadline),
+        Ok(self.grant_until(deadline)?.is_some())
+    }
+
+    /// Takes a permit, waiting until `deadline` (`None`: without limit); its fence, or
+    /// `None` if none became free.
+    fn grant_until(&self, deadline: Option<Instant>) -> Result<Option<u64>> {
+        let f = match &self.engine {
+            Engine::Local(e) => e.acquire_until(deadline)?,
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => e.acquire_until(deadline),
-        }
+            Engine::Redis(e) => e.acquire_until(deadline)?,
+        };
+        Ok(self.note(f))
     }
 }
 
@@ -656,53 +723,6 @@ pub struct SemaphoreHolder {
     pub permits: u32,
     /// Whether that very process (PID and start time) is still running.
     pub alive: bool,
-}
-
-/// A permit of a [`Semaphore`], released when dropped.
-///
-/// Made by [`Semaphore::permit`] and its variants. Dropping ignores errors; use
-/// [`release`](SemaphorePermit::release) to see them.
-#[must_use = "the permit is released as soon as the guard is dropped"]
-#[clippy::has_significant_drop]
-#[derive(Debug)]
-pub struct SemaphorePermit<'a> {
-    sem: &'a Semaphore,
-}
-
-impl SemaphorePermit<'_> {
-    /// Releases the permit, reporting errors (dropping the guard ignores them).
-    ///
-    /// # Errors
-    ///
-    /// As [`Semaphore::release`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// # let path = dir.path().join("sem");
-    /// let s = fileipc::Semaphore::open(&path, 1)?;
-    /// let p = s.permit_forever()?;
-    /// p.release()?;
-    /// assert_eq!(s.value()?, 1);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn release(self) -> Result<()> {
-        let s = self.sem;
-        std::mem::forget(self);
-        s.release()
-    }
-
-    /// The semaphore this permit belongs to.
-    pub fn semaphore(&self) -> &Semaphore {
-        self.sem
-    }
-}
-
-impl Drop for SemaphorePermit<'_> {
-    fn drop(&mut self) {
-        let _ = self.sem.release();
-    }
 }
 
 #[cfg(test)]

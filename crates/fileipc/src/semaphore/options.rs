@@ -128,6 +128,9 @@ impl SemaphoreOptions {
                 unreachable!("{u:?} {capacity:?}")
             })?,
         };
-        Ok(Semaphore { engine })
+        Ok(Semaphore {
+            engine,
+            last_fence: Default::default(),
+        })
     }
 }

@@ -163,9 +163,9 @@ impl RedisSemaphore {
         self.conn.path()
     }
 
-    /// One attempt: `Ok(None)` when a permit was taken, else how long until the
+    /// One attempt: `Ok(Ok(fence))` when a permit was taken, else how long until the
     /// earliest lease expires (capped).
-    fn attempt(&self) -> Result<Option<Duration>> {
+    fn attempt(&self) -> Result<std::result::Result<u64, Duration>> {
         static S: OnceLock<redis::Script> = OnceLock::new();
         let member = format!("{}:{}", std::process::id(), remote::token());
         let sent = Instant::now();
@@ -183,7 +183,7 @@ impl RedisSemaphore {
                 .entry(self.id.clone())
                 .or_default()
                 .push(lease);
-            return Ok(None);
+            return Ok(Ok(n as u64));
         }
         // Holders of this host proven dead give their permits back at once.
         let mut freed = false;
@@ -197,14 +197,14 @@ impl RedisSemaphore {
             }
         }
         if freed {
-            return Ok(Some(Duration::ZERO));
+            return Ok(Err(Duration::ZERO));
         }
         let wait = if n > 0 {
             Duration::from_millis(n as u64).min(MAX_NAP)
         } else {
             MAX_NAP
         };
-        Ok(Some(if local {
+        Ok(Err(if local {
             wait.min(LOCAL_HOLDER_POLL)
         } else {
             wait
@@ -225,19 +225,20 @@ impl RedisSemaphore {
         Ok(n == 1)
     }
 
-    pub(super) fn try_acquire(&self) -> Result<bool> {
+    pub(super) fn try_acquire(&self) -> Result<Option<u64>> {
         match self.attempt()? {
-            None => Ok(true),
+            Ok(fence) => Ok(Some(fence)),
             // Dead holders' permits came back: try once more.
-            Some(d) if d.is_zero() => Ok(self.attempt()?.is_none()),
-            Some(_) => Ok(false),
+            Err(d) if d.is_zero() => Ok(self.attempt()?.ok()),
+            Err(_) => Ok(None),
         }
     }
 
-    pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
+    pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<Option<u64>> {
         loop {
-            let Some(mut nap) = self.attempt()? else {
-                return Ok(true);
+            let mut nap = match self.attempt()? {
+                Ok(fence) => return Ok(Some(fence)),
+                Err(nap) => nap,
             };
             if nap.is_zero() {
                 continue;
@@ -245,7 +246,7 @@ impl RedisSemaphore {
             if let Some(d) = deadline {
                 let now = Instant::now();
                 if now >= d {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 nap = nap.min(d - now);
             }
@@ -326,6 +327,17 @@ impl RedisSemaphore {
                 lease: self.url().lease(),
             })
         }
+    }
+
+    /// The last fence granted (the `meta` hash's `fence`, 0 if none).
+    pub(super) fn last_granted_fence(&self) -> Result<u64> {
+        let f: Option<u64> = self.conn.read(|c| {
+            redis::cmd("HGET")
+                .arg(self.url().key("meta"))
+                .arg("fence")
+                .query(c)
+        })?;
+        Ok(f.unwrap_or(0))
     }
 
     pub(super) fn value(&self) -> Result<u32> {

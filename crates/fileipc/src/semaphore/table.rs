@@ -46,9 +46,10 @@ use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
 use crate::sys;
 use crate::wait;
 
-// The layout of a semaphore file (version 3), offsets from the start of the file; see
-// docs/FORMAT.md. Version 2 named holders by PID and start time, judged through `/proc`.
-const VERSION: u32 = 3;
+// The layout of a semaphore file (version 4), offsets from the start of the file; see
+// docs/FORMAT.md. Version 2 named holders by PID and start time, judged through `/proc`;
+// version 3 had no fence counter.
+const VERSION: u32 = 4;
 const SEQ: usize = HEADER_LEN; // u32 doorbell, incremented by every release
 const WAITERS: usize = HEADER_LEN + 4; // u32 registered waiters
 const CAPACITY: usize = HEADER_LEN + 8; // u32 initial + releases without holding
@@ -57,6 +58,7 @@ const GIFT: usize = HEADER_LEN + 16; // u64 gift in progress: gifter's owner id 
 const GIFTS: usize = HEADER_LEN + 24; // u32 gifts begun (wrapping)
 const TICKETS: usize = HEADER_LEN + 28; // u32 next waiter ticket (wrapping)
 const WHIGH: usize = HEADER_LEN + 32; // u32 waiter entries in use are below this index
+const FENCE: usize = HEADER_LEN + 40; // u64 last fence granted, seeded at creation from the wall clock
 const SLOTS: usize = 128; // the holder table
 const SLOT_LEN: usize = 16; // u64 owner id << 32 | held, u64 owner's PID (for display)
 const TABLE_END: usize = 4096;
@@ -69,7 +71,7 @@ const LEN: usize = WAITS + MAX_WAITS * WAIT_LEN;
 pub(crate) const MAX_HOLDERS: usize = (TABLE_END - SLOTS) / SLOT_LEN;
 
 // The table starts after the fixed fields and fits the file; the docs promise 248 slots.
-const _: () = assert!(SLOTS >= WHIGH + 4 && SLOTS + MAX_HOLDERS * SLOT_LEN <= TABLE_END);
+const _: () = assert!(SLOTS >= FENCE + 8 && SLOTS + MAX_HOLDERS * SLOT_LEN <= TABLE_END);
 const _: () = assert!(MAX_HOLDERS == 248 && LEN == 8192);
 
 // States of a waiter entry (the low two bits of its word; the rest is its ticket).
@@ -171,6 +173,8 @@ impl Table {
         let state = state::open_or_create(path, LAYOUT, mode, |region| {
             let at = CAPACITY - HEADER_LEN;
             region[at..at + 4].copy_from_slice(&initial.to_le_bytes());
+            let at = FENCE - HEADER_LEN;
+            region[at..at + 8].copy_from_slice(&state::fence_seed().to_le_bytes());
         })?;
         let owners = Owners::of(&state.file, &state.path)?;
         let me = owners.process_id()?;
@@ -184,6 +188,10 @@ impl Table {
 
     pub(super) fn seq(&self) -> &AtomicU32 {
         self.state.map.u32(SEQ)
+    }
+    /// The fence counter: `fetch_add` one per permit taken.
+    pub(super) fn fence(&self) -> &AtomicU64 {
+        self.state.map.u64(FENCE)
     }
     pub(super) fn waiters(&self) -> &AtomicU32 {
         self.state.map.u32(WAITERS)

@@ -204,6 +204,34 @@ impl LocalSharedData {
         })
     }
 
+    /// [`SharedData::set_fenced`](super::SharedData::set_fenced) and
+    /// [`compare_and_swap_fenced`](super::SharedData::compare_and_swap_fenced)
+    /// (`expected`: `None` for a plain set): in one write transaction, the fence check,
+    /// the compare, the write and the fence's record.
+    pub(super) fn write_fenced(
+        &self,
+        key: &str,
+        expected: Option<Option<&Value>>,
+        json: &str,
+        fence: u64,
+    ) -> Result<bool> {
+        let fence = super::fenced::as_sql(&self.path, fence)?;
+        self.write(true, |ops| {
+            if !ops.fence_admits(key, fence)? {
+                return Ok(false);
+            }
+            if let Some(expected) = expected {
+                let cur: Option<Value> = ops.get(key)?;
+                if cur.as_ref() != expected {
+                    return Ok(false);
+                }
+            }
+            ops.put(key, json)?;
+            ops.record_fence(key, fence)?;
+            Ok(true)
+        })
+    }
+
     pub(super) fn transaction<R>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<R>,

@@ -101,6 +101,7 @@ use crate::error::Result;
 
 mod board;
 mod combining;
+mod fenced;
 mod finite;
 mod local;
 mod open;
@@ -132,7 +133,11 @@ pub(crate) const SCHEMA_VERSION: i32 = 1;
 /// each write wholly or not at all. Read-modify-write without races is
 /// [`update`](SharedData::update), [`increment`](SharedData::increment),
 /// [`compare_and_swap`](SharedData::compare_and_swap), or several operations in one
-/// [`transaction`](SharedData::transaction).
+/// [`transaction`](SharedData::transaction). Writes guarded by a lock held elsewhere can
+/// carry its fencing token ([`set_fenced`](SharedData::set_fenced),
+/// [`compare_and_swap_fenced`](SharedData::compare_and_swap_fenced)): the store refuses
+/// a holder's write once a later holder has written (the docs of `set_fenced` show the
+/// same pattern for a database: `UPDATE ... WHERE last_fence <= $fence`).
 ///
 /// Do not call a handle of a store from inside a closure running a write of the same
 /// store (`update`, `transaction`): it would wait for itself. fileipc detects that on the

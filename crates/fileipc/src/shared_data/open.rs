@@ -33,6 +33,11 @@ const APPLIED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_applied (\n    
                               id    INTEGER PRIMARY KEY,\n    \
                               slots BLOB NOT NULL\n)";
 
+/// The highest fence seen per key by fenced writes (`SharedData::set_fenced`).
+const FENCES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_fences (\n    \
+                             key   TEXT PRIMARY KEY NOT NULL,\n    \
+                             fence INTEGER NOT NULL\n) WITHOUT ROWID";
+
 /// How long SQLite's own busy handler may wait before reporting "busy". fileipc writers
 /// never make each other wait there (they queue on the lock file or the board); this
 /// covers WAL recovery after a crash and foreign writers.
@@ -322,6 +327,7 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
              PRAGMA user_version = {SCHEMA_VERSION};\n\
              {SCHEMA};\n\
              {APPLIED_SCHEMA};\n\
+             {FENCES_SCHEMA};\n\
              COMMIT;"
         ))
         .map_err(sq)?;
@@ -358,6 +364,14 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
             .map_err(sq)?;
         if !has_applied {
             conn.execute_batch(APPLIED_SCHEMA).map_err(sq)?;
+        }
+        // Stores made before fenced writes lack the fence table: add it (once).
+        let has_fences: bool = conn
+            .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'fileipc_fences'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(sq)?;
+        if !has_fences {
+            conn.execute_batch(FENCES_SCHEMA).map_err(sq)?;
         }
     }
     let mode: String = conn

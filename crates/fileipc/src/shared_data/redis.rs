@@ -2,7 +2,8 @@
 //!
 //! Keys (`{p}` = prefix + name): `{p}:data` (hash: key -> JSON text), `{p}:meta` (hash:
 //! kind, version), `{p}:txlock` (the token of the transaction in progress, leased),
-//! channel `{p}:wake` (published when a transaction ends).
+//! `{p}:fences` (hash: key -> the highest fence of a fenced write, decimal), channel
+//! `{p}:wake` (published when a transaction ends).
 //!
 //! Plain writes (`set`, `delete`, `clear`) are one script each; read-modify-writes
 //! that can be retried (`increment`, `compare_and_swap`) read the value, compute in
@@ -57,6 +58,28 @@ elseif cur ~= ARGV[3] then
   return 0
 end
 if ARGV[4] == '0' then redis.call('HDEL', KEYS[1], ARGV[2]) else redis.call('HSET', KEYS[1], ARGV[2], ARGV[5]) end
+return 1
+";
+
+/// A fenced write of field `ARGV[2]` with fence `ARGV[3]` (decimal digits, compared as
+/// such: Lua numbers are doubles, exact only below 2^53): -1 if `KEYS[3]` records a
+/// higher fence for the field; else, if `ARGV[4]` is '1', 0 when its stored text is not
+/// `ARGV[5]` (absent if `ARGV[6]` is '0') any more; else sets it to `ARGV[7]`, records
+/// the fence and returns 1.
+const FENCED: &str = r"
+local seen = redis.call('HGET', KEYS[3], ARGV[2])
+local f = ARGV[3]
+if seen and (#seen > #f or (#seen == #f and seen > f)) then return -1 end
+if ARGV[4] == '1' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[2])
+  if ARGV[6] == '0' then
+    if cur then return 0 end
+  elseif cur ~= ARGV[5] then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[7])
+redis.call('HSET', KEYS[3], ARGV[2], f)
 return 1
 ";
 
@@ -121,6 +144,7 @@ impl RedisSharedData {
                 .arg(self.url().key("data"))
                 .arg(self.url().key("meta"))
                 .arg(self.url().key("txlock"))
+                .arg(self.url().key("fences"))
                 .query::<()>(c)
         })
     }
@@ -252,6 +276,57 @@ impl RedisSharedData {
             })?;
             match r {
                 -2 => self.wait_for_transaction()?,
+                r => return Ok(r == 1),
+            }
+        }
+    }
+
+    /// See `LocalSharedData::write_fenced`: the fence check, the compare (against the
+    /// text read, retried if it changed meanwhile) and the write in one script.
+    pub(super) fn write_fenced(
+        &self,
+        key: &str,
+        expected: Option<Option<&Value>>,
+        json: &str,
+        fence: u64,
+    ) -> Result<bool> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
+        loop {
+            let old = match expected {
+                Some(expected) => {
+                    let old = self.get_raw(key)?;
+                    let cur = old
+                        .as_deref()
+                        .map(|j| decode::<Value>(self.path(), key, j.as_bytes()))
+                        .transpose()?;
+                    if cur.as_ref() != expected {
+                        return Ok(false);
+                    }
+                    Some(old)
+                }
+                None => None,
+            };
+            let r: i64 = self.conn.with(|c| {
+                let (cas, old) = match &old {
+                    Some(old) => ("1", old.as_deref()),
+                    None => ("0", None),
+                };
+                remote::script(&S, &[GUARD, FENCED])
+                    .key(self.url().key("data"))
+                    .key(self.url().key("txlock"))
+                    .key(self.url().key("fences"))
+                    .arg("")
+                    .arg(key)
+                    .arg(fence.to_string())
+                    .arg(cas)
+                    .arg(old.unwrap_or(""))
+                    .arg(if old.is_some() { "1" } else { "0" })
+                    .arg(json)
+                    .invoke(c)
+            })?;
+            match r {
+                -2 => self.wake.nap(MAX_NAP)?,
+                0 => {}
                 r => return Ok(r == 1),
             }
         }

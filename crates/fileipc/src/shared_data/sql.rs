@@ -220,6 +220,35 @@ impl Ops<'_> {
         self.put(key, new)?;
         Ok(true)
     }
+
+    /// Whether a write fenced with `fence` may go to `key`: no fence higher than it was
+    /// recorded for the key (table `fileipc_fences`). Inside a write transaction.
+    pub(super) fn fence_admits(&self, key: &str, fence: i64) -> Result<bool> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT fence FROM fileipc_fences WHERE key = ?1")
+            .map_err(|e| self.sq(e))?;
+        let mut rows = st.query([key]).map_err(|e| self.sq(e))?;
+        let Some(row) = rows.next().map_err(|e| self.sq(e))? else {
+            return Ok(true);
+        };
+        let highest: i64 = row.get(0).map_err(|e| self.sq(e))?;
+        Ok(fence >= highest)
+    }
+
+    /// Records `fence` as the highest seen for `key` (it is, after `fence_admits`).
+    pub(super) fn record_fence(&self, key: &str, fence: i64) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO fileipc_fences (key, fence) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET fence = max(fence, excluded.fence)",
+            )
+            .map_err(|e| self.sq(e))?;
+        st.execute(rusqlite::params![key, fence])
+            .map_err(|e| self.sq(e))?;
+        Ok(())
+    }
 }
 
 /// Calls `f` on the JSON bytes of a stored value. fileipc stores text; a number or
