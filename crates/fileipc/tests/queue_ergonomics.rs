@@ -132,8 +132,12 @@ fn a_fast_producer_never_holds_more_than_the_capacity() {
     common::signal(consumer.pid, rustix::process::Signal::STOP);
     // (One less if the consumer was stopped between taking a message and raising
     // `received`: producers then count that message a moment longer.)
+    // Blocked: the count stays put (an unblocked producer sends every few microseconds,
+    // so a count seen twice 20 ms apart is one it cannot raise).
     common::eventually(common::PATIENCE, "the producer blocked", || {
-        q.count().unwrap() >= CAPACITY - 1
+        let before = q.count().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        before >= CAPACITY - 1 && q.count().unwrap() == before
     });
     assert!(!q.try_send("extra").unwrap());
     assert_eq!(
