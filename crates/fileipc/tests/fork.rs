@@ -24,6 +24,7 @@ fn child_process_entry() {
         "queue_senders" => queue_senders_role(&args),
         "queue_receivers" => queue_receivers_role(&args),
         "queue_claim_held" => queue_claim_held_role(&args),
+        "queue_nested" => queue_nested_role(&args),
         "inherited_locks" => inherited_locks_role(&args),
         "shared_data" => shared_data_role(&args),
         "event" => event_role(&args),
@@ -595,4 +596,80 @@ fn queue_claim_held_role(args: &[String]) {
 fn claims_held_by_live_forked_children_through_an_inherited_queue_are_not_redelivered() {
     let dir = common::tempdir();
     run_role("queue_claim_held", &[dir.path().to_str().unwrap()]);
+}
+
+/// Role: two forked children each fork two grandchildren; all six send at the same time
+/// through the queue handle of the first process (grandchildren: the handle their parent
+/// inherited, after their parent used it), odd grandchildren alternating with a handle
+/// of their own opened first; every message arrives exactly once.
+fn queue_nested_role(args: &[String]) {
+    let dir = Path::new(&args[0]);
+    let q = MessageQueue::open(dir.join("q")).unwrap();
+    q.send("warm").unwrap();
+    assert_eq!(&*q.recv().unwrap().unwrap(), b"warm");
+    let sends = 500;
+    let gate = dir.join("gate");
+    let go = || {
+        let t = Instant::now();
+        while !gate.exists() {
+            assert!(t.elapsed() < PATIENCE);
+        }
+    };
+    let children: Vec<Pid> = (0..2)
+        .map(|c| {
+            common::spawn_forked(|| {
+                q.send(format!("c{c}-first")).unwrap();
+                let grandchildren: Vec<Pid> = (0..2)
+                    .map(|g| {
+                        common::spawn_forked(|| {
+                            let own = (g % 2 == 1).then(|| MessageQueue::open(q.path()).unwrap());
+                            go();
+                            for i in 0..sends {
+                                let m = format!("c{c}g{g}-{i}");
+                                match &own {
+                                    Some(own) if i % 2 == 0 => own.send(m).unwrap(),
+                                    _ => q.send(m).unwrap(),
+                                }
+                            }
+                            0
+                        })
+                    })
+                    .collect();
+                go();
+                for i in 0..sends {
+                    q.send(format!("c{c}-{i}")).unwrap();
+                }
+                for g in grandchildren {
+                    assert_eq!(wait_exit(g), WaitStatus::Exited(g, 0));
+                }
+                0
+            })
+        })
+        .collect();
+    std::fs::write(&gate, b"go").unwrap();
+    for c in children {
+        assert_eq!(wait_exit(c), WaitStatus::Exited(c, 0), "child {c}");
+    }
+    let mut seen = std::collections::HashSet::new();
+    while let Some(m) = q.try_recv().unwrap() {
+        let m = String::from_utf8(m.to_vec()).unwrap();
+        assert!(seen.insert(m.clone()), "{m} received twice");
+    }
+    for c in 0..2 {
+        assert!(seen.contains(&format!("c{c}-first")));
+        for i in 0..sends {
+            assert!(seen.contains(&format!("c{c}-{i}")), "c{c}-{i} lost");
+            for g in 0..2 {
+                assert!(seen.contains(&format!("c{c}g{g}-{i}")), "c{c}g{g}-{i} lost");
+            }
+        }
+    }
+    assert_eq!(seen.len(), 2 * (1 + 3 * sends));
+    say("ok");
+}
+
+#[test]
+fn forked_grandchildren_sending_through_an_inherited_queue_with_their_parent_lose_nothing() {
+    let dir = common::tempdir();
+    run_role("queue_nested", &[dir.path().to_str().unwrap()]);
 }
