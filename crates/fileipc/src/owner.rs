@@ -28,6 +28,10 @@
 //! handle: [`sys::fork_epoch`] tells it apart from its parent with one memory read, and
 //! it then registers ids of its own through a description of its own, and closes its copy
 //! of the parent's, so it never speaks for, releases or keeps alive what its parent owns.
+//! The parent's [`Owners`] objects in the child lead to the child's own and keep it alive
+//! (the registry holds weak references only), so the child's ids live as long as the
+//! handles it inherited or opened: several children using one inherited handle at once
+//! are distinct, live owners, as separate processes are.
 
 use std::cell::Cell;
 use std::fs::File;
