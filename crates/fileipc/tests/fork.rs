@@ -25,6 +25,7 @@ fn child_process_entry() {
         "queue_receivers" => queue_receivers_role(&args),
         "queue_claim_held" => queue_claim_held_role(&args),
         "queue_nested" => queue_nested_role(&args),
+        "queue_sleepers" => queue_sleepers_role(&args),
         "inherited_locks" => inherited_locks_role(&args),
         "shared_data" => shared_data_role(&args),
         "event" => event_role(&args),
@@ -672,4 +673,58 @@ fn queue_nested_role(args: &[String]) {
 fn forked_grandchildren_sending_through_an_inherited_queue_with_their_parent_lose_nothing() {
     let dir = common::tempdir();
     run_role("queue_nested", &[dir.path().to_str().unwrap()]);
+}
+
+/// Role: forked children block in `recv` on the inherited queue handle at the same time:
+/// `stats` counts each as a live sleeping receiver (and frees none of their slots), and
+/// one message per child, sent
+/// then, wakes each and is received exactly once.
+fn queue_sleepers_role(args: &[String]) {
+    let dir = Path::new(&args[0]);
+    let q = MessageQueue::open(dir.join("q")).unwrap();
+    q.send("warm").unwrap();
+    assert_eq!(&*q.recv().unwrap().unwrap(), b"warm");
+    let children = 4;
+    let out = |c: usize| dir.join(format!("got-{c}"));
+    let pids: Vec<Pid> = (0..children)
+        .map(|c| {
+            common::spawn_forked(|| {
+                let m = q.recv_timeout(PATIENCE).unwrap().expect("a message");
+                std::fs::write(out(c), &*m).unwrap();
+                0
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    while q.stats().unwrap().waiting_consumers < children as u32 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "sleeping children counted: {} of {children}",
+            q.stats().unwrap().waiting_consumers
+        );
+    }
+    // Live sleepers stay counted: `stats` frees only the slots of dead owners.
+    for _ in 0..20 {
+        assert_eq!(q.stats().unwrap().waiting_consumers, children as u32);
+    }
+    for c in 0..children {
+        q.send(format!("m{c}")).unwrap();
+    }
+    for c in pids {
+        assert_eq!(wait_exit(c), WaitStatus::Exited(c, 0), "child {c}");
+    }
+    let mut got: Vec<String> = (0..children)
+        .map(|c| std::fs::read_to_string(out(c)).unwrap())
+        .collect();
+    got.sort();
+    let want: Vec<String> = (0..children).map(|c| format!("m{c}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(q.stats().unwrap().waiting_consumers, 0);
+    say("ok");
+}
+
+#[test]
+fn forked_children_sleeping_in_recv_on_an_inherited_queue_are_counted_and_woken() {
+    let dir = common::tempdir();
+    run_role("queue_sleepers", &[dir.path().to_str().unwrap()]);
 }
