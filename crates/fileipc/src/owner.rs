@@ -28,6 +28,10 @@
 //! handle: [`sys::fork_epoch`] tells it apart from its parent with one memory read, and
 //! it then registers ids of its own through a description of its own, and closes its copy
 //! of the parent's, so it never speaks for, releases or keeps alive what its parent owns.
+//! The parent's [`Owners`] objects in the child lead to the child's own and keep it alive
+//! (the registry holds weak references only), so the child's ids live as long as the
+//! handles it inherited or opened: several children using one inherited handle at once
+//! are distinct, live owners, as separate processes are.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -67,6 +71,10 @@ pub(crate) struct Owners {
     process: u32,
     /// The ids of the threads that asked for one.
     threads: Mutex<Vec<(std::thread::ThreadId, u32)>>,
+    /// In a forked child that uses this object (its parent's), the child's own owners of
+    /// the same file, kept alive by it: the ids the child registers through this object
+    /// stay locked (alive) for as long as the child's handles that hold it.
+    forked: Mutex<Option<Arc<Owners>>>,
 }
 
 /// The process-wide registry: at most one live [`Owners`] per file and fork epoch.
@@ -97,11 +105,15 @@ impl Owners {
         }
         // A handle inherited from the parent, used first in a forked child: give up the
         // child's copy of the parent's description, so the child neither speaks for the
-        // parent nor keeps its ids alive.
-        for o in reg.iter().filter_map(Weak::upgrade) {
-            if o.id == id && o.epoch != epoch {
-                *lock(&o.file) = None;
-            }
+        // parent nor keeps its ids alive; the parent's objects then lead to (and keep
+        // alive) the child's own, made below.
+        let older: Vec<Arc<Owners>> = reg
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|o| o.id == id && o.epoch != epoch)
+            .collect();
+        for o in &older {
+            *lock(&o.file) = None;
         }
         let own = sys::reopen(file, path).at("open", path)?;
         let map = SharedMap::new(&own, crate::state::HEADER_LEN).at("mmap", path)?;
@@ -114,11 +126,15 @@ impl Owners {
             serial: SERIAL.fetch_add(1, Ordering::Relaxed),
             process: 0,
             threads: Mutex::new(Vec::new()),
+            forked: Mutex::new(None),
         };
         o.process = o.register(&own)?;
         *lock(&o.file) = Some(own);
         let o = Arc::new(o);
         reg.push(Arc::downgrade(&o));
+        for older in older {
+            *lock(&older.forked) = Some(o.clone());
+        }
         Ok(o)
     }
 
@@ -157,21 +173,41 @@ impl Owners {
     }
 
     /// The owners of the same file for the calling process: `self`, or in a forked child
-    /// the child's own.
+    /// the child's own, which `self` then keeps alive (the registry holds only weak
+    /// references: without this, the child's ids would die, their byte locks closed,
+    /// as soon as the call that registered them returned, while lock words and slots
+    /// still name them).
     fn here(self: &Arc<Self>) -> Result<Arc<Owners>> {
         if self.current() {
             return Ok(self.clone());
         }
+        // Not held across `Owners::of`, which sets it (under the registry's lock).
+        let known = lock(&self.forked).clone();
+        if let Some(o) = &known {
+            if o.current() {
+                return Ok(o.clone());
+            }
+            // A child of the child (or further): through the generation before.
+            let o = o.here()?;
+            *lock(&self.forked) = Some(o.clone());
+            return Ok(o);
+        }
         let file = lock(&self.file);
-        let Some(f) = file.as_ref() else {
-            // The child gave up its copy of the parent's description; the registry
-            // holds the child's own.
-            drop(file);
-            return Owners::of_registered(self.id, &self.path);
+        let o = match file.as_ref() {
+            Some(f) => {
+                let f = f.try_clone().at("dup", &self.path)?;
+                drop(file);
+                Owners::of(&f, &self.path)?
+            }
+            None => {
+                // The child gave up its copy of the parent's description; the registry
+                // holds the child's own.
+                drop(file);
+                Owners::of_registered(self.id, &self.path)?
+            }
         };
-        let f = f.try_clone().at("dup", &self.path)?;
-        drop(file);
-        Owners::of(&f, &self.path)
+        *lock(&self.forked) = Some(o.clone());
+        Ok(o)
     }
 
     fn of_registered(id: (u64, u64), path: &Path) -> Result<Arc<Owners>> {
