@@ -1,8 +1,7 @@
 //! Handles that become distinct owners in a child made by `os.fork()`.
 //!
 //! The library refuses a `Mutex`, `Semaphore` or `SharedData` handle inherited across
-//! `fork` (its lock or connection is the parent's), and a `MessageQueue` handle
-//! inherited by several children that send at once loses messages (see `queue.rs`). The package registers
+//! `fork` (its lock or connection is the parent's). The package registers
 //! [`after_fork_in_child`] with `os.register_at_fork`, which moves the fork
 //! generation on; a [`Reopening`] handle used in a later generation first opens its
 //! primitive again by path (dropping the inherited copy, which the library makes

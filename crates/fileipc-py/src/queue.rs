@@ -23,9 +23,8 @@ pub(crate) struct MessageQueue {
     path: std::path::PathBuf,
     lease: Option<f64>,
     max_deliveries: u32,
-    // Reopened in a forked child: children of one parent sending concurrently through
-    // the inherited library handle lose messages (crates/fileipc-py/tests,
-    // `test_child_is_a_distinct_owner[fork]`), through handles of their own they do not.
+    // Reopened in a forked child, like every handle of the package: the child owns
+    // what it takes through a handle of its own.
     inner: Reopening<fileipc::MessageQueue>,
 }
 
