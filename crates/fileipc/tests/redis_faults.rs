@@ -215,6 +215,7 @@ fn a_server_restart_signals_leases_lost_and_data_is_what_the_server_kept() {
     let name = s.url("m", "lease=1s");
     let m = Mutex::open(&name).unwrap();
     let g = m.guard_timeout(PATIENCE).unwrap().unwrap();
+    let before = g.fence();
     s.restart();
     common::eventually(
         Duration::from_secs(5),
@@ -222,9 +223,12 @@ fn a_server_restart_signals_leases_lost_and_data_is_what_the_server_kept() {
         || g.is_lost(),
     );
     assert!(matches!(g.unlock(), Err(Error::LeaseLost { .. })));
-    // The server kept nothing (no persistence): a new mutex, free.
+    // The server kept nothing (no persistence): a new mutex, free, whose fences still
+    // only grow (seeded from the server's clock).
     let again = Mutex::open(&name).unwrap();
-    assert!(again.try_lock().unwrap());
+    let g2 = again.try_guard().unwrap().expect("free after the restart");
+    assert!(g2.fence() > before, "{} after {before}", g2.fence());
+    drop(g2);
     let d = SharedData::open(s.url("kv", "")).unwrap();
     d.set("k", &1).unwrap();
     assert_eq!(d.get::<i64>("k").unwrap(), Some(1));
