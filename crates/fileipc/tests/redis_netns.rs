@@ -247,11 +247,11 @@ fn mutex_semaphore_and_queue_across_three_network_namespaces() {
         .output()
         .is_err()
     {
-        common::skip(test, "no redis-server (apt-get install redis-server)");
+        common::redis::skip(test, "no redis-server (apt-get install redis-server)");
         return;
     }
     if !cfg!(feature = "redis") {
-        common::skip(test, "built without the `redis` feature");
+        common::redis::skip(test, "built without the `redis` feature");
         return;
     }
     let net = match Net::make() {
