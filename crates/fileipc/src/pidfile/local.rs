@@ -178,7 +178,11 @@ impl LocalPidFile {
             // as it is.
             let pid = self.read_pid(&file)?;
             if !force && pid.is_some_and(names_other_live_process) {
-                return Ok(false); // the lock goes with `file`
+                // Released explicitly, not by closing `file`: a process another thread
+                // is starting holds a copy of the descriptor until it executes, and
+                // would keep the lock until then.
+                let _ = sys::unlock(&file);
+                return Ok(false);
             }
             // Ours now. Only now may the old content go.
             file.set_permissions(Permissions::from_mode(self.mode))
