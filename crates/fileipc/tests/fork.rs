@@ -703,9 +703,13 @@ fn queue_sleepers_role(args: &[String]) {
             q.stats().unwrap().waiting_consumers
         );
     }
-    // Live sleepers stay counted: `stats` frees only the slots of dead owners.
-    for _ in 0..20 {
-        assert_eq!(q.stats().unwrap().waiting_consumers, children as u32);
+    // Live sleepers stay counted: `stats` frees only the slots of dead owners. (The
+    // portable backend's receivers poll, leaving their slot between naps, so there the
+    // count is exact only while they sleep.)
+    if fileipc::WAIT_BACKEND.starts_with("linux") {
+        for _ in 0..20 {
+            assert_eq!(q.stats().unwrap().waiting_consumers, children as u32);
+        }
     }
     for c in 0..children {
         q.send(format!("m{c}")).unwrap();
