@@ -80,28 +80,26 @@ pub(crate) fn token_suffix() -> String {
     }
 }
 
+/// The host identity and owner id a token ends in, if it has them.
+fn origin(token: &str) -> Option<(&str, u32)> {
+    let mut parts = token.rsplitn(3, ' ');
+    let id = parts.next()?.parse().ok()?;
+    Some((parts.next()?, id))
+}
+
 /// Whether `token` was written by a process of this host that is gone: its owner id in
 /// the host file is no longer locked. `false` whenever that cannot be proven.
 pub(crate) fn holder_is_dead(token: &str) -> bool {
-    let Some(h) = here() else {
-        return false;
-    };
-    let mut parts = token.rsplitn(3, ' ');
-    let (Some(id), Some(host)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let Ok(id) = id.parse::<u32>() else {
-        return false;
-    };
-    host == h.host && !h.owners.is_alive(id)
+    match (here(), origin(token)) {
+        (Some(h), Some((host, id))) => host == h.host && !h.owners.is_alive(id),
+        _ => false,
+    }
 }
 
 /// Whether `token` was written by a process of this host (alive or not).
 pub(crate) fn is_local(token: &str) -> bool {
-    let Some(h) = here() else {
-        return false;
-    };
-    let mut parts = token.rsplitn(3, ' ');
-    parts.next();
-    parts.next() == Some(h.host.as_str())
+    match (here(), origin(token)) {
+        (Some(h), Some((host, _))) => host == h.host,
+        _ => false,
+    }
 }
