@@ -28,6 +28,13 @@ fn child_process_entry() {
         "storm-producer" => storm_producer(&args),
         "storm-claimer" => storm_claimer(&args),
         "claim-then-ack" => claim_then_ack(&args),
+        "recv" => {
+            let q = MessageQueue::open(&args[0]).unwrap();
+            assert!(q.try_recv().unwrap().is_none(), "the queue starts empty");
+            say("waiting");
+            let m = q.recv_timeout(PATIENCE * 2).unwrap();
+            say(format!("got {:?}", m.map(|m| m.into_string().unwrap())));
+        }
         other => panic!("unknown role {other}"),
     });
 }
@@ -575,4 +582,75 @@ fn eight_holders_killed_at_random_never_overlap() {
     }
     eprintln!("{cycles} cycles, {kills} kills, {interrupted} holders killed inside");
     assert!(cycles > 100, "only {cycles} cycles");
+}
+
+/// How many clients the server has blocked (in `XREAD BLOCK` and the like).
+fn blocked_clients(s: &RedisServer) -> u32 {
+    let info = s.cli(&["INFO", "clients"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no blocked_clients in {info}"))
+}
+
+#[test]
+fn a_receiver_cut_off_while_it_waits_takes_nothing() {
+    let Some(s) = RedisServer::start("a_receiver_cut_off_while_it_waits_takes_nothing") else {
+        return;
+    };
+    let url = s.url("q", "");
+    let q = MessageQueue::open(&url).unwrap();
+    let mut rx = Proc::spawn("recv", &[&url]);
+    rx.expect("waiting");
+    common::eventually(PATIENCE, "the receiver to block", || {
+        blocked_clients(&s) == 1
+    });
+    // Stopped, the receiver cannot read what the server answers: its wait ends when the
+    // message arrives, but nothing may be taken for it.
+    common::signal(rx.pid, rustix::process::Signal::STOP);
+    q.send("kept").unwrap();
+    common::eventually(PATIENCE, "the wait to end", || blocked_clients(&s) == 0);
+    assert_eq!(q.count().unwrap(), 1, "a waiting receiver took the message");
+    rx.kill_and_reap();
+    let m = q.try_recv().unwrap().expect("the message is still there");
+    assert_eq!(m.to_str().unwrap(), "kept");
+}
+
+#[test]
+fn destroy_wakes_a_blocked_receiver_and_later_ones_fail_at_once() {
+    let Some(s) =
+        RedisServer::start("destroy_wakes_a_blocked_receiver_and_later_ones_fail_at_once")
+    else {
+        return;
+    };
+    let url = s.url("q", "");
+    let q = MessageQueue::open(&url).unwrap();
+    let other = MessageQueue::open(&url).unwrap();
+    assert!(other.try_recv().unwrap().is_none());
+    let waiter = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = other.recv_timeout(Duration::from_secs(50));
+        let late = Instant::now();
+        let again = other.recv_timeout(Duration::from_secs(50));
+        (r, start.elapsed(), again, late.elapsed())
+    });
+    common::eventually(PATIENCE, "the receiver to block", || {
+        blocked_clients(&s) == 1
+    });
+    q.destroy().unwrap();
+    let (r, took, again, took_again) = waiter.join().unwrap();
+    assert!(matches!(r, Err(Error::Destroyed { .. })), "{r:?}");
+    assert!(matches!(again, Err(Error::Destroyed { .. })), "{again:?}");
+    // Both long before the 50 s of their timeouts (and the 60 s of one XREAD block).
+    let soon = Duration::from_secs(10);
+    assert!(took < soon && took_again < soon, "{took:?} {took_again:?}");
+    // Opening the name again makes a working queue: the mark is gone.
+    let q = MessageQueue::open(&url).unwrap();
+    q.send("new").unwrap();
+    let m = MessageQueue::open(&url)
+        .unwrap()
+        .recv_timeout(PATIENCE)
+        .unwrap()
+        .expect("a message");
+    assert_eq!(m.to_str().unwrap(), "new");
 }

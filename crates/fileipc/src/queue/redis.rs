@@ -5,12 +5,13 @@
 //! message, and `s`, its sequence number), its consumer group `g`, `{p}:meta` (hash:
 //! kind, version, sent, received, fence), `{p}:due` (claims and given-back entries, see
 //! `redis_claim.rs`), and the dead-letter queue `{p}:dead:*` (the queue `NAME:dead`).
-//! `send` is one script (`XADD`, refused beyond a capacity); `recv` is one script that
-//! reads the next entry for the group, acknowledges and deletes it: a message is taken
-//! exactly once, and a receiver that dies before the script ran took nothing. A
-//! receiver that finds the queue empty waits with `XREAD BLOCK` from the group's last
-//! delivered id on its own connection (whose read timeout exceeds the block): waiting
-//! never consumes, so an abandoned wait loses nothing.
+//! `send` is one script (`XADD`, refused beyond a capacity); taking is one script that
+//! reads the next entries for the group and deletes them: a message is taken exactly
+//! once, and a receiver that dies before the script ran took nothing. A receiver whose
+//! last take emptied the queue (or found it empty) first waits with `XREAD BLOCK` for an
+//! entry after the last id it saw, on its own connection (whose read timeout exceeds the
+//! block), then takes: waiting never consumes, so an abandoned wait loses nothing.
+//! `destroy` leaves a mark, `{p}:gone`, that every wait reads too.
 
 use std::sync::{Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -21,11 +22,29 @@ use crate::error::{Error, Result};
 use crate::location::RedisUrl;
 use crate::remote::{self, Conn, lock};
 
-/// Creates the group if missing (with the stream).
+/// Creates the group if missing (with the stream), and removes the mark of an earlier
+/// destruction (`KEYS[2]`, see [`RedisQueue::destroy`]).
 const CREATE: &str = r"
+redis.call('DEL', KEYS[2])
 local ok = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], 'g', '0', 'MKSTREAM')
 return 1
 ";
+
+/// Removes the queue's keys (`KEYS[1..5]`) and marks each destroyed queue (`KEYS[6]`,
+/// `KEYS[7]`: a stream every wait also reads, so blocked receivers wake at once and
+/// later ones find it there; it expires after [`GONE_MARK_SECS`]).
+const DESTROY: &str = r"
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+for i = 6, 7 do
+  redis.call('XADD', KEYS[i], '*', 'gone', '1')
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+";
+
+/// How long the mark of a destroyed queue stays: receivers that start waiting on a
+/// handle of it later notice at the end of their wait (at most a minute) instead.
+const GONE_MARK_SECS: u32 = 600;
 
 /// Appends message `ARGV[1]` with its sequence number (field `s`): 1, or -1 if the
 /// queue was destroyed, or 0 if it holds `ARGV[2]` entries (unless empty: no capacity).
@@ -37,10 +56,11 @@ redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 's', n - 1)
 return 1
 ";
 
-/// Takes up to `ARGV[1]` entries: `{1, {{d1, n1}, {d2, n2}, ...}}` (`n`: the field
-/// `n` of a dead letter, else 0), or `{0, last delivered id}` when there is none.
+/// Takes up to `ARGV[1]` entries: `{1, {{d1, n1}, {d2, n2}, ...}, last id taken, more}`
+/// (`n`: the field `n` of a dead letter, else 0; `more`: 1 if newer entries wait), or
+/// `{0, last delivered id}` when there is none.
 const TAKE: &str = r"
-local r = redis.call('XREADGROUP', 'GROUP', 'g', 'c', 'COUNT', ARGV[1], 'STREAMS', KEYS[1], '>')
+local r = redis.call('XREADGROUP', 'GROUP', 'g', 'c', 'COUNT', ARGV[1], 'NOACK', 'STREAMS', KEYS[1], '>')
 if r and r[1] and #r[1][2] > 0 then
   local out = {}
   local ids = {}
@@ -55,10 +75,17 @@ if r and r[1] and #r[1][2] > 0 then
     end
     out[i] = {d, n}
   end
-  redis.call('XACK', KEYS[1], 'g', unpack(ids))
   redis.call('XDEL', KEYS[1], unpack(ids))
   redis.call('HINCRBY', KEYS[2], 'received', #ids)
-  return {1, out}
+  local last, more = ids[#ids], 0
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #top > 0 then
+    local am, as = string.match(top[1][1], '(%d+)-(%d+)')
+    local bm, bs = string.match(last, '(%d+)-(%d+)')
+    am, bm = tonumber(am), tonumber(bm)
+    if am > bm or (am == bm and tonumber(as) > tonumber(bs)) then more = 1 end
+  end
+  return {1, out, last, more}
 end
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local name, last
@@ -79,6 +106,10 @@ pub(super) struct RedisQueue {
     conn: Conn,
     /// The connection a receiver blocks on, made by the first wait.
     waiter: StdMutex<Option<redis::Connection>>,
+    /// The newest stream id this handle's last take saw (the last entry taken, or the
+    /// group's last delivered id when there was nothing), if no newer entry was waiting
+    /// then: a receive first waits for an entry after it. `None`: take at once.
+    last: StdMutex<Option<String>>,
     max_message_size: usize,
     /// The lease of this handle's claims.
     pub(super) lease: Duration,
@@ -96,10 +127,17 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
+/// The script of [`TAKE`].
+fn take_script() -> &'static redis::Script {
+    static S: OnceLock<redis::Script> = OnceLock::new();
+    remote::script(&S, &[TAKE])
+}
+
 /// What one take found.
 enum Taken {
-    /// Messages, each with its dead-letter delivery count.
-    Messages(Vec<(Vec<u8>, u32)>),
+    /// Messages, each with its dead-letter delivery count; the id of the last, and
+    /// whether newer entries were waiting.
+    Messages(Vec<(Vec<u8>, u32)>, String, bool),
     /// None; new entries will have ids after this one.
     Empty(String),
 }
@@ -118,11 +156,13 @@ impl RedisQueue {
         let _: i64 = conn.read(|c| {
             remote::script(&S, &[CREATE])
                 .key(url.key("stream"))
+                .key(url.key("gone"))
                 .invoke(c)
         })?;
         Ok(RedisQueue {
             conn,
             waiter: StdMutex::new(None),
+            last: StdMutex::new(None),
             max_message_size: opts.max_message_size,
             lease: opts.lease,
             max_deliveries: opts.max_deliveries,
@@ -230,25 +270,55 @@ impl RedisQueue {
     }
 
     fn take(&self, max: usize) -> Result<Taken> {
-        static S: OnceLock<redis::Script> = OnceLock::new();
-        let r: Result<(i64, redis::Value)> = self.conn.with(|c| {
-            remote::script(&S, &[TAKE])
+        let r: Result<redis::Value> = self.conn.with(|c| {
+            take_script()
                 .key(self.url().key("stream"))
                 .key(self.url().key("meta"))
                 .arg(max.max(1))
                 .invoke(c)
         });
-        let (ok, payload) = self.destroyed_if_nogroup(r)?;
+        let taken = self.parse_take(self.destroyed_if_nogroup(r)?)?;
+        self.remember(&taken);
+        Ok(taken)
+    }
+
+    /// The reply of [`TAKE`] as a [`Taken`].
+    fn parse_take(&self, v: redis::Value) -> Result<Taken> {
         let parse = |e: redis::ParsingError| remote::error(self.url(), e.into());
-        if ok == 1 {
-            Ok(Taken::Messages(
-                redis::from_redis_value(payload).map_err(parse)?,
+        let mut parts: Vec<redis::Value> = redis::from_redis_value(v).map_err(parse)?;
+        let ok: i64 = match parts.first() {
+            Some(v) => redis::from_redis_value_ref(v).map_err(parse)?,
+            None => 0,
+        };
+        if ok == 1 && parts.len() == 4 {
+            let more: i64 =
+                redis::from_redis_value(parts.pop().expect("4 parts")).map_err(parse)?;
+            let last: String =
+                redis::from_redis_value(parts.pop().expect("4 parts")).map_err(parse)?;
+            let m = redis::from_redis_value(parts.pop().expect("4 parts")).map_err(parse)?;
+            Ok(Taken::Messages(m, last, more == 1))
+        } else if ok == 0 && parts.len() == 2 {
+            Ok(Taken::Empty(
+                redis::from_redis_value(parts.pop().expect("2 parts")).map_err(parse)?,
             ))
         } else {
-            Ok(Taken::Empty(
-                redis::from_redis_value(payload).map_err(parse)?,
+            Err(remote::error(
+                self.url(),
+                redis::RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "unexpected reply of the take script",
+                )),
             ))
         }
+    }
+
+    /// Notes where this handle's next receive starts: the newest id a take saw, unless
+    /// newer entries were waiting (then the next receive takes at once).
+    fn remember(&self, taken: &Taken) {
+        *lock(&self.last) = match taken {
+            Taken::Messages(_, _, true) => None,
+            Taken::Messages(_, id, false) | Taken::Empty(id) => Some(id.clone()),
+        };
     }
 
     /// `r`, or [`Error::Destroyed`] if the server said the group is gone.
@@ -261,7 +331,8 @@ impl RedisQueue {
         }
     }
 
-    /// Blocks until an entry after `last` exists, or `limit` passed. Consumes nothing.
+    /// Blocks until an entry after `last` exists, the queue was destroyed, or `limit`
+    /// passed. Consumes nothing.
     pub(super) fn wait_after(&self, last: &str, limit: Duration) -> Result<()> {
         let block = limit.as_millis().clamp(1, 60_000) as u64;
         let mut slot = lock(&self.waiter);
@@ -279,7 +350,9 @@ impl RedisQueue {
                     .arg(block)
                     .arg("STREAMS")
                     .arg(self.url().key("stream"))
+                    .arg(self.url().key("gone"))
                     .arg(last)
+                    .arg("0-0")
                     .query(c)
             });
         if let Err(e) = r {
@@ -303,28 +376,32 @@ impl RedisQueue {
 
     pub(super) fn try_recv(&self) -> Result<Option<Message>> {
         match self.take(1)? {
-            Taken::Messages(mut m) => Ok(m.pop().map(message)),
+            Taken::Messages(mut m, _, _) => Ok(m.pop().map(message)),
             Taken::Empty(_) => Ok(None),
         }
     }
 
+    /// Receives one message. A receive takes at once when its handle has seen nothing
+    /// yet or its last take left newer entries; otherwise (the last take emptied the
+    /// queue, or found it empty) it first waits with `XREAD BLOCK` for an entry after
+    /// the last id seen, which consumes nothing, then takes. A receiver that keeps up
+    /// makes two round trips per message; one draining a backlog, one.
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
         loop {
-            let last = match self.take(1)? {
-                Taken::Messages(mut m) => return Ok(m.pop().map(message)),
-                Taken::Empty(last) => last,
-            };
-            let limit = match deadline {
-                None => Duration::from_secs(60),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(None);
-                    }
-                    d - now
-                }
-            };
-            self.wait_after(&last, limit)?;
+            let last = lock(&self.last).clone();
+            if let Some(last) = last {
+                let limit = match deadline {
+                    None => Duration::from_secs(60),
+                    Some(d) => d.saturating_duration_since(Instant::now()),
+                };
+                self.wait_after(&last, limit)?;
+            }
+            if let Taken::Messages(mut m, _, _) = self.take(1)? {
+                return Ok(m.pop().map(message));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
         }
     }
 
@@ -337,7 +414,7 @@ impl RedisQueue {
         };
         let mut out = vec![first];
         if max > 1
-            && let Taken::Messages(more) = self.take(max - 1)?
+            && let Taken::Messages(more, _, _) = self.take(max - 1)?
         {
             out.extend(more.into_iter().map(message));
         }
@@ -381,15 +458,20 @@ impl RedisQueue {
 
     /// Removes the queue's keys and those of its dead-letter queue.
     pub(super) fn destroy(&self) -> Result<()> {
+        static S: OnceLock<redis::Script> = OnceLock::new();
         let dead = self.url().with_suffix(":dead");
         self.conn.with(|c| {
-            redis::cmd("DEL")
-                .arg(self.url().key("stream"))
-                .arg(self.url().key("meta"))
-                .arg(self.url().key("due"))
-                .arg(dead.key("stream"))
-                .arg(dead.key("meta"))
-                .query::<()>(c)
+            remote::script(&S, &[DESTROY])
+                .key(self.url().key("stream"))
+                .key(self.url().key("meta"))
+                .key(self.url().key("due"))
+                .key(dead.key("stream"))
+                .key(dead.key("meta"))
+                .key(self.url().key("gone"))
+                .key(dead.key("gone"))
+                .arg(GONE_MARK_SECS)
+                .invoke::<i64>(c)
+                .map(drop)
         })
     }
 
