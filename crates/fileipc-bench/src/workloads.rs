@@ -197,7 +197,7 @@ pub(crate) fn workloads() -> Vec<Workload> {
         full,
         quick,
     };
-    w.push(big("queue.1p1c.64KiB", 1, 1, (20_000, 700), (200, 100)));
+    w.push(big("queue.1p1c.64KiB", 1, 1, (20_000, 700), (100, 100)));
     w.push(q(
         "queue.4p4c.64B",
         Kind::Flow {
@@ -218,7 +218,7 @@ pub(crate) fn workloads() -> Vec<Workload> {
         (25_000, 700),
         (250, 100),
     ));
-    w.push(big("queue.4p4c.64KiB", 4, 4, (5_000, 700), (50, 100)));
+    w.push(big("queue.4p4c.64KiB", 4, 4, (5_000, 700), (25, 100)));
     w.push(Workload {
         group: Queue,
         name: "queue.pingpong.64B",
