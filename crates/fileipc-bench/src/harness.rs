@@ -262,7 +262,8 @@ impl Load {
                 .args(["--parent", &parent])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                // Nothing to say: a load process never holds the caller's stderr open.
+                .stderr(Stdio::null())
                 .spawn()
                 .with_context(|| format!("spawning a load process {}", setup.exe.display()))?;
             let stdout = child.stdout.take().context("load process stdout")?;

@@ -84,9 +84,11 @@ fn key(v: &serde_json::Value) -> String {
     )
 }
 
-/// Processes whose command line mentions `needle` (the run directory of a test's bench).
+/// Processes whose command line mentions `needle` (the run directory of a test's bench,
+/// which only that bench's processes carry); each found is killed, so a failing test
+/// leaves no busy loop behind.
 #[cfg(feature = "bench")]
-fn processes_mentioning(needle: &str) -> Vec<String> {
+fn kill_processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
@@ -94,7 +96,9 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains(needle) {
-            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            found.push(format!("{pid}: {cmd}"));
         }
     }
     found
@@ -213,7 +217,7 @@ fn quick_bench_under_load_repeated() {
         stderr.contains("load: 1 CPU-bound processes"),
         "stderr:\n{stderr}"
     );
-    let left = processes_mentioning(&dir);
+    let left = kill_processes_mentioning(&dir);
     assert!(left.is_empty(), "processes left behind: {left:?}");
     let lines = json_lines(&stdout);
     let (summaries, per_run): (Vec<_>, Vec<_>) = lines.iter().partition(|v| v["summary"] == true);
