@@ -283,11 +283,16 @@ impl Load {
     fn stop(mut self) -> Result<f64> {
         let wall = self.started.elapsed().as_nanos() as f64;
         let children = std::mem::take(&mut self.children);
-        let mut cpu = 0u64;
-        for c in &children {
-            cpu += sys::kill_and_reap(c.id()).context("stopping a load process")?;
+        // Every one is killed, even after a failure to stop another.
+        let cpu: Vec<std::io::Result<u64>> = children
+            .iter()
+            .map(|c| sys::kill_and_reap(c.id()))
+            .collect();
+        let mut total = 0u64;
+        for c in cpu {
+            total += c.context("stopping a load process")?;
         }
-        Ok(cpu as f64 / wall.max(1.0) / children.len().max(1) as f64)
+        Ok(total as f64 / wall.max(1.0) / children.len().max(1) as f64)
     }
 }
 
