@@ -141,17 +141,24 @@ fn run_in(
         .into_iter()
         .map(|size| (size, probe_mq_depth(size)))
         .collect();
+    let parts = BIG.div_ceil(chunk);
     let mq_note = format!(
         "mq_maxmsg {} for 64 B, {} for 4 KiB messages, {} for {chunk} B (msg_max {}, \
-         msgsize_max {}, RLIMIT_MSGQUEUE {} bytes); posix_mq_chunked sends a 64 KiB \
-         message as {} mq messages of {chunk} B",
+         msgsize_max {}, RLIMIT_MSGQUEUE {} bytes); {}",
         mq_depth[0].1,
         mq_depth[1].1,
         mq_depth[2].1,
         sys::mq_msg_max(),
         sys::mq_msgsize_max(),
         rlimit,
-        BIG.div_ceil(chunk),
+        if parts > 1 {
+            format!(
+                "a 64 KiB message travels as {parts} mq messages of {chunk} B (with an \
+                 flock per message on each side in 4P/4C: posix_mq+flock)"
+            )
+        } else {
+            "a 64 KiB message is one mq message".to_owned()
+        },
     );
     let setup = Setup {
         exe: worker_exe.to_path_buf(),

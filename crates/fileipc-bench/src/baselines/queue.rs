@@ -1,5 +1,5 @@
-//! The queue baselines: a POSIX message queue (messages over its largest allowed size
-//! sent as several mq messages), a named pipe of fixed-size frames, the seed's
+//! The queue baselines: a POSIX message queue (`posix_mq_chunked`: messages over its
+//! largest allowed size, `msgsize_max`, sent as several mq messages), a named pipe of fixed-size frames, the seed's
 //! file-per-message directory, a futex word (the ping-pong floor), and a log with one
 //! `fdatasync` per message (the durable baseline).
 //!
@@ -47,7 +47,7 @@ pub(crate) fn open_queue(imp: &str, env: &Env, chan: &str) -> Result<Box<dyn Que
                 mq,
                 chunk,
                 part: Vec::with_capacity(chunk),
-                locks: EndLocks::open(env, chan)?,
+                locks: EndLocks::open(env, chan, chunk < env.size)?,
             })
         }
         "pipe" => {
@@ -60,11 +60,7 @@ pub(crate) fn open_queue(imp: &str, env: &Env, chan: &str) -> Result<Box<dyn Que
                 f,
                 size,
                 multi: env.consumers > 1,
-                locks: if size > PIPE_BUF {
-                    EndLocks::open(env, chan)?
-                } else {
-                    None
-                },
+                locks: EndLocks::open(env, chan, size > PIPE_BUF)?,
             })
         }
         "seed_files" => {
@@ -116,16 +112,17 @@ pub(crate) fn mq_chunk(size: usize) -> usize {
 }
 
 /// The per-message locks of a queue with several producers or consumers whose messages
-/// take more than one kernel operation: `(senders' lock file, receivers' lock file)`.
-/// `None` with one producer and one consumer, which need none.
+/// take more than one kernel operation: the senders' lock file and the receivers'.
 struct EndLocks {
     send: File,
     recv: File,
 }
 
 impl EndLocks {
-    fn open(env: &Env, chan: &str) -> Result<Option<EndLocks>> {
-        if env.producers <= 1 && env.consumers <= 1 {
+    /// The locks of channel `chan`, if its messages are `split` (not one atomic kernel
+    /// operation each) and it has several producers or consumers; else `None`.
+    fn open(env: &Env, chan: &str, split: bool) -> Result<Option<EndLocks>> {
+        if !split || (env.producers <= 1 && env.consumers <= 1) {
             return Ok(None);
         }
         let open = |side: &str| {
