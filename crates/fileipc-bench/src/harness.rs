@@ -3,7 +3,10 @@
 //! figures the report prints.
 //!
 //! Every run gets a fresh directory under `--dir` and fresh POSIX IPC names, so nothing
-//! carries over between runs. Workers validate what they do (every message received once
+//! carries over between runs. With `--load N`, N busy-looping processes run beside every
+//! contender of a workload (started before its first round, killed after its last), and
+//! the CPU they got is reported. With `--repeat N`, the whole selection runs N times and
+//! a summary gives, per line, the median, min and max of the N runs' ratios. Workers validate what they do (every message received once
 //! and in per-producer order, a lock's shared counter never losing an increment, every
 //! increment of the store counted) and a failure aborts the benchmark with the reason.
 
@@ -25,6 +28,8 @@ use crate::{baselines, redis_env, sys, workers};
 #[command(
     after_help = "Examples:\n  fileipc bench all\n  fileipc bench queue --dir /dev/shm\n  \
                         fileipc bench all --quick --json\n  \
+                        fileipc bench queue --load 2\n  \
+                        fileipc bench all --repeat 5\n  \
                         fileipc bench all --redis redis://127.0.0.1:6379\n  \
                         fileipc bench mutex --redis"
 )]
@@ -49,6 +54,16 @@ pub struct BenchArgs {
     /// benchmark chooses the names). Without URL: a private redis-server on a unix socket.
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     redis: Option<String>,
+    /// N CPU-bound processes (busy loops, at the harness's nice value) running beside every
+    /// contender for the whole of each workload; the goals decided are then those set for
+    /// a loaded machine.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    load: usize,
+    /// Runs the whole selection N times (each with its rounds) and ends with a summary:
+    /// per line, the median, min and max of the N runs' ratios, the goal decided on the
+    /// median.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: usize,
 }
 
 /// Facts about the run, printed with the results.
@@ -58,13 +73,28 @@ pub(crate) struct Setup {
     pub(crate) exe: PathBuf,
     pub(crate) root: PathBuf,
     pub(crate) fs: String,
-    /// POSIX mq capacity by message size.
-    pub(crate) mq_depth: [(usize, usize); 2],
+    /// POSIX mq capacity by mq message size, smallest size first.
+    pub(crate) mq_depth: Vec<(usize, usize)>,
     pub(crate) mq_note: String,
     pub(crate) rounds: usize,
     pub(crate) quick: bool,
     /// The Redis server of a `--redis` run, and its description for the header.
     pub(crate) redis: Option<(String, String)>,
+    /// Load processes beside every contender (`--load`).
+    pub(crate) load: usize,
+    /// Full runs of the selection (`--repeat`).
+    pub(crate) repeat: usize,
+}
+
+impl Setup {
+    /// The POSIX mq capacity for mq messages of `size` bytes.
+    fn mq_depth_for(&self, size: usize) -> usize {
+        self.mq_depth
+            .iter()
+            .find(|(s, _)| *s >= size)
+            .or(self.mq_depth.last())
+            .map_or(10, |(_, d)| *d)
+    }
 }
 
 /// `fileipc bench`: runs the workloads `args` select and prints their result lines.
@@ -106,13 +136,29 @@ fn run_in(
     redis: Option<(String, String)>,
 ) -> Result<ExitCode> {
     let rlimit = sys::raise_mq_rlimit(64 << 20);
-    let mq_depth = [(64, probe_mq_depth(64)), (4096, probe_mq_depth(4096))];
+    let chunk = baselines::mq_chunk(BIG);
+    let mq_depth: Vec<(usize, usize)> = [64, 4096, chunk]
+        .into_iter()
+        .map(|size| (size, probe_mq_depth(size)))
+        .collect();
+    let parts = BIG.div_ceil(chunk);
     let mq_note = format!(
-        "mq_maxmsg {} for 64 B, {} for 4 KiB messages (msg_max {}, RLIMIT_MSGQUEUE {} bytes)",
+        "mq_maxmsg {} for 64 B, {} for 4 KiB messages, {} for {chunk} B (msg_max {}, \
+         msgsize_max {}, RLIMIT_MSGQUEUE {} bytes); {}",
         mq_depth[0].1,
         mq_depth[1].1,
+        mq_depth[2].1,
         sys::mq_msg_max(),
-        rlimit
+        sys::mq_msgsize_max(),
+        rlimit,
+        if parts > 1 {
+            format!(
+                "a 64 KiB message travels as {parts} mq messages of {chunk} B (with an \
+                 flock per message on each side in 4P/4C: posix_mq+flock)"
+            )
+        } else {
+            "a 64 KiB message is one mq message".to_owned()
+        },
     );
     let setup = Setup {
         exe: worker_exe.to_path_buf(),
@@ -127,6 +173,8 @@ fn run_in(
         rounds: args.rounds.unwrap_or(if args.quick { 3 } else { 5 }).max(1),
         quick: args.quick,
         redis,
+        load: args.load,
+        repeat: args.repeat.max(1),
     };
     let all = if setup.redis.is_some() {
         redis_workloads()
@@ -139,21 +187,128 @@ fn run_in(
         .collect();
     report::print_header(&setup, args.json);
     let started = Instant::now();
-    let mut results = Vec::new();
-    for w in &selected {
-        eprint!("{:<24}", w.name);
-        let t = Instant::now();
-        let per = measure(&setup, w).with_context(|| format!("workload {}", w.name))?;
-        eprintln!(" {:>6.1} s", t.elapsed().as_secs_f64());
-        results.push((w, per));
+    let mut runs: Vec<Vec<Row>> = Vec::new();
+    for run in 1..=setup.repeat {
+        if setup.repeat > 1 {
+            eprintln!("run {run} of {}", setup.repeat);
+        }
+        let mut results = Vec::new();
+        for w in &selected {
+            eprint!("{:<24}", w.name);
+            let t = Instant::now();
+            let (per, busy) =
+                measure_loaded(&setup, w).with_context(|| format!("workload {}", w.name))?;
+            match busy {
+                Some(b) => eprintln!(
+                    " {:>6.1} s, load {:.0}% of a CPU each",
+                    t.elapsed().as_secs_f64(),
+                    b * 100.0
+                ),
+                None => eprintln!(" {:>6.1} s", t.elapsed().as_secs_f64()),
+            }
+            results.push((w, per, busy));
+        }
+        let rows: Vec<Row> = report::rows(&setup, &results, run);
+        if setup.repeat > 1 && !args.json {
+            println!("\nrun {run} of {}:", setup.repeat);
+        }
+        report::print(&rows, args.json)?;
+        runs.push(rows);
     }
-    let rows: Vec<Row> = report::rows(&setup, &results);
-    report::print(&rows, args.json)?;
+    if setup.repeat > 1 {
+        report::print_summary(&report::summary(&runs), args.json)?;
+    }
     eprintln!(
-        "total {:.1} s; ratio = median over rounds of ours/baseline in the same round",
-        started.elapsed().as_secs_f64()
+        "total {:.1} s; ratio = median over rounds of ours/baseline in the same round{}",
+        started.elapsed().as_secs_f64(),
+        if setup.repeat > 1 {
+            "; summary = median (min, max) of the runs' ratios"
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The message size of the big-message lines (64 KiB).
+pub(crate) const BIG: usize = 64 << 10;
+
+/// Runs every round of a workload with `setup.load` load processes beside it; also
+/// returns the mean share of a CPU each load process got (`None` without load).
+fn measure_loaded(setup: &Setup, w: &Workload) -> Result<(PerContender, Option<f64>)> {
+    if setup.load == 0 {
+        return Ok((measure(setup, w)?, None));
+    }
+    let load = Load::start(setup)?;
+    let per = measure(setup, w);
+    let busy = load.stop();
+    Ok((per?, Some(busy?)))
+}
+
+/// Busy-looping processes (`EXE __bench-worker --role load`), killed and reaped (with
+/// their CPU time, by `wait4`) by `stop`, or on drop if the workload failed.
+struct Load {
+    children: Vec<Child>,
+    started: Instant,
+}
+
+impl Load {
+    /// Starts `setup.load` load processes and waits until each says it runs.
+    fn start(setup: &Setup) -> Result<Load> {
+        let mut load = Load {
+            children: Vec::new(),
+            started: Instant::now(),
+        };
+        let parent = std::process::id().to_string();
+        for _ in 0..setup.load {
+            let mut child = Command::new(&setup.exe)
+                .arg(workers::WORKER_SUBCOMMAND)
+                .args(["--role", "load", "--imp", "load", "--tag", "load"])
+                .arg("--dir")
+                .arg(&setup.root)
+                .args(["--parent", &parent])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                // Nothing to say: a load process never holds the caller's stderr open.
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("spawning a load process {}", setup.exe.display()))?;
+            let stdout = child.stdout.take().context("load process stdout")?;
+            load.children.push(child);
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .context("reading from a load process")?;
+            ensure!(line.trim() == "ready", "a load process said {line:?}");
+        }
+        load.started = Instant::now();
+        Ok(load)
+    }
+
+    /// Kills and reaps the load processes; the mean share of a CPU each got since all
+    /// were running.
+    fn stop(mut self) -> Result<f64> {
+        let wall = self.started.elapsed().as_nanos() as f64;
+        let children = std::mem::take(&mut self.children);
+        // Every one is killed, even after a failure to stop another.
+        let cpu: Vec<std::io::Result<u64>> = children
+            .iter()
+            .map(|c| sys::kill_and_reap(c.id()))
+            .collect();
+        let mut total = 0u64;
+        for c in cpu {
+            total += c.context("stopping a load process")?;
+        }
+        Ok(total as f64 / wall.max(1.0) / children.len().max(1) as f64)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for c in &self.children {
+            let _ = sys::kill_and_reap(c.id());
+        }
+    }
 }
 
 /// The POSIX mq capacity to use for messages of `size` bytes: the largest of 256, 128,
@@ -283,11 +438,7 @@ fn run_once(setup: &Setup, w: &Workload, c: Contender, round: usize) -> Result<S
         dir: &dir,
         tag: &tag,
         size,
-        depth: if size > 64 {
-            setup.mq_depth[1].1
-        } else {
-            setup.mq_depth[0].1
-        },
+        depth: setup.mq_depth_for(baselines::mq_chunk(size)),
         n,
         cap_ms,
         redis: setup.redis.as_ref().map(|(url, _)| url.as_str()),
@@ -336,6 +487,11 @@ fn compute(kind: Kind, specs: &[Spec], outs: &[Out], may_cap: bool) -> Result<Sa
         Ok((b - a) as f64 / 1e9)
     };
     let all: Vec<&Out> = outs.iter().collect();
+    // CPU time (user + system) of every worker over its measured loop, per operation.
+    let cpu_per = |ops: u64| -> Result<f64> {
+        let cpu: u64 = outs.iter().map(|o| o.num("cpu")).sum::<Result<_>>()?;
+        Ok(cpu as f64 / ops.max(1) as f64)
+    };
     match kind {
         Kind::Flow { .. } => {
             let mut sent = 0;
@@ -359,21 +515,25 @@ fn compute(kind: Kind, specs: &[Spec], outs: &[Out], may_cap: bool) -> Result<Sa
                 ensure!(got == sent, "sent {sent} messages but received {got}");
             }
             s.insert("rate", got as f64 / span(&all)?);
+            s.insert("cpu", cpu_per(got)?);
         }
         Kind::Durable { .. } => {
             let sent: u64 = outs.iter().map(|o| o.num("sent")).sum::<Result<_>>()?;
             ensure!(sent > 0, "no message sent");
             s.insert("rate", sent as f64 / span(&all)?);
+            s.insert("cpu", cpu_per(sent)?);
         }
         Kind::LockPair => {
             let ops = outs[0].num("ops")?;
             ensure!(ops > 0, "no operation done");
             s.insert("ns", span(&all)? * 1e9 / ops as f64);
+            s.insert("cpu", cpu_per(ops)?);
         }
         Kind::KvSingle { .. } => {
             let ops = outs[0].num("ops")?;
             ensure!(ops > 0, "no operation done");
             s.insert("rate", ops as f64 / span(&all)?);
+            s.insert("cpu", cpu_per(ops)?);
         }
         Kind::LockContended | Kind::KvIncr => {
             let total: u64 = outs.iter().map(|o| o.num("ops")).sum::<Result<_>>()?;
@@ -401,8 +561,23 @@ fn compute(kind: Kind, specs: &[Spec], outs: &[Out], may_cap: bool) -> Result<Sa
             s.insert("p99", h.quantile(0.99).unwrap_or(f64::NAN) / 1e3);
             s.insert("max", h.quantile(1.0).unwrap_or(f64::NAN) / 1e3);
             s.insert("fair", lo as f64 / hi.max(1) as f64);
+            s.insert("cpu", cpu_per(total)?);
         }
-        Kind::PingPong { .. } | Kind::Handoff | Kind::EventWake => {
+        Kind::PingPong { .. } => {
+            let mut h = Hist::default();
+            let mut trips = 0;
+            for o in outs {
+                if o.kv.contains_key("hist") {
+                    h.merge(&o.hist()?);
+                    trips += o.num("trips")?;
+                }
+            }
+            ensure!(h.count() > 0, "no latency sample");
+            s.insert("p50", h.quantile(0.5).unwrap_or(f64::NAN) / 1e3);
+            // Both ends' CPU per round trip.
+            s.insert("cpu", cpu_per(trips)?);
+        }
+        Kind::Handoff | Kind::EventWake => {
             let mut h = Hist::default();
             for o in outs {
                 if o.kv.contains_key("hist") {

@@ -1,5 +1,7 @@
 //! The raw system calls the baselines are made of: POSIX message queues and named
-//! semaphores, futexes on a shared mapping, `flock`, inotify, `statfs`, the monotonic clock.
+//! semaphores, futexes on a shared mapping, a process-shared robust pthread mutex, `flock`,
+//! inotify, `statfs`, the monotonic clock; and those of the harness itself: CPU time
+//! (`getrusage`, `wait4`), the parent-death signal and the nice value of load processes.
 //!
 //! The library keeps its system calls in `fileipc::sys`; the benchmark's baselines are
 //! *by definition* raw system calls written outside the library, so they live here, in the
@@ -13,7 +15,9 @@
 //! from slices of the stated length), or, in [`Shm`], the view of a `MAP_SHARED` mapping
 //! as atomics: the mapping lives as long as the `Shm` that hands out the references,
 //! offsets are bounds- and alignment-checked, and every process touches those bytes only
-//! through atomic operations.
+//! through atomic operations; in [`RobustMutex`], a `pthread_mutex_t` placed in such a
+//! mapping, initialised once (by the process that wins a compare-and-swap on the mapping's
+//! first word) and only ever touched through the pthread calls.
 
 #![allow(unsafe_code)]
 
@@ -154,6 +158,15 @@ pub fn mq_msg_max() -> usize {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(10)
+}
+
+/// The system's `msgsize_max` (the largest `mq_msgsize` an unprivileged process may ask
+/// for; 8192 by default).
+pub fn mq_msgsize_max() -> usize {
+    std::fs::read_to_string("/proc/sys/fs/mqueue/msgsize_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(8192)
 }
 
 /// Raises `RLIMIT_MSGQUEUE` (bytes of message queues per user) to `bytes` if this process
@@ -354,6 +367,182 @@ pub fn futex_wake(word: &AtomicU32, n: u32) {
             0u32,
         )
     };
+}
+
+// ---------------------------------------------------------------------------------------
+// A process-shared robust pthread mutex
+
+/// Byte offset of the `pthread_mutex_t` in a [`RobustMutex`]'s mapping (word 0 is the
+/// initialisation state: 0 none, 1 under way, 2 done).
+const PTHREAD_MUTEX_AT: usize = 64;
+
+/// A `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED` and `PTHREAD_MUTEX_ROBUST`, in a file
+/// mapped `MAP_SHARED`: the natural limit of a cross-process mutex that survives its
+/// holder's death (the kernel's robust-futex list hands the next locker `EOWNERDEAD`).
+#[derive(Debug)]
+pub struct RobustMutex {
+    shm: Shm,
+    /// How many times `lock` found the previous holder dead and made the mutex consistent.
+    recovered: u64,
+}
+
+impl RobustMutex {
+    /// Opens (creating and initialising if needed) the mutex in the file at `path`. The
+    /// first process to move the state word from 0 to 1 initialises it; the others wait
+    /// (at most 10 s) for the state 2.
+    pub fn open(path: &Path) -> io::Result<RobustMutex> {
+        assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= 4096 - PTHREAD_MUTEX_AT);
+        let shm = Shm::open(path, 4096)?;
+        let state = shm.u32(0);
+        let ptr = shm
+            .ptr
+            .wrapping_add(PTHREAD_MUTEX_AT)
+            .cast::<libc::pthread_mutex_t>();
+        if state
+            .compare_exchange(
+                0,
+                1,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            // SAFETY: pthread_mutexattr_t is a plain C struct, initialised by the call
+            // before any other use; `ptr` is inside the live mapping, aligned (page-aligned
+            // mapping + 64), large enough (asserted above), and no other process touches it
+            // before the state word says 2.
+            unsafe {
+                let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+                pcheck(libc::pthread_mutexattr_init(&mut attr))?;
+                pcheck(libc::pthread_mutexattr_setpshared(
+                    &mut attr,
+                    libc::PTHREAD_PROCESS_SHARED,
+                ))?;
+                pcheck(libc::pthread_mutexattr_setrobust(
+                    &mut attr,
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))?;
+                let r = pcheck(libc::pthread_mutex_init(ptr, &attr));
+                libc::pthread_mutexattr_destroy(&mut attr);
+                r?;
+            }
+            state.store(2, std::sync::atomic::Ordering::Release);
+            futex_wake(state, u32::MAX);
+        } else {
+            let give_up = now_ns() + 10_000_000_000;
+            loop {
+                let v = state.load(std::sync::atomic::Ordering::Acquire);
+                if v == 2 {
+                    break;
+                }
+                if now_ns() >= give_up {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "robust pthread mutex: never initialised",
+                    ));
+                }
+                futex_wait(state, v, Some(Duration::from_millis(100)));
+            }
+        }
+        Ok(RobustMutex { shm, recovered: 0 })
+    }
+
+    fn raw(&self) -> *mut libc::pthread_mutex_t {
+        self.shm
+            .ptr
+            .wrapping_add(PTHREAD_MUTEX_AT)
+            .cast::<libc::pthread_mutex_t>()
+    }
+
+    /// `pthread_mutex_lock`; on `EOWNERDEAD` (the holder died) marks the mutex consistent
+    /// with `pthread_mutex_consistent` and counts it in [`RobustMutex::recovered`].
+    pub fn lock(&mut self) -> io::Result<()> {
+        // SAFETY: `raw()` points at the mutex initialised in `open` (state 2 seen), inside
+        // the mapping `self.shm` keeps alive.
+        match unsafe { libc::pthread_mutex_lock(self.raw()) } {
+            0 => Ok(()),
+            libc::EOWNERDEAD => {
+                self.recovered += 1;
+                // SAFETY: as above; this thread holds the mutex (EOWNERDEAD grants it).
+                pcheck(unsafe { libc::pthread_mutex_consistent(self.raw()) })
+            }
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// `pthread_mutex_unlock`.
+    pub fn unlock(&mut self) -> io::Result<()> {
+        // SAFETY: as in `lock`; the caller holds the mutex.
+        pcheck(unsafe { libc::pthread_mutex_unlock(self.raw()) })
+    }
+
+    /// How many times `lock` recovered the mutex from a dead holder.
+    pub fn recovered(&self) -> u64 {
+        self.recovered
+    }
+}
+
+/// A pthread return code (0 or an errno value) as a result.
+fn pcheck(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness's own calls: CPU time, load processes
+
+/// User + system CPU time this process has used so far, in nanoseconds
+/// (`getrusage(RUSAGE_SELF)`: all its threads, none of its children).
+pub fn cpu_self_ns() -> u64 {
+    // SAFETY: rusage is a plain C struct; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime)
+}
+
+fn tv_ns(tv: libc::timeval) -> u64 {
+    (tv.tv_sec as u64) * 1_000_000_000 + (tv.tv_usec as u64) * 1000
+}
+
+/// Sends `SIGKILL` to the child `pid` and reaps it with `wait4`; returns the user + system
+/// CPU time it used, in nanoseconds. The caller must not wait for it otherwise.
+pub fn kill_and_reap(pid: u32) -> io::Result<u64> {
+    let pid = pid as libc::pid_t;
+    // SAFETY: plain syscall; `pid` is a child of this process not yet reaped, so the id
+    // cannot have been reused.
+    check(unsafe { libc::kill(pid, libc::SIGKILL) })?;
+    // SAFETY: rusage is a plain C struct; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` and `ru` are valid, writable for the call.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            return Ok(tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Asks the kernel to send this process `SIGKILL` when its parent thread exits
+/// (`PR_SET_PDEATHSIG`), so a load process never outlives a harness that died.
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) }).map(drop)
+}
+
+/// This process's nice value (`getpriority(PRIO_PROCESS, 0)`).
+pub fn nice() -> i32 {
+    // SAFETY: plain syscall with integer arguments (-1 is also a valid nice value; the
+    // nice values used here are never ambiguous in practice, so errno is not checked).
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ pub const WORKER_SUBCOMMAND: &str = "__bench-worker";
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// What this process does (q-send, q-recv, q-ping, q-pong, lock-unc, lock-cont,
-    /// lock-handoff, sem-pingpong, kv-set, kv-get, kv-incr, event).
+    /// lock-handoff, sem-pingpong, kv-set, kv-get, kv-incr, event; or load: a busy loop
+    /// beside the workers, until killed).
     #[arg(long)]
     role: String,
     /// The implementation under test (ours, posix_mq, pipe, flock, sqlite, ...).
@@ -64,6 +65,9 @@ pub struct WorkerArgs {
     /// The Redis server of a `--redis` run (a URL naming the server only).
     #[arg(long)]
     redis: Option<String>,
+    /// The harness's process id (load processes exit when it is no longer their parent).
+    #[arg(long)]
+    parent: Option<u32>,
 }
 
 /// The result line a worker prints, built up key by key.
@@ -79,11 +83,15 @@ impl Report {
 
 /// Runs one worker role; the exit code is 0 when it printed its result.
 pub fn worker(a: WorkerArgs) -> Result<std::process::ExitCode> {
+    if a.role == "load" {
+        load(a.parent);
+    }
     let env = Env {
         dir: a.dir.clone(),
         tag: a.tag.clone(),
         size: a.size,
         depth: a.depth,
+        producers: a.producers,
         consumers: a.consumers,
         deadline: Rc::new(Cell::new(u64::MAX)),
         redis: a.redis.clone(),
@@ -109,6 +117,28 @@ pub fn worker(a: WorkerArgs) -> Result<std::process::ExitCode> {
     writeln!(out, "result{}", rep.0)?;
     out.flush()?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A load process: says `ready`, then spins on the CPU until killed (the harness kills
+/// it at the end of the workload; the kernel kills it if the harness dies first).
+fn load(parent: Option<u32>) -> ! {
+    let orphaned = sys::die_with_parent().is_err()
+        || parent.is_some_and(|p| p != std::os::unix::process::parent_id());
+    if orphaned {
+        std::process::exit(1);
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
+    let mut x = 1u64;
+    loop {
+        x = std::hint::black_box(
+            x.wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407),
+        );
+    }
 }
 
 /// The run's shared file (in the run directory): word 0 is the start word (the harness
@@ -182,6 +212,7 @@ fn q_send(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let mut q = open_queue(&a.imp, env, "q")?;
     let mut msg = vec![0x5a_u8; a.size.max(12)];
     let t0 = ready_go(a, env)?;
+    let cpu0 = sys::cpu_self_ns();
     let deadline = env.deadline.get();
     let mut sent = 0;
     while sent < a.n {
@@ -200,7 +231,11 @@ fn q_send(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
             q.send(&msg)?;
         }
     }
-    rep.put("t0", t0).put("t1", t1).put("sent", sent);
+    let cpu = sys::cpu_self_ns() - cpu0;
+    rep.put("t0", t0)
+        .put("t1", t1)
+        .put("sent", sent)
+        .put("cpu", cpu);
     Ok(())
 }
 
@@ -212,6 +247,7 @@ fn q_recv(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let mut buf = Vec::with_capacity(a.size.max(12));
     let mut last = vec![None::<u64>; a.producers as usize];
     let t0 = ready_go(a, env)?;
+    let cpu0 = sys::cpu_self_ns();
     let (mut got, mut t1, mut capped) = (0u64, t0, false);
     loop {
         buf.clear();
@@ -244,7 +280,8 @@ fn q_recv(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     rep.put("t0", t0)
         .put("t1", t1)
         .put("got", got)
-        .put("capped", u8::from(capped));
+        .put("capped", u8::from(capped))
+        .put("cpu", sys::cpu_self_ns() - cpu0);
     Ok(())
 }
 
@@ -256,6 +293,7 @@ fn q_ping(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let mut buf = Vec::with_capacity(msg.len());
     let mut hist = Hist::default();
     ready_go(a, env)?;
+    let cpu0 = sys::cpu_self_ns();
     let warmup = (a.n / 10).clamp(1, 1000);
     let mut i = 0;
     while i < warmup + a.n {
@@ -270,13 +308,19 @@ fn q_ping(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
             hist.add(rtt);
         }
         i += 1;
-        if i % 16 == 0 && now_ns() >= env.deadline.get() {
+        // The cap ends the loop only once a sample is taken (a loaded machine can spend
+        // the whole cap in the warm-up).
+        if i % 16 == 0 && i > warmup && now_ns() >= env.deadline.get() {
             break;
         }
     }
+    let cpu = sys::cpu_self_ns() - cpu0;
     frame(&mut msg, STOP, 0);
     ping.send(&msg)?;
-    rep.put("samples", hist.count()).put("hist", hist.encode());
+    rep.put("samples", hist.count())
+        .put("hist", hist.encode())
+        .put("trips", i)
+        .put("cpu", cpu);
     Ok(())
 }
 
@@ -286,6 +330,7 @@ fn q_pong(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let mut pong = open_queue(&a.imp, env, "pong")?;
     let mut buf = Vec::with_capacity(a.size.max(12));
     ready_go(a, env)?;
+    let cpu0 = sys::cpu_self_ns();
     let mut answered = 0u64;
     loop {
         buf.clear();
@@ -297,7 +342,8 @@ fn q_pong(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
         pong.send(&buf)?;
         answered += 1;
     }
-    rep.put("answered", answered);
+    rep.put("answered", answered)
+        .put("cpu", sys::cpu_self_ns() - cpu0);
     Ok(())
 }
 
@@ -318,6 +364,7 @@ fn lock_uncontended(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
         }
     }
     env.deadline.set(now_ns() + a.cap_ms * 1_000_000);
+    let cpu0 = sys::cpu_self_ns();
     let t0 = now_ns();
     let mut done = 0;
     while done < a.n {
@@ -329,7 +376,11 @@ fn lock_uncontended(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
         }
     }
     let t1 = now_ns();
-    rep.put("t0", t0).put("t1", t1).put("ops", done);
+    let cpu = sys::cpu_self_ns() - cpu0;
+    rep.put("t0", t0)
+        .put("t1", t1)
+        .put("ops", done)
+        .put("cpu", cpu);
     Ok(())
 }
 
@@ -341,6 +392,7 @@ fn lock_contended(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let counter = shm.u64(0);
     let mut hist = Hist::default();
     let t0 = ready_go(a, env)?;
+    let cpu0 = sys::cpu_self_ns();
     let deadline = env.deadline.get();
     let (mut cycles, mut max) = (0u64, 0u64);
     loop {
@@ -363,7 +415,8 @@ fn lock_contended(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
         .put("t1", t1)
         .put("ops", cycles)
         .put("max", max)
-        .put("hist", hist.encode());
+        .put("hist", hist.encode())
+        .put("cpu", sys::cpu_self_ns() - cpu0);
     Ok(())
 }
 
@@ -403,7 +456,7 @@ fn lock_handoff(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
             }
             l.unlock()?;
             // Both peers stop after the same iteration: decide here and publish it.
-            let stop = k + 1 >= total || now_ns() >= env.deadline.get();
+            let stop = k + 1 >= total || (k >= warmup && now_ns() >= env.deadline.get());
             shm.u32(4).store(u32::from(stop), Ordering::Release);
             advance(base + 3);
             if stop {
@@ -470,6 +523,7 @@ fn kv_single(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let entries: Vec<_> = (0..1000).map(|i| (key(i), value(i))).collect();
     kv.fill(&entries)?;
     ready_go(a, env)?;
+    let cpu0 = sys::cpu_self_ns();
     let t0 = now_ns();
     let mut done = 0;
     while done < a.n {
@@ -486,7 +540,11 @@ fn kv_single(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
         }
     }
     let t1 = now_ns();
-    rep.put("t0", t0).put("t1", t1).put("ops", done);
+    let cpu = sys::cpu_self_ns() - cpu0;
+    rep.put("t0", t0)
+        .put("t1", t1)
+        .put("ops", done)
+        .put("cpu", cpu);
     Ok(())
 }
 
@@ -495,6 +553,7 @@ fn kv_incr(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
     let mut kv = open_kv(&a.imp, env)?;
     let mut hist = Hist::default();
     let t0 = ready_go(a, env)?;
+    let cpu0 = sys::cpu_self_ns();
     let deadline = env.deadline.get();
     let (mut ops, mut max) = (0u64, 0i64);
     while ops < a.n {
@@ -512,7 +571,8 @@ fn kv_incr(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
         .put("t1", t1)
         .put("ops", ops)
         .put("max", max)
-        .put("hist", hist.encode());
+        .put("hist", hist.encode())
+        .put("cpu", sys::cpu_self_ns() - cpu0);
     Ok(())
 }
 
@@ -541,7 +601,8 @@ fn event(a: &WorkerArgs, env: &Env, rep: &mut Report) -> Result<()> {
             if u64::from(k) >= warmup {
                 hist.add(t.saturating_sub(stamp.load(Ordering::Acquire)));
             }
-            let done = u64::from(k) + 1 >= a.n + warmup || t >= env.deadline.get();
+            let done = u64::from(k) + 1 >= a.n + warmup
+                || (u64::from(k) >= warmup && t >= env.deadline.get());
             stop.store(u32::from(done), Ordering::Release);
             advance(base + 2);
             if done {

@@ -109,6 +109,14 @@ pub(crate) struct Workload {
     pub(crate) quick: (u64, u64),
 }
 
+/// Whether the `mutex.*.word` lines run: the mutex in word mode
+/// (`MutexOptions::flock_compatible(false)`, see `ours::mutex_word`) beside the same
+/// baselines as `mutex.uncontended` and `mutex.contended4`.
+///
+/// MERGE: `false` while this branch's library has no word mode; `true` once
+/// `ours::mutex_word` opens one.
+const WORD_MUTEX_LINES: bool = false;
+
 /// Every workload, in the order they run and are reported.
 pub(crate) fn workloads() -> Vec<Workload> {
     use Which::*;
@@ -160,6 +168,42 @@ pub(crate) fn workloads() -> Vec<Workload> {
         (100_000, 700),
         (1_000, 100),
     ));
+    // 64 KiB: over PIPE_BUF, and over POSIX mq's msgsize_max unless raised (8192 by
+    // default), so the baselines are a pipe written with one 64 KiB write per message and
+    // POSIX mq at its largest allowed message size, carrying a message in parts if need
+    // be; with several producers and consumers, a baseline whose message is not one
+    // kernel operation takes an flock per message on each side (`baselines/queue.rs`).
+    let mq_split = crate::baselines::mq_chunk(crate::harness::BIG) < crate::harness::BIG;
+    let big = |name, p, c, full, quick| Workload {
+        group: Queue,
+        name,
+        kind: Kind::Flow {
+            p,
+            c,
+            size: crate::harness::BIG,
+        },
+        contenders: if p == 1 && c == 1 {
+            vec![
+                ours("ours"),
+                base("posix_mq", "posix_mq_chunked"),
+                base("pipe", "pipe"),
+            ]
+        } else {
+            vec![
+                ours("ours"),
+                if mq_split {
+                    base("posix_mq+flock", "posix_mq_chunked")
+                } else {
+                    base("posix_mq", "posix_mq_chunked")
+                },
+                base("pipe+flock", "pipe"),
+            ]
+        },
+        metrics: vec![rate("msg/s")],
+        full,
+        quick,
+    };
+    w.push(big("queue.1p1c.64KiB", 1, 1, (20_000, 700), (100, 100)));
     w.push(q(
         "queue.4p4c.64B",
         Kind::Flow {
@@ -180,6 +224,7 @@ pub(crate) fn workloads() -> Vec<Workload> {
         (25_000, 700),
         (250, 100),
     ));
+    w.push(big("queue.4p4c.64KiB", 4, 4, (5_000, 700), (25, 100)));
     w.push(Workload {
         group: Queue,
         name: "queue.pingpong.64B",
@@ -213,12 +258,28 @@ pub(crate) fn workloads() -> Vec<Workload> {
             ours("ours_mutex"),
             base("flock", "flock"),
             base("posix_sem", "posix_sem"),
+            base("pthread_robust", "pthread_robust"),
             base("seed_file", "seed_file"),
         ],
         metrics: vec![lat("ns", "", "ns/pair")],
         full: (200_000, 400),
         quick: (2_000, 50),
     });
+    if WORD_MUTEX_LINES {
+        w.push(Workload {
+            group: Mutex,
+            name: "mutex.uncontended.word",
+            kind: Kind::LockPair,
+            contenders: vec![
+                ours("ours_mutex_word"),
+                base("flock", "flock"),
+                base("pthread_robust", "pthread_robust"),
+            ],
+            metrics: vec![lat("ns", "", "ns/pair")],
+            full: (200_000, 400),
+            quick: (2_000, 50),
+        });
+    }
     // p99 over all acquisitions hides a starved process (it contributes few samples):
     // the longest single wait and the fairness (fewest / most cycles of a process) show it.
     let contended = vec![
@@ -241,11 +302,27 @@ pub(crate) fn workloads() -> Vec<Workload> {
             ours("ours_mutex"),
             base("flock", "flock"),
             base("posix_sem", "posix_sem"),
+            base("pthread_robust", "pthread_robust"),
         ],
-        metrics: contended,
+        metrics: contended.clone(),
         full: (u64::MAX, 600),
         quick: (u64::MAX, 60),
     });
+    if WORD_MUTEX_LINES {
+        w.push(Workload {
+            group: Mutex,
+            name: "mutex.contended4.word",
+            kind: Kind::LockContended,
+            contenders: vec![
+                ours("ours_mutex_word"),
+                base("flock", "flock"),
+                base("pthread_robust", "pthread_robust"),
+            ],
+            metrics: contended,
+            full: (u64::MAX, 600),
+            quick: (u64::MAX, 60),
+        });
+    }
     w.push(Workload {
         group: Mutex,
         name: "mutex.handoff",

@@ -1,5 +1,5 @@
-//! The lock baselines: `flock`, a POSIX named semaphore of one permit, and the seed's
-//! polled value file.
+//! The lock baselines: `flock`, a POSIX named semaphore of one permit, a process-shared
+//! robust pthread mutex in a shared mapping, and the seed's polled value file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -16,6 +16,7 @@ use crate::sys::{self, NamedSem, now_ns};
 pub(crate) fn open_lock(imp: &str, env: &Env) -> Result<Box<dyn Lock>> {
     Ok(match imp {
         "ours_mutex" => ours::mutex(&env.dir.join("mutex"))?,
+        "ours_mutex_word" => ours::mutex_word(&env.dir.join("mutex"))?,
         "ours_sem" => ours::semaphore(&env.dir.join("semaphore"))?,
         "ours_redis_mutex" => ours::mutex(&env.redis_ours("mutex")?)?,
         "ours_redis_sem" => ours::semaphore(&env.redis_ours("semaphore")?)?,
@@ -35,6 +36,10 @@ pub(crate) fn open_lock(imp: &str, env: &Env) -> Result<Box<dyn Lock>> {
                 NamedSem::open(&name, 1).with_context(|| format!("sem_open {name}"))?,
             ))
         }
+        "pthread_robust" => Box::new(Robust(
+            sys::RobustMutex::open(&env.dir.join("pthread.shm"))
+                .context("initialising the robust pthread mutex")?,
+        )),
         "seed_file" => Box::new(SeedLock(env.dir.join("mutex.value"))),
         other => bail!("unknown lock implementation {other:?}"),
     })
@@ -63,6 +68,20 @@ impl Lock for SemLock {
 
     fn unlock(&mut self) -> Result<()> {
         Ok(self.0.post()?)
+    }
+}
+
+/// A process-shared robust pthread mutex (`pthread_mutex_lock` / `pthread_mutex_unlock`;
+/// a holder's death is recovered with `pthread_mutex_consistent`).
+struct Robust(sys::RobustMutex);
+
+impl Lock for Robust {
+    fn lock(&mut self) -> Result<()> {
+        Ok(self.0.lock()?)
+    }
+
+    fn unlock(&mut self) -> Result<()> {
+        Ok(self.0.unlock()?)
     }
 }
 

@@ -24,7 +24,7 @@ mod redis;
 pub(crate) use event::open_event;
 pub(crate) use kv::open_kv;
 pub(crate) use lock::open_lock;
-pub(crate) use queue::open_queue;
+pub(crate) use queue::{mq_chunk, open_queue};
 
 /// What a worker process knows about its run, shared by the implementations it opens.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub(crate) struct Env {
     pub(crate) size: usize,
     /// POSIX mq capacity (`mq_maxmsg`).
     pub(crate) depth: usize,
+    /// Number of producer processes sharing a queue.
+    pub(crate) producers: u32,
     /// Number of consumer processes sharing a queue.
     pub(crate) consumers: u32,
     /// CLOCK_MONOTONIC ns after which polling implementations give up (u64::MAX: none).

@@ -1,6 +1,13 @@
-//! The queue baselines: a POSIX message queue, a named pipe of fixed-size frames, the
-//! seed's file-per-message directory, a futex word (the ping-pong floor), and a log with
-//! one `fdatasync` per message (the durable baseline).
+//! The queue baselines: a POSIX message queue (`posix_mq_chunked`: messages over its
+//! largest allowed size, `msgsize_max`, sent as several mq messages), a named pipe of fixed-size frames, the seed's
+//! file-per-message directory, a futex word (the ping-pong floor), and a log with one
+//! `fdatasync` per message (the durable baseline).
+//!
+//! Where a message cannot move in one atomic kernel operation (a pipe frame over
+//! `PIPE_BUF`, a message split into several mq messages) and a queue has several
+//! producers or consumers, each side takes an `flock` per message (one lock file for the
+//! senders, one for the receivers), so frames are neither interleaved nor split between
+//! receivers: what a user of those primitives would have to do.
 
 use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
@@ -30,15 +37,30 @@ pub(crate) fn open_queue(imp: &str, env: &Env, chan: &str) -> Result<Box<dyn Que
                 .with_context(|| format!("mq_open {name} (maxmsg {})", env.depth))?;
             Box::new(MqQueue(mq))
         }
+        "posix_mq_chunked" => {
+            let name = format!("/{}-{chan}", env.tag);
+            let chunk = mq_chunk(env.size);
+            let mq = Mq::open(&name, env.depth, chunk).with_context(|| {
+                format!("mq_open {name} (maxmsg {}, msgsize {chunk})", env.depth)
+            })?;
+            Box::new(MqChunked {
+                mq,
+                chunk,
+                part: Vec::with_capacity(chunk),
+                locks: EndLocks::open(env, chan, chunk < env.size)?,
+            })
+        }
         "pipe" => {
             let path = env.dir.join(format!("{chan}.fifo"));
             sys::mkfifo(&path).with_context(|| format!("mkfifo {}", path.display()))?;
             // O_RDWR: opening never blocks waiting for the other end (Linux).
             let f = OpenOptions::new().read(true).write(true).open(&path)?;
+            let size = env.size.max(12);
             Box::new(Pipe {
                 f,
-                size: env.size.max(12),
+                size,
                 multi: env.consumers > 1,
+                locks: EndLocks::open(env, chan, size > PIPE_BUF)?,
             })
         }
         "seed_files" => {
@@ -80,23 +102,123 @@ impl QueueEnd for MqQueue {
     }
 }
 
+/// The largest write a pipe makes atomically (Linux).
+const PIPE_BUF: usize = 4096;
+
+/// The size of the mq messages a message of `size` bytes travels in: the whole message
+/// if the system's `msgsize_max` allows it, else `msgsize_max` bytes.
+pub(crate) fn mq_chunk(size: usize) -> usize {
+    size.max(16).min(sys::mq_msgsize_max())
+}
+
+/// The per-message locks of a queue with several producers or consumers whose messages
+/// take more than one kernel operation: the senders' lock file and the receivers'.
+struct EndLocks {
+    send: File,
+    recv: File,
+}
+
+impl EndLocks {
+    /// The locks of channel `chan`, if its messages are `split` (not one atomic kernel
+    /// operation each) and it has several producers or consumers; else `None`.
+    fn open(env: &Env, chan: &str, split: bool) -> Result<Option<EndLocks>> {
+        if !split || (env.producers <= 1 && env.consumers <= 1) {
+            return Ok(None);
+        }
+        let open = |side: &str| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(env.dir.join(format!("{chan}.{side}.lock")))
+        };
+        Ok(Some(EndLocks {
+            send: open("send")?,
+            recv: open("recv")?,
+        }))
+    }
+}
+
+/// Runs `f` holding `lock` (an `flock(LOCK_EX)`), if any.
+fn locked<T>(lock: Option<&File>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let Some(l) = lock else { return f() };
+    sys::flock_lock(l, true)?;
+    let r = f();
+    sys::flock_unlock(l)?;
+    r
+}
+
+/// A POSIX message queue carrying each message as consecutive mq messages of `chunk`
+/// bytes (the last one shorter), reassembled by the receiver.
+struct MqChunked {
+    mq: Mq,
+    chunk: usize,
+    part: Vec<u8>,
+    locks: Option<EndLocks>,
+}
+
+impl QueueEnd for MqChunked {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let (mq, chunk) = (&self.mq, self.chunk);
+        locked(self.locks.as_ref().map(|l| &l.send), || {
+            for part in msg.chunks(chunk) {
+                mq.send(part)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
+        // Every message has the size of the run (the caller sized `buf` to it).
+        let want = buf.len();
+        let (mq, part) = (&self.mq, &mut self.part);
+        locked(self.locks.as_ref().map(|l| &l.recv), || {
+            buf.clear();
+            while buf.len() < want {
+                mq.recv(part)?;
+                if part.is_empty() {
+                    bail!("posix_mq: empty part after {} of {want} bytes", buf.len());
+                }
+                buf.extend_from_slice(part);
+            }
+            Ok(())
+        })?;
+        if buf.len() != want {
+            bail!("posix_mq: parts add up to {} bytes, want {want}", buf.len());
+        }
+        Ok(true)
+    }
+}
+
 /// A named pipe carrying fixed-size frames (every message is `size` bytes).
 struct Pipe {
     f: File,
     size: usize,
     multi: bool,
+    /// Per-message locks of a multi-producer or multi-consumer pipe of frames over
+    /// `PIPE_BUF` bytes.
+    locks: Option<EndLocks>,
 }
 
 impl QueueEnd for Pipe {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        // Frames up to PIPE_BUF (4096) bytes are written atomically.
-        self.f.write_all(msg)?;
-        Ok(())
+        // Frames up to PIPE_BUF (4096) bytes are written atomically; larger ones under
+        // the senders' lock when there are several producers or consumers.
+        let f = &mut self.f;
+        locked(self.locks.as_ref().map(|l| &l.send), || {
+            Ok(f.write_all(msg)?)
+        })
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
         let want = self.size;
         buf.resize(want, 0);
+        if let Some(l) = &self.locks {
+            let f = &mut self.f;
+            locked(Some(&l.recv), || Ok(f.read_exact(buf)?))?;
+            return Ok(true);
+        }
         let n = loop {
             match self.f.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
