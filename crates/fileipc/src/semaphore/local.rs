@@ -2,16 +2,18 @@
 //! critical section on it, the acquire and release paths, and waiting.
 //!
 //! The table protocol (holders, waiter entries, gifts) is in `table.rs`. Taking a permit
-//! happens in a short critical section under an exclusive `flock` on the file, plus an
-//! in-process lock for threads sharing a handle; returning one takes no lock.
+//! happens in a short critical section under a robust lock on a word of the file
+//! (`robust.rs`: the holder's owner id in the word, one compare-and-swap to enter, a dead
+//! holder's lock taken over); returning one takes no lock. The lock word names a thread,
+//! so it excludes the threads sharing a handle as well as other handles and processes.
 //!
-//! Both locks of the critical section are taken without blocking and polled
-//! ([`LocalSemaphore::critical`]): a process stopped (`SIGSTOP`, a debugger) inside it
-//! would otherwise hold every caller in a blocking `flock` for as long as it stays
-//! stopped. Each caller waits for it only as long as its bound: `acquire_timeout` and
+//! A process stopped (`SIGSTOP`, a debugger) inside the critical section holds each
+//! caller only as long as its bound ([`LocalSemaphore::critical`]): `acquire_timeout` and
 //! `acquire_deadline` their deadline, `try_acquire` and `value` [`CRITICAL_PATIENCE`]
 //! (10 ms). Only a signalling `release` (one by a process holding no permit) and
-//! `detach`, which have no deadline, wait for it without limit.
+//! `detach`, which have no deadline, wait for it without limit. A process killed inside
+//! it leaves the table consistent (every change is one store); the next caller takes the
+//! lock over and first reclaims the dead holders' records.
 //!
 //! Waiters sleep in bounded slices of [`WAITER_SLICE`] (10 ms), on their waiter entry,
 //! or on the futex doorbell ([`wait::CountedBell`]) rung by releases if the entry table
@@ -28,6 +30,7 @@ use super::SemaphoreHolder;
 use super::options::Capacity;
 use super::table::{Gift, Table, value_of, word_held};
 use crate::error::{Error, IoResultExt, Result};
+use crate::robust::{Acquired, RobustLock};
 use crate::sys;
 use crate::wait::{self, CountedBell, WAITER_SLICE};
 
@@ -39,24 +42,13 @@ use crate::wait::{self, CountedBell, WAITER_SLICE};
 /// descheduled for as long.
 pub(super) const CRITICAL_PATIENCE: Duration = WAITER_SLICE;
 
-/// The busy phase of a caller that found the critical section taken: checks a pause
-/// apart, yielding every 8th, for up to 50 us (its holder, running, leaves within
-/// microseconds).
-const CRITICAL_SPIN: wait::Spin = wait::Spin::Timed {
-    limit: Duration::from_micros(50),
-    yield_every: 8,
-};
-
-/// After [`CRITICAL_SPIN`], the critical section is polled with naps growing from
-/// `FIRST_NAP` to `LONGEST_NAP` (nothing wakes a caller when it is left).
-const FIRST_NAP: Duration = Duration::from_micros(20);
-const LONGEST_NAP: Duration = Duration::from_millis(1);
-
-/// How long a caller waits to enter the critical section.
+/// How long a caller waits: to enter the critical section, and in the `acquire`
+/// family for a permit.
 #[derive(Debug, Clone, Copy)]
-enum Patience {
-    /// This long from the first attempt that finds it taken: the clock is read only then,
-    /// and later entries by the same operation share that deadline.
+pub(super) enum Patience {
+    /// This long from the first moment the caller has to wait (the critical section
+    /// taken, or no permit free): the clock is read only then, and later waits by the
+    /// same operation share that deadline. A duration too large to represent: forever.
     For(Duration),
     /// Until this instant (`None`: without limit).
     Until(Option<Instant>),
@@ -64,7 +56,7 @@ enum Patience {
 
 impl Patience {
     /// The deadline, fixed at the first call.
-    fn deadline(&mut self) -> Option<Instant> {
+    pub(super) fn deadline(&mut self) -> Option<Instant> {
         match *self {
             Patience::For(d) => {
                 let until = crate::deadline_after(d);
@@ -81,13 +73,20 @@ impl Patience {
 pub(super) struct LocalSemaphore {
     table: Table,
     mode: u32,
-    /// Excludes the threads sharing this handle from the critical section (the `flock`
-    /// belongs to the open file description, which they share).
-    local: std::sync::Mutex<()>,
     /// The [`sys::fork_epoch`] of the process that opened the handle. A child forked
-    /// without `exec` shares the handle's open file description (and so its `flock`)
-    /// and its owner id with the parent: it must open the semaphore again.
+    /// without `exec` shares the handle's owner id with the parent: it must open the
+    /// semaphore again.
     epoch: u64,
+}
+
+/// The critical section's lock while it is held: unlocked when dropped (also when the
+/// code inside panics).
+struct Held<'a>(RobustLock<'a>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
 }
 
 /// The owners of semaphore files whose handles were all dropped while this process held
@@ -158,7 +157,6 @@ impl LocalSemaphore {
         Ok(LocalSemaphore {
             table,
             mode,
-            local: std::sync::Mutex::new(()),
             epoch: sys::fork_epoch(),
         })
     }
@@ -312,22 +310,24 @@ impl LocalSemaphore {
         self.table.live_waiting()
     }
 
-    /// Takes a permit, waiting until `deadline` (`None`: without limit); its fence, or
-    /// `None` if none became free.
-    pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<Option<u64>> {
-        Ok(self
-            .acquire_until_inner(deadline)?
-            .then(|| self.next_fence()))
+    /// Takes a permit, waiting as long as `patience` allows; its fence, or `None` if
+    /// none became free.
+    #[inline]
+    pub(super) fn acquire(&self, mut patience: Patience) -> Result<Option<u64>> {
+        self.check_fork()?;
+        let got = match self.take(false, &mut patience)? {
+            Some(true) => true,
+            Some(false) => self.wait(patience.deadline())?,
+            // The critical section stayed taken until the deadline.
+            None => false,
+        };
+        Ok(got.then(|| self.next_fence()))
     }
 
-    fn acquire_until_inner(&self, deadline: Option<Instant>) -> Result<bool> {
-        self.check_fork()?;
-        match self.take(false, &mut Patience::Until(deadline))? {
-            Some(true) => return Ok(true),
-            Some(false) => {}
-            // The critical section stayed taken until the deadline.
-            None => return Ok(false),
-        }
+    /// The waiting side of [`acquire`](Self::acquire), after the first attempt found no
+    /// permit: waits until `deadline` (`None`: without limit).
+    #[cold]
+    fn wait(&self, deadline: Option<Instant>) -> Result<bool> {
         self.table.waiters().fetch_add(1, Ordering::SeqCst);
         let mut entry = None;
         let mut woken = false;
@@ -351,55 +351,62 @@ impl LocalSemaphore {
         r
     }
 
-    /// Runs `f` in the critical section: this handle's threads excluded by `local`,
-    /// other handles and processes by an exclusive `flock` on the file (released by the
-    /// kernel if this process dies inside). `None` (and `f` not run) if it could not be
-    /// entered within `patience`.
+    /// Runs `f` in the critical section: under the robust lock on the file's lock word
+    /// ([`Table::lock`]), which names the calling thread, so it excludes this handle's
+    /// other threads as well as other handles and processes. `None` (and `f` not run) if
+    /// it could not be entered within `patience`.
     ///
-    /// Neither lock is waited for in a blocking call, which could not be bounded: both
-    /// are tried together, and while either is taken the caller spins briefly
-    /// ([`CRITICAL_SPIN`]), then retries after naps of [`FIRST_NAP`] growing to
-    /// [`LONGEST_NAP`], until the deadline. The uncontended path is one `try_lock` of
-    /// `local` and one non-blocking `flock`, and reads no clock.
+    /// The uncontended path is one compare-and-swap to enter and one swap to leave; it
+    /// makes no system call and reads no clock. See [`critical_slow`](Self::critical_slow)
+    /// for the rest.
+    #[inline]
     fn critical<T>(
         &self,
         patience: &mut Patience,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<Option<T>> {
-        let file = &self.table.state.file;
-        let mut spin: Option<wait::Spinner> = None;
-        let mut nap = FIRST_NAP;
-        loop {
-            let local = match self.local.try_lock() {
-                Ok(g) => Some(g),
-                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
-            };
-            if local.is_some() && sys::try_lock_exclusive(file).at("lock", self.path())? {
-                let r = f();
-                let u = sys::unlock(file).at("unlock", self.path());
-                drop(local);
-                let v = r?;
-                u?;
-                return Ok(Some(v));
-            }
-            drop(local);
-            let deadline = patience.deadline();
-            if spin
-                .get_or_insert_with(|| wait::Spinner::new(CRITICAL_SPIN))
-                .step(deadline)
-            {
-                continue;
-            }
-            let now = Instant::now();
-            let left = match deadline {
-                Some(d) if d <= now => return Ok(None),
-                Some(d) => d - now,
-                None => LONGEST_NAP,
-            };
-            wait::nap(nap.min(left));
-            nap = (nap * 2).min(LONGEST_NAP);
+        let lock = self.table.lock();
+        if !lock.try_lock_free()? {
+            return self.critical_slow(lock, patience, f);
         }
+        let held = Held(lock);
+        let r = f();
+        drop(held);
+        r.map(Some)
+    }
+
+    /// [`critical`](Self::critical) when the lock was taken: the caller spins briefly,
+    /// then sleeps on the word (woken by the unlock) in slices, until its deadline. A
+    /// live holder is never robbed, however long it stays (stopped, traced). A holder
+    /// found dead (its owner id, `owner.rs`) is taken over; the caller then first
+    /// reclaims the dead processes' records ([`Table::reclaim_dead`]) and gives their
+    /// permits to waiting entries, and rings the doorbell after leaving. Nothing else
+    /// needs repair: every change the dead holder made was one store that left the table
+    /// consistent (docs/FORMAT.md, "Crash consistency").
+    #[cold]
+    fn critical_slow<T>(
+        &self,
+        lock: RobustLock<'_>,
+        patience: &mut Patience,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(how) = lock.lock(patience.deadline())? else {
+            return Ok(None);
+        };
+        let held = Held(lock);
+        let mut reclaimed = 0;
+        if how == Acquired::TakenOver {
+            reclaimed = self.table.reclaim_dead();
+            if reclaimed > 0 {
+                self.table.distribute();
+            }
+        }
+        let r = f();
+        drop(held);
+        if reclaimed > 0 {
+            self.ring(u32::MAX);
+        }
+        r.map(Some)
     }
 
     /// [`critical`](Self::critical) without a deadline, for the operations that have

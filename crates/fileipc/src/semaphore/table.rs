@@ -9,7 +9,8 @@
 //! share its slot, and when it dies its permits come back.
 //!
 //! Taking a permit (and claiming a slot, raising the capacity, reclaiming a dead
-//! process's slot) happens in the critical section (`local.rs`). Returning a permit
+//! process's slot) happens in the critical section (`local.rs`: a robust lock on the
+//! file's `lock` word, [`Table::lock`]). Returning a permit
 //! needs no lock: a process's slot is written only by that process (or, once it is dead,
 //! by a reclaimer), and its owner and count live in one 64-bit word changed by one
 //! compare-and-swap. Every change is a single store of one word, so a process killed
@@ -20,7 +21,7 @@
 //! release while someone waits hands the permit straight over: it marks the oldest
 //! waiting entry *given* and wakes that one thread, which returns without entering the
 //! critical section (the entry now holds the permit for its process). So a hand-off
-//! costs one wake-up and no `flock`, and a released permit cannot be taken by a process
+//! costs one wake-up and no lock, and a released permit cannot be taken by a process
 //! that came later. A gift moves a permit between two records of the table with two
 //! stores; it announces itself in the file, so that a concurrent scan in the critical
 //! section never counts the permit twice as free (see [`Table::settled_scan`]).
@@ -37,19 +38,21 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::SemaphoreHolder;
 use crate::error::Result;
 use crate::owner::Owners;
+use crate::robust::RobustLock;
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
 use crate::sys;
 use crate::wait;
 
-// The layout of a semaphore file (version 4), offsets from the start of the file; see
+// The layout of a semaphore file (version 5), offsets from the start of the file; see
 // docs/FORMAT.md. Version 2 named holders by PID and start time, judged through `/proc`;
-// version 3 had no fence counter.
-const VERSION: u32 = 4;
+// version 3 had no fence counter; version 4 guarded the critical section by an `flock`
+// on the file instead of the `LOCK` word.
+const VERSION: u32 = 5;
 const SEQ: usize = HEADER_LEN; // u32 doorbell, incremented by every release
 const WAITERS: usize = HEADER_LEN + 4; // u32 registered waiters
 const CAPACITY: usize = HEADER_LEN + 8; // u32 initial + releases without holding
@@ -58,6 +61,7 @@ const GIFT: usize = HEADER_LEN + 16; // u64 gift in progress: gifter's owner id 
 const GIFTS: usize = HEADER_LEN + 24; // u32 gifts begun (wrapping)
 const TICKETS: usize = HEADER_LEN + 28; // u32 next waiter ticket (wrapping)
 const WHIGH: usize = HEADER_LEN + 32; // u32 waiter entries in use are below this index
+const LOCK: usize = HEADER_LEN + 36; // u32 the critical section's robust lock word (`robust.rs`)
 const FENCE: usize = HEADER_LEN + 40; // u64 last fence granted, seeded at creation from the wall clock
 const SLOTS: usize = 128; // the holder table
 const SLOT_LEN: usize = 16; // u64 owner id << 32 | held, u64 owner's PID (for display)
@@ -143,6 +147,10 @@ pub(super) struct Scan {
     free: Option<usize>,
     /// The high-water mark (clamped to the table).
     high: usize,
+    /// One past the last slot in use (`high` if the slot below it is taken).
+    used: usize,
+    /// One past the last waiter entry that is not free.
+    used_entries: usize,
 }
 
 /// How [`Table::settled_scan`] waits for a gift it overlapped to end: a gift is a few
@@ -164,6 +172,9 @@ pub(super) struct Table {
     pub(super) me: u32,
     /// The calling process's PID, recorded beside its id for display.
     pid: u32,
+    /// The slot this process was last seen to own (a hint: checked before use), so that
+    /// a return finds it without a scan.
+    hint: AtomicUsize,
 }
 
 impl Table {
@@ -183,9 +194,15 @@ impl Table {
             owners,
             me,
             pid: std::process::id(),
+            hint: AtomicUsize::new(0),
         })
     }
 
+    /// The critical section's lock: a robust lock on the `lock` word.
+    #[inline]
+    pub(super) fn lock(&self) -> RobustLock<'_> {
+        RobustLock::new(self.state.map.u32(LOCK), &self.owners)
+    }
     pub(super) fn seq(&self) -> &AtomicU32 {
         self.state.map.u32(SEQ)
     }
@@ -272,6 +289,7 @@ impl Table {
                 s.free.get_or_insert(i);
                 continue;
             }
+            s.used = i + 1;
             s.held += u64::from(word_held(w));
             if s.mine.is_none() && self.is_me(w) {
                 s.mine = Some((i, w));
@@ -279,6 +297,9 @@ impl Table {
         }
         for e in 0..self.wait_high() {
             let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE != W_FREE {
+                s.used_entries = e + 1;
+            }
             if w & W_STATE == W_GIVEN {
                 s.held += 1;
                 if self.is_my_entry(e) {
@@ -369,7 +390,7 @@ impl Table {
             }
         }
         loop {
-            let Some((i, w)) = self.scan().mine else {
+            let Some((i, w)) = self.my_slot() else {
                 return Ok(false);
             };
             if word_held(w) == 0 {
@@ -384,6 +405,43 @@ impl Table {
                 return Ok(true);
             }
         }
+    }
+
+    /// This process's slot and its owner word: the one the hint names if it is still
+    /// ours (a process has at most one slot), else found by reading the slots.
+    #[inline]
+    fn my_slot(&self) -> Option<(usize, u64)> {
+        let i = self.hint.load(Ordering::Relaxed);
+        if i < MAX_HOLDERS {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            if self.is_me(w) {
+                return Some((i, w));
+            }
+        }
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let found = (0..high)
+            .map(|i| (i, self.owner(i).load(Ordering::SeqCst)))
+            .find(|&(_, w)| self.is_me(w));
+        if let Some((i, _)) = found {
+            self.hint.store(i, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Lowers `high` and `whigh` past the unused slots and entries at their top, as
+    /// `scan` (made in the critical section) found them; in the critical section. Only
+    /// there does a free slot or entry become used (every other writer only frees them),
+    /// so none above the new marks is in use, and a reader that loaded the old mark
+    /// reads free records. Returns the new `high`.
+    fn trim(&self, scan: &Scan) -> usize {
+        if scan.used < scan.high {
+            self.high().store(scan.used as u32, Ordering::SeqCst);
+        }
+        if scan.used_entries < self.wait_high() {
+            self.whigh()
+                .store(scan.used_entries as u32, Ordering::SeqCst);
+        }
+        scan.used
     }
 
     /// Hands a permit this process holds directly to the longest-waiting thread that
@@ -524,6 +582,7 @@ impl Table {
     /// (which frees its record).
     pub(super) fn take_locked(&self, entry: &mut Option<(usize, u32)>) -> Result<bool> {
         let scan = self.settled_scan();
+        self.trim(&scan);
         if value_of(self.capacity().load(Ordering::SeqCst), scan.held) == 0 {
             return Ok(false);
         }
@@ -535,7 +594,10 @@ impl Table {
                     .owner(i)
                     .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::SeqCst)
                 {
-                    Ok(_) => return Ok(true),
+                    Ok(_) => {
+                        self.hint.store(i, Ordering::Relaxed);
+                        return Ok(true);
+                    }
                     Err(now) if word_id(now) == self.me => w = now,
                     // Freed by our own last release meanwhile: claim a slot afresh.
                     Err(_) => break,
@@ -543,14 +605,15 @@ impl Table {
             }
         }
         let scan = self.scan();
-        let slot = match scan.free {
+        let high = self.trim(&scan);
+        let slot = match scan.free.filter(|&i| i < high) {
             Some(i) => i,
-            None if scan.high < MAX_HOLDERS => {
+            None if high < MAX_HOLDERS => {
                 // Raise the high-water mark first: a crash right after leaves an
                 // empty slot in range, which is harmless.
-                self.owner(scan.high).store(0, Ordering::SeqCst);
-                self.high().store(scan.high as u32 + 1, Ordering::SeqCst);
-                scan.high
+                self.owner(high).store(0, Ordering::SeqCst);
+                self.high().store(high as u32 + 1, Ordering::SeqCst);
+                high
             }
             None => return Ok(self.take_into_entry(entry)),
         };
@@ -558,6 +621,7 @@ impl Table {
         self.holder_pid(slot)
             .store(u64::from(self.pid), Ordering::SeqCst);
         self.owner(slot).store(word(self.me, 1), Ordering::SeqCst);
+        self.hint.store(slot, Ordering::Relaxed);
         Ok(true)
     }
 
