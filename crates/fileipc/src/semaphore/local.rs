@@ -101,7 +101,7 @@ impl Drop for LocalSemaphore {
             return;
         }
         let scan = self.table.scan();
-        if scan.mine.is_some() || scan.mine_given > 0 {
+        if scan.mine.is_some_and(|(_, w)| word_held(w) > 0) || scan.mine_given > 0 {
             let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
             if !kept
                 .iter()
@@ -428,7 +428,16 @@ impl LocalSemaphore {
 
     /// Increments the doorbell and wakes up to `n` sleepers if anyone waits. Returns
     /// whether anyone was registered as waiting.
+    ///
+    /// With nobody registered it changes nothing (no atomic add on the shared line): a
+    /// waiter registers before it reads the doorbell and looks at the table, so one that
+    /// registers after this (sequentially consistent) load sees the change being
+    /// announced, which the caller made before calling.
+    #[inline]
     fn ring(&self, n: u32) -> bool {
+        if self.table.waiters().load(Ordering::SeqCst) == 0 {
+            return false;
+        }
         self.bell().ring(n).is_some()
     }
 
@@ -752,6 +761,36 @@ mod tests {
         assert!(waiter.join().unwrap().unwrap());
         assert_eq!(word_id(t.owner(7).load(Ordering::SeqCst)), t.me);
         assert_eq!(s.held().unwrap(), 2);
+    }
+
+    /// A process keeps its slot, idle, after returning its last permit (its next take
+    /// is one compare-and-swap of its word); with every slot in use, a taker without a
+    /// slot takes another live process's idle one rather than a waiter entry.
+    #[test]
+    fn idle_slots_are_kept_and_taken_when_the_table_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 3).unwrap();
+        let t = table(&s);
+        assert!(s.try_acquire().unwrap());
+        s.release().unwrap();
+        assert_eq!(t.owner(0).load(Ordering::SeqCst), word(t.me, 0));
+        assert_eq!((s.held().unwrap(), s.value().unwrap()), (0, 3));
+
+        let other = crate::sys::reopen(&t.state.file, &t.state.path).unwrap();
+        let live = 0x4000_0000;
+        assert!(crate::sys::try_lock_byte(&other, LOCK_BASE + u64::from(live)).unwrap());
+        t.high().store(MAX_HOLDERS as u32, Ordering::SeqCst);
+        for i in 0..MAX_HOLDERS {
+            let held = if i == 5 { 0 } else { 1 };
+            t.owner(i)
+                .store(word(live + i as u32 % 2, held), Ordering::SeqCst);
+        }
+        assert!(crate::sys::try_lock_byte(&other, LOCK_BASE + u64::from(live + 1)).unwrap());
+        assert_eq!(s.value().unwrap(), 0);
+        t.capacity().store(1000, Ordering::SeqCst);
+        assert!(s.try_acquire().unwrap());
+        assert_eq!(t.owner(5).load(Ordering::SeqCst), word(t.me, 1));
+        assert_eq!((t.scan().mine_given, s.held().unwrap()), (0, 1));
     }
 
     /// A thread waiting in the same process gets the permit handed over; the permit

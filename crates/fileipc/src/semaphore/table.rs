@@ -92,7 +92,8 @@ const LAYOUT: Layout = Layout {
     len: LEN,
 };
 
-// --- The slot's owner word (pure logic, unit-tested below): 0 = free slot.
+// --- The slot's owner word (pure logic, unit-tested below): 0 = free slot; held 0 =
+// idle, reserved by its process (see `Table::take_locked`).
 
 pub(super) fn word(id: u32, held: u32) -> u64 {
     (u64::from(id) << 32) | u64::from(held)
@@ -106,9 +107,11 @@ pub(super) fn word_held(w: u64) -> u32 {
     w as u32
 }
 
-/// The owner word after returning one permit: the slot is freed with the last one.
+/// The owner word after returning one permit (of at least one held): the slot stays
+/// the process's with the last one returned (idle), so its next take is one
+/// compare-and-swap of the word.
 fn word_after_release(w: u64) -> u64 {
-    if word_held(w) <= 1 { 0 } else { w - 1 }
+    w - 1
 }
 
 /// The value of a semaphore of `capacity` whose holders hold `held` in all.
@@ -145,6 +148,8 @@ pub(super) struct Scan {
     pub(super) mine_given: u32,
     /// The first free slot below the high-water mark.
     free: Option<usize>,
+    /// The first idle slot (held 0) of another process, and its word.
+    idle: Option<(usize, u64)>,
     /// The high-water mark (clamped to the table).
     high: usize,
     /// One past the last slot in use (`high` if the slot below it is taken).
@@ -293,6 +298,8 @@ impl Table {
             s.held += u64::from(word_held(w));
             if s.mine.is_none() && self.is_me(w) {
                 s.mine = Some((i, w));
+            } else if word_held(w) == 0 && s.idle.is_none() && !self.is_me(w) {
+                s.idle = Some((i, w));
             }
         }
         for e in 0..self.wait_high() {
@@ -574,12 +581,14 @@ impl Table {
 
     /// Takes a permit if the value is positive; in the critical section.
     ///
-    /// The permit goes to this process's slot, claimed if it has none. With every slot
-    /// taken by other processes it goes to a waiter entry marked given, as a gift would
-    /// leave it: the caller's own waiting entry `entry` (then set to `None`: the entry
-    /// holds the permit now), or one claimed for it. With no entry free either, `false`:
-    /// the caller waits like one that found no permit, woken when a holder returns one
-    /// (which frees its record).
+    /// The permit goes to this process's slot (kept, idle, when it returns its last
+    /// permit), claimed if it has none: a free one, or with all in use another
+    /// process's idle one. With every slot holding permits of other processes it goes to
+    /// a waiter entry marked given, as a gift would leave it: the caller's own waiting
+    /// entry `entry` (then set to `None`: the entry holds the permit now), or one claimed
+    /// for it. With no entry free either, `false`: the caller waits like one that found
+    /// no permit, woken when a holder returns one (which leaves its slot idle, or frees
+    /// its entry).
     pub(super) fn take_locked(&self, entry: &mut Option<(usize, u32)>) -> Result<bool> {
         let scan = self.settled_scan();
         self.trim(&scan);
@@ -615,7 +624,20 @@ impl Table {
                 self.high().store(high as u32 + 1, Ordering::SeqCst);
                 high
             }
-            None => return Ok(self.take_into_entry(entry)),
+            None => match scan.idle {
+                // Every slot is in use: take an idle one (no permit in it) from its
+                // process, which changes its word only in the critical section while it
+                // holds none, and will claim a slot afresh.
+                Some((i, w))
+                    if self
+                        .owner(i)
+                        .compare_exchange(w, 0, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok() =>
+                {
+                    i
+                }
+                _ => return Ok(self.take_into_entry(entry)),
+            },
         };
         // Claim: the PID first (display only), then owner and count in one store.
         self.holder_pid(slot)
@@ -746,7 +768,7 @@ mod tests {
         assert_eq!(word_id(w), 4242);
         assert_eq!(word_held(w), 3);
         assert_eq!(word_after_release(w), word(4242, 2));
-        assert_eq!(word_after_release(word(4242, 1)), 0);
+        assert_eq!(word_after_release(word(4242, 1)), word(4242, 0));
         assert_eq!(
             word_after_release(word(u32::MAX, u32::MAX)),
             word(u32::MAX, u32::MAX - 1)
