@@ -523,13 +523,14 @@ impl LocalSemaphore {
     ///   sees the permit.
     /// - *A return to the pool without the lock* (a release that found no waiting entry
     ///   to give it to, [`wake_returned`](Self::wake_returned)): the releaser (a) returns
-    ///   the permit, (b) increments `seq` and reads `waiters`, waking a sleeper on `seq`,
-    ///   (c) reads the entries and, if one is waiting, (d) gives the free permits to
+    ///   the permit, (b) reads `waiters` and, if a waiter is registered, increments
+    ///   `seq` and wakes a sleeper on it, (c) reads the entries and, if one is waiting, (d) gives the free permits to
     ///   waiting entries in the critical section. If (3)'s scan came before (a), the
     ///   waiter stored its entry before the scan, so before (a): (c) sees it (unless it
     ///   changed already: given, or withdrawn), and (d), which waits for the waiter to
     ///   leave the critical section, changes its word. A waiter without an entry read
-    ///   `s` before (3), so before (b): its sleep is refused or woken by (b). If (b) finds
+    ///   `s` before (3); if it registered before (b)'s read, (b) increments `seq` after
+    ///   it read `s`, and its sleep is refused or woken by (b). If (b) finds
     ///   nobody registered, or (c) no waiting entry, every waiter registered or stored
     ///   its entry after (a), so its scan sees the permit.
     ///
