@@ -79,6 +79,7 @@ fn goal(bench: &str, baseline: &str) -> Option<Goal> {
         ("mutex.contended4.wait_p99", "flock") => AbsMax(10_000.0, "<= 10 ms"),
         ("mutex.handoff", "posix_sem_pingpong") => RatioMax(2.0),
         ("semaphore.uncontended", "flock") => RatioMax(2.0),
+        ("semaphore.uncontended", "posix_sem") => RatioMax(4.0),
         ("semaphore.handoff", "posix_sem_pingpong") => RatioMax(2.0),
         ("kv.get", "sqlite") => AbsMin(200_000.0, ">= 200000 ops/s"),
         ("kv.set", "seed_json") => RatioMin(10.0),
