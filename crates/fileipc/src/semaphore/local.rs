@@ -100,8 +100,9 @@ impl Drop for LocalSemaphore {
         if self.epoch != sys::fork_epoch() {
             return;
         }
+        self.table.free_idle_slot();
         let scan = self.table.scan();
-        if scan.mine.is_some_and(|(_, w)| word_held(w) > 0) || scan.mine_given > 0 {
+        if scan.mine.is_some() || scan.mine_given > 0 {
             let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
             if !kept
                 .iter()
@@ -317,7 +318,7 @@ impl LocalSemaphore {
         self.check_fork()?;
         let got = match self.take(false, &mut patience)? {
             Some(true) => true,
-            Some(false) => self.wait(patience.deadline())?,
+            Some(false) => self.wait_for_permit(patience.deadline())?,
             // The critical section stayed taken until the deadline.
             None => false,
         };
@@ -327,7 +328,7 @@ impl LocalSemaphore {
     /// The waiting side of [`acquire`](Self::acquire), after the first attempt found no
     /// permit: waits until `deadline` (`None`: without limit).
     #[cold]
-    fn wait(&self, deadline: Option<Instant>) -> Result<bool> {
+    fn wait_for_permit(&self, deadline: Option<Instant>) -> Result<bool> {
         self.table.waiters().fetch_add(1, Ordering::SeqCst);
         let mut entry = None;
         let mut woken = false;
@@ -524,8 +525,8 @@ impl LocalSemaphore {
     /// - *A return to the pool without the lock* (a release that found no waiting entry
     ///   to give it to, [`wake_returned`](Self::wake_returned)): the releaser (a) returns
     ///   the permit, (b) reads `waiters` and, if a waiter is registered, increments
-    ///   `seq` and wakes a sleeper on it, (c) reads the entries and, if one is waiting, (d) gives the free permits to
-    ///   waiting entries in the critical section. If (3)'s scan came before (a), the
+    ///   `seq` and wakes a sleeper on it, (c) reads the entries and, if one is waiting,
+    ///   (d) gives the free permits to waiting entries in the critical section. If (3)'s scan came before (a), the
     ///   waiter stored its entry before the scan, so before (a): (c) sees it (unless it
     ///   changed already: given, or withdrawn), and (d), which waits for the waiter to
     ///   leave the critical section, changes its word. A waiter without an entry read
@@ -792,6 +793,37 @@ mod tests {
         assert!(s.try_acquire().unwrap());
         assert_eq!(t.owner(5).load(Ordering::SeqCst), word(t.me, 1));
         assert_eq!((t.scan().mine_given, s.held().unwrap()), (0, 1));
+    }
+
+    /// A dropped handle frees its process's idle slot; a dead process's idle slot is
+    /// reused by the next process that claims one, rather than raising `high`.
+    #[test]
+    fn idle_slots_are_freed_on_drop_and_dead_ones_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        {
+            let s = Semaphore::open(&path, 3).unwrap();
+            assert!(s.try_acquire().unwrap());
+            s.release().unwrap();
+            assert_eq!(word_held(table(&s).owner(0).load(Ordering::SeqCst)), 0);
+        }
+        let s = Semaphore::open(&path, 3).unwrap();
+        let t = table(&s);
+        assert_eq!(
+            t.owner(0).load(Ordering::SeqCst),
+            0,
+            "the idle slot was kept"
+        );
+
+        let other = crate::sys::reopen(&t.state.file, &t.state.path).unwrap();
+        let live = 0x4000_0000;
+        assert!(crate::sys::try_lock_byte(&other, LOCK_BASE + u64::from(live)).unwrap());
+        t.owner(0).store(word(u32::MAX - 7, 0), Ordering::SeqCst);
+        t.owner(1).store(word(live, 1), Ordering::SeqCst);
+        t.high().store(2, Ordering::SeqCst);
+        assert!(s.try_acquire().unwrap());
+        assert_eq!(t.owner(0).load(Ordering::SeqCst), word(t.me, 1));
+        assert_eq!(t.high().load(Ordering::SeqCst), 2);
     }
 
     /// A thread waiting in the same process gets the permit handed over; the permit

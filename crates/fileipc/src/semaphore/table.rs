@@ -435,6 +435,20 @@ impl Table {
         found
     }
 
+    /// Frees this process's slot if it is idle (holds no permit): for a handle being
+    /// dropped, so that a process that is done with the semaphore leaves no record.
+    /// Lock-free: freeing a record is allowed outside the critical section, and a take
+    /// by another thread of this process that finds its slot freed claims one afresh.
+    pub(super) fn free_idle_slot(&self) {
+        if let Some((i, w)) = self.my_slot()
+            && word_held(w) == 0
+        {
+            let _ = self
+                .owner(i)
+                .compare_exchange(w, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
     /// Lowers `high` and `whigh` past the unused slots and entries at their top, as
     /// `scan` (made in the critical section) found them; in the critical section. Only
     /// there does a free slot or entry become used (every other writer only frees them),
@@ -615,19 +629,16 @@ impl Table {
         }
         let scan = self.scan();
         let high = self.trim(&scan);
+        // An idle slot (no permit in it) can be taken from its process, which changes
+        // its word only in the critical section while it holds none, and claims a slot
+        // afresh: a dead process's at once (processes killed after their last release
+        // leave those), a live one's only when every slot is in use.
+        let idle = scan
+            .idle
+            .filter(|&(_, w)| high >= MAX_HOLDERS || !self.alive(word_id(w)));
         let slot = match scan.free.filter(|&i| i < high) {
             Some(i) => i,
-            None if high < MAX_HOLDERS => {
-                // Raise the high-water mark first: a crash right after leaves an
-                // empty slot in range, which is harmless.
-                self.owner(high).store(0, Ordering::SeqCst);
-                self.high().store(high as u32 + 1, Ordering::SeqCst);
-                high
-            }
-            None => match scan.idle {
-                // Every slot is in use: take an idle one (no permit in it) from its
-                // process, which changes its word only in the critical section while it
-                // holds none, and will claim a slot afresh.
+            None => match idle {
                 Some((i, w))
                     if self
                         .owner(i)
@@ -635,6 +646,13 @@ impl Table {
                         .is_ok() =>
                 {
                     i
+                }
+                _ if high < MAX_HOLDERS => {
+                    // Raise the high-water mark first: a crash right after leaves an
+                    // empty slot in range, which is harmless.
+                    self.owner(high).store(0, Ordering::SeqCst);
+                    self.high().store(high as u32 + 1, Ordering::SeqCst);
+                    high
                 }
                 _ => return Ok(self.take_into_entry(entry)),
             },
