@@ -200,3 +200,20 @@ fn kill_storms_inside_the_critical_section_leave_the_value_at_capacity() {
         "only {inside} of {rounds} rounds stopped a process inside the critical section"
     );
 }
+
+/// A version-4 semaphore file (its critical section an `flock`, which this library's
+/// processes would not take) is refused, not migrated, with an error naming both
+/// versions.
+#[test]
+fn a_version_4_file_is_refused_naming_the_version() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sem");
+    drop(Semaphore::open(&path, 2).unwrap());
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&4u32.to_le_bytes(), 12).unwrap();
+    let e = Semaphore::open(&path, 2).unwrap_err().to_string();
+    assert!(
+        e.contains("format version 4, this library reads version 5"),
+        "{e}"
+    );
+}
