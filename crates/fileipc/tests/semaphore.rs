@@ -17,7 +17,7 @@ fn child_process_entry() {
         "cycler" => cycler(&args),
         "holder" => holder(&args),
         "waiter" => waiter(&args),
-        "flock_holder" => flock_holder(&args),
+        "lock_word_holder" => lock_word_holder(&args),
         "hold_until" => hold_until(&args),
         other => panic!("unknown role {other}"),
     });
@@ -487,17 +487,26 @@ fn no_waiter_sleeps_with_a_permit_free() {
     assert_eq!((waiter.held().unwrap(), waiter.value().unwrap()), (1, 0));
 }
 
-/// Child: takes the semaphore's critical section the way the library does (an exclusive
-/// `flock` on the semaphore file, through its own open file description), reports, and
-/// keeps it until killed.
-#[allow(clippy::disallowed_methods)] // the raw flock is the point: the library's own lock
-fn flock_holder(args: &[String]) {
+/// The offset of the semaphore file's critical-section lock word (docs/FORMAT.md,
+/// "Semaphore file").
+const SEM_LOCK: u64 = 100;
+
+/// Child: takes the semaphore's critical section the way the library does (an owner id
+/// of its own, alive through its byte lock, written into the free lock word; see
+/// docs/FORMAT.md, "Owners"), reports, and keeps it until killed.
+fn lock_word_holder(args: &[String]) {
+    use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&args[0])
         .unwrap();
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let id = 0x4000_0000 | std::process::id();
+    common::hold_owner_id(&f, id);
+    let mut w = [0u8; 4];
+    f.read_exact_at(&mut w, SEM_LOCK).unwrap();
+    assert_eq!(u32::from_le_bytes(w), 0, "the critical section is not free");
+    f.write_all_at(&id.to_le_bytes(), SEM_LOCK).unwrap();
     say("locked");
     loop {
         std::thread::park();
@@ -529,7 +538,7 @@ fn a_stopped_process_in_the_critical_section_does_not_hold_up_deadlines() {
     let dir = common::tempdir();
     let path = dir.path().join("sem");
     let s = std::sync::Arc::new(Semaphore::open(&path, 1).unwrap());
-    let mut child = Proc::spawn("flock_holder", &[path.to_str().unwrap()]);
+    let mut child = Proc::spawn("lock_word_holder", &[path.to_str().unwrap()]);
     child.expect("locked");
     common::signal(child.pid, rustix::process::Signal::STOP);
     let mut failures = Vec::new();
@@ -565,7 +574,8 @@ fn a_stopped_process_in_the_critical_section_does_not_hold_up_deadlines() {
     let s1 = s.clone();
     let r = timed(move || format!("{:?}", s1.value().map_err(|e| e.to_string())));
     check("value()", r, "Ok(1)", SLACK);
-    // Once the stopped process is gone, the permit is there (and any blocked call ends).
+    // Once the stopped process is gone (killed inside the critical section), its lock is
+    // taken over and the permit is there (and any blocked call ends).
     common::signal(child.pid, rustix::process::Signal::CONT);
     child.kill_and_reap();
     assert!(failures.is_empty(), "{failures:#?}");

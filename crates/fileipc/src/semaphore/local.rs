@@ -2,16 +2,18 @@
 //! critical section on it, the acquire and release paths, and waiting.
 //!
 //! The table protocol (holders, waiter entries, gifts) is in `table.rs`. Taking a permit
-//! happens in a short critical section under an exclusive `flock` on the file, plus an
-//! in-process lock for threads sharing a handle; returning one takes no lock.
+//! happens in a short critical section under a robust lock on a word of the file
+//! (`robust.rs`: the holder's owner id in the word, one compare-and-swap to enter, a dead
+//! holder's lock taken over); returning one takes no lock. The lock word names a thread,
+//! so it excludes the threads sharing a handle as well as other handles and processes.
 //!
-//! Both locks of the critical section are taken without blocking and polled
-//! ([`LocalSemaphore::critical`]): a process stopped (`SIGSTOP`, a debugger) inside it
-//! would otherwise hold every caller in a blocking `flock` for as long as it stays
-//! stopped. Each caller waits for it only as long as its bound: `acquire_timeout` and
+//! A process stopped (`SIGSTOP`, a debugger) inside the critical section holds each
+//! caller only as long as its bound ([`LocalSemaphore::critical`]): `acquire_timeout` and
 //! `acquire_deadline` their deadline, `try_acquire` and `value` [`CRITICAL_PATIENCE`]
 //! (10 ms). Only a signalling `release` (one by a process holding no permit) and
-//! `detach`, which have no deadline, wait for it without limit.
+//! `detach`, which have no deadline, wait for it without limit. A process killed inside
+//! it leaves the table consistent (every change is one store); the next caller takes the
+//! lock over and first reclaims the dead holders' records.
 //!
 //! Waiters sleep in bounded slices of [`WAITER_SLICE`] (10 ms), on their waiter entry,
 //! or on the futex doorbell ([`wait::CountedBell`]) rung by releases if the entry table
@@ -28,6 +30,7 @@ use super::SemaphoreHolder;
 use super::options::Capacity;
 use super::table::{Gift, Table, value_of, word_held};
 use crate::error::{Error, IoResultExt, Result};
+use crate::robust::{Acquired, RobustLock};
 use crate::sys;
 use crate::wait::{self, CountedBell, WAITER_SLICE};
 
@@ -39,24 +42,13 @@ use crate::wait::{self, CountedBell, WAITER_SLICE};
 /// descheduled for as long.
 pub(super) const CRITICAL_PATIENCE: Duration = WAITER_SLICE;
 
-/// The busy phase of a caller that found the critical section taken: checks a pause
-/// apart, yielding every 8th, for up to 50 us (its holder, running, leaves within
-/// microseconds).
-const CRITICAL_SPIN: wait::Spin = wait::Spin::Timed {
-    limit: Duration::from_micros(50),
-    yield_every: 8,
-};
-
-/// After [`CRITICAL_SPIN`], the critical section is polled with naps growing from
-/// `FIRST_NAP` to `LONGEST_NAP` (nothing wakes a caller when it is left).
-const FIRST_NAP: Duration = Duration::from_micros(20);
-const LONGEST_NAP: Duration = Duration::from_millis(1);
-
-/// How long a caller waits to enter the critical section.
+/// How long a caller waits: to enter the critical section, and in the `acquire`
+/// family for a permit.
 #[derive(Debug, Clone, Copy)]
-enum Patience {
-    /// This long from the first attempt that finds it taken: the clock is read only then,
-    /// and later entries by the same operation share that deadline.
+pub(super) enum Patience {
+    /// This long from the first moment the caller has to wait (the critical section
+    /// taken, or no permit free): the clock is read only then, and later waits by the
+    /// same operation share that deadline. A duration too large to represent: forever.
     For(Duration),
     /// Until this instant (`None`: without limit).
     Until(Option<Instant>),
@@ -64,7 +56,7 @@ enum Patience {
 
 impl Patience {
     /// The deadline, fixed at the first call.
-    fn deadline(&mut self) -> Option<Instant> {
+    pub(super) fn deadline(&mut self) -> Option<Instant> {
         match *self {
             Patience::For(d) => {
                 let until = crate::deadline_after(d);
@@ -81,13 +73,20 @@ impl Patience {
 pub(super) struct LocalSemaphore {
     table: Table,
     mode: u32,
-    /// Excludes the threads sharing this handle from the critical section (the `flock`
-    /// belongs to the open file description, which they share).
-    local: std::sync::Mutex<()>,
     /// The [`sys::fork_epoch`] of the process that opened the handle. A child forked
-    /// without `exec` shares the handle's open file description (and so its `flock`)
-    /// and its owner id with the parent: it must open the semaphore again.
+    /// without `exec` shares the handle's owner id with the parent: it must open the
+    /// semaphore again.
     epoch: u64,
+}
+
+/// The critical section's lock while it is held: unlocked when dropped (also when the
+/// code inside panics).
+struct Held<'a>(RobustLock<'a>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
 }
 
 /// The owners of semaphore files whose handles were all dropped while this process held
@@ -101,6 +100,7 @@ impl Drop for LocalSemaphore {
         if self.epoch != sys::fork_epoch() {
             return;
         }
+        self.table.free_idle_slot();
         let scan = self.table.scan();
         if scan.mine.is_some() || scan.mine_given > 0 {
             let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,7 +158,6 @@ impl LocalSemaphore {
         Ok(LocalSemaphore {
             table,
             mode,
-            local: std::sync::Mutex::new(()),
             epoch: sys::fork_epoch(),
         })
     }
@@ -312,22 +311,24 @@ impl LocalSemaphore {
         self.table.live_waiting()
     }
 
-    /// Takes a permit, waiting until `deadline` (`None`: without limit); its fence, or
-    /// `None` if none became free.
-    pub(super) fn acquire_until(&self, deadline: Option<Instant>) -> Result<Option<u64>> {
-        Ok(self
-            .acquire_until_inner(deadline)?
-            .then(|| self.next_fence()))
+    /// Takes a permit, waiting as long as `patience` allows; its fence, or `None` if
+    /// none became free.
+    #[inline]
+    pub(super) fn acquire(&self, mut patience: Patience) -> Result<Option<u64>> {
+        self.check_fork()?;
+        let got = match self.take(false, &mut patience)? {
+            Some(true) => true,
+            Some(false) => self.wait_for_permit(patience.deadline())?,
+            // The critical section stayed taken until the deadline.
+            None => false,
+        };
+        Ok(got.then(|| self.next_fence()))
     }
 
-    fn acquire_until_inner(&self, deadline: Option<Instant>) -> Result<bool> {
-        self.check_fork()?;
-        match self.take(false, &mut Patience::Until(deadline))? {
-            Some(true) => return Ok(true),
-            Some(false) => {}
-            // The critical section stayed taken until the deadline.
-            None => return Ok(false),
-        }
+    /// The waiting side of [`acquire`](Self::acquire), after the first attempt found no
+    /// permit: waits until `deadline` (`None`: without limit).
+    #[cold]
+    fn wait_for_permit(&self, deadline: Option<Instant>) -> Result<bool> {
         self.table.waiters().fetch_add(1, Ordering::SeqCst);
         let mut entry = None;
         let mut woken = false;
@@ -351,55 +352,62 @@ impl LocalSemaphore {
         r
     }
 
-    /// Runs `f` in the critical section: this handle's threads excluded by `local`,
-    /// other handles and processes by an exclusive `flock` on the file (released by the
-    /// kernel if this process dies inside). `None` (and `f` not run) if it could not be
-    /// entered within `patience`.
+    /// Runs `f` in the critical section: under the robust lock on the file's lock word
+    /// ([`Table::lock`]), which names the calling thread, so it excludes this handle's
+    /// other threads as well as other handles and processes. `None` (and `f` not run) if
+    /// it could not be entered within `patience`.
     ///
-    /// Neither lock is waited for in a blocking call, which could not be bounded: both
-    /// are tried together, and while either is taken the caller spins briefly
-    /// ([`CRITICAL_SPIN`]), then retries after naps of [`FIRST_NAP`] growing to
-    /// [`LONGEST_NAP`], until the deadline. The uncontended path is one `try_lock` of
-    /// `local` and one non-blocking `flock`, and reads no clock.
+    /// The uncontended path is one compare-and-swap to enter and one swap to leave; it
+    /// makes no system call and reads no clock. See [`critical_slow`](Self::critical_slow)
+    /// for the rest.
+    #[inline]
     fn critical<T>(
         &self,
         patience: &mut Patience,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<Option<T>> {
-        let file = &self.table.state.file;
-        let mut spin: Option<wait::Spinner> = None;
-        let mut nap = FIRST_NAP;
-        loop {
-            let local = match self.local.try_lock() {
-                Ok(g) => Some(g),
-                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
-            };
-            if local.is_some() && sys::try_lock_exclusive(file).at("lock", self.path())? {
-                let r = f();
-                let u = sys::unlock(file).at("unlock", self.path());
-                drop(local);
-                let v = r?;
-                u?;
-                return Ok(Some(v));
-            }
-            drop(local);
-            let deadline = patience.deadline();
-            if spin
-                .get_or_insert_with(|| wait::Spinner::new(CRITICAL_SPIN))
-                .step(deadline)
-            {
-                continue;
-            }
-            let now = Instant::now();
-            let left = match deadline {
-                Some(d) if d <= now => return Ok(None),
-                Some(d) => d - now,
-                None => LONGEST_NAP,
-            };
-            wait::nap(nap.min(left));
-            nap = (nap * 2).min(LONGEST_NAP);
+        let lock = self.table.lock();
+        if !lock.try_lock_free()? {
+            return self.critical_slow(lock, patience, f);
         }
+        let held = Held(lock);
+        let r = f();
+        drop(held);
+        r.map(Some)
+    }
+
+    /// [`critical`](Self::critical) when the lock was taken: the caller spins briefly,
+    /// then sleeps on the word (woken by the unlock) in slices, until its deadline. A
+    /// live holder is never robbed, however long it stays (stopped, traced). A holder
+    /// found dead (its owner id, `owner.rs`) is taken over; the caller then first
+    /// reclaims the dead processes' records ([`Table::reclaim_dead`]) and gives their
+    /// permits to waiting entries, and rings the doorbell after leaving. Nothing else
+    /// needs repair: every change the dead holder made was one store that left the table
+    /// consistent (docs/FORMAT.md, "Crash consistency").
+    #[cold]
+    fn critical_slow<T>(
+        &self,
+        lock: RobustLock<'_>,
+        patience: &mut Patience,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(how) = lock.lock(patience.deadline())? else {
+            return Ok(None);
+        };
+        let held = Held(lock);
+        let mut reclaimed = 0;
+        if how == Acquired::TakenOver {
+            reclaimed = self.table.reclaim_dead();
+            if reclaimed > 0 {
+                self.table.distribute();
+            }
+        }
+        let r = f();
+        drop(held);
+        if reclaimed > 0 {
+            self.ring(u32::MAX);
+        }
+        r.map(Some)
     }
 
     /// [`critical`](Self::critical) without a deadline, for the operations that have
@@ -421,7 +429,16 @@ impl LocalSemaphore {
 
     /// Increments the doorbell and wakes up to `n` sleepers if anyone waits. Returns
     /// whether anyone was registered as waiting.
+    ///
+    /// With nobody registered it changes nothing (no atomic add on the shared line): a
+    /// waiter registers before it reads the doorbell and looks at the table, so one that
+    /// registers after this (sequentially consistent) load sees the change being
+    /// announced, which the caller made before calling.
+    #[inline]
     fn ring(&self, n: u32) -> bool {
+        if self.table.waiters().load(Ordering::SeqCst) == 0 {
+            return false;
+        }
         self.bell().ring(n).is_some()
     }
 
@@ -507,13 +524,14 @@ impl LocalSemaphore {
     ///   sees the permit.
     /// - *A return to the pool without the lock* (a release that found no waiting entry
     ///   to give it to, [`wake_returned`](Self::wake_returned)): the releaser (a) returns
-    ///   the permit, (b) increments `seq` and reads `waiters`, waking a sleeper on `seq`,
-    ///   (c) reads the entries and, if one is waiting, (d) gives the free permits to
-    ///   waiting entries in the critical section. If (3)'s scan came before (a), the
+    ///   the permit, (b) reads `waiters` and, if a waiter is registered, increments
+    ///   `seq` and wakes a sleeper on it, (c) reads the entries and, if one is waiting,
+    ///   (d) gives the free permits to waiting entries in the critical section. If (3)'s scan came before (a), the
     ///   waiter stored its entry before the scan, so before (a): (c) sees it (unless it
     ///   changed already: given, or withdrawn), and (d), which waits for the waiter to
     ///   leave the critical section, changes its word. A waiter without an entry read
-    ///   `s` before (3), so before (b): its sleep is refused or woken by (b). If (b) finds
+    ///   `s` before (3); if it registered before (b)'s read, (b) increments `seq` after
+    ///   it read `s`, and its sleep is refused or woken by (b). If (b) finds
     ///   nobody registered, or (c) no waiting entry, every waiter registered or stored
     ///   its entry after (a), so its scan sees the permit.
     ///
@@ -745,6 +763,67 @@ mod tests {
         assert!(waiter.join().unwrap().unwrap());
         assert_eq!(word_id(t.owner(7).load(Ordering::SeqCst)), t.me);
         assert_eq!(s.held().unwrap(), 2);
+    }
+
+    /// A process keeps its slot, idle, after returning its last permit (its next take
+    /// is one compare-and-swap of its word); with every slot in use, a taker without a
+    /// slot takes another live process's idle one rather than a waiter entry.
+    #[test]
+    fn idle_slots_are_kept_and_taken_when_the_table_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Semaphore::open(dir.path().join("s"), 3).unwrap();
+        let t = table(&s);
+        assert!(s.try_acquire().unwrap());
+        s.release().unwrap();
+        assert_eq!(t.owner(0).load(Ordering::SeqCst), word(t.me, 0));
+        assert_eq!((s.held().unwrap(), s.value().unwrap()), (0, 3));
+
+        let other = crate::sys::reopen(&t.state.file, &t.state.path).unwrap();
+        let live = 0x4000_0000;
+        assert!(crate::sys::try_lock_byte(&other, LOCK_BASE + u64::from(live)).unwrap());
+        t.high().store(MAX_HOLDERS as u32, Ordering::SeqCst);
+        for i in 0..MAX_HOLDERS {
+            let held = if i == 5 { 0 } else { 1 };
+            t.owner(i)
+                .store(word(live + i as u32 % 2, held), Ordering::SeqCst);
+        }
+        assert!(crate::sys::try_lock_byte(&other, LOCK_BASE + u64::from(live + 1)).unwrap());
+        assert_eq!(s.value().unwrap(), 0);
+        t.capacity().store(1000, Ordering::SeqCst);
+        assert!(s.try_acquire().unwrap());
+        assert_eq!(t.owner(5).load(Ordering::SeqCst), word(t.me, 1));
+        assert_eq!((t.scan().mine_given, s.held().unwrap()), (0, 1));
+    }
+
+    /// A dropped handle frees its process's idle slot; a dead process's idle slot is
+    /// reused by the next process that claims one, rather than raising `high`.
+    #[test]
+    fn idle_slots_are_freed_on_drop_and_dead_ones_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        {
+            let s = Semaphore::open(&path, 3).unwrap();
+            assert!(s.try_acquire().unwrap());
+            s.release().unwrap();
+            assert_eq!(word_held(table(&s).owner(0).load(Ordering::SeqCst)), 0);
+        }
+        let s = Semaphore::open(&path, 3).unwrap();
+        let t = table(&s);
+        assert_eq!(
+            t.owner(0).load(Ordering::SeqCst),
+            0,
+            "the idle slot was kept"
+        );
+
+        let other = crate::sys::reopen(&t.state.file, &t.state.path).unwrap();
+        let live = 0x4000_0000;
+        assert!(crate::sys::try_lock_byte(&other, LOCK_BASE + u64::from(live)).unwrap());
+        t.owner(0).store(word(u32::MAX - 7, 0), Ordering::SeqCst);
+        t.owner(1).store(word(live, 1), Ordering::SeqCst);
+        t.high().store(2, Ordering::SeqCst);
+        assert!(s.try_acquire().unwrap());
+        assert_eq!(t.owner(0).load(Ordering::SeqCst), word(t.me, 1));
+        assert_eq!(t.high().load(Ordering::SeqCst), 2);
     }
 
     /// A thread waiting in the same process gets the permit handed over; the permit

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::error::Result;
 
-use self::local::LocalSemaphore;
+use self::local::{LocalSemaphore, Patience};
 pub use self::options::SemaphoreOptions;
 pub use self::permit::SemaphorePermit;
 
@@ -38,8 +38,10 @@ pub use self::permit::SemaphorePermit;
 /// of one process count once); beyond that a taker waits for a holder to return a permit,
 /// as if none were free.
 ///
-/// Taking a permit goes through a critical section of a few microseconds, shared by all
-/// processes (an exclusive `flock` on the file). A process stopped inside it (`SIGSTOP`, a
+/// Taking a permit goes through a short critical section shared by all processes (a
+/// robust lock on a word of the file: one atomic operation to enter and one to leave, no
+/// system call; a process killed inside it loses it to the next caller, which first
+/// returns the dead processes' permits). A process stopped inside it (`SIGSTOP`, a
 /// debugger) delays the others only within their bounds: the `acquire` family waits for it
 /// until its deadline, [`try_acquire`](Semaphore::try_acquire) and
 /// [`value`](Semaphore::value) at most 10 ms, and a release of a permit the process
@@ -250,7 +252,7 @@ impl Semaphore {
     #[inline]
     #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.acquire_until(crate::deadline_after(timeout))
+        Ok(self.grant(Patience::For(timeout))?.is_some())
     }
 
     /// Takes a permit, waiting until `deadline` at most; `false` if none became free.
@@ -272,7 +274,7 @@ impl Semaphore {
     #[inline]
     #[must_use = "`false` means no permit was taken (the wait timed out); `permit_forever` waits as long as it takes"]
     pub fn acquire_deadline(&self, deadline: Instant) -> Result<bool> {
-        self.acquire_until(Some(deadline))
+        Ok(self.grant(Patience::Until(Some(deadline)))?.is_some())
     }
 
     /// Takes a permit, waiting as long as it takes.
@@ -293,7 +295,7 @@ impl Semaphore {
     /// ```
     #[inline]
     pub fn acquire_forever(&self) -> Result<()> {
-        self.acquire_until(None).map(drop)
+        self.grant(Patience::Until(None)).map(drop)
     }
 
     /// Takes a permit if one is free now; `false` otherwise. When none is free, first
@@ -620,7 +622,7 @@ impl Semaphore {
     #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
-            .grant_until(crate::deadline_after(timeout))?
+            .grant(Patience::For(timeout))?
             .map(|fence| SemaphorePermit { sem: self, fence }))
     }
 
@@ -643,7 +645,7 @@ impl Semaphore {
     #[must_use = "`None` means no permit was taken; a permit dropped at once is released at once"]
     pub fn permit_deadline(&self, deadline: Instant) -> Result<Option<SemaphorePermit<'_>>> {
         Ok(self
-            .grant_until(Some(deadline))?
+            .grant(Patience::Until(Some(deadline)))?
             .map(|fence| SemaphorePermit { sem: self, fence }))
     }
 
@@ -688,24 +690,22 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn permit_forever(&self) -> Result<SemaphorePermit<'_>> {
-        let fence = self.grant_until(None)?.unwrap_or_default();
+        let fence = self.grant(Patience::Until(None))?.unwrap_or_default();
         Ok(SemaphorePermit { sem: self, fence })
     }
 
-    /// Takes a permit, waiting until `deadline` (`None`: without limit); `false` if none
-    /// became free.
+    /// Takes a permit, waiting as long as `patience` allows (a timeout counts from the
+    /// first moment the call has to wait: the uncontended path reads no clock); its
+    /// fence, or `None` if none became free.
     #[inline]
-    fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
-        Ok(self.grant_until(deadline)?.is_some())
-    }
-
-    /// Takes a permit, waiting until `deadline` (`None`: without limit); its fence, or
-    /// `None` if none became free.
-    fn grant_until(&self, deadline: Option<Instant>) -> Result<Option<u64>> {
+    fn grant(&self, patience: Patience) -> Result<Option<u64>> {
         let f = match &self.engine {
-            Engine::Local(e) => e.acquire_until(deadline)?,
+            Engine::Local(e) => e.acquire(patience)?,
             #[cfg(feature = "redis")]
-            Engine::Redis(e) => e.acquire_until(deadline)?,
+            Engine::Redis(e) => {
+                let mut patience = patience;
+                e.acquire_until(patience.deadline())?
+            }
         };
         Ok(self.note(f))
     }

@@ -9,7 +9,8 @@
 //! share its slot, and when it dies its permits come back.
 //!
 //! Taking a permit (and claiming a slot, raising the capacity, reclaiming a dead
-//! process's slot) happens in the critical section (`local.rs`). Returning a permit
+//! process's slot) happens in the critical section (`local.rs`: a robust lock on the
+//! file's `lock` word, [`Table::lock`]). Returning a permit
 //! needs no lock: a process's slot is written only by that process (or, once it is dead,
 //! by a reclaimer), and its owner and count live in one 64-bit word changed by one
 //! compare-and-swap. Every change is a single store of one word, so a process killed
@@ -20,7 +21,7 @@
 //! release while someone waits hands the permit straight over: it marks the oldest
 //! waiting entry *given* and wakes that one thread, which returns without entering the
 //! critical section (the entry now holds the permit for its process). So a hand-off
-//! costs one wake-up and no `flock`, and a released permit cannot be taken by a process
+//! costs one wake-up and no lock, and a released permit cannot be taken by a process
 //! that came later. A gift moves a permit between two records of the table with two
 //! stores; it announces itself in the file, so that a concurrent scan in the critical
 //! section never counts the permit twice as free (see [`Table::settled_scan`]).
@@ -37,19 +38,21 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::SemaphoreHolder;
 use crate::error::Result;
 use crate::owner::Owners;
+use crate::robust::RobustLock;
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
 use crate::sys;
 use crate::wait;
 
-// The layout of a semaphore file (version 4), offsets from the start of the file; see
+// The layout of a semaphore file (version 5), offsets from the start of the file; see
 // docs/FORMAT.md. Version 2 named holders by PID and start time, judged through `/proc`;
-// version 3 had no fence counter.
-const VERSION: u32 = 4;
+// version 3 had no fence counter; version 4 guarded the critical section by an `flock`
+// on the file instead of the `LOCK` word.
+const VERSION: u32 = 5;
 const SEQ: usize = HEADER_LEN; // u32 doorbell, incremented by every release
 const WAITERS: usize = HEADER_LEN + 4; // u32 registered waiters
 const CAPACITY: usize = HEADER_LEN + 8; // u32 initial + releases without holding
@@ -58,6 +61,7 @@ const GIFT: usize = HEADER_LEN + 16; // u64 gift in progress: gifter's owner id 
 const GIFTS: usize = HEADER_LEN + 24; // u32 gifts begun (wrapping)
 const TICKETS: usize = HEADER_LEN + 28; // u32 next waiter ticket (wrapping)
 const WHIGH: usize = HEADER_LEN + 32; // u32 waiter entries in use are below this index
+const LOCK: usize = HEADER_LEN + 36; // u32 the critical section's robust lock word (`robust.rs`)
 const FENCE: usize = HEADER_LEN + 40; // u64 last fence granted, seeded at creation from the wall clock
 const SLOTS: usize = 128; // the holder table
 const SLOT_LEN: usize = 16; // u64 owner id << 32 | held, u64 owner's PID (for display)
@@ -88,7 +92,8 @@ const LAYOUT: Layout = Layout {
     len: LEN,
 };
 
-// --- The slot's owner word (pure logic, unit-tested below): 0 = free slot.
+// --- The slot's owner word (pure logic, unit-tested below): 0 = free slot; held 0 =
+// idle, reserved by its process (see `Table::take_locked`).
 
 pub(super) fn word(id: u32, held: u32) -> u64 {
     (u64::from(id) << 32) | u64::from(held)
@@ -102,9 +107,11 @@ pub(super) fn word_held(w: u64) -> u32 {
     w as u32
 }
 
-/// The owner word after returning one permit: the slot is freed with the last one.
+/// The owner word after returning one permit (of at least one held): the slot stays
+/// the process's with the last one returned (idle), so its next take is one
+/// compare-and-swap of the word.
 fn word_after_release(w: u64) -> u64 {
-    if word_held(w) <= 1 { 0 } else { w - 1 }
+    w - 1
 }
 
 /// The value of a semaphore of `capacity` whose holders hold `held` in all.
@@ -141,8 +148,14 @@ pub(super) struct Scan {
     pub(super) mine_given: u32,
     /// The first free slot below the high-water mark.
     free: Option<usize>,
+    /// The first idle slot (held 0) of another process, and its word.
+    idle: Option<(usize, u64)>,
     /// The high-water mark (clamped to the table).
     high: usize,
+    /// One past the last slot in use (`high` if the slot below it is taken).
+    used: usize,
+    /// One past the last waiter entry that is not free.
+    used_entries: usize,
 }
 
 /// How [`Table::settled_scan`] waits for a gift it overlapped to end: a gift is a few
@@ -164,6 +177,9 @@ pub(super) struct Table {
     pub(super) me: u32,
     /// The calling process's PID, recorded beside its id for display.
     pid: u32,
+    /// The slot this process was last seen to own (a hint: checked before use), so that
+    /// a return finds it without a scan.
+    hint: AtomicUsize,
 }
 
 impl Table {
@@ -183,9 +199,15 @@ impl Table {
             owners,
             me,
             pid: std::process::id(),
+            hint: AtomicUsize::new(0),
         })
     }
 
+    /// The critical section's lock: a robust lock on the `lock` word.
+    #[inline]
+    pub(super) fn lock(&self) -> RobustLock<'_> {
+        RobustLock::new(self.state.map.u32(LOCK), &self.owners)
+    }
     pub(super) fn seq(&self) -> &AtomicU32 {
         self.state.map.u32(SEQ)
     }
@@ -272,13 +294,19 @@ impl Table {
                 s.free.get_or_insert(i);
                 continue;
             }
+            s.used = i + 1;
             s.held += u64::from(word_held(w));
             if s.mine.is_none() && self.is_me(w) {
                 s.mine = Some((i, w));
+            } else if word_held(w) == 0 && s.idle.is_none() && !self.is_me(w) {
+                s.idle = Some((i, w));
             }
         }
         for e in 0..self.wait_high() {
             let w = self.entry(e).load(Ordering::SeqCst);
+            if w & W_STATE != W_FREE {
+                s.used_entries = e + 1;
+            }
             if w & W_STATE == W_GIVEN {
                 s.held += 1;
                 if self.is_my_entry(e) {
@@ -369,7 +397,7 @@ impl Table {
             }
         }
         loop {
-            let Some((i, w)) = self.scan().mine else {
+            let Some((i, w)) = self.my_slot() else {
                 return Ok(false);
             };
             if word_held(w) == 0 {
@@ -384,6 +412,57 @@ impl Table {
                 return Ok(true);
             }
         }
+    }
+
+    /// This process's slot and its owner word: the one the hint names if it is still
+    /// ours (a process has at most one slot), else found by reading the slots.
+    #[inline]
+    fn my_slot(&self) -> Option<(usize, u64)> {
+        let i = self.hint.load(Ordering::Relaxed);
+        if i < MAX_HOLDERS {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            if self.is_me(w) {
+                return Some((i, w));
+            }
+        }
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let found = (0..high)
+            .map(|i| (i, self.owner(i).load(Ordering::SeqCst)))
+            .find(|&(_, w)| self.is_me(w));
+        if let Some((i, _)) = found {
+            self.hint.store(i, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Frees this process's slot if it is idle (holds no permit): for a handle being
+    /// dropped, so that a process that is done with the semaphore leaves no record.
+    /// Lock-free: freeing a record is allowed outside the critical section, and a take
+    /// by another thread of this process that finds its slot freed claims one afresh.
+    pub(super) fn free_idle_slot(&self) {
+        if let Some((i, w)) = self.my_slot()
+            && word_held(w) == 0
+        {
+            let _ = self
+                .owner(i)
+                .compare_exchange(w, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    /// Lowers `high` and `whigh` past the unused slots and entries at their top, as
+    /// `scan` (made in the critical section) found them; in the critical section. Only
+    /// there does a free slot or entry become used (every other writer only frees them),
+    /// so none above the new marks is in use, and a reader that loaded the old mark
+    /// reads free records. Returns the new `high`.
+    fn trim(&self, scan: &Scan) -> usize {
+        if scan.used < scan.high {
+            self.high().store(scan.used as u32, Ordering::SeqCst);
+        }
+        if scan.used_entries < self.wait_high() {
+            self.whigh()
+                .store(scan.used_entries as u32, Ordering::SeqCst);
+        }
+        scan.used
     }
 
     /// Hands a permit this process holds directly to the longest-waiting thread that
@@ -516,14 +595,17 @@ impl Table {
 
     /// Takes a permit if the value is positive; in the critical section.
     ///
-    /// The permit goes to this process's slot, claimed if it has none. With every slot
-    /// taken by other processes it goes to a waiter entry marked given, as a gift would
-    /// leave it: the caller's own waiting entry `entry` (then set to `None`: the entry
-    /// holds the permit now), or one claimed for it. With no entry free either, `false`:
-    /// the caller waits like one that found no permit, woken when a holder returns one
-    /// (which frees its record).
+    /// The permit goes to this process's slot (kept, idle, when it returns its last
+    /// permit), claimed if it has none: a free one, or with all in use another
+    /// process's idle one. With every slot holding permits of other processes it goes to
+    /// a waiter entry marked given, as a gift would leave it: the caller's own waiting
+    /// entry `entry` (then set to `None`: the entry holds the permit now), or one claimed
+    /// for it. With no entry free either, `false`: the caller waits like one that found
+    /// no permit, woken when a holder returns one (which leaves its slot idle, or frees
+    /// its entry).
     pub(super) fn take_locked(&self, entry: &mut Option<(usize, u32)>) -> Result<bool> {
         let scan = self.settled_scan();
+        self.trim(&scan);
         if value_of(self.capacity().load(Ordering::SeqCst), scan.held) == 0 {
             return Ok(false);
         }
@@ -535,7 +617,10 @@ impl Table {
                     .owner(i)
                     .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::SeqCst)
                 {
-                    Ok(_) => return Ok(true),
+                    Ok(_) => {
+                        self.hint.store(i, Ordering::Relaxed);
+                        return Ok(true);
+                    }
                     Err(now) if word_id(now) == self.me => w = now,
                     // Freed by our own last release meanwhile: claim a slot afresh.
                     Err(_) => break,
@@ -543,21 +628,40 @@ impl Table {
             }
         }
         let scan = self.scan();
-        let slot = match scan.free {
+        let high = self.trim(&scan);
+        // An idle slot (no permit in it) can be taken from its process, which changes
+        // its word only in the critical section while it holds none, and claims a slot
+        // afresh: a dead process's at once (processes killed after their last release
+        // leave those), a live one's only when every slot is in use.
+        let idle = scan
+            .idle
+            .filter(|&(_, w)| high >= MAX_HOLDERS || !self.alive(word_id(w)));
+        let slot = match scan.free.filter(|&i| i < high) {
             Some(i) => i,
-            None if scan.high < MAX_HOLDERS => {
-                // Raise the high-water mark first: a crash right after leaves an
-                // empty slot in range, which is harmless.
-                self.owner(scan.high).store(0, Ordering::SeqCst);
-                self.high().store(scan.high as u32 + 1, Ordering::SeqCst);
-                scan.high
-            }
-            None => return Ok(self.take_into_entry(entry)),
+            None => match idle {
+                Some((i, w))
+                    if self
+                        .owner(i)
+                        .compare_exchange(w, 0, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok() =>
+                {
+                    i
+                }
+                _ if high < MAX_HOLDERS => {
+                    // Raise the high-water mark first: a crash right after leaves an
+                    // empty slot in range, which is harmless.
+                    self.owner(high).store(0, Ordering::SeqCst);
+                    self.high().store(high as u32 + 1, Ordering::SeqCst);
+                    high
+                }
+                _ => return Ok(self.take_into_entry(entry)),
+            },
         };
         // Claim: the PID first (display only), then owner and count in one store.
         self.holder_pid(slot)
             .store(u64::from(self.pid), Ordering::SeqCst);
         self.owner(slot).store(word(self.me, 1), Ordering::SeqCst);
+        self.hint.store(slot, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -682,7 +786,7 @@ mod tests {
         assert_eq!(word_id(w), 4242);
         assert_eq!(word_held(w), 3);
         assert_eq!(word_after_release(w), word(4242, 2));
-        assert_eq!(word_after_release(word(4242, 1)), 0);
+        assert_eq!(word_after_release(word(4242, 1)), word(4242, 0));
         assert_eq!(
             word_after_release(word(u32::MAX, u32::MAX)),
             word(u32::MAX, u32::MAX - 1)
