@@ -17,7 +17,8 @@
 //! once. The proof that no wake-up is lost is on [`LocalMutex::wait_loop`].
 //!
 //! *Fairness* comes from the hand-off word (`handoff.rs`): an unlock that sees waiters
-//! reserves the lock for them for a few milliseconds.
+//! and finds a fair unlock due (at most every 0.5 ms) reserves the lock for them for a
+//! few milliseconds; other unlocks let it be barged and wake one sleeper.
 //!
 //! The mapping also records the holder (PID, process start time, thread ID) for
 //! diagnostics: [`Mutex::holder`](super::Mutex::holder).
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::MutexHolder;
-use super::handoff::{self, HANDOFF_TTL_MS};
+use super::handoff::{self, FAIR_INTERVAL_US, HANDOFF_TTL_MS};
 use crate::error::{Error, IoResultExt, Result};
 use crate::owner::Owners;
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
@@ -47,6 +48,7 @@ const OWNER_TID: usize = HEADER_LEN + 12; // u32 holder's thread ID
 const OWNER_START: usize = HEADER_LEN + 16; // u64 holder's process start time
 const HANDOFF: usize = HEADER_LEN + 24; // u64 pending hand-off, 0 when none
 const FENCE: usize = HEADER_LEN + 32; // u64 last fence granted; 0 until seeded from the wall clock
+const FAIR_AT: usize = HEADER_LEN + 48; // u32 when the next fair unlock is due, us of the monotonic clock
 const SLOTS: usize = HEADER_LEN + 64; // 31 x u32: the owner id of each registered waiter
 /// Waiter slots, one bit each in the mask.
 const SLOT_COUNT: usize = 31;
@@ -312,6 +314,22 @@ impl LocalMutex {
     fn handoff(&self) -> &AtomicU64 {
         self.state.map.u64(HANDOFF)
     }
+    fn fair_at(&self) -> &AtomicU32 {
+        self.state.map.u32(FAIR_AT)
+    }
+
+    /// Whether this unlock (by the holder, with waiters registered) must hand the lock
+    /// off fairly; if so, the next fair unlock is due [`FAIR_INTERVAL_US`] from now.
+    /// Only the holder writes the word.
+    fn fair_unlock_due(&self) -> bool {
+        let now = sys::monotonic_micros();
+        if !handoff::fair_due(self.fair_at().load(Ordering::Relaxed), now) {
+            return false;
+        }
+        self.fair_at()
+            .store(now.wrapping_add(FAIR_INTERVAL_US), Ordering::Relaxed);
+        true
+    }
 
     fn recorded_holder(&self) -> Option<MutexHolder> {
         // The fields are written one by one (diagnostics only); re-read the PID to
@@ -423,8 +441,10 @@ impl LocalMutex {
     /// Releases the lock; the caller has moved `held` from HELD to BUSY.
     ///
     /// Order (the waiter side is in `wait_loop`): clear the holder record; if waiters
-    /// are registered, post a hand-off; release the `flock`; mark the handle free; ring
-    /// the doorbell (increment `seq`, then wake one sleeper if `waiters > 0`).
+    /// are registered and a fair unlock is due, post a hand-off; release the `flock`;
+    /// mark the handle free; ring the doorbell (increment `seq`, then wake one sleeper if
+    /// `waiters > 0`). Without a hand-off the woken sleeper competes with everyone else
+    /// (it sleeps again if it loses); it stays eligible for the next fair unlock.
     fn release(&self) -> Result<()> {
         if self.shared.swap(false, Ordering::AcqRel) {
             // The lock now lives as long as the programs that inherited the descriptor
@@ -436,7 +456,8 @@ impl LocalMutex {
             return Ok(());
         }
         self.owner_pid().store(0, Ordering::Release);
-        let posted = if self.waiters().load(Ordering::SeqCst) > 0 {
+        let registered = self.waiters().load(Ordering::SeqCst) > 0;
+        let posted = if registered && self.fair_unlock_due() {
             let deadline = sys::monotonic_millis().wrapping_add(HANDOFF_TTL_MS + 1);
             let h = handoff::encode(self.seq().load(Ordering::SeqCst), deadline);
             self.handoff().store(h, Ordering::Release);
@@ -457,20 +478,21 @@ impl LocalMutex {
         }
         self.held.store(FREE, Ordering::Release);
         let woken = self.ring();
-        if woken == 0 && posted.is_some() {
+        if woken == 0 && registered {
             // Registered waiters, none asleep: they are between attempts (and will
             // retry on their own, see `wait_loop`), or dead. Unregistered waiters set
-            // OVERFLOW again before each sleep, so it is cleared here; dead waiters'
-            // registrations are reaped, so they do not make every unlock post a hand-off.
+            // OVERFLOW again before each sleep, so it is cleared here.
             self.waiters().fetch_and(!OVERFLOW, Ordering::SeqCst);
-            self.reap_dead_waiters();
         }
         // Nobody sleeps for the hand-off (the waiters left, or all are awake and will
-        // retry on their own): withdraw it rather than let it expire.
+        // retry on their own): withdraw it rather than let it expire, and reap dead
+        // waiters' registrations (at most once per fair interval: each costs a probe
+        // per slot), so that they do not keep every unlock ringing.
         if woken == 0
             && let Some(h) = posted
         {
             let _ = self.withdraw(h);
+            self.reap_dead_waiters();
         }
         Ok(())
     }
