@@ -87,6 +87,12 @@ pub(crate) fn mutex(path: &Path) -> Result<Box<dyn Lock>> {
     Ok(Box::new(MutexLock(Mutex::open(path)?)))
 }
 
+/// The mutex at `path`, created in word mode (not `flock(1)`-compatible).
+pub(crate) fn mutex_word(path: &Path) -> Result<Box<dyn Lock>> {
+    let m = Mutex::options().flock_compatible(false).open(path)?;
+    Ok(Box::new(MutexLock(m)))
+}
+
 struct SemLock(Semaphore);
 
 impl Lock for SemLock {

@@ -242,6 +242,33 @@ pub(crate) fn workloads() -> Vec<Workload> {
             base("flock", "flock"),
             base("posix_sem", "posix_sem"),
         ],
+        metrics: contended.clone(),
+        full: (u64::MAX, 600),
+        quick: (u64::MAX, 60),
+    });
+    // The same two on a lock file in word mode (`MutexOptions::flock_compatible(false)`).
+    w.push(Workload {
+        group: Mutex,
+        name: "mutex.uncontended.word",
+        kind: Kind::LockPair,
+        contenders: vec![
+            ours("ours_mutex_word"),
+            base("flock", "flock"),
+            base("posix_sem", "posix_sem"),
+        ],
+        metrics: vec![lat("ns", "", "ns/pair")],
+        full: (200_000, 400),
+        quick: (2_000, 50),
+    });
+    w.push(Workload {
+        group: Mutex,
+        name: "mutex.contended4.word",
+        kind: Kind::LockContended,
+        contenders: vec![
+            ours("ours_mutex_word"),
+            base("flock", "flock"),
+            base("posix_sem", "posix_sem"),
+        ],
         metrics: contended,
         full: (u64::MAX, 600),
         quick: (u64::MAX, 60),
