@@ -447,7 +447,9 @@ impl LocalMutex {
         // before the word is released, see `release`).
         let word_mode = self.word_id != 0;
         let busy = match word_mode {
-            true => self.held.load(Ordering::Acquire) != FREE,
+            // Sequentially consistent, as the word's CAS: a waiter that finds another
+            // thread of its handle holding registered before this read (see `release`).
+            true => self.held.load(Ordering::SeqCst) != FREE,
             false => self
                 .held
                 .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
