@@ -569,13 +569,17 @@ impl LocalMutex {
             self.waiters().fetch_and(!OVERFLOW, Ordering::SeqCst);
         }
         // Nobody sleeps for the hand-off (the waiters left, or all are awake and will
-        // retry on their own): withdraw it rather than let it expire, and reap dead
-        // waiters' registrations (at most once per fair interval: each costs a probe
-        // per slot), so that they do not keep every unlock ringing.
+        // retry on their own): withdraw it rather than let it expire, and ring again: a
+        // newcomer that registered after the ring above may have found the lock barred
+        // by it and gone to sleep. Then reap dead waiters' registrations (at most once
+        // per fair interval: each costs a probe per slot), so that they do not keep
+        // every unlock ringing.
         if woken == 0
             && let Some(h) = posted
         {
-            let _ = self.withdraw(h);
+            if self.withdraw(h) {
+                self.ring();
+            }
             self.reap_dead_waiters();
         }
         Ok(())

@@ -347,7 +347,8 @@ impl Mutex {
 
     /// Takes the lock if it is free now; `false` otherwise, without waiting. While a
     /// hand-off to a waiting process is pending (for at most 10 ms after an unlock),
-    /// the lock counts as taken.
+    /// the lock counts as taken. In word mode a lock whose holder died counts as free
+    /// (a failed attempt asks the kernel whether the holder lives).
     ///
     /// # Errors
     ///
