@@ -1,6 +1,9 @@
 //! Mutex measurements beside their baselines, printed, never asserted:
 //! - uncontended `try_lock` + `unlock` in one thread against a raw
 //!   `flock(LOCK_EX|LOCK_NB)` + `flock(LOCK_UN)` pair (goal: <= 1.5x);
+//! - the same in word mode (`MutexOptions::flock_compatible(false)`) against a
+//!   process-shared robust pthread mutex in a shared mapping, the natural limit (goal:
+//!   <= 2x), `lock`+`unlock` and `try_lock`+`unlock`;
 //! - hand-off between two threads of one process (unlock at t0, the blocked `lock_timeout`
 //!   returns at t1) against the same protocol over a bare futex word;
 //! - 4 processes in lock / 2 us critical section / unlock cycles against a raw blocking
@@ -10,9 +13,15 @@
 //! cargo run --release -p fileipc-bench --example mutex_bench
 //! ```
 //!
+//! The robust pthread baseline calls libc directly: the only `unsafe` of this program,
+//! each block a foreign call on a mutex and attribute that live in a mapping this
+//! program made and never unmaps.
+//!
 //! `fileipc bench mutex` measures the same quantities across processes; this program
 //! adds the in-process hand-off and its futex floor. The contending processes are this
 //! program re-executed with the role `contender`.
+
+#![allow(unsafe_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -92,6 +101,52 @@ fn contended(path: &Path, which: &str, n: usize) -> (f64, f64, f64, f64) {
     )
 }
 
+/// A process-shared, robust pthread mutex (`PTHREAD_PROCESS_SHARED`,
+/// `PTHREAD_MUTEX_ROBUST`) in a shared anonymous mapping that is never unmapped.
+fn robust_pthread_mutex() -> *mut libc::pthread_mutex_t {
+    // SAFETY: a fresh anonymous shared mapping of one page; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let m = p.cast::<libc::pthread_mutex_t>();
+    // SAFETY: `attr` is initialised by `pthread_mutexattr_init` before any other use and
+    // destroyed after `pthread_mutex_init`; `m` points into the page mapped above,
+    // aligned and large enough for a `pthread_mutex_t`.
+    unsafe {
+        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_mutexattr_init(&mut attr), 0);
+        assert_eq!(
+            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED),
+            0
+        );
+        assert_eq!(
+            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST),
+            0
+        );
+        assert_eq!(libc::pthread_mutex_init(m, &attr), 0);
+        libc::pthread_mutexattr_destroy(&mut attr);
+    }
+    m
+}
+
+/// One `pthread_mutex_lock` + `pthread_mutex_unlock` pair on `m`.
+fn pthread_pair(m: *mut libc::pthread_mutex_t) {
+    // SAFETY: `m` was initialised by `robust_pthread_mutex` and stays mapped; this
+    // thread locks it and unlocks it at once.
+    unsafe {
+        assert_eq!(libc::pthread_mutex_lock(m), 0);
+        assert_eq!(libc::pthread_mutex_unlock(m), 0);
+    }
+}
+
 /// Hand-off latency: thread A holds the lock through one handle, thread B blocks in
 /// `lock_timeout` through another; A unlocks at t0, B returns at t1. Median of t1 - t0
 /// in microseconds; with `bare_futex`, the same protocol over a bare futex word.
@@ -137,6 +192,31 @@ fn main() {
     println!(
         "mutex uncontended lock+unlock: ours {o:.0} ns, raw flock pair {b:.0} ns, ratio {:.2} (goal <= 1.5)",
         o / b
+    );
+
+    let word = Mutex::options()
+        .flock_compatible(false)
+        .open(dir.path().join("word"))
+        .unwrap();
+    let robust = robust_pthread_mutex();
+    let n = 2_000_000;
+    let (mut lock, mut try_lock, mut base) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        base.push(per_call(n, || pthread_pair(robust)));
+        lock.push(per_call(n, || {
+            assert!(word.lock().unwrap());
+            word.unlock().unwrap();
+        }));
+        try_lock.push(per_call(n, || {
+            assert!(word.try_lock().unwrap());
+            word.unlock().unwrap();
+        }));
+    }
+    let (l, t, b) = (median(&mut lock), median(&mut try_lock), median(&mut base));
+    println!(
+        "mutex word mode uncontended: lock+unlock {l:.1} ns, try_lock+unlock {t:.1} ns, robust pthread mutex {b:.1} ns, ratios {:.2} {:.2} (goal <= 2)",
+        l / b,
+        t / b
     );
 
     let (mut ours, mut base) = (Vec::new(), Vec::new());

@@ -87,18 +87,10 @@ pub(crate) fn mutex(path: &Path) -> Result<Box<dyn Lock>> {
     Ok(Box::new(MutexLock(Mutex::open(path)?)))
 }
 
-/// The mutex at `path` in word mode (ownership in the shared word, no flock per lock),
-/// measured by the `mutex.*.word` lines (see `WORD_MUTEX_LINES` in `workloads.rs`).
-///
-/// MERGE: the word mode is `fileipc::MutexOptions::flock_compatible(false)`, which this
-/// branch's library lacks; once it is there, this body becomes
-/// `Ok(Box::new(MutexLock(fileipc::MutexOptions::new().flock_compatible(false).open(path)?)))`
-/// and `WORD_MUTEX_LINES` becomes `true`.
+/// The mutex at `path`, created in word mode (not `flock(1)`-compatible).
 pub(crate) fn mutex_word(path: &Path) -> Result<Box<dyn Lock>> {
-    bail!(
-        "{}: this build's library has no word-mode mutex (MutexOptions::flock_compatible)",
-        path.display()
-    )
+    let m = Mutex::options().flock_compatible(false).open(path)?;
+    Ok(Box::new(MutexLock(m)))
 }
 
 struct SemLock(Semaphore);

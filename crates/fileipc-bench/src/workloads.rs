@@ -109,14 +109,6 @@ pub(crate) struct Workload {
     pub(crate) quick: (u64, u64),
 }
 
-/// Whether the `mutex.*.word` lines run: the mutex in word mode
-/// (`MutexOptions::flock_compatible(false)`, see `ours::mutex_word`) beside the same
-/// baselines as `mutex.uncontended` and `mutex.contended4`.
-///
-/// MERGE: `false` while this branch's library has no word mode; `true` once
-/// `ours::mutex_word` opens one.
-const WORD_MUTEX_LINES: bool = false;
-
 /// Every workload, in the order they run and are reported.
 pub(crate) fn workloads() -> Vec<Workload> {
     use Which::*;
@@ -265,21 +257,21 @@ pub(crate) fn workloads() -> Vec<Workload> {
         full: (200_000, 400),
         quick: (2_000, 50),
     });
-    if WORD_MUTEX_LINES {
-        w.push(Workload {
-            group: Mutex,
-            name: "mutex.uncontended.word",
-            kind: Kind::LockPair,
-            contenders: vec![
-                ours("ours_mutex_word"),
-                base("flock", "flock"),
-                base("pthread_robust", "pthread_robust"),
-            ],
-            metrics: vec![lat("ns", "", "ns/pair")],
-            full: (200_000, 400),
-            quick: (2_000, 50),
-        });
-    }
+    // The mutex in word mode (`MutexOptions::flock_compatible(false)`: ownership in the
+    // shared word, no flock per lock) beside the same baselines.
+    w.push(Workload {
+        group: Mutex,
+        name: "mutex.uncontended.word",
+        kind: Kind::LockPair,
+        contenders: vec![
+            ours("ours_mutex_word"),
+            base("flock", "flock"),
+            base("pthread_robust", "pthread_robust"),
+        ],
+        metrics: vec![lat("ns", "", "ns/pair")],
+        full: (200_000, 400),
+        quick: (2_000, 50),
+    });
     // p99 over all acquisitions hides a starved process (it contributes few samples):
     // the longest single wait and the fairness (fewest / most cycles of a process) show it.
     let contended = vec![
@@ -308,21 +300,19 @@ pub(crate) fn workloads() -> Vec<Workload> {
         full: (u64::MAX, 600),
         quick: (u64::MAX, 60),
     });
-    if WORD_MUTEX_LINES {
-        w.push(Workload {
-            group: Mutex,
-            name: "mutex.contended4.word",
-            kind: Kind::LockContended,
-            contenders: vec![
-                ours("ours_mutex_word"),
-                base("flock", "flock"),
-                base("pthread_robust", "pthread_robust"),
-            ],
-            metrics: contended,
-            full: (u64::MAX, 600),
-            quick: (u64::MAX, 60),
-        });
-    }
+    w.push(Workload {
+        group: Mutex,
+        name: "mutex.contended4.word",
+        kind: Kind::LockContended,
+        contenders: vec![
+            ours("ours_mutex_word"),
+            base("flock", "flock"),
+            base("pthread_robust", "pthread_robust"),
+        ],
+        metrics: contended,
+        full: (u64::MAX, 600),
+        quick: (u64::MAX, 60),
+    });
     w.push(Workload {
         group: Mutex,
         name: "mutex.handoff",

@@ -149,7 +149,7 @@ pub enum FileKind {
 /// Mutex::open(&path)?;
 /// let found = fileipc::inspect(&path)?;
 /// assert_eq!(found.kind, FileKind::Mutex);
-/// assert_eq!(found.version, Some(3));
+/// assert_eq!(found.version, Some(4));
 /// # Ok(())
 /// # }
 /// ```

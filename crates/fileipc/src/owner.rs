@@ -271,6 +271,13 @@ impl Owners {
         Ok(id)
     }
 
+    /// A fresh id whose byte is locked through `file`, another open file description of
+    /// the same file: the id lives exactly as long as that description (a handle's own,
+    /// for an owner that is the handle rather than a thread or the process).
+    pub(crate) fn register_on(self: &Arc<Self>, file: &File) -> Result<u32> {
+        self.here()?.register(file)
+    }
+
     /// Whether `id` is one of the calling process's ids in this file.
     pub(crate) fn is_mine(self: &Arc<Self>, id: u32) -> bool {
         let Ok(here) = self.here() else {

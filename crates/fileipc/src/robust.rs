@@ -220,6 +220,46 @@ impl<'a> RobustLock<'a> {
         Ok(None)
     }
 
+    /// Takes the lock for owner `id` if the word is 0, with no liveness check and no
+    /// sleeper accounting: for a caller that keeps its own waiter registry and doorbell
+    /// (the mutex's word mode). Sequentially consistent, so that a failed attempt
+    /// ordered after the caller's registration and a release ordered before the
+    /// releaser's read of the registry cannot both miss each other.
+    #[inline]
+    pub(crate) fn try_take(&self, id: u32) -> bool {
+        self.word
+            .compare_exchange(0, id, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Takes the lock for owner `id` if the word names an owner that is gone (dead,
+    /// never handed out, or a damaged word); `false` if it is free or its owner lives.
+    /// One liveness probe (a system call): for a caller that suspects the holder died.
+    pub(crate) fn take_from_dead(&self, id: u32) -> bool {
+        let v = self.word.load(Ordering::SeqCst);
+        v != 0
+            && !self.owners.is_alive(v)
+            && self
+                .word
+                .compare_exchange(v, id, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Whether the word names a live owner now (a snapshot; one liveness probe when it
+    /// is not 0).
+    pub(crate) fn held_by_live_owner(&self) -> bool {
+        let v = self.word.load(Ordering::SeqCst);
+        v != 0 && self.owners.is_alive(v)
+    }
+
+    /// Releases a lock taken by [`try_take`](Self::try_take) or
+    /// [`take_from_dead`](Self::take_from_dead) (sequentially consistent; wakes nobody:
+    /// such a caller rings its own doorbell).
+    #[inline]
+    pub(crate) fn release(&self) {
+        self.word.store(0, Ordering::SeqCst);
+    }
+
     /// Releases the lock; the caller must hold it.
     #[inline]
     pub(crate) fn unlock(&self) {

@@ -157,7 +157,7 @@ pub(crate) fn open_or_create(
     open_or_create_inner(path, layout, mode, init, false)
 }
 
-/// As [`open_or_create`] with a zeroed region after the header, but an existing *empty*
+/// As [`open_or_create`], but an existing *empty*
 /// regular file (made by `touch` or `flock(1)`, which lock files and not content) is
 /// adopted: the header and the zeroed region are written into it in place, keeping its
 /// inode (the one other `flock` users lock), owner and mode.
@@ -170,11 +170,19 @@ pub(crate) fn open_or_create(
 /// or a fileipc holder) does not matter: adoption takes no `flock` and changes no lock.
 /// The region is one write of at most a page, done before the file is mapped; an adopter
 /// killed during it leaves at worst a file too short to validate (refused, never mapped).
-pub(crate) fn open_or_adopt(path: &Path, layout: Layout, mode: u32) -> Result<StateFile> {
-    open_or_create_inner(path, layout, mode, |_| {}, true)
+///
+/// A file created here (not one adopted) has the bytes after the header filled by
+/// `init`; an adopted file's stay zero.
+pub(crate) fn open_or_adopt_with(
+    path: &Path,
+    layout: Layout,
+    mode: u32,
+    init: impl FnOnce(&mut [u8]),
+) -> Result<StateFile> {
+    open_or_create_inner(path, layout, mode, init, true)
 }
 
-/// The byte whose open-file-description lock serialises [`open_or_adopt`]'s adopters:
+/// The byte whose open-file-description lock serialises [`open_or_adopt_with`]'s adopters:
 /// just below the owners' bytes (`owner::LOCK_BASE + id`, id 0 never used).
 pub(crate) const ADOPT_LOCK_BYTE: u64 = crate::owner::LOCK_BASE - 1;
 
@@ -243,7 +251,7 @@ fn new_region(layout: Layout) -> Vec<u8> {
 }
 
 /// Writes a new zeroed region of `layout` into `file` if it is empty; see
-/// [`open_or_adopt`]. A file this process may not trust is refused before anything is
+/// [`open_or_adopt_with`]. A file this process may not trust is refused before anything is
 /// written.
 fn adopt_if_empty(path: &Path, file: &File, layout: Layout, mode: u32) -> Result<()> {
     let meta = file.metadata().at("stat", path)?;

@@ -91,7 +91,7 @@ fn recognises_every_kind_and_changes_nothing() {
         (q.clone(), FileKind::Queue, Some(4)),
         (q.join("control"), FileKind::QueueControl, Some(4)),
         (segment, FileKind::QueueSegment, None),
-        (m.clone(), FileKind::Mutex, Some(3)),
+        (m.clone(), FileKind::Mutex, Some(4)),
         (sem.clone(), FileKind::Semaphore, Some(5)),
         (kv.clone(), FileKind::SharedData, Some(1)),
         (d.join("kv-lock"), FileKind::SharedDataLock, None),

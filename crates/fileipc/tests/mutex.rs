@@ -11,6 +11,31 @@ use common::measure::mono_ns;
 use common::{PATIENCE, Proc, say};
 use fileipc::{Error, Mutex};
 
+/// Runs a test body (a function of `word: bool`) once per ownership mode, as
+/// `<name>::flock` and `<name>::word`. The body creates the lock file in that mode with
+/// [`create`] first; every handle opened on it afterwards, in children too, uses the
+/// file's mode.
+macro_rules! in_both_modes {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn flock() {
+                super::$name(false)
+            }
+            #[test]
+            fn word() {
+                super::$name(true)
+            }
+        }
+    };
+}
+
+/// Creates the lock file at `lock` in word mode or flock mode.
+fn create(lock: &Path, word: bool) {
+    let m = Mutex::options().flock_compatible(!word).open(lock).unwrap();
+    assert_eq!(m.is_flock_compatible(), !word);
+}
+
 #[test]
 fn child_process_entry() {
     common::child_main(|role, args| match role {
@@ -114,10 +139,10 @@ fn drop_holder(args: &[String]) {
 }
 
 /// 4 processes x 5,000 cycles on a counter file end at exactly 20,000.
-#[test]
-fn four_processes_count_exactly() {
+fn four_processes_count_exactly(word: bool) {
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let file = dir.path().join("counter");
     std::fs::write(&file, "0\n").unwrap();
     let (l, f) = (lock.to_str().unwrap(), file.to_str().unwrap());
@@ -134,13 +159,14 @@ fn four_processes_count_exactly() {
     assert_eq!(read_counter(&file), 20_000);
     assert!(!Mutex::open(&lock).unwrap().is_locked().unwrap());
 }
+in_both_modes!(four_processes_count_exactly);
 
 /// Threads sharing one handle and threads with their own (cloned)
 /// handles, plus a child process, all exclude each other.
-#[test]
-fn threads_sharing_and_cloning_handles_exclude_each_other() {
+fn threads_sharing_and_cloning_handles_exclude_each_other(word: bool) {
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let file = dir.path().join("counter");
     std::fs::write(&file, "0\n").unwrap();
     let mut kid = Proc::spawn(
@@ -172,15 +198,16 @@ fn threads_sharing_and_cloning_handles_exclude_each_other() {
     kid.wait_success();
     assert_eq!(read_counter(&file), 6 * 500 + 1000);
 }
+in_both_modes!(threads_sharing_and_cloning_handles_exclude_each_other);
 
 /// SIGKILL the holder; a blocked waiter gets the lock within 100 ms of the
 /// kill. Measured from the kill to the moment `lock_timeout` returned in the waiter
 /// (both on CLOCK_MONOTONIC). Design bound: one 10 ms wait slice plus scheduling; the
 /// 100 ms the issue demands leaves room for a loaded CI machine.
-#[test]
-fn killed_holder_releases_within_100ms() {
+fn killed_holder_releases_within_100ms(word: bool) {
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let l = lock.to_str().unwrap();
     let mut holder = Proc::spawn("holder", &[l]);
     holder.expect("locked");
@@ -208,13 +235,14 @@ fn killed_holder_releases_within_100ms() {
     assert!(!m.is_locked().unwrap());
     assert_eq!(m.holder().unwrap(), None);
 }
+in_both_modes!(killed_holder_releases_within_100ms);
 
 /// A killed holder's lock is free for a `try_lock` at once
 /// (kernel-released, not a timeout guess).
-#[test]
-fn killed_holder_lock_is_free_immediately() {
+fn killed_holder_lock_is_free_immediately(word: bool) {
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let mut holder = Proc::spawn("holder", &[lock.to_str().unwrap()]);
     holder.expect("locked");
     let m = Mutex::open(&lock).unwrap();
@@ -224,12 +252,13 @@ fn killed_holder_lock_is_free_immediately() {
     assert_eq!(m.holder().unwrap().map(|h| h.pid), Some(std::process::id()));
     m.unlock().unwrap();
 }
+in_both_modes!(killed_holder_lock_is_free_immediately);
 
 /// Unlocking without holding is an error naming the path.
-#[test]
-fn unlock_without_holding_is_an_error() {
+fn unlock_without_holding_is_an_error(word: bool) {
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let a = Mutex::open(&lock).unwrap();
     let b = Mutex::open(&lock).unwrap();
     let e = a.unlock().unwrap_err();
@@ -246,13 +275,14 @@ fn unlock_without_holding_is_an_error() {
     a.unlock().unwrap();
     assert!(g.unlock().is_err());
 }
+in_both_modes!(unlock_without_holding_is_an_error);
 
 /// Dropping a handle that holds the lock releases it, in this process and in
 /// another one (which keeps running).
-#[test]
-fn dropping_a_holding_handle_releases() {
+fn dropping_a_holding_handle_releases(word: bool) {
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let a = Mutex::open(&lock).unwrap();
     let b = Mutex::open(&lock).unwrap();
     assert!(a.try_lock().unwrap());
@@ -273,12 +303,13 @@ fn dropping_a_holding_handle_releases() {
     assert!(b.try_lock().unwrap());
     b.unlock().unwrap();
 }
+in_both_modes!(dropping_a_holding_handle_releases);
 
 /// Timeouts: a held lock makes the other handle's lock_timeout return false, not err.
-#[test]
-fn lock_timeout_returns_false_while_held_elsewhere() {
+fn lock_timeout_returns_false_while_held_elsewhere(word: bool) {
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let mut holder = Proc::spawn("holder", &[lock.to_str().unwrap()]);
     holder.expect("locked");
     let m = Mutex::open(&lock).unwrap();
@@ -288,6 +319,7 @@ fn lock_timeout_returns_false_while_held_elsewhere() {
     assert!(m.try_guard().unwrap().is_none());
     assert!(m.is_locked().unwrap());
 }
+in_both_modes!(lock_timeout_returns_false_while_held_elsewhere);
 
 /// Mode 0600 by default, the builder's mode otherwise.
 #[test]
@@ -364,10 +396,10 @@ fn registered_waiters(lock: &Path, holder: &Mutex, n: u32) -> Vec<Proc> {
 
 /// A waiter killed while waiting stops counting at once: `waiting()` (what `stat`
 /// shows) reads 0 within 100 ms of the kills.
-#[test]
-fn killed_waiters_stop_counting_within_100_ms() {
+fn killed_waiters_stop_counting_within_100_ms(word: bool) {
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let m = Mutex::open(&lock).unwrap();
     assert!(m.lock().unwrap());
     let mut kids = registered_waiters(&lock, &m, 3);
@@ -383,17 +415,18 @@ fn killed_waiters_stop_counting_within_100_ms() {
     assert!(took < Duration::from_millis(100), "took {took:?}");
     m.unlock().unwrap();
 }
+in_both_modes!(killed_waiters_stop_counting_within_100_ms);
 
 /// After a waiter was killed while waiting, no locker sleeps on a free lock: in 10,000
 /// lock/unlock cycles of two threads with their own handles, the lock never stays free
 /// for a whole wait slice (10 ms) while one of them waits. (A waiter counted after its
 /// death made every unlock post a hand-off that barred newcomers, then withdraw it
 /// without waking them: they slept out their slice on a free lock.)
-#[test]
-fn no_locker_sleeps_on_a_free_lock_after_a_killed_waiter() {
+fn no_locker_sleeps_on_a_free_lock_after_a_killed_waiter(word: bool) {
     use std::sync::atomic::{AtomicU64, Ordering};
     let dir = common::tempdir();
     let lock = dir.path().join("lock");
+    create(&lock, word);
     let m = Mutex::open(&lock).unwrap();
     assert!(m.lock().unwrap());
     let mut kids = registered_waiters(&lock, &m, 1);
@@ -441,6 +474,7 @@ fn no_locker_sleeps_on_a_free_lock_after_a_killed_waiter() {
     );
     assert_eq!(m.waiting(), 0);
 }
+in_both_modes!(no_locker_sleeps_on_a_free_lock_after_a_killed_waiter);
 
 /// An empty lock file (as `touch` and `flock(1)` leave them) is adopted in place: same
 /// inode, owner and mode, now a mutex file. Adopters racing on one empty file (threads
@@ -604,4 +638,91 @@ fn adopted_file_fences_start_from_the_clock_and_version_2_is_refused() {
         .unwrap();
     let e = Mutex::open(&old).unwrap_err();
     assert!(e.to_string().contains("format version 2"), "{e}");
+}
+
+/// Writes a 256-byte mutex file of format `version` with `mode` in the mode field.
+fn write_mutex_file(path: &Path, version: u32, mode: u32) {
+    use std::os::unix::fs::FileExt;
+    let mut region = [0u8; 256];
+    region[..8].copy_from_slice(b"FILEIPC\0");
+    region[8..12].copy_from_slice(&1u32.to_le_bytes()); // kind: mutex
+    region[12..16].copy_from_slice(&version.to_le_bytes());
+    region[16..20].copy_from_slice(&256u32.to_le_bytes()); // length
+    region[104..108].copy_from_slice(&mode.to_le_bytes());
+    let f = std::fs::File::create(path).unwrap();
+    f.write_all_at(&region, 0).unwrap();
+}
+
+/// A version 3 file (the previous format) is opened as it is, in flock mode, whatever
+/// the options ask: its version stays 3, so older binaries still open it. A file with
+/// an unknown ownership mode is refused.
+#[test]
+fn version_3_files_open_in_flock_mode_and_unknown_modes_are_refused() {
+    let dir = common::tempdir();
+    let old = dir.path().join("old");
+    write_mutex_file(&old, 3, 0);
+    let a = Mutex::options().flock_compatible(false).open(&old).unwrap();
+    let b = Mutex::open(&old).unwrap();
+    assert!(a.is_flock_compatible() && b.is_flock_compatible());
+    assert!(a.try_lock().unwrap());
+    assert!(!b.try_lock().unwrap());
+    a.unlock().unwrap();
+    assert!(b.try_lock().unwrap());
+    b.unlock().unwrap();
+    assert_eq!(std::fs::read(&old).unwrap()[12..16], 3u32.to_le_bytes());
+
+    let bad = dir.path().join("bad");
+    write_mutex_file(&bad, 4, 7);
+    let e = Mutex::open(&bad).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e}");
+    assert!(e.to_string().contains("unknown ownership mode 7"), "{e}");
+}
+
+/// The mode is the file's: a word-mode file stays in word mode for every opener, a
+/// flock-mode file in flock mode, and an empty file (a `flock(1)` lock file) is adopted
+/// in flock mode even when word mode is asked for.
+#[test]
+fn the_ownership_mode_is_the_files() {
+    let dir = common::tempdir();
+    let w = dir.path().join("w");
+    create(&w, true);
+    assert!(!Mutex::open(&w).unwrap().is_flock_compatible());
+    assert_eq!(std::fs::read(&w).unwrap()[12..16], 4u32.to_le_bytes());
+    let f = dir.path().join("f");
+    create(&f, false);
+    let opened = Mutex::options().flock_compatible(false).open(&f).unwrap();
+    assert!(opened.is_flock_compatible());
+    let empty = dir.path().join("empty");
+    std::fs::File::create(&empty).unwrap();
+    let adopted = Mutex::options()
+        .flock_compatible(false)
+        .open(&empty)
+        .unwrap();
+    assert!(adopted.is_flock_compatible());
+}
+
+/// Word mode: a holder's lock, shared with a child program, stays held while the child
+/// runs after the holder unlocked and dropped its handle (the handle's owner id lives
+/// on the inherited descriptor), and is taken over once the child is gone.
+#[test]
+fn word_mode_lock_shared_with_a_child_lives_as_long_as_the_child() {
+    let dir = common::tempdir();
+    let lock = dir.path().join("lock");
+    create(&lock, true);
+    let m = Mutex::open(&lock).unwrap();
+    m.lock_forever().unwrap();
+    m.share_with_children().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    m.unlock().unwrap();
+    drop(m);
+    let other = Mutex::open(&lock).unwrap();
+    assert!(other.is_locked().unwrap());
+    assert!(!other.lock_timeout(Duration::from_millis(50)).unwrap());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(other.lock_timeout(PATIENCE).unwrap());
+    other.unlock().unwrap();
 }

@@ -108,13 +108,31 @@ fn mutex_worker(dir: &Path) {
 
 #[test]
 fn kill_storm_mutex() {
+    kill_storm_mutex_in(false);
+}
+
+/// The same storm on a lock file in word mode (ownership in the lock word: a killed
+/// holder's lock is taken over through the kernel's word on its owner id).
+#[test]
+fn kill_storm_mutex_word_mode() {
+    kill_storm_mutex_in(true);
+}
+
+fn kill_storm_mutex_in(word: bool) {
     let dir = common::tempdir();
     let d = dir.path().to_owned();
+    let created = Mutex::options()
+        .flock_compatible(!word)
+        .open(d.join("m"))
+        .unwrap();
+    assert_eq!(created.is_flock_compatible(), !word);
+    drop(created);
     let r = kill_storm("mutex", WORKERS, storm_duration(), |slot, g| {
         spawn("mutex", &d, slot, g)
     });
     // After every worker died the lock comes back to a newcomer promptly: the kernel
-    // released the flock at once; a hand-off the last unlocker reserved for a waiter
+    // released the flock at once (in word mode, the newcomer finds the holder's id dead
+    // after one 10 ms slice); a hand-off the last unlocker reserved for a waiter
     // that was killed too bars newcomers until it expires (its TTL, at most 21 ms), so
     // the bound is the "within 100 ms", not "at once".
     let m = Mutex::open(d.join("m")).unwrap();

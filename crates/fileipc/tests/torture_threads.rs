@@ -50,8 +50,24 @@ where
 
 #[test]
 fn threads_mutex_never_two_holders() {
+    threads_mutex_never_two_holders_in(false);
+}
+
+/// The same on a lock file in word mode.
+#[test]
+fn threads_mutex_never_two_holders_word_mode() {
+    threads_mutex_never_two_holders_in(true);
+}
+
+fn threads_mutex_never_two_holders_in(word: bool) {
     let dir = common::tempdir();
-    let shared = Arc::new(Mutex::open(dir.path().join("m")).unwrap());
+    let shared = Arc::new(
+        Mutex::options()
+            .flock_compatible(!word)
+            .open(dir.path().join("m"))
+            .unwrap(),
+    );
+    assert_eq!(shared.is_flock_compatible(), !word);
     let inside = Arc::new(AtomicU32::new(0));
     let path = dir.path().join("m");
     let cycles = run(move |i, stop| {

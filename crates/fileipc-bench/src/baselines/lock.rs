@@ -16,7 +16,7 @@ use crate::sys::{self, NamedSem, now_ns};
 pub(crate) fn open_lock(imp: &str, env: &Env) -> Result<Box<dyn Lock>> {
     Ok(match imp {
         "ours_mutex" => ours::mutex(&env.dir.join("mutex"))?,
-        "ours_mutex_word" => ours::mutex_word(&env.dir.join("mutex"))?,
+        "ours_mutex_word" => ours::mutex_word(&env.dir.join("mutex_word"))?,
         "ours_sem" => ours::semaphore(&env.dir.join("semaphore"))?,
         "ours_redis_mutex" => ours::mutex(&env.redis_ours("mutex")?)?,
         "ours_redis_sem" => ours::semaphore(&env.redis_ours("semaphore")?)?,

@@ -67,6 +67,7 @@ fn report(path: &Path) -> anyhow::Result<Value> {
                 "holder": holder.map(|h| json!({"pid": h.pid, "tid": h.tid,
                     "alive": process_alive(h.pid)})),
                 "waiting": m.waiting(), "fence": m.last_granted_fence()?,
+                "flock_compatible": m.is_flock_compatible(),
             })
         }
         FileKind::Semaphore => {

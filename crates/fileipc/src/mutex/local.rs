@@ -1,8 +1,18 @@
 //! The local engine of the mutex: a lock file on the local file system.
 //!
-//! *Ownership* is an exclusive `flock` on the handle's own open file description of the
-//! lock file. The kernel releases it the moment the holder's last descriptor closes,
-//! including when the holder is killed, so a dead holder never keeps the lock.
+//! *Ownership* depends on the file's mode, fixed when it is created and recorded in it:
+//!
+//! - **flock mode** (the default): an exclusive `flock` on the handle's own open file
+//!   description of the lock file, the lock `flock(1)` takes. The kernel releases it the
+//!   moment the holder's last descriptor closes, including when the holder is killed, so
+//!   a dead holder never keeps the lock.
+//! - **word mode**: the holder's owner id (`owner.rs`) in a lock word of the mapping,
+//!   taken and released with one atomic operation each ([`RobustLock::try_take`]), no
+//!   system call. Each handle registers one id when it opens, whose byte lock lives on
+//!   the handle's own description, so the id dies exactly when the `flock` would be
+//!   released. A waiter that slept a whole slice without a ring suspects the holder
+//!   died, asks the kernel ([`RobustLock::take_from_dead`]) and takes the lock over if
+//!   so. `flock(1)` does not see this lock.
 //!
 //! *Waiting* happens in the kernel on a futex "doorbell" in the file's shared mapping
 //! ([`wait::CountedBell`]): a sequence number that every unlock increments, plus the
@@ -17,7 +27,8 @@
 //! once. The proof that no wake-up is lost is on [`LocalMutex::wait_loop`].
 //!
 //! *Fairness* comes from the hand-off word (`handoff.rs`): an unlock that sees waiters
-//! reserves the lock for them for a few milliseconds.
+//! and finds a fair unlock due (at most every 0.5 ms) reserves the lock for them for a
+//! few milliseconds; other unlocks let it be barged and wake one sleeper.
 //!
 //! The mapping also records the holder (PID, process start time, thread ID) for
 //! diagnostics: [`Mutex::holder`](super::Mutex::holder).
@@ -26,20 +37,23 @@ use std::cell::Cell;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
 use super::MutexHolder;
-use super::handoff::{self, HANDOFF_TTL_MS};
+use super::handoff::{self, FAIR_INTERVAL_US, HANDOFF_TTL_MS};
 use crate::error::{Error, IoResultExt, Result};
 use crate::owner::Owners;
+use crate::robust::RobustLock;
 use crate::state::{self, HEADER_LEN, Kind, Layout, StateFile};
 use crate::sys::{self, ProcessId};
-use crate::wait::{self, CountedBell, WAITER_SLICE};
+use crate::wait::{self, CountedBell};
 
-// The layout of a mutex file (version 3), offsets from the start of the file; see
-// docs/FORMAT.md. Version 1 counted waiters in a plain number (a killed waiter stayed
-// counted); version 2 had no fence counter.
-const VERSION: u32 = 3;
+mod waiting;
+
+// The layout of a mutex file (version 4), offsets from the start of the file; see
+// docs/FORMAT.md. Version 3 is version 4 in flock mode (its MODE, WORD and FAIR_AT bytes
+// were reserved, zero) and is opened as it is. Version 1 counted waiters in a plain
+// number (a killed waiter stayed counted); version 2 had no fence counter.
+const VERSION: u32 = 4;
 const SEQ: usize = HEADER_LEN; // u32 doorbell: incremented by every unlock
 const WAITERS: usize = HEADER_LEN + 4; // u32 waiter mask: bit i = slot i registered, bit 31 = unregistered waiters
 const OWNER_PID: usize = HEADER_LEN + 8; // u32 holder's PID, 0 when not held
@@ -47,6 +61,9 @@ const OWNER_TID: usize = HEADER_LEN + 12; // u32 holder's thread ID
 const OWNER_START: usize = HEADER_LEN + 16; // u64 holder's process start time
 const HANDOFF: usize = HEADER_LEN + 24; // u64 pending hand-off, 0 when none
 const FENCE: usize = HEADER_LEN + 32; // u64 last fence granted; 0 until seeded from the wall clock
+const MODE: usize = HEADER_LEN + 40; // u32 ownership mode, fixed at creation: MODE_FLOCK or MODE_WORD
+const WORD: usize = HEADER_LEN + 44; // u32 word mode's lock word: the holder's owner id, 0 when free
+const FAIR_AT: usize = HEADER_LEN + 48; // u32 when the next fair unlock is due, us of the monotonic clock
 const SLOTS: usize = HEADER_LEN + 64; // 31 x u32: the owner id of each registered waiter
 /// Waiter slots, one bit each in the mask.
 const SLOT_COUNT: usize = 31;
@@ -60,6 +77,23 @@ const LAYOUT: Layout = Layout {
     kind: Kind::Mutex,
     version: VERSION,
     len: LEN,
+};
+/// Version 3 files, opened in flock mode.
+const LAYOUT_V3: Layout = Layout {
+    version: 3,
+    ..LAYOUT
+};
+/// [`MODE`]: ownership is the `flock` (`flock(1)` excludes and is excluded).
+const MODE_FLOCK: u32 = 0;
+/// [`MODE`]: ownership is the owner id in [`WORD`].
+const MODE_WORD: u32 = 1;
+
+/// A waiter's busy phase in word mode before it registers and sleeps: the lock word is
+/// checked a few times a pause apart, then a few times a yield apart (on a machine with
+/// fewer CPUs than lockers the holder may be waiting for ours).
+const SPIN: wait::Spin = wait::Spin::Counted {
+    checks: 40,
+    yields: 4,
 };
 
 // States of `LocalMutex::held`, the in-process half of the lock.
@@ -111,14 +145,46 @@ pub(super) struct LocalMutex {
     epoch: u64,
     /// The fence of the grant this handle holds (meaningful while `held` is HELD).
     fence: AtomicU64,
+    /// Word mode: this handle's owner id (alive as long as the handle's description),
+    /// written into [`WORD`] while it holds the lock. 0 in flock mode.
+    word_id: u32,
 }
 
 impl LocalMutex {
-    /// Opens the lock file at `path`, creating it with `mode` if it is missing and
-    /// adopting it if it is empty (a lock file of `flock(1)` or `touch`).
-    pub(super) fn open(path: &Path, mode: u32) -> Result<LocalMutex> {
-        let state = state::open_or_adopt(path, LAYOUT, mode)?;
+    /// Opens the lock file at `path`, creating it with `mode` (and in word mode unless
+    /// `flock_compatible`) if it is missing, adopting it (in flock mode) if it is empty
+    /// (a lock file of `flock(1)` or `touch`). An existing file keeps its mode.
+    pub(super) fn open(path: &Path, mode: u32, flock_compatible: bool) -> Result<LocalMutex> {
+        let init = |region: &mut [u8]| {
+            if !flock_compatible {
+                let at = MODE - HEADER_LEN;
+                region[at..at + 4].copy_from_slice(&MODE_WORD.to_le_bytes());
+            }
+        };
+        let state = match state::open_or_adopt_with(path, LAYOUT, mode, init) {
+            Ok(s) => s,
+            Err(e @ Error::Format { .. }) => match state::open_existing(path, LAYOUT_V3, mode) {
+                Ok(Some(s)) => s,
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        let word_mode = match state.map.u32(MODE).load(Ordering::SeqCst) {
+            MODE_FLOCK => false,
+            MODE_WORD => true,
+            m => {
+                return Err(Error::format(
+                    &state.path,
+                    "mutex",
+                    format!("unknown ownership mode {m}"),
+                ));
+            }
+        };
         let owners = Owners::of(&state.file, &state.path)?;
+        let word_id = match word_mode {
+            true => owners.register_on(&state.file)?,
+            false => 0,
+        };
         // A file created or adopted here has a zero counter: seed it before any grant
         // (a seeder killed before the CAS leaves it to the next opener).
         let _ = state.map.u64(FENCE).compare_exchange(
@@ -136,7 +202,18 @@ impl LocalMutex {
             shared: std::sync::atomic::AtomicBool::new(false),
             epoch: sys::fork_epoch(),
             fence: AtomicU64::new(0),
+            word_id,
         })
+    }
+
+    /// Whether the file is in flock mode (ownership is the `flock`), not word mode.
+    pub(super) fn is_flock_compatible(&self) -> bool {
+        self.word_id == 0
+    }
+
+    /// Word mode's lock word.
+    fn word(&self) -> RobustLock<'_> {
+        RobustLock::new(self.state.map.u32(WORD), &self.owners)
     }
 
     /// [`Mutex::fence`](super::Mutex::fence): the fence of the grant this handle holds.
@@ -151,7 +228,7 @@ impl LocalMutex {
 
     /// A new, independent handle on the same path, opened with the same mode.
     pub(super) fn try_clone(&self) -> Result<LocalMutex> {
-        LocalMutex::open(&self.state.path, self.mode)
+        LocalMutex::open(&self.state.path, self.mode, self.is_flock_compatible())
     }
 
     /// [`Mutex::destroy`](super::Mutex::destroy).
@@ -167,7 +244,9 @@ impl LocalMutex {
     /// One attempt, for a caller that did not register as a waiter.
     #[inline]
     pub(super) fn try_lock(&self) -> Result<bool> {
-        Ok(self.attempt(None)? == Attempt::Acquired)
+        // A word-mode holder that died releases nothing: check for that before failing.
+        Ok(self.attempt(None, false)? == Attempt::Acquired
+            || (self.word_id != 0 && self.attempt(None, true)? == Attempt::Acquired))
     }
 
     /// Refuses a handle inherited across `fork`: its `flock` is the parent's.
@@ -234,59 +313,6 @@ impl LocalMutex {
         (self.waiters().load(Ordering::SeqCst) & !OVERFLOW).count_ones()
     }
 
-    fn slot(&self, i: usize) -> &AtomicU32 {
-        self.state.map.u32(SLOTS + 4 * i)
-    }
-
-    /// Registers the calling thread as a waiter: its owner id in a free slot, then the
-    /// slot's bit in the mask (so that a registration killed halfway holds a slot with a
-    /// dead id and no bit, which the reaper frees). `None` if every slot is taken: the
-    /// caller then sets [`OVERFLOW`] before each sleep.
-    fn register(&self) -> Result<Option<usize>> {
-        let id = self.owners.thread_id()?;
-        let slot = (0..SLOT_COUNT).find(|&i| {
-            self.slot(i)
-                .compare_exchange(0, id, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-        });
-        if let Some(i) = slot {
-            self.waiters().fetch_or(1 << i, Ordering::SeqCst);
-        }
-        Ok(slot)
-    }
-
-    /// Undoes [`register`](Self::register): the bit first, then the slot.
-    fn unregister(&self, slot: Option<usize>) {
-        if let Some(i) = slot {
-            self.waiters().fetch_and(!(1 << i), Ordering::SeqCst);
-            self.slot(i).store(0, Ordering::SeqCst);
-        }
-    }
-
-    /// Frees the registrations of waiters whose owner id is dead (killed while waiting,
-    /// or while registering). A reaper marks the slot [`TOMBSTONE`] first, so that no
-    /// new waiter can claim it before its bit is cleared: the bit cleared is always the
-    /// dead waiter's. A reaper killed halfway leaves a tombstone, which the next one
-    /// finishes.
-    fn reap_dead_waiters(&self) {
-        for i in 0..SLOT_COUNT {
-            let slot = self.slot(i);
-            let id = slot.load(Ordering::SeqCst);
-            if id == 0 || (id != TOMBSTONE && self.owners.is_alive(id)) {
-                continue;
-            }
-            if id != TOMBSTONE
-                && slot
-                    .compare_exchange(id, TOMBSTONE, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            self.waiters().fetch_and(!(1 << i), Ordering::SeqCst);
-            let _ = slot.compare_exchange(TOMBSTONE, 0, Ordering::SeqCst, Ordering::Relaxed);
-        }
-    }
-
     fn seq(&self) -> &AtomicU32 {
         self.state.map.u32(SEQ)
     }
@@ -311,6 +337,22 @@ impl LocalMutex {
     }
     fn handoff(&self) -> &AtomicU64 {
         self.state.map.u64(HANDOFF)
+    }
+    fn fair_at(&self) -> &AtomicU32 {
+        self.state.map.u32(FAIR_AT)
+    }
+
+    /// Whether this unlock (by the holder, with waiters registered) must hand the lock
+    /// off fairly; if so, the next fair unlock is due [`FAIR_INTERVAL_US`] from now.
+    /// Only the holder writes the word.
+    fn fair_unlock_due(&self) -> bool {
+        let now = sys::monotonic_micros();
+        if !handoff::fair_due(self.fair_at().load(Ordering::Relaxed), now) {
+            return false;
+        }
+        self.fair_at()
+            .store(now.wrapping_add(FAIR_INTERVAL_US), Ordering::Relaxed);
+        true
     }
 
     fn recorded_holder(&self) -> Option<MutexHolder> {
@@ -340,6 +382,9 @@ impl LocalMutex {
     /// another thread, and our unlock would then release that thread's lock.
     fn probe(&self) -> Result<bool> {
         self.check_fork()?;
+        if self.word_id != 0 {
+            return Ok(self.word().held_by_live_owner());
+        }
         if self
             .held
             .compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed)
@@ -370,30 +415,67 @@ impl LocalMutex {
         self.bell().ring(1).unwrap_or(0)
     }
 
+    /// Takes ownership (the `flock`, or the lock word, from a holder proven dead too if
+    /// `suspect_death`); `false` if someone else has it.
+    #[inline]
+    fn take_ownership(&self, suspect_death: bool) -> std::io::Result<bool> {
+        if self.word_id == 0 {
+            return sys::try_lock_exclusive(&self.state.file);
+        }
+        let word = self.word();
+        Ok(word.try_take(self.word_id) || (suspect_death && word.take_from_dead(self.word_id)))
+    }
+
+    /// Gives up what [`take_ownership`](Self::take_ownership) took.
+    #[inline]
+    fn give_up_ownership(&self) -> std::io::Result<()> {
+        if self.word_id == 0 {
+            return sys::unlock(&self.state.file);
+        }
+        self.word().release();
+        Ok(())
+    }
+
     /// One attempt to take the lock; `reg` is the doorbell value at which the caller
-    /// registered as a waiter, `None` for a caller that did not register.
-    fn attempt(&self, reg: Option<u32>) -> Result<Attempt> {
+    /// registered as a waiter, `None` for a caller that did not register; in word mode,
+    /// `suspect_death` also takes the lock from a holder the kernel says is gone.
+    fn attempt(&self, reg: Option<u32>, suspect_death: bool) -> Result<Attempt> {
         self.check_fork()?;
-        if self
-            .held
-            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        // In flock mode the handle's state is claimed first (the `flock` of one
+        // description does not exclude its threads); in word mode the lock word excludes
+        // them, so `held` is only read here and set once the word is taken (and set free
+        // before the word is released, see `release`).
+        let word_mode = self.word_id != 0;
+        let busy = match word_mode {
+            // Sequentially consistent, as the word's CAS: a waiter that finds another
+            // thread of its handle holding registered before this read (see `release`).
+            true => self.held.load(Ordering::SeqCst) != FREE,
+            false => self
+                .held
+                .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+                .is_err(),
+        };
+        if busy {
             return Ok(Attempt::Busy);
         }
+        let unclaim = || {
+            if !word_mode {
+                self.held.store(FREE, Ordering::Release);
+            }
+        };
         // Do not barge in on a pending hand-off (checked again below, under the lock).
         if handoff::bars(self.handoff().load(Ordering::Acquire), reg) {
-            self.held.store(FREE, Ordering::Release);
+            unclaim();
             return Ok(Attempt::Barred);
         }
-        match sys::try_lock_exclusive(&self.state.file) {
+        match self.take_ownership(suspect_death) {
             Ok(true) => {}
             Ok(false) => {
-                self.held.store(FREE, Ordering::Release);
+                unclaim();
                 return Ok(Attempt::Busy);
             }
             Err(e) => {
-                self.held.store(FREE, Ordering::Release);
+                unclaim();
                 return Err(Error::io("lock", self.path(), e));
             }
         }
@@ -403,8 +485,8 @@ impl LocalMutex {
             if handoff::bars(h, reg) {
                 // The previous holder posted it between our check and our flock: give
                 // the lock back, and ring, since a waiter may have seen it taken by us.
-                let _ = sys::unlock(&self.state.file);
-                self.held.store(FREE, Ordering::Release);
+                let _ = self.give_up_ownership();
+                unclaim();
                 self.ring();
                 return Ok(Attempt::Barred);
             }
@@ -414,19 +496,27 @@ impl LocalMutex {
         self.owner_start().store(self.me.start, Ordering::Relaxed);
         self.owner_tid().store(cached_tid(), Ordering::Relaxed);
         self.owner_pid().store(self.me.pid, Ordering::Release);
-        // Grants are serialised by the `flock`; the counter is seeded at open.
-        let f = self.state.map.u64(FENCE).fetch_add(1, Ordering::SeqCst);
-        self.fence.store(f.wrapping_add(1), Ordering::Relaxed);
+        // Grants are serialised by the lock (only a holder writes the counter, so a load
+        // and a store do); the counter is seeded at open.
+        let fence = self.state.map.u64(FENCE);
+        let f = fence.load(Ordering::Acquire).wrapping_add(1);
+        fence.store(f, Ordering::Release);
+        self.fence.store(f, Ordering::Relaxed);
+        if word_mode {
+            self.held.store(HELD, Ordering::Release);
+        }
         Ok(Attempt::Acquired)
     }
 
     /// Releases the lock; the caller has moved `held` from HELD to BUSY.
     ///
     /// Order (the waiter side is in `wait_loop`): clear the holder record; if waiters
-    /// are registered, post a hand-off; release the `flock`; mark the handle free; ring
-    /// the doorbell (increment `seq`, then wake one sleeper if `waiters > 0`).
+    /// are registered and a fair unlock is due, post a hand-off; release the `flock`;
+    /// mark the handle free; ring the doorbell (increment `seq`, then wake one sleeper if
+    /// `waiters > 0`). Without a hand-off the woken sleeper competes with everyone else
+    /// (it sleeps again if it loses); it stays eligible for the next fair unlock.
     fn release(&self) -> Result<()> {
-        if self.shared.swap(false, Ordering::AcqRel) {
+        if self.shared.load(Ordering::Acquire) && self.shared.swap(false, Ordering::AcqRel) {
             // The lock now lives as long as the programs that inherited the descriptor
             // (and this process): leave the `flock` and the holder record to them. They
             // release it by exiting, which rings nobody: waiters notice within a slice.
@@ -436,7 +526,8 @@ impl LocalMutex {
             return Ok(());
         }
         self.owner_pid().store(0, Ordering::Release);
-        let posted = if self.waiters().load(Ordering::SeqCst) > 0 {
+        let registered = self.waiters().load(Ordering::SeqCst) > 0;
+        let posted = if registered && self.fair_unlock_due() {
             let deadline = sys::monotonic_millis().wrapping_add(HANDOFF_TTL_MS + 1);
             let h = handoff::encode(self.seq().load(Ordering::SeqCst), deadline);
             self.handoff().store(h, Ordering::Release);
@@ -444,7 +535,12 @@ impl LocalMutex {
         } else {
             None
         };
-        let unlocked = sys::unlock(&self.state.file);
+        if self.word_id != 0 {
+            // Free before the word: another thread of this handle that saw `held` free
+            // then finds the word taken until the store below (see `attempt`).
+            self.held.store(FREE, Ordering::Release);
+        }
+        let unlocked = self.give_up_ownership();
         if let Err(e) = unlocked {
             if let Some(h) = posted {
                 let _ = self.withdraw(h);
@@ -456,21 +552,35 @@ impl LocalMutex {
             return Err(Error::io("unlock", self.path(), e));
         }
         self.held.store(FREE, Ordering::Release);
-        let woken = self.ring();
-        if woken == 0 && posted.is_some() {
+        // In word mode the release is a sequentially consistent store: a waiter whose
+        // attempt failed before it registered afterwards (its registration and attempt
+        // are sequentially consistent too), so the mask read here sees it, or it saw the
+        // lock free. Nobody registered: nothing to ring for (no system call, no
+        // sequence bump).
+        let woken = if self.word_id != 0 && self.waiters().load(Ordering::SeqCst) == 0 {
+            0
+        } else {
+            self.ring()
+        };
+        if woken == 0 && registered {
             // Registered waiters, none asleep: they are between attempts (and will
             // retry on their own, see `wait_loop`), or dead. Unregistered waiters set
-            // OVERFLOW again before each sleep, so it is cleared here; dead waiters'
-            // registrations are reaped, so they do not make every unlock post a hand-off.
+            // OVERFLOW again before each sleep, so it is cleared here.
             self.waiters().fetch_and(!OVERFLOW, Ordering::SeqCst);
-            self.reap_dead_waiters();
         }
         // Nobody sleeps for the hand-off (the waiters left, or all are awake and will
-        // retry on their own): withdraw it rather than let it expire.
+        // retry on their own): withdraw it rather than let it expire, and ring again: a
+        // newcomer that registered after the ring above may have found the lock barred
+        // by it and gone to sleep. Then reap dead waiters' registrations (at most once
+        // per fair interval: each costs a probe per slot), so that they do not keep
+        // every unlock ringing.
         if woken == 0
             && let Some(h) = posted
         {
-            let _ = self.withdraw(h);
+            if self.withdraw(h) {
+                self.ring();
+            }
+            self.reap_dead_waiters();
         }
         Ok(())
     }
@@ -480,75 +590,6 @@ impl LocalMutex {
         self.handoff()
             .compare_exchange(h, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
-    }
-
-    /// Takes the lock, waiting until `deadline` (`None`: without limit); `false` if it
-    /// could not.
-    pub(super) fn lock_until(&self, deadline: Option<Instant>) -> Result<bool> {
-        if self.attempt(None)? == Attempt::Acquired {
-            return Ok(true);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(false);
-        }
-        let slot = self.register()?;
-        let reg = self.bell().seen();
-        let r = self.wait_loop(reg, slot.is_none(), deadline);
-        self.unregister(slot);
-        if !matches!(r, Ok(true)) {
-            // Leaving without the lock: a hand-off we were entitled to may be waiting
-            // for us, with the lock free and others asleep behind it. Withdraw it and
-            // ring so they retry.
-            let h = self.handoff().load(Ordering::Acquire);
-            if h != 0 && handoff::eligible(reg, h) && self.withdraw(h) {
-                self.ring();
-            }
-        }
-        r
-    }
-
-    /// The waiter's side of the doorbell protocol.
-    ///
-    /// No wake-up can be lost. The waiter (1) has registered (its bit in the mask, or,
-    /// `unregistered`, [`OVERFLOW`] set anew in each round before (2)), then in each
-    /// round (2) reads `seq` as `s`, (3) tries the lock, and (4) sleeps only while
-    /// `seq == s` (the kernel compares atomically with queueing it). The unlocker
-    /// (a) releases the `flock`, (b) increments `seq`, (c) reads the mask and wakes
-    /// one sleeper if it is not zero. If (3) failed because the lock was held, (a)
-    /// comes after (3), so (b) comes after (2): either (b) precedes (4), and the kernel
-    /// refuses to sleep because `seq != s`, or the waiter is queued before (b) and
-    /// (c), which follows (1), sees the mask non-zero and wakes a sleeper. An unlocker
-    /// that woke nobody clears `OVERFLOW` after (b): an unregistered waiter is then not
-    /// asleep, so its (4) is still to come, and it either read `s` before (b) (the
-    /// kernel refuses the sleep and the next round sets the bit again) or after (b),
-    /// when the lock was already free for its (3). A reaper clears only the bits of
-    /// dead waiters. If (3) failed
-    /// because of a hand-off posted for earlier waiters, one of those is woken by the
-    /// same (c), and its own unlock rings again. A holder killed before (a) cannot ring:
-    /// that case alone is covered by the bounded slice.
-    fn wait_loop(&self, reg: u32, unregistered: bool, deadline: Option<Instant>) -> Result<bool> {
-        let bell = self.bell();
-        let mut woken = false;
-        loop {
-            if unregistered {
-                self.waiters().fetch_or(OVERFLOW, Ordering::SeqCst);
-            }
-            let s = bell.seen();
-            match self.attempt(Some(reg))? {
-                Attempt::Acquired => return Ok(true),
-                Attempt::Barred if woken => {
-                    // We took a wake-up meant for an earlier waiter: pass it on.
-                    let _ = wait::wake(bell.seq, 1);
-                }
-                _ => {}
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-            bell.sleep(s, wait::slice_end(deadline, WAITER_SLICE))
-                .at("wait", self.path())?;
-            woken = bell.rang_since(s);
-        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! A mutual-exclusion lock shared by processes through a file: the public front
 //! ([`Mutex`], [`MutexGuard`], [`MutexHolder`]), which dispatches to its engine.
 //!
-//! The engine is the local file-system one ([`local`]): an `flock` for ownership, a
-//! futex doorbell for waiting, and a hand-off word for fairness ([`handoff`]). Its
-//! design and the proof that no wake-up is lost are in those files.
+//! The engine is the local file-system one ([`local`]): an `flock` (or, in word mode, an
+//! owner id in a lock word) for ownership, a futex doorbell for waiting, and a hand-off
+//! word for eventual fairness ([`handoff`]). Its design and the proof that no wake-up is
+//! lost are in those files.
 
 mod guard;
 mod handoff;
@@ -59,6 +60,10 @@ pub struct MutexHolder {
 /// knows nothing of it. Scripts must open the lock file without truncating it
 /// (`flock FILE cmd`, `9>>FILE`, not `9>FILE`): truncating a mapped lock file makes
 /// its handles fail with `SIGBUS`.
+///
+/// A lock file created in *word mode*
+/// ([`MutexOptions::flock_compatible`]`(false)`) is not an `flock`: `flock(1)` on it
+/// excludes nothing (and an empty file is always adopted in flock mode).
 ///
 /// Do not delete the lock file while the mutex is in use: a process opening the path
 /// afterwards gets a new, unrelated lock. A handle must not be used in a child created
@@ -213,6 +218,26 @@ impl Mutex {
         }
     }
 
+    /// Whether `flock(1)` on the lock file and this mutex exclude each other: `true` for
+    /// a file in flock mode (the default), `false` in word mode (see
+    /// [`MutexOptions::flock_compatible`]) and on Redis.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let m = fileipc::Mutex::open(dir.path().join("lock"))?;
+    /// assert!(m.is_flock_compatible());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_flock_compatible(&self) -> bool {
+        match &self.engine {
+            Engine::Local(e) => e.is_flock_compatible(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(_) => false,
+        }
+    }
+
     /// The path of the lock file.
     pub fn path(&self) -> &Path {
         match &self.engine {
@@ -270,7 +295,11 @@ impl Mutex {
     #[inline]
     #[must_use = "`false` means the lock was not taken (the wait timed out): the critical section must not run; `guard_forever` waits as long as it takes"]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.lock_until(crate::deadline_after(timeout))
+        match &self.engine {
+            Engine::Local(e) => e.lock_within(timeout),
+            #[cfg(feature = "redis")]
+            Engine::Redis(_) => self.lock_until(crate::deadline_after(timeout)),
+        }
     }
 
     /// Takes the lock, waiting until `deadline` at most; `false` if it could not.
@@ -318,7 +347,8 @@ impl Mutex {
 
     /// Takes the lock if it is free now; `false` otherwise, without waiting. While a
     /// hand-off to a waiting process is pending (for at most 10 ms after an unlock),
-    /// the lock counts as taken.
+    /// the lock counts as taken. In word mode a lock whose holder died counts as free
+    /// (a failed attempt asks the kernel whether the holder lives).
     ///
     /// # Errors
     ///
