@@ -571,7 +571,7 @@ fn type_mismatch_names_key_and_type() {
     // Integer text another program wrote in a non-canonical way still counts.
     let conn = rusqlite::Connection::open(d.path()).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute("INSERT INTO kv VALUES ('odd', ' 7 ')", [])
+    conn.execute("INSERT INTO kv (key, value) VALUES ('odd', ' 7 ')", [])
         .unwrap();
     assert_eq!(d.increment("odd", 2).unwrap(), 9);
     assert_eq!(d.get_json("odd").unwrap().as_deref(), Some("9"));
@@ -639,13 +639,13 @@ fn foreign_files_are_refused_and_left_untouched() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
-            "PRAGMA application_id = 1179209795; PRAGMA user_version = 2;
+            "PRAGMA application_id = 1179209795; PRAGMA user_version = 3;
              CREATE TABLE kv2 (k);",
         )
         .unwrap();
     }
     let err = SharedData::open(&path).unwrap_err();
-    assert!(err.to_string().contains("version 2"), "{err}");
+    assert!(err.to_string().contains("version 3"), "{err}");
     assert_refused(dir.path(), &path, "newer version");
 
     // A directory.
@@ -812,6 +812,89 @@ fn shared_state_example_from_three_processes() {
     }
 }
 
+/// Makes at `path` a store as a library of schema version 1 left it: `kv` without the
+/// `batch` column, the record table `fileipc_applied` of its combiners, the fence table
+/// if `fences`, key "n" = 41 and "s" = "text", and beside it a request board of
+/// format version 2 (the common header, then zeros).
+fn make_version_1_store(path: &Path, fences: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "PRAGMA application_id = 1179209795; PRAGMA user_version = 1;
+         CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;
+         CREATE TABLE fileipc_applied (id INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+         INSERT INTO kv VALUES ('n', '41'), ('s', '\"text\"');
+         PRAGMA journal_mode = WAL;",
+    )
+    .unwrap();
+    if fences {
+        c.execute_batch(
+            "CREATE TABLE fileipc_fences (key TEXT PRIMARY KEY NOT NULL, \
+             fence INTEGER NOT NULL) WITHOUT ROWID",
+        )
+        .unwrap();
+    }
+    let mut board = vec![0u8; 16512];
+    board[..8].copy_from_slice(b"FILEIPC\0");
+    board[8..12].copy_from_slice(&4u32.to_le_bytes());
+    board[12..16].copy_from_slice(&2u32.to_le_bytes());
+    board[16..20].copy_from_slice(&16512u32.to_le_bytes());
+    let board_path = format!("{}-board", path.display());
+    std::fs::write(&board_path, &board).unwrap();
+    std::fs::set_permissions(&board_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The format version in the common header of `path`-board.
+fn board_version(path: &Path) -> u32 {
+    let b = std::fs::read(format!("{}-board", path.display())).unwrap();
+    u32::from_le_bytes(b[12..16].try_into().unwrap())
+}
+
+/// A version-1 store is upgraded in place by the first writer that opens it (FORMAT.md,
+/// "SharedData store"): user version 2, the column `batch`, a board of version 3 in
+/// place of the version-2 one; the data stays, and combined increments from several
+/// processes count exactly.
+#[test]
+fn a_version_1_store_is_upgraded_in_place_on_open() {
+    let dir = common::tempdir();
+    let path = dir.path().join("s");
+    make_version_1_store(&path, true);
+    assert_eq!(board_version(&path), 2);
+    let d = SharedData::open(&path).unwrap();
+    assert_eq!(d.get::<i64>("n").unwrap(), Some(41));
+    assert_eq!(d.get::<String>("s").unwrap().as_deref(), Some("text"));
+    assert_eq!(board_version(&path), 3);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let v: i32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        let cols: Vec<String> = c
+            .prepare("SELECT name FROM pragma_table_info('kv') ORDER BY cid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(cols, ["key", "value", "batch"]);
+    }
+    assert_eq!(d.increment("n", 1).unwrap(), 42);
+    drop(d);
+    // Opened again: version 2 as it is, the board kept.
+    let d = SharedData::open(&path).unwrap();
+    assert_eq!(board_version(&path), 3);
+    let p = path.to_str().unwrap();
+    let mut kids: Vec<_> = (0..4)
+        .map(|_| Proc::spawn("increment", &[p, "500"]))
+        .collect();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    assert_eq!(d.get::<i64>("counter").unwrap(), Some(4 * 500));
+    assert_eq!(d.get::<i64>("n").unwrap(), Some(42));
+}
+
 /// A version-1 store made before fenced writes (no `fileipc_fences` table) gets the
 /// table when a writer opens it, and keeps its data; fences are stored as SQLite reads
 /// them (`sqlite3 PATH 'select * from fileipc_fences'`).
@@ -819,19 +902,15 @@ fn shared_state_example_from_three_processes() {
 fn a_store_without_the_fence_table_gets_it_on_open() {
     let dir = common::tempdir();
     let path = dir.path().join("s");
-    SharedData::open(&path).unwrap().set("a", &1).unwrap();
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP TABLE fileipc_fences").unwrap();
-    }
+    make_version_1_store(&path, false);
     let d = SharedData::open(&path).unwrap();
-    assert_eq!(d.get::<i64>("a").unwrap(), Some(1));
-    assert!(d.set_fenced("a", &2, 7).unwrap());
-    assert!(!d.set_fenced("a", &3, 6).unwrap());
+    assert_eq!(d.get::<i64>("n").unwrap(), Some(41));
+    assert!(d.set_fenced("n", &2, 7).unwrap());
+    assert!(!d.set_fenced("n", &3, 6).unwrap());
     let c = rusqlite::Connection::open(&path).unwrap();
     let f: i64 = c
         .query_row(
-            "SELECT fence FROM fileipc_fences WHERE key = 'a'",
+            "SELECT fence FROM fileipc_fences WHERE key = 'n'",
             [],
             |r| r.get(0),
         )
