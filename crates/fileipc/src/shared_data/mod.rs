@@ -3,8 +3,9 @@
 //! # Design
 //!
 //! The store is an SQLite database (the `bundled` SQLite of `rusqlite`) in WAL mode, one
-//! table `kv(key TEXT PRIMARY KEY, value TEXT)` whose values are JSON text, so any
-//! language's SQLite binding can read it (`sqlite3 PATH 'select * from kv'`). The layout,
+//! table `kv(key TEXT PRIMARY KEY, value TEXT, batch INTEGER)` whose values are JSON text
+//! (`batch` is combining's bookkeeping), so any language's SQLite binding can read it
+//! (`sqlite3 PATH 'select key, value from kv'`). The layout,
 //! its version and the crash-consistency argument are in `docs/FORMAT.md`.
 //!
 //! Readers never wait for writers (WAL gives each read a snapshot) and take no lock of
