@@ -24,6 +24,7 @@ fn child_process_entry() {
         "killed_in_tx" => killed_in_tx(&args[0]),
         "tx_loop" => tx_loop(&args[0]),
         "inc_forever" => inc_forever(&args[0]),
+        "inc_key_forever" => inc_key_forever(&args[0], &args[1]),
         "inc_once" => {
             // Opening takes the writers' lock briefly: open first, then wait for the
             // parent's go (a file) while it holds the lock.
@@ -371,6 +372,14 @@ fn inc_forever(path: &str) {
     }
 }
 
+fn inc_key_forever(path: &str, key: &str) {
+    let d = SharedData::open(path).unwrap();
+    say("ready");
+    loop {
+        say(d.increment(key, 1).expect("increment failed"));
+    }
+}
+
 /// Four processes increment one key while the test SIGKILLs them one at a time, at
 /// random moments (most land inside a combiner's transaction, or while a requester
 /// waits for a combiner), replacing each. Every acknowledged increment must be in the
@@ -452,6 +461,99 @@ fn kill_storm_keeps_acknowledged_increments_exactly_once() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok");
+}
+
+/// The batch in doubt noted on the request board `board` (8 bytes at offset 72;
+/// docs/FORMAT.md, "SharedData request board"), 0 if none.
+fn board_in_doubt(board: &std::fs::File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 8];
+    board.read_exact_at(&mut b, 72).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// Four processes increment a key each; as soon as the test sees a batch noted in doubt
+/// on the board it SIGKILLs all four (the combiner among them): before its commit,
+/// inside it, or after it, before its marking ended. The next writer is then a
+/// transaction that deletes each key's row (taking the batch's mark with it) and writes
+/// the value back: it must settle the batch first, or a committed batch would look
+/// uncommitted and be applied again. Each key's total must be its process's
+/// acknowledged increments plus at most its one unacknowledged request, per round.
+#[test]
+fn combiners_killed_in_doubt_then_a_rewrite_keep_increments_exactly_once() {
+    let dir = common::tempdir();
+    let path = store_path(&dir);
+    let d = SharedData::open(&path).unwrap();
+    let keys = ["c0", "c1", "c2", "c3"];
+    let board = std::fs::File::open(format!("{path}-board")).unwrap();
+    let rounds = 60;
+    let mut left_in_doubt = 0;
+    for round in 0..rounds {
+        let before: Vec<i64> = keys
+            .iter()
+            .map(|k| d.get::<i64>(k).unwrap().unwrap_or(0))
+            .collect();
+        let mut kids: Vec<Proc> = keys
+            .iter()
+            .map(|k| {
+                let mut p = Proc::spawn("inc_key_forever", &[&path, k]);
+                p.expect("ready");
+                p
+            })
+            .collect();
+        let deadline = Instant::now() + PATIENCE;
+        while board_in_doubt(&board) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no batch was ever noted in doubt"
+            );
+        }
+        for k in &kids {
+            common::signal(k.pid, rustix::process::Signal::KILL);
+        }
+        let mut last = Vec::new();
+        for (i, k) in kids.iter_mut().enumerate() {
+            k.kill_and_reap();
+            let said: Vec<i64> = k
+                .remaining_lines(PATIENCE)
+                .iter()
+                .map(|l| l.parse().unwrap())
+                .collect();
+            // Results of one process's increments of its own key: consecutive.
+            for (j, v) in said.iter().enumerate() {
+                assert_eq!(
+                    *v,
+                    before[i] + 1 + j as i64,
+                    "key {} round {round}",
+                    keys[i]
+                );
+            }
+            last.push(before[i] + said.len() as i64);
+        }
+        if board_in_doubt(&board) != 0 {
+            left_in_doubt += 1;
+        }
+        d.transaction(|tx| {
+            for k in keys {
+                if let Some(v) = tx.get::<i64>(k)? {
+                    tx.delete(k)?;
+                    tx.set(k, &v)?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        // A killed process's unacknowledged request may still be pending: apply it.
+        for (i, k) in keys.iter().enumerate() {
+            let total = d.increment(k, 0).unwrap();
+            assert!(
+                last[i] <= total && total <= last[i] + 1,
+                "key {k} round {round}: total {total}, acknowledged up to {}",
+                last[i]
+            );
+        }
+    }
+    eprintln!("{left_in_doubt} of {rounds} rounds left a batch in doubt");
 }
 
 /// Whether the request board of the store at `path` has a pending request (slot state
