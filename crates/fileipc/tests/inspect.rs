@@ -93,9 +93,9 @@ fn recognises_every_kind_and_changes_nothing() {
         (segment, FileKind::QueueSegment, None),
         (m.clone(), FileKind::Mutex, Some(4)),
         (sem.clone(), FileKind::Semaphore, Some(5)),
-        (kv.clone(), FileKind::SharedData, Some(1)),
+        (kv.clone(), FileKind::SharedData, Some(2)),
         (d.join("kv-lock"), FileKind::SharedDataLock, None),
-        (d.join("kv-board"), FileKind::SharedDataBoard, Some(2)),
+        (d.join("kv-board"), FileKind::SharedDataBoard, Some(3)),
         (
             pid.clone(),
             FileKind::PidFile {

@@ -24,6 +24,7 @@ fn child_process_entry() {
         "killed_in_tx" => killed_in_tx(&args[0]),
         "tx_loop" => tx_loop(&args[0]),
         "inc_forever" => inc_forever(&args[0]),
+        "inc_key_forever" => inc_key_forever(&args[0], &args[1]),
         "inc_once" => {
             // Opening takes the writers' lock briefly: open first, then wait for the
             // parent's go (a file) while it holds the lock.
@@ -371,6 +372,14 @@ fn inc_forever(path: &str) {
     }
 }
 
+fn inc_key_forever(path: &str, key: &str) {
+    let d = SharedData::open(path).unwrap();
+    say("ready");
+    loop {
+        say(d.increment(key, 1).expect("increment failed"));
+    }
+}
+
 /// Four processes increment one key while the test SIGKILLs them one at a time, at
 /// random moments (most land inside a combiner's transaction, or while a requester
 /// waits for a combiner), replacing each. Every acknowledged increment must be in the
@@ -452,6 +461,99 @@ fn kill_storm_keeps_acknowledged_increments_exactly_once() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok");
+}
+
+/// The batch in doubt noted on the request board `board` (8 bytes at offset 72;
+/// docs/FORMAT.md, "SharedData request board"), 0 if none.
+fn board_in_doubt(board: &std::fs::File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 8];
+    board.read_exact_at(&mut b, 72).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// Four processes increment a key each; as soon as the test sees a batch noted in doubt
+/// on the board it SIGKILLs all four (the combiner among them): before its commit,
+/// inside it, or after it, before its marking ended. The next writer is then a
+/// transaction that deletes each key's row (taking the batch's mark with it) and writes
+/// the value back: it must settle the batch first, or a committed batch would look
+/// uncommitted and be applied again. Each key's total must be its process's
+/// acknowledged increments plus at most its one unacknowledged request, per round.
+#[test]
+fn combiners_killed_in_doubt_then_a_rewrite_keep_increments_exactly_once() {
+    let dir = common::tempdir();
+    let path = store_path(&dir);
+    let d = SharedData::open(&path).unwrap();
+    let keys = ["c0", "c1", "c2", "c3"];
+    let board = std::fs::File::open(format!("{path}-board")).unwrap();
+    let rounds = 60;
+    let mut left_in_doubt = 0;
+    for round in 0..rounds {
+        let before: Vec<i64> = keys
+            .iter()
+            .map(|k| d.get::<i64>(k).unwrap().unwrap_or(0))
+            .collect();
+        let mut kids: Vec<Proc> = keys
+            .iter()
+            .map(|k| {
+                let mut p = Proc::spawn("inc_key_forever", &[&path, k]);
+                p.expect("ready");
+                p
+            })
+            .collect();
+        let deadline = Instant::now() + PATIENCE;
+        while board_in_doubt(&board) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no batch was ever noted in doubt"
+            );
+        }
+        for k in &kids {
+            common::signal(k.pid, rustix::process::Signal::KILL);
+        }
+        let mut last = Vec::new();
+        for (i, k) in kids.iter_mut().enumerate() {
+            k.kill_and_reap();
+            let said: Vec<i64> = k
+                .remaining_lines(PATIENCE)
+                .iter()
+                .map(|l| l.parse().unwrap())
+                .collect();
+            // Results of one process's increments of its own key: consecutive.
+            for (j, v) in said.iter().enumerate() {
+                assert_eq!(
+                    *v,
+                    before[i] + 1 + j as i64,
+                    "key {} round {round}",
+                    keys[i]
+                );
+            }
+            last.push(before[i] + said.len() as i64);
+        }
+        if board_in_doubt(&board) != 0 {
+            left_in_doubt += 1;
+        }
+        d.transaction(|tx| {
+            for k in keys {
+                if let Some(v) = tx.get::<i64>(k)? {
+                    tx.delete(k)?;
+                    tx.set(k, &v)?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        // A killed process's unacknowledged request may still be pending: apply it.
+        for (i, k) in keys.iter().enumerate() {
+            let total = d.increment(k, 0).unwrap();
+            assert!(
+                last[i] <= total && total <= last[i] + 1,
+                "key {k} round {round}: total {total}, acknowledged up to {}",
+                last[i]
+            );
+        }
+    }
+    eprintln!("{left_in_doubt} of {rounds} rounds left a batch in doubt");
 }
 
 /// Whether the request board of the store at `path` has a pending request (slot state
@@ -571,7 +673,7 @@ fn type_mismatch_names_key_and_type() {
     // Integer text another program wrote in a non-canonical way still counts.
     let conn = rusqlite::Connection::open(d.path()).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute("INSERT INTO kv VALUES ('odd', ' 7 ')", [])
+    conn.execute("INSERT INTO kv (key, value) VALUES ('odd', ' 7 ')", [])
         .unwrap();
     assert_eq!(d.increment("odd", 2).unwrap(), 9);
     assert_eq!(d.get_json("odd").unwrap().as_deref(), Some("9"));
@@ -639,13 +741,13 @@ fn foreign_files_are_refused_and_left_untouched() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
-            "PRAGMA application_id = 1179209795; PRAGMA user_version = 2;
+            "PRAGMA application_id = 1179209795; PRAGMA user_version = 3;
              CREATE TABLE kv2 (k);",
         )
         .unwrap();
     }
     let err = SharedData::open(&path).unwrap_err();
-    assert!(err.to_string().contains("version 2"), "{err}");
+    assert!(err.to_string().contains("version 3"), "{err}");
     assert_refused(dir.path(), &path, "newer version");
 
     // A directory.
@@ -812,6 +914,89 @@ fn shared_state_example_from_three_processes() {
     }
 }
 
+/// Makes at `path` a store as a library of schema version 1 left it: `kv` without the
+/// `batch` column, the record table `fileipc_applied` of its combiners, the fence table
+/// if `fences`, key "n" = 41 and "s" = "text", and beside it a request board of
+/// format version 2 (the common header, then zeros).
+fn make_version_1_store(path: &Path, fences: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "PRAGMA application_id = 1179209795; PRAGMA user_version = 1;
+         CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;
+         CREATE TABLE fileipc_applied (id INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+         INSERT INTO kv VALUES ('n', '41'), ('s', '\"text\"');
+         PRAGMA journal_mode = WAL;",
+    )
+    .unwrap();
+    if fences {
+        c.execute_batch(
+            "CREATE TABLE fileipc_fences (key TEXT PRIMARY KEY NOT NULL, \
+             fence INTEGER NOT NULL) WITHOUT ROWID",
+        )
+        .unwrap();
+    }
+    let mut board = vec![0u8; 16512];
+    board[..8].copy_from_slice(b"FILEIPC\0");
+    board[8..12].copy_from_slice(&4u32.to_le_bytes());
+    board[12..16].copy_from_slice(&2u32.to_le_bytes());
+    board[16..20].copy_from_slice(&16512u32.to_le_bytes());
+    let board_path = format!("{}-board", path.display());
+    std::fs::write(&board_path, &board).unwrap();
+    std::fs::set_permissions(&board_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The format version in the common header of `path`-board.
+fn board_version(path: &Path) -> u32 {
+    let b = std::fs::read(format!("{}-board", path.display())).unwrap();
+    u32::from_le_bytes(b[12..16].try_into().unwrap())
+}
+
+/// A version-1 store is upgraded in place by the first writer that opens it (FORMAT.md,
+/// "SharedData store"): user version 2, the column `batch`, a board of version 3 in
+/// place of the version-2 one; the data stays, and combined increments from several
+/// processes count exactly.
+#[test]
+fn a_version_1_store_is_upgraded_in_place_on_open() {
+    let dir = common::tempdir();
+    let path = dir.path().join("s");
+    make_version_1_store(&path, true);
+    assert_eq!(board_version(&path), 2);
+    let d = SharedData::open(&path).unwrap();
+    assert_eq!(d.get::<i64>("n").unwrap(), Some(41));
+    assert_eq!(d.get::<String>("s").unwrap().as_deref(), Some("text"));
+    assert_eq!(board_version(&path), 3);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let v: i32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        let cols: Vec<String> = c
+            .prepare("SELECT name FROM pragma_table_info('kv') ORDER BY cid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(cols, ["key", "value", "batch"]);
+    }
+    assert_eq!(d.increment("n", 1).unwrap(), 42);
+    drop(d);
+    // Opened again: version 2 as it is, the board kept.
+    let d = SharedData::open(&path).unwrap();
+    assert_eq!(board_version(&path), 3);
+    let p = path.to_str().unwrap();
+    let mut kids: Vec<_> = (0..4)
+        .map(|_| Proc::spawn("increment", &[p, "500"]))
+        .collect();
+    for k in &mut kids {
+        k.wait_success();
+    }
+    assert_eq!(d.get::<i64>("counter").unwrap(), Some(4 * 500));
+    assert_eq!(d.get::<i64>("n").unwrap(), Some(42));
+}
+
 /// A version-1 store made before fenced writes (no `fileipc_fences` table) gets the
 /// table when a writer opens it, and keeps its data; fences are stored as SQLite reads
 /// them (`sqlite3 PATH 'select * from fileipc_fences'`).
@@ -819,19 +1004,15 @@ fn shared_state_example_from_three_processes() {
 fn a_store_without_the_fence_table_gets_it_on_open() {
     let dir = common::tempdir();
     let path = dir.path().join("s");
-    SharedData::open(&path).unwrap().set("a", &1).unwrap();
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP TABLE fileipc_fences").unwrap();
-    }
+    make_version_1_store(&path, false);
     let d = SharedData::open(&path).unwrap();
-    assert_eq!(d.get::<i64>("a").unwrap(), Some(1));
-    assert!(d.set_fenced("a", &2, 7).unwrap());
-    assert!(!d.set_fenced("a", &3, 6).unwrap());
+    assert_eq!(d.get::<i64>("n").unwrap(), Some(41));
+    assert!(d.set_fenced("n", &2, 7).unwrap());
+    assert!(!d.set_fenced("n", &3, 6).unwrap());
     let c = rusqlite::Connection::open(&path).unwrap();
     let f: i64 = c
         .query_row(
-            "SELECT fence FROM fileipc_fences WHERE key = 'a'",
+            "SELECT fence FROM fileipc_fences WHERE key = 'n'",
             [],
             |r| r.get(0),
         )

@@ -7,12 +7,16 @@
 //! lock next (the *combiner*) applies every pending request in one transaction, writes
 //! each result back into its slot and wakes its owner.
 //!
-//! Exactly-once across crashes rests on one rule: the combiner records, in the same
-//! SQLite transaction as the changes, the sequence number and outcome of every request
-//! it applied (table `fileipc_applied`). A request is pending in the board until marked
-//! done; a combiner finding a pending request whose sequence number the record already
-//! holds (its predecessor died between commit and marking) only marks it done, with the
-//! recorded outcome. The full argument is in `docs/FORMAT.md`.
+//! Exactly-once across crashes rests on one rule: before its commit, the combiner notes
+//! the batch as *in doubt* on the board (a random batch id in the header, and in each
+//! request's slot that id with the request's outcome), and its transaction writes that
+//! id into every row it changes (column `kv.batch`): the pages the batch writes anyway.
+//! A request is pending in the board until marked done. Every fileipc writer, once it
+//! holds the writers' lock and before it writes anything, settles a batch left in doubt
+//! by a combiner that died between its commit and the end of its marking
+//! (`settle`): if a changed row carries the batch's id the batch committed and its
+//! pending requests are marked done with their noted outcomes, else they stay pending
+//! and are applied anew. The full argument is in `docs/FORMAT.md`.
 //!
 //! Batches only form if the owners are awake when their results arrive, so that they
 //! publish their next requests while the combiner's next transaction is open: waiting
@@ -36,9 +40,10 @@ use crate::owner::Owners;
 use crate::sys;
 use crate::wait::{self, Spin, Spinner};
 
-/// Format version of the board file: 2 since slot owners are owner ids (`owner.rs`),
-/// whose life the kernel vouches for (version 1 held a PID and start time).
-pub(super) const VERSION: u32 = 2;
+/// Format version of the board file: 3 since combiners note their batch in doubt
+/// (`IN_DOUBT`, the slots' `BATCH`) instead of recording outcomes in `fileipc_applied`
+/// (version 2; version 1 held a PID and start time where owner ids are now).
+pub(super) const VERSION: u32 = 3;
 /// Number of request slots: at most this many handles combine at once; others take the
 /// writers' lock themselves.
 pub(super) const SLOTS: usize = 64;
@@ -68,22 +73,24 @@ const DELTA: usize = 24;
 const RESULT: usize = 32;
 const STATUS: usize = 40;
 const OP: usize = 44;
+/// The id of the batch a combiner applied the pending request in, noted before its
+/// commit with `RESULT` and `STATUS`; cleared by each publication.
+const BATCH: usize = 48;
 
 /// The operation of a request (only `increment` is combined).
 const OP_INCREMENT: u32 = 1;
 
-// The state word: bits 0-1 the state, bit 2 "the owner sleeps on this word", bit 3 "a
-// combiner has read this request", bits 4-31 a counter bumped by every change, so a
-// sleeper whose word changed never misses it.
+// The state word: bits 0-1 the state, bit 2 "the owner sleeps on this word", bit 3
+// unused (zero), bits 4-31 a counter bumped by every change, so a sleeper whose word
+// changed never misses it.
 const STATE_MASK: u32 = 0b11;
 const IDLE: u32 = 0;
 const PENDING: u32 = 1;
 const DONE: u32 = 2;
 const SLEEPING: u32 = 0b100;
-const TAKEN: u32 = 0b1000;
 const TICK: u32 = 0b1_0000;
 
-/// The outcome of a request, as stored in its slot and in the record.
+/// The outcome of a request, as stored in its slot.
 pub(super) const STATUS_OK: u32 = 0;
 /// The current value is not an integer in `i64` range: nothing was changed.
 pub(super) const STATUS_NOT_INTEGER: u32 = 1;
@@ -111,23 +118,13 @@ const YIELD_EVERY: u32 = 4;
 /// lock in the low half; 0 = none. (In the header's reserved bytes, which older
 /// versions leave zero and never read: a compatible extension of version 1.)
 const LEASE: usize = HEADER_LEN;
-/// Where the board's identity is: a random 64-bit number written when the board file
-/// is created (never 0 or 1), naming its row of `fileipc_applied`. Slot numbers of
-/// two boards (one deleted while handles still use it, and its replacement) must not
-/// share record entries, or a request of one board could be taken for an applied
-/// request of the other. 0 = a board created before identities (reserved bytes), whose
-/// row is 1 as before.
-const IDENTITY: usize = HEADER_LEN + 8;
-/// The record row of a board created before identities.
-const LEGACY_ROW: i64 = 1;
+/// Where the batch in doubt is noted: the id of the batch whose combiner is between
+/// noting it (before its commit) and marking the last of its requests done; 0 = none.
+/// Only the holder of the writers' lock writes it.
+const IN_DOUBT: usize = HEADER_LEN + 8;
 
 /// How long a combiner's lease runs after it released the writers' lock.
 const LEASE_US: u32 = 30;
-
-/// Bytes per slot in the record of applied requests (`fileipc_applied.slots`).
-pub(super) const RECORD_ENTRY: usize = 24;
-/// Length of the record blob.
-pub(super) const RECORD_LEN: usize = SLOTS * RECORD_ENTRY;
 
 /// The word after a change of state (which clears the flags).
 fn next(word: u32, state: u32) -> u32 {
@@ -151,73 +148,122 @@ pub(super) struct Board {
 #[derive(Debug)]
 pub(super) struct Request {
     pub(super) slot: usize,
-    pub(super) seq: u64,
     /// The key, or `None` if the slot holds a damaged request.
     pub(super) key: Option<String>,
     pub(super) delta: i64,
-    /// Whether an earlier combiner read this request already (it may have applied it,
-    /// and died before marking it done).
-    pub(super) taken: bool,
 }
 
-/// One entry of the record of applied requests.
+/// The outcome of a request: the key's new value, or a refusal status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Applied {
-    pub(super) seq: u64,
     pub(super) result: i64,
     pub(super) status: u32,
 }
 
-impl Applied {
-    /// Entry `slot` of a record blob (zero where the blob is short).
-    pub(super) fn read(record: &[u8], slot: usize) -> Applied {
-        let at = slot * RECORD_ENTRY;
-        let mut e = [0u8; RECORD_ENTRY];
-        if let Some(src) = record.get(at..at + RECORD_ENTRY) {
-            e.copy_from_slice(src);
-        }
-        let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap_or_default());
-        Applied {
-            seq: u64_at(0),
-            result: u64_at(8) as i64,
-            status: u32::from_le_bytes(e[16..20].try_into().unwrap_or_default()),
-        }
-    }
-
-    /// Writes this entry as entry `slot` of `record`, lengthening it if needed (a
-    /// record only grows).
-    pub(super) fn write(self, record: &mut Vec<u8>, slot: usize) {
-        let at = slot * RECORD_ENTRY;
-        if record.len() < at + RECORD_ENTRY {
-            record.resize(at + RECORD_ENTRY, 0);
-        }
-        if let Some(e) = record.get_mut(at..at + RECORD_ENTRY) {
-            e[0..8].copy_from_slice(&self.seq.to_le_bytes());
-            e[8..16].copy_from_slice(&self.result.to_le_bytes());
-            e[16..20].copy_from_slice(&self.status.to_le_bytes());
-            e[20..24].fill(0);
-        }
-    }
+/// A request noted in the batch in doubt, for `settle`.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pub(super) slot: usize,
+    /// Whether it is still pending (else it is the caller's own, withdrawn).
+    pub(super) pending: bool,
+    /// The key, or `None` if it is not valid UTF-8.
+    pub(super) key: Option<String>,
+    pub(super) outcome: Applied,
 }
 
 impl Board {
     /// Opens the board at `path`, creating it (all slots free) if missing.
     pub(super) fn open(path: &Path, mode: u32) -> Result<Board> {
-        let file = state::open_or_create(path, LAYOUT, mode, |region| {
-            let at = IDENTITY - HEADER_LEN;
-            region[at..at + 8].copy_from_slice(&new_identity().to_le_bytes());
-        })?;
+        let file = state::open_or_create(path, LAYOUT, mode, |_| {})?;
         let owners = Owners::of(&file.file, &file.path)?;
         Ok(Board { file, owners })
     }
 
-    /// The row of `fileipc_applied` holding this board's record: its identity, or 1
-    /// for a board created before identities.
-    pub(super) fn record_row(&self) -> i64 {
-        match self.file.map.u64(IDENTITY).load(Ordering::Relaxed) {
-            0 => LEGACY_ROW,
-            id => id as i64,
+    /// Puts a new board (all slots free) at `path` in place of whatever is there, by
+    /// renaming a fresh one (made at `path` + `.new`) over it: processes that mapped the
+    /// old file keep using it among themselves. Under the writers' lock.
+    pub(super) fn replace(path: &Path, mode: u32) -> Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = std::path::PathBuf::from(tmp);
+        // A fresh board, or one a replacement killed before its rename left (never used).
+        drop(state::open_or_create(&tmp, LAYOUT, mode, |_| {})?);
+        std::fs::rename(&tmp, path).at("rename", path)
+    }
+
+    fn in_doubt_word(&self) -> &AtomicU64 {
+        self.file.map.u64(IN_DOUBT)
+    }
+
+    /// The id of the batch in doubt, 0 if none.
+    pub(super) fn in_doubt(&self) -> u64 {
+        self.in_doubt_word().load(Ordering::Acquire)
+    }
+
+    /// Notes batch `batch` as in doubt (the combiner, before its commit).
+    pub(super) fn set_in_doubt(&self, batch: u64) {
+        self.in_doubt_word().store(batch, Ordering::SeqCst);
+    }
+
+    /// Ends the doubt about batch `batch`, once each of its requests is marked done (or
+    /// found not committed).
+    pub(super) fn clear_in_doubt(&self, batch: u64) {
+        let _ =
+            self.in_doubt_word()
+                .compare_exchange(batch, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Notes in a request's slot that batch `batch` applied it with `outcome` (the
+    /// combiner, holding the writers' lock, before its commit; the slot is pending, or
+    /// its own, withdrawn).
+    pub(super) fn prepare(&self, slot: usize, batch: u64, outcome: Applied) {
+        self.u64_field(slot, RESULT)
+            .store(outcome.result as u64, Ordering::Relaxed);
+        self.u32_field(slot, STATUS)
+            .store(outcome.status, Ordering::Relaxed);
+        self.u64_field(slot, BATCH).store(batch, Ordering::SeqCst);
+    }
+
+    /// Forgets a slot's note of batch `batch` (a batch found not committed).
+    pub(super) fn unprepare(&self, slot: usize, batch: u64) {
+        let _ = self.u64_field(slot, BATCH).compare_exchange(
+            batch,
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The requests noted in batch `batch` that are still pending, and the slot `own`
+    /// (the caller's, not pending: withdrawn by its combiner) if it was noted in it. Holding
+    /// the writers' lock: nobody changes a pending request meanwhile.
+    pub(super) fn prepared(&self, batch: u64, own: Option<usize>) -> Vec<Prepared> {
+        let mut out = Vec::new();
+        for i in 0..SLOTS {
+            let pending = self.state(i).load(Ordering::Acquire) & STATE_MASK == PENDING;
+            if !pending && own != Some(i) {
+                continue;
+            }
+            if self.u64_field(i, BATCH).load(Ordering::Acquire) != batch {
+                continue;
+            }
+            let len = self.u32_field(i, KEY_LEN).load(Ordering::Relaxed) as usize;
+            let key = (1..=KEY_MAX).contains(&len).then(|| {
+                let mut buf = vec![0u8; len];
+                self.file.map.copy_out(Self::at(i, KEY_AT), &mut buf);
+                buf
+            });
+            out.push(Prepared {
+                slot: i,
+                pending,
+                key: key.and_then(|b| String::from_utf8(b).ok()),
+                outcome: Applied {
+                    result: self.u64_field(i, RESULT).load(Ordering::Relaxed) as i64,
+                    status: self.u32_field(i, STATUS).load(Ordering::Relaxed),
+                },
+            });
         }
+        out
     }
 
     fn lease(&self) -> &AtomicU64 {
@@ -336,6 +382,7 @@ impl Board {
         self.u64_field(slot, DELTA)
             .store(delta as u64, Ordering::Relaxed);
         self.u64_field(slot, SEQ).store(seq, Ordering::Relaxed);
+        self.u64_field(slot, BATCH).store(0, Ordering::Relaxed);
         // SeqCst: ordered before the caller's attempt at the lock, against the
         // releaser's scan after its unlock (see `kick`).
         let w = self.state(slot).load(Ordering::Relaxed);
@@ -422,8 +469,6 @@ impl Board {
             if skip || self.state(i).load(Ordering::Acquire) & STATE_MASK != PENDING {
                 continue;
             }
-            let taken = self.state(i).fetch_or(TAKEN, Ordering::AcqRel) & TAKEN != 0;
-            let seq = self.u64_field(i, SEQ).load(Ordering::Relaxed);
             let delta = self.u64_field(i, DELTA).load(Ordering::Relaxed) as i64;
             let op = self.u32_field(i, OP).load(Ordering::Relaxed);
             let len = self.u32_field(i, KEY_LEN).load(Ordering::Relaxed) as usize;
@@ -436,10 +481,8 @@ impl Board {
             };
             out.push(Request {
                 slot: i,
-                seq,
                 key,
                 delta,
-                taken,
             });
         }
         out
@@ -490,25 +533,6 @@ impl Board {
     }
 }
 
-/// A fresh board identity: 64 bits from the standard library's randomly keyed hasher
-/// (seeded from the OS), mixed with the time and the PID; never 0 or 1.
-fn new_identity() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.write_u32(std::process::id());
-        let id = h.finish();
-        if id > 1 {
-            return id;
-        }
-    }
-}
-
 /// The identity a slot owner records: the process's owner id in the board file (what
 /// [`Owners::is_alive`] checks).
 pub(super) fn owner_ident(board: &Board) -> Result<u64> {
@@ -517,8 +541,9 @@ pub(super) fn owner_ident(board: &Board) -> Result<u64> {
 
 const _: () = assert!(
     HEADER_LEN <= SLOTS_AT
-        && IDENTITY + 8 <= SLOTS_AT
-        && LEASE + 8 <= IDENTITY
+        && IN_DOUBT + 8 <= SLOTS_AT
+        && LEASE + 8 <= IN_DOUBT
+        && BATCH + 8 <= KEY_AT
         && KEY_AT + KEY_MAX == SLOT_LEN
 );
 
@@ -530,26 +555,50 @@ mod tests {
     fn state_word_transitions_keep_counter_moving() {
         let w = next(0, PENDING);
         assert_eq!(w & STATE_MASK, PENDING);
-        let k = kicked(w | SLEEPING | TAKEN);
-        assert_ne!(k, w | TAKEN);
-        assert_eq!(k & (SLEEPING | TAKEN | STATE_MASK), TAKEN | PENDING);
+        let k = kicked(w | SLEEPING);
+        assert_ne!(k, w);
+        assert_eq!(k & (SLEEPING | STATE_MASK), PENDING);
         assert_eq!(next(k, IDLE) & (TICK - 1), IDLE);
         assert_eq!(next(u32::MAX, DONE) & STATE_MASK, DONE);
     }
 
     #[test]
-    fn record_entries_round_trip() {
-        let mut rec = Vec::new();
-        let a = Applied {
-            seq: 7,
-            result: -3,
-            status: STATUS_OVERFLOW,
+    fn prepared_requests_of_the_batch_in_doubt() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Board::open(&dir.path().join("b"), 0o600).unwrap();
+        let me = owner_ident(&b).unwrap();
+        let (s, _) = b.claim(me).unwrap();
+        let (t, _) = b.claim(me).unwrap();
+        let (u, _) = b.claim(me).unwrap();
+        b.publish(s, 1, "k", 5);
+        b.publish(t, 1, "j", 1);
+        let ok = Applied {
+            result: 15,
+            status: STATUS_OK,
         };
-        a.write(&mut rec, SLOTS - 1);
-        assert_eq!(rec.len(), RECORD_LEN);
-        assert_eq!(Applied::read(&rec, SLOTS - 1), a);
-        assert_eq!(Applied::read(&rec, 0), Applied::default());
-        assert_eq!(Applied::read(&[], 3), Applied::default());
+        b.set_in_doubt(9);
+        b.prepare(s, 9, ok);
+        b.prepare(u, 9, ok); // u: not pending, so only as the caller's own slot
+        let p = b.prepared(9, None);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (p[0].slot, p[0].pending, p[0].key.as_deref()),
+            (s, true, Some("k"))
+        );
+        assert_eq!(p[0].outcome, ok);
+        assert_eq!(b.prepared(9, Some(u)).len(), 2);
+        assert!(b.prepared(8, Some(u)).is_empty());
+        b.clear_in_doubt(8);
+        assert_eq!(b.in_doubt(), 9, "only the batch named is cleared");
+        b.clear_in_doubt(9);
+        assert_eq!(b.in_doubt(), 0);
+        // A new publication in the slot is no longer the noted request.
+        let _ = b.finish(s, ok);
+        assert_eq!(b.take_done(s), Some(Ok(15)));
+        b.publish(s, 2, "k", 5);
+        assert!(b.prepared(9, None).is_empty());
+        b.unprepare(u, 9);
+        assert!(b.prepared(9, Some(u)).is_empty());
     }
 
     #[test]
@@ -566,15 +615,12 @@ mod tests {
         let p = b.pending(&[false; SLOTS]);
         assert_eq!(p.len(), 1);
         assert_eq!(
-            (p[0].slot, p[0].seq, p[0].key.as_deref(), p[0].delta),
-            (s, 1, Some("k"), 5)
+            (p[0].slot, p[0].key.as_deref(), p[0].delta),
+            (s, Some("k"), 5)
         );
-        assert!(!p[0].taken);
-        assert!(b.pending(&[false; SLOTS])[0].taken, "read once already");
         let sleeping = b.finish(
             s,
             Applied {
-                seq: 1,
                 result: 42,
                 status: STATUS_OK,
             },

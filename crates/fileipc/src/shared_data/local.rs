@@ -25,6 +25,7 @@ use super::board::{self, Board};
 use super::open::BUSY_TIMEOUT;
 use super::options::SharedDataOptions;
 use super::registry;
+use super::settle::{BatchIds, settle};
 use super::sql::{Ops, cas_operands, check_key, encode};
 use crate::error::{Error, IoResultExt, Result};
 use crate::sys;
@@ -57,6 +58,8 @@ pub(super) struct Inner {
     pub(super) me: u64,
     /// The WAL's length at this connection's last commit (`bound_wal`).
     pub(super) wal: Arc<WalSize>,
+    /// The ids of this handle's combined batches.
+    pub(super) batch_ids: BatchIds,
 }
 
 /// WAL frames (pages) after which a writer, still under the writers' lock, checkpoints
@@ -311,6 +314,9 @@ impl LocalSharedData {
             lock_id: self.lock_id,
         };
         self.check_still_at_path()?;
+        // Before writing anything: a batch a killed combiner left in doubt is settled
+        // while the rows it changed still carry its mark.
+        settle(&ops, &inner.board, None)?;
         IN_WRITE.with_borrow_mut(|v| v.push(self.lock_id));
         if txn {
             ops.exec("BEGIN IMMEDIATE")?;

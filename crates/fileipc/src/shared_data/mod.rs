@@ -3,8 +3,9 @@
 //! # Design
 //!
 //! The store is an SQLite database (the `bundled` SQLite of `rusqlite`) in WAL mode, one
-//! table `kv(key TEXT PRIMARY KEY, value TEXT)` whose values are JSON text, so any
-//! language's SQLite binding can read it (`sqlite3 PATH 'select * from kv'`). The layout,
+//! table `kv(key TEXT PRIMARY KEY, value TEXT, batch INTEGER)` whose values are JSON text
+//! (`batch` is combining's bookkeeping), so any language's SQLite binding can read it
+//! (`sqlite3 PATH 'select key, value from kv'`). The layout,
 //! its version and the crash-consistency argument are in `docs/FORMAT.md`.
 //!
 //! Readers never wait for writers (WAL gives each read a snapshot) and take no lock of
@@ -36,9 +37,10 @@
 //! a 30 us *lease*: the others leave the lock to it, and it comes back for its own next
 //! request and combines theirs with it, with its SQLite page cache still warm. Any
 //! number of contended increments then share one commit. Exactly-once survives `SIGKILL`
-//! of a combiner at any point because the sequence number and outcome of every request
-//! applied for another process is recorded in the same transaction (table
-//! `fileipc_applied`); see the module `board` and `docs/FORMAT.md`.
+//! of a combiner at any point because the combiner notes its batch in doubt on the board
+//! before its commit and marks the rows it changes with the batch's id (column
+//! `kv.batch`), and every writer settles a batch left in doubt before it writes; see the
+//! modules `board` and `settle` and `docs/FORMAT.md`.
 //!
 //! # Process death
 //!
@@ -111,6 +113,7 @@ mod readonly;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
+mod settle;
 mod sql;
 mod transaction;
 
@@ -123,7 +126,7 @@ pub use transaction::Transaction;
 /// `PRAGMA application_id` of a fileipc store: `"FIPC"` read as a big-endian `i32`.
 pub(crate) const APPLICATION_ID: i32 = 0x4649_5043;
 /// `PRAGMA user_version` of the current schema.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// A key-value store shared by processes through one file, with atomic updates.
 ///

@@ -16,6 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::board::{self, Board};
 use super::local::{Inner, LocalSharedData, WalSize, in_write, reentrant};
 use super::registry;
+use super::settle::BatchIds;
 use super::{APPLICATION_ID, SCHEMA_VERSION, SharedDataOptions};
 use crate::error::{Error, IoResultExt, Result};
 use crate::state::MAGIC;
@@ -25,13 +26,14 @@ pub(crate) const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Appended to a store's path, the name of its writers' lock file.
 pub(crate) const LOCK_SUFFIX: &str = "-lock";
 pub(super) const EXPECTED: &str = "fileipc shared data store";
+/// `batch`: the id of the combined batch that last changed the row (`settle`), or NULL.
 const SCHEMA: &str = "CREATE TABLE kv (\n    key   TEXT PRIMARY KEY NOT NULL,\n    \
-                      value TEXT NOT NULL\n) WITHOUT ROWID";
-/// The record of combined requests applied (see `board`), one row per board: `id` is
-/// its identity (`Board::record_row`).
-const APPLIED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_applied (\n    \
-                              id    INTEGER PRIMARY KEY,\n    \
-                              slots BLOB NOT NULL\n)";
+                      value TEXT NOT NULL,\n    batch INTEGER\n) WITHOUT ROWID";
+/// Upgrades a version-1 store to version 2 (inside a transaction).
+const UPGRADE_1_TO_2: &str = "ALTER TABLE kv ADD COLUMN batch INTEGER";
+/// The oldest schema version this library opens (older ones it upgrades when it opens
+/// them for writing; read-only handles read them as they are).
+pub(super) const OLDEST_READABLE: i32 = 1;
 
 /// The highest fence seen per key by fenced writes (`SharedData::set_fenced`).
 const FENCES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fileipc_fences (\n    \
@@ -98,9 +100,10 @@ impl LocalSharedData {
         let mut conn = Connection::open_with_flags(path, flags).map_err(sq)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
         conn.set_prepared_statement_cache_capacity(32);
+        let board_path = sidecar(path, "-board");
         {
             sys::lock_exclusive(&lock).at("lock", &lock_path)?;
-            let r = init_or_validate(&conn, path);
+            let r = init_or_validate(&conn, path, &board_path, opts.mode);
             let u = sys::unlock(&lock).at("unlock", &lock_path);
             r?;
             u?;
@@ -121,7 +124,7 @@ impl LocalSharedData {
             Ok(())
         }))
         .map_err(sq)?;
-        let board = Board::open(&sidecar(path, "-board"), opts.mode)?;
+        let board = Board::open(&board_path, opts.mode)?;
         let me = board::owner_ident(&board)?;
         // Requests published while we held the lock above wait for a combiner.
         board.kick(0);
@@ -140,6 +143,7 @@ impl LocalSharedData {
                 seq: 0,
                 me,
                 wal,
+                batch_ids: BatchIds::new(),
             })),
         })
     }
@@ -251,14 +255,22 @@ pub(super) fn check_header(path: &Path, file: &File) -> Result<()> {
             ),
         ));
     }
-    if version != SCHEMA_VERSION {
-        return Err(Error::format(
-            path,
-            EXPECTED,
-            format!("format version {version}, this library reads version {SCHEMA_VERSION}"),
-        ));
+    if !(OLDEST_READABLE..=SCHEMA_VERSION).contains(&version) {
+        return Err(unreadable_version(path, version));
     }
     Ok(())
+}
+
+/// The error for a store of a schema version this library does not read.
+fn unreadable_version(path: &Path, version: i32) -> Error {
+    Error::format(
+        path,
+        EXPECTED,
+        format!(
+            "format version {version}, this library reads versions {OLDEST_READABLE} to \
+             {SCHEMA_VERSION}"
+        ),
+    )
 }
 
 /// Checks, through SQLite and without writing, that the open database is a store of this
@@ -280,12 +292,8 @@ pub(super) fn validate_schema(conn: &Connection, path: &Path) -> Result<()> {
             format!("an SQLite database of another application (application_id {app:#x})"),
         ));
     }
-    if version != SCHEMA_VERSION {
-        return Err(Error::format(
-            path,
-            EXPECTED,
-            format!("format version {version}, this library reads version {SCHEMA_VERSION}"),
-        ));
+    if !(OLDEST_READABLE..=SCHEMA_VERSION).contains(&version) {
+        return Err(unreadable_version(path, version));
     }
     let has_kv: bool = conn
         .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'kv'")
@@ -302,9 +310,10 @@ pub(super) fn validate_schema(conn: &Connection, path: &Path) -> Result<()> {
 }
 
 /// Under the writers' lock: initialises an empty database, or checks (now through
-/// SQLite, which also sees the WAL) that it is a store of this version; then makes sure
-/// it is in WAL mode.
-fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
+/// SQLite, which also sees the WAL) that it is a store of a version this library reads,
+/// upgrading a version-1 store in place; then makes sure it is in WAL mode. A new or
+/// upgraded store gets a new board at `board` (mode `mode`) in place of any board there.
+fn init_or_validate(conn: &Connection, path: &Path, board: &Path, mode: u32) -> Result<()> {
     let sq = |e| Error::Sqlite {
         path: path.to_owned(),
         source: e,
@@ -317,7 +326,15 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
     let objects: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
         .map_err(sq)?;
+    let has_table = |name: &str| -> Result<bool> {
+        conn.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")
+            .and_then(|mut s| s.exists([name]))
+            .map_err(sq)
+    };
     if app == 0 && version == 0 && objects == 0 {
+        // A board left beside a store file that was removed (or never made) must not
+        // serve the new store: its slots may show another store's requests.
+        Board::replace(board, mode)?;
         // Empty: one rollback-journal transaction, so that a creator killed half-way
         // leaves an empty database (the next opener rolls the journal back), never a
         // half-made store. WAL mode is switched on afterwards.
@@ -326,7 +343,6 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
              PRAGMA application_id = {APPLICATION_ID};\n\
              PRAGMA user_version = {SCHEMA_VERSION};\n\
              {SCHEMA};\n\
-             {APPLIED_SCHEMA};\n\
              {FENCES_SCHEMA};\n\
              COMMIT;"
         ))
@@ -337,42 +353,35 @@ fn init_or_validate(conn: &Connection, path: &Path) -> Result<()> {
             EXPECTED,
             format!("an SQLite database of another application (application_id {app:#x})"),
         ));
-    } else if version != SCHEMA_VERSION {
+    } else if !(OLDEST_READABLE..=SCHEMA_VERSION).contains(&version) {
+        return Err(unreadable_version(path, version));
+    } else if !has_table("kv")? {
         return Err(Error::format(
             path,
             EXPECTED,
-            format!("format version {version}, this library reads version {SCHEMA_VERSION}"),
+            "fileipc header but no table kv",
         ));
-    } else {
-        let has_kv: bool = conn
-            .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'kv'")
-            .and_then(|mut s| s.exists([]))
-            .map_err(sq)?;
-        if !has_kv {
-            return Err(Error::format(
-                path,
-                EXPECTED,
-                "fileipc header but no table kv",
-            ));
-        }
-        // Stores made before combining lack the record table: add it (once).
-        let has_applied: bool = conn
-            .prepare(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'fileipc_applied'",
-            )
-            .and_then(|mut s| s.exists([]))
-            .map_err(sq)?;
-        if !has_applied {
-            conn.execute_batch(APPLIED_SCHEMA).map_err(sq)?;
-        }
-        // Stores made before fenced writes lack the fence table: add it (once).
-        let has_fences: bool = conn
-            .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'fileipc_fences'")
-            .and_then(|mut s| s.exists([]))
-            .map_err(sq)?;
-        if !has_fences {
-            conn.execute_batch(FENCES_SCHEMA).map_err(sq)?;
-        }
+    } else if version == 1 {
+        // Version 1 to 2: the column `batch`, and a board of version 3 (combiners of
+        // this version note their batches there). The board first: processes of an
+        // older library that have the old one mapped go on combining among themselves
+        // on it, with its own record (`fileipc_applied`, left in place), and never
+        // apply requests of this version's board. A replacement killed before the
+        // commit below leaves a version-1 store, upgraded again by the next opener.
+        Board::replace(board, mode)?;
+        let fences = if has_table("fileipc_fences")? {
+            ""
+        } else {
+            FENCES_SCHEMA
+        };
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;\n\
+             {UPGRADE_1_TO_2};\n\
+             {fences};\n\
+             PRAGMA user_version = {SCHEMA_VERSION};\n\
+             COMMIT;"
+        ))
+        .map_err(sq)?;
     }
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))

@@ -1,5 +1,5 @@
 //! The SQL of a store: `Ops`, the statements on an open connection shared by the local
-//! handle and the local transaction (the table `kv`, the record `fileipc_applied`), and
+//! handle and the local transaction (the table `kv` and its combiners' `batch` mark), and
 //! the JSON encoding and decoding of values with errors that name the key.
 
 use std::any::type_name;
@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{board, finite};
+use super::finite;
 use crate::error::{Error, Result};
 
 /// The operations on an open connection, shared by the local handle and the local
@@ -175,36 +175,35 @@ impl Ops<'_> {
         Ok(new)
     }
 
-    /// The record of combined requests applied: its entries up to the highest slot
-    /// ever recorded (entries beyond read as zeros; the blob never shrinks, so that
-    /// an entry once written stays).
-    /// `row` is the board's (`Board::record_row`).
-    pub(super) fn load_record(&self, row: i64) -> Result<Vec<u8>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT slots FROM fileipc_applied WHERE id = ?1")
-            .map_err(|e| self.sq(e))?;
-        let mut rows = st.query([row]).map_err(|e| self.sq(e))?;
-        let mut rec = Vec::new();
-        if let Some(row) = rows.next().map_err(|e| self.sq(e))?
-            && let ValueRef::Blob(b) = row.get_ref(0).map_err(|e| self.sq(e))?
-        {
-            rec.extend_from_slice(&b[..b.len().min(board::RECORD_LEN)]);
-        }
-        Ok(rec)
-    }
-
-    pub(super) fn store_record(&self, row: i64, rec: &[u8]) -> Result<()> {
+    /// As `put`, for a combiner's batch: the row also carries the batch's id (column
+    /// `batch`), the mark `settle` looks for.
+    pub(super) fn put_in_batch(&self, key: &str, json: &str, batch: i64) -> Result<()> {
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT INTO fileipc_applied (id, slots) VALUES (?1, ?2) \
-                 ON CONFLICT (id) DO UPDATE SET slots = excluded.slots",
+                "INSERT INTO kv (key, value, batch) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, batch = excluded.batch",
             )
             .map_err(|e| self.sq(e))?;
-        st.execute(rusqlite::params![row, rec])
+        st.execute(rusqlite::params![key, json, batch])
             .map_err(|e| self.sq(e))?;
         Ok(())
+    }
+
+    /// The id of the batch that last changed `key`'s row through a combiner, if any.
+    pub(super) fn row_batch(&self, key: &str) -> Result<Option<i64>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT batch FROM kv WHERE key = ?1")
+            .map_err(|e| self.sq(e))?;
+        let mut rows = st.query([key]).map_err(|e| self.sq(e))?;
+        let Some(row) = rows.next().map_err(|e| self.sq(e))? else {
+            return Ok(None);
+        };
+        match row.get_ref(0).map_err(|e| self.sq(e))? {
+            ValueRef::Integer(b) => Ok(Some(b)),
+            _ => Ok(None),
+        }
     }
 
     pub(super) fn compare_and_swap(
