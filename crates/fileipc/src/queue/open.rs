@@ -327,6 +327,8 @@ impl LocalQueue {
     /// keeps no stale mapping. A cache another thread is using is left alone (that
     /// thread's own accesses trim it).
     pub(super) fn release_consumed_mappings(&self) {
+        // The mark first: a file unlinked after this read raises it again after.
+        let removed = self.a64(control::REMOVED_BELOW).load(Ordering::Acquire);
         let k = self.a64(control::HEAD).load(Ordering::Acquire) / self.seg_size;
         for cache in [&self.consumer, &self.producer, &self.syncer] {
             let mut guard = match cache.try_lock() {
@@ -335,7 +337,7 @@ impl LocalQueue {
                 Err(TryLockError::WouldBlock) => continue,
             };
             guard.retain_from(k);
-            guard.release_unlinked();
+            guard.release_unlinked_since(removed);
         }
     }
 

@@ -82,7 +82,11 @@ impl LocalQueue {
         let from = segment::path(&self.dir, k);
         let t = tail / self.seg_size;
         // The tail's own segment exists unless the tail is at its very start.
-        let first = if tail.is_multiple_of(self.seg_size) { t } else { t + 1 };
+        let first = if tail.is_multiple_of(self.seg_size) {
+            t
+        } else {
+            t + 1
+        };
         for j in first..first + segment::SPARES {
             match sys::rename_no_replace(&from, &segment::path(&self.dir, j)) {
                 Ok(()) => {

@@ -102,6 +102,9 @@ pub(crate) struct SegmentCache {
     maps: Vec<Mapped>,
     /// Mappings of segments below those in `maps`, oldest first (see [`Retired`]).
     retired: Vec<Retired>,
+    /// The queue's "removed below" mark when `retired` was last checked for unlinked
+    /// files, `None` if entries were added since (see [`Self::release_unlinked_since`]).
+    checked_at: Option<u64>,
     /// Log position below which this cache's mappings were populated by [`Self::prefault`].
     populated: u64,
 }
@@ -120,6 +123,7 @@ impl SegmentCache {
             missing,
             maps: Vec::new(),
             retired: Vec::new(),
+            checked_at: None,
             populated: 0,
         }
     }
@@ -220,6 +224,7 @@ impl SegmentCache {
         }
         let excess = self.retired.len().saturating_sub(RETIRED_MAX);
         self.retired.drain(..excess);
+        self.checked_at = None;
     }
 
     /// Unmaps the retired mappings whose file was unlinked rather than recycled (one
@@ -227,6 +232,20 @@ impl SegmentCache {
     pub(crate) fn release_unlinked(&mut self) {
         self.retired
             .retain(|r| r.file.metadata().is_ok_and(|m| m.nlink() > 0));
+    }
+
+    /// [`Self::release_unlinked`], unless nothing was retired and the queue's "removed
+    /// below" mark stayed `mark` since the last check: a pass that unlinks segment files
+    /// raises that mark after (a pass racing another that raised it first is the
+    /// exception: its mapping then waits for the next move of the mark or the next
+    /// segment this side maps). Spares a receiver about to sleep its `fstat`s when
+    /// nothing moved.
+    pub(crate) fn release_unlinked_since(&mut self, mark: u64) {
+        if self.retired.is_empty() || self.checked_at == Some(mark) {
+            return;
+        }
+        self.release_unlinked();
+        self.checked_at = Some(mark);
     }
 
     /// Makes the pages of the log range `[from, to)` (and [`PREFAULT_AHEAD`] beyond)
