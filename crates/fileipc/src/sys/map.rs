@@ -69,9 +69,11 @@ impl SharedMap {
     /// Copies `buf.len()` bytes out of the mapping at `offset` with one `memcpy`.
     ///
     /// The caller must know, from its protocol, that no other thread or process writes
-    /// this range during the copy (for the queue: the bytes lie below a committed tail,
-    /// which no producer writes again). A hostile process that writes anyway can only
-    /// make the copy hold unexpected bytes, which the caller verifies with a checksum.
+    /// this range during the copy, or else discard the copy (for the queue: the bytes
+    /// lie below a committed tail, which no producer writes again until the segment is
+    /// recycled after the head passed it; a consumer that copied from it then loses its
+    /// claim and drops the copy). A hostile process that writes anyway can only make the
+    /// copy hold unexpected bytes, which the caller verifies with a checksum.
     pub(crate) fn copy_out(&self, offset: usize, buf: &mut [u8]) {
         self.check(offset, buf.len(), 1);
         // SAFETY: (1) `offset..offset + buf.len()` lies inside the mapping (checked
