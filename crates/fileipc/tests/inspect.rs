@@ -88,8 +88,8 @@ fn recognises_every_kind_and_changes_nothing() {
 
     let before = snapshot(d);
     let expected = [
-        (q.clone(), FileKind::Queue, Some(4)),
-        (q.join("control"), FileKind::QueueControl, Some(4)),
+        (q.clone(), FileKind::Queue, Some(5)),
+        (q.join("control"), FileKind::QueueControl, Some(5)),
         (segment, FileKind::QueueSegment, None),
         (m.clone(), FileKind::Mutex, Some(4)),
         (sem.clone(), FileKind::Semaphore, Some(5)),

@@ -393,7 +393,7 @@ fn hold_lock_word(dir: &Path, word: u64) -> File {
     let mut version = [0u8; 4];
     ctl.read_exact_at(&mut version, VERSION).unwrap();
     match u32::from_le_bytes(version) {
-        3 | 4 => {
+        3..=5 => {
             // A live owner id of this process: its byte locked through this
             // description, then the id in the word.
             let id = 0x4000_0000 | tid;

@@ -50,7 +50,8 @@ fn report(path: &Path) -> anyhow::Result<Value> {
             json!({
                 "path": p, "kind": "queue", "count": s.count, "sent": s.sent,
                 "received": s.received, "head": s.head, "tail": s.tail,
-                "segments": s.segments, "segment_size": s.segment_size,
+                "segments": s.segments, "spare_segments": s.spare_segments,
+                "segment_size": s.segment_size,
                 "bytes_on_disk": s.bytes_on_disk, "waiting_consumers": s.waiting_consumers,
                 "ready": s.ready, "in_flight": s.in_flight,
             })

@@ -62,22 +62,9 @@ impl LocalQueue {
                         Skip::Busy => return Ok(0),
                     }
                 }
-                Claim::Deferred { end, header } => {
-                    // Copied and checked after the claim: the record lies in one segment,
-                    // mapped in this handle's cache since its header was read, and its
-                    // bytes never change. A consumer killed here loses this message, as
-                    // one killed just after `recv` returned it.
-                    let mut payload = vec![0u8; header.len as usize];
-                    cache.read(head + HEADER as u64, &mut payload)?;
-                    if header.payload_ok(&payload) {
-                        out.push(Message {
-                            data: payload,
-                            deliveries: header.deliveries,
-                        });
-                        (end, Ok(1))
-                    } else {
-                        (end, Err(payload_error(&cache, head, &header)))
-                    }
+                Claim::One { end, message } => {
+                    out.push(message);
+                    (end, Ok(1))
                 }
                 Claim::Checked { end, messages } => {
                     let n = messages.len();
@@ -116,15 +103,34 @@ impl LocalQueue {
             return Ok(Claim::Damaged);
         };
         let end = head + size;
-        if max == 1 && head / self.seg_size == (end - 1) / self.seg_size {
+        if max == 1 {
+            // Copied and checked before the claim, as every record is: once the head
+            // passes its segment, the segment may be recycled and overwritten (see
+            // `recycle`). A consumer that wins the exchange copied the record while the
+            // head was still at it, so before any recycling of its segment; one that
+            // loses it only wasted the copy, whatever it read.
+            let payload = cache.read_vec(head + HEADER as u64, h.len as usize)?;
+            if !h.payload_ok(&payload) {
+                return Ok(if claim(end, h.seq) {
+                    Claim::Corrupt { end, header: h }
+                } else {
+                    Claim::Raced
+                });
+            }
             return Ok(if claim(end, h.seq) {
-                Claim::Deferred { end, header: h }
+                Claim::One {
+                    end,
+                    message: Message {
+                        data: payload,
+                        deliveries: h.deliveries,
+                    },
+                }
             } else {
                 Claim::Raced
             });
         }
-        // Several records, or one spanning segments: copy and check first, claim after
-        // (a lost race only wastes the copies).
+        // Several records: copy and check first, claim after (a lost race only wastes
+        // the copies).
         let mut messages = Vec::new();
         let (mut pos, mut seq) = (head, 0);
         while messages.len() < max && pos < tail {
@@ -136,8 +142,7 @@ impl LocalQueue {
                     None => break, // reported by the next call
                 }
             };
-            let mut payload = vec![0u8; h.len as usize];
-            cache.read(pos + HEADER as u64, &mut payload)?;
+            let payload = cache.read_vec(pos + HEADER as u64, h.len as usize)?;
             if !h.payload_ok(&payload) {
                 if pos == head {
                     return Ok(if claim(pos + size, h.seq) {
@@ -302,8 +307,8 @@ enum Claim {
     Raced,
     /// The header at the head is damaged.
     Damaged,
-    /// One record claimed, to be copied and checked by the caller.
-    Deferred { end: u64, header: Header },
+    /// One record copied, checked and claimed (the common single receive: no vector).
+    One { end: u64, message: Message },
     /// Records copied, checked and claimed.
     Checked { end: u64, messages: Vec<Message> },
     /// The first record failed its payload checksum; it was claimed (skipped).

@@ -13,12 +13,14 @@ use crate::robust::RobustLock;
 use crate::state::{Kind, Layout};
 use crate::sys::SharedMap;
 
-/// Version 4: the file grows to 36 KiB and holds the in-flight table of claimed messages
+/// Version 5: consumed segments are recycled (renamed beyond the tail and overwritten),
+/// so consumers copy a record before claiming it; version 4's consumers copied after,
+/// from a segment that may now be recycled under them. Version 4: the file grows to 36 KiB and holds the in-flight table of claimed messages
 /// (claim/ack), the claim lock and the fence counter. Version 3: lock words and waiter
 /// slots hold owner ids (`owner.rs`), whose life the kernel vouches for; version 2 held
 /// thread IDs judged through `/proc`. Consumers claim records by compare-and-swap on the
 /// head (since version 2). No two versions may share a queue.
-pub(crate) const VERSION: u32 = 4;
+pub(crate) const VERSION: u32 = 5;
 pub(crate) const LEN: usize = TABLE + SLOT_COUNT * SLOT_SIZE;
 pub(crate) const LAYOUT: Layout = Layout {
     kind: Kind::Queue,

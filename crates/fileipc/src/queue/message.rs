@@ -123,8 +123,11 @@ pub struct QueueStats {
     pub received: u64,
     /// Segment file size in bytes.
     pub segment_size: u64,
-    /// Segment files in the directory.
+    /// Segment files holding the log (from the head's segment to the tail's).
     pub segments: u64,
+    /// Segment files beyond the tail, holding no record: consumed segments kept for
+    /// reuse (at most 2, see `docs/FORMAT.md`), or one a producer is about to write.
+    pub spare_segments: u64,
     /// Bytes the directory's files occupy on disk (allocated blocks).
     pub bytes_on_disk: u64,
     /// Receivers sleeping for a message now.

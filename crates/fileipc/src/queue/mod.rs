@@ -79,6 +79,7 @@ pub(crate) mod record;
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_claim;
+mod retire;
 mod segment;
 
 use std::fmt;

@@ -1,10 +1,10 @@
 //! The local engine's handle, [`LocalQueue`]: opening (and creating) a queue directory,
-//! the control file's locks and their repair after a dead holder, removal of consumed
-//! segments, and the whole-queue operations (`count`, `is_empty`, `clear`, `destroy`,
+//! the control file's locks and their repair after a dead holder, and the whole-queue
+//! operations (`count`, `is_empty`, `clear`, `destroy`,
 //! `stats`).
 //!
 //! The other mechanisms of the engine add their methods to [`LocalQueue`] in their own
-//! files: `produce.rs`, `consume.rs`, `durable.rs`, `doorbell.rs`.
+//! files: `produce.rs`, `consume.rs`, `durable.rs`, `doorbell.rs`, `retire.rs`.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -320,53 +320,6 @@ impl LocalQueue {
         Ok(())
     }
 
-    /// Removes the segment files wholly below the head and below every in-flight claim.
-    /// Idempotent; any handle may do it.
-    pub(super) fn remove_consumed_segments(&self) {
-        // The files at these paths may belong to a queue created since in the directory.
-        if self.destroyed() {
-            return;
-        }
-        // The head first, then the table: a claimer reserves its slot before it moves
-        // the head (both SeqCst), so a head read here past its record comes with the slot.
-        let head = self.a64(control::HEAD).load(Ordering::SeqCst);
-        let keep = self.lowest_in_flight().map_or(head, |p| p.min(head));
-        let below = keep / self.seg_size;
-        let removed = self.a64(control::REMOVED_BELOW);
-        let from = removed.load(Ordering::Acquire);
-        if from >= below {
-            return;
-        }
-        let remove = |k: u64| match fs::remove_file(segment::path(&self.dir, k)) {
-            Ok(()) => true,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        if below - from <= 64 {
-            for k in from..below {
-                // A failure (other than "already gone") leaves a file behind; the next
-                // call retries from `from` only if nobody advanced the mark, so report
-                // nothing.
-                if !remove(k) {
-                    return;
-                }
-            }
-        } else {
-            // A long way behind (the mark or the head is damaged, or many segments went
-            // by at once): remove the segment files that exist rather than try every
-            // index, which could take hours.
-            let Ok(entries) = fs::read_dir(&self.dir) else {
-                return;
-            };
-            for e in entries.filter_map(|e| e.ok()) {
-                let k = segment::parse_name(&e.file_name().to_string_lossy());
-                if k.is_some_and(|k| k >= from && k < below) && !remove(k.unwrap_or(0)) {
-                    return;
-                }
-            }
-        }
-        removed.fetch_max(below, Ordering::AcqRel);
-    }
-
     /// Unmaps, on every side of this handle, the segments wholly below the head: they
     /// are unlinked (or about to be), and a mapping would keep their blocks allocated.
     /// Called before a receiver sleeps and by `count` and `stats`, so that a handle
@@ -374,6 +327,8 @@ impl LocalQueue {
     /// keeps no stale mapping. A cache another thread is using is left alone (that
     /// thread's own accesses trim it).
     pub(super) fn release_consumed_mappings(&self) {
+        // The mark first: a file unlinked after this read raises it again after.
+        let removed = self.a64(control::REMOVED_BELOW).load(Ordering::Acquire);
         let k = self.a64(control::HEAD).load(Ordering::Acquire) / self.seg_size;
         for cache in [&self.consumer, &self.producer, &self.syncer] {
             let mut guard = match cache.try_lock() {
@@ -382,6 +337,7 @@ impl LocalQueue {
                 Err(TryLockError::WouldBlock) => continue,
             };
             guard.retain_from(k);
+            guard.release_unlinked_since(removed);
         }
     }
 
@@ -495,8 +451,21 @@ impl LocalQueue {
                     Err(e) => return Err(e),
                 }
             }
-            remove_queue_files(&self.dir)?;
-            fs::remove_dir(&self.dir).at("remove directory", &self.dir)?;
+            // A handle recycling a segment when the flag was set may rename it after the
+            // listing; it then removes it itself. Wait for that (a few attempts).
+            let mut attempts = 0;
+            loop {
+                remove_queue_files(&self.dir)?;
+                match fs::remove_dir(&self.dir) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 10 =>
+                    {
+                        attempts += 1;
+                        std::thread::yield_now();
+                    }
+                    r => break r.at("remove directory", &self.dir)?,
+                }
+            }
         }
         drop(dir_lock);
         Ok(())
@@ -506,17 +475,23 @@ impl LocalQueue {
         self.check_destroyed()?;
         self.repair_abandoned()?;
         self.release_consumed_mappings();
-        let mut segments = 0;
+        let (mut segments, mut spare_segments) = (0, 0);
         let mut bytes_on_disk = 0;
+        let tail = self.a64(control::TAIL).load(Ordering::Acquire);
         for e in fs::read_dir(&self.dir).at("read directory", &self.dir)? {
             let e = e.at("read directory", &self.dir)?;
             let name = e.file_name();
-            let is_seg = segment::parse_name(&name.to_string_lossy()).is_some();
             if let Ok(m) = e.metadata() {
                 use std::os::unix::fs::MetadataExt;
                 bytes_on_disk += m.blocks() * 512;
             }
-            segments += u64::from(is_seg);
+            // A segment starting at or beyond the tail holds no record: a recycled spare
+            // (or one a producer is about to write).
+            match segment::parse_name(&name.to_string_lossy()) {
+                Some(k) if k.saturating_mul(self.seg_size) >= tail => spare_segments += 1,
+                Some(_) => segments += 1,
+                None => {}
+            }
         }
         let waiting = self.waiting_receivers();
         let f = self.in_flight();
@@ -531,6 +506,7 @@ impl LocalQueue {
             received: self.a64(control::RECEIVED).load(Ordering::Acquire),
             segment_size: self.seg_size,
             segments,
+            spare_segments,
             bytes_on_disk,
             waiting_consumers: waiting,
         })

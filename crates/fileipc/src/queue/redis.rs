@@ -510,6 +510,7 @@ impl RedisQueue {
             received,
             segment_size: 0,
             segments: 0,
+            spare_segments: 0,
             bytes_on_disk: 0,
             waiting_consumers: 0,
             ready: count - in_flight,

@@ -2,12 +2,15 @@
 //! created sparse at their full size `S` and mapped shared.
 //!
 //! Each side of a handle (producer, consumer, syncer) keeps its own small cache of mapped
-//! segments, so the common path touches no file system call at all. A cache keeps only
-//! segments a side can still read or write: it unmaps those below the segment it maps
-//! next, and its owner trims it to the head (`LocalQueue::release_consumed_mappings`),
-//! since a mapping keeps an unlinked segment's blocks allocated.
+//! segments, so the common path touches no file system call at all. A cache uses only
+//! segments a side can still read or write: it retires those below the segment it maps
+//! next, and its owner trims it to the head (`LocalQueue::release_consumed_mappings`).
+//! A few retired mappings are kept, to be reused when their file comes back as a
+//! recycled segment (`retire.rs`); those whose file was unlinked are unmapped, since a
+//! mapping keeps an unlinked segment's blocks allocated.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoResultExt, Result};
@@ -60,10 +63,36 @@ const RESERVE_CHUNK: u64 = 1 << 20;
 struct Mapped {
     k: u64,
     map: SharedMap,
-    /// Producers only: the file, to reserve storage in, and how far it is reserved.
-    file: Option<File>,
+    /// The file: producers reserve storage in it; its identity finds the mapping again
+    /// once the file is recycled (see [`SegmentCache::retain_from`]).
+    file: File,
+    /// Device and inode numbers of `file`.
+    id: (u64, u64),
+    /// Producers only: how far the file's storage is reserved.
     reserved: u64,
+    /// Bytes from the start of the mapping made writable by [`SegmentCache::prefault`]
+    /// (kept when the mapping is reused: its pages stay mapped).
+    populated: u64,
 }
+
+/// A mapping of a segment this side left behind, kept in case its file is recycled
+/// (renamed to a segment beyond the tail) and reached again: reusing it spares the
+/// `mmap`, a page fault per page and the `munmap`.
+#[derive(Debug)]
+struct Retired {
+    map: SharedMap,
+    file: File,
+    id: (u64, u64),
+    populated: u64,
+}
+
+/// How many consumed segments may wait beyond the tail for reuse (see
+/// `LocalQueue::recycle`).
+pub(crate) const SPARES: u64 = 2;
+
+/// How many mappings of left segments a cache keeps for reuse: with a short backlog the
+/// files cycle through the head's segment, the tail's and the spares beyond the tail.
+const RETIRED_MAX: usize = SPARES as usize + 2;
 
 #[derive(Debug)]
 pub(crate) struct SegmentCache {
@@ -71,6 +100,11 @@ pub(crate) struct SegmentCache {
     size: u64,
     missing: Missing,
     maps: Vec<Mapped>,
+    /// Mappings of segments below those in `maps`, oldest first (see [`Retired`]).
+    retired: Vec<Retired>,
+    /// The queue's "removed below" mark when `retired` was last checked for unlinked
+    /// files, `None` if entries were added since (see [`Self::release_unlinked_since`]).
+    checked_at: Option<u64>,
     /// Log position below which this cache's mappings were populated by [`Self::prefault`].
     populated: u64,
 }
@@ -88,6 +122,8 @@ impl SegmentCache {
             size,
             missing,
             maps: Vec::new(),
+            retired: Vec::new(),
+            checked_at: None,
             populated: 0,
         }
     }
@@ -114,18 +150,12 @@ impl SegmentCache {
             }
             Err(e) => return Err(Error::io("open", &path, e)),
         };
-        let len = file.metadata().at("stat", &path)?.len();
+        let meta = file.metadata().at("stat", &path)?;
+        let (len, id) = (meta.len(), (meta.dev(), meta.ino()));
         if len < self.size {
             match self.missing {
-                Missing::Create { durable, .. } => {
+                Missing::Create { .. } => {
                     file.set_len(self.size).at("truncate", &path)?;
-                    if durable {
-                        // The new name must survive a power loss along with its data.
-                        file.sync_all().at("fsync", &path)?;
-                        std::fs::File::open(&self.dir)
-                            .and_then(|d| d.sync_all())
-                            .at("fsync", &self.dir)?;
-                    }
                 }
                 _ => {
                     return Err(Error::Corrupt {
@@ -136,27 +166,86 @@ impl SegmentCache {
                 }
             }
         }
-        let map = SharedMap::new(&file, self.size as usize).at("mmap", &path)?;
+        if let Missing::Create { durable: true, .. } = self.missing {
+            // The segment's name, new or given by the rename that recycled the file
+            // (perhaps by a handle that syncs nothing), must survive a power loss along
+            // with the records about to be written in it.
+            file.sync_all().at("fsync", &path)?;
+            std::fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .at("fsync", &self.dir)?;
+        }
+        // A recycled file this side mapped before (the inode cannot have been reused for
+        // another file while that mapping holds it): its pages are mapped already.
+        let (map, populated) = match self.retired.iter().position(|r| r.id == id) {
+            Some(i) => {
+                let r = self.retired.remove(i);
+                (r.map, r.populated)
+            }
+            None => (
+                SharedMap::new(&file, self.size as usize).at("mmap", &path)?,
+                0,
+            ),
+        };
+        self.release_unlinked();
         // Keep the cache small: a handle works on one or two segments at a time (more
         // only while a message larger than a segment is copied).
         if self.maps.len() >= 8 {
             self.maps.remove(0);
         }
-        let producer = matches!(self.missing, Missing::Create { .. });
         self.maps.push(Mapped {
             k,
             map,
-            file: producer.then_some(file),
+            file,
+            id,
             reserved: 0,
+            populated,
         });
         Ok(self.maps.last_mut())
     }
 
-    /// Forgets (unmaps) the mappings of segments below `k`.
+    /// Retires the mappings of segments below `k`: keeps the last [`RETIRED_MAX`] of them
+    /// for reuse should their files be recycled, and unmaps the others.
     pub(crate) fn retain_from(&mut self, k: u64) {
-        if self.maps.iter().any(|m| m.k < k) {
-            self.maps.retain(|m| m.k >= k);
+        if !self.maps.iter().any(|m| m.k < k) {
+            return;
         }
+        let (left, kept) = std::mem::take(&mut self.maps)
+            .into_iter()
+            .partition(|m| m.k < k);
+        self.maps = kept;
+        for m in left {
+            self.retired.push(Retired {
+                map: m.map,
+                file: m.file,
+                id: m.id,
+                populated: m.populated,
+            });
+        }
+        let excess = self.retired.len().saturating_sub(RETIRED_MAX);
+        self.retired.drain(..excess);
+        self.checked_at = None;
+    }
+
+    /// Unmaps the retired mappings whose file was unlinked rather than recycled (one
+    /// `fstat` each): a mapping keeps an unlinked file's blocks allocated.
+    pub(crate) fn release_unlinked(&mut self) {
+        self.retired
+            .retain(|r| r.file.metadata().is_ok_and(|m| m.nlink() > 0));
+    }
+
+    /// [`Self::release_unlinked`], unless nothing was retired and the queue's "removed
+    /// below" mark stayed `mark` since the last check: a pass that unlinks segment files
+    /// raises that mark after (a pass racing another that raised it first is the
+    /// exception: its mapping then waits for the next move of the mark or the next
+    /// segment this side maps). Spares a receiver about to sleep its `fstat`s when
+    /// nothing moved.
+    pub(crate) fn release_unlinked_since(&mut self, mark: u64) {
+        if self.retired.is_empty() || self.checked_at == Some(mark) {
+            return;
+        }
+        self.release_unlinked();
+        self.checked_at = Some(mark);
     }
 
     /// Makes the pages of the log range `[from, to)` (and [`PREFAULT_AHEAD`] beyond)
@@ -164,31 +253,39 @@ impl SegmentCache {
     /// takes its page faults (a few microseconds each, and a possible sleep in the file
     /// system) before it takes the producer lock rather than while holding it. Only
     /// within a segment already mapped (a new segment is created under the lock, as
-    /// before); best effort: a failure only leaves the faults to the writes.
+    /// before), and only pages this mapping has not populated before: a reused mapping
+    /// of a recycled segment has them all. Best effort: a failure only leaves the faults
+    /// to the writes.
     pub(crate) fn prefault(&mut self, from: u64, to: u64) {
         if to <= self.populated {
             return;
         }
-        let start = self.populated.max(from & !(PAGE - 1));
-        let k = start / self.size;
+        let k = from / self.size;
         // Positions come from the shared control file; damage there must not overflow.
-        let (Some(seg_end), Some(ahead)) = (
-            (k + 1).checked_mul(self.size),
+        let (Some(seg_start), Some(ahead)) = (
+            k.checked_mul(self.size),
             to.checked_add(PREFAULT_AHEAD + PAGE - 1),
         ) else {
             return;
         };
-        let end = (ahead & !(PAGE - 1)).min(seg_end);
-        let Some(Mapped { map, .. }) = self.maps.iter().find(|m| m.k == k) else {
+        let Some(m) = self.maps.iter_mut().find(|m| m.k == k) else {
             return;
         };
-        let off = (start - k * self.size) as usize;
-        if map.populate_write(off, (end - start) as usize).is_ok() {
-            self.populated = end;
-        } else {
-            // Unsupported here: do not try again for every message.
-            self.populated = u64::MAX;
+        let end = (ahead & !(PAGE - 1)).min(seg_start + self.size);
+        let start = self
+            .populated
+            .max(from & !(PAGE - 1))
+            .max(seg_start + m.populated);
+        if start < end {
+            let off = (start - seg_start) as usize;
+            if m.map.populate_write(off, (end - start) as usize).is_err() {
+                // Unsupported here: do not try again for every message.
+                self.populated = u64::MAX;
+                return;
+            }
+            m.populated = m.populated.max(end - seg_start);
         }
+        self.populated = end.max(seg_start + m.populated);
     }
 
     /// Copies `data` into the log at position `pos`, across segment boundaries.
@@ -198,19 +295,18 @@ impl SegmentCache {
     /// `ENOSPC` instead of killing the process with `SIGBUS` on the page fault.
     pub(crate) fn write(&mut self, mut pos: u64, mut data: &[u8]) -> Result<()> {
         let size = self.size;
+        let producer = matches!(self.missing, Missing::Create { .. });
         while !data.is_empty() {
             let (k, off) = (pos / size, (pos % size) as usize);
             let n = data.len().min(size as usize - off);
             if let Some(m) = self.get(k)? {
                 let end = (off + n) as u64;
-                if let Some(file) = &m.file
-                    && end > m.reserved
-                {
+                if producer && end > m.reserved {
                     let to = end
                         .div_ceil(RESERVE_CHUNK)
                         .saturating_mul(RESERVE_CHUNK)
                         .min(size);
-                    if let Err(e) = sys::allocate(file, m.reserved, to - m.reserved) {
+                    if let Err(e) = sys::allocate(&m.file, m.reserved, to - m.reserved) {
                         return Err(Error::io("allocate", path(&self.dir, k), e));
                     }
                     m.reserved = to;
@@ -237,6 +333,20 @@ impl SegmentCache {
             pos += n as u64;
         }
         Ok(())
+    }
+
+    /// The `len` log bytes at `pos`, in a new vector (not zeroed first when they lie in
+    /// one segment, the common case).
+    pub(crate) fn read_vec(&mut self, pos: u64, len: usize) -> Result<Vec<u8>> {
+        let (k, off) = (pos / self.size, (pos % self.size) as usize);
+        if off + len <= self.size as usize
+            && let Some(m) = self.get(k)?
+        {
+            return Ok(m.map.copy_out_vec(off, len));
+        }
+        let mut buf = vec![0u8; len];
+        self.read(pos, &mut buf)?;
+        Ok(buf)
     }
 
     /// Writes the log range `[from, to)` to storage (segments already removed are skipped).

@@ -82,6 +82,32 @@ pub(crate) fn open_dir(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Renames `from` to `to` unless an entry named `to` exists: fails with
+/// `AlreadyExists` then, and with `NotFound` if `from` is gone. Atomic where the kernel
+/// offers it (`renameat2(RENAME_NOREPLACE)`, Linux 3.15 and later, on the common file
+/// systems); elsewhere `link` then `unlink`, so that a process killed between the two
+/// leaves the file under both names (the caller must tolerate finding `from` again).
+///
+/// # References
+///
+/// - [renameat2(2)](https://man7.org/linux/man-pages/man2/rename.2.html)
+pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        // Not supported by this kernel or file system: fall back below.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+        r => return r.map_err(Into::into),
+    }
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
+}
+
 /// Whether an error from opening is the refusal of `O_NOFOLLOW` to follow a link.
 pub(crate) fn is_symlink_refusal(err: &io::Error) -> bool {
     err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())

@@ -69,9 +69,11 @@ impl SharedMap {
     /// Copies `buf.len()` bytes out of the mapping at `offset` with one `memcpy`.
     ///
     /// The caller must know, from its protocol, that no other thread or process writes
-    /// this range during the copy (for the queue: the bytes lie below a committed tail,
-    /// which no producer writes again). A hostile process that writes anyway can only
-    /// make the copy hold unexpected bytes, which the caller verifies with a checksum.
+    /// this range during the copy, or else discard the copy (for the queue: the bytes
+    /// lie below a committed tail, which no producer writes again until the segment is
+    /// recycled after the head passed it; a consumer that copied from it then loses its
+    /// claim and drops the copy). A hostile process that writes anyway can only make the
+    /// copy hold unexpected bytes, which the caller verifies with a checksum.
     pub(crate) fn copy_out(&self, offset: usize, buf: &mut [u8]) {
         self.check(offset, buf.len(), 1);
         // SAFETY: (1) `offset..offset + buf.len()` lies inside the mapping (checked
@@ -87,6 +89,24 @@ impl SharedMap {
                 buf.len(),
             );
         }
+    }
+
+    /// Copies `len` bytes out of the mapping at `offset` into a new vector, with one
+    /// `memcpy` and without first zeroing the vector. The same protocol as
+    /// [`Self::copy_out`] applies.
+    pub(crate) fn copy_out_vec(&self, offset: usize, len: usize) -> Vec<u8> {
+        self.check(offset, len, 1);
+        let mut v = Vec::with_capacity(len);
+        // SAFETY: (1) `offset..offset + len` lies inside the mapping (checked above),
+        // which lives as long as `self`; (2) `v` owns a fresh allocation of at least `len`
+        // bytes, distinct from the mapping, so the ranges cannot overlap; (3) as in
+        // `copy_out`, the mapped bytes are only read, through a raw pointer; (4) the copy
+        // initialises the first `len` bytes of `v` before `set_len` exposes them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.raw.as_ptr().add(offset), v.as_mut_ptr(), len);
+            v.set_len(len);
+        }
+        v
     }
 
     /// Copies `data` into the mapping at `offset` with one `memcpy`. The caller must hold

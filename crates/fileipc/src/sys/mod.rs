@@ -52,8 +52,8 @@ mod time;
 
 pub(crate) use fs::{
     Open, allocate, create_new_file, file_id, is_same_file, is_symlink_refusal, lock_exclusive,
-    open_dir, open_nofollow, open_state_file, reopen, set_group, set_inherited, try_lock_exclusive,
-    try_lock_shared, unlock,
+    open_dir, open_nofollow, open_state_file, rename_no_replace, reopen, set_group, set_inherited,
+    try_lock_exclusive, try_lock_shared, unlock,
 };
 pub(crate) use imp::{DirWatch, futex_wait, futex_wake, process_start_time};
 pub(crate) use map::{SharedMap, fork_epoch};
