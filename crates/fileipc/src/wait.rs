@@ -113,25 +113,22 @@ pub(crate) enum Spin {
     /// `yield_every`-th check, so that a spinner sharing its CPU lets the thread it
     /// waits for run.
     Timed { limit: Duration, yield_every: u32 },
-    /// Checks for up to `limit`: a pause apart for this thread's learned budget
-    /// ([`Budget`]), then a yield apart, unless yields are off for this thread: then the
-    /// busy phase ends with the budget. The clock is read at the first and every 64th
+    /// Checks a pause apart for this thread's learned budget ([`Budget`]), `limit` at
+    /// most, then gives up: never yields. The clock is read at the first and every 64th
     /// check. The budget learns from how each wait ended (see [`Spinner::finish`]).
     ///
-    /// A yield that kept the CPU away for [`YIELD_LOST`] or more turns yields off for
-    /// this thread for [`YIELDS_OFF`]: it went to a CPU-bound process (of the same
-    /// session or cgroup, whose time the scheduler shares out among its processes), and
-    /// with such a process runnable, a yielding thread counts as having run: the
+    /// For a waiter whose partner may run on another CPU, or may not run at all for a
+    /// while (CPU-bound processes beside it). A yield is worse than a sleep there: with
+    /// a runnable process on its CPU, a yielding thread counts as having run, and the
     /// scheduler (EEVDF) lets that process finish its slice (milliseconds) before the
-    /// spinner runs again, even once its partner's message is there, while a thread
-    /// woken from a sleep preempts it. Yields that return at once (nobody else wants
-    /// the CPU) or soon (they let a partner sharing the CPU run) keep a waiter awake,
-    /// which on an idle machine saves both sides a sleep and a wake-up per message.
-    /// Measured on 2 vCPUs, ping-pong round trips: with two busy loops beside it,
-    /// 0.1-1.8 ms with yields always on, 10-40 us with yields turned off by a lost one;
-    /// with the bench processes at real-time priority (an idle machine for them),
-    /// 2.7 us with yields, 30 us with no yields at all (both sides then sleep on every
-    /// message).
+    /// spinner runs again, even once its partner's message is there; a thread woken from
+    /// a sleep preempts it instead. Spinning long is no better: the spinner holds a CPU
+    /// its partner waits for. Measured on 2 vCPUs with two busy loops beside a
+    /// ping-pong: 0.4-1.8 ms per round trip with yields, 75-170 us with spins that
+    /// learned to last up to 50 us, 10-44 us with these. The price is on an idle
+    /// machine: a partner whose answer takes longer than the budget (a wake-up) makes
+    /// both sides sleep on every message (30 us per round trip with the benchmark at
+    /// real-time priority, 2.7 us with yields; POSIX mq 35 us).
     Adaptive { limit: Duration },
 }
 
@@ -155,7 +152,7 @@ pub(crate) struct Spinner {
     /// For [`Spin::Adaptive`]: the pause budget in nanoseconds, read at the start.
     budget_ns: u32,
     /// For [`Spin::Adaptive`]: whether the busy phase ran out (the wait did not end
-    /// while pausing or yielding).
+    /// while spinning).
     gave_up: bool,
 }
 
@@ -215,22 +212,12 @@ impl Spinner {
                 if self.i % 64 == 1 {
                     let now = Instant::now();
                     let spun = now.duration_since(self.start);
-                    if spun >= limit || deadline.is_some_and(|d| now >= d) {
+                    if spun >= limit
+                        || spun.as_nanos() >= u128::from(self.budget_ns)
+                        || deadline.is_some_and(|d| now >= d)
+                    {
                         self.gave_up = true;
                         return false;
-                    }
-                    if spun.as_nanos() >= u128::from(self.budget_ns) {
-                        if YIELDS_OFF_UNTIL.with(|u| u.get().is_some_and(|u| now < u)) {
-                            self.gave_up = true;
-                            return false;
-                        }
-                        std::thread::yield_now();
-                        let after = Instant::now();
-                        if after.duration_since(now) >= YIELD_LOST {
-                            YIELDS_OFF_UNTIL.with(|u| u.set(Some(after + YIELDS_OFF)));
-                            self.gave_up = true;
-                            return false;
-                        }
                     }
                 }
                 std::hint::spin_loop();
@@ -249,29 +236,22 @@ impl Spinner {
     }
 }
 
-/// The most an adaptive spinner pauses before it yields, in nanoseconds: a few partner
-/// turnarounds of a message on another CPU (under 1 us each when the partner runs).
+/// The most an adaptive spinner pauses, in nanoseconds: a few partner turnarounds of
+/// a message on another CPU (under 1 us each when the partner runs), well under what a
+/// sleep and a cross-CPU wake-up cost (~45 us on the reference machine).
 const BUDGET_MAX: u32 = 5_000;
 
-/// The least: an adaptive spinner always pauses a little (64 pauses at least) before
-/// it yields or, with yields off, sleeps.
+/// The least: an adaptive spinner always checks a little (64 pauses at least), so that
+/// a budget that fell while its partner was idle or not running can learn again that
+/// spinning pays.
 const BUDGET_MIN: u32 = 500;
 
-/// A yield that kept the CPU away this long gave it to a CPU-bound process for its
-/// slice: long against a partner's turnaround or a cross-CPU wake-up (~45 us on the
-/// reference machine), short against a slice (0.75-3 ms).
-const YIELD_LOST: Duration = Duration::from_micros(100);
-
-/// How long a thread whose yield was lost ([`YIELD_LOST`]) does not yield in an
-/// adaptive spin. Checking again after that costs at most one more lost slice, well
-/// under 1% of this.
-const YIELDS_OFF: Duration = Duration::from_secs(1);
-
-thread_local!(static YIELDS_OFF_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) });
-
-/// How long a thread's adaptive spinner pauses before it yields (or sleeps, with yields
-/// off), learned from its recent waits: doubled (up to [`BUDGET_MAX`]) by a wait that
-/// ended while spinning, halved (down to [`BUDGET_MIN`]) by one that ran out.
+/// How long a thread's adaptive spinner pauses before it gives up and sleeps, learned
+/// from its recent waits: doubled (up to [`BUDGET_MAX`]) by a wait that ended while
+/// spinning, halved (down to [`BUDGET_MIN`]) by one that ran out. A partner running on
+/// another CPU keeps it high; a partner that is idle, or does not run because the CPUs
+/// are busy, brings it down within a few waits, so that the waiter sleeps almost at once
+/// instead of taking a CPU from the processes that would run.
 #[derive(Debug)]
 struct Budget(Cell<u32>);
 
@@ -391,23 +371,9 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_spin_gives_up_at_its_limit() {
+    fn adaptive_spin_gives_up_after_its_budget() {
         let mut s = Spinner::new(Spin::Adaptive {
-            limit: Duration::from_millis(2),
-        });
-        let t0 = Instant::now();
-        while s.step(None) {
-            assert!(t0.elapsed() < Duration::from_secs(5), "spun past its limit");
-        }
-        assert!(s.gave_up);
-        s.finish();
-    }
-
-    #[test]
-    fn adaptive_spin_with_yields_off_gives_up_after_its_budget() {
-        YIELDS_OFF_UNTIL.with(|u| u.set(Some(Instant::now() + Duration::from_secs(60))));
-        let mut s = Spinner::new(Spin::Adaptive {
-            limit: Duration::from_secs(60),
+            limit: Duration::from_secs(10),
         });
         let t0 = Instant::now();
         while s.step(None) {
@@ -418,7 +384,6 @@ mod tests {
         }
         assert!(s.gave_up);
         s.finish();
-        YIELDS_OFF_UNTIL.with(|u| u.set(None));
     }
 
     #[test]
