@@ -10,10 +10,9 @@ use super::open::{CONTROL, LocalQueue};
 use crate::error::{Error, Result};
 use crate::wait;
 
-/// How long an idle receiver keeps checking before it sleeps: a cross-CPU futex wake-up
-/// costs ~45 us on the reference machine, a send on another CPU shows up in well under
-/// 1 us. (Checking that long rides out a sender's page fault or short preemption, which a
-/// futex sleep and wake would turn into two context switches.)
+/// The most an idle receiver keeps checking before it sleeps (its learned budget is
+/// shorter, see `wait::Spin::Adaptive`): a cross-CPU futex wake-up costs ~45 us on the
+/// reference machine, a send on another CPU shows up in well under 1 us.
 const SPIN: Duration = Duration::from_micros(100);
 
 /// The doorbell's sleepers bit: set by a receiver about to sleep, cleared by the send that
@@ -74,10 +73,10 @@ impl LocalQueue {
         let head = self.a64(control::HEAD);
         let tail = self.a64(control::TAIL);
         let ready = || tail.load(Ordering::SeqCst) != head.load(Ordering::SeqCst);
-        // Spin, then yield between checks. Spinning pays when the sender runs on another
-        // CPU (its message shows up within a microsecond), and only steals time from it
-        // when it waits for our CPU: then yielding at once lets it run. Which case holds
-        // is learned from how recent waits ended (see `wait::Spin::Adaptive`).
+        // Spin a moment, then sleep. Spinning pays when the sender runs on another CPU
+        // (its message shows up within a microsecond), and only takes CPU from others
+        // when it does not run: how long is learned from how recent waits ended (see
+        // `wait::Spin::Adaptive`, which also says why it never yields).
         let mut spin = wait::Spinner::new(wait::Spin::Adaptive { limit: SPIN });
         loop {
             if ready() {
