@@ -82,10 +82,52 @@ pub(crate) fn wake_all(word: &AtomicU32) -> io::Result<usize> {
 }
 
 /// Gives the CPU to another runnable thread, if there is one (`sched_yield`): for a
-/// thread that just made another's progress possible and shares its CPU.
-pub(crate) fn yield_cpu() {
+/// thread that just made another's progress possible and shares its CPU. Returns
+/// whether it yielded: not while this thread's yields are off.
+///
+/// A yield that kept the CPU away for [`YIELD_LOST`] or more turns this thread's yields
+/// off for [`YIELDS_OFF`]: the CPU went to a CPU-bound process for its slice, and with
+/// one runnable, a yielding thread counts as having run, so the scheduler (EEVDF) lets
+/// it finish that slice (milliseconds) before the yielder runs again, while a thread
+/// woken from a sleep preempts it. Yields that come back at once (nobody else wanted
+/// the CPU) or soon (a partner sharing the CPU ran) stay on.
+pub(crate) fn yield_cpu() -> bool {
+    let now = Instant::now();
+    if YIELDS_OFF_UNTIL.with(|u| u.get().is_some_and(|u| now < u)) {
+        return false;
+    }
     std::thread::yield_now();
+    let after = Instant::now();
+    let lost = if after.duration_since(now) >= YIELD_LOST {
+        LOST_YIELDS.with(|n| n.get() + 1)
+    } else {
+        0
+    };
+    LOST_YIELDS.with(|n| n.set(lost));
+    if lost >= LOST_IN_A_ROW {
+        LOST_YIELDS.with(|n| n.set(0));
+        YIELDS_OFF_UNTIL.with(|u| u.set(Some(after + YIELDS_OFF)));
+    }
+    true
 }
+
+/// How many lost yields in a row turn yields off: one now and then also happens when
+/// the CPU went to a partner with a long turn (a combiner's transaction).
+const LOST_IN_A_ROW: u32 = 3;
+
+thread_local!(static LOST_YIELDS: Cell<u32> = const { Cell::new(0) });
+
+/// A yield that kept the CPU away this long gave it to a CPU-bound process for its
+/// slice: long against a partner's turnaround or a cross-CPU wake-up (~45 us on the
+/// reference machine), short against a slice (0.75-3 ms).
+const YIELD_LOST: Duration = Duration::from_micros(200);
+
+/// How long a thread whose yield was lost ([`YIELD_LOST`]) does not yield in
+/// [`yield_cpu`] and [`Spin::Timed`]. Trying again after that costs at most one more
+/// lost slice, well under 1% of this.
+const YIELDS_OFF: Duration = Duration::from_millis(100);
+
+thread_local!(static YIELDS_OFF_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) });
 
 /// Yields the CPU while `busy()` holds, for `limit` at most: a short wait for other
 /// threads' progress that is not worth a sleep and a wake-up.
@@ -111,7 +153,8 @@ pub(crate) enum Spin {
     Counted { checks: u32, yields: u32 },
     /// Checks a pause apart for `limit`, yielding instead of pausing at every
     /// `yield_every`-th check, so that a spinner sharing its CPU lets the thread it
-    /// waits for run.
+    /// waits for run; gives up at once while this thread's yields are off (see
+    /// [`yield_cpu`]).
     Timed { limit: Duration, yield_every: u32 },
     /// Checks a pause apart for this thread's learned budget ([`Budget`]), `limit` at
     /// most, then gives up: never yields. The clock is read at the first and every 64th
@@ -202,7 +245,11 @@ impl Spinner {
                     return false;
                 }
                 if yield_every > 0 && self.i.is_multiple_of(yield_every) {
-                    std::thread::yield_now();
+                    if !yield_cpu() {
+                        // Yields are off (a recent one was lost to a CPU-bound
+                        // process): spinning on would hold a CPU others wait for.
+                        return false;
+                    }
                 } else {
                     std::hint::spin_loop();
                 }
@@ -351,6 +398,23 @@ mod tests {
             );
         }
         assert!(Instant::now() >= deadline);
+    }
+
+    #[test]
+    fn timed_spin_gives_up_at_its_first_yield_while_yields_are_off() {
+        YIELDS_OFF_UNTIL.with(|u| u.set(Some(Instant::now() + Duration::from_secs(60))));
+        let mut s = Spinner::new(Spin::Timed {
+            limit: Duration::from_secs(60),
+            yield_every: 4,
+        });
+        let mut steps = 0;
+        while s.step(None) {
+            steps += 1;
+            assert!(steps < 4, "spun on past a yield with yields off");
+        }
+        assert!(!yield_cpu(), "yielded with yields off");
+        YIELDS_OFF_UNTIL.with(|u| u.set(None));
+        assert!(yield_cpu(), "did not yield with yields on");
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl LocalSharedData {
                         // An owner sharing our CPU cannot see its result, nor publish
                         // its next request in time for our next batch, until we let it
                         // run.
-                        wait::yield_cpu();
+                        let _ = wait::yield_cpu();
                     }
                     match r {
                         Ok(Some(done)) => return Ok(done.ok()),
