@@ -551,7 +551,14 @@ impl LocalMutex {
             self.held.store(HELD, Ordering::Release);
             return Err(Error::io("unlock", self.path(), e));
         }
-        self.held.store(FREE, Ordering::Release);
+        // In word mode `held` went FREE before the word, above, and must not be stored
+        // again: another thread of this handle may have taken the word since and set it
+        // HELD, and a second FREE would leave that thread holding the word with a handle
+        // that says free; its unlock would then be refused and the lock stay taken
+        // (found by the portable backend's torture run: 16 of 16 threads timed out).
+        if self.word_id == 0 {
+            self.held.store(FREE, Ordering::Release);
+        }
         // In word mode the release is a sequentially consistent store: a waiter whose
         // attempt failed before it registered afterwards (its registration and attempt
         // are sequentially consistent too), so the mask read here sees it, or it saw the
