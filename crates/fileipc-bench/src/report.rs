@@ -470,42 +470,21 @@ fn load_text(rows: &[Row]) -> String {
 /// The table, or one JSON object per line. The `cpu us` columns are the workers' CPU time
 /// per operation (ours, then the baseline's), on each workload's main line.
 pub(crate) fn print(rows: &[Row], json: bool) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        for r in rows {
-            writeln!(out, "{}", serde_json::to_string(r)?)?;
-        }
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "\n{:<28} {:>9} {:<8} {:>7} {:<26} {:>9} {:>7} {:>7} {:<22} met?",
-        "workload", "ours", "unit", "cpu us", "baseline", "value", "cpu us", "ratio", "goal"
-    )?;
-    for r in rows {
-        writeln!(
-            out,
-            "{:<28} {:>9} {:<8} {:>7} {:<26} {:>9} {:>7} {:>7} {:<22} {}",
-            r.bench,
-            fmt(r.ours),
-            r.unit,
-            fmt_cpu(r.cpu_ours_ns),
-            r.baseline,
-            fmt(r.baseline_value),
-            fmt_cpu(r.cpu_baseline_ns),
-            ratio_text(r.ratio),
-            r.goal.as_deref().unwrap_or(""),
-            met_text(r),
-        )?;
-    }
-    write!(out, "{}", load_text(rows))?;
-    Ok(())
+    write_rows(rows, json, None)
 }
 
 /// The summary of a `--repeat`: per line, the median of the runs' figures and ratios,
 /// their smallest and largest ratio, the goal decided on the medians; or one JSON object
 /// per line (`"summary": true`).
 pub(crate) fn print_summary(rows: &[Row], json: bool) -> Result<()> {
+    let runs = rows.iter().filter_map(|r| r.runs).max().unwrap_or(0);
+    write_rows(rows, json, Some(runs))
+}
+
+/// One JSON object per row, or the table: with `summary_of` (a `--repeat` of that many
+/// runs), a heading and the columns of the runs' least and greatest ratio; without it,
+/// the load processes' share of a CPU after the table.
+fn write_rows(rows: &[Row], json: bool, summary_of: Option<usize>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         for r in rows {
@@ -513,11 +492,19 @@ pub(crate) fn print_summary(rows: &[Row], json: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let runs = rows.iter().filter_map(|r| r.runs).max().unwrap_or(0);
+    let range = |min: &str, max: &str| match summary_of {
+        Some(_) => format!(" {min:>7} {max:>7}"),
+        None => String::new(),
+    };
+    if let Some(runs) = summary_of {
+        write!(
+            out,
+            "\nsummary: median of {runs} runs (min and max of the runs' ratios)"
+        )?;
+    }
     writeln!(
         out,
-        "\nsummary: median of {runs} runs (min and max of the runs' ratios)\n\
-         {:<28} {:>9} {:<8} {:>7} {:<26} {:>9} {:>7} {:>7} {:>7} {:>7} {:<22} met?",
+        "\n{:<28} {:>9} {:<8} {:>7} {:<26} {:>9} {:>7} {:>7}{} {:<22} met?",
         "workload",
         "ours",
         "unit",
@@ -526,14 +513,13 @@ pub(crate) fn print_summary(rows: &[Row], json: bool) -> Result<()> {
         "value",
         "cpu us",
         "ratio",
-        "min",
-        "max",
+        range("min", "max"),
         "goal"
     )?;
     for r in rows {
         writeln!(
             out,
-            "{:<28} {:>9} {:<8} {:>7} {:<26} {:>9} {:>7} {:>7} {:>7} {:>7} {:<22} {}",
+            "{:<28} {:>9} {:<8} {:>7} {:<26} {:>9} {:>7} {:>7}{} {:<22} {}",
             r.bench,
             fmt(r.ours),
             r.unit,
@@ -542,11 +528,13 @@ pub(crate) fn print_summary(rows: &[Row], json: bool) -> Result<()> {
             fmt(r.baseline_value),
             fmt_cpu(r.cpu_baseline_ns),
             ratio_text(r.ratio),
-            ratio_text(r.ratio_min),
-            ratio_text(r.ratio_max),
+            range(&ratio_text(r.ratio_min), &ratio_text(r.ratio_max)),
             r.goal.as_deref().unwrap_or(""),
             met_text(r),
         )?;
+    }
+    if summary_of.is_none() {
+        write!(out, "{}", load_text(rows))?;
     }
     Ok(())
 }

@@ -85,29 +85,33 @@ pub(crate) fn wake_all(word: &AtomicU32) -> io::Result<usize> {
 /// thread that just made another's progress possible and shares its CPU. Returns
 /// whether it yielded: not while this thread's yields are off.
 ///
-/// A yield that kept the CPU away for [`YIELD_LOST`] or more turns this thread's yields
-/// off for [`YIELDS_OFF`]: the CPU went to a CPU-bound process for its slice, and with
-/// one runnable, a yielding thread counts as having run, so the scheduler (EEVDF) lets
-/// it finish that slice (milliseconds) before the yielder runs again, while a thread
-/// woken from a sleep preempts it. Yields that come back at once (nobody else wanted
-/// the CPU) or soon (a partner sharing the CPU ran) stay on.
+/// [`LOST_IN_A_ROW`] yields in a row that each kept the CPU away for [`YIELD_LOST`] or
+/// more turn this thread's yields off for [`YIELDS_OFF`]: the CPU went to a CPU-bound
+/// process for its slice, and with one runnable, a yielding thread counts as having
+/// run, so the scheduler (EEVDF) lets it finish that slice (milliseconds) before the
+/// yielder runs again, while a thread woken from a sleep preempts it. Yields that come
+/// back at once (nobody else wanted the CPU) or soon (a partner sharing the CPU ran)
+/// keep them on.
 pub(crate) fn yield_cpu() -> bool {
     let now = Instant::now();
-    if YIELDS_OFF_UNTIL.with(|u| u.get().is_some_and(|u| now < u)) {
+    let (lost, off_until) = YIELDS.with(Cell::get);
+    if off_until.is_some_and(|u| now < u) {
         return false;
     }
     std::thread::yield_now();
     let after = Instant::now();
     let lost = if after.duration_since(now) >= YIELD_LOST {
-        LOST_YIELDS.with(|n| n.get() + 1)
+        lost + 1
     } else {
         0
     };
-    LOST_YIELDS.with(|n| n.set(lost));
-    if lost >= LOST_IN_A_ROW {
-        LOST_YIELDS.with(|n| n.set(0));
-        YIELDS_OFF_UNTIL.with(|u| u.set(Some(after + YIELDS_OFF)));
-    }
+    YIELDS.with(|y| {
+        y.set(if lost >= LOST_IN_A_ROW {
+            (0, Some(after + YIELDS_OFF))
+        } else {
+            (lost, None)
+        })
+    });
     true
 }
 
@@ -115,19 +119,20 @@ pub(crate) fn yield_cpu() -> bool {
 /// the CPU went to a partner with a long turn (a combiner's transaction).
 const LOST_IN_A_ROW: u32 = 3;
 
-thread_local!(static LOST_YIELDS: Cell<u32> = const { Cell::new(0) });
-
 /// A yield that kept the CPU away this long gave it to a CPU-bound process for its
 /// slice: long against a partner's turnaround or a cross-CPU wake-up (~45 us on the
 /// reference machine), short against a slice (0.75-3 ms).
 const YIELD_LOST: Duration = Duration::from_micros(200);
 
-/// How long a thread whose yield was lost ([`YIELD_LOST`]) does not yield in
-/// [`yield_cpu`] and [`Spin::Timed`]. Trying again after that costs at most one more
-/// lost slice, well under 1% of this.
+/// How long a thread whose yields were lost ([`LOST_IN_A_ROW`]) does not yield in
+/// [`yield_cpu`] and [`Spin::Timed`]. Trying again after that costs at most a few more
+/// lost slices, a few percent of this.
 const YIELDS_OFF: Duration = Duration::from_millis(100);
 
-thread_local!(static YIELDS_OFF_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) });
+thread_local! {
+    /// This thread's lost yields in a row, and until when its yields are off.
+    static YIELDS: Cell<(u32, Option<Instant>)> = const { Cell::new((0, None)) };
+}
 
 /// Yields the CPU while `busy()` holds, for `limit` at most: a short wait for other
 /// threads' progress that is not worth a sleep and a wake-up.
@@ -402,7 +407,7 @@ mod tests {
 
     #[test]
     fn timed_spin_gives_up_at_its_first_yield_while_yields_are_off() {
-        YIELDS_OFF_UNTIL.with(|u| u.set(Some(Instant::now() + Duration::from_secs(60))));
+        YIELDS.with(|y| y.set((0, Some(Instant::now() + Duration::from_secs(60)))));
         let mut s = Spinner::new(Spin::Timed {
             limit: Duration::from_secs(60),
             yield_every: 4,
@@ -413,7 +418,7 @@ mod tests {
             assert!(steps < 4, "spun on past a yield with yields off");
         }
         assert!(!yield_cpu(), "yielded with yields off");
-        YIELDS_OFF_UNTIL.with(|u| u.set(None));
+        YIELDS.with(|y| y.set((0, None)));
         assert!(yield_cpu(), "did not yield with yields on");
     }
 

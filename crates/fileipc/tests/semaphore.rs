@@ -487,26 +487,10 @@ fn no_waiter_sleeps_with_a_permit_free() {
     assert_eq!((waiter.held().unwrap(), waiter.value().unwrap()), (1, 0));
 }
 
-/// The offset of the semaphore file's critical-section lock word (docs/FORMAT.md,
-/// "Semaphore file").
-const SEM_LOCK: u64 = 100;
-
-/// Child: takes the semaphore's critical section the way the library does (an owner id
-/// of its own, alive through its byte lock, written into the free lock word; see
-/// docs/FORMAT.md, "Owners"), reports, and keeps it until killed.
+/// Child: takes the semaphore's critical section the way the library does (see
+/// `common::take_sem_lock_word`), reports, and keeps it until killed.
 fn lock_word_holder(args: &[String]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&args[0])
-        .unwrap();
-    let id = 0x4000_0000 | std::process::id();
-    common::hold_owner_id(&f, id);
-    let mut w = [0u8; 4];
-    f.read_exact_at(&mut w, SEM_LOCK).unwrap();
-    assert_eq!(u32::from_le_bytes(w), 0, "the critical section is not free");
-    f.write_all_at(&id.to_le_bytes(), SEM_LOCK).unwrap();
+    let _held = common::take_sem_lock_word(Path::new(&args[0]));
     say("locked");
     loop {
         std::thread::park();

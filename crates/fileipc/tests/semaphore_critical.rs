@@ -6,12 +6,11 @@
 mod common;
 mod torture_util;
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Proc, say};
+use common::{PATIENCE, Proc, say, sem_lock_word, take_sem_lock_word};
 use fileipc::Semaphore;
 use rustix::process::Signal;
 use torture_util::{Rng, stopped};
@@ -25,17 +24,8 @@ fn child_process_entry() {
     });
 }
 
-/// The offset of the critical section's lock word.
-const SEM_LOCK: u64 = 100;
 /// Bit 31 of a lock word marks it contended; the rest is the holder's owner id.
 const ID_MASK: u32 = 0x7fff_ffff;
-
-fn lock_word(path: &Path) -> u32 {
-    let f = File::open(path).unwrap();
-    let mut w = [0u8; 4];
-    f.read_exact_at(&mut w, SEM_LOCK).unwrap();
-    u32::from_le_bytes(w)
-}
 
 /// Child: args path, capacity. Takes and returns permits through every entry point as
 /// fast as it can (most of its time in the library, much of it in the critical
@@ -79,15 +69,7 @@ fn cycler(args: &[String]) {
 fn holder_inside(args: &[String]) {
     let s = Semaphore::open(&args[0], args[1].parse().unwrap()).unwrap();
     assert!(s.try_acquire().unwrap());
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&args[0])
-        .unwrap();
-    let id = 0x4000_0000 | std::process::id();
-    common::hold_owner_id(&f, id);
-    assert_eq!(lock_word(Path::new(&args[0])), 0);
-    f.write_all_at(&id.to_le_bytes(), SEM_LOCK).unwrap();
+    let _held = take_sem_lock_word(Path::new(&args[0]));
     say("inside");
     loop {
         std::thread::park();
@@ -113,7 +95,11 @@ fn a_process_killed_inside_the_critical_section_is_taken_over() {
         "{:?}",
         t.elapsed()
     );
-    assert_eq!(lock_word(&path) & ID_MASK, id, "a live holder was robbed");
+    assert_eq!(
+        sem_lock_word(&path) & ID_MASK,
+        id,
+        "a live holder was robbed"
+    );
     // value() is read without the critical section: the live holder's permit is held.
     assert_eq!(s.value().unwrap(), 1);
 
@@ -123,7 +109,7 @@ fn a_process_killed_inside_the_critical_section_is_taken_over() {
     let took = t.elapsed();
     eprintln!("try_acquire after the kill: {took:?}");
     assert!(took < Duration::from_millis(500), "took {took:?}");
-    assert_eq!(lock_word(&path), 0, "the lock was not left free");
+    assert_eq!(sem_lock_word(&path), 0, "the lock was not left free");
     // The dead child's permit came back: we hold one, one is free.
     assert_eq!((s.held().unwrap(), s.value().unwrap()), (1, 1));
     s.release().unwrap();
@@ -164,14 +150,14 @@ fn kill_storms_inside_the_critical_section_leave_the_value_at_capacity() {
         for k in &kids {
             common::eventually(PATIENCE, "the worker stopped", || stopped(k.pid));
         }
-        let held = lock_word(&path) != 0;
+        let held = sem_lock_word(&path) != 0;
         for k in &mut kids {
             k.kill_and_reap();
         }
         if held {
             inside += 1;
             // Nobody is alive: the word still names the dead holder.
-            assert_ne!(lock_word(&path), 0);
+            assert_ne!(sem_lock_word(&path), 0);
         }
         let t = Instant::now();
         let s = Semaphore::open(&path, CAPACITY).unwrap();
@@ -186,7 +172,7 @@ fn kill_storms_inside_the_critical_section_leave_the_value_at_capacity() {
             "round {rounds}: {took:?}"
         );
         assert_eq!(
-            lock_word(&path),
+            sem_lock_word(&path),
             0,
             "round {rounds}: the lock was left held"
         );

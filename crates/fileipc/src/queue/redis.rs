@@ -77,15 +77,9 @@ if r and r[1] and #r[1][2] > 0 then
   end
   redis.call('XDEL', KEYS[1], unpack(ids))
   redis.call('HINCRBY', KEYS[2], 'received', #ids)
-  local last, more = ids[#ids], 0
-  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #top > 0 then
-    local am, as = string.match(top[1][1], '(%d+)-(%d+)')
-    local bm, bs = string.match(last, '(%d+)-(%d+)')
-    am, bm = tonumber(am), tonumber(bm)
-    if am > bm or (am == bm and tonumber(as) > tonumber(bs)) then more = 1 end
-  end
-  return {1, out, last, more}
+  local last = ids[#ids]
+  local newer = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
+  return {1, out, last, #newer}
 end
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local name, last

@@ -311,6 +311,37 @@ pub fn hold_owner_id(f: &std::fs::File, id: u32) {
     fcntl(f, FcntlArg::F_OFD_SETLK(&l)).unwrap();
 }
 
+/// The offset of a semaphore file's critical-section lock word (docs/FORMAT.md,
+/// "Semaphore file").
+pub const SEM_LOCK: u64 = 100;
+
+/// The semaphore file's critical-section lock word, read from the file.
+pub fn sem_lock_word(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).unwrap();
+    let mut w = [0u8; 4];
+    f.read_exact_at(&mut w, SEM_LOCK).unwrap();
+    u32::from_le_bytes(w)
+}
+
+/// Takes the semaphore file's critical section the way the library does: an owner id of
+/// its own (`0x4000_0000 | PID`), alive through its byte lock ([`hold_owner_id`]),
+/// written into the lock word, which must be free. Returns the file (the owner lives as
+/// long as it is open) and the id.
+pub fn take_sem_lock_word(path: &std::path::Path) -> (std::fs::File, u32) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let id = 0x4000_0000 | std::process::id();
+    hold_owner_id(&f, id);
+    assert_eq!(sem_lock_word(path), 0, "the critical section is not free");
+    f.write_all_at(&id.to_le_bytes(), SEM_LOCK).unwrap();
+    (f, id)
+}
+
 /// A small tmpfs mounted for one test, unmounted when dropped (even on failure).
 pub struct Tmpfs {
     pub dir: std::path::PathBuf,
