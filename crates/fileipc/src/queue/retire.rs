@@ -36,18 +36,10 @@ impl LocalQueue {
         if below - from <= 64 {
             // One consumed segment per call may become the next segment producers need
             // (see `recycle`); the others are unlinked.
-            let mut recycled = false;
+            // A failure (other than "already gone") leaves a file behind; the next call
+            // retries from `from` only if nobody advanced the mark, so report nothing.
             for k in from..below {
-                if !recycled {
-                    recycled = true;
-                    if self.recycle(k) {
-                        continue;
-                    }
-                }
-                // A failure (other than "already gone") leaves a file behind; the next
-                // call retries from `from` only if nobody advanced the mark, so report
-                // nothing.
-                if !remove(k) {
+                if !(k == from && self.recycle(k)) && !remove(k) {
                     return;
                 }
             }
@@ -60,7 +52,10 @@ impl LocalQueue {
             };
             for e in entries.filter_map(|e| e.ok()) {
                 let k = segment::parse_name(&e.file_name().to_string_lossy());
-                if k.is_some_and(|k| k >= from && k < below) && !remove(k.unwrap_or(0)) {
+                if let Some(k) = k
+                    && (from..below).contains(&k)
+                    && !remove(k)
+                {
                     return;
                 }
             }
