@@ -35,11 +35,12 @@ impl LocalQueue {
         };
         if below - from <= 64 {
             // One consumed segment per call may become the next segment producers need
-            // (see `recycle`); the others are unlinked.
-            // A failure (other than "already gone") leaves a file behind; the next call
-            // retries from `from` only if nobody advanced the mark, so report nothing.
+            // (see `recycle`); the others are unlinked. A failure (other than "already
+            // gone") leaves a file behind; the next call retries from `from` only if
+            // nobody advanced the mark, so report nothing.
             for k in from..below {
-                if !(k == from && self.recycle(k)) && !remove(k) {
+                let recycled = k == from && self.recycle(k);
+                if !(recycled || remove(k)) {
                     return;
                 }
             }
