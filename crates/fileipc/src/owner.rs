@@ -350,7 +350,14 @@ thread_local!(static CACHE: Cache = const { Cache(Cell::new([(0, 0, 0); 4]), Cel
 impl Cache {
     #[inline]
     fn get(&self, key: (u64, u64)) -> Option<u32> {
-        self.0.get().iter().find(|e| (e.0, e.1) == key).map(|e| e.2)
+        // Entry by entry, without copying the array out of its cell.
+        let entries: &Cell<[(u64, u64, u32)]> = &self.0;
+        entries
+            .as_slice_of_cells()
+            .iter()
+            .map(Cell::get)
+            .find(|e| (e.0, e.1) == key)
+            .map(|e| e.2)
     }
 
     fn put(&self, key: (u64, u64), id: u32) {

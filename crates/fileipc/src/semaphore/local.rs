@@ -478,6 +478,9 @@ impl LocalSemaphore {
     /// `None` if the critical section could not be entered within `patience`.
     fn take(&self, reclaim: bool, patience: &mut Patience) -> Result<Option<bool>> {
         let inside = self.critical(patience, || {
+            if !reclaim && let Some(got) = self.table.take_quick() {
+                return Ok((got, 0));
+            }
             let reclaimed = if reclaim {
                 self.table.reclaim_dead()
             } else {

@@ -593,6 +593,45 @@ impl Table {
         Some((e, w))
     }
 
+    /// [`take_locked`](Table::take_locked) when nothing is unusual, in one pass over the
+    /// holder table; in the critical section. `None` (nothing changed) when it cannot
+    /// decide cheaply: a gift in progress or begun during the pass, waiter entries in the
+    /// table, no slot of this process, or its slot changed under the compare-and-swap
+    /// (another thread's return). The caller then takes the full way, which also trims.
+    ///
+    /// With no gift overlapping the pass and no waiter entry, the pass is exact (as
+    /// [`settled_scan`](Table::settled_scan)'s): permits are only taken in the
+    /// critical section, and a concurrent return only lowers what is held.
+    #[inline]
+    pub(super) fn take_quick(&self) -> Option<bool> {
+        let n1 = self.gifts().load(Ordering::SeqCst);
+        if self.gift().load(Ordering::SeqCst) != 0 || self.whigh().load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let high = (self.high().load(Ordering::SeqCst) as usize).min(MAX_HOLDERS);
+        let mut held = 0u64;
+        let mut mine = None;
+        for i in 0..high {
+            let w = self.owner(i).load(Ordering::SeqCst);
+            held += u64::from(word_held(w));
+            if self.is_me(w) {
+                mine = Some((i, w));
+            }
+        }
+        if self.gift().load(Ordering::SeqCst) != 0 || self.gifts().load(Ordering::SeqCst) != n1 {
+            return None;
+        }
+        let (i, w) = mine?;
+        if value_of(self.capacity().load(Ordering::SeqCst), held) == 0 {
+            return Some(false);
+        }
+        self.owner(i)
+            .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()?;
+        self.hint.store(i, Ordering::Relaxed);
+        Some(true)
+    }
+
     /// Takes a permit if the value is positive; in the critical section.
     ///
     /// The permit goes to this process's slot (kept, idle, when it returns its last
