@@ -89,11 +89,14 @@ const MODE_FLOCK: u32 = 0;
 const MODE_WORD: u32 = 1;
 
 /// A waiter's busy phase in word mode before it registers and sleeps: the lock word is
-/// checked a few times a pause apart, then a few times a yield apart (on a machine with
-/// fewer CPUs than lockers the holder may be waiting for ours).
+/// checked a few times a pause apart, and that is all. No yields: with more lockers than
+/// CPUs a yielding waiter stays runnable and competes for the CPU with the waiter a fair
+/// unlock just woke, and waits then run to whole scheduler ticks (4 processes on 2
+/// vCPUs, `fileipc bench mutex --repeat 5`: the worst wait went from 1.13x raw flock's
+/// to 0.83x, docs/BENCHMARKS.md "Issue 18, session 7").
 const SPIN: wait::Spin = wait::Spin::Counted {
     checks: 40,
-    yields: 4,
+    yields: 0,
 };
 
 // States of `LocalMutex::held`, the in-process half of the lock.
