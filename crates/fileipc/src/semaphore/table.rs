@@ -841,6 +841,42 @@ mod tests {
         assert_eq!(value_of(u32::MAX, 1), u32::MAX - 1);
     }
 
+    /// The one-pass take decides only the plain case and declines (changing nothing)
+    /// whenever the full path must run.
+    #[test]
+    fn take_quick_decides_only_the_plain_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Table::open(&dir.path().join("sem"), 0o600, 2).unwrap();
+        // No slot of this process yet: the full path claims one.
+        assert_eq!(t.take_quick(), None);
+        assert_eq!(t.scan().held, 0);
+        assert!(t.take_locked(&mut None).unwrap());
+        assert_eq!(t.take_quick(), Some(true));
+        assert_eq!(t.scan().held, 2);
+        // Value 0: no permit, nothing changed.
+        assert_eq!(t.take_quick(), Some(false));
+        assert_eq!(t.scan().held, 2);
+        assert!(t.return_own().unwrap());
+        // A gift in progress, or waiter entries in the table: declined.
+        t.gift().store(1, Ordering::SeqCst);
+        assert_eq!(t.take_quick(), None);
+        t.gift().store(0, Ordering::SeqCst);
+        t.whigh().store(1, Ordering::SeqCst);
+        assert_eq!(t.take_quick(), None);
+        assert_eq!(t.scan().held, 1);
+        t.whigh().store(0, Ordering::SeqCst);
+        assert_eq!(t.take_quick(), Some(true));
+        assert_eq!(t.scan().held, 2);
+        // Another process's permits count: with its slot holding one, one is left.
+        assert!(t.return_own().unwrap());
+        assert!(t.return_own().unwrap());
+        t.owner(1).store(word(t.me + 1, 1), Ordering::SeqCst);
+        t.high().store(2, Ordering::SeqCst);
+        assert_eq!(t.take_quick(), Some(true));
+        assert_eq!(t.take_quick(), Some(false));
+        assert_eq!(t.scan().held, 2);
+    }
+
     #[test]
     fn ticket_order_wraps() {
         let w = |t: u32| (t << 2) | W_WAITING;
