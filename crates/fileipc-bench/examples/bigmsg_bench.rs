@@ -13,20 +13,13 @@
 //! contenders, e.g. to profile ours alone.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fileipc::MessageQueue;
+use fileipc_bench::measure::{Child, wait_go};
 use fileipc_bench::sys;
-
-fn wait_go() {
-    println!("ready");
-    std::io::stdout().flush().unwrap();
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).unwrap();
-}
 
 fn role(args: &[String]) {
     let target = &args[2];
@@ -83,64 +76,39 @@ fn role(args: &[String]) {
     }
 }
 
-struct Kid(Child);
-
-fn spawn(role: &str, target: &str, n: u64, size: usize) -> Kid {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([role, target, &n.to_string(), &size.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    Kid(child)
-}
-
-/// Starts `p` producers and `c` consumers of `role`, says go, and times until all exit.
-/// The FIFO opens block until both ends are open: its children start in a thread each.
+/// Starts `p` producers and `c` consumers of `role`, waits until all are ready (a FIFO's
+/// opens block until both ends are open, so none is waited for before all are started),
+/// says go, and times until all exit.
 fn timed(role: &str, target: &str, n: u64, size: usize, p: u64, c: u64) -> Duration {
-    let kids: Vec<Kid> = std::thread::scope(|s| {
-        let mut hs = Vec::new();
-        for _ in 0..c {
-            hs.push(s.spawn(|| spawn(&format!("{role}-cons"), target, n / c, size)));
-        }
-        for _ in 0..p {
-            hs.push(s.spawn(|| spawn(&format!("{role}-prod"), target, n / p, size)));
-        }
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let t = Instant::now();
-    let mut kids = kids;
+    let child = |side: &str, count: u64| {
+        let (role, n, size) = (
+            format!("{role}-{side}"),
+            (n / count).to_string(),
+            size.to_string(),
+        );
+        Child::spawn(&[&role, target, &n, &size])
+    };
+    let mut kids: Vec<Child> = (0..c).map(|_| child("cons", c)).collect();
+    kids.extend((0..p).map(|_| child("prod", p)));
     for k in &mut kids {
-        k.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        k.expect("ready");
     }
-    for mut k in kids {
-        assert!(k.0.wait().unwrap().success());
+    let t = Instant::now();
+    for k in &mut kids {
+        k.go();
+    }
+    for k in &mut kids {
+        k.wait_success();
     }
     t.elapsed()
 }
 
-/// CPU time (user + system) of the children waited for so far: `cutime` and `cstime` of
-/// /proc/self/stat, in clock ticks (assumed 100 per second).
-fn children_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    // Fields 16 and 17 of the whole line; the slice starts at field 3.
-    let ticks: u64 = fields[13].parse::<u64>().unwrap() + fields[14].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
-
 /// Runs `role` and formats its rate and CPU time per message.
 fn measure(role: &str, target: &str, n: u64, size: usize, p: u64, c: u64) -> (f64, String) {
-    let cpu = children_cpu();
+    let cpu = sys::cpu_children_ns();
     let d = timed(role, target, n, size, p, c);
-    let cpu = children_cpu() - cpu;
+    let per = (sys::cpu_children_ns() - cpu) as f64 / n as f64;
     let v = n as f64 / d.as_secs_f64();
-    let per = cpu.as_secs_f64() * 1e9 / n as f64;
     (v, format!("{:.0}k ({per:.0} ns cpu/msg)", v / 1e3))
 }
 

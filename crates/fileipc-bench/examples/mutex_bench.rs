@@ -13,15 +13,9 @@
 //! cargo run --release -p fileipc-bench --example mutex_bench
 //! ```
 //!
-//! The robust pthread baseline calls libc directly: the only `unsafe` of this program,
-//! each block a foreign call on a mutex and attribute that live in a mapping this
-//! program made and never unmaps.
-//!
 //! `fileipc bench mutex` measures the same quantities across processes; this program
 //! adds the in-process hand-off and its futex floor. The contending processes are this
 //! program re-executed with the role `contender`.
-
-#![allow(unsafe_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -101,52 +95,6 @@ fn contended(path: &Path, which: &str, n: usize) -> (f64, f64, f64, f64) {
     )
 }
 
-/// A process-shared, robust pthread mutex (`PTHREAD_PROCESS_SHARED`,
-/// `PTHREAD_MUTEX_ROBUST`) in a shared anonymous mapping that is never unmapped.
-fn robust_pthread_mutex() -> *mut libc::pthread_mutex_t {
-    // SAFETY: a fresh anonymous shared mapping of one page; the result is checked.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    let m = p.cast::<libc::pthread_mutex_t>();
-    // SAFETY: `attr` is initialised by `pthread_mutexattr_init` before any other use and
-    // destroyed after `pthread_mutex_init`; `m` points into the page mapped above,
-    // aligned and large enough for a `pthread_mutex_t`.
-    unsafe {
-        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-        assert_eq!(libc::pthread_mutexattr_init(&mut attr), 0);
-        assert_eq!(
-            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED),
-            0
-        );
-        assert_eq!(
-            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST),
-            0
-        );
-        assert_eq!(libc::pthread_mutex_init(m, &attr), 0);
-        libc::pthread_mutexattr_destroy(&mut attr);
-    }
-    m
-}
-
-/// One `pthread_mutex_lock` + `pthread_mutex_unlock` pair on `m`.
-fn pthread_pair(m: *mut libc::pthread_mutex_t) {
-    // SAFETY: `m` was initialised by `robust_pthread_mutex` and stays mapped; this
-    // thread locks it and unlocks it at once.
-    unsafe {
-        assert_eq!(libc::pthread_mutex_lock(m), 0);
-        assert_eq!(libc::pthread_mutex_unlock(m), 0);
-    }
-}
-
 /// Hand-off latency: thread A holds the lock through one handle, thread B blocks in
 /// `lock_timeout` through another; A unlocks at t0, B returns at t1. Median of t1 - t0
 /// in microseconds; with `bare_futex`, the same protocol over a bare futex word.
@@ -198,11 +146,14 @@ fn main() {
         .flock_compatible(false)
         .open(dir.path().join("word"))
         .unwrap();
-    let robust = robust_pthread_mutex();
+    let mut robust = sys::RobustMutex::open(&dir.path().join("pthread")).unwrap();
     let n = 2_000_000;
     let (mut lock, mut try_lock, mut base) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
-        base.push(per_call(n, || pthread_pair(robust)));
+        base.push(per_call(n, || {
+            robust.lock().unwrap();
+            robust.unlock().unwrap();
+        }));
         lock.push(per_call(n, || {
             assert!(word.lock().unwrap());
             word.unlock().unwrap();

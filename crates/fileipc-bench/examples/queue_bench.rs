@@ -13,11 +13,10 @@
 //! 3). The POSIX queues hold at most 10 messages of 64 bytes (the default `msg_max` an
 //! unprivileged user gets: `/proc/sys/fs/mqueue/msg_max`).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fileipc::MessageQueue;
+use fileipc_bench::measure::{Child, wait_go};
 use fileipc_bench::sys;
 
 const MSG: usize = 64;
@@ -48,13 +47,6 @@ impl Mq {
 }
 
 // --- roles --------------------------------------------------------------------------
-
-fn wait_go() {
-    println!("ready");
-    std::io::stdout().flush().unwrap();
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).unwrap();
-}
 
 fn role(args: &[String]) {
     let n: u64 = args[3].parse().unwrap();
@@ -140,48 +132,22 @@ fn role(args: &[String]) {
     }
 }
 
-struct Kid {
-    child: Child,
-}
-
-fn spawn(role: &str, target: &str, n: u64) -> Kid {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([role, target, &n.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    Kid { child }
-}
-
-impl Kid {
-    fn go(&mut self) {
-        self.child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"go\n")
-            .unwrap();
-    }
-    fn join(mut self) {
-        assert!(self.child.wait().unwrap().success());
-    }
+/// This program in `role` on `target`, started and ready (waiting for its go).
+fn spawn(role: &str, target: &str, n: u64) -> Child {
+    let mut child = Child::spawn(&[role, target, &n.to_string()]);
+    child.expect("ready");
+    child
 }
 
 /// Runs the given children (started and ready), says go to all, and times until all exit.
-fn timed(mut kids: Vec<Kid>, after_go: impl FnOnce()) -> Duration {
+fn timed(mut kids: Vec<Child>, after_go: impl FnOnce()) -> Duration {
     let t = Instant::now();
     for k in &mut kids {
         k.go();
     }
     after_go();
-    for k in kids {
-        k.join();
+    for k in &mut kids {
+        k.wait_success();
     }
     t.elapsed()
 }
@@ -326,25 +292,25 @@ fn one_round(
         let q11_before = q11_rate(n, &dir("q11r1"));
         let d = dir("q44");
         let q = MessageQueue::open(&d).unwrap();
-        let mut cons: Vec<Kid> = (0..4).map(|_| spawn("q-cons-any", &d, 0)).collect();
-        let mut prods: Vec<Kid> = (0..4).map(|_| spawn("q-prod", &d, per)).collect();
+        let mut cons: Vec<Child> = (0..4).map(|_| spawn("q-cons-any", &d, 0)).collect();
+        let mut prods: Vec<Child> = (0..4).map(|_| spawn("q-prod", &d, per)).collect();
         let t = Instant::now();
         for k in cons.iter_mut().chain(prods.iter_mut()) {
             k.go();
         }
-        for k in prods {
-            k.join();
+        for k in &mut prods {
+            k.wait_success();
         }
         q.send_all([[0u8; 0]; 4]).unwrap();
-        for k in cons {
-            k.join();
+        for k in &mut cons {
+            k.wait_success();
         }
         r.q44 = rate(4 * per, t.elapsed());
         let q11_after = q11_rate(n, &dir("q11r2"));
         r.q11_ref = (q11_before + q11_after) / 2.0;
         Mq::unlink(mqname);
         let keep = Mq::open(mqname);
-        let mut kids: Vec<Kid> = (0..4).map(|_| spawn("mq-cons", mqname, per)).collect();
+        let mut kids: Vec<Child> = (0..4).map(|_| spawn("mq-cons", mqname, per)).collect();
         kids.extend((0..4).map(|_| spawn("mq-prod", mqname, per)));
         r.mq44 = rate(4 * per, timed(kids, || {}));
         drop(keep);

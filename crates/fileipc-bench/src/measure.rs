@@ -136,6 +136,16 @@ pub fn say(msg: impl std::fmt::Display) {
     out.flush().expect("writing to the parent");
 }
 
+/// In a child: says "ready" to the parent and waits for its go ([`Child::go`]), so that
+/// every child of a timed run has done its setup before the clock starts.
+pub fn wait_go() {
+    say("ready");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("reading the parent's go");
+}
+
 /// A child process: this program re-executed with `args` (its role first), whose lines
 /// the parent reads with a timeout. Killed when dropped.
 #[derive(Debug)]
@@ -145,12 +155,12 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts `current_exe ARGS...` with its stdout piped to the parent.
+    /// Starts `current_exe ARGS...` with its stdin and stdout piped to the parent.
     pub fn spawn(args: &[&str]) -> Child {
         let exe = std::env::current_exe().expect("locating this program");
         let mut child = Command::new(exe)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawning a child");
@@ -185,6 +195,13 @@ impl Child {
     pub fn expect(&mut self, want: &str) {
         let got = self.expect_line(PATIENCE);
         assert_eq!(got, want, "child {} said {got:?}", self.child.id());
+    }
+
+    /// Tells a child waiting in [`wait_go`] to start.
+    pub fn go(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("the child's stdin");
+        stdin.write_all(b"go\n").expect("telling a child to go");
+        stdin.flush().expect("telling a child to go");
     }
 
     /// Waits for the child to exit and panics unless it succeeded.

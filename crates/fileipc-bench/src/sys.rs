@@ -504,6 +504,16 @@ pub fn cpu_self_ns() -> u64 {
     tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime)
 }
 
+/// User + system CPU time of this process's children that have been waited for, in
+/// nanoseconds (`getrusage(RUSAGE_CHILDREN)`).
+pub fn cpu_children_ns() -> u64 {
+    // SAFETY: rusage is a plain C struct; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the call.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime)
+}
+
 fn tv_ns(tv: libc::timeval) -> u64 {
     (tv.tv_sec as u64) * 1_000_000_000 + (tv.tv_usec as u64) * 1000
 }
