@@ -66,6 +66,16 @@ pub(crate) struct RobustLock<'a> {
     owners: &'a Arc<Owners>,
 }
 
+/// A robust lock while it is held: unlocked when dropped (also when the code inside
+/// panics).
+pub(crate) struct Held<'a>(pub(crate) RobustLock<'a>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
 impl<'a> RobustLock<'a> {
     pub(crate) fn new(word: &'a AtomicU32, owners: &'a Arc<Owners>) -> RobustLock<'a> {
         RobustLock { word, owners }

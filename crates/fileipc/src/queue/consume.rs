@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use super::control;
 use super::message::Message;
-use super::open::{Held, LocalQueue, lock_cache};
+use super::open::{LocalQueue, lock_cache};
 use super::record::{HEADER, Header, record_size};
 use super::segment::SegmentCache;
 use crate::error::{Error, Result};
+use crate::robust::Held;
 
 impl LocalQueue {
     /// Takes up to `max` messages that are there now. `Ok(n)` with `n` appended to `out`.

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::consume::record_at;
 use super::control;
-use super::open::{CONTROL, Held, LocalQueue, lock_cache, unreachable_timeout};
+use super::open::{CONTROL, LocalQueue, lock_cache, unreachable_timeout};
 use super::record::HEADER;
 use super::segment::SegmentCache;
 use crate::error::{IoResultExt, Result};
+use crate::robust::Held;
 use crate::{sys, wait};
 
 /// How long a durable syncer waits at most for the senders of the last group to append

@@ -21,7 +21,7 @@ use super::options::{MESSAGE_SIZE_LIMIT, QueueOptions};
 use super::segment::{self, Missing, SegmentCache};
 use crate::error::{Error, IoResultExt, Result};
 use crate::owner::Owners;
-use crate::robust::{Acquired, RobustLock};
+use crate::robust::{Acquired, Held, RobustLock};
 use crate::state;
 use crate::sys;
 
@@ -56,15 +56,6 @@ pub(crate) struct LocalQueue {
     pub(super) seen_tail: AtomicU64,
     /// Claim/ack settings and the dead-letter queue (see `claim.rs`).
     pub(super) claims: ClaimConfig,
-}
-
-/// Holds a robust lock of the control file; unlocks on drop.
-pub(super) struct Held<'a>(pub(super) RobustLock<'a>);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.unlock();
-    }
 }
 
 pub(super) fn lock_cache(m: &Mutex<SegmentCache>) -> MutexGuard<'_, SegmentCache> {

@@ -30,7 +30,7 @@ use super::SemaphoreHolder;
 use super::options::Capacity;
 use super::table::{Gift, Table, value_of, word_held};
 use crate::error::{Error, IoResultExt, Result};
-use crate::robust::{Acquired, RobustLock};
+use crate::robust::{Acquired, Held, RobustLock};
 use crate::sys;
 use crate::wait::{self, CountedBell, WAITER_SLICE};
 
@@ -77,16 +77,6 @@ pub(super) struct LocalSemaphore {
     /// without `exec` shares the handle's owner id with the parent: it must open the
     /// semaphore again.
     epoch: u64,
-}
-
-/// The critical section's lock while it is held: unlocked when dropped (also when the
-/// code inside panics).
-struct Held<'a>(RobustLock<'a>);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.unlock();
-    }
 }
 
 /// The owners of semaphore files whose handles were all dropped while this process held

@@ -247,16 +247,10 @@ impl Board {
             if self.u64_field(i, BATCH).load(Ordering::Acquire) != batch {
                 continue;
             }
-            let len = self.u32_field(i, KEY_LEN).load(Ordering::Relaxed) as usize;
-            let key = (1..=KEY_MAX).contains(&len).then(|| {
-                let mut buf = vec![0u8; len];
-                self.file.map.copy_out(Self::at(i, KEY_AT), &mut buf);
-                buf
-            });
             out.push(Prepared {
                 slot: i,
                 pending,
-                key: key.and_then(|b| String::from_utf8(b).ok()),
+                key: self.key(i),
                 outcome: Applied {
                     result: self.u64_field(i, RESULT).load(Ordering::Relaxed) as i64,
                     status: self.u32_field(i, STATUS).load(Ordering::Relaxed),
@@ -264,6 +258,16 @@ impl Board {
             });
         }
         out
+    }
+
+    /// The key published in `slot`: `None` if its recorded length is out of range or
+    /// the bytes are not UTF-8 (a damaged slot).
+    fn key(&self, slot: usize) -> Option<String> {
+        let len = self.u32_field(slot, KEY_LEN).load(Ordering::Relaxed) as usize;
+        if !(1..=KEY_MAX).contains(&len) {
+            return None;
+        }
+        String::from_utf8(self.file.map.copy_out_vec(Self::at(slot, KEY_AT), len)).ok()
     }
 
     fn lease(&self) -> &AtomicU64 {
@@ -471,11 +475,8 @@ impl Board {
             }
             let delta = self.u64_field(i, DELTA).load(Ordering::Relaxed) as i64;
             let op = self.u32_field(i, OP).load(Ordering::Relaxed);
-            let len = self.u32_field(i, KEY_LEN).load(Ordering::Relaxed) as usize;
-            let key = if op == OP_INCREMENT && (1..=KEY_MAX).contains(&len) {
-                let mut buf = vec![0u8; len];
-                self.file.map.copy_out(Self::at(i, KEY_AT), &mut buf);
-                String::from_utf8(buf).ok()
+            let key = if op == OP_INCREMENT {
+                self.key(i)
             } else {
                 None
             };
