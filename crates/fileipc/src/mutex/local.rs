@@ -247,9 +247,9 @@ impl LocalMutex {
     /// One attempt, for a caller that did not register as a waiter.
     #[inline]
     pub(super) fn try_lock(&self) -> Result<bool> {
-        // A word-mode holder that died releases nothing: check for that before failing.
-        Ok(self.attempt(None, false)? == Attempt::Acquired
-            || (self.word_id != 0 && self.attempt(None, true)? == Attempt::Acquired))
+        // A word-mode holder that died releases nothing: an attempt that finds the word
+        // taken asks the kernel whether its holder lives before failing.
+        Ok(self.attempt(None, self.word_id != 0)? == Attempt::Acquired)
     }
 
     /// Refuses a handle inherited across `fork`: its `flock` is the parent's.
