@@ -112,6 +112,7 @@ conformance!(
     pidfile_admits_one_owner,
     pidfile_of_a_killed_owner_is_taken_over,
     queue_delivers_in_order,
+    queue_counts_messages_around_receives_and_claims,
     queue_waits_and_times_out,
     queue_delivers_each_message_once_across_processes,
     queue_destroyed_refuses_further_use,
@@ -593,6 +594,39 @@ fn queue_delivers_in_order(b: &Backend) {
     );
     let big = vec![7u8; fileipc::DEFAULT_MAX_MESSAGE_SIZE + 1];
     assert!(matches!(q.send(&big), Err(Error::Invalid { .. })));
+}
+
+/// Counts and stats are of messages, whatever a receive leaves behind in the engine (on
+/// Redis, plain receives leave their entries in the stream until a trim): checked past
+/// several trims, with a claim pending among receives, and from a second handle.
+fn queue_counts_messages_around_receives_and_claims(b: &Backend) {
+    let name = b.name("q");
+    let q = MessageQueue::open(&name).unwrap();
+    let other = MessageQueue::open(&name).unwrap();
+    q.send_all((0..300).map(|i| i.to_string())).unwrap();
+    for i in 0..150 {
+        assert_eq!(q.try_recv().unwrap().unwrap(), *i.to_string());
+    }
+    assert_eq!((q.count().unwrap(), other.count().unwrap()), (150, 150));
+    let claim = other.try_claim().unwrap().unwrap();
+    assert_eq!((claim.bytes(), claim.seq()), (&b"150"[..], 150));
+    for i in 151..251 {
+        assert_eq!(q.recv_timeout(PATIENCE).unwrap().unwrap(), *i.to_string());
+    }
+    assert_eq!(q.count().unwrap(), 50, "49 ready and 1 claimed");
+    let st = other.stats().unwrap();
+    assert_eq!(
+        (st.sent, st.count, st.ready, st.in_flight),
+        (300, 50, 49, 1)
+    );
+    claim.ack().unwrap();
+    let st = q.stats().unwrap();
+    assert_eq!((st.sent, st.received, st.count), (300, 251, 49));
+    assert_eq!(q.recv_many(100, PATIENCE).unwrap().len(), 49);
+    assert!(other.is_empty().unwrap() && q.try_recv().unwrap().is_none());
+    q.send("last").unwrap();
+    assert_eq!(other.count().unwrap(), 1);
+    assert_eq!(other.recv_timeout(PATIENCE).unwrap().unwrap(), "last");
 }
 
 fn queue_waits_and_times_out(b: &Backend) {
@@ -1110,6 +1144,32 @@ fn redis_stopped_holder_loses_its_lease_and_its_unlock_errs() {
     assert!(!g.is_lost());
     assert!(Mutex::open(&name).unwrap().is_locked().unwrap());
     g.unlock().unwrap();
+}
+
+/// A handle kept across a `destroy` and a re-creation of its queue receives what is
+/// sent to the new queue at once: it must not wait for an entry after the last one it
+/// saw of the old queue (Redis stream ids of the new queue are higher).
+#[test]
+fn redis_queue_handle_receives_across_destroy_and_recreate() {
+    let Some(s) = RedisServer::start("redis_queue_handle_receives_across_destroy_and_recreate")
+    else {
+        return;
+    };
+    let url = s.url("q", "");
+    let old = MessageQueue::open(&url).unwrap();
+    old.send_all(["a", "b"]).unwrap();
+    assert_eq!(old.recv_timeout(PATIENCE).unwrap().unwrap(), "a");
+    assert_eq!(old.recv_timeout(PATIENCE).unwrap().unwrap(), "b");
+    MessageQueue::open(&url).unwrap().destroy().unwrap();
+    let new = MessageQueue::open(&url).unwrap();
+    new.send("c").unwrap();
+    let start = Instant::now();
+    assert_eq!(old.recv_timeout(PATIENCE).unwrap().unwrap(), "c");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]

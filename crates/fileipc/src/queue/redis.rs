@@ -1,20 +1,32 @@
 //! The Redis engine of [`MessageQueue`](super::MessageQueue): a Stream with one
 //! consumer group.
 //!
-//! Keys (`{p}` = prefix + name): `{p}:stream` (entries with the fields `d`, the
-//! message, and `s`, its sequence number), its consumer group `g`, `{p}:meta` (hash:
-//! kind, version, sent, received, fence), `{p}:due` (claims and given-back entries, see
-//! `redis_claim.rs`), and the dead-letter queue `{p}:dead:*` (the queue `NAME:dead`).
-//! `send` is one script (`XADD`, refused beyond a capacity); taking is one script that
-//! reads the next entries for the group and deletes them: a message is taken exactly
-//! once, and a receiver that dies before the script ran took nothing. A receiver whose
-//! last take emptied the queue (or found it empty) first waits with `XREAD BLOCK` for an
-//! entry after the last id it saw, on its own connection (whose read timeout exceeds the
-//! block), then takes: waiting never consumes, so an abandoned wait loses nothing.
-//! `destroy` leaves a mark, `{p}:gone`, that every wait reads too.
+//! Keys (`{p}` = prefix + name): `{p}:stream` (entries with the field `d`, the
+//! message), its consumer group `g`, `{p}:meta` (hash: kind, version, base, fence),
+//! `{p}:due` (claims and given-back entries, see `redis_claim.rs`), and the dead-letter
+//! queue `{p}:dead:*` (the queue `NAME:dead`).
+//!
+//! Entry ids are positions: the stream is made with its last id set to `0-base`
+//! (`base` = the server's clock in microseconds, kept in `meta`) and every `send` is a
+//! plain `XADD ... 0-*`, so message `k` (from 0) has the id `0-(base+k+1)`, a later
+//! incarnation of the name has higher ids than an earlier one, and nothing else is
+//! written per message. Taking is one `XREADGROUP ... NOACK` for the group: the group
+//! moves past the entry in the same command, so a message is taken exactly once and a
+//! receiver that dies before the command ran took nothing. The entries taken stay in
+//! the stream until a trim ([`TRIM`]) removes every entry the group delivered that no
+//! claim holds; each handle trims after every [`TRIM_EVERY`] messages it took, and
+//! `count`, `stats` and a full capacity trim first, so they count messages, not
+//! leftovers. A receiver whose last take emptied the queue (or found it empty) first
+//! waits with `XREAD BLOCK` for an entry after the group's last delivered id, on its own
+//! connection (whose read timeout exceeds the block), then takes: waiting never
+//! consumes, so an abandoned wait loses nothing. `destroy` leaves a mark, `{p}:gone`,
+//! that every wait reads too.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use redis::streams::{StreamInfoGroup, StreamInfoGroupsReply, StreamReadReply};
 
 use super::message::{Message, QueueStats};
 use super::options::QueueOptions;
@@ -22,11 +34,21 @@ use crate::error::{Error, Result};
 use crate::location::RedisUrl;
 use crate::remote::{self, Conn, lock};
 
-/// Creates the group if missing (with the stream), and removes the mark of an earlier
-/// destruction (`KEYS[2]`, see [`RedisQueue::destroy`]).
+/// Removes the mark of an earlier destruction (`KEYS[2]`, see
+/// [`RedisQueue::destroy`]) and makes the stream (`KEYS[1]`) with its group if missing:
+/// its last id is set to `0-base`, `base` being the server's clock in microseconds,
+/// written to `meta` (`KEYS[3]`).
 const CREATE: &str = r"
 redis.call('DEL', KEYS[2])
-local ok = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], 'g', '0', 'MKSTREAM')
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local t = redis.call('TIME')
+  local base = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'g', '0', 'MKSTREAM')
+  redis.call('XSETID', KEYS[1], '0-' .. base)
+  redis.call('HSET', KEYS[3], 'base', base)
+else
+  pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], 'g', '0')
+end
 return 1
 ";
 
@@ -46,51 +68,69 @@ return 1
 /// handle of it later notice at the end of their wait (at most a minute) instead.
 const GONE_MARK_SECS: u32 = 600;
 
-/// Appends message `ARGV[1]` with its sequence number (field `s`): 1, or -1 if the
-/// queue was destroyed, or 0 if it holds `ARGV[2]` entries (unless empty: no capacity).
-const SEND: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if ARGV[2] ~= '' and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-local n = redis.call('HINCRBY', KEYS[2], 'sent', 1)
-redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 's', n - 1)
+/// Lua: `trim(key)` removes from stream `key` the entries its group `g` delivered that
+/// no consumer holds (plain receives take with `NOACK` and leave them): everything up
+/// to the last delivered id when nothing is pending, else everything before the oldest
+/// pending entry, then the entries between it and the last delivered id that are not
+/// pending. Afterwards `XLEN` counts the messages: not yet delivered, or claimed, or
+/// given back.
+pub(super) const TRIM: &str = r"
+local function trim(key)
+  local last = '0-0'
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local name, l
+    for j = 1, #g, 2 do
+      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then l = g[j + 1] end
+    end
+    if name == 'g' then last = l end
+  end
+  local p = redis.call('XPENDING', key, 'g')
+  if p[1] == 0 then
+    local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+    redis.call('XTRIM', key, 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))
+    return
+  end
+  redis.call('XTRIM', key, 'MINID', p[2])
+  local held = {}
+  for _, e in ipairs(redis.call('XPENDING', key, 'g', p[2], last, p[1])) do held[e[1]] = true end
+  local from = p[2]
+  while true do
+    local es = redis.call('XRANGE', key, from, last, 'COUNT', 1000)
+    local gone = {}
+    for _, e in ipairs(es) do
+      if not held[e[1]] then gone[#gone + 1] = e[1] end
+    end
+    if #gone > 0 then redis.call('XDEL', key, unpack(gone)) end
+    if #es < 1000 then break end
+    from = '(' .. es[#es][1]
+  end
+end
+";
+
+/// The number of messages in stream `KEYS[1]` (0 if it is gone), after a trim.
+const COUNT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+trim(KEYS[1])
+return redis.call('XLEN', KEYS[1])
+";
+
+/// Appends message `ARGV[1]` unless the queue holds `ARGV[2]` messages (trimming first
+/// when the stream's length says it might): 1, 0 if full, -1 if the queue was
+/// destroyed. Without a capacity, `send` is a plain `XADD` instead.
+const SEND_CAPPED: &str = r"
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+  trim(KEYS[1])
+  if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+end
+if not redis.call('XADD', KEYS[1], 'NOMKSTREAM', '0-*', 'd', ARGV[1]) then return -1 end
 return 1
 ";
 
-/// Takes up to `ARGV[1]` entries: `{1, {{d1, n1}, {d2, n2}, ...}, last id taken, more}`
-/// (`n`: the field `n` of a dead letter, else 0; `more`: 1 if newer entries wait), or
-/// `{0, last delivered id}` when there is none.
-const TAKE: &str = r"
-local r = redis.call('XREADGROUP', 'GROUP', 'g', 'c', 'COUNT', ARGV[1], 'NOACK', 'STREAMS', KEYS[1], '>')
-if r and r[1] and #r[1][2] > 0 then
-  local out = {}
-  local ids = {}
-  for i, e in ipairs(r[1][2]) do
-    ids[i] = e[1]
-    local f = e[2]
-    local d, n = '', 0
-    if f then
-      for j = 1, #f, 2 do
-        if f[j] == 'd' then d = f[j + 1] elseif f[j] == 'n' then n = tonumber(f[j + 1]) end
-      end
-    end
-    out[i] = {d, n}
-  end
-  redis.call('XDEL', KEYS[1], unpack(ids))
-  redis.call('HINCRBY', KEYS[2], 'received', #ids)
-  local last = ids[#ids]
-  local newer = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
-  return {1, out, last, #newer}
-end
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, last
-  for j = 1, #g, 2 do
-    if g[j] == 'name' then name = g[j + 1] end
-    if g[j] == 'last-delivered-id' then last = g[j + 1] end
-  end
-  if name == 'g' then return {0, last} end
-end
-return {0, '0-0'}
-";
+/// After how many messages taken a handle trims the stream: the entries a plain receive
+/// leaves behind are at most this many per handle (plus those of a handle killed
+/// between two trims, until another trims).
+const TRIM_EVERY: usize = 64;
 
 /// How often a producer waiting for room in a full queue asks again.
 const ROOM_POLL: Duration = Duration::from_millis(5);
@@ -104,6 +144,10 @@ pub(super) struct RedisQueue {
     /// group's last delivered id when there was nothing), if no newer entry was waiting
     /// then: a receive first waits for an entry after it. `None`: take at once.
     last: StdMutex<Option<String>>,
+    /// The stream's key.
+    stream: String,
+    /// Messages taken since this handle last trimmed the stream.
+    untrimmed: AtomicUsize,
     max_message_size: usize,
     /// The lease of this handle's claims.
     pub(super) lease: Duration,
@@ -121,20 +165,14 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-/// The script of [`TAKE`].
-fn take_script() -> &'static redis::Script {
+/// The script of [`COUNT`].
+fn count_script() -> &'static redis::Script {
     static S: OnceLock<redis::Script> = OnceLock::new();
-    remote::script(&S, &[TAKE])
+    remote::script(&S, &[TRIM, COUNT])
 }
 
-/// What one take found.
-enum Taken {
-    /// Messages, each with its dead-letter delivery count; the id of the last, and
-    /// whether newer entries were waiting.
-    Messages(Vec<(Vec<u8>, u32)>, String, bool),
-    /// None; new entries will have ids after this one.
-    Empty(String),
-}
+/// A message taken and its dead-letter delivery count.
+type Taken = (Vec<u8>, u32);
 
 impl RedisQueue {
     pub(super) fn open(url: &RedisUrl, opts: &QueueOptions) -> Result<RedisQueue> {
@@ -151,12 +189,15 @@ impl RedisQueue {
             remote::script(&S, &[CREATE])
                 .key(url.key("stream"))
                 .key(url.key("gone"))
+                .key(url.key("meta"))
                 .invoke(c)
         })?;
         Ok(RedisQueue {
             conn,
             waiter: StdMutex::new(None),
             last: StdMutex::new(None),
+            stream: url.key("stream"),
+            untrimmed: AtomicUsize::new(0),
             max_message_size: opts.max_message_size,
             lease: opts.lease,
             max_deliveries: opts.max_deliveries,
@@ -217,17 +258,27 @@ impl RedisQueue {
     pub(super) fn send_until(&self, m: &[u8], deadline: Option<Instant>) -> Result<bool> {
         static S: OnceLock<redis::Script> = OnceLock::new();
         self.check_size(m)?;
-        let cap = self.capacity.map(|c| c.to_string()).unwrap_or_default();
         loop {
-            let r: i64 = self.conn.with(|c| {
-                remote::script(&S, &[SEND])
-                    .key(self.url().key("stream"))
-                    .key(self.url().key("meta"))
-                    .arg(m)
-                    .arg(&cap)
-                    .invoke(c)
-            })?;
-            match r {
+            let sent = match self.capacity {
+                None => self.conn.with(|c| {
+                    redis::cmd("XADD")
+                        .arg(&self.stream)
+                        .arg("NOMKSTREAM")
+                        .arg("0-*")
+                        .arg("d")
+                        .arg(m)
+                        .query::<Option<String>>(c)
+                        .map(|id| if id.is_some() { 1 } else { -1 })
+                })?,
+                Some(cap) => self.conn.with(|c| {
+                    remote::script(&S, &[TRIM, SEND_CAPPED])
+                        .key(&self.stream)
+                        .arg(m)
+                        .arg(cap)
+                        .invoke::<i64>(c)
+                })?,
+            };
+            match sent {
                 1 => return Ok(true),
                 0 => {}
                 _ => {
@@ -263,64 +314,94 @@ impl RedisQueue {
         Ok(n)
     }
 
-    fn take(&self, max: usize) -> Result<Taken> {
-        let r: Result<redis::Value> = self.conn.with(|c| {
-            take_script()
-                .key(self.url().key("stream"))
-                .key(self.url().key("meta"))
+    /// Takes up to `max` messages (at least 1) with one `XREADGROUP ... NOACK` for the
+    /// group, and notes where this handle's next receive starts: at once if more
+    /// entries may wait, else with a wait for an entry after the group's last delivered
+    /// id. With `ask`, an `XINFO GROUPS` sent with the read tells that id and whether
+    /// more entries wait; without, a take that got messages assumes more wait (a
+    /// receiver draining a backlog asks nothing), and one that got none asks after.
+    /// Trims the stream after every [`TRIM_EVERY`] messages.
+    fn take(&self, max: usize, ask: bool) -> Result<Vec<Taken>> {
+        let r = self.conn.with(|c| {
+            let mut p = redis::pipe();
+            p.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
                 .arg(max.max(1))
-                .invoke(c)
+                .arg("NOACK")
+                .arg("STREAMS")
+                .arg(&self.stream)
+                .arg(">");
+            if ask {
+                p.cmd("XINFO").arg("GROUPS").arg(&self.stream);
+                p.query::<(Option<StreamReadReply>, StreamInfoGroupsReply)>(c)
+                    .map(|(r, g)| (r, Some(g)))
+            } else {
+                p.query::<(Option<StreamReadReply>,)>(c)
+                    .map(|(r,)| (r, None))
+            }
         });
-        let taken = self.parse_take(self.destroyed_if_nogroup(r)?)?;
-        self.remember(&taken);
+        let (read, groups) = self.destroyed_if_nogroup(r)?;
+        let group = match groups {
+            Some(g) => Some(self.group(g)?),
+            None => None,
+        };
+        let taken = read
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(entry)
+            .collect::<Vec<_>>();
+        let next = match (taken.is_empty(), group) {
+            (false, None) => None,
+            // Unknown lag (a server before 7.0, or a deletion it cannot see past):
+            // take at once next time.
+            (false, Some(g)) if g.lag.is_none_or(|l| l > 0) => None,
+            (_, Some(g)) => Some(g.last_delivered_id),
+            (true, None) => {
+                let r = self.conn.read(|c| {
+                    redis::cmd("XINFO")
+                        .arg("GROUPS")
+                        .arg(&self.stream)
+                        .query::<StreamInfoGroupsReply>(c)
+                });
+                Some(self.group(self.destroyed_if_nogroup(r)?)?.last_delivered_id)
+            }
+        };
+        *lock(&self.last) = next;
+        let n = taken.len();
+        if n > 0 && self.untrimmed.fetch_add(n, Ordering::Relaxed) + n >= TRIM_EVERY {
+            self.untrimmed.store(0, Ordering::Relaxed);
+            // The messages are taken: a failed trim must not lose them, and the next
+            // one removes what this one left.
+            let _ = self.count();
+        }
         Ok(taken)
     }
 
-    /// The reply of [`TAKE`] as a [`Taken`].
-    fn parse_take(&self, v: redis::Value) -> Result<Taken> {
-        let parse = |e: redis::ParsingError| remote::error(self.url(), e.into());
-        let mut parts: Vec<redis::Value> = redis::from_redis_value(v).map_err(parse)?;
-        let ok: i64 = match parts.first() {
-            Some(v) => redis::from_redis_value_ref(v).map_err(parse)?,
-            None => 0,
-        };
-        if ok == 1 && parts.len() == 4 {
-            let more: i64 =
-                redis::from_redis_value(parts.pop().expect("4 parts")).map_err(parse)?;
-            let last: String =
-                redis::from_redis_value(parts.pop().expect("4 parts")).map_err(parse)?;
-            let m = redis::from_redis_value(parts.pop().expect("4 parts")).map_err(parse)?;
-            Ok(Taken::Messages(m, last, more == 1))
-        } else if ok == 0 && parts.len() == 2 {
-            Ok(Taken::Empty(
-                redis::from_redis_value(parts.pop().expect("2 parts")).map_err(parse)?,
-            ))
-        } else {
-            Err(remote::error(
-                self.url(),
-                redis::RedisError::from((
-                    redis::ErrorKind::Parse,
-                    "unexpected reply of the take script",
-                )),
-            ))
-        }
+    /// The queue's group `g` in an `XINFO GROUPS` reply; [`Error::Destroyed`] if absent.
+    fn group(&self, reply: StreamInfoGroupsReply) -> Result<StreamInfoGroup> {
+        reply
+            .groups
+            .into_iter()
+            .find(|g| g.name == "g")
+            .ok_or_else(|| Error::Destroyed {
+                path: self.url().as_path(),
+            })
     }
 
-    /// Notes where this handle's next receive starts: the newest id a take saw, unless
-    /// newer entries were waiting (then the next receive takes at once).
-    fn remember(&self, taken: &Taken) {
-        *lock(&self.last) = match taken {
-            Taken::Messages(_, _, true) => None,
-            Taken::Messages(_, id, false) | Taken::Empty(id) => Some(id.clone()),
-        };
-    }
-
-    /// `r`, or [`Error::Destroyed`] if the server said the group is gone.
+    /// `r`, or [`Error::Destroyed`] if the server said the group or the stream is gone.
     pub(super) fn destroyed_if_nogroup<T>(&self, r: Result<T>) -> Result<T> {
         match r {
-            Err(e) if e.to_string().contains("NOGROUP") => Err(Error::Destroyed {
-                path: self.url().as_path(),
-            }),
+            Err(e)
+                if e.to_string().contains("NOGROUP") || e.to_string().contains("no such key") =>
+            {
+                Err(Error::Destroyed {
+                    path: self.url().as_path(),
+                })
+            }
             r => r,
         }
     }
@@ -369,20 +450,19 @@ impl RedisQueue {
     }
 
     pub(super) fn try_recv(&self) -> Result<Option<Message>> {
-        match self.take(1)? {
-            Taken::Messages(mut m, _, _) => Ok(m.pop().map(message)),
-            Taken::Empty(_) => Ok(None),
-        }
+        Ok(self.take(1, false)?.pop().map(message))
     }
 
-    /// Receives one message. A receive takes at once when its handle has seen nothing
-    /// yet or its last take left newer entries; otherwise (the last take emptied the
-    /// queue, or found it empty) it first waits with `XREAD BLOCK` for an entry after
-    /// the last id seen, which consumes nothing, then takes. A receiver that keeps up
-    /// makes two round trips per message; one draining a backlog, one.
+    /// Receives one message. A receive takes at once when its handle has taken nothing
+    /// yet or its last take may have left newer entries; otherwise (the last take
+    /// emptied the queue, or found it empty) it first waits with `XREAD BLOCK` for an
+    /// entry after the group's last delivered id, which consumes nothing, then takes.
+    /// A receiver that keeps up makes two round trips per message; one draining a
+    /// backlog, one (and one more when the backlog ends).
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
         loop {
             let last = lock(&self.last).clone();
+            let waited = last.is_some();
             if let Some(last) = last {
                 let limit = match deadline {
                     None => Duration::from_secs(60),
@@ -390,8 +470,8 @@ impl RedisQueue {
                 };
                 self.wait_after(&last, limit)?;
             }
-            if let Taken::Messages(mut m, _, _) = self.take(1)? {
-                return Ok(m.pop().map(message));
+            if let Some(m) = self.take(1, waited)?.pop() {
+                return Ok(Some(message(m)));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
@@ -407,17 +487,18 @@ impl RedisQueue {
             return Ok(Vec::new());
         };
         let mut out = vec![first];
-        if max > 1
-            && let Taken::Messages(more, _, _) = self.take(max - 1)?
-        {
-            out.extend(more.into_iter().map(message));
+        if max > 1 {
+            out.extend(self.take(max - 1, false)?.into_iter().map(message));
         }
         Ok(out)
     }
 
+    /// The number of messages (ready, claimed or given back), after a trim.
     pub(super) fn count(&self) -> Result<u64> {
-        self.conn
-            .read(|c| redis::cmd("XLEN").arg(self.url().key("stream")).query(c))
+        let r = self
+            .conn
+            .read(|c| count_script().key(&self.stream).invoke(c));
+        self.destroyed_if_nogroup(r)
     }
 
     pub(super) fn is_empty(&self) -> Result<bool> {
@@ -436,13 +517,11 @@ impl RedisQueue {
                 local n = redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
                 redis.call('XGROUP', 'DESTROY', KEYS[1], 'g')
                 redis.call('XGROUP', 'CREATE', KEYS[1], 'g', '$')
-                redis.call('DEL', KEYS[3])
-                redis.call('HINCRBY', KEYS[2], 'received', n)
+                redis.call('DEL', KEYS[2])
                 return n
                 "],
             )
-            .key(self.url().key("stream"))
-            .key(self.url().key("meta"))
+            .key(&self.stream)
             .key(self.url().key("due"))
             .invoke::<i64>(c)
             .map(drop)
@@ -469,25 +548,28 @@ impl RedisQueue {
         })
     }
 
+    /// The figures of [`QueueStats`]: `count` after a trim; `sent` from the stream's
+    /// last id (ids are positions, see the module's documentation); what was sent and
+    /// is no longer counted was received.
     pub(super) fn stats(&self) -> Result<QueueStats> {
         type Pending = (u64, Option<String>, Option<String>, Vec<(String, u64)>);
-        let (count, sent, received, pending): (u64, Option<u64>, Option<u64>, Pending) = self
-            .destroyed_if_nogroup(self.conn.read(|c| {
+        let count = self.count()?;
+        let (info, base, pending): (redis::streams::StreamInfoStreamReply, Option<u64>, Pending) =
+            self.destroyed_if_nogroup(self.conn.read(|c| {
                 redis::pipe()
-                    .cmd("XLEN")
-                    .arg(self.url().key("stream"))
+                    .cmd("XINFO")
+                    .arg("STREAM")
+                    .arg(&self.stream)
                     .cmd("HGET")
                     .arg(self.url().key("meta"))
-                    .arg("sent")
-                    .cmd("HGET")
-                    .arg(self.url().key("meta"))
-                    .arg("received")
+                    .arg("base")
                     .cmd("XPENDING")
-                    .arg(self.url().key("stream"))
+                    .arg(&self.stream)
                     .arg("g")
                     .query(c)
             }))?;
-        let (sent, received) = (sent.unwrap_or(0), received.unwrap_or(0));
+        let sent = position(&info.last_generated_id).saturating_sub(base.unwrap_or(0));
+        let received = sent.saturating_sub(count);
         // Entries given back (owned by the consumer `~`) are ready, not in flight.
         let released: u64 = pending
             .3
@@ -511,6 +593,27 @@ impl RedisQueue {
             in_flight,
         })
     }
+}
+
+/// The position part of a stream id (`0-<position>`; 0 if it is not one).
+pub(super) fn position(id: &str) -> u64 {
+    id.rsplit_once('-')
+        .and_then(|(_, seq)| seq.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A stream entry as a message and the dead-letter delivery count in its field `n`.
+fn entry(e: redis::streams::StreamId) -> Taken {
+    let field = |name: &str| -> Option<Vec<u8>> {
+        e.map
+            .get(name)
+            .and_then(|v| redis::from_redis_value_ref(v).ok())
+    };
+    let data = field("d").unwrap_or_default();
+    let n = field("n")
+        .and_then(|n| String::from_utf8(n).ok()?.parse().ok())
+        .unwrap_or(0);
+    (data, n)
 }
 
 /// A taken entry as a message.

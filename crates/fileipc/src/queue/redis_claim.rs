@@ -56,13 +56,16 @@ end
 local function bury(id, consumer, n)
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if #e > 0 then
-    redis.call('XADD', KEYS[4], '*', 'd', field(e[1][2], 'd', ''), 'n', n)
+    redis.call('XADD', KEYS[4], '0-*', 'd', field(e[1][2], 'd', ''), 'n', n)
   end
   redis.call('XACK', KEYS[1], 'g', id)
   redis.call('XDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[3], id)
   forget(consumer)
-  redis.call('HINCRBY', KEYS[2], 'received', 1)
+end
+local function seq(id)
+  local base = tonumber(redis.call('HGET', KEYS[2], 'base') or '0')
+  return tonumber(string.match(id, '(%d+)$')) - base - 1
 end
 ";
 
@@ -95,14 +98,14 @@ while true do
     local f = grant(id, n + 1)
     forget(who)
     local fl = e[1][2]
-    return {1, field(fl, 'd', ''), n + 1, f, id, tonumber(field(fl, 's', '0')), tonumber(field(fl, 'n', '0'))}
+    return {1, field(fl, 'd', ''), n + 1, f, id, seq(id), tonumber(field(fl, 'n', '0'))}
   end
 end
 local r = redis.call('XREADGROUP', 'GROUP', 'g', 'c', 'COUNT', 1, 'STREAMS', KEYS[1], '>')
 if r and r[1] and #r[1][2] > 0 then
   local e = r[1][2][1]
   local f = grant(e[1], 1)
-  return {1, field(e[2], 'd', ''), 1, f, e[1], tonumber(field(e[2], 's', '0')), tonumber(field(e[2], 'n', '0'))}
+  return {1, field(e[2], 'd', ''), 1, f, e[1], seq(e[1]), tonumber(field(e[2], 'n', '0'))}
 end
 local last = '0-0'
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -119,7 +122,6 @@ redis.call('XACK', KEYS[1], 'g', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 forget(ARGV[2])
-redis.call('HINCRBY', KEYS[2], 'received', 1)
 return 1
 ";
 

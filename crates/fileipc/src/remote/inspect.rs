@@ -24,8 +24,32 @@ elseif kind == 'semaphore' then
     put('earliest_lease_left_ms', tonumber(first[2]) - now)
   end
 elseif kind == 'queue' then
-  put('backlog', redis.call('XLEN', KEYS[2] .. 'stream'))
-  local ok, p = pcall(redis.call, 'XPENDING', KEYS[2] .. 'stream', 'g')
+  -- Taken entries stay in the stream until a trim: the backlog is the group's lag
+  -- (not yet delivered) plus its pending entries, or the stream's length (an upper
+  -- bound) on a server that cannot tell the lag.
+  local s = KEYS[2] .. 'stream'
+  local backlog = redis.call('XLEN', s)
+  local ok, p = pcall(redis.call, 'XPENDING', s, 'g')
+  if ok then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', s)) do
+      local name, lag
+      for j = 1, #g, 2 do
+        if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'lag' then lag = g[j + 1] end
+      end
+      if name == 'g' and type(lag) == 'number' then backlog = lag + p[1] end
+    end
+  end
+  put('backlog', backlog)
+  if redis.call('EXISTS', s) == 1 then
+    local info = redis.call('XINFO', 'STREAM', s)
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then
+        local sent = tonumber(string.match(info[j + 1], '(%d+)$')) - tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
+        put('sent', string.format('%d', sent))
+        put('received', string.format('%d', sent - backlog))
+      end
+    end
+  end
   if ok then
     local released = 0
     for _, c in ipairs(p[4] or {}) do

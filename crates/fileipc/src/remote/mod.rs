@@ -18,8 +18,11 @@ use crate::location::{RedisUrl, Server};
 /// a blocking wait sets its own, longer read timeout.
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The format version written in every `meta` hash.
-pub(crate) const VERSION: i64 = 1;
+/// The format version written in the `meta` hash of a name of `kind`: 1, and 2 for a
+/// queue since its stream ids are positions (`queue/redis.rs`).
+pub(crate) fn version(kind: &str) -> i64 {
+    if kind == "queue" { 2 } else { 1 }
+}
 
 /// The `redis` crate's URL for `url`'s server, speaking RESP3 if `resp3`.
 fn client_url_with(url: &RedisUrl, resp3: bool) -> Result<String> {
@@ -216,7 +219,7 @@ pub(crate) fn check_kind(conn: &Conn, kind: &str, create: bool) -> Result<()> {
         script
             .key(conn.url().key("meta"))
             .arg(kind)
-            .arg(VERSION)
+            .arg(version(kind))
             .arg(if create { "1" } else { "0" })
             .invoke(c)
     })?;
@@ -234,11 +237,14 @@ pub(crate) fn check_kind(conn: &Conn, kind: &str, create: bool) -> Result<()> {
             detail: format!("it holds a {found}, not a {kind}"),
         });
     }
-    if version != VERSION {
+    if version != self::version(kind) {
         return Err(Error::Format {
             path: conn.url().as_path(),
             expected: "fileipc name of this kind",
-            detail: format!("format version {version}; this build reads version {VERSION}"),
+            detail: format!(
+                "format version {version}; this build reads version {}",
+                self::version(kind)
+            ),
         });
     }
     Ok(())
