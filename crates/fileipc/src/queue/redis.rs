@@ -34,11 +34,15 @@ use crate::error::{Error, Result};
 use crate::location::RedisUrl;
 use crate::remote::{self, Conn, lock};
 
-/// Removes the mark of an earlier destruction (`KEYS[2]`, see
+/// Refuses a server older than 7.0 (which has no `XADD ... 0-*`), removes the mark of
+/// an earlier destruction (`KEYS[2]`, see
 /// [`RedisQueue::destroy`]) and makes the stream (`KEYS[1]`) with its group if missing:
 /// its last id is set to `0-base`, `base` being the server's clock in microseconds,
 /// written to `meta` (`KEYS[3]`).
 const CREATE: &str = r"
+if not redis.REDIS_VERSION_NUM or redis.REDIS_VERSION_NUM < 0x070000 then
+  return redis.error_reply('fileipc queues need Redis 7.0 or later (stream ids 0-*)')
+end
 redis.call('DEL', KEYS[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local t = redis.call('TIME')
