@@ -178,6 +178,21 @@ fn count_script() -> &'static redis::Script {
 /// A message taken and its dead-letter delivery count.
 type Taken = (Vec<u8>, u32);
 
+/// Whether a take asks the server where the handle's next receive starts (see
+/// [`RedisQueue::take`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// With the read, in the same write (`XINFO GROUPS`): its `lag` says whether more
+    /// entries wait, `last-delivered-id` where a wait starts. After a wait.
+    With,
+    /// Not with the read: a take that got messages assumes more wait (a receiver
+    /// draining a backlog asks nothing); one that got none asks after, to wait.
+    After,
+    /// Never: a take that got none leaves the next receive to take at once (and ask).
+    /// For `try_recv`, which does not wait.
+    Never,
+}
+
 impl RedisQueue {
     pub(super) fn open(url: &RedisUrl, opts: &QueueOptions) -> Result<RedisQueue> {
         static S: OnceLock<redis::Script> = OnceLock::new();
@@ -321,11 +336,8 @@ impl RedisQueue {
     /// Takes up to `max` messages (at least 1) with one `XREADGROUP ... NOACK` for the
     /// group, and notes where this handle's next receive starts: at once if more
     /// entries may wait, else with a wait for an entry after the group's last delivered
-    /// id. With `ask`, an `XINFO GROUPS` sent with the read tells that id and whether
-    /// more entries wait; without, a take that got messages assumes more wait (a
-    /// receiver draining a backlog asks nothing), and one that got none asks after.
-    /// Trims the stream after every [`TRIM_EVERY`] messages.
-    fn take(&self, max: usize, ask: bool) -> Result<Vec<Taken>> {
+    /// id: see [`Ask`]. Trims the stream after every [`TRIM_EVERY`] messages.
+    fn take(&self, max: usize, ask: Ask) -> Result<Vec<Taken>> {
         let r = self.conn.with(|c| {
             let mut p = redis::pipe();
             p.cmd("XREADGROUP")
@@ -338,7 +350,7 @@ impl RedisQueue {
                 .arg("STREAMS")
                 .arg(&self.stream)
                 .arg(">");
-            if ask {
+            if ask == Ask::With {
                 p.cmd("XINFO").arg("GROUPS").arg(&self.stream);
                 p.query::<(Option<StreamReadReply>, StreamInfoGroupsReply)>(c)
                     .map(|(r, g)| (r, Some(g)))
@@ -364,6 +376,7 @@ impl RedisQueue {
             // take at once next time.
             (false, Some(g)) if g.lag.is_none_or(|l| l > 0) => None,
             (_, Some(g)) => Some(g.last_delivered_id),
+            (true, None) if ask == Ask::Never => None,
             (true, None) => {
                 let r = self.conn.read(|c| {
                     redis::cmd("XINFO")
@@ -454,7 +467,7 @@ impl RedisQueue {
     }
 
     pub(super) fn try_recv(&self) -> Result<Option<Message>> {
-        Ok(self.take(1, false)?.pop().map(message))
+        Ok(self.take(1, Ask::Never)?.pop().map(message))
     }
 
     /// Receives one message. A receive takes at once when its handle has taken nothing
@@ -474,7 +487,8 @@ impl RedisQueue {
                 };
                 self.wait_after(&last, limit)?;
             }
-            if let Some(m) = self.take(1, waited)?.pop() {
+            let ask = if waited { Ask::With } else { Ask::After };
+            if let Some(m) = self.take(1, ask)?.pop() {
                 return Ok(Some(message(m)));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -492,7 +506,7 @@ impl RedisQueue {
         };
         let mut out = vec![first];
         if max > 1 {
-            out.extend(self.take(max - 1, false)?.into_iter().map(message));
+            out.extend(self.take(max - 1, Ask::Never)?.into_iter().map(message));
         }
         Ok(out)
     }
