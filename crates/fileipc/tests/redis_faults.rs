@@ -1,7 +1,7 @@
 //! The Redis engine under faults: connections killed by the server, a server that stops
 //! answering for longer than a lease, a server restart that loses every key, and a
-//! mutual-exclusion checker whose holders are killed at random, and a claim/ack kill
-//! storm.
+//! mutual-exclusion checker whose holders are killed at random, a claim/ack kill
+//! storm, and plain receivers racing claimers on one queue.
 //!
 //! Each test starts its own `redis-server` (see `common::redis`); without one it skips
 //! loudly, and fails where `FILEIPC_REQUIRE_REDIS_TESTS` is set.
@@ -28,6 +28,7 @@ fn child_process_entry() {
         "storm-producer" => storm_producer(&args),
         "storm-claimer" => storm_claimer(&args),
         "claim-then-ack" => claim_then_ack(&args),
+        "mixed-worker" => mixed_worker(&args),
         "recv" => {
             let q = MessageQueue::open(&args[0]).unwrap();
             assert!(q.try_recv().unwrap().is_none(), "the queue starts empty");
@@ -486,6 +487,134 @@ fn claim_kill_storm_every_message_acked_once_or_dead_lettered() {
         start.elapsed()
     );
     assert!(kills > 10, "only {kills} kills");
+}
+
+/// Child: takes messages from the queue `args[0]` until the file `args[3]` exists and
+/// nothing is left, appending each message it took to its log `args[2]`: with plain
+/// `recv` if `args[1]` is "recv"; else it claims and acks, giving one message in 25
+/// back unprocessed on its first delivery.
+fn mixed_worker(args: &[String]) {
+    use std::io::Write;
+    let q = MessageQueue::open(&args[0]).unwrap();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args[2])
+        .unwrap();
+    let stop = std::path::Path::new(&args[3]);
+    say("ready");
+    let wait = Duration::from_millis(50);
+    loop {
+        let took = if args[1] == "recv" {
+            q.recv_timeout(wait)
+                .unwrap()
+                .map(|m| m.into_string().unwrap())
+        } else {
+            match q.claim_timeout(wait).unwrap() {
+                Some(m) if m.attempt() == 1 && m.seq() % 25 == 3 => {
+                    m.nack(Duration::ZERO).unwrap();
+                    continue;
+                }
+                Some(m) => {
+                    let id = m.to_str().unwrap().to_owned();
+                    m.ack().unwrap();
+                    Some(id)
+                }
+                None => None,
+            }
+        };
+        match took {
+            Some(id) => out.write_all(format!("{id}\n").as_bytes()).unwrap(),
+            None if stop.exists() => return,
+            None => {}
+        }
+    }
+}
+
+/// Plain receivers and claimers on one queue: every message is taken once, by one of
+/// them, and the counts stay exact while plain receives leave entries behind among
+/// claimed ones (the Redis engine removes those in its trims, which must spare what
+/// is claimed or given back).
+#[test]
+fn plain_receivers_and_claimers_take_each_message_once() {
+    let Some(s) = RedisServer::start("plain_receivers_and_claimers_take_each_message_once") else {
+        return;
+    };
+    let url = s.url("q", "");
+    let q = MessageQueue::open(&url).unwrap();
+    let d = common::tempdir();
+    let stop = d.path().join("stop");
+    let (producers_n, per) = (2, 1500);
+    let mut workers: Vec<Proc> = ["recv", "recv", "claim", "claim"]
+        .iter()
+        .enumerate()
+        .map(|(i, how)| {
+            let log = d.path().join(format!("{i}.log"));
+            let mut p = Proc::spawn(
+                "mixed-worker",
+                &[&url, how, log.to_str().unwrap(), stop.to_str().unwrap()],
+            );
+            p.expect("ready");
+            p
+        })
+        .collect();
+    let mut producers: Vec<Proc> = (0..producers_n)
+        .map(|p| {
+            Proc::spawn(
+                "storm-producer",
+                &[&url, &format!("p{p}"), &per.to_string()],
+            )
+        })
+        .collect();
+    for p in &mut producers {
+        p.wait_success();
+    }
+    let start = Instant::now();
+    while q.count().unwrap() > 0 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the workers did not drain the queue"
+        );
+        std::thread::sleep(Duration::from_millis(10)); // polling the count, not a sync
+    }
+    std::fs::write(&stop, "").unwrap();
+    for w in &mut workers {
+        w.wait_success();
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut by_kind = [0usize; 2];
+    for i in 0..4 {
+        let text = std::fs::read_to_string(d.path().join(format!("{i}.log"))).unwrap();
+        for id in text.lines() {
+            *seen.entry(id.to_owned()).or_default() += 1;
+            by_kind[i / 2] += 1;
+        }
+    }
+    for p in 0..producers_n {
+        for i in 0..per {
+            let id = format!("p{p}:{i}");
+            assert_eq!(
+                seen.get(&id),
+                Some(&1),
+                "{id} taken {:?} times",
+                seen.get(&id)
+            );
+        }
+    }
+    assert_eq!(seen.len(), producers_n * per);
+    let st = q.stats().unwrap();
+    let total = (producers_n * per) as u64;
+    assert_eq!(
+        (st.sent, st.received, st.count, st.in_flight),
+        (total, total, 0, 0)
+    );
+    eprintln!(
+        "mixed receivers: {} by plain recv, {} by claim + ack, {:?}",
+        by_kind[0],
+        by_kind[1],
+        start.elapsed()
+    );
+    assert!(by_kind[0] > 0 && by_kind[1] > 0, "{by_kind:?}");
 }
 
 /// Child: forever, lock, append `+PID` and `-PID` lines to the log, unlock.
