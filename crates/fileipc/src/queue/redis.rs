@@ -144,9 +144,10 @@ pub(super) struct RedisQueue {
     conn: Conn,
     /// The connection a receiver blocks on, made by the first wait.
     waiter: StdMutex<Option<redis::Connection>>,
-    /// The newest stream id this handle's last take saw (the last entry taken, or the
-    /// group's last delivered id when there was nothing), if no newer entry was waiting
-    /// then: a receive first waits for an entry after it. `None`: take at once.
+    /// Where this handle's next receive starts (set by every take, see
+    /// [`RedisQueue::take`]): the group's last delivered id when the last take left no
+    /// entry waiting, and the receive first waits for an entry after it; `None`: take at
+    /// once.
     last: StdMutex<Option<String>>,
     /// The stream's key.
     stream: String,
