@@ -72,7 +72,8 @@ return 1
 /// handle of it later notice at the end of their wait (at most a minute) instead.
 const GONE_MARK_SECS: u32 = 600;
 
-/// Lua: `trim(key)` removes from stream `key` the entries its group `g` delivered that
+/// Lua (after [`remote::STREAM_LUA`]): `trim(key)` removes from stream `key` the
+/// entries its group `g` delivered that
 /// no consumer holds (plain receives take with `NOACK` and leave them): everything up
 /// to the last delivered id when nothing is pending, else everything before the oldest
 /// pending entry, then the entries between it and the last delivered id that are not
@@ -80,14 +81,7 @@ const GONE_MARK_SECS: u32 = 600;
 /// given back.
 pub(super) const TRIM: &str = r"
 local function trim(key)
-  local last = '0-0'
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
-    local name, l
-    for j = 1, #g, 2 do
-      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then l = g[j + 1] end
-    end
-    if name == 'g' then last = l end
-  end
+  local last = group(key)['last-delivered-id'] or '0-0'
   local p = redis.call('XPENDING', key, 'g')
   if p[1] == 0 then
     local ms, seq = string.match(last, '^(%d+)-(%d+)$')
@@ -173,7 +167,7 @@ impl std::fmt::Debug for RedisQueue {
 /// The script of [`COUNT`].
 fn count_script() -> &'static redis::Script {
     static S: OnceLock<redis::Script> = OnceLock::new();
-    remote::script(&S, &[TRIM, COUNT])
+    remote::script(&S, &[remote::STREAM_LUA, TRIM, COUNT])
 }
 
 /// A message taken and its dead-letter delivery count.
@@ -291,7 +285,7 @@ impl RedisQueue {
                         .map(|id| if id.is_some() { 1 } else { -1 })
                 })?,
                 Some(cap) => self.conn.with(|c| {
-                    remote::script(&S, &[TRIM, SEND_CAPPED])
+                    remote::script(&S, &[remote::STREAM_LUA, TRIM, SEND_CAPPED])
                         .key(&self.stream)
                         .arg(m)
                         .arg(cap)
@@ -413,12 +407,15 @@ impl RedisQueue {
     /// `r`, or [`Error::Destroyed`] if the server said the group or the stream is gone.
     pub(super) fn destroyed_if_nogroup<T>(&self, r: Result<T>) -> Result<T> {
         match r {
-            Err(e)
-                if e.to_string().contains("NOGROUP") || e.to_string().contains("no such key") =>
-            {
-                Err(Error::Destroyed {
-                    path: self.url().as_path(),
-                })
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("NOGROUP") || text.contains("no such key") {
+                    Err(Error::Destroyed {
+                        path: self.url().as_path(),
+                    })
+                } else {
+                    Err(e)
+                }
             }
             r => r,
         }
@@ -615,7 +612,7 @@ impl RedisQueue {
 }
 
 /// The position part of a stream id (`0-<position>`; 0 if it is not one).
-pub(super) fn position(id: &str) -> u64 {
+fn position(id: &str) -> u64 {
     id.rsplit_once('-')
         .and_then(|(_, seq)| seq.parse().ok())
         .unwrap_or(0)

@@ -64,8 +64,7 @@ local function bury(id, consumer, n)
   forget(consumer)
 end
 local function seq(id)
-  local base = tonumber(redis.call('HGET', KEYS[2], 'base') or '0')
-  return tonumber(string.match(id, '(%d+)$')) - base - 1
+  return position(id) - tonumber(redis.call('HGET', KEYS[2], 'base') or '0') - 1
 end
 ";
 
@@ -107,10 +106,7 @@ if r and r[1] and #r[1][2] > 0 then
   local f = grant(e[1], 1)
   return {1, field(e[2], 'd', ''), 1, f, e[1], seq(e[1]), tonumber(field(e[2], 'n', '0'))}
 end
-local last = '0-0'
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  if field(g, 'name') == 'g' then last = field(g, 'last-delivered-id', last) end
-end
+local last = group(KEYS[1])['last-delivered-id'] or '0-0'
 return {0, '', 0, 0, last, 0, redis.call('ZCARD', KEYS[3])}
 ";
 
@@ -236,7 +232,7 @@ impl RedisQueue {
     ) -> Result<T> {
         let url = self.url();
         let dead = url.with_suffix(":dead");
-        let script = remote::script(cell, &[COMMON, body]);
+        let script = remote::script(cell, &[remote::STREAM_LUA, COMMON, body]);
         let r = self.conn_with(|c| {
             let mut inv = script.key(url.key("stream"));
             inv.key(url.key("meta"))

@@ -31,20 +31,15 @@ elseif kind == 'queue' then
   local backlog = redis.call('XLEN', s)
   local ok, p = pcall(redis.call, 'XPENDING', s, 'g')
   if ok then
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', s)) do
-      local name, lag
-      for j = 1, #g, 2 do
-        if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'lag' then lag = g[j + 1] end
-      end
-      if name == 'g' and type(lag) == 'number' then backlog = lag + p[1] end
-    end
+    local lag = group(s).lag
+    if type(lag) == 'number' then backlog = lag + p[1] end
   end
   put('backlog', backlog)
   if redis.call('EXISTS', s) == 1 then
     local info = redis.call('XINFO', 'STREAM', s)
     for j = 1, #info, 2 do
       if info[j] == 'last-generated-id' then
-        local sent = tonumber(string.match(info[j + 1], '(%d+)$')) - tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
+        local sent = position(info[j + 1]) - tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
         put('sent', string.format('%d', sent))
         put('received', string.format('%d', sent - backlog))
       end
@@ -80,7 +75,7 @@ pub(crate) fn inspect(url: &RedisUrl) -> Result<Found> {
     let conn = Conn::open(url)?;
     let base = url.key("");
     let (meta, figures): (Vec<String>, Vec<String>) = conn.read(|c| {
-        super::script(&S, &[LOOK])
+        super::script(&S, &[super::STREAM_LUA, LOOK])
             .key(url.key("meta"))
             .key(&base)
             .invoke(c)

@@ -24,6 +24,24 @@ pub(crate) fn version(kind: &str) -> i64 {
     if kind == "queue" { 2 } else { 1 }
 }
 
+/// Lua shared by the queue's scripts and `inspect`: `group(key)`, the fields of stream
+/// `key`'s consumer group `g` by name (`{}` without it; a field the server sends as nil,
+/// such as an unknown `lag`, is `false`), and `position(id)`, the number after the `-`
+/// of a stream id (queue ids are positions, see `queue/redis.rs`).
+pub(crate) const STREAM_LUA: &str = r"
+local function group(key)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local t = {}
+    for j = 1, #g, 2 do t[g[j]] = g[j + 1] end
+    if t.name == 'g' then return t end
+  end
+  return {}
+end
+local function position(id)
+  return tonumber(string.match(id, '(%d+)$'))
+end
+";
+
 /// The `redis` crate's URL for `url`'s server, speaking RESP3 if `resp3`.
 fn client_url_with(url: &RedisUrl, resp3: bool) -> Result<String> {
     let mut u = client_url(url)?;
