@@ -415,6 +415,20 @@ fn cpu_and_run_queue_ns() -> (u64, u64) {
     (f.next().unwrap_or(0), f.next().unwrap_or(0))
 }
 
+/// This thread's page faults so far, minor plus major (fields 10 and 12 of
+/// `/proc/thread-self/stat`); 0 where the kernel does not report them. A write fault on
+/// a file mapping can sleep on the kernel's locks or I/O: reported beside a late
+/// hand-over, so that such a sleep is told from a lost wake-up.
+fn page_faults() -> u64 {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let fields = s.rfind(')').map_or("", |i| &s[i + 1..]);
+    let f: Vec<u64> = fields
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    f.get(7).unwrap_or(&0) + f.get(9).unwrap_or(&0)
+}
+
 /// Lost wake-up: 20,000 hand-overs of the one permit of a semaphore
 /// from a releasing thread to a thread that starts `acquire_timeout` at about the same
 /// moment (the release lands at varying points of the waiter's scan-then-sleep, which is
@@ -448,18 +462,25 @@ fn no_waiter_sleeps_with_a_permit_free() {
             let mut late = Vec::new();
             for _ in 0..ROUNDS {
                 barrier.wait();
+                let faults0 = page_faults();
                 let (cpu0, rq0) = cpu_and_run_queue_ns();
                 let called = mono_ns();
                 assert!(waiter.acquire_timeout(PATIENCE).unwrap());
                 let got = mono_ns();
                 let (cpu1, rq1) = cpu_and_run_queue_ns();
                 let (cpu, rq) = (cpu1 - cpu0, rq1 - rq0);
+                let faults = page_faults() - faults0;
                 barrier.wait(); // the releaser has stored its time
                 // From the later of the call and the end of the release.
                 let from = called.max(released_at.load(std::sync::atomic::Ordering::SeqCst));
                 let after = got.saturating_sub(from).saturating_sub(rq);
                 let nanos = Duration::from_nanos;
-                late.push((nanos(after.saturating_sub(cpu)), nanos(after), nanos(cpu)));
+                late.push((
+                    nanos(after.saturating_sub(cpu)),
+                    nanos(after),
+                    nanos(cpu),
+                    faults,
+                ));
             }
             late
         });
@@ -481,7 +502,8 @@ fn no_waiter_sleeps_with_a_permit_free() {
         }
         late = w.join().unwrap();
     });
-    // (asleep, after the release less run-queue time, on a CPU), per hand-over.
+    // (asleep, after the release less run-queue time, on a CPU, page faults), per
+    // hand-over.
     let slow: Vec<_> = late.iter().filter(|d| d.0 >= LATE).collect();
     let worst = late.iter().max().unwrap();
     let worst_awake = late.iter().map(|d| d.1).max().unwrap();
@@ -494,7 +516,7 @@ fn no_waiter_sleeps_with_a_permit_free() {
     assert!(
         slow.is_empty(),
         "{} of {ROUNDS} waiters slept >= {LATE:?} with the permit free (first, as (asleep, \
-         waited less run-queue time, on a CPU): {:?})",
+         waited less run-queue time, on a CPU, page faults): {:?})",
         slow.len(),
         &slow[..slow.len().min(5)]
     );
