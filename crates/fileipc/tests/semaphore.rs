@@ -437,12 +437,15 @@ fn page_faults() -> u64 {
 /// minus the time it spent runnable but waiting for a CPU and the time it spent on a CPU
 /// during the call: the time it slept. None may have slept >= 5 ms. Before the fix a
 /// waiter that had scanned but not yet slept when the permit went back to the pool
-/// slept out its 10 ms slice. (Not counted: a loaded machine's preemption, and the time
-/// the hypervisor took the virtual CPU away, which the guest counts as on a CPU: on the
-/// 2-vCPU test machine both code before and after `0f1e0ea` had 2 runs in 40 with one
-/// hand-over 5.5-7.8 ms late by the wall clock less the run-queue time; 75 runs more
-/// with the time on a CPU recorded had no late hand-over at all, so their cause was not
-/// caught.)
+/// slept out its 10 ms slice.
+///
+/// Not counted: the time a stall of the machine (`common::stalls`: the host not running
+/// the virtual CPU) covers the hand-over on the CPU the waiter ran on after it. Such
+/// stalls are invisible to the guest, which counts them as the waiter's sleep: a waiter
+/// woken on a stalled virtual CPU looks asleep with the permit free. On the 2-vCPU test
+/// machine this test failed in 2 of 7 fresh-clone CI runs with one hand-over each
+/// (7.1 ms by the old measure, then 15.3 ms asleep with 26 us on a CPU), and the probe,
+/// idle, saw 19 stalls of 5-9.4 ms a minute.
 #[test]
 fn no_waiter_sleeps_with_a_permit_free() {
     const ROUNDS: usize = 20_000;
@@ -456,10 +459,11 @@ fn no_waiter_sleeps_with_a_permit_free() {
     assert!(releaser.try_acquire().unwrap());
     let barrier = std::sync::Barrier::new(2);
     let released_at = std::sync::atomic::AtomicU64::new(0);
-    let mut late = Vec::new();
+    let probe = common::stalls::StallProbe::start();
+    let mut rounds = Vec::new();
     std::thread::scope(|sc| {
         let w = sc.spawn(|| {
-            let mut late = Vec::new();
+            let mut rounds = Vec::new();
             for _ in 0..ROUNDS {
                 barrier.wait();
                 let faults0 = page_faults();
@@ -467,22 +471,22 @@ fn no_waiter_sleeps_with_a_permit_free() {
                 let called = mono_ns();
                 assert!(waiter.acquire_timeout(PATIENCE).unwrap());
                 let got = mono_ns();
+                let on = rustix::thread::sched_getcpu();
                 let (cpu1, rq1) = cpu_and_run_queue_ns();
-                let (cpu, rq) = (cpu1 - cpu0, rq1 - rq0);
                 let faults = page_faults() - faults0;
                 barrier.wait(); // the releaser has stored its time
                 // From the later of the call and the end of the release.
                 let from = called.max(released_at.load(std::sync::atomic::Ordering::SeqCst));
-                let after = got.saturating_sub(from).saturating_sub(rq);
-                let nanos = Duration::from_nanos;
-                late.push((
-                    nanos(after.saturating_sub(cpu)),
-                    nanos(after),
-                    nanos(cpu),
+                rounds.push(Round {
+                    from,
+                    got,
+                    run_queue: rq1 - rq0,
+                    on_cpu: cpu1 - cpu0,
                     faults,
-                ));
+                    cpu: on,
+                });
             }
-            late
+            rounds
         });
         // A cheap pseudo-random delay of 0-63 us before each release.
         let mut x: u32 = 0x9e37_79b9;
@@ -500,27 +504,75 @@ fn no_waiter_sleeps_with_a_permit_free() {
             released_at.store(mono_ns(), std::sync::atomic::Ordering::SeqCst);
             barrier.wait();
         }
-        late = w.join().unwrap();
+        rounds = w.join().unwrap();
     });
-    // (asleep, after the release less run-queue time, on a CPU, page faults), per
-    // hand-over.
-    let slow: Vec<_> = late.iter().filter(|d| d.0 >= LATE).collect();
-    let worst = late.iter().max().unwrap();
-    let worst_awake = late.iter().map(|d| d.1).max().unwrap();
+    let stalls = probe.finish();
+    let nanos = Duration::from_nanos;
+    let asleep = |r: &Round| {
+        nanos(
+            r.got
+                .saturating_sub(r.from)
+                .saturating_sub(r.run_queue)
+                .saturating_sub(r.on_cpu),
+        )
+    };
+    let stalled = |r: &Round| nanos(stalls.overlap(r.cpu, r.from, r.got));
+    let late: Vec<_> = rounds.iter().filter(|r| asleep(r) >= LATE).collect();
+    let (excused, slow): (Vec<_>, Vec<_>) = late
+        .iter()
+        .partition(|r| asleep(r).saturating_sub(stalled(r)) < LATE);
+    let show = |rs: &[&&Round]| {
+        rs.iter()
+            .take(5)
+            .map(|r| {
+                format!(
+                    "asleep {:?} (waited {:?} less {:?} in the run queue, {:?} on a CPU), \
+                     {} page faults, on CPU {}, {:?} of it stalled",
+                    asleep(r),
+                    nanos(r.got.saturating_sub(r.from)),
+                    nanos(r.run_queue),
+                    nanos(r.on_cpu),
+                    r.faults,
+                    r.cpu,
+                    stalled(r)
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let worst = rounds.iter().map(asleep).max().unwrap();
     eprintln!(
-        "{ROUNDS} hand-overs: {} with the waiter asleep >= {LATE:?} after the release, \
-         worst {:?} asleep; longest wait less run-queue time {worst_awake:?}",
-        slow.len(),
-        worst.0
+        "{ROUNDS} hand-overs: worst {worst:?} asleep after the release; {} asleep >= \
+         {LATE:?}, {} of them excused by a stall of their CPU {:#?}; the probes (real-time \
+         priority: {}) saw {} stalls >= {:?}, the longest {:?}",
+        late.len(),
+        excused.len(),
+        show(&excused),
+        stalls.realtime,
+        stalls.stalls.len(),
+        common::stalls::MIN_STALL,
+        nanos(stalls.longest()),
     );
     assert!(
         slow.is_empty(),
-        "{} of {ROUNDS} waiters slept >= {LATE:?} with the permit free (first, as (asleep, \
-         waited less run-queue time, on a CPU, page faults): {:?})",
+        "{} of {ROUNDS} waiters slept >= {LATE:?} with the permit free, not counting stalls \
+         of the machine (first five: {:#?})",
         slow.len(),
-        &slow[..slow.len().min(5)]
+        show(&slow)
     );
     assert_eq!((waiter.held().unwrap(), waiter.value().unwrap()), (1, 0));
+}
+
+/// One hand-over of [`no_waiter_sleeps_with_a_permit_free`]: from the later of the call
+/// and the release's return to the acquire's return (monotonic ns), the waiter's time in
+/// the run queue and on a CPU meanwhile (ns), its page faults, and the CPU it ran on
+/// after.
+struct Round {
+    from: u64,
+    got: u64,
+    run_queue: u64,
+    on_cpu: u64,
+    faults: u64,
+    cpu: usize,
 }
 
 /// Child: takes the semaphore's critical section the way the library does (see

@@ -23,6 +23,7 @@
 
 pub mod measure;
 pub mod redis;
+pub mod stalls;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitStatus, Stdio};
