@@ -17,10 +17,11 @@ impl QueueEnd for Queue {
 
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
         // `recv` waits at most DEFAULT_TIMEOUT (5 s): a stuck queue fails the run.
+        // The message's own buffer becomes `buf`, as a caller keeping the `Message`
+        // would use it: no second copy of the bytes.
         match self.0.recv()? {
             Some(m) => {
-                buf.clear();
-                buf.extend_from_slice(&m);
+                *buf = m.into_bytes();
                 Ok(true)
             }
             None => Ok(false),
